@@ -1,0 +1,1 @@
+//! Screenshots through WebDriver (fantoccini). Being built.
