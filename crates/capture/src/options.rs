@@ -1,0 +1,731 @@
+//! Capture options: the raw wire form ([`RawCaptureOptions`], deserializable from a query
+//! string or JSON) and the validated form ([`CaptureOptions`]), plus the cache key.
+//!
+//! Parse, don't validate: a [`CaptureOptions`] can only be built by
+//! [`CaptureOptions::parse`], so code holding one knows every field is in range. The
+//! network policy (scheme, forbidden addresses) is *not* checked here: it needs DNS and lives
+//! in [`crate::guard`]; [`crate::CaptureService::check_target`] runs it without a browser.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::error::OptionError;
+
+/// Widest viewport accepted, in CSS pixels.
+pub const MAX_WIDTH: u32 = 3840;
+/// Tallest viewport accepted, in CSS pixels.
+pub const MAX_HEIGHT: u32 = 10_000;
+/// Longest `delay`, in milliseconds.
+pub const MAX_DELAY_MS: u64 = 10_000;
+/// Longest `timeout`, in seconds.
+pub const MAX_TIMEOUT_SECS: u64 = 60;
+/// Longest `cacheTtl`, in seconds (30 days).
+pub const MAX_CACHE_TTL_SECS: u64 = 2_592_000;
+/// Largest `html` document accepted, in bytes (it travels as a `data:` URL).
+pub const MAX_HTML_BYTES: usize = 1_000_000;
+/// Longest `url`, in bytes.
+pub const MAX_URL_BYTES: usize = 8_192;
+/// Longest CSS selector, in bytes.
+pub const MAX_SELECTOR_BYTES: usize = 1_024;
+/// Quality used for jpeg when none is given.
+pub const DEFAULT_JPEG_QUALITY: u8 = 80;
+
+/// A scalar as it arrives: a query string gives text, JSON gives numbers and booleans.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawValue {
+    /// A JSON boolean.
+    Bool(bool),
+    /// A JSON integer.
+    Int(i64),
+    /// A JSON number with a fraction.
+    Float(f64),
+    /// Text (every value of a query string).
+    Text(String),
+}
+
+impl From<&str> for RawValue {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_owned())
+    }
+}
+impl From<i64> for RawValue {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<bool> for RawValue {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+/// The options exactly as a client sent them (camelCase), before validation.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RawCaptureOptions {
+    pub url: Option<String>,
+    pub html: Option<String>,
+    pub width: Option<RawValue>,
+    pub height: Option<RawValue>,
+    pub full_page: Option<RawValue>,
+    pub format: Option<String>,
+    pub quality: Option<RawValue>,
+    pub device_scale_factor: Option<RawValue>,
+    pub delay: Option<RawValue>,
+    pub wait_for_selector: Option<String>,
+    pub selector: Option<String>,
+    pub dark_mode: Option<RawValue>,
+    pub timeout: Option<RawValue>,
+    pub cache: Option<RawValue>,
+    pub cache_ttl: Option<RawValue>,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Png,
+    Jpeg,
+    Webp,
+    Pdf,
+}
+
+impl Format {
+    /// The `Content-Type` of the bytes.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+            Self::Webp => "image/webp",
+            Self::Pdf => "application/pdf",
+        }
+    }
+
+    /// A file extension without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpg",
+            Self::Webp => "webp",
+            Self::Pdf => "pdf",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "png" => Some(Self::Png),
+            "jpeg" | "jpg" => Some(Self::Jpeg),
+            "webp" => Some(Self::Webp),
+            "pdf" => Some(Self::Pdf),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpeg",
+            Self::Webp => "webp",
+            Self::Pdf => "pdf",
+        })
+    }
+}
+
+/// What to load: a URL, or an HTML document given inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A URL; its scheme and address are checked by the guard, not by parsing.
+    Url(Url),
+    /// An HTML document, loaded as a `data:` URL (its subresources go through the guard).
+    Html(String),
+}
+
+/// Validated capture options. Build with [`CaptureOptions::parse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureOptions {
+    target: Target,
+    width: u32,
+    height: u32,
+    full_page: bool,
+    format: Format,
+    quality: Option<u8>,
+    device_scale_factor: f64,
+    delay_ms: u64,
+    wait_for_selector: Option<String>,
+    selector: Option<String>,
+    dark_mode: bool,
+    timeout_secs: Option<u64>,
+    cache: bool,
+    cache_ttl_secs: Option<u64>,
+}
+
+impl CaptureOptions {
+    /// Validate raw options. The error names the first wrong field and what is allowed.
+    pub fn parse(raw: RawCaptureOptions) -> Result<Self, OptionError> {
+        let url = raw.url.filter(|s| !s.is_empty());
+        let html = raw.html.filter(|s| !s.is_empty());
+        let target = match (url, html) {
+            (Some(_), Some(_)) => {
+                return Err(OptionError::new("url", "give either url or html, not both"))
+            }
+            (None, None) => {
+                return Err(OptionError::new(
+                    "url",
+                    "url is required (an http or https URL), unless html is given",
+                ))
+            }
+            (Some(u), None) => Target::Url(parse_url(&u)?),
+            (None, Some(h)) => {
+                if h.len() > MAX_HTML_BYTES {
+                    return Err(OptionError::new(
+                        "html",
+                        format!("html must be at most {MAX_HTML_BYTES} bytes"),
+                    ));
+                }
+                Target::Html(h)
+            }
+        };
+
+        let format = match raw.format.as_deref().map(str::trim) {
+            None | Some("") => Format::Png,
+            Some(f) => Format::parse(f).ok_or_else(|| {
+                OptionError::new("format", "format must be one of png, jpeg, webp, pdf")
+            })?,
+        };
+        let width =
+            int_in(raw.width, "width", 1, MAX_WIDTH as i64, "pixels")?.unwrap_or(1280) as u32;
+        let height =
+            int_in(raw.height, "height", 1, MAX_HEIGHT as i64, "pixels")?.unwrap_or(800) as u32;
+        let quality =
+            match int_in(raw.quality, "quality", 1, 100, "").map_err(|_| quality_error())? {
+                None => None,
+                Some(_) if !matches!(format, Format::Jpeg | Format::Webp) => {
+                    return Err(quality_error())
+                }
+                Some(q) => Some(q as u8),
+            };
+        let device_scale_factor = match raw.device_scale_factor {
+            None => 1.0,
+            Some(v) => {
+                let msg = "deviceScaleFactor must be a number from 1 to 3 (at most two decimals)";
+                let f = match v {
+                    RawValue::Int(i) => i as f64,
+                    RawValue::Float(f) => f,
+                    RawValue::Text(t) => t
+                        .trim()
+                        .parse::<f64>()
+                        .map_err(|_| OptionError::new("deviceScaleFactor", msg))?,
+                    RawValue::Bool(_) => return Err(OptionError::new("deviceScaleFactor", msg)),
+                };
+                let hundredths = (f * 100.0).round();
+                if !f.is_finite()
+                    || !(1.0..=3.0).contains(&f)
+                    || (hundredths - f * 100.0).abs() > 1e-6
+                {
+                    return Err(OptionError::new("deviceScaleFactor", msg));
+                }
+                hundredths / 100.0
+            }
+        };
+        let delay_ms =
+            int_in(raw.delay, "delay", 0, MAX_DELAY_MS as i64, "milliseconds")?.unwrap_or(0) as u64;
+        let wait_for_selector = selector_field(raw.wait_for_selector, "waitForSelector")?;
+        let selector = selector_field(raw.selector, "selector")?;
+        let full_page = bool_field(raw.full_page, "fullPage")?.unwrap_or(false);
+        if selector.is_some() && format == Format::Pdf {
+            return Err(OptionError::new(
+                "selector",
+                "selector cannot be used with format pdf",
+            ));
+        }
+        if selector.is_some() && full_page {
+            return Err(OptionError::new(
+                "fullPage",
+                "fullPage cannot be combined with selector (the element is captured whole)",
+            ));
+        }
+        let dark_mode = bool_field(raw.dark_mode, "darkMode")?.unwrap_or(false);
+        let timeout_secs = int_in(
+            raw.timeout,
+            "timeout",
+            1,
+            MAX_TIMEOUT_SECS as i64,
+            "seconds",
+        )?
+        .map(|v| v as u64);
+        let cache = bool_field(raw.cache, "cache")?.unwrap_or(true);
+        let cache_ttl_secs = int_in(
+            raw.cache_ttl,
+            "cacheTtl",
+            1,
+            MAX_CACHE_TTL_SECS as i64,
+            "seconds",
+        )?
+        .map(|v| v as u64);
+
+        Ok(Self {
+            target,
+            width,
+            height,
+            // A PDF always holds the whole document; fullPage does not change it.
+            full_page: full_page && format != Format::Pdf,
+            format,
+            quality,
+            device_scale_factor,
+            delay_ms,
+            wait_for_selector,
+            selector,
+            dark_mode,
+            timeout_secs,
+            cache,
+            cache_ttl_secs,
+        })
+    }
+
+    /// A stable key (hex SHA-256) over exactly the options that change the output bytes.
+    /// `cache`, `cacheTtl` and `timeout` are left out; the URL is taken in its normalized
+    /// form and the html by its own hash. Quality is left out for webp, whose encoder is
+    /// lossless (see the README).
+    pub fn cache_key(&self) -> String {
+        #[derive(Serialize)]
+        struct Canon<'a> {
+            v: u8,
+            url: Option<&'a str>,
+            html_sha256: Option<String>,
+            width: u32,
+            height: u32,
+            full_page: bool,
+            format: Format,
+            quality: Option<u8>,
+            dpr_hundredths: u32,
+            delay_ms: u64,
+            wait_for_selector: Option<&'a str>,
+            selector: Option<&'a str>,
+            dark_mode: bool,
+        }
+        let (url, html_sha256) = match &self.target {
+            Target::Url(u) => (Some(u.as_str()), None),
+            Target::Html(h) => (None, Some(hex(&Sha256::digest(h.as_bytes())))),
+        };
+        let canon = Canon {
+            v: 1,
+            url,
+            html_sha256,
+            width: self.width,
+            height: self.height,
+            full_page: self.full_page,
+            format: self.format,
+            quality: self.effective_quality(),
+            dpr_hundredths: (self.device_scale_factor * 100.0).round() as u32,
+            delay_ms: self.delay_ms,
+            wait_for_selector: self.wait_for_selector.as_deref(),
+            selector: self.selector.as_deref(),
+            dark_mode: self.dark_mode,
+        };
+        let json = serde_json::to_string(&canon).expect("canonical options serialize");
+        hex(&Sha256::digest(json.as_bytes()))
+    }
+
+    /// What to load.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+    /// The URL, when the target is one.
+    pub fn url(&self) -> Option<&Url> {
+        match &self.target {
+            Target::Url(u) => Some(u),
+            Target::Html(_) => None,
+        }
+    }
+    /// Viewport width in CSS pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+    /// Viewport height in CSS pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+    /// Capture the whole scrollable page.
+    pub fn full_page(&self) -> bool {
+        self.full_page
+    }
+    /// Output format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    /// Quality as given (jpeg/webp only).
+    pub fn quality(&self) -> Option<u8> {
+        self.quality
+    }
+    /// The quality the encoder uses: jpeg defaults to 80; webp is lossless (none).
+    pub fn effective_quality(&self) -> Option<u8> {
+        match self.format {
+            Format::Jpeg => Some(self.quality.unwrap_or(DEFAULT_JPEG_QUALITY)),
+            _ => None,
+        }
+    }
+    /// Device scale factor, 1..=3.
+    pub fn device_scale_factor(&self) -> f64 {
+        self.device_scale_factor
+    }
+    /// Extra wait after load, in milliseconds.
+    pub fn delay_ms(&self) -> u64 {
+        self.delay_ms
+    }
+    /// CSS selector to wait for before capturing.
+    pub fn wait_for_selector(&self) -> Option<&str> {
+        self.wait_for_selector.as_deref()
+    }
+    /// CSS selector of the one element to capture.
+    pub fn selector(&self) -> Option<&str> {
+        self.selector.as_deref()
+    }
+    /// Emulate `prefers-color-scheme: dark`.
+    pub fn dark_mode(&self) -> bool {
+        self.dark_mode
+    }
+    /// Time budget of the whole capture in seconds, when given (else the service default).
+    pub fn timeout_secs(&self) -> Option<u64> {
+        self.timeout_secs
+    }
+    /// Whether a cached answer may be served (the caller's business; default true).
+    pub fn cache(&self) -> bool {
+        self.cache
+    }
+    /// Requested cache lifetime in seconds (the caller's business).
+    pub fn cache_ttl_secs(&self) -> Option<u64> {
+        self.cache_ttl_secs
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn quality_error() -> OptionError {
+    OptionError::new(
+        "quality",
+        "quality must be an integer from 1 to 100 (only for jpeg and webp)",
+    )
+}
+
+fn parse_url(raw: &str) -> Result<Url, OptionError> {
+    if raw.len() > MAX_URL_BYTES {
+        return Err(OptionError::new(
+            "url",
+            format!("url must be at most {MAX_URL_BYTES} bytes"),
+        ));
+    }
+    if raw.trim() != raw {
+        return Err(OptionError::new(
+            "url",
+            "url must not start or end with whitespace",
+        ));
+    }
+    let url = Url::parse(raw).map_err(|e| {
+        OptionError::new(
+            "url",
+            format!("url must be an absolute http or https URL ({e})"),
+        )
+    })?;
+    if matches!(url.scheme(), "http" | "https") && url.host().is_none() {
+        return Err(OptionError::new("url", "url must have a host"));
+    }
+    Ok(url)
+}
+
+fn selector_field(v: Option<String>, field: &'static str) -> Result<Option<String>, OptionError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) if s.len() > MAX_SELECTOR_BYTES || s.contains('\0') => Err(OptionError::new(
+            field,
+            format!("{field} must be a CSS selector of at most {MAX_SELECTOR_BYTES} bytes"),
+        )),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+fn int_in(
+    v: Option<RawValue>,
+    field: &'static str,
+    min: i64,
+    max: i64,
+    unit: &str,
+) -> Result<Option<i64>, OptionError> {
+    let err = || {
+        let unit = if unit.is_empty() {
+            String::new()
+        } else {
+            format!(" ({unit})")
+        };
+        OptionError::new(
+            field,
+            format!("{field} must be an integer from {min} to {max}{unit}"),
+        )
+    };
+    let n = match v {
+        None => return Ok(None),
+        Some(RawValue::Int(i)) => i,
+        Some(RawValue::Text(t)) if t.trim().is_empty() => return Ok(None),
+        Some(RawValue::Text(t)) => t.trim().parse::<i64>().map_err(|_| err())?,
+        Some(RawValue::Float(f)) if f.fract() == 0.0 && f.abs() < 1e15 => f as i64,
+        Some(_) => return Err(err()),
+    };
+    if (min..=max).contains(&n) {
+        Ok(Some(n))
+    } else {
+        Err(err())
+    }
+}
+
+fn bool_field(v: Option<RawValue>, field: &'static str) -> Result<Option<bool>, OptionError> {
+    let err = || OptionError::new(field, format!("{field} must be true or false (or 1 or 0)"));
+    match v {
+        None => Ok(None),
+        Some(RawValue::Bool(b)) => Ok(Some(b)),
+        Some(RawValue::Int(0)) => Ok(Some(false)),
+        Some(RawValue::Int(1)) => Ok(Some(true)),
+        Some(RawValue::Text(t)) => match t.trim().to_ascii_lowercase().as_str() {
+            "" => Ok(None),
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" => Ok(Some(false)),
+            _ => Err(err()),
+        },
+        Some(_) => Err(err()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_url(url: &str) -> RawCaptureOptions {
+        RawCaptureOptions {
+            url: Some(url.into()),
+            ..Default::default()
+        }
+    }
+
+    fn err_of(raw: RawCaptureOptions) -> OptionError {
+        CaptureOptions::parse(raw).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn defaults() {
+        let o = CaptureOptions::parse(raw_url("https://example.com/")).unwrap();
+        assert_eq!((o.width(), o.height()), (1280, 800));
+        assert_eq!(o.format(), Format::Png);
+        assert!(!o.full_page() && !o.dark_mode() && o.cache());
+        assert_eq!(o.device_scale_factor(), 1.0);
+        assert_eq!(o.delay_ms(), 0);
+        assert_eq!(o.timeout_secs(), None);
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let cases: Vec<(RawCaptureOptions, &str, &str)> = vec![
+            (RawCaptureOptions::default(), "url", "url is required"),
+            (
+                RawCaptureOptions {
+                    url: Some("https://a.test".into()),
+                    html: Some("<p>".into()),
+                    ..Default::default()
+                },
+                "url",
+                "not both",
+            ),
+            (raw_url("not a url"), "url", "absolute http or https URL"),
+            (raw_url(" https://a.test"), "url", "whitespace"),
+            (
+                RawCaptureOptions {
+                    width: Some("0".into()),
+                    ..raw_url("https://a.test")
+                },
+                "width",
+                "width must be an integer from 1 to 3840",
+            ),
+            (
+                RawCaptureOptions {
+                    width: Some("12.5".into()),
+                    ..raw_url("https://a.test")
+                },
+                "width",
+                "integer",
+            ),
+            (
+                RawCaptureOptions {
+                    height: Some(RawValue::Int(10_001)),
+                    ..raw_url("https://a.test")
+                },
+                "height",
+                "from 1 to 10000",
+            ),
+            (
+                RawCaptureOptions {
+                    format: Some("gif".into()),
+                    ..raw_url("https://a.test")
+                },
+                "format",
+                "png, jpeg, webp, pdf",
+            ),
+            (
+                RawCaptureOptions {
+                    quality: Some("80".into()),
+                    ..raw_url("https://a.test")
+                },
+                "quality",
+                "quality must be an integer from 1 to 100 (only for jpeg and webp)",
+            ),
+            (
+                RawCaptureOptions {
+                    quality: Some("101".into()),
+                    format: Some("jpeg".into()),
+                    ..raw_url("https://a.test")
+                },
+                "quality",
+                "from 1 to 100",
+            ),
+            (
+                RawCaptureOptions {
+                    device_scale_factor: Some("4".into()),
+                    ..raw_url("https://a.test")
+                },
+                "deviceScaleFactor",
+                "from 1 to 3",
+            ),
+            (
+                RawCaptureOptions {
+                    delay: Some("10001".into()),
+                    ..raw_url("https://a.test")
+                },
+                "delay",
+                "from 0 to 10000 (milliseconds)",
+            ),
+            (
+                RawCaptureOptions {
+                    timeout: Some("61".into()),
+                    ..raw_url("https://a.test")
+                },
+                "timeout",
+                "from 1 to 60 (seconds)",
+            ),
+            (
+                RawCaptureOptions {
+                    full_page: Some("yes".into()),
+                    ..raw_url("https://a.test")
+                },
+                "fullPage",
+                "true or false",
+            ),
+            (
+                RawCaptureOptions {
+                    selector: Some("#x".into()),
+                    format: Some("pdf".into()),
+                    ..raw_url("https://a.test")
+                },
+                "selector",
+                "pdf",
+            ),
+            (
+                RawCaptureOptions {
+                    cache_ttl: Some("0".into()),
+                    ..raw_url("https://a.test")
+                },
+                "cacheTtl",
+                "from 1 to",
+            ),
+        ];
+        for (raw, field, needle) in cases {
+            let e = err_of(raw.clone());
+            assert_eq!(e.field(), field, "{raw:?} -> {e}");
+            assert!(
+                e.message().contains(needle),
+                "{:?} lacks {needle:?}",
+                e.message()
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_and_numbers_from_query_strings_and_json() {
+        let o = CaptureOptions::parse(RawCaptureOptions {
+            full_page: Some("1".into()),
+            dark_mode: Some(RawValue::Bool(true)),
+            cache: Some("0".into()),
+            width: Some(RawValue::Int(800)),
+            device_scale_factor: Some(RawValue::Float(1.5)),
+            format: Some("JPG".into()),
+            quality: Some("55".into()),
+            ..raw_url("https://a.test/x?y=1")
+        })
+        .unwrap();
+        assert!(o.full_page() && o.dark_mode() && !o.cache());
+        assert_eq!(o.width(), 800);
+        assert_eq!(o.device_scale_factor(), 1.5);
+        assert_eq!(o.format(), Format::Jpeg);
+        assert_eq!(o.effective_quality(), Some(55));
+
+        let json: RawCaptureOptions = serde_json::from_str(
+            r#"{"url":"https://a.test","fullPage":true,"width":640,"deviceScaleFactor":2,"darkMode":"false"}"#,
+        )
+        .unwrap();
+        let o = CaptureOptions::parse(json).unwrap();
+        assert_eq!((o.width(), o.device_scale_factor()), (640, 2.0));
+        assert!(o.full_page() && !o.dark_mode());
+    }
+
+    #[test]
+    fn non_http_schemes_parse_but_are_left_to_the_guard() {
+        let o = CaptureOptions::parse(raw_url("file:///etc/passwd")).unwrap();
+        assert_eq!(o.url().unwrap().scheme(), "file");
+    }
+
+    #[test]
+    fn cache_key_ignores_cache_settings_and_tracks_pixels() {
+        let base = CaptureOptions::parse(raw_url("https://A.test/p")).unwrap();
+        let same = CaptureOptions::parse(RawCaptureOptions {
+            cache: Some("false".into()),
+            cache_ttl: Some("60".into()),
+            timeout: Some("5".into()),
+            ..raw_url("https://a.test/p")
+        })
+        .unwrap();
+        assert_eq!(base.cache_key(), same.cache_key());
+        assert_eq!(base.cache_key().len(), 64);
+        let wider = CaptureOptions::parse(RawCaptureOptions {
+            width: Some("1281".into()),
+            ..raw_url("https://a.test/p")
+        })
+        .unwrap();
+        assert_ne!(base.cache_key(), wider.cache_key());
+        let dark = CaptureOptions::parse(RawCaptureOptions {
+            dark_mode: Some("true".into()),
+            ..raw_url("https://a.test/p")
+        })
+        .unwrap();
+        assert_ne!(base.cache_key(), dark.cache_key());
+        // jpeg default quality is 80, so an explicit 80 is the same output.
+        let j = |q: Option<&str>| {
+            CaptureOptions::parse(RawCaptureOptions {
+                format: Some("jpeg".into()),
+                quality: q.map(Into::into),
+                ..raw_url("https://a.test/p")
+            })
+            .unwrap()
+            .cache_key()
+        };
+        assert_eq!(j(None), j(Some("80")));
+        assert_ne!(j(None), j(Some("81")));
+    }
+}
