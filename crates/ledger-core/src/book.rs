@@ -1,0 +1,765 @@
+//! [`Book`]: one account's lots, holds and balance, and every operation on them.
+//!
+//! A caller (the store) loads a book, applies one or many operations, then takes the
+//! [`Changeset`] and writes it in one transaction. Each operation either succeeds whole or
+//! returns a [`LedgerError`] and changes nothing.
+//!
+//! Balances:
+//! - the *book balance* is the sum of all entries (it may be negative only when an
+//!   overdraft policy allowed spending beyond all grants);
+//! - the *available balance* is what can be spent now: usable grants minus active holds,
+//!   minus any overdraft. Holds take their credits out of grants when they are made, so
+//!   `book = Σ grant.remaining + Σ active-hold grant allocations − overdraft`.
+
+use std::collections::BTreeSet;
+
+use crate::amount::Credits;
+use crate::entry::{
+    Allocation, Entry, EntryKind, Grant, GrantSource, GrantSpec, Hold, HoldStatus, Lot,
+};
+use crate::error::LedgerError;
+use crate::ids::{AccountId, EntryId, GrantId, HoldId, IdKind, IdSource};
+use crate::time::Timestamp;
+
+/// How far an operation may spend beyond the account's grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpendPolicy {
+    /// Credits that may be owed beyond all grants (0: the balance never goes below zero).
+    pub overdraft_limit: Credits,
+}
+
+impl SpendPolicy {
+    /// Never below zero.
+    pub const STRICT: SpendPolicy = SpendPolicy {
+        overdraft_limit: Credits::ZERO,
+    };
+
+    pub fn with_overdraft(limit: Credits) -> SpendPolicy {
+        SpendPolicy {
+            overdraft_limit: limit.max(Credits::ZERO),
+        }
+    }
+}
+
+/// The human side of an entry: what it says and what it refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Memo {
+    pub description: String,
+    pub reference_id: Option<String>,
+    /// Overrides the kind's default `source` label.
+    pub source: Option<String>,
+}
+
+impl Memo {
+    pub fn new(description: impl Into<String>) -> Memo {
+        Memo {
+            description: description.into(),
+            ..Memo::default()
+        }
+    }
+
+    pub fn reference(mut self, reference_id: impl Into<String>) -> Memo {
+        self.reference_id = Some(reference_id.into());
+        self
+    }
+
+    pub fn source(mut self, source: impl Into<String>) -> Memo {
+        self.source = Some(source.into());
+        self
+    }
+}
+
+/// The state of one account as loaded from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookState {
+    pub account_id: AccountId,
+    /// Sum of all entries so far (including compacted ones).
+    pub balance: Credits,
+    /// Credits owed beyond all grants.
+    pub overdraft: Credits,
+    /// Sequence number of the last entry (0 when there is none).
+    pub last_seq: i64,
+    /// The account's plan name, stamped on new entries.
+    pub plan: Option<String>,
+    /// Every grant with credits remaining, plus any other the caller needs (a refund's
+    /// source grants, say).
+    pub grants: Vec<Grant>,
+    /// Every active hold, plus any other the caller needs (the one being settled).
+    /// Every grant named by these holds' allocations must be in `grants`.
+    pub holds: Vec<Hold>,
+}
+
+/// What a batch of operations changed; written to storage in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changeset {
+    pub entries: Vec<Entry>,
+    pub grants_inserted: Vec<Grant>,
+    pub grants_updated: Vec<Grant>,
+    pub holds_inserted: Vec<Hold>,
+    pub holds_updated: Vec<Hold>,
+    pub balance: Credits,
+    pub overdraft: Credits,
+    pub last_seq: i64,
+}
+
+impl Changeset {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.grants_inserted.is_empty()
+            && self.grants_updated.is_empty()
+            && self.holds_inserted.is_empty()
+            && self.holds_updated.is_empty()
+    }
+}
+
+/// One account's ledger in memory.
+#[derive(Debug)]
+pub struct Book {
+    state: BookState,
+    entries: Vec<Entry>,
+    new_grants: BTreeSet<GrantId>,
+    touched_grants: BTreeSet<GrantId>,
+    new_holds: BTreeSet<HoldId>,
+    touched_holds: BTreeSet<HoldId>,
+}
+
+impl Book {
+    pub fn new(state: BookState) -> Book {
+        Book {
+            state,
+            entries: Vec::new(),
+            new_grants: BTreeSet::new(),
+            touched_grants: BTreeSet::new(),
+            new_holds: BTreeSet::new(),
+            touched_holds: BTreeSet::new(),
+        }
+    }
+
+    /// An account with nothing in it yet.
+    pub fn empty(account_id: AccountId) -> Book {
+        Book::new(BookState {
+            account_id,
+            balance: Credits::ZERO,
+            overdraft: Credits::ZERO,
+            last_seq: 0,
+            plan: None,
+            grants: Vec::new(),
+            holds: Vec::new(),
+        })
+    }
+
+    pub fn account_id(&self) -> &AccountId {
+        &self.state.account_id
+    }
+
+    pub fn state(&self) -> &BookState {
+        &self.state
+    }
+
+    /// The sum of all entries.
+    pub fn balance(&self) -> Credits {
+        self.state.balance
+    }
+
+    pub fn overdraft(&self) -> Credits {
+        self.state.overdraft
+    }
+
+    pub fn set_plan(&mut self, plan: Option<String>) {
+        self.state.plan = plan;
+    }
+
+    /// What can be spent now: usable grants (holds are already taken out) minus overdraft.
+    /// Holds past their expiry count as returned even before [`Book::sweep`] runs.
+    pub fn available(&self, now: Timestamp) -> Credits {
+        let usable: Credits = self
+            .state
+            .grants
+            .iter()
+            .filter(|g| g.usable(now))
+            .map(|g| g.remaining)
+            .sum();
+        let returning: Credits = self
+            .state
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Active && h.expires_at <= now)
+            .flat_map(|h| h.allocations.iter())
+            .filter_map(|a| match &a.lot {
+                Lot::Grant(id) => self.grant(id).filter(|g| g.live(now)).map(|_| a.amount),
+                Lot::Overdraft => None,
+            })
+            .sum();
+        usable + returning - self.state.overdraft
+    }
+
+    /// Credits of overdraft reserved by active holds.
+    fn reserved_overdraft(&self, now: Timestamp) -> Credits {
+        self.state
+            .holds
+            .iter()
+            .filter(|h| h.is_active(now))
+            .flat_map(|h| h.allocations.iter())
+            .filter(|a| a.lot == Lot::Overdraft)
+            .map(|a| a.amount)
+            .sum()
+    }
+
+    pub fn grant(&self, id: &GrantId) -> Option<&Grant> {
+        self.state.grants.iter().find(|g| &g.id == id)
+    }
+
+    pub fn hold(&self, id: &HoldId) -> Option<&Hold> {
+        self.state.holds.iter().find(|h| &h.id == id)
+    }
+
+    pub fn grants(&self) -> &[Grant] {
+        &self.state.grants
+    }
+
+    pub fn holds(&self) -> &[Hold] {
+        &self.state.holds
+    }
+
+    fn grant_mut(&mut self, id: &GrantId) -> Option<&mut Grant> {
+        self.touched_grants.insert(id.clone());
+        self.state.grants.iter_mut().find(|g| &g.id == id)
+    }
+
+    fn push_entry(
+        &mut self,
+        kind: EntryKind,
+        amount: Credits,
+        memo: Memo,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+        allocations: Vec<Allocation>,
+    ) -> &Entry {
+        self.state.balance += amount;
+        self.state.last_seq += 1;
+        let entry = Entry {
+            id: EntryId::new(ids.next_id(IdKind::Entry)),
+            account_id: self.state.account_id.clone(),
+            seq: self.state.last_seq,
+            kind,
+            amount,
+            balance_after: self.state.balance,
+            description: memo.description,
+            reference_id: memo.reference_id,
+            source: memo
+                .source
+                .unwrap_or_else(|| kind.default_source().to_owned()),
+            plan: self.state.plan.clone(),
+            created_at: now,
+            hold_id: None,
+            refund_of: None,
+            allocations,
+        };
+        self.entries.push(entry);
+        self.entries.last().expect("just pushed")
+    }
+
+    /// Settles what time has decided: holds past their expiry return their credits, and
+    /// grants past their expiry lose what remains (one `expiry` entry each).
+    pub fn sweep(&mut self, now: Timestamp, ids: &mut dyn IdSource) -> Vec<EntryId> {
+        let expired_holds: Vec<HoldId> = self
+            .state
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Active && h.expires_at <= now)
+            .map(|h| h.id.clone())
+            .collect();
+        for id in expired_holds {
+            self.settle_hold(&id, HoldStatus::Expired, Credits::ZERO, now);
+        }
+        let mut expired: Vec<(GrantId, Credits, GrantSource)> = self
+            .state
+            .grants
+            .iter()
+            .filter(|g| g.expired(now) && g.remaining.is_positive())
+            .map(|g| (g.id.clone(), g.remaining, g.source))
+            .collect();
+        expired.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::new();
+        for (id, remaining, source) in expired {
+            if let Some(g) = self.grant_mut(&id) {
+                g.remaining = Credits::ZERO;
+            }
+            let memo = Memo::new(format!(
+                "{} unused {} credits expired",
+                remaining.grouped(),
+                source.as_str().replace('_', " ")
+            ))
+            .reference(id.as_str());
+            let allocations = vec![Allocation {
+                lot: Lot::Grant(id),
+                amount: remaining,
+            }];
+            let entry = self.push_entry(EntryKind::Expiry, -remaining, memo, now, ids, allocations);
+            out.push(entry.id.clone());
+        }
+        out
+    }
+
+    /// Adds credits as a new grant. Any overdraft is repaid first.
+    pub fn credit(
+        &mut self,
+        spec: GrantSpec,
+        memo: Memo,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Result<&Entry, LedgerError> {
+        if !spec.amount.is_positive() {
+            return Err(LedgerError::InvalidAmount {
+                reason: "amount must be greater than zero".into(),
+            });
+        }
+        let kind = spec.source.entry_kind();
+        let repaid = spec.amount.min(self.state.overdraft);
+        self.state.overdraft -= repaid;
+        let grant = Grant {
+            id: GrantId::new(ids.next_id(IdKind::Grant)),
+            account_id: self.state.account_id.clone(),
+            source: spec.source,
+            amount: spec.amount,
+            remaining: spec.amount - repaid,
+            priority: spec.priority,
+            effective_at: spec.effective_at.unwrap_or(now),
+            expires_at: spec.expires_at,
+            created_at: now,
+        };
+        let mut allocations = Vec::with_capacity(2);
+        if repaid.is_positive() {
+            allocations.push(Allocation {
+                lot: Lot::Overdraft,
+                amount: repaid,
+            });
+        }
+        if grant.remaining.is_positive() {
+            allocations.push(Allocation {
+                lot: Lot::Grant(grant.id.clone()),
+                amount: grant.remaining,
+            });
+        }
+        self.new_grants.insert(grant.id.clone());
+        self.state.grants.push(grant);
+        Ok(self.push_entry(kind, spec.amount, memo, now, ids, allocations))
+    }
+
+    /// Plans where `amount` would come from, in burn-down order, without changing anything.
+    fn plan_draw(
+        &self,
+        amount: Credits,
+        policy: SpendPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<Allocation>, LedgerError> {
+        if !amount.is_positive() {
+            return Err(LedgerError::InvalidAmount {
+                reason: "amount must be greater than zero".into(),
+            });
+        }
+        let mut usable: Vec<&Grant> = self.state.grants.iter().filter(|g| g.usable(now)).collect();
+        usable.sort_by(|a, b| a.burn_key().cmp(&b.burn_key()));
+        let mut left = amount;
+        let mut allocations = Vec::new();
+        for g in usable {
+            if !left.is_positive() {
+                break;
+            }
+            let take = g.remaining.min(left);
+            allocations.push(Allocation {
+                lot: Lot::Grant(g.id.clone()),
+                amount: take,
+            });
+            left -= take;
+        }
+        if left.is_positive() {
+            let room = policy.overdraft_limit - self.state.overdraft - self.reserved_overdraft(now);
+            if left > room {
+                return Err(LedgerError::InsufficientCredits {
+                    required: amount,
+                    available: self.available(now),
+                });
+            }
+            allocations.push(Allocation {
+                lot: Lot::Overdraft,
+                amount: left,
+            });
+        }
+        Ok(allocations)
+    }
+
+    /// Takes planned allocations out of their grants. Overdraft parts are left to the caller.
+    fn take_from_grants(&mut self, allocations: &[Allocation]) {
+        for a in allocations {
+            if let Lot::Grant(id) = &a.lot {
+                if let Some(g) = self.grant_mut(id) {
+                    g.remaining -= a.amount;
+                }
+            }
+        }
+    }
+
+    fn overdraft_part(allocations: &[Allocation]) -> Credits {
+        allocations
+            .iter()
+            .filter(|a| a.lot == Lot::Overdraft)
+            .map(|a| a.amount)
+            .sum()
+    }
+
+    /// Spends `amount` at once: a `usage` entry (or `kind`, e.g. a negative `adjustment`).
+    pub fn debit(
+        &mut self,
+        kind: EntryKind,
+        amount: Credits,
+        policy: SpendPolicy,
+        memo: Memo,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Result<&Entry, LedgerError> {
+        let allocations = self.plan_draw(amount, policy, now)?;
+        self.take_from_grants(&allocations);
+        self.state.overdraft += Self::overdraft_part(&allocations);
+        Ok(self.push_entry(kind, -amount, memo, now, ids, allocations))
+    }
+
+    /// Reserves `amount` until `expires_at`. No entry is written until the hold is captured.
+    pub fn reserve(
+        &mut self,
+        amount: Credits,
+        expires_at: Timestamp,
+        policy: SpendPolicy,
+        memo: Memo,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Result<&Hold, LedgerError> {
+        if expires_at <= now {
+            return Err(LedgerError::InvalidAmount {
+                reason: "a hold must expire in the future".into(),
+            });
+        }
+        let allocations = self.plan_draw(amount, policy, now)?;
+        self.take_from_grants(&allocations);
+        let hold = Hold {
+            id: HoldId::new(ids.next_id(IdKind::Hold)),
+            account_id: self.state.account_id.clone(),
+            amount,
+            captured: Credits::ZERO,
+            status: HoldStatus::Active,
+            description: memo.description,
+            reference_id: memo.reference_id,
+            created_at: now,
+            expires_at,
+            settled_at: None,
+            allocations,
+        };
+        self.new_holds.insert(hold.id.clone());
+        self.state.holds.push(hold);
+        Ok(self.state.holds.last().expect("just pushed"))
+    }
+
+    fn active_hold(&self, id: &HoldId, now: Timestamp) -> Result<&Hold, LedgerError> {
+        let hold = self.hold(id).ok_or_else(|| LedgerError::HoldNotFound {
+            hold_id: id.clone(),
+        })?;
+        match hold.status {
+            HoldStatus::Active if now < hold.expires_at => Ok(hold),
+            HoldStatus::Active => Err(LedgerError::HoldSettled {
+                hold_id: id.clone(),
+                status: HoldStatus::Expired.as_str().into(),
+            }),
+            other => Err(LedgerError::HoldSettled {
+                hold_id: id.clone(),
+                status: other.as_str().into(),
+            }),
+        }
+    }
+
+    /// Ends an active hold: the first `charged` credits of its allocations are kept (and
+    /// returned), the rest go back to their grants.
+    fn settle_hold(
+        &mut self,
+        id: &HoldId,
+        status: HoldStatus,
+        charged: Credits,
+        now: Timestamp,
+    ) -> Vec<Allocation> {
+        let Some(index) = self.state.holds.iter().position(|h| &h.id == id) else {
+            return Vec::new();
+        };
+        let allocations = std::mem::take(&mut self.state.holds[index].allocations);
+        let mut kept = Vec::new();
+        let mut returned = Vec::new();
+        let mut left = charged;
+        for a in &allocations {
+            let keep = a.amount.min(left);
+            left -= keep;
+            if keep.is_positive() {
+                kept.push(Allocation {
+                    lot: a.lot.clone(),
+                    amount: keep,
+                });
+            }
+            if (a.amount - keep).is_positive() {
+                returned.push(Allocation {
+                    lot: a.lot.clone(),
+                    amount: a.amount - keep,
+                });
+            }
+        }
+        for a in &returned {
+            if let Lot::Grant(g) = &a.lot {
+                if let Some(g) = self.grant_mut(g) {
+                    g.remaining += a.amount;
+                }
+            }
+        }
+        self.state.overdraft += Self::overdraft_part(&kept);
+        let hold = &mut self.state.holds[index];
+        hold.allocations = allocations;
+        hold.status = status;
+        hold.captured = charged;
+        hold.settled_at = Some(now);
+        self.touched_holds.insert(id.clone());
+        kept
+    }
+
+    /// Charges `amount` of an active hold (all of it when `None`) as a `usage` entry; the
+    /// rest returns to the grants it came from.
+    pub fn capture(
+        &mut self,
+        hold_id: &HoldId,
+        amount: Option<Credits>,
+        memo: Option<Memo>,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Result<&Entry, LedgerError> {
+        let hold = self.active_hold(hold_id, now)?;
+        let amount = amount.unwrap_or(hold.amount);
+        if !amount.is_positive() {
+            return Err(LedgerError::InvalidAmount {
+                reason: "a capture must be greater than zero; release the hold to charge nothing"
+                    .into(),
+            });
+        }
+        if amount > hold.amount {
+            return Err(LedgerError::CaptureExceedsHold {
+                hold_id: hold_id.clone(),
+                requested: amount,
+                held: hold.amount,
+            });
+        }
+        let memo = memo.unwrap_or_else(|| Memo {
+            description: hold.description.clone(),
+            reference_id: hold.reference_id.clone(),
+            source: None,
+        });
+        let kept = self.settle_hold(hold_id, HoldStatus::Captured, amount, now);
+        self.push_entry(EntryKind::Usage, -amount, memo, now, ids, kept);
+        let entry = self.entries.last_mut().expect("just pushed");
+        entry.hold_id = Some(hold_id.clone());
+        Ok(entry)
+    }
+
+    /// Ends an active hold with nothing charged.
+    pub fn release(&mut self, hold_id: &HoldId, now: Timestamp) -> Result<&Hold, LedgerError> {
+        self.active_hold(hold_id, now)?;
+        self.settle_hold(hold_id, HoldStatus::Released, Credits::ZERO, now);
+        Ok(self.hold(hold_id).expect("exists"))
+    }
+
+    /// Gives back `amount` (all that is still refundable when `None`) of a `usage` entry.
+    ///
+    /// Where refunded credits go: back to the lots they were drawn from, last-drawn first,
+    /// so a refund restores exactly what the charge took (an allowance stays an allowance
+    /// and keeps its expiry). A share whose grant has expired since, or an overdraft share
+    /// that was repaid since, comes back as a new non-expiring `refund` grant: the customer
+    /// never loses credits for failed work. `already_refunded` is the sum of earlier refunds
+    /// of the same entry.
+    pub fn refund(
+        &mut self,
+        original: &Entry,
+        already_refunded: Credits,
+        amount: Option<Credits>,
+        memo: Memo,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Result<&Entry, LedgerError> {
+        if original.kind != EntryKind::Usage || original.account_id != self.state.account_id {
+            return Err(LedgerError::NotRefundable {
+                entry_id: original.id.clone(),
+                kind: original.kind.as_str().into(),
+            });
+        }
+        let charged = -original.amount;
+        let refundable = (charged - already_refunded).max(Credits::ZERO);
+        let amount = amount.unwrap_or(refundable);
+        if !amount.is_positive() || amount > refundable {
+            return Err(LedgerError::RefundExceedsCharge {
+                entry_id: original.id.clone(),
+                requested: amount,
+                refundable,
+            });
+        }
+        // Walk the original allocations last-drawn first, skipping what earlier refunds
+        // already gave back.
+        let mut skip = already_refunded;
+        let mut left = amount;
+        let mut back: Vec<Allocation> = Vec::new();
+        let mut to_new_grant = Credits::ZERO;
+        for a in original.allocations.iter().rev() {
+            if !left.is_positive() {
+                break;
+            }
+            let skipped = a.amount.min(skip);
+            skip -= skipped;
+            let give = (a.amount - skipped).min(left);
+            if !give.is_positive() {
+                continue;
+            }
+            left -= give;
+            match &a.lot {
+                Lot::Overdraft => {
+                    let repay = give.min(self.state.overdraft);
+                    self.state.overdraft -= repay;
+                    if repay.is_positive() {
+                        back.push(Allocation {
+                            lot: Lot::Overdraft,
+                            amount: repay,
+                        });
+                    }
+                    to_new_grant += give - repay;
+                }
+                Lot::Grant(id) => match self.grant(id) {
+                    Some(g) if g.live(now) && g.remaining + give <= g.amount => {
+                        let id = id.clone();
+                        if let Some(g) = self.grant_mut(&id) {
+                            g.remaining += give;
+                        }
+                        back.push(Allocation {
+                            lot: Lot::Grant(id),
+                            amount: give,
+                        });
+                    }
+                    _ => to_new_grant += give,
+                },
+            }
+        }
+        if to_new_grant.is_positive() {
+            let grant = Grant {
+                id: GrantId::new(ids.next_id(IdKind::Grant)),
+                account_id: self.state.account_id.clone(),
+                source: GrantSource::Refund,
+                amount: to_new_grant,
+                remaining: to_new_grant,
+                priority: GrantSource::Refund.default_priority(),
+                effective_at: now,
+                expires_at: None,
+                created_at: now,
+            };
+            back.push(Allocation {
+                lot: Lot::Grant(grant.id.clone()),
+                amount: to_new_grant,
+            });
+            self.new_grants.insert(grant.id.clone());
+            self.state.grants.push(grant);
+        }
+        self.push_entry(EntryKind::Refund, amount, memo, now, ids, back);
+        let entry = self.entries.last_mut().expect("just pushed");
+        entry.refund_of = Some(original.id.clone());
+        Ok(entry)
+    }
+
+    /// Everything changed since the book was loaded (or since the last call).
+    pub fn take_changes(&mut self) -> Changeset {
+        let pick_grants =
+            |ids: &BTreeSet<GrantId>, skip: Option<&BTreeSet<GrantId>>| -> Vec<Grant> {
+                self.state
+                    .grants
+                    .iter()
+                    .filter(|g| ids.contains(&g.id) && skip.is_none_or(|s| !s.contains(&g.id)))
+                    .cloned()
+                    .collect()
+            };
+        let grants_inserted = pick_grants(&self.new_grants, None);
+        let grants_updated = pick_grants(&self.touched_grants, Some(&self.new_grants));
+        let pick_holds = |ids: &BTreeSet<HoldId>, skip: Option<&BTreeSet<HoldId>>| -> Vec<Hold> {
+            self.state
+                .holds
+                .iter()
+                .filter(|h| ids.contains(&h.id) && skip.is_none_or(|s| !s.contains(&h.id)))
+                .cloned()
+                .collect()
+        };
+        let holds_inserted = pick_holds(&self.new_holds, None);
+        let holds_updated = pick_holds(&self.touched_holds, Some(&self.new_holds));
+        let changes = Changeset {
+            entries: std::mem::take(&mut self.entries),
+            grants_inserted,
+            grants_updated,
+            holds_inserted,
+            holds_updated,
+            balance: self.state.balance,
+            overdraft: self.state.overdraft,
+            last_seq: self.state.last_seq,
+        };
+        self.new_grants.clear();
+        self.touched_grants.clear();
+        self.new_holds.clear();
+        self.touched_holds.clear();
+        changes
+    }
+
+    /// Checks the book's own invariants; an empty list means it is consistent.
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for g in &self.state.grants {
+            if g.remaining.is_negative() || g.remaining > g.amount {
+                out.push(format!(
+                    "grant {} has remaining {} outside 0..={}",
+                    g.id, g.remaining, g.amount
+                ));
+            }
+        }
+        let held: Credits = self
+            .state
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Active)
+            .flat_map(|h| h.allocations.iter())
+            .filter(|a| matches!(a.lot, Lot::Grant(_)))
+            .map(|a| a.amount)
+            .sum();
+        let remaining: Credits = self.state.grants.iter().map(|g| g.remaining).sum();
+        let expected = remaining + held - self.state.overdraft;
+        if expected != self.state.balance {
+            out.push(format!(
+                "balance {} differs from lots: remaining {} + held {} - overdraft {}",
+                self.state.balance, remaining, held, self.state.overdraft
+            ));
+        }
+        if self.state.overdraft.is_negative() {
+            out.push(format!("overdraft {} is negative", self.state.overdraft));
+        }
+        for h in &self.state.holds {
+            let total: Credits = h.allocations.iter().map(|a| a.amount).sum();
+            if total != h.amount {
+                out.push(format!(
+                    "hold {} allocations {} differ from its amount {}",
+                    h.id, total, h.amount
+                ));
+            }
+            if h.captured > h.amount || h.captured.is_negative() {
+                out.push(format!(
+                    "hold {} captured {} of {}",
+                    h.id, h.captured, h.amount
+                ));
+            }
+            if h.status == HoldStatus::Active && h.settled_at.is_some() {
+                out.push(format!("hold {} is active but settled", h.id));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,63 @@
+//! The core's errors. Each variant says what is wrong with enough context for a caller to
+//! tell its user exactly what to fix.
+
+use crate::amount::Credits;
+use crate::ids::{EntryId, HoldId};
+
+/// A rule of the ledger refused an operation. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum LedgerError {
+    #[error("insufficient credits: {required} required, {available} available")]
+    InsufficientCredits {
+        required: Credits,
+        available: Credits,
+    },
+    #[error("invalid amount: {reason}")]
+    InvalidAmount { reason: String },
+    #[error("hold {hold_id} not found")]
+    HoldNotFound { hold_id: HoldId },
+    #[error("hold {hold_id} is already {status}")]
+    HoldSettled { hold_id: HoldId, status: String },
+    #[error("cannot capture {requested} from hold {hold_id}, which holds {held}")]
+    CaptureExceedsHold {
+        hold_id: HoldId,
+        requested: Credits,
+        held: Credits,
+    },
+    #[error("transaction {entry_id} not found")]
+    EntryNotFound { entry_id: EntryId },
+    #[error("transaction {entry_id} is of type {kind} and cannot be refunded; only usage can")]
+    NotRefundable { entry_id: EntryId, kind: String },
+    #[error("cannot refund {requested} of transaction {entry_id}: only {refundable} of it is still refundable")]
+    RefundExceedsCharge {
+        entry_id: EntryId,
+        requested: Credits,
+        refundable: Credits,
+    },
+}
+
+/// A query parameter is malformed. `field` names it; `message` says what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct QueryError {
+    field: &'static str,
+    message: String,
+}
+
+impl QueryError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> QueryError {
+        QueryError {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
