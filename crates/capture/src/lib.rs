@@ -1,6 +1,44 @@
-//! Screenshots through WebDriver (fantoccini). Being built.
+//! Real screenshots through WebDriver.
+//!
+//! `capture` drives chromium through chromedriver (or any WebDriver endpoint, such as a
+//! Selenium Grid router) with [fantoccini], and turns a validated [`CaptureOptions`] into
+//! image or PDF bytes ([`Captured`]).
+//!
+//! - [`options`]: the wire options, their validation, and the cache key.
+//! - [`guard`]: the SSRF policy (address classifier, resolution, URL check).
+//! - [`proxy`]: the forward proxy every browser request goes through, which enforces the
+//!   policy on redirects and subresources and tells DNS failures from refused connections.
+//! - [`CaptureService`]: a pool of browser sessions behind a bounded queue, on its own tokio
+//!   runtime, callable from any runtime.
+//! - [`CaptureError`]: the one error type, with stable codes and suggested HTTP statuses.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), capture::CaptureError> {
+//! use capture::{CaptureConfig, CaptureOptions, CaptureService, RawCaptureOptions};
+//! let service = CaptureService::start(CaptureConfig::default()).await?;
+//! let opts = CaptureOptions::parse(RawCaptureOptions {
+//!     url: Some("https://example.com/".into()),
+//!     ..Default::default()
+//! })?;
+//! let shot = service.capture(&opts).await?;
+//! assert_eq!(shot.content_type, "image/png");
+//! service.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod driver;
 pub mod error;
 pub mod guard;
 pub mod options;
+pub mod proxy;
+mod service;
+mod session;
+mod shoot;
+
+pub use config::CaptureConfig;
 pub use error::{CaptureError, OptionError};
+pub use guard::{classify_ip, TargetPolicy};
 pub use options::{CaptureOptions, Format, RawCaptureOptions, RawValue, Target};
+pub use service::{CaptureService, ServiceStats};
+pub use shoot::Captured;

@@ -1,0 +1,165 @@
+//! Our own chromedriver: started on a free loopback port, restarted when it dies, stopped on
+//! shutdown.
+//!
+//! Two safety nets keep browsers from outliving us: the child is `kill_on_drop`, and a tiny
+//! `sh` watchdog holds a pipe from this process and kills chromedriver when the pipe closes
+//! (that is, when this process exits for any reason, a panicking test included).
+//! chromedriver talks to chromium over a pipe, so chromium exits with it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::error::CaptureError;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where sessions should be created: fixed, or whatever our supervised chromedriver uses now.
+#[derive(Debug, Clone)]
+pub(crate) struct DriverUrl(Arc<RwLock<String>>);
+
+impl DriverUrl {
+    pub(crate) fn fixed(url: String) -> Self {
+        Self(Arc::new(RwLock::new(url)))
+    }
+    pub(crate) fn get(&self) -> String {
+        self.0.read().expect("driver url lock").clone()
+    }
+    fn set(&self, url: String) {
+        *self.0.write().expect("driver url lock") = url;
+    }
+}
+
+struct Running {
+    child: Child,
+    _watchdog: Child,
+    url: String,
+}
+
+/// Start chromedriver and a task that restarts it until `stop` turns true.
+pub(crate) async fn start_supervised(
+    path: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(DriverUrl, tokio::task::JoinHandle<()>), CaptureError> {
+    let first = spawn(&path).await?;
+    let url = DriverUrl::fixed(first.url.clone());
+    let shared = url.clone();
+    let task = tokio::spawn(async move {
+        let mut running = first;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                status = running.child.wait() => {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    tracing::warn!(?status, "chromedriver exited; restarting it");
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        if *stop.borrow() {
+                            return;
+                        }
+                        match spawn(&path).await {
+                            Ok(r) => {
+                                shared.set(r.url.clone());
+                                running = r;
+                                backoff = Duration::from_millis(200);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "chromedriver restart failed");
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    }
+                }
+                _ = stop.changed() => {
+                    let _ = running.child.kill().await;
+                    break;
+                }
+            }
+        }
+    });
+    Ok((url, task))
+}
+
+async fn spawn(path: &Path) -> Result<Running, CaptureError> {
+    let unavailable = |detail: String| CaptureError::BrowserUnavailable { detail };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| unavailable(format!("no free port for chromedriver: {e}")))?
+        .port();
+    let mut child = Command::new(path)
+        .arg(format!("--port={port}"))
+        .arg("--log-level=SEVERE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            unavailable(format!(
+                "cannot start {} ({e}); install it with `apt-get install chromium chromium-driver`",
+                path.display()
+            ))
+        })?;
+    let pid = child.id().unwrap_or_default();
+    // Kills chromedriver when our end of the pipe closes (this process exited).
+    let watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "read _ignored; if grep -q chromedriver /proc/$1/cmdline 2>/dev/null; \
+             then kill -TERM $1; fi",
+        )
+        .arg("capture-watchdog")
+        .arg(pid.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| unavailable(format!("cannot start the chromedriver watchdog: {e}")))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if ready(port).await {
+            tracing::info!(%url, pid, "chromedriver ready");
+            return Ok(Running {
+                child,
+                _watchdog: watchdog,
+                url,
+            });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(unavailable(format!(
+                "chromedriver exited at start ({status})"
+            )));
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill().await;
+            return Err(unavailable("chromedriver did not become ready".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /status` answers `"ready": true`.
+async fn ready(port: u16) -> bool {
+    let attempt = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).contains("\"ready\":true"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Ok(true))
+    )
+}

@@ -1,0 +1,495 @@
+//! An in-process HTTP forward proxy that enforces the [`TargetPolicy`] on every connection
+//! the browser makes.
+//!
+//! Chromium is launched with `--proxy-server=http://127.0.0.1:<port>` and
+//! `--proxy-bypass-list=<-loopback>`, so *all* its traffic, loopback included, arrives here:
+//! `CONNECT host:port` for https and WebSockets over TLS, absolute-URI requests
+//! (`GET http://host/path HTTP/1.1`) for plain http and ws. For each one the proxy resolves
+//! the host itself, checks every address, and connects to an address it checked; the browser
+//! never resolves names, so DNS rebinding cannot move it after the check, and redirects and
+//! subresources are checked like the first request.
+//!
+//! Plain-http requests are forwarded one per connection (`Connection: close` both ways), so
+//! a kept-alive browser connection can never carry a second request to another host.
+//!
+//! Every request leaves a [`ProxyEvent`] in a small log that the session reads after a
+//! navigation to tell a DNS failure from a refused connection or a forbidden redirect.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use url::{Host, Url};
+
+use crate::guard::{resolve_checked, ResolveFailure, TargetPolicy};
+
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const LOG_CAPACITY: usize = 512;
+/// Response header set on answers the proxy makes up itself.
+pub const PROXY_ERROR_HEADER: &str = "x-capture-proxy-error";
+
+/// What happened to one request through the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyOutcome {
+    /// Connected to this (checked) address.
+    Connected(SocketAddr),
+    /// Refused by the policy.
+    Forbidden(String),
+    /// The host name does not resolve.
+    DnsFailure,
+    /// Every address refused the connection.
+    ConnectionRefused,
+    /// Another network error (unreachable, timeout...).
+    NetworkError(String),
+}
+
+impl ProxyOutcome {
+    /// True for every outcome but `Connected`.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Self::Connected(_))
+    }
+}
+
+/// One request seen by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyEvent {
+    /// Host as a normalized string (`example.com`, `127.0.0.1`, `[::1]`).
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+    /// What happened.
+    pub outcome: ProxyOutcome,
+}
+
+/// A running proxy. Dropping it stops accepting connections.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    log: Arc<Mutex<VecDeque<ProxyEvent>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    /// Listen on `bind_ip` (port chosen by the OS) and enforce `policy`.
+    pub async fn start(bind_ip: IpAddr, policy: Arc<TargetPolicy>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(SocketAddr::new(bind_ip, 0)).await?;
+        let addr = listener.local_addr()?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let task_log = Arc::clone(&log);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let policy = Arc::clone(&policy);
+                let log = Arc::clone(&task_log);
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, &policy, &log).await {
+                        tracing::debug!(error = %e, "proxy connection ended with an error");
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, log, task })
+    }
+
+    /// Where the proxy listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Forget every recorded event (done before each navigation).
+    pub fn clear_log(&self) {
+        self.log.lock().expect("proxy log lock").clear();
+    }
+
+    /// A copy of the recorded events, oldest first.
+    pub fn events(&self) -> Vec<ProxyEvent> {
+        self.log.lock().expect("proxy log lock").iter().cloned().collect()
+    }
+
+    /// The latest failure recorded for `host:port` (host as [`normalize_host`] prints it).
+    pub fn failure_for(&self, host: &str, port: u16) -> Option<ProxyOutcome> {
+        self.log
+            .lock()
+            .expect("proxy log lock")
+            .iter()
+            .rev()
+            .find(|e| e.host == host && e.port == port && e.outcome.is_failure())
+            .map(|e| e.outcome.clone())
+    }
+}
+
+/// The host as the proxy logs it: lower-case names, IPv6 in brackets.
+pub fn normalize_host(host: &Host<String>) -> String {
+    match host {
+        Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
+        other => other.to_string(),
+    }
+}
+
+fn record(log: &Mutex<VecDeque<ProxyEvent>>, host: &Host<String>, port: u16, outcome: ProxyOutcome) {
+    let mut log = log.lock().expect("proxy log lock");
+    if log.len() >= LOG_CAPACITY {
+        log.pop_front();
+    }
+    log.push_back(ProxyEvent {
+        host: normalize_host(host),
+        port,
+        outcome,
+    });
+}
+
+async fn handle(
+    stream: TcpStream,
+    policy: &TargetPolicy,
+    log: &Mutex<VecDeque<ProxyEvent>>,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut client = BufReader::new(stream);
+    let head = read_head(&mut client).await?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or("HTTP/1.1"),
+    );
+    let headers: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let Some((host, port)) = parse_authority(target) else {
+            return reply(client.get_mut(), 400, "bad CONNECT target", None).await;
+        };
+        let upstream = match open(&host, port, policy, log).await {
+            Ok(s) => s,
+            Err(outcome) => {
+                let (status, code) = status_for(&outcome);
+                return reply(client.get_mut(), status, code, Some(code)).await;
+            }
+        };
+        client
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await?;
+        let buffered = client.buffer().to_vec();
+        let mut client = client.into_inner();
+        let mut upstream = upstream;
+        if !buffered.is_empty() {
+            upstream.write_all(&buffered).await?;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        return Ok(());
+    }
+
+    // Absolute-form request for plain http (or ws).
+    let Ok(url) = Url::parse(target) else {
+        return reply(
+            client.get_mut(),
+            400,
+            "this proxy only accepts absolute-form requests",
+            None,
+        )
+        .await;
+    };
+    if !matches!(url.scheme(), "http" | "ws") {
+        return reply(client.get_mut(), 400, "unsupported scheme", None).await;
+    }
+    let (Some(host), Some(port)) = (url.host().map(|h| h.to_owned()), url.port_or_known_default())
+    else {
+        return reply(client.get_mut(), 400, "missing host", None).await;
+    };
+    let mut upstream = match open(&host, port, policy, log).await {
+        Ok(s) => s,
+        Err(outcome) => {
+            let (status, code) = status_for(&outcome);
+            return reply(client.get_mut(), status, code, Some(code)).await;
+        }
+    };
+    let is_upgrade = headers.iter().any(|h| {
+        h.split_once(':')
+            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    let mut path = url.path().to_owned();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let mut out = format!("{method} {path} {version}\r\n");
+    for h in &headers {
+        let name = h.split_once(':').map(|(n, _)| n.trim()).unwrap_or_default();
+        let hop = ["proxy-connection", "proxy-authorization", "keep-alive"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n));
+        let conn = name.eq_ignore_ascii_case("connection");
+        if hop || (conn && !is_upgrade) {
+            continue;
+        }
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    if !is_upgrade {
+        out.push_str("Connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    upstream.write_all(out.as_bytes()).await?;
+    let buffered = client.buffer().to_vec();
+    if !buffered.is_empty() {
+        upstream.write_all(&buffered).await?;
+    }
+    let mut client = client.into_inner();
+    if is_upgrade {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        return Ok(());
+    }
+    // Relay the response, forcing `Connection: close` so the browser opens a new proxy
+    // connection (and so a new check) for its next request.
+    let (mut cr, mut cw) = client.split();
+    let (ur, mut uw) = upstream.split();
+    let to_upstream = tokio::io::copy(&mut cr, &mut uw);
+    let to_client = async {
+        let mut ur = BufReader::new(ur);
+        let head = read_head(&mut ur).await?;
+        let mut rewritten = String::with_capacity(head.len() + 20);
+        for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+            let name = line.split_once(':').map(|(n, _)| n.trim()).unwrap_or_default();
+            if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            rewritten.push_str(line);
+            rewritten.push_str("\r\n");
+        }
+        rewritten.push_str("Connection: close\r\n\r\n");
+        cw.write_all(rewritten.as_bytes()).await?;
+        cw.write_all(ur.buffer()).await?;
+        let mut ur = ur.into_inner();
+        tokio::io::copy(&mut ur, &mut cw).await?;
+        cw.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::select! {
+        r = to_client => r,
+        _ = async { let _ = to_upstream.await; std::future::pending::<()>().await } => Ok(()),
+    }
+}
+
+fn status_for(outcome: &ProxyOutcome) -> (u16, &'static str) {
+    match outcome {
+        ProxyOutcome::Forbidden(_) => (403, "forbidden-target"),
+        ProxyOutcome::DnsFailure => (502, "dns-failure"),
+        ProxyOutcome::ConnectionRefused => (502, "connection-refused"),
+        ProxyOutcome::NetworkError(_) | ProxyOutcome::Connected(_) => (502, "network-error"),
+    }
+}
+
+/// Resolve, check, connect, and log what happened.
+async fn open(
+    host: &Host<String>,
+    port: u16,
+    policy: &TargetPolicy,
+    log: &Mutex<VecDeque<ProxyEvent>>,
+) -> Result<TcpStream, ProxyOutcome> {
+    let result = connect_checked(host, port, policy).await;
+    let outcome = match &result {
+        Ok((_, addr)) => ProxyOutcome::Connected(*addr),
+        Err(o) => o.clone(),
+    };
+    if outcome.is_failure() {
+        tracing::debug!(%host, port, ?outcome, "proxy refused or failed a request");
+    }
+    record(log, host, port, outcome);
+    result.map(|(s, _)| s)
+}
+
+async fn connect_checked(
+    host: &Host<String>,
+    port: u16,
+    policy: &TargetPolicy,
+) -> Result<(TcpStream, SocketAddr), ProxyOutcome> {
+    let addrs = resolve_checked(host, port, policy)
+        .await
+        .map_err(|f| match f {
+            ResolveFailure::Forbidden(r) => ProxyOutcome::Forbidden(r),
+            ResolveFailure::Dns => ProxyOutcome::DnsFailure,
+        })?;
+    let mut last = ProxyOutcome::NetworkError("no address".into());
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, addr));
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = ProxyOutcome::ConnectionRefused;
+            }
+            Ok(Err(e)) => last = ProxyOutcome::NetworkError(e.to_string()),
+            Err(_) => last = ProxyOutcome::NetworkError("connect timed out".into()),
+        }
+    }
+    Err(last)
+}
+
+/// `host:port` or `[v6]:port` → host and port.
+fn parse_authority(s: &str) -> Option<(Host<String>, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let port: u16 = p.parse().ok()?;
+    let host = Host::parse(h).ok()?;
+    Some((host, port))
+}
+
+async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<String> {
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        let n = r.read_until(b'\n', &mut head).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if head.len() > MAX_HEAD_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head too large",
+            ));
+        }
+        if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+async fn reply(
+    w: &mut TcpStream,
+    status: u16,
+    text: &str,
+    code: Option<&str>,
+) -> std::io::Result<()> {
+    let reason = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        _ => "Bad Gateway",
+    };
+    let meta = code
+        .map(|c| format!("<meta name=\"capture-proxy-error\" content=\"{c}\">"))
+        .unwrap_or_default();
+    let body = format!(
+        "<!doctype html>{meta}<title>{status} {reason}</title><p>Capture proxy: {text}</p>\n"
+    );
+    let extra = code
+        .map(|c| format!("{PROXY_ERROR_HEADER}: {c}\r\n"))
+        .unwrap_or_default();
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    w.write_all(msg.as_bytes()).await?;
+    w.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).await?;
+        Ok(v)
+    }
+
+    async fn origin(body: &'static str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut r = BufReader::new(&mut s);
+                let _ = read_head(&mut r).await;
+                let msg = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(msg.as_bytes()).await;
+            }
+        });
+        (addr, hits)
+    }
+
+    async fn get_via(proxy: SocketAddr, url: &str) -> String {
+        let mut s = TcpStream::connect(proxy).await.unwrap();
+        s.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\nProxy-Connection: keep-alive\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        String::from_utf8(drain(&mut s).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn forwards_allowed_and_refuses_forbidden_hops() {
+        let (ok_addr, ok_hits) = origin("hello").await;
+        let (bad_addr, bad_hits) = origin("secret").await;
+        let policy = Arc::new(TargetPolicy::strict().with_allowed([ok_addr]));
+        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy).await.unwrap();
+
+        let answer = get_via(proxy.addr(), &format!("http://{ok_addr}/a?b=c")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("Connection: close"), "{answer}");
+        assert!(answer.ends_with("hello"));
+
+        let answer = get_via(proxy.addr(), &format!("http://{bad_addr}/")).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        assert!(answer.contains("forbidden-target"));
+        assert_eq!(bad_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(ok_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let failure = proxy.failure_for("127.0.0.1", bad_addr.port());
+        assert!(matches!(failure, Some(ProxyOutcome::Forbidden(_))), "{failure:?}");
+
+        // CONNECT to a forbidden address is refused before any byte reaches it.
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(b"CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(drain(&mut s).await.unwrap()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+
+        let answer = get_via(proxy.addr(), "http://nothing-here.invalid/").await;
+        assert!(answer.contains("dns-failure"), "{answer}");
+        assert_eq!(
+            proxy.failure_for("nothing-here.invalid", 80),
+            Some(ProxyOutcome::DnsFailure)
+        );
+    }
+
+    #[tokio::test]
+    async fn reports_refused_connections() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let proxy = Proxy::start(
+            "127.0.0.1".parse().unwrap(),
+            Arc::new(TargetPolicy::allow_private()),
+        )
+        .await
+        .unwrap();
+        let answer = get_via(proxy.addr(), &format!("http://127.0.0.1:{port}/")).await;
+        assert!(answer.contains("connection-refused"), "{answer}");
+        assert_eq!(
+            proxy.failure_for("127.0.0.1", port),
+            Some(ProxyOutcome::ConnectionRefused)
+        );
+    }
+}

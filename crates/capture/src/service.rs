@@ -1,0 +1,544 @@
+//! [`CaptureService`]: a pool of browser sessions behind a bounded queue, living on the
+//! service's own multi-thread tokio runtime.
+//!
+//! fantoccini runs each session's connection as a task on the runtime that created it, and
+//! actix-web workers are separate single-thread runtimes. So every session, the proxy and
+//! the chromedriver supervisor live on one runtime that this service owns; callers on any
+//! runtime hand a job over a channel and await a `oneshot` answer.
+//!
+//! Queueing: `pool_size` workers each own at most one session. Jobs wait in a bounded
+//! channel of `queue_capacity`; a full channel answers `BUSY` at once, and a job that waited
+//! longer than `queue_timeout_ms` answers `BUSY` when a worker reaches it. The capture
+//! `timeout` counts from the moment a worker starts the job.
+//!
+//! Session life: a session is closed and replaced after `max_uses_per_session` captures,
+//! after a timeout, a browser crash or an internal error, and whenever the capture task
+//! panics (the session's drop guard closes it).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{CaptureConfig, DEFAULT_CHROMIUM};
+use crate::driver::{self, DriverUrl};
+use crate::error::CaptureError;
+use crate::guard::{self, TargetPolicy};
+use crate::options::CaptureOptions;
+use crate::proxy::Proxy;
+use crate::session::{Session, SessionSettings};
+use crate::shoot::{self, Captured, Stage};
+
+/// Extra time after a capture's budget before its task is abandoned outright.
+const HARD_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Counters for monitoring, tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Browser sessions opened so far.
+    pub sessions_opened: u64,
+    /// Jobs a worker started on a browser.
+    pub captures_started: u64,
+    /// Jobs answered `BUSY`.
+    pub busy_rejections: u64,
+    /// Requests refused by the SSRF guard before reaching a browser.
+    pub refused_targets: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sessions_opened: AtomicU64,
+    captures_started: AtomicU64,
+    busy_rejections: AtomicU64,
+    refused_targets: AtomicU64,
+    /// Moving average of a capture's duration, in milliseconds.
+    avg_ms: AtomicU64,
+}
+
+struct Job {
+    opts: CaptureOptions,
+    reply: oneshot::Sender<Result<Captured, CaptureError>>,
+    enqueued: Instant,
+}
+
+/// What the workers share.
+struct Shared {
+    config: CaptureConfig,
+    policy: Arc<TargetPolicy>,
+    driver_url: DriverUrl,
+    counters: Counters,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    jobs: mpsc::Sender<Job>,
+    stop: watch::Sender<bool>,
+    shut: AtomicBool,
+    handle: tokio::runtime::Handle,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    driver: Mutex<Option<DriverTask>>,
+}
+
+/// Our own chromedriver's supervisor and its own stop switch (it stops after the workers).
+struct DriverTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(d) = self.driver.lock().expect("driver lock").take() {
+            let _ = d.stop.send(true);
+        }
+        if let Some(rt) = self.runtime.lock().expect("runtime lock").take() {
+            // Dropping the tasks drops chromedriver's `Child` (kill_on_drop) and the
+            // watchdog's pipe, which ends every browser.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Takes screenshots with a pool of WebDriver sessions. Cheap to clone; callable from any
+/// tokio runtime (actix-web workers included).
+#[derive(Clone)]
+pub struct CaptureService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CaptureService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureService")
+            .field("pool_size", &self.inner.shared.config.pool_size)
+            .field("webdriver", &self.inner.shared.driver_url.get())
+            .finish()
+    }
+}
+
+impl CaptureService {
+    /// Validate the configuration, start the runtime, chromedriver (unless `webdriver_url`
+    /// is set), one proxy per worker and the workers. With `prewarm`, waits until the first
+    /// browser session is open, so a missing or broken browser fails here.
+    pub async fn start(config: CaptureConfig) -> Result<Self, CaptureError> {
+        config.validate()?;
+        let mut config = config;
+        if config.webdriver_url.is_none() {
+            let chromium = config
+                .chromium_path
+                .get_or_insert_with(|| DEFAULT_CHROMIUM.into())
+                .clone();
+            for bin in [&config.chromedriver_path, &chromium] {
+                if !bin.exists() {
+                    return Err(CaptureError::BrowserUnavailable {
+                        detail: format!(
+                            "{} not found: install it with `apt-get install chromium chromium-driver`",
+                            bin.display()
+                        ),
+                    });
+                }
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.runtime_threads)
+            .thread_name("capture")
+            .enable_all()
+            .build()
+            .map_err(|e| CaptureError::internal(format!("cannot start a runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let (jobs, jobs_rx) = mpsc::channel::<Job>(config.queue_capacity);
+
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let init_config = config.clone();
+        let init_stop = stop_rx.clone();
+        handle.spawn(async move {
+            let r = init(init_config, init_stop, jobs_rx).await;
+            let _ = ready_tx.send(r);
+        });
+        let started = match ready_rx.await {
+            Ok(r) => r,
+            Err(_) => Err(CaptureError::internal("service start was interrupted")),
+        };
+        let (shared, workers, driver) = match started {
+            Ok(ok) => ok,
+            Err(e) => {
+                let _ = stop.send(true);
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                jobs,
+                stop,
+                shut: AtomicBool::new(false),
+                handle,
+                runtime: Mutex::new(Some(runtime)),
+                workers: Mutex::new(workers),
+                driver: Mutex::new(driver),
+            }),
+        })
+    }
+
+    /// Check a target against the SSRF policy without a browser: http(s) only, and every
+    /// address the name resolves to allowed. `capture` runs it too; the HTTP layer may call
+    /// it first to answer `400` before reserving credits. Html targets always pass (their
+    /// subresources are checked by the proxy).
+    pub async fn check_target(&self, opts: &CaptureOptions) -> Result<(), CaptureError> {
+        let Some(url) = opts.url().cloned() else {
+            return Ok(());
+        };
+        let policy = Arc::clone(&self.inner.shared.policy);
+        let (tx, rx) = oneshot::channel();
+        self.inner.handle.spawn(async move {
+            let _ = tx.send(guard::check_url(&url, &policy).await.map(|_| ()));
+        });
+        let r = rx.await.unwrap_or(Err(CaptureError::ShutDown));
+        if matches!(&r, Err(CaptureError::ForbiddenTarget { .. })) {
+            self.inner
+                .shared
+                .counters
+                .refused_targets
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Take one screenshot (or PDF). Waits for a free session; answers `BUSY` at once when
+    /// the queue is full.
+    pub async fn capture(&self, opts: &CaptureOptions) -> Result<Captured, CaptureError> {
+        if self.inner.shut.load(Ordering::SeqCst) {
+            return Err(CaptureError::ShutDown);
+        }
+        self.check_target(opts).await?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            opts: opts.clone(),
+            reply,
+            enqueued: Instant::now(),
+        };
+        match self.inner.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.inner
+                    .shared
+                    .counters
+                    .busy_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(self.busy());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(CaptureError::ShutDown),
+        }
+        answer.await.unwrap_or(Err(CaptureError::ShutDown))
+    }
+
+    /// Stop taking work, let running captures finish (bounded by their timeouts), close
+    /// every session and stop chromedriver. Idempotent.
+    pub async fn shutdown(&self) {
+        if self.inner.shut.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.inner.stop.send(true);
+        let workers: Vec<_> = std::mem::take(&mut *self.inner.workers.lock().expect("workers lock"));
+        let driver = self.inner.driver.lock().expect("driver lock").take();
+        let (tx, rx) = oneshot::channel();
+        self.inner.handle.spawn(async move {
+            for t in workers {
+                let _ = tokio::time::timeout(Duration::from_secs(70), t).await;
+            }
+            if let Some(d) = driver {
+                let _ = d.stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(10), d.task).await;
+            }
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> ServiceStats {
+        let c = &self.inner.shared.counters;
+        ServiceStats {
+            sessions_opened: c.sessions_opened.load(Ordering::Relaxed),
+            captures_started: c.captures_started.load(Ordering::Relaxed),
+            busy_rejections: c.busy_rejections.load(Ordering::Relaxed),
+            refused_targets: c.refused_targets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The WebDriver URL sessions are created on now.
+    pub fn webdriver_url(&self) -> String {
+        self.inner.shared.driver_url.get()
+    }
+
+    /// The configuration in force (after defaults were filled in).
+    pub fn config(&self) -> &CaptureConfig {
+        &self.inner.shared.config
+    }
+
+    fn busy(&self) -> CaptureError {
+        let cfg = &self.inner.shared.config;
+        let avg_ms = self.inner.shared.counters.avg_ms.load(Ordering::Relaxed).max(500);
+        let waiting = self.inner.jobs.max_capacity() - self.inner.jobs.capacity();
+        let rounds = waiting.div_ceil(cfg.pool_size) as u64 + 1;
+        CaptureError::Busy {
+            retry_after_secs: (avg_ms * rounds).div_ceil(1000).clamp(1, 60),
+        }
+    }
+}
+
+type Started = (Arc<Shared>, Vec<JoinHandle<()>>, Option<DriverTask>);
+
+async fn init(
+    config: CaptureConfig,
+    stop: watch::Receiver<bool>,
+    jobs: mpsc::Receiver<Job>,
+) -> Result<Started, CaptureError> {
+    let mut driver = None;
+    let driver_url = match &config.webdriver_url {
+        Some(u) => DriverUrl::fixed(u.trim_end_matches('/').to_owned()),
+        None => {
+            let (driver_stop, driver_stop_rx) = watch::channel(false);
+            let (url, task) =
+                driver::start_supervised(config.chromedriver_path.clone(), driver_stop_rx).await?;
+            driver = Some(DriverTask {
+                stop: driver_stop,
+                task,
+            });
+            url
+        }
+    };
+    let shared = Arc::new(Shared {
+        policy: Arc::new(config.policy()),
+        driver_url,
+        counters: Counters::default(),
+        config,
+    });
+    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+    let mut first_ready = None;
+    let mut worker_tasks = Vec::new();
+    for i in 0..shared.config.pool_size {
+        let proxy = Proxy::start(shared.config.proxy_bind, Arc::clone(&shared.policy))
+            .await
+            .map_err(|e| CaptureError::internal(format!("cannot start the proxy: {e}")))?;
+        let (tx, rx) = oneshot::channel();
+        if i == 0 {
+            first_ready = Some(rx);
+        }
+        worker_tasks.push(tokio::spawn(worker(
+            Arc::clone(&shared),
+            proxy,
+            Arc::clone(&jobs),
+            stop.clone(),
+            tx,
+        )));
+    }
+    if shared.config.prewarm {
+        if let Some(rx) = first_ready {
+            match tokio::time::timeout(Duration::from_secs(60), rx).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    for t in &worker_tasks {
+                        t.abort();
+                    }
+                    if let Some(d) = driver {
+                        d.task.abort();
+                    }
+                    return Err(e);
+                }
+                _ => {
+                    return Err(CaptureError::BrowserUnavailable {
+                        detail: "the first browser session did not open within 60 s".into(),
+                    })
+                }
+            }
+        }
+    }
+    Ok((shared, worker_tasks, driver))
+}
+
+fn settings(shared: &Shared, proxy: &Proxy) -> SessionSettings {
+    let host = shared
+        .config
+        .proxy_advertised_host
+        .clone()
+        .unwrap_or_else(|| match proxy.addr().ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        });
+    SessionSettings {
+        webdriver_url: shared.driver_url.get(),
+        chromium_path: shared.config.chromium_path.clone(),
+        local_profile: shared.config.webdriver_url.is_none(),
+        proxy_url: format!("http://{host}:{}", proxy.addr().port()),
+    }
+}
+
+async fn open_session(shared: &Shared, proxy: &Proxy) -> Result<Session, CaptureError> {
+    let s = Session::open(&settings(shared, proxy)).await?;
+    shared
+        .counters
+        .sessions_opened
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(s)
+}
+
+/// Errors after which a session is not trusted for another capture.
+fn needs_recycle(e: &CaptureError) -> bool {
+    matches!(
+        e,
+        CaptureError::Timeout { .. }
+            | CaptureError::BrowserCrash { .. }
+            | CaptureError::BrowserUnavailable { .. }
+            | CaptureError::Internal { .. }
+    )
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    proxy: Proxy,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    mut stop: watch::Receiver<bool>,
+    first_ready: oneshot::Sender<Result<(), CaptureError>>,
+) {
+    let proxy = Arc::new(proxy);
+    let mut first_ready = Some(first_ready);
+    let mut session: Option<Session> = None;
+    let queue_timeout = Duration::from_millis(shared.config.queue_timeout_ms);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if session.is_none() && shared.config.prewarm {
+            let opened = tokio::select! {
+                s = open_session(&shared, &proxy) => s,
+                _ = stop.changed() => break,
+            };
+            match opened {
+                Ok(s) => session = Some(s),
+                Err(e) => tracing::warn!(error = %e, "could not open a browser session ahead of demand"),
+            }
+            if let Some(tx) = first_ready.take() {
+                let _ = tx.send(match &session {
+                    Some(_) => Ok(()),
+                    None => Err(CaptureError::BrowserUnavailable {
+                        detail: "the first browser session could not be opened (is chromium installed? `apt-get install chromium chromium-driver`)".into(),
+                    }),
+                });
+            }
+        }
+        let job = tokio::select! {
+            j = async { jobs.lock().await.recv().await } => j,
+            _ = stop.changed() => None,
+        };
+        let Some(job) = job else { break };
+        if job.reply.is_closed() {
+            continue;
+        }
+        if job.enqueued.elapsed() > queue_timeout {
+            shared.counters.busy_rejections.fetch_add(1, Ordering::Relaxed);
+            let avg = shared.counters.avg_ms.load(Ordering::Relaxed).max(1000);
+            let _ = job.reply.send(Err(CaptureError::Busy {
+                retry_after_secs: avg.div_ceil(1000).clamp(1, 60),
+            }));
+            continue;
+        }
+        let mut sess = match session.take() {
+            Some(s) => s,
+            None => match open_session(&shared, &proxy).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            },
+        };
+        shared.counters.captures_started.fetch_add(1, Ordering::Relaxed);
+        let budget = Duration::from_secs(
+            job.opts
+                .timeout_secs()
+                .unwrap_or(shared.config.default_timeout_secs),
+        );
+        let started = Instant::now();
+        let deadline = started + budget;
+        let stage: Stage = Arc::new(Mutex::new("starting"));
+        let task_proxy = Arc::clone(&proxy);
+        let task_stage = Arc::clone(&stage);
+        let opts = job.opts;
+        let mut task = tokio::spawn(async move {
+            let r = match tokio::time::timeout_at(
+                deadline,
+                shoot::run(&mut sess, &opts, &task_proxy, deadline, &task_stage),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(CaptureError::Timeout {
+                    timeout_secs: budget.as_secs(),
+                    stage: (*task_stage.lock().expect("stage lock")).to_owned(),
+                }),
+            };
+            let origin = opts.url().map(|u| u.origin().ascii_serialization());
+            (sess, origin, r)
+        });
+        let result = match tokio::time::timeout(budget + HARD_TIMEOUT_GRACE, &mut task).await {
+            Ok(Ok((mut sess, origin, result))) => {
+                sess.uses += 1;
+                let recycle = sess.uses >= shared.config.max_uses_per_session
+                    || result.as_ref().err().is_some_and(needs_recycle);
+                if recycle {
+                    tokio::spawn(sess.close());
+                } else {
+                    session = Some(sess);
+                }
+                (result, origin)
+            }
+            Ok(Err(join_error)) => {
+                tracing::error!(error = %join_error, "a capture task panicked; its session was closed");
+                (
+                    Err(CaptureError::internal("the capture task failed unexpectedly")),
+                    None,
+                )
+            }
+            Err(_) => {
+                task.abort();
+                (
+                    Err(CaptureError::Timeout {
+                        timeout_secs: budget.as_secs(),
+                        stage: (*stage.lock().expect("stage lock")).to_owned(),
+                    }),
+                    None,
+                )
+            }
+        };
+        let (result, origin) = result;
+        let ms = started.elapsed().as_millis() as u64;
+        let old = shared.counters.avg_ms.load(Ordering::Relaxed);
+        let avg = if old == 0 { ms } else { (old * 4 + ms) / 5 };
+        shared.counters.avg_ms.store(avg, Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::debug!(code = e.code(), error = %e, "capture failed");
+        }
+        let _ = job.reply.send(result);
+        // Clean the session for the next job after the caller has its answer.
+        if let Some(s) = session.as_mut() {
+            if let Err(e) = s.reset(origin).await {
+                tracing::debug!(error = %e, "session reset failed; recycling it");
+                if let Some(s) = session.take() {
+                    tokio::spawn(s.close());
+                }
+            }
+        }
+    }
+    if let Some(s) = session.take() {
+        s.close().await;
+    }
+    if let Some(tx) = first_ready.take() {
+        let _ = tx.send(Err(CaptureError::ShutDown));
+    }
+}

@@ -1,0 +1,251 @@
+//! One WebDriver session (= one chromium), with a drop guard that always closes it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fantoccini::error::{CmdError, ErrorStatus};
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+
+use crate::error::CaptureError;
+
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// How to open a session.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionSettings {
+    pub webdriver_url: String,
+    pub chromium_path: Option<PathBuf>,
+    /// Create the profile directory here (only when the browser runs on this machine).
+    pub local_profile: bool,
+    /// `http://host:port` of our SSRF proxy.
+    pub proxy_url: String,
+}
+
+/// A live browser session. Dropping it without [`Session::close`] still closes it: the
+/// drop guard spawns the close on the current runtime.
+#[derive(Debug)]
+pub(crate) struct Session {
+    client: Option<Client>,
+    profile: Option<tempfile::TempDir>,
+    /// Captures done with this session.
+    pub uses: u32,
+    /// Whether chromedriver's `goog/cdp/execute` works here (false through some Grids).
+    pub cdp: bool,
+    pub id: u64,
+}
+
+/// chromedriver's vendor endpoint that runs one Chrome DevTools Protocol command.
+#[derive(Debug)]
+struct CdpCommand(Value);
+
+impl WebDriverCompatibleCommand for CdpCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.0.to_string()))
+    }
+}
+
+/// Chromium switches for a headless, offline-friendly browser whose every request goes
+/// through our proxy.
+pub(crate) fn chromium_args(proxy_url: &str, profile: Option<&std::path::Path>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        "--disable-breakpad",
+        "--disable-domain-reliability",
+        "--metrics-recording-only",
+        "--mute-audio",
+        "--hide-scrollbars",
+        "--force-color-profile=srgb",
+        "--window-size=1280,800",
+        // WebRTC may not send UDP around the proxy.
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+        // Loopback too goes through the proxy (Chrome bypasses it for localhost otherwise).
+        "--proxy-bypass-list=<-loopback>",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.push(format!("--proxy-server={proxy_url}"));
+    if let Some(p) = profile {
+        args.push(format!("--user-data-dir={}", p.display()));
+    }
+    args
+}
+
+impl Session {
+    pub(crate) async fn open(settings: &SessionSettings) -> Result<Self, CaptureError> {
+        let profile = if settings.local_profile {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("capture-profile-")
+                    .tempdir()
+                    .map_err(|e| CaptureError::BrowserUnavailable {
+                        detail: format!("cannot create a browser profile directory: {e}"),
+                    })?,
+            )
+        } else {
+            None
+        };
+        let mut chrome = json!({
+            "args": chromium_args(&settings.proxy_url, profile.as_ref().map(|p| p.path())),
+        });
+        if let Some(bin) = &settings.chromium_path {
+            chrome["binary"] = json!(bin.display().to_string());
+        }
+        let caps = json!({
+            "browserName": "chrome",
+            "pageLoadStrategy": "normal",
+            "unhandledPromptBehavior": "dismiss",
+            "timeouts": {"pageLoad": 30_000, "script": 10_000, "implicit": 0},
+            "goog:chromeOptions": chrome,
+        });
+        let caps = match caps {
+            Value::Object(m) => m,
+            _ => unreachable!("capabilities are an object"),
+        };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&settings.webdriver_url)
+            .await
+            .map_err(|e| CaptureError::BrowserUnavailable {
+                detail: format!("cannot open a browser session: {e}"),
+            })?;
+        let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(id, "browser session opened");
+        Ok(Self {
+            client: Some(client),
+            profile,
+            uses: 0,
+            cdp: true,
+            id,
+        })
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        self.client.as_ref().expect("session used after close")
+    }
+
+    /// Run a CDP command through chromedriver.
+    pub(crate) async fn cdp(&self, cmd: &str, params: Value) -> Result<Value, CmdError> {
+        self.client()
+            .issue_cmd(CdpCommand(json!({"cmd": cmd, "params": params})))
+            .await
+    }
+
+    /// Like [`Session::cdp`], but turns CDP off for this session (and answers `Ok(None)`)
+    /// when the endpoint does not exist, so callers fall back to plain W3C commands.
+    pub(crate) async fn try_cdp(
+        &mut self,
+        cmd: &str,
+        params: Value,
+    ) -> Result<Option<Value>, CmdError> {
+        if !self.cdp {
+            return Ok(None);
+        }
+        match self.cdp(cmd, params).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_unsupported(&e) => {
+                tracing::info!(error = %e, "CDP is not available; using W3C fallbacks");
+                self.cdp = false;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Make the session ready for the next capture: blank page, no cookies, no storage for
+    /// the origin just visited.
+    pub(crate) async fn reset(&mut self, origin: Option<String>) -> Result<(), CmdError> {
+        self.client().goto("about:blank").await?;
+        if self.cdp {
+            self.cdp("Network.clearBrowserCookies", json!({})).await?;
+            if let Some(origin) = origin {
+                self.cdp(
+                    "Storage.clearDataForOrigin",
+                    json!({"origin": origin, "storageTypes": "all"}),
+                )
+                .await?;
+            }
+        } else {
+            self.client().delete_all_cookies().await?;
+        }
+        Ok(())
+    }
+
+    /// Close the session (ends the browser) and remove its profile.
+    pub(crate) async fn close(mut self) {
+        if let Some(client) = self.client.take() {
+            close_client(client, self.profile.take(), self.id).await;
+        }
+    }
+}
+
+async fn close_client(client: Client, profile: Option<tempfile::TempDir>, id: u64) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await {
+        Ok(Ok(())) => tracing::debug!(id, "browser session closed"),
+        Ok(Err(e)) => tracing::debug!(id, error = %e, "closing a browser session failed"),
+        Err(_) => tracing::warn!(id, "closing a browser session timed out"),
+    }
+    drop(profile);
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let profile = self.profile.take();
+            let id = self.id;
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn(close_client(client, profile, id));
+                }
+                Err(_) => tracing::warn!(
+                    id,
+                    "browser session dropped outside a runtime; chromedriver will end it"
+                ),
+            }
+        }
+    }
+}
+
+/// The WebDriver endpoint does not know this command (a Grid without vendor endpoints).
+pub(crate) fn is_unsupported(e: &CmdError) -> bool {
+    match e {
+        CmdError::Standard(wd) => matches!(
+            wd.error,
+            ErrorStatus::UnknownCommand
+                | ErrorStatus::UnknownMethod
+                | ErrorStatus::UnknownPath
+                | ErrorStatus::UnsupportedOperation
+        ),
+        CmdError::NotJson(_) => true,
+        _ => false,
+    }
+}

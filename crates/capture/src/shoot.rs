@@ -1,0 +1,559 @@
+//! The steps of one capture on a leased session: emulation, navigation, failure
+//! classification, waits, the screenshot or PDF itself, and encoding.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use fantoccini::error::{CmdError, ErrorStatus};
+use fantoccini::wd::{PrintConfiguration, TimeoutConfiguration};
+use fantoccini::Locator;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::error::CaptureError;
+use crate::options::{CaptureOptions, Format, Target};
+use crate::proxy::{normalize_host, Proxy, ProxyOutcome};
+use crate::session::Session;
+
+/// Tallest full-page capture, in device pixels (Chromium's texture limit).
+pub const MAX_FULL_PAGE_DEVICE_PX: f64 = 16_384.0;
+
+/// A finished capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// The encoded image or PDF.
+    pub bytes: Vec<u8>,
+    /// Its MIME type (`image/png`, `image/jpeg`, `image/webp`, `application/pdf`).
+    pub content_type: &'static str,
+    /// Pixel width (0 for pdf).
+    pub width: u32,
+    /// Pixel height (0 for pdf).
+    pub height: u32,
+}
+
+/// Where the capture is; reported in `TIMEOUT` errors.
+pub(crate) type Stage = Arc<Mutex<&'static str>>;
+
+fn set_stage(stage: &Stage, s: &'static str) {
+    *stage.lock().expect("stage lock") = s;
+}
+
+/// Run one capture. `deadline` bounds every wait; the caller also puts a hard timeout
+/// around this future.
+pub(crate) async fn run(
+    session: &mut Session,
+    opts: &CaptureOptions,
+    proxy: &Proxy,
+    deadline: Instant,
+    stage: &Stage,
+) -> Result<Captured, CaptureError> {
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let budget_secs = remaining().as_secs_f64().ceil() as u64;
+    let timeout = |stage: &str| CaptureError::Timeout {
+        timeout_secs: budget_secs,
+        stage: stage.to_owned(),
+    };
+    proxy.clear_log();
+
+    set_stage(stage, "emulation");
+    let page_load = remaining().max(Duration::from_millis(500));
+    session
+        .client()
+        .update_timeouts(TimeoutConfiguration::new(
+            Some(page_load.min(Duration::from_secs(10))),
+            Some(page_load),
+            Some(Duration::ZERO),
+        ))
+        .await
+        .map_err(|e| map_cmd_error(e, "emulation"))?;
+    apply_viewport(session, opts).await?;
+    let scheme = if opts.dark_mode() { "dark" } else { "light" };
+    session
+        .try_cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"media": "", "features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await
+        .map_err(|e| map_cmd_error(e, "emulation"))?;
+
+    set_stage(stage, "page load");
+    let nav_url = match opts.target() {
+        Target::Url(u) => u.as_str().to_owned(),
+        Target::Html(h) => format!(
+            "data:text/html;charset=utf-8;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(h.as_bytes())
+        ),
+    };
+    if let Err(e) = session.client().goto(&nav_url).await {
+        return Err(classify_navigation_error(e, opts, proxy, budget_secs));
+    }
+    check_navigation(session, opts, proxy).await?;
+
+    if let Some(sel) = opts.wait_for_selector() {
+        set_stage(stage, "waiting for selector");
+        let wait = remaining();
+        match session
+            .client()
+            .wait()
+            .at_most(wait)
+            .every(Duration::from_millis(100))
+            .for_element(Locator::Css(sel))
+            .await
+        {
+            Ok(_) => {}
+            Err(CmdError::WaitTimeout) => {
+                return Err(CaptureError::SelectorNotFound {
+                    selector: sel.to_owned(),
+                })
+            }
+            Err(e) => return Err(map_cmd_error(e, "waiting for selector")),
+        }
+    }
+
+    if opts.delay_ms() > 0 {
+        set_stage(stage, "delay");
+        let delay = Duration::from_millis(opts.delay_ms());
+        if delay > remaining() {
+            tokio::time::sleep(remaining()).await;
+            return Err(timeout("delay"));
+        }
+        tokio::time::sleep(delay).await;
+    }
+
+    set_stage(stage, "screenshot");
+    if opts.format() == Format::Pdf {
+        let config = PrintConfiguration::builder()
+            .background(true)
+            .build()
+            .map_err(CaptureError::internal)?;
+        let pdf = session
+            .client()
+            .print(config)
+            .await
+            .map_err(|e| map_cmd_error(e, "print"))?;
+        if !pdf.starts_with(b"%PDF") {
+            return Err(CaptureError::internal("print did not return a PDF"));
+        }
+        return Ok(Captured {
+            bytes: pdf,
+            content_type: Format::Pdf.content_type(),
+            width: 0,
+            height: 0,
+        });
+    }
+    let png = if let Some(sel) = opts.selector() {
+        element_png(session, sel).await?
+    } else if opts.full_page() {
+        full_page_png(session, opts).await?
+    } else {
+        session
+            .client()
+            .screenshot()
+            .await
+            .map_err(|e| map_cmd_error(e, "screenshot"))?
+    };
+    set_stage(stage, "encoding");
+    let format = opts.format();
+    let quality = opts.effective_quality();
+    tokio::task::spawn_blocking(move || encode(png, format, quality))
+        .await
+        .map_err(CaptureError::internal)?
+}
+
+async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<(), CaptureError> {
+    let (w, h) = (opts.width(), opts.height());
+    let done = session
+        .try_cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": w, "height": h, "deviceScaleFactor": opts.device_scale_factor(), "mobile": false}),
+        )
+        .await
+        .map_err(|e| map_cmd_error(e, "emulation"))?;
+    if done.is_some() {
+        return Ok(());
+    }
+    // W3C fallback: size the window so that the viewport is w×h (DPR stays 1).
+    let c = session.client();
+    c.set_window_size(w, h)
+        .await
+        .map_err(|e| map_cmd_error(e, "emulation"))?;
+    let inner = c
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await
+        .map_err(|e| map_cmd_error(e, "emulation"))?;
+    let iw = inner[0].as_u64().unwrap_or(w as u64) as u32;
+    let ih = inner[1].as_u64().unwrap_or(h as u64) as u32;
+    if (iw, ih) != (w, h) {
+        c.set_window_size(w + w.saturating_sub(iw), h + h.saturating_sub(ih))
+            .await
+            .map_err(|e| map_cmd_error(e, "emulation"))?;
+    }
+    Ok(())
+}
+
+async fn full_page_png(session: &mut Session, opts: &CaptureOptions) -> Result<Vec<u8>, CaptureError> {
+    let dpr = opts.device_scale_factor();
+    let max_css = (MAX_FULL_PAGE_DEVICE_PX / dpr).floor();
+    if let Some(metrics) = session
+        .try_cdp("Page.getLayoutMetrics", json!({}))
+        .await
+        .map_err(|e| map_cmd_error(e, "full page"))?
+    {
+        let content_h = metrics["cssContentSize"]["height"]
+            .as_f64()
+            .or_else(|| metrics["contentSize"]["height"].as_f64())
+            .unwrap_or(opts.height() as f64);
+        let h = content_h.ceil().max(opts.height() as f64).min(max_css);
+        let shot = session
+            .cdp(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true, "fromSurface": true,
+                       "clip": {"x": 0, "y": 0, "width": opts.width(), "height": h, "scale": 1}}),
+            )
+            .await
+            .map_err(|e| map_cmd_error(e, "full page"))?;
+        return decode_b64(&shot["data"]);
+    }
+    // W3C fallback: grow the window to the document height, shoot, restore.
+    let c = session.client();
+    let h = c
+        .execute(
+            "const d = document.documentElement, b = document.body || d; \
+             return Math.max(d.scrollHeight, b.scrollHeight, d.offsetHeight, b.offsetHeight, d.clientHeight);",
+            vec![],
+        )
+        .await
+        .map_err(|e| map_cmd_error(e, "full page"))?
+        .as_f64()
+        .unwrap_or(opts.height() as f64)
+        .max(opts.height() as f64)
+        .min(max_css) as u32;
+    c.set_window_size(opts.width(), h)
+        .await
+        .map_err(|e| map_cmd_error(e, "full page"))?;
+    let png = c.screenshot().await.map_err(|e| map_cmd_error(e, "full page"));
+    let _ = c.set_window_size(opts.width(), opts.height()).await;
+    png
+}
+
+async fn element_png(session: &mut Session, selector: &str) -> Result<Vec<u8>, CaptureError> {
+    let not_found = || CaptureError::SelectorNotFound {
+        selector: selector.to_owned(),
+    };
+    if session.cdp {
+        let rect = session
+            .client()
+            .execute(
+                "const e = document.querySelector(arguments[0]); if (!e) return null; \
+                 const r = e.getBoundingClientRect(); \
+                 return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height];",
+                vec![json!(selector)],
+            )
+            .await;
+        let rect = match rect {
+            Ok(Value::Array(r)) => r,
+            Ok(_) => return Err(not_found()),
+            Err(CmdError::Standard(wd)) if wd.error == ErrorStatus::JavascriptError => {
+                return Err(not_found())
+            }
+            Err(e) => return Err(map_cmd_error(e, "element")),
+        };
+        let f = |i: usize| rect.get(i).and_then(Value::as_f64).unwrap_or(0.0);
+        let (x, y, w, h) = (f(0), f(1), f(2), f(3));
+        if w < 1.0 || h < 1.0 {
+            return Err(not_found());
+        }
+        if let Some(shot) = session
+            .try_cdp(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true, "fromSurface": true,
+                       "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1}}),
+            )
+            .await
+            .map_err(|e| map_cmd_error(e, "element"))?
+        {
+            return decode_b64(&shot["data"]);
+        }
+    }
+    let el = session
+        .client()
+        .find(Locator::Css(selector))
+        .await
+        .map_err(|e| match &e {
+            CmdError::Standard(wd)
+                if matches!(wd.error, ErrorStatus::NoSuchElement | ErrorStatus::InvalidSelector) =>
+            {
+                not_found()
+            }
+            _ => map_cmd_error(e, "element"),
+        })?;
+    el.screenshot().await.map_err(|e| map_cmd_error(e, "element"))
+}
+
+fn decode_b64(v: &Value) -> Result<Vec<u8>, CaptureError> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| CaptureError::internal("CDP screenshot returned no data"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(CaptureError::internal)
+}
+
+/// Encode a PNG screenshot as the requested format and read its pixel size.
+pub(crate) fn encode(png: Vec<u8>, format: Format, quality: Option<u8>) -> Result<Captured, CaptureError> {
+    use image::{ExtendedColorType, ImageEncoder};
+    match format {
+        Format::Png => {
+            let (width, height) = png_size(&png)
+                .ok_or_else(|| CaptureError::internal("the browser returned no PNG"))?;
+            Ok(Captured {
+                bytes: png,
+                content_type: format.content_type(),
+                width,
+                height,
+            })
+        }
+        Format::Jpeg | Format::Webp => {
+            let img = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+                .map_err(CaptureError::internal)?;
+            let (width, height) = (img.width(), img.height());
+            let mut out = Vec::with_capacity(png.len() / 4);
+            if format == Format::Jpeg {
+                let rgb = img.to_rgb8();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.unwrap_or(80))
+                    .write_image(rgb.as_raw(), width, height, ExtendedColorType::Rgb8)
+                    .map_err(CaptureError::internal)?;
+            } else {
+                let rgba = img.to_rgba8();
+                image::codecs::webp::WebPEncoder::new_lossless(&mut out)
+                    .write_image(rgba.as_raw(), width, height, ExtendedColorType::Rgba8)
+                    .map_err(CaptureError::internal)?;
+            }
+            Ok(Captured {
+                bytes: out,
+                content_type: format.content_type(),
+                width,
+                height,
+            })
+        }
+        Format::Pdf => Err(CaptureError::internal("pdf is not an image format")),
+    }
+}
+
+/// Width and height from a PNG's IHDR chunk.
+pub(crate) fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(png[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(png[20..24].try_into().ok()?);
+    Some((w, h))
+}
+
+/// After a navigation that WebDriver reported as done: did it really load what was asked?
+async fn check_navigation(
+    session: &Session,
+    opts: &CaptureOptions,
+    proxy: &Proxy,
+) -> Result<(), CaptureError> {
+    let info = session
+        .client()
+        .execute(
+            "const n = performance.getEntriesByType('navigation')[0]; \
+             const m = document.querySelector('meta[name=capture-proxy-error]'); \
+             let code = null; \
+             if (document.URL.startsWith('chrome-error:')) { \
+               const t = document.documentElement ? document.documentElement.outerHTML : ''; \
+               const f = t.match(/(?:net::)?ERR_[A-Z0-9_]+/); code = f ? f[0] : 'ERR_FAILED'; } \
+             return [document.URL, n && n.responseStatus ? n.responseStatus : null, m ? m.content : null, code];",
+            vec![],
+        )
+        .await
+        .map_err(|e| map_cmd_error(e, "page load"))?;
+    let doc_url = info[0].as_str().unwrap_or_default().to_owned();
+    let status = info[1].as_u64().map(|s| s as u16);
+    let proxy_marker = info[2].as_str().is_some();
+    let error_page_code = info[3].as_str().map(str::to_owned);
+
+    let target = opts.url();
+    let doc = Url::parse(&doc_url).ok().filter(|u| u.host().is_some());
+    // The document is the proxy's own error page: the proxy log says why.
+    if proxy_marker {
+        if let Some(failure) = doc.as_ref().and_then(|d| failure_for_url(proxy, d)) {
+            return Err(outcome_error(failure, doc.as_ref().or(target)));
+        }
+    }
+    if let Some(code) = error_page_code {
+        // A chrome error page (https through a refused CONNECT, or a network error).
+        let failure = target
+            .and_then(|t| failure_for_url(proxy, t))
+            .or_else(|| last_failure(proxy));
+        return Err(match failure {
+            Some(f) => outcome_error(f, target),
+            None => net_error(&code, target),
+        });
+    }
+    if let Some(status) = status.filter(|s| *s >= 400) {
+        return Err(CaptureError::TargetHttpError {
+            url: doc_url,
+            status,
+        });
+    }
+    Ok(())
+}
+
+fn failure_for_url(proxy: &Proxy, url: &Url) -> Option<ProxyOutcome> {
+    let host = normalize_host(&url.host()?.to_owned());
+    proxy.failure_for(&host, url.port_or_known_default()?)
+}
+
+fn last_failure(proxy: &Proxy) -> Option<ProxyOutcome> {
+    proxy
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e.outcome.is_failure())
+        .map(|e| e.outcome)
+}
+
+fn outcome_error(outcome: ProxyOutcome, url: Option<&Url>) -> CaptureError {
+    let target = url.map_or_else(|| "the page".to_owned(), |u| u.as_str().to_owned());
+    let host = url
+        .and_then(|u| u.host_str())
+        .unwrap_or("the host")
+        .to_owned();
+    match outcome {
+        ProxyOutcome::Forbidden(reason) => CaptureError::ForbiddenTarget { target, reason },
+        ProxyOutcome::DnsFailure => CaptureError::DnsFailure { host },
+        ProxyOutcome::ConnectionRefused => CaptureError::ConnectionRefused { target },
+        ProxyOutcome::NetworkError(detail) => CaptureError::NetworkError { target, detail },
+        ProxyOutcome::Connected(_) => CaptureError::internal("no failure to report"),
+    }
+}
+
+/// Map a `net::ERR_*` code seen without the proxy's help.
+fn net_error(code: &str, url: Option<&Url>) -> CaptureError {
+    let target = url.map_or_else(|| "the page".to_owned(), |u| u.as_str().to_owned());
+    let code = code.trim_start_matches("net::");
+    match code {
+        "ERR_NAME_NOT_RESOLVED" | "ERR_NAME_RESOLUTION_FAILED" => CaptureError::DnsFailure {
+            host: url.and_then(|u| u.host_str()).unwrap_or("the host").to_owned(),
+        },
+        "ERR_CONNECTION_REFUSED" => CaptureError::ConnectionRefused { target },
+        "ERR_TIMED_OUT" | "ERR_CONNECTION_TIMED_OUT" => CaptureError::NetworkError {
+            target,
+            detail: "the connection timed out".into(),
+        },
+        other => CaptureError::NetworkError {
+            target,
+            detail: other.to_owned(),
+        },
+    }
+}
+
+fn classify_navigation_error(
+    e: CmdError,
+    opts: &CaptureOptions,
+    proxy: &Proxy,
+    budget_secs: u64,
+) -> CaptureError {
+    let target = opts.url();
+    if let CmdError::Standard(wd) = &e {
+        if wd.error == ErrorStatus::Timeout {
+            return CaptureError::Timeout {
+                timeout_secs: budget_secs,
+                stage: "page load".into(),
+            };
+        }
+        if let Some(pos) = wd.message.find("ERR_") {
+            if let Some(f) = target.and_then(|t| failure_for_url(proxy, t)) {
+                return outcome_error(f, target);
+            }
+            let code: String = wd.message[pos..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if code.contains("TUNNEL") || code.contains("PROXY") {
+                if let Some(f) = last_failure(proxy) {
+                    return outcome_error(f, target);
+                }
+            }
+            return net_error(&code, target);
+        }
+    }
+    map_cmd_error(e, "page load")
+}
+
+/// Map a WebDriver error outside navigation.
+pub(crate) fn map_cmd_error(e: CmdError, stage: &str) -> CaptureError {
+    match &e {
+        CmdError::Standard(wd) => match wd.error {
+            ErrorStatus::Timeout | ErrorStatus::ScriptTimeout => CaptureError::Timeout {
+                timeout_secs: 0,
+                stage: stage.to_owned(),
+            },
+            ErrorStatus::InvalidSessionId
+            | ErrorStatus::NoSuchWindow
+            | ErrorStatus::SessionNotCreated => CaptureError::BrowserCrash {
+                detail: format!("{stage}: {}", wd.message),
+            },
+            _ if crashed(&wd.message) => CaptureError::BrowserCrash {
+                detail: format!("{stage}: {}", wd.message),
+            },
+            _ => CaptureError::internal(format!("{stage}: {e}")),
+        },
+        CmdError::Lost(_) | CmdError::Failed(_) | CmdError::FailedC(_) => {
+            CaptureError::BrowserCrash {
+                detail: format!("{stage}: lost the WebDriver connection: {e}"),
+            }
+        }
+        _ => CaptureError::internal(format!("{stage}: {e}")),
+    }
+}
+
+fn crashed(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["chrome not reachable", "tab crashed", "session deleted", "disconnected", "target window already closed", "target closed"]
+        .iter()
+        .any(|needle| m.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbaImage::from_pixel(w, h, image::Rgba([10, 20, 30, 255]));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn encodes_every_image_format() {
+        let p = png(7, 5);
+        assert_eq!(png_size(&p), Some((7, 5)));
+        for (format, magic) in [
+            (Format::Png, &b"\x89PNG"[..]),
+            (Format::Jpeg, &b"\xff\xd8\xff"[..]),
+            (Format::Webp, &b"RIFF"[..]),
+        ] {
+            let c = encode(p.clone(), format, Some(50)).unwrap();
+            assert!(c.bytes.starts_with(magic), "{format}");
+            assert_eq!((c.width, c.height), (7, 5));
+            let back = image::load_from_memory(&c.bytes).unwrap();
+            assert_eq!((back.width(), back.height()), (7, 5));
+        }
+    }
+
+    #[test]
+    fn net_errors_are_classified() {
+        let u = Url::parse("http://x.test/").unwrap();
+        assert_eq!(net_error("net::ERR_NAME_NOT_RESOLVED", Some(&u)).code(), "DNS_FAILURE");
+        assert_eq!(net_error("ERR_CONNECTION_REFUSED", Some(&u)).code(), "CONNECTION_REFUSED");
+        assert_eq!(net_error("ERR_CONNECTION_RESET", Some(&u)).code(), "NETWORK_ERROR");
+    }
+}

@@ -1,0 +1,219 @@
+//! Real browser, real chromedriver: every capture mode and every failure class.
+//! These tests never skip: without chromium they fail and say how to install it.
+
+mod common;
+
+use common::{opts, shared, ELEMENT_H, ELEMENT_W};
+
+fn decode(bytes: &[u8]) -> image::DynamicImage {
+    image::load_from_memory(bytes).expect("the capture decodes as an image")
+}
+
+#[tokio::test]
+async fn viewport_size_times_scale() {
+    let (svc, fx) = shared();
+    let shot = svc
+        .capture(&opts(&[("url", &fx.url("/")), ("width", "640"), ("height", "400")]))
+        .await
+        .unwrap();
+    assert_eq!(shot.content_type, "image/png");
+    let img = decode(&shot.bytes);
+    assert_eq!((img.width(), img.height()), (640, 400));
+    assert_eq!((shot.width, shot.height), (640, 400));
+    // The fixture's background is #3366cc.
+    let p = img.to_rgb8().get_pixel(600, 380).0;
+    assert_eq!(p, [0x33, 0x66, 0xcc]);
+
+    let shot = svc
+        .capture(&opts(&[
+            ("url", &fx.url("/")),
+            ("width", "320"),
+            ("height", "200"),
+            ("deviceScaleFactor", "2"),
+        ]))
+        .await
+        .unwrap();
+    let img = decode(&shot.bytes);
+    assert_eq!((img.width(), img.height()), (640, 400));
+}
+
+#[tokio::test]
+async fn full_page_is_taller_than_the_viewport() {
+    let (svc, fx) = shared();
+    let shot = svc
+        .capture(&opts(&[
+            ("url", &fx.url("/tall")),
+            ("width", "500"),
+            ("height", "400"),
+            ("fullPage", "true"),
+        ]))
+        .await
+        .unwrap();
+    let img = decode(&shot.bytes);
+    assert_eq!(img.width(), 500);
+    assert!(img.height() >= 3000, "full page height {}", img.height());
+}
+
+#[tokio::test]
+async fn element_capture_has_the_element_size() {
+    let (svc, fx) = shared();
+    for scale in ["1", "2"] {
+        let shot = svc
+            .capture(&opts(&[
+                ("url", &fx.url("/element")),
+                ("selector", "#box"),
+                ("deviceScaleFactor", scale),
+            ]))
+            .await
+            .unwrap();
+        let img = decode(&shot.bytes);
+        let s: u32 = scale.parse().unwrap();
+        assert_eq!((img.width(), img.height()), (ELEMENT_W * s, ELEMENT_H * s));
+        let p = img.to_rgb8().get_pixel(10, 10).0;
+        assert_eq!(p, [0xcc, 0, 0], "the box is red");
+    }
+    let err = svc
+        .capture(&opts(&[("url", &fx.url("/element")), ("selector", "#nope")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "SELECTOR_NOT_FOUND", "{err}");
+    assert_eq!(err.http_status(), 422);
+}
+
+#[tokio::test]
+async fn dark_mode_changes_a_known_pixel() {
+    let (svc, fx) = shared();
+    let light = svc
+        .capture(&opts(&[("url", &fx.url("/dark")), ("width", "300"), ("height", "200")]))
+        .await
+        .unwrap();
+    let dark = svc
+        .capture(&opts(&[
+            ("url", &fx.url("/dark")),
+            ("width", "300"),
+            ("height", "200"),
+            ("darkMode", "1"),
+        ]))
+        .await
+        .unwrap();
+    let px = |b: &[u8]| decode(b).to_rgb8().get_pixel(150, 100).0;
+    assert_eq!(px(&light.bytes), [255, 255, 255]);
+    assert_eq!(px(&dark.bytes), [0, 0, 0]);
+}
+
+#[tokio::test]
+async fn pdf_jpeg_and_webp() {
+    let (svc, fx) = shared();
+    let pdf = svc
+        .capture(&opts(&[("url", &fx.url("/")), ("format", "pdf")]))
+        .await
+        .unwrap();
+    assert!(pdf.bytes.starts_with(b"%PDF"));
+    assert_eq!(pdf.content_type, "application/pdf");
+
+    for (format, ctype) in [("jpeg", "image/jpeg"), ("webp", "image/webp")] {
+        let shot = svc
+            .capture(&opts(&[
+                ("url", &fx.url("/")),
+                ("format", format),
+                ("quality", "60"),
+                ("width", "400"),
+                ("height", "300"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(shot.content_type, ctype);
+        let img = decode(&shot.bytes);
+        assert_eq!((img.width(), img.height()), (400, 300), "{format}");
+    }
+}
+
+#[tokio::test]
+async fn html_input_and_wait_for_selector_and_delay() {
+    let (svc, fx) = shared();
+    let shot = svc
+        .capture(&opts(&[
+            (
+                "html",
+                "<html><body style='margin:0;background:rgb(0,128,0)'>hi</body></html>",
+            ),
+            ("width", "200"),
+            ("height", "100"),
+            ("delay", "50"),
+        ]))
+        .await
+        .unwrap();
+    let img = decode(&shot.bytes);
+    assert_eq!((img.width(), img.height()), (200, 100));
+    assert_eq!(img.to_rgb8().get_pixel(190, 90).0, [0, 128, 0]);
+
+    svc.capture(&opts(&[
+        ("url", &fx.url("/late")),
+        ("waitForSelector", "#late"),
+    ]))
+    .await
+    .unwrap();
+    let err = svc
+        .capture(&opts(&[
+            ("url", &fx.url("/")),
+            ("waitForSelector", "#never"),
+            ("timeout", "2"),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "SELECTOR_NOT_FOUND", "{err}");
+}
+
+#[tokio::test]
+async fn dns_failure() {
+    let (svc, _) = shared();
+    let err = svc
+        .capture(&opts(&[("url", "http://no-such-host.invalid/")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "DNS_FAILURE", "{err}");
+    assert_eq!(err.http_status(), 502);
+}
+
+#[tokio::test]
+async fn connection_refused() {
+    let (svc, _) = shared();
+    let port = common::closed_port();
+    let err = svc
+        .capture(&opts(&[("url", &format!("http://127.0.0.1:{port}/"))]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "CONNECTION_REFUSED", "{err}");
+}
+
+#[tokio::test]
+async fn target_http_errors_carry_the_status() {
+    let (svc, fx) = shared();
+    for (path, status, http) in [("/404", 404, 422), ("/500", 500, 502)] {
+        let err = svc
+            .capture(&opts(&[("url", &fx.url(path))]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "TARGET_HTTP_ERROR", "{err}");
+        assert!(
+            matches!(err, capture::CaptureError::TargetHttpError { status: s, .. } if s == status),
+            "{err:?}"
+        );
+        assert_eq!(err.http_status(), http);
+    }
+}
+
+#[tokio::test]
+async fn slow_page_times_out() {
+    let (svc, fx) = shared();
+    let started = std::time::Instant::now();
+    let err = svc
+        .capture(&opts(&[("url", &fx.url("/slow")), ("timeout", "2")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "TIMEOUT", "{err}");
+    assert_eq!(err.http_status(), 504);
+    assert!(started.elapsed().as_secs() < 10, "took {:?}", started.elapsed());
+    // The pool recovers: the next capture works.
+    svc.capture(&opts(&[("url", &fx.url("/"))])).await.unwrap();
+}

@@ -1,0 +1,225 @@
+//! Test support: a fixture HTTP server on 127.0.0.1:0 and a shared capture service.
+//!
+//! Both live on their own threads and runtimes (each `#[tokio::test]` has a runtime of its
+//! own that ends with the test), and are shared by every test of one test binary.
+//! Browser sessions are closed by the service; if a test panics and the process exits, the
+//! chromedriver watchdog ends chromedriver and with it every chromium.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use capture::{CaptureConfig, CaptureOptions, CaptureService, RawCaptureOptions};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// Fails (never skips) when the browser is not installed.
+pub fn require_browser() {
+    for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} is missing: browser tests need a real browser; run \
+             `apt-get install chromium chromium-driver`"
+        );
+    }
+}
+
+/// A running fixture server.
+pub struct Fixture {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Fixture {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    /// Requests served for a path (without query).
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+    pub fn total_hits(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+}
+
+pub const ELEMENT_W: u32 = 200;
+pub const ELEMENT_H: u32 = 100;
+
+fn page(path: &str, query: &str) -> (u16, String, String, Option<String>) {
+    let html = |body: &str| body.to_string();
+    let q = |key: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| v.replace("%3A", ":").replace("%2F", "/"))
+        })
+    };
+    match path {
+        "/" => (
+            200,
+            "text/html".into(),
+            html("<!doctype html><html><head><title>ok</title><style>html,body{margin:0;background:#3366cc}</style></head><body><h1>Fixture</h1></body></html>"),
+            None,
+        ),
+        "/tall" => (
+            200,
+            "text/html".into(),
+            html("<!doctype html><html><head><style>body{margin:0}</style></head><body><div style=\"height:3000px;background:linear-gradient(#fff,#000)\">tall</div></body></html>"),
+            None,
+        ),
+        "/element" => (
+            200,
+            "text/html".into(),
+            format!("<!doctype html><html><head><style>body{{margin:0}}</style></head><body><div id=\"box\" style=\"position:absolute;left:50px;top:60px;width:{ELEMENT_W}px;height:{ELEMENT_H}px;background:#c00\"></div></body></html>"),
+            None,
+        ),
+        "/late" => (
+            200,
+            "text/html".into(),
+            html("<!doctype html><html><body><script>setTimeout(function(){var d=document.createElement('div');d.id='late';d.textContent='here';document.body.appendChild(d);},300);</script></body></html>"),
+            None,
+        ),
+        "/dark" => (
+            200,
+            "text/html".into(),
+            html("<!doctype html><html><head><style>html,body{margin:0;height:100%;background:#fff}@media (prefers-color-scheme: dark){html,body{background:#000}}</style></head><body></body></html>"),
+            None,
+        ),
+        "/404" => (404, "text/html".into(), html("<h1>Not found</h1>"), None),
+        "/500" => (500, "text/html".into(), html("<h1>Broken</h1>"), None),
+        "/redirect" => (
+            302,
+            "text/html".into(),
+            html("moved"),
+            Some(q("to").unwrap_or_else(|| "/".into())),
+        ),
+        "/with-image" => (
+            200,
+            "text/html".into(),
+            format!(
+                "<!doctype html><html><body><p>image below</p><img src=\"{}\"></body></html>",
+                q("src").unwrap_or_default()
+            ),
+            None,
+        ),
+        "/pixel.png" => (200, "image/png".into(), String::new(), None),
+        _ => (404, "text/html".into(), html("no such fixture"), None),
+    }
+}
+
+/// Start the fixture server (once per call) on its own thread.
+pub fn start_fixture() -> Fixture {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hits = Arc::new(Mutex::new(HashMap::new()));
+    let total = Arc::new(AtomicUsize::new(0));
+    let (h, t) = (Arc::clone(&hits), Arc::clone(&total));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                let (h, t) = (Arc::clone(&h), Arc::clone(&t));
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(&mut s);
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l).await.unwrap_or(0) == 0 || l == "\r\n" {
+                            break;
+                        }
+                    }
+                    let target = line.split(' ').nth(1).unwrap_or("/").to_string();
+                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                    *h.lock().unwrap().entry(path.to_string()).or_default() += 1;
+                    t.fetch_add(1, Ordering::SeqCst);
+                    if path == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(20)).await;
+                    }
+                    let (status, ctype, body, location) = page(path, query);
+                    let reason = match status {
+                        200 => "OK",
+                        302 => "Found",
+                        404 => "Not Found",
+                        _ => "Internal Server Error",
+                    };
+                    let loc = location
+                        .map(|l| format!("Location: {l}\r\n"))
+                        .unwrap_or_default();
+                    let head = format!(
+                        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n{loc}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+    });
+    let addr = rx.recv().unwrap();
+    Fixture { addr, hits, total }
+}
+
+/// Start a capture service from a plain thread (so it does not depend on a test's runtime).
+pub fn start_service(config: CaptureConfig) -> CaptureService {
+    require_browser();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(CaptureService::start(config))
+    })
+    .join()
+    .unwrap()
+    .unwrap_or_else(|e| panic!("capture service did not start: {e} ({})", e.code()))
+}
+
+/// One service and one fixture for the whole test binary (private targets allowed).
+pub fn shared() -> &'static (CaptureService, Fixture) {
+    static SHARED: OnceLock<(CaptureService, Fixture)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let fixture = start_fixture();
+        let service = start_service(CaptureConfig {
+            pool_size: 2,
+            allow_private_targets: true,
+            queue_capacity: 64,
+            default_timeout_secs: 20,
+            ..Default::default()
+        });
+        (service, fixture)
+    })
+}
+
+/// Build options from `key=value` pairs the way a query string would give them.
+pub fn opts(pairs: &[(&str, &str)]) -> CaptureOptions {
+    let mut map = serde_json::Map::new();
+    for (k, v) in pairs {
+        map.insert((*k).to_string(), serde_json::Value::String((*v).to_string()));
+    }
+    let raw: RawCaptureOptions = serde_json::from_value(serde_json::Value::Object(map)).unwrap();
+    CaptureOptions::parse(raw).unwrap_or_else(|e| panic!("bad test options: {e}"))
+}
+
+/// A port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    port
+}

@@ -1,0 +1,698 @@
+//! Ledger operations over the database: accounts, the transactional apply path, reads.
+
+use std::collections::BTreeSet;
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use ledger_core::idempotency::{decide, Decision};
+use ledger_core::{
+    AccountId, Book, BookState, Changeset, Credits, Entry, EntryId, EntryKind, Fingerprint, Grant, GrantId,
+    GrantSource, GrantSpec, Hold, HoldId, HoldStatus, IdempotencyKey, LedgerError, Lot, Memo, Page, SpendPolicy,
+    Timestamp, YearMonth,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Backend, DbConnection};
+use crate::error::StoreError;
+use crate::ids::{new_id, RandomIds};
+use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
+use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
+use crate::Store;
+
+/// An account as the ledger knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub created_at: Timestamp,
+    pub plan_name: Option<String>,
+    /// How far usage may go beyond all credits (0: never below zero).
+    pub overdraft_limit: Credits,
+}
+
+impl From<AccountRow> for Account {
+    fn from(r: AccountRow) -> Account {
+        Account {
+            id: AccountId::new(r.id),
+            email: r.email,
+            password_hash: r.password_hash,
+            created_at: Timestamp::from_millis(r.created_at),
+            plan_name: r.plan_name,
+            overdraft_limit: Credits::from_millis(r.overdraft_limit),
+        }
+    }
+}
+
+/// A new account; `signup_bonus` of zero grants nothing.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccount {
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub signup_bonus: Credits,
+}
+
+/// Balances of one account at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    /// What can be spent now: usable credits minus active holds (and any overdraft).
+    pub available: Credits,
+    /// The sum of all entries.
+    pub book: Credits,
+    /// Credits reserved by active holds.
+    pub held: Credits,
+}
+
+/// Whether a debit may use the account's overdraft allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// Never below zero.
+    Strict,
+    /// Up to the account's `overdraft_limit` (plans that charge extra).
+    WithinAccountLimit,
+}
+
+/// One ledger operation on one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Adds credits as a new grant (purchase, bonus, allowance, positive adjustment...).
+    Credit { spec: GrantSpec, memo: Memo },
+    /// Takes credits at once: `usage`, or a negative `adjustment`.
+    Debit {
+        kind: EntryKind,
+        amount: Credits,
+        spend: Spend,
+        memo: Memo,
+    },
+    /// Reserves credits until `ttl_ms` from now.
+    Reserve {
+        amount: Credits,
+        ttl_ms: i64,
+        spend: Spend,
+        memo: Memo,
+    },
+    /// Charges all (`None`) or part of a hold.
+    Capture {
+        hold_id: HoldId,
+        amount: Option<Credits>,
+        memo: Option<Memo>,
+    },
+    /// Ends a hold with nothing charged.
+    Release { hold_id: HoldId },
+    /// Gives back all that is refundable (`None`) or part of a `usage` entry.
+    Refund {
+        entry_id: EntryId,
+        amount: Option<Credits>,
+        memo: Memo,
+    },
+    /// Only settles expiries (grants and holds past their time).
+    Sweep,
+}
+
+impl Operation {
+    fn hold_id(&self) -> Option<&HoldId> {
+        match self {
+            Operation::Capture { hold_id, .. } | Operation::Release { hold_id } => Some(hold_id),
+            _ => None,
+        }
+    }
+}
+
+/// What an operation produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Entry(Entry),
+    Hold(Hold),
+    /// A sweep, or a release (which writes no entry): nothing to show but the balance.
+    Settled,
+}
+
+/// The result of [`Store::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The operation's outcome, or the ledger rule that refused it (nothing changed then).
+    pub result: Result<Outcome, LedgerError>,
+    /// True when an idempotency key matched an earlier request: nothing was done now.
+    pub replayed: bool,
+    /// The available balance after the operation.
+    pub available: Credits,
+}
+
+/// An idempotency key with the canonical form of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub scope: String,
+    pub key: IdempotencyKey,
+    pub fingerprint: Fingerprint,
+}
+
+impl Idempotency {
+    /// A key in the default scope shared by every ledger call of an account.
+    pub fn new(key: IdempotencyKey, fingerprint: Fingerprint) -> Idempotency {
+        Idempotency {
+            scope: "ledger".into(),
+            key,
+            fingerprint,
+        }
+    }
+}
+
+/// One item of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub account_id: AccountId,
+    pub idempotency: Option<Idempotency>,
+    pub operation: Operation,
+}
+
+/// What an idempotency row remembers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredOutcome {
+    Entry(String),
+    Hold(String),
+    Settled,
+    Rejected(LedgerError),
+}
+
+fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+}
+
+/// Errors inside a transaction: the store's own, or a database error to roll back on.
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> TxError {
+        TxError(e)
+    }
+}
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> TxError {
+        TxError(StoreError::Database(e))
+    }
+}
+#[derive(Debug)]
+pub(crate) struct TxError(pub StoreError);
+
+impl Store {
+    /// Runs `f` in a write transaction (behind the SQLite write gate).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>) -> Result<T, StoreError> {
+        let _gate = self.write_gate();
+        let mut conn = self.pool.get()?;
+        (*conn).transaction::<T, TxError, _>(f).map_err(|e| e.0)
+    }
+
+    /// Runs `f` in a read transaction that sees one consistent snapshot.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        let backend = self.backend;
+        (*conn).transaction::<T, TxError, _>(|conn| {
+            if backend == Backend::Postgres {
+                diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(conn)?;
+            }
+            f(conn)
+        })
+        .map_err(|e| e.0)
+    }
+
+    /// Creates an account and grants its signup bonus (`signup_bonus`, `Welcome bonus`)
+    /// in the same transaction.
+    pub fn create_account(&self, new: NewAccount, now: Timestamp) -> Result<(Account, Credits), StoreError> {
+        let email = new.email.clone();
+        let result = self.write(|conn| {
+            let row = AccountRow {
+                id: new_id(AccountId::PREFIX),
+                email: new.email,
+                password_hash: new.password_hash,
+                created_at: now.millis(),
+                balance: 0,
+                overdraft: 0,
+                overdraft_limit: 0,
+                last_seq: 0,
+                compacted_balance: 0,
+                compacted_seq: 0,
+                plan_name: None,
+                version: 0,
+            };
+            diesel::insert_into(accounts::table).values(&row).execute(conn)?;
+            let id = AccountId::new(row.id.clone());
+            let mut available = Credits::ZERO;
+            if new.signup_bonus.is_positive() {
+                let mut book = Book::empty(id.clone());
+                book.credit(
+                    GrantSpec::new(GrantSource::SignupBonus, new.signup_bonus),
+                    Memo::new("Welcome bonus"),
+                    now,
+                    &mut RandomIds,
+                )
+                .map_err(|e| StoreError::corrupt(e.to_string()))?;
+                available = book.available(now);
+                persist(conn, &id, book.take_changes())?;
+            }
+            Ok((Account::from(row), available))
+        });
+        match result {
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => Err(StoreError::EmailTaken {
+                email: email.unwrap_or_default(),
+            }),
+            other => other,
+        }
+    }
+
+    pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = accounts::table
+            .filter(accounts::id.eq(id.as_str()))
+            .select(AccountRow::as_select())
+            .first(&mut *conn)
+            .optional()?;
+        Ok(row.map(Account::from))
+    }
+
+    pub fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = accounts::table
+            .filter(accounts::email.eq(email))
+            .select(AccountRow::as_select())
+            .first(&mut *conn)
+            .optional()?;
+        Ok(row.map(Account::from))
+    }
+
+    /// Sets the plan name stamped on new entries and how far usage may overdraw.
+    pub fn set_plan(&self, id: &AccountId, plan_name: Option<&str>, overdraft_limit: Credits) -> Result<(), StoreError> {
+        self.write(|conn| {
+            let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
+                .set((
+                    accounts::plan_name.eq(plan_name),
+                    accounts::overdraft_limit.eq(overdraft_limit.max(Credits::ZERO).millis()),
+                ))
+                .execute(conn)?;
+            if n == 0 {
+                return Err(StoreError::AccountNotFound { account_id: id.clone() }.into());
+            }
+            Ok(())
+        })
+    }
+
+    /// The account's balances now (expired grants and holds already count as settled).
+    pub fn balance(&self, id: &AccountId, now: Timestamp) -> Result<Balance, StoreError> {
+        self.read(|conn| {
+            let (book, _) = load_book(conn, id, None, &[])?;
+            Ok(balance_of(&book, now))
+        })
+    }
+
+    /// Applies one operation in its own transaction.
+    pub fn apply(
+        &self,
+        account_id: &AccountId,
+        idempotency: Option<&Idempotency>,
+        operation: Operation,
+        now: Timestamp,
+    ) -> Result<Applied, StoreError> {
+        self.write(|conn| apply_in_tx(conn, account_id, idempotency, operation, now))
+    }
+
+    /// Applies many operations (of one or many accounts) in one transaction, in order.
+    /// Accounts are locked in id order first, so concurrent batches cannot deadlock.
+    /// A database error rolls the whole batch back; a ledger rejection or a per-item
+    /// error (unknown account, idempotency conflict) is that item's answer only.
+    pub fn apply_batch(&self, items: Vec<BatchItem>, now: Timestamp) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        self.write(|conn| {
+            let ids: BTreeSet<&AccountId> = items.iter().map(|i| &i.account_id).collect();
+            for id in ids {
+                match lock_account(conn, id) {
+                    // Reported as that item's answer below.
+                    Err(TxError(StoreError::AccountNotFound { .. })) => {}
+                    other => other?,
+                }
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match apply_in_tx(conn, &item.account_id, item.idempotency.as_ref(), item.operation, now) {
+                    Ok(applied) => out.push(Ok(applied)),
+                    Err(TxError(StoreError::Database(e))) => return Err(TxError(StoreError::Database(e))),
+                    Err(TxError(other)) => out.push(Err(other)),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The account a hold belongs to.
+    pub fn hold_account(&self, hold_id: &HoldId) -> Result<AccountId, StoreError> {
+        let mut conn = self.pool.get()?;
+        holds::table
+            .filter(holds::id.eq(hold_id.as_str()))
+            .select(holds::account_id)
+            .first::<String>(&mut *conn)
+            .optional()?
+            .map(AccountId::new)
+            .ok_or_else(|| StoreError::HoldNotFound { hold_id: hold_id.clone() })
+    }
+
+    pub fn hold(&self, hold_id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        let mut conn = self.pool.get()?;
+        holds::table
+            .filter(holds::id.eq(hold_id.as_str()))
+            .select(HoldRow::as_select())
+            .first(&mut *conn)
+            .optional()?
+            .map(Hold::try_from)
+            .transpose()
+    }
+
+    /// One entry of one account.
+    pub fn entry(&self, account_id: &AccountId, entry_id: &EntryId) -> Result<Option<Entry>, StoreError> {
+        let mut conn = self.pool.get()?;
+        load_entry(&mut conn, account_id, entry_id)
+    }
+
+    /// History, newest first.
+    pub fn history(&self, account_id: &AccountId, page: Page) -> Result<Vec<Entry>, StoreError> {
+        let mut conn = self.pool.get()?;
+        entries::table
+            .filter(entries::account_id.eq(account_id.as_str()))
+            .order(entries::seq.desc())
+            .limit(i64::from(page.limit()))
+            .offset(page.offset() as i64)
+            .select(EntryRow::as_select())
+            .load(&mut *conn)?
+            .into_iter()
+            .map(Entry::try_from)
+            .collect()
+    }
+
+    /// Every entry of a calendar month (UTC), newest first.
+    pub fn month(&self, account_id: &AccountId, month: YearMonth) -> Result<Vec<Entry>, StoreError> {
+        let mut conn = self.pool.get()?;
+        entries::table
+            .filter(entries::account_id.eq(account_id.as_str()))
+            .filter(entries::created_at.ge(month.start().millis()))
+            .filter(entries::created_at.lt(month.end().millis()))
+            .order(entries::seq.desc())
+            .select(EntryRow::as_select())
+            .load(&mut *conn)?
+            .into_iter()
+            .map(Entry::try_from)
+            .collect()
+    }
+}
+
+fn balance_of(book: &Book, now: Timestamp) -> Balance {
+    let held = book
+        .holds()
+        .iter()
+        .filter(|h| h.is_active(now))
+        .map(|h| h.amount)
+        .sum();
+    Balance {
+        available: book.available(now),
+        book: book.balance(),
+        held,
+    }
+}
+
+/// Takes the account's row lock for the rest of the transaction.
+fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<(), TxError> {
+    let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
+        .set(accounts::version.eq(accounts::version + 1))
+        .execute(conn)?;
+    if n == 0 {
+        return Err(StoreError::AccountNotFound { account_id: id.clone() }.into());
+    }
+    Ok(())
+}
+
+fn load_entry(conn: &mut DbConnection, account_id: &AccountId, entry_id: &EntryId) -> Result<Option<Entry>, StoreError> {
+    entries::table
+        .filter(entries::id.eq(entry_id.as_str()))
+        .filter(entries::account_id.eq(account_id.as_str()))
+        .select(EntryRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Entry::try_from)
+        .transpose()
+}
+
+/// Loads an account's book: its open grants, active holds, `extra_hold` whatever its
+/// state, and every grant those holds or `extra_grants` name.
+fn load_book(
+    conn: &mut DbConnection,
+    id: &AccountId,
+    extra_hold: Option<&HoldId>,
+    extra_grants: &[GrantId],
+) -> Result<(Book, i64), TxError> {
+    let account = accounts::table
+        .filter(accounts::id.eq(id.as_str()))
+        .select(AccountRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| StoreError::AccountNotFound { account_id: id.clone() })?;
+    let mut hold_rows: Vec<HoldRow> = holds::table
+        .filter(holds::account_id.eq(id.as_str()))
+        .filter(holds::status.eq(HoldStatus::Active.as_str()))
+        .select(HoldRow::as_select())
+        .load(conn)?;
+    if let Some(h) = extra_hold {
+        if !hold_rows.iter().any(|r| r.id == h.as_str()) {
+            hold_rows.extend(
+                holds::table
+                    .filter(holds::id.eq(h.as_str()))
+                    .filter(holds::account_id.eq(id.as_str()))
+                    .select(HoldRow::as_select())
+                    .load(conn)?,
+            );
+        }
+    }
+    let holds: Vec<Hold> = hold_rows.into_iter().map(Hold::try_from).collect::<Result<_, _>>()?;
+    let mut grants: Vec<Grant> = grants::table
+        .filter(grants::account_id.eq(id.as_str()))
+        .filter(grants::remaining.gt(0))
+        .select(GrantRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(Grant::try_from)
+        .collect::<Result<_, _>>()?;
+    let have: BTreeSet<GrantId> = grants.iter().map(|g| g.id.clone()).collect();
+    let mut wanted: BTreeSet<String> = holds
+        .iter()
+        .flat_map(|h| h.allocations.iter())
+        .filter_map(|a| match &a.lot {
+            Lot::Grant(g) if !have.contains(g) => Some(g.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    wanted.extend(extra_grants.iter().filter(|g| !have.contains(*g)).map(|g| g.as_str().to_owned()));
+    if !wanted.is_empty() {
+        let more: Vec<GrantRow> = grants::table
+            .filter(grants::id.eq_any(wanted.into_iter().collect::<Vec<_>>()))
+            .filter(grants::account_id.eq(id.as_str()))
+            .select(GrantRow::as_select())
+            .load(conn)?;
+        for row in more {
+            grants.push(Grant::try_from(row)?);
+        }
+    }
+    let book = Book::new(BookState {
+        account_id: id.clone(),
+        balance: Credits::from_millis(account.balance),
+        overdraft: Credits::from_millis(account.overdraft),
+        last_seq: account.last_seq,
+        plan: account.plan_name,
+        grants,
+        holds,
+    });
+    Ok((book, account.overdraft_limit))
+}
+
+/// Writes a changeset: entries and new lots are inserted, changed lots updated, and the
+/// account's balance, overdraft and last sequence number set.
+pub(crate) fn persist(conn: &mut DbConnection, id: &AccountId, changes: Changeset) -> Result<(), TxError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    for g in &changes.grants_inserted {
+        diesel::insert_into(grants::table).values(GrantRow::from(g)).execute(conn)?;
+    }
+    for g in &changes.grants_updated {
+        diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
+            .set(grants::remaining.eq(g.remaining.millis()))
+            .execute(conn)?;
+    }
+    for h in &changes.holds_inserted {
+        diesel::insert_into(holds::table).values(HoldRow::from(h)).execute(conn)?;
+    }
+    for h in &changes.holds_updated {
+        diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
+            .set((
+                holds::status.eq(h.status.as_str()),
+                holds::captured.eq(h.captured.millis()),
+                holds::settled_at.eq(h.settled_at.map(Timestamp::millis)),
+            ))
+            .execute(conn)?;
+    }
+    for e in &changes.entries {
+        diesel::insert_into(entries::table).values(EntryRow::from(e)).execute(conn)?;
+    }
+    diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
+        .set((
+            accounts::balance.eq(changes.balance.millis()),
+            accounts::overdraft.eq(changes.overdraft.millis()),
+            accounts::last_seq.eq(changes.last_seq),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn replay(conn: &mut DbConnection, id: &AccountId, stored: &str) -> Result<Result<Outcome, LedgerError>, TxError> {
+    let stored: StoredOutcome =
+        serde_json::from_str(stored).map_err(|e| StoreError::corrupt(format!("idempotency outcome: {e}")))?;
+    Ok(match stored {
+        StoredOutcome::Entry(e) => {
+            let entry = load_entry(conn, id, &EntryId::new(e.clone()))?
+                .ok_or_else(|| StoreError::corrupt(format!("idempotency outcome names missing entry {e}")))?;
+            Ok(Outcome::Entry(entry))
+        }
+        StoredOutcome::Hold(h) => {
+            let row = holds::table
+                .filter(holds::id.eq(&h))
+                .select(HoldRow::as_select())
+                .first(conn)
+                .optional()?
+                .ok_or_else(|| StoreError::corrupt(format!("idempotency outcome names missing hold {h}")))?;
+            Ok(Outcome::Hold(Hold::try_from(row)?))
+        }
+        StoredOutcome::Settled => Ok(Outcome::Settled),
+        StoredOutcome::Rejected(e) => Err(e),
+    })
+}
+
+/// One operation on a connection already inside a transaction.
+fn apply_in_tx(
+    conn: &mut DbConnection,
+    id: &AccountId,
+    idempotency: Option<&Idempotency>,
+    operation: Operation,
+    now: Timestamp,
+) -> Result<Applied, TxError> {
+    lock_account(conn, id)?;
+    if let Some(idem) = idempotency {
+        let stored: Option<IdempotencyRow> = idempotency_keys::table
+            .filter(idempotency_keys::account_id.eq(id.as_str()))
+            .filter(idempotency_keys::scope.eq(&idem.scope))
+            .filter(idempotency_keys::key.eq(idem.key.as_str()))
+            .select(IdempotencyRow::as_select())
+            .first(conn)
+            .optional()?;
+        let stored_pair = stored
+            .as_ref()
+            .map(|r| (Fingerprint::new(r.fingerprint.clone()), r.outcome.clone()));
+        match decide(stored_pair.as_ref().map(|(f, o)| (f, o)), &idem.fingerprint) {
+            Decision::Fresh => {}
+            Decision::Replay(outcome) => {
+                let result = replay(conn, id, outcome)?;
+                let (book, _) = load_book(conn, id, None, &[])?;
+                return Ok(Applied {
+                    result,
+                    replayed: true,
+                    available: book.available(now),
+                });
+            }
+            Decision::Conflict => {
+                return Err(StoreError::IdempotencyConflict {
+                    key: idem.key.as_str().to_owned(),
+                }
+                .into())
+            }
+        }
+    }
+
+    // A refund needs its original entry, its earlier refunds and the grants it drew from.
+    let mut refund_context: Option<(Entry, Credits)> = None;
+    let mut extra_grants = Vec::new();
+    if let Operation::Refund { entry_id, .. } = &operation {
+        let original = load_entry(conn, id, entry_id)?.ok_or_else(|| StoreError::EntryNotFound {
+            entry_id: entry_id.clone(),
+        })?;
+        let earlier: Vec<i64> = entries::table
+            .filter(entries::refund_of.eq(entry_id.as_str()))
+            .select(entries::amount)
+            .load(conn)?;
+        extra_grants = original
+            .allocations
+            .iter()
+            .filter_map(|a| match &a.lot {
+                Lot::Grant(g) => Some(g.clone()),
+                Lot::Overdraft => None,
+            })
+            .collect();
+        refund_context = Some((original, Credits::from_millis(earlier.iter().sum())));
+    }
+
+    let (mut book, overdraft_limit) = load_book(conn, id, operation.hold_id(), &extra_grants)?;
+    book.sweep(now, &mut RandomIds);
+    let policy = |spend: Spend| match spend {
+        Spend::Strict => SpendPolicy::STRICT,
+        Spend::WithinAccountLimit => SpendPolicy::with_overdraft(Credits::from_millis(overdraft_limit)),
+    };
+    let ids = &mut RandomIds;
+    let result: Result<Outcome, LedgerError> = match operation {
+        Operation::Credit { spec, memo } => book.credit(spec, memo, now, ids).map(|e| Outcome::Entry(e.clone())),
+        Operation::Debit {
+            kind,
+            amount,
+            spend,
+            memo,
+        } => book
+            .debit(kind, amount, policy(spend), memo, now, ids)
+            .map(|e| Outcome::Entry(e.clone())),
+        Operation::Reserve {
+            amount,
+            ttl_ms,
+            spend,
+            memo,
+        } => book
+            .reserve(amount, now.plus_millis(ttl_ms), policy(spend), memo, now, ids)
+            .map(|h| Outcome::Hold(h.clone())),
+        Operation::Capture { hold_id, amount, memo } => book
+            .capture(&hold_id, amount, memo, now, ids)
+            .map(|e| Outcome::Entry(e.clone())),
+        Operation::Release { hold_id } => book.release(&hold_id, now).map(|_| Outcome::Settled),
+        Operation::Refund { amount, memo, .. } => {
+            let (original, earlier) = refund_context.take().expect("loaded above");
+            book.refund(&original, earlier, amount, memo, now, ids)
+                .map(|e| Outcome::Entry(e.clone()))
+        }
+        Operation::Sweep => Ok(Outcome::Settled),
+    };
+    // Capturing or releasing an unknown hold is reported as the store's "not found".
+    if let Err(LedgerError::HoldNotFound { hold_id }) = &result {
+        return Err(StoreError::HoldNotFound { hold_id: hold_id.clone() }.into());
+    }
+    let available = book.available(now);
+    persist(conn, id, book.take_changes())?;
+    if let Some(idem) = idempotency {
+        let stored = match &result {
+            Ok(Outcome::Entry(e)) => StoredOutcome::Entry(e.id.as_str().to_owned()),
+            Ok(Outcome::Hold(h)) => StoredOutcome::Hold(h.id.as_str().to_owned()),
+            Ok(Outcome::Settled) => StoredOutcome::Settled,
+            Err(e) => StoredOutcome::Rejected(e.clone()),
+        };
+        diesel::insert_into(idempotency_keys::table)
+            .values(IdempotencyRow {
+                account_id: id.as_str().to_owned(),
+                scope: idem.scope.clone(),
+                key: idem.key.as_str().to_owned(),
+                fingerprint: idem.fingerprint.as_str().to_owned(),
+                outcome: serde_json::to_string(&stored).expect("outcomes serialize"),
+                created_at: now.millis(),
+            })
+            .execute(conn)?;
+    }
+    Ok(Applied {
+        result,
+        replayed: false,
+        available,
+    })
+}

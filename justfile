@@ -1,0 +1,28 @@
+# Shotledger tasks. CI (.ci/run) calls `setup`, `lint` and `test`, exactly as here.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what a fresh machine lacks (chromium, chromedriver, libpq) and start PostgreSQL.
+setup:
+    bash scripts/setup.sh
+
+# Formatting, clippy with warnings as errors, and the core's purity.
+lint: check-core-purity
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# ledger-core must not depend on any I/O crate.
+check-core-purity:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bad=$(cargo tree -p ledger-core -e normal --prefix none | grep -oE '^(diesel|actix-web|actix-rt|tokio|fantoccini|reqwest|hyper|r2d2|libsqlite3-sys|pq-sys) ' | sort -u || true)
+    if [ -n "$bad" ]; then echo "ledger-core depends on I/O crates: $bad"; exit 1; fi
+    echo "ledger-core is pure"
+
+# Every test, on SQLite and PostgreSQL, with a real browser for captures.
+test: setup
+    cargo test --workspace

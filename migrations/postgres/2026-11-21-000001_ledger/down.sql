@@ -1,0 +1,5 @@
+DROP TABLE idempotency_keys;
+DROP TABLE entries;
+DROP TABLE holds;
+DROP TABLE grants;
+DROP TABLE accounts;
