@@ -1,0 +1,547 @@
+//! # settings
+//!
+//! Both programs (`api-server`, `webhook-receiver`) read the same configuration, in
+//! layers, later wins:
+//! 1. the defaults of `config/default.toml`, built into the binary;
+//! 2. `config/default.toml` in the working folder, when present;
+//! 3. the file given with `--config FILE` (it must exist);
+//! 4. the environment: `SHOTLEDGER__<SECTION>__<KEY>`, and `DATABASE_URL` for
+//!    `database.url`.
+//!
+//! Unknown keys are refused (a typo must not silently fall back to a default), and
+//! [`Settings::validate`] names the key of any bad value.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ledger_core::{Catalogue, Cents, CreditPack, Credits, PackId};
+use ledger_store::DatabaseUrl;
+use serde::Deserialize;
+
+/// The defaults, as shipped.
+pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct SettingsError(String);
+
+impl SettingsError {
+    fn key(key: impl std::fmt::Display, what: impl std::fmt::Display) -> SettingsError {
+        SettingsError(format!("{key}: {what}"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub webhooks: WebhookSettings,
+    pub database: DatabaseSettings,
+    pub admin: AdminSettings,
+    pub auth: AuthSettings,
+    pub credits: CreditSettings,
+    #[serde(default)]
+    pub plans: Vec<PlanSettings>,
+    pub polar: PolarSettings,
+    pub capture: CaptureSettings,
+    pub screenshots: ScreenshotSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub bind: String,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Empty: the admin API is off.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub session_ttl_hours: u64,
+    pub cookie_secure: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditSettings {
+    pub signup_bonus: Credits,
+    pub hold_ttl_secs: u64,
+    pub retention_months: u32,
+    #[serde(default)]
+    pub packs: Vec<PackSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackSettings {
+    pub id: String,
+    pub name: String,
+    pub credits: Credits,
+    pub price_cents: i64,
+    #[serde(default)]
+    pub popular: bool,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub polar_product_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    pub id: String,
+    pub name: String,
+    pub monthly_credits: Credits,
+    pub price_cents: i64,
+    #[serde(default)]
+    pub overage_cents_per_1000: i64,
+    #[serde(default)]
+    pub paying: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolarSettings {
+    pub api_url: String,
+    /// Empty: demo payments.
+    pub access_token: String,
+    /// Empty: demo payments sign with a local secret.
+    pub webhook_secret: String,
+    pub success_url: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSettings {
+    /// Empty: start and supervise our own chromedriver.
+    pub webdriver_url: String,
+    pub chromedriver_path: String,
+    pub chromium_path: String,
+    /// 0: one per CPU.
+    pub pool_size: usize,
+    pub max_uses_per_session: u32,
+    pub queue_capacity: usize,
+    pub allow_private_targets: bool,
+    pub default_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenshotSettings {
+    pub base_cost: Credits,
+    pub full_page_cost: Credits,
+    pub pdf_cost: Credits,
+    pub cache_dir: String,
+    pub default_cache_ttl_secs: u64,
+}
+
+/// Where the layers come from (tests point these elsewhere).
+#[derive(Debug, Clone, Default)]
+pub struct Sources<'a> {
+    /// `--config FILE`.
+    pub file: Option<&'a Path>,
+    /// Read `config/default.toml` from the working folder when present.
+    pub working_folder_defaults: bool,
+    /// The environment to read (normally `std::env::vars()`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Settings {
+    /// Loads the layers and validates the result.
+    pub fn load(sources: Sources<'_>) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if sources.working_folder_defaults && Path::new("config/default.toml").is_file() {
+            builder = builder.add_source(
+                config::File::with_name("config/default.toml").format(config::FileFormat::Toml),
+            );
+        }
+        if let Some(file) = sources.file {
+            if !file.is_file() {
+                return Err(SettingsError::key(
+                    "--config",
+                    format!("{} is not a readable file", file.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SHOTLEDGER__"))
+            .cloned()
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SHOTLEDGER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        if let Some((_, url)) = sources
+            .env
+            .iter()
+            .find(|(k, v)| k == "DATABASE_URL" && !v.is_empty())
+        {
+            builder = builder
+                .set_override("database.url", url.clone())
+                .map_err(|e| SettingsError::key("DATABASE_URL", e))?;
+        }
+        let raw = builder.build().map_err(|e| SettingsError(e.to_string()))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The usual layers for a program: `--config FILE` from its arguments and the process
+    /// environment.
+    pub fn from_args_and_env(args: &[String]) -> Result<Settings, SettingsError> {
+        let file = config_flag(args)?;
+        Settings::load(Sources {
+            file: file.as_deref().map(Path::new),
+            working_folder_defaults: true,
+            env: std::env::vars().collect(),
+        })
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        parse_bind("server.bind", &self.server.bind)?;
+        parse_bind("webhooks.bind", &self.webhooks.bind)?;
+        http_url("server.public_url", &self.server.public_url)?;
+        http_url("webhooks.public_url", &self.webhooks.public_url)?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(SettingsError::key(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        DatabaseUrl::parse(&self.database.url).map_err(|e| SettingsError(e.to_string()))?;
+        if self.database.max_connections == 0 {
+            return Err(SettingsError::key(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        let token = self.admin.token.trim();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(SettingsError::key(
+                "admin.token",
+                "must be at least 16 characters (or empty to turn the admin API off)",
+            ));
+        }
+        if self.auth.session_ttl_hours == 0 {
+            return Err(SettingsError::key(
+                "auth.session_ttl_hours",
+                "must be at least 1",
+            ));
+        }
+        if self.credits.signup_bonus.is_negative() {
+            return Err(SettingsError::key(
+                "credits.signup_bonus",
+                "must not be negative",
+            ));
+        }
+        if self.credits.hold_ttl_secs == 0 {
+            return Err(SettingsError::key(
+                "credits.hold_ttl_secs",
+                "must be at least 1",
+            ));
+        }
+        ledger_core::Retention::months(self.credits.retention_months)
+            .map_err(|e| SettingsError::key("credits.retention_months", e))?;
+        self.catalogue()?;
+        let mut plan_ids = std::collections::BTreeSet::new();
+        for (i, p) in self.plans.iter().enumerate() {
+            let key = format!("plans[{i}]");
+            if p.id.trim().is_empty() || !plan_ids.insert(p.id.clone()) {
+                return Err(SettingsError::key(
+                    format!("{key}.id"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if p.monthly_credits.is_negative() || p.price_cents < 0 || p.overage_cents_per_1000 < 0
+            {
+                return Err(SettingsError::key(
+                    key,
+                    "monthly_credits, price_cents and overage_cents_per_1000 must not be negative",
+                ));
+            }
+        }
+        http_url("polar.api_url", &self.polar.api_url)?;
+        http_url("polar.success_url", &self.polar.success_url)?;
+        if !self.polar.webhook_secret.is_empty() && !self.polar.webhook_secret.starts_with("whsec_")
+        {
+            // Polar's secrets are used as given; a missing prefix is usually a copy error.
+            return Err(SettingsError::key(
+                "polar.webhook_secret",
+                "must start with whsec_ (copy it whole from Polar)",
+            ));
+        }
+        if !self.capture.webdriver_url.is_empty() {
+            http_url("capture.webdriver_url", &self.capture.webdriver_url)?;
+        }
+        if self.capture.queue_capacity == 0 {
+            return Err(SettingsError::key(
+                "capture.queue_capacity",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=60).contains(&self.capture.default_timeout_secs) {
+            return Err(SettingsError::key(
+                "capture.default_timeout_secs",
+                "must be from 1 to 60",
+            ));
+        }
+        for (key, cost) in [
+            ("screenshots.base_cost", self.screenshots.base_cost),
+            (
+                "screenshots.full_page_cost",
+                self.screenshots.full_page_cost,
+            ),
+            ("screenshots.pdf_cost", self.screenshots.pdf_cost),
+        ] {
+            if cost.is_negative() {
+                return Err(SettingsError::key(key, "must not be negative"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The credit pack catalogue.
+    pub fn catalogue(&self) -> Result<Catalogue, SettingsError> {
+        let packs = self
+            .credits
+            .packs
+            .iter()
+            .map(|p| CreditPack {
+                id: PackId::new(p.id.clone()),
+                name: p.name.clone(),
+                credits: p.credits,
+                price: Cents::new(p.price_cents),
+                popular: p.popular,
+                active: p.active,
+                product_id: p.polar_product_id.clone().filter(|s| !s.trim().is_empty()),
+            })
+            .collect();
+        Catalogue::new(packs).map_err(|e| SettingsError::key("credits.packs", e))
+    }
+
+    /// The admin token, when the admin API is on.
+    pub fn admin_token(&self) -> Option<&str> {
+        Some(self.admin.token.trim()).filter(|t| !t.is_empty())
+    }
+
+    pub fn plan(&self, id: &str) -> Option<&PlanSettings> {
+        self.plans.iter().find(|p| p.id == id)
+    }
+}
+
+fn parse_bind(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {
+    value.parse().map_err(|_| {
+        SettingsError::key(
+            key,
+            format!("`{value}` is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn http_url(key: &str, value: &str) -> Result<(), SettingsError> {
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| {
+            SettingsError::key(
+                key,
+                format!("`{value}` must start with http:// or https://"),
+            )
+        })?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(SettingsError::key(key, format!("`{value}` has no host")));
+    }
+    Ok(())
+}
+
+/// Reads `--config FILE` or `--config=FILE` from program arguments.
+pub fn config_flag(args: &[String]) -> Result<Option<String>, SettingsError> {
+    let mut it = args.iter().skip(1);
+    let mut found = None;
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            found = Some(
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| SettingsError::key("--config", "needs a file name"))?,
+            );
+        } else if let Some(f) = a.strip_prefix("--config=") {
+            found = Some(f.to_owned());
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        Settings::load(Sources {
+            file: file.map(|_| path.as_path()),
+            working_folder_defaults: false,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn defaults_are_the_contract_defaults() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8080");
+        assert_eq!(s.webhooks.bind, "127.0.0.1:8081");
+        assert_eq!(s.database.url, "sqlite://data/shotledger.db");
+        assert_eq!(s.admin_token(), None);
+        assert_eq!(s.credits.signup_bonus, Credits::whole(5));
+        assert_eq!(s.polar.success_url, "http://localhost:8080/");
+        assert!(!s.capture.allow_private_targets);
+        assert_eq!(s.catalogue().unwrap(), Catalogue::seed_default());
+        let basic = s.plan("basic").unwrap();
+        assert_eq!(
+            (basic.monthly_credits, basic.overage_cents_per_1000),
+            (Credits::whole(10_000), 400)
+        );
+    }
+
+    #[test]
+    fn file_then_environment_win() {
+        let file = "[server]\nbind = \"127.0.0.1:7000\"\n[credits]\nsignup_bonus = 50\n";
+        let s = load(Some(file), &[]).unwrap();
+        assert_eq!(
+            (s.server.bind.as_str(), s.credits.signup_bonus),
+            ("127.0.0.1:7000", Credits::whole(50))
+        );
+        let s = load(
+            Some(file),
+            &[
+                ("SHOTLEDGER__SERVER__BIND", "127.0.0.1:9000"),
+                ("SHOTLEDGER__CREDITS__SIGNUP_BONUS", "2.5"),
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("SHOTLEDGER__ADMIN__TOKEN", "0123456789abcdef0123"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:9000");
+        assert_eq!(s.credits.signup_bonus, Credits::from_millis(2500));
+        assert_eq!(s.database.url, "postgres://u@h/db");
+        assert_eq!(s.admin_token(), Some("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+            (
+                None,
+                &[("SHOTLEDGER__SERVER__BIND", "nowhere")],
+                "server.bind",
+            ),
+            (None, &[("DATABASE_URL", "mysql://x")], "database.url"),
+            (
+                None,
+                &[("SHOTLEDGER__ADMIN__TOKEN", "short")],
+                "admin.token",
+            ),
+            (
+                None,
+                &[("SHOTLEDGER__CREDITS__SIGNUP_BONUS", "lots")],
+                "signup_bonus",
+            ),
+            (Some("[server]\nbindd = \"x\"\n"), &[], "bindd"),
+            (
+                Some("[[credits.packs]]\nid = \"p\"\nname = \"P\"\ncredits = 0\nprice_cents = 1\n"),
+                &[],
+                "credits.packs",
+            ),
+            (
+                None,
+                &[("SHOTLEDGER__POLAR__WEBHOOK_SECRET", "abc")],
+                "polar.webhook_secret",
+            ),
+            (
+                None,
+                &[("SHOTLEDGER__CAPTURE__DEFAULT_TIMEOUT_SECS", "600")],
+                "capture.default_timeout_secs",
+            ),
+        ];
+        for (file, env, key) in cases {
+            let e = load(*file, env).unwrap_err().to_string();
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let e = Settings::load(Sources {
+            file: Some(Path::new("/nonexistent/shotledger.toml")),
+            ..Sources::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--config"), "{e}");
+    }
+
+    #[test]
+    fn config_flag_forms() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            config_flag(&args(&["x", "--config", "a.toml"]))
+                .unwrap()
+                .as_deref(),
+            Some("a.toml")
+        );
+        assert_eq!(
+            config_flag(&args(&["x", "--config=b.toml"]))
+                .unwrap()
+                .as_deref(),
+            Some("b.toml")
+        );
+        assert_eq!(config_flag(&args(&["x"])).unwrap(), None);
+        assert!(config_flag(&args(&["x", "--config"])).is_err());
+    }
+}
