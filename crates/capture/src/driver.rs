@@ -154,9 +154,23 @@ async fn ready(port: u16) -> bool {
         let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
         s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await?;
+        // chromedriver may keep the connection open: read until the answer is known.
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).contains("\"ready\":true"))
+        let mut chunk = [0u8; 2048];
+        loop {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if text.contains("\"ready\":true") {
+                return Ok::<_, std::io::Error>(true);
+            }
+            if text.contains("\"ready\":false") {
+                return Ok(false);
+            }
+        }
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(2), attempt).await,

@@ -93,7 +93,9 @@ pub(crate) async fn run(
 
     if let Some(sel) = opts.wait_for_selector() {
         set_stage(stage, "waiting for selector");
-        let wait = remaining();
+        // Leave a moment before the deadline so a missing element is reported as such
+        // rather than as a timeout of the whole capture.
+        let wait = remaining().saturating_sub(Duration::from_millis(300));
         match session
             .client()
             .wait()
