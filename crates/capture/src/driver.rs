@@ -1,10 +1,12 @@
 //! Our own chromedriver: started on a free loopback port, restarted when it dies, stopped on
 //! shutdown.
 //!
-//! Two safety nets keep browsers from outliving us: the child is `kill_on_drop`, and a tiny
-//! `sh` watchdog holds a pipe from this process and kills chromedriver when the pipe closes
-//! (that is, when this process exits for any reason, a panicking test included).
-//! chromedriver talks to chromium over a pipe, so chromium exits with it.
+//! chromedriver runs in a process group of its own, and the browsers it launches join that
+//! group. chromium does *not* exit when chromedriver dies, so stopping means signalling the
+//! whole group. Two safety nets keep browsers from outliving us: the child is
+//! `kill_on_drop`, and a tiny `sh` watchdog holds a pipe from this process and signals the
+//! whole group when the pipe closes (that is, when this process exits for any reason, a
+//! panicking test included, or the supervisor is dropped).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -38,6 +40,7 @@ impl DriverUrl {
 
 struct Running {
     child: Child,
+    pgid: u32,
     _watchdog: Child,
     url: String,
 }
@@ -56,6 +59,8 @@ pub(crate) async fn start_supervised(
         loop {
             tokio::select! {
                 status = running.child.wait() => {
+                    // Browsers of the dead chromedriver would linger: end its group.
+                    kill_group(running.pgid).await;
                     if *stop.borrow() {
                         break;
                     }
@@ -80,6 +85,7 @@ pub(crate) async fn start_supervised(
                     }
                 }
                 _ = stop.changed() => {
+                    kill_group(running.pgid).await;
                     let _ = running.child.kill().await;
                     break;
                 }
@@ -101,6 +107,7 @@ async fn spawn(path: &Path) -> Result<Running, CaptureError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
@@ -110,12 +117,13 @@ async fn spawn(path: &Path) -> Result<Running, CaptureError> {
             ))
         })?;
     let pid = child.id().unwrap_or_default();
-    // Kills chromedriver when our end of the pipe closes (this process exited).
+    // Ends chromedriver's group (chromedriver and its browsers) when our end of the pipe
+    // closes. A process group id is not reused while any member is alive.
     let watchdog = Command::new("sh")
         .arg("-c")
         .arg(
-            "read _ignored; if grep -q chromedriver /proc/$1/cmdline 2>/dev/null; \
-             then kill -TERM $1; fi",
+            "read _ignored; kill -TERM -$1 2>/dev/null || exit 0; sleep 3; \
+             kill -KILL -$1 2>/dev/null; exit 0",
         )
         .arg("capture-watchdog")
         .arg(pid.to_string())
@@ -131,6 +139,7 @@ async fn spawn(path: &Path) -> Result<Running, CaptureError> {
             tracing::info!(%url, pid, "chromedriver ready");
             return Ok(Running {
                 child,
+                pgid: pid,
                 _watchdog: watchdog,
                 url,
             });
@@ -145,6 +154,36 @@ async fn spawn(path: &Path) -> Result<Running, CaptureError> {
             return Err(unavailable("chromedriver did not become ready".into()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM the process group, then SIGKILL what is left a moment later.
+async fn kill_group(pgid: u32) {
+    if pgid == 0 {
+        return;
+    }
+    let group = format!("-{pgid}");
+    let signal = |sig: &'static str| {
+        let group = group.clone();
+        async move {
+            Command::new("kill")
+                .args([sig, "--", &group])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .map(|s| s.success())
+                .unwrap_or(false)
+        }
+    };
+    if signal("-TERM").await {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !signal("-0").await {
+                return;
+            }
+        }
+        signal("-KILL").await;
     }
 }
 

@@ -117,7 +117,12 @@ impl Proxy {
 
     /// A copy of the recorded events, oldest first.
     pub fn events(&self) -> Vec<ProxyEvent> {
-        self.log.lock().expect("proxy log lock").iter().cloned().collect()
+        self.log
+            .lock()
+            .expect("proxy log lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The latest failure recorded for `host:port` (host as [`normalize_host`] prints it).
@@ -140,7 +145,12 @@ pub fn normalize_host(host: &Host<String>) -> String {
     }
 }
 
-fn record(log: &Mutex<VecDeque<ProxyEvent>>, host: &Host<String>, port: u16, outcome: ProxyOutcome) {
+fn record(
+    log: &Mutex<VecDeque<ProxyEvent>>,
+    host: &Host<String>,
+    port: u16,
+    outcome: ProxyOutcome,
+) {
     let mut log = log.lock().expect("proxy log lock");
     if log.len() >= LOG_CAPACITY {
         log.pop_front();
@@ -208,8 +218,10 @@ async fn handle(
     if !matches!(url.scheme(), "http" | "ws") {
         return reply(client.get_mut(), 400, "unsupported scheme", None).await;
     }
-    let (Some(host), Some(port)) = (url.host().map(|h| h.to_owned()), url.port_or_known_default())
-    else {
+    let (Some(host), Some(port)) = (
+        url.host().map(|h| h.to_owned()),
+        url.port_or_known_default(),
+    ) else {
         return reply(client.get_mut(), 400, "missing host", None).await;
     };
     let mut upstream = match open(&host, port, policy, log).await {
@@ -265,9 +277,11 @@ async fn handle(
         let head = read_head(&mut ur).await?;
         let mut rewritten = String::with_capacity(head.len() + 20);
         for line in head.split("\r\n").filter(|l| !l.is_empty()) {
-            let name = line.split_once(':').map(|(n, _)| n.trim()).unwrap_or_default();
-            if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive")
-            {
+            let name = line
+                .split_once(':')
+                .map(|(n, _)| n.trim())
+                .unwrap_or_default();
+            if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive") {
                 continue;
             }
             rewritten.push_str(line);
@@ -432,9 +446,12 @@ mod tests {
 
     async fn get_via(proxy: SocketAddr, url: &str) -> String {
         let mut s = TcpStream::connect(proxy).await.unwrap();
-        s.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\nProxy-Connection: keep-alive\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {url} HTTP/1.1\r\nHost: x\r\nProxy-Connection: keep-alive\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
         String::from_utf8(drain(&mut s).await.unwrap()).unwrap()
     }
 
@@ -443,7 +460,9 @@ mod tests {
         let (ok_addr, ok_hits) = origin("hello").await;
         let (bad_addr, bad_hits) = origin("secret").await;
         let policy = Arc::new(TargetPolicy::strict().with_allowed([ok_addr]));
-        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy).await.unwrap();
+        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
+            .await
+            .unwrap();
 
         let answer = get_via(proxy.addr(), &format!("http://{ok_addr}/a?b=c")).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -456,7 +475,10 @@ mod tests {
         assert_eq!(bad_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
         assert_eq!(ok_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
         let failure = proxy.failure_for("127.0.0.1", bad_addr.port());
-        assert!(matches!(failure, Some(ProxyOutcome::Forbidden(_))), "{failure:?}");
+        assert!(
+            matches!(failure, Some(ProxyOutcome::Forbidden(_))),
+            "{failure:?}"
+        );
 
         // CONNECT to a forbidden address is refused before any byte reaches it.
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();

@@ -244,7 +244,8 @@ impl CaptureService {
             return;
         }
         let _ = self.inner.stop.send(true);
-        let workers: Vec<_> = std::mem::take(&mut *self.inner.workers.lock().expect("workers lock"));
+        let workers: Vec<_> =
+            std::mem::take(&mut *self.inner.workers.lock().expect("workers lock"));
         let driver = self.inner.driver.lock().expect("driver lock").take();
         let (tx, rx) = oneshot::channel();
         self.inner.handle.spawn(async move {
@@ -283,7 +284,13 @@ impl CaptureService {
 
     fn busy(&self) -> CaptureError {
         let cfg = &self.inner.shared.config;
-        let avg_ms = self.inner.shared.counters.avg_ms.load(Ordering::Relaxed).max(500);
+        let avg_ms = self
+            .inner
+            .shared
+            .counters
+            .avg_ms
+            .load(Ordering::Relaxed)
+            .max(500);
         let waiting = self.inner.jobs.max_capacity() - self.inner.jobs.capacity();
         let rounds = waiting.div_ceil(cfg.pool_size) as u64 + 1;
         CaptureError::Busy {
@@ -421,7 +428,9 @@ async fn worker(
             };
             match opened {
                 Ok(s) => session = Some(s),
-                Err(e) => tracing::warn!(error = %e, "could not open a browser session ahead of demand"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not open a browser session ahead of demand")
+                }
             }
             if let Some(tx) = first_ready.take() {
                 let _ = tx.send(match &session {
@@ -441,7 +450,10 @@ async fn worker(
             continue;
         }
         if job.enqueued.elapsed() > queue_timeout {
-            shared.counters.busy_rejections.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .busy_rejections
+                .fetch_add(1, Ordering::Relaxed);
             let avg = shared.counters.avg_ms.load(Ordering::Relaxed).max(1000);
             let _ = job.reply.send(Err(CaptureError::Busy {
                 retry_after_secs: avg.div_ceil(1000).clamp(1, 60),
@@ -458,7 +470,10 @@ async fn worker(
                 }
             },
         };
-        shared.counters.captures_started.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .captures_started
+            .fetch_add(1, Ordering::Relaxed);
         let budget = Duration::from_secs(
             job.opts
                 .timeout_secs()
@@ -501,7 +516,9 @@ async fn worker(
             Ok(Err(join_error)) => {
                 tracing::error!(error = %join_error, "a capture task panicked; its session was closed");
                 (
-                    Err(CaptureError::internal("the capture task failed unexpectedly")),
+                    Err(CaptureError::internal(
+                        "the capture task failed unexpectedly",
+                    )),
                     None,
                 )
             }

@@ -195,7 +195,10 @@ async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<
     Ok(())
 }
 
-async fn full_page_png(session: &mut Session, opts: &CaptureOptions) -> Result<Vec<u8>, CaptureError> {
+async fn full_page_png(
+    session: &mut Session,
+    opts: &CaptureOptions,
+) -> Result<Vec<u8>, CaptureError> {
     let dpr = opts.device_scale_factor();
     let max_css = (MAX_FULL_PAGE_DEVICE_PX / dpr).floor();
     if let Some(metrics) = session
@@ -235,7 +238,10 @@ async fn full_page_png(session: &mut Session, opts: &CaptureOptions) -> Result<V
     c.set_window_size(opts.width(), h)
         .await
         .map_err(|e| map_cmd_error(e, "full page"))?;
-    let png = c.screenshot().await.map_err(|e| map_cmd_error(e, "full page"));
+    let png = c
+        .screenshot()
+        .await
+        .map_err(|e| map_cmd_error(e, "full page"));
     let _ = c.set_window_size(opts.width(), opts.height()).await;
     png
 }
@@ -285,13 +291,18 @@ async fn element_png(session: &mut Session, selector: &str) -> Result<Vec<u8>, C
         .await
         .map_err(|e| match &e {
             CmdError::Standard(wd)
-                if matches!(wd.error, ErrorStatus::NoSuchElement | ErrorStatus::InvalidSelector) =>
+                if matches!(
+                    wd.error,
+                    ErrorStatus::NoSuchElement | ErrorStatus::InvalidSelector
+                ) =>
             {
                 not_found()
             }
             _ => map_cmd_error(e, "element"),
         })?;
-    el.screenshot().await.map_err(|e| map_cmd_error(e, "element"))
+    el.screenshot()
+        .await
+        .map_err(|e| map_cmd_error(e, "element"))
 }
 
 fn decode_b64(v: &Value) -> Result<Vec<u8>, CaptureError> {
@@ -304,7 +315,11 @@ fn decode_b64(v: &Value) -> Result<Vec<u8>, CaptureError> {
 }
 
 /// Encode a PNG screenshot as the requested format and read its pixel size.
-pub(crate) fn encode(png: Vec<u8>, format: Format, quality: Option<u8>) -> Result<Captured, CaptureError> {
+pub(crate) fn encode(
+    png: Vec<u8>,
+    format: Format,
+    quality: Option<u8>,
+) -> Result<Captured, CaptureError> {
     use image::{ExtendedColorType, ImageEncoder};
     match format {
         Format::Png => {
@@ -441,7 +456,10 @@ fn net_error(code: &str, url: Option<&Url>) -> CaptureError {
     let code = code.trim_start_matches("net::");
     match code {
         "ERR_NAME_NOT_RESOLVED" | "ERR_NAME_RESOLUTION_FAILED" => CaptureError::DnsFailure {
-            host: url.and_then(|u| u.host_str()).unwrap_or("the host").to_owned(),
+            host: url
+                .and_then(|u| u.host_str())
+                .unwrap_or("the host")
+                .to_owned(),
         },
         "ERR_CONNECTION_REFUSED" => CaptureError::ConnectionRefused { target },
         "ERR_TIMED_OUT" | "ERR_CONNECTION_TIMED_OUT" => CaptureError::NetworkError {
@@ -517,9 +535,16 @@ pub(crate) fn map_cmd_error(e: CmdError, stage: &str) -> CaptureError {
 
 fn crashed(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["chrome not reachable", "tab crashed", "session deleted", "disconnected", "target window already closed", "target closed"]
-        .iter()
-        .any(|needle| m.contains(needle))
+    [
+        "chrome not reachable",
+        "tab crashed",
+        "session deleted",
+        "disconnected",
+        "target window already closed",
+        "target closed",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 #[cfg(test)]
@@ -554,8 +579,17 @@ mod tests {
     #[test]
     fn net_errors_are_classified() {
         let u = Url::parse("http://x.test/").unwrap();
-        assert_eq!(net_error("net::ERR_NAME_NOT_RESOLVED", Some(&u)).code(), "DNS_FAILURE");
-        assert_eq!(net_error("ERR_CONNECTION_REFUSED", Some(&u)).code(), "CONNECTION_REFUSED");
-        assert_eq!(net_error("ERR_CONNECTION_RESET", Some(&u)).code(), "NETWORK_ERROR");
+        assert_eq!(
+            net_error("net::ERR_NAME_NOT_RESOLVED", Some(&u)).code(),
+            "DNS_FAILURE"
+        );
+        assert_eq!(
+            net_error("ERR_CONNECTION_REFUSED", Some(&u)).code(),
+            "CONNECTION_REFUSED"
+        );
+        assert_eq!(
+            net_error("ERR_CONNECTION_RESET", Some(&u)).code(),
+            "NETWORK_ERROR"
+        );
     }
 }

@@ -13,7 +13,11 @@ fn decode(bytes: &[u8]) -> image::DynamicImage {
 async fn viewport_size_times_scale() {
     let (svc, fx) = shared();
     let shot = svc
-        .capture(&opts(&[("url", &fx.url("/")), ("width", "640"), ("height", "400")]))
+        .capture(&opts(&[
+            ("url", &fx.url("/")),
+            ("width", "640"),
+            ("height", "400"),
+        ]))
         .await
         .unwrap();
     assert_eq!(shot.content_type, "image/png");
@@ -73,7 +77,10 @@ async fn element_capture_has_the_element_size() {
         assert_eq!(p, [0xcc, 0, 0], "the box is red");
     }
     let err = svc
-        .capture(&opts(&[("url", &fx.url("/element")), ("selector", "#nope")]))
+        .capture(&opts(&[
+            ("url", &fx.url("/element")),
+            ("selector", "#nope"),
+        ]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "SELECTOR_NOT_FOUND", "{err}");
@@ -84,7 +91,11 @@ async fn element_capture_has_the_element_size() {
 async fn dark_mode_changes_a_known_pixel() {
     let (svc, fx) = shared();
     let light = svc
-        .capture(&opts(&[("url", &fx.url("/dark")), ("width", "300"), ("height", "200")]))
+        .capture(&opts(&[
+            ("url", &fx.url("/dark")),
+            ("width", "300"),
+            ("height", "200"),
+        ]))
         .await
         .unwrap();
     let dark = svc
@@ -213,7 +224,11 @@ async fn slow_page_times_out() {
         .unwrap_err();
     assert_eq!(err.code(), "TIMEOUT", "{err}");
     assert_eq!(err.http_status(), 504);
-    assert!(started.elapsed().as_secs() < 10, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
     // The pool recovers: the next capture works.
     svc.capture(&opts(&[("url", &fx.url("/"))])).await.unwrap();
 }

@@ -210,7 +210,10 @@ pub fn shared() -> &'static (CaptureService, Fixture) {
 pub fn opts(pairs: &[(&str, &str)]) -> CaptureOptions {
     let mut map = serde_json::Map::new();
     for (k, v) in pairs {
-        map.insert((*k).to_string(), serde_json::Value::String((*v).to_string()));
+        map.insert(
+            (*k).to_string(),
+            serde_json::Value::String((*v).to_string()),
+        );
     }
     let raw: RawCaptureOptions = serde_json::from_value(serde_json::Value::Object(map)).unwrap();
     CaptureOptions::parse(raw).unwrap_or_else(|e| panic!("bad test options: {e}"))
@@ -222,4 +225,34 @@ pub fn closed_port() -> u16 {
     let port = l.local_addr().unwrap().port();
     drop(l);
     port
+}
+
+/// Pid of the chromedriver listening on the port of `webdriver_url` (it leads its group).
+pub fn chromedriver_pid(webdriver_url: &str) -> Option<u32> {
+    let port = webdriver_url.rsplit(':').next()?.trim_end_matches('/');
+    let needle = format!("--port={port}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.contains("chromedriver") && cmd.contains(&needle)).then_some(pid)
+    })
+}
+
+/// Live processes in a process group (chromedriver and the browsers it started).
+pub fn group_members(pgid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut f = rest.split(' ');
+            let state = f.next()?;
+            let pg: u32 = f.nth(1)?.parse().ok()?;
+            (pg == pgid && state != "Z").then_some(())
+        })
+        .count()
 }

@@ -1,0 +1,131 @@
+//! Pool behaviour: bounded queue, recycling, shutdown, start-up failures, and cleanup when
+//! the owner panics.
+
+mod common;
+
+use std::time::Duration;
+
+use capture::{CaptureConfig, CaptureService};
+use common::{opts, start_fixture, start_service};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_captures_succeed_or_get_busy() {
+    let fx = start_fixture();
+    let svc = start_service(CaptureConfig {
+        pool_size: 2,
+        queue_capacity: 3,
+        max_uses_per_session: 2,
+        allow_private_targets: true,
+        ..Default::default()
+    });
+    let url = fx.url("/");
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let svc = svc.clone();
+        let o = opts(&[("url", &url), ("width", "320"), ("height", "240")]);
+        handles.push(tokio::spawn(async move { svc.capture(&o).await }));
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(shot) => {
+                assert_eq!((shot.width, shot.height), (320, 240));
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), "BUSY", "{e}");
+                assert_eq!(e.http_status(), 503);
+                assert!(e.retry_after_secs().unwrap() >= 1);
+                busy += 1;
+            }
+        }
+    }
+    assert_eq!(ok + busy, 20);
+    assert!(ok >= 2, "ok={ok}");
+    assert!(busy >= 1, "busy={busy}");
+    let stats = svc.stats();
+    assert_eq!(stats.captures_started, ok as u64);
+    assert_eq!(stats.busy_rejections, busy as u64);
+    // Sessions are recycled after two uses each.
+    assert!(
+        stats.sessions_opened as usize >= ok / 2,
+        "{stats:?} for {ok} captures"
+    );
+
+    let driver = svc.webdriver_url();
+    svc.shutdown().await;
+    let err = svc.capture(&opts(&[("url", &url)])).await.unwrap_err();
+    assert_eq!(err.code(), "SHUT_DOWN");
+    let port: u16 = driver.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "chromedriver still listens after shutdown"
+    );
+}
+
+#[test]
+fn a_missing_browser_fails_start_with_install_advice() {
+    let err = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(CaptureService::start(CaptureConfig {
+                chromium_path: Some("/nonexistent/chromium".into()),
+                ..Default::default()
+            }))
+    })
+    .join()
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(err.code(), "BROWSER_UNAVAILABLE");
+    assert!(
+        err.to_string()
+            .contains("apt-get install chromium chromium-driver"),
+        "{err}"
+    );
+}
+
+#[test]
+fn browsers_end_when_the_owner_panics() {
+    common::require_browser();
+    let fx = start_fixture();
+    let url = fx.url("/");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owner = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let svc = CaptureService::start(CaptureConfig {
+                pool_size: 1,
+                allow_private_targets: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            svc.capture(&opts(&[("url", &url)])).await.unwrap();
+            tx.send(svc.webdriver_url()).unwrap();
+            // Give the test a moment to look at the live processes, then fail hard.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            panic!("simulated failure while the service is in use");
+        })
+    });
+    let driver = rx.recv().unwrap();
+    let pgid = common::chromedriver_pid(&driver).expect("chromedriver is running");
+    assert!(
+        common::group_members(pgid) >= 2,
+        "chromedriver and chromium run"
+    );
+    assert!(owner.join().is_err(), "the owner thread panicked");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::group_members(pgid) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} browser processes outlived their owner",
+            common::group_members(pgid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
