@@ -10,7 +10,7 @@ use crate::guard::TargetPolicy;
 
 /// Configuration of a [`crate::CaptureService`]. Every key has a default; see the README.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CaptureConfig {
     /// A WebDriver endpoint (chromedriver or a Selenium Grid router), `http://` only.
     /// Unset: start and supervise our own chromedriver on a free 127.0.0.1 port.
@@ -72,8 +72,9 @@ pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
 impl CaptureConfig {
     /// Check ranges; the error names the key.
     pub fn validate(&self) -> Result<(), CaptureError> {
-        let bad = |key: &str, what: &str| CaptureError::BrowserUnavailable {
-            detail: format!("invalid capture configuration: capture.{key} {what}"),
+        let bad = |key: &'static str, what: &str| CaptureError::InvalidConfig {
+            key,
+            message: what.to_owned(),
         };
         if !(1..=64).contains(&self.pool_size) {
             return Err(bad("pool_size", "must be from 1 to 64"));
@@ -107,5 +108,44 @@ impl CaptureConfig {
             TargetPolicy::strict()
         };
         base.with_allowed(self.allowed_private_addresses.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = CaptureConfig::default();
+        assert!(c.validate().is_ok());
+        assert!(c.pool_size >= 1);
+        assert_eq!((c.max_uses_per_session, c.queue_capacity), (50, 32));
+        assert_eq!(c.default_timeout_secs, 30);
+        assert!(!c.allow_private_targets);
+        let bad = CaptureConfig {
+            pool_size: 0,
+            ..Default::default()
+        };
+        let e = bad.validate().unwrap_err();
+        assert_eq!(e.code(), "INVALID_CONFIG");
+        assert!(e.to_string().contains("capture.pool_size"), "{e}");
+        let grid = CaptureConfig {
+            webdriver_url: Some("https://grid:4444".into()),
+            ..Default::default()
+        };
+        assert!(
+            grid.validate().is_err(),
+            "https WebDriver URLs are not supported"
+        );
+        let parsed: CaptureConfig = serde_json::from_str(
+            r#"{"pool_size": 3, "allow_private_targets": true, "allowed_private_addresses": ["10.1.2.3:8080"]}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.pool_size, 3);
+        assert!(parsed
+            .policy()
+            .check("10.1.2.3:8080".parse().unwrap())
+            .is_ok());
     }
 }

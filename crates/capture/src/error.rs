@@ -17,7 +17,9 @@
 //! | `TIMEOUT` | 504 | the whole capture took longer than `timeout` |
 //! | `BUSY` | 503 | every session busy and the queue full (send `Retry-After`) |
 //! | `BROWSER_UNAVAILABLE` | 503 | chromedriver/chromium cannot be started or reached |
+//! | `SHUT_DOWN` | 503 | the service is stopping |
 //! | `INTERNAL` | 500 | a bug or an unexpected WebDriver answer; log it, show nothing |
+//! | `INVALID_CONFIG` | 500 | only from start-up: a configuration key is out of range |
 
 /// An option that failed validation: which field, and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +95,10 @@ pub enum CaptureError {
     #[error("all browser sessions are busy; retry in {retry_after_secs} s")]
     Busy { retry_after_secs: u64 },
 
+    /// A configuration key is out of range (raised by `CaptureConfig::validate` and `start`).
+    #[error("invalid capture configuration: capture.{key} {message}")]
+    InvalidConfig { key: &'static str, message: String },
+
     /// The service has been shut down.
     #[error("the capture service is shut down")]
     ShutDown,
@@ -117,6 +123,7 @@ impl CaptureError {
             Self::BrowserCrash { .. } => "BROWSER_CRASH",
             Self::BrowserUnavailable { .. } => "BROWSER_UNAVAILABLE",
             Self::Busy { .. } => "BUSY",
+            Self::InvalidConfig { .. } => "INVALID_CONFIG",
             Self::ShutDown => "SHUT_DOWN",
             Self::Internal { .. } => "INTERNAL",
         }
@@ -135,7 +142,7 @@ impl CaptureError {
             | Self::BrowserCrash { .. } => 502,
             Self::Timeout { .. } => 504,
             Self::Busy { .. } | Self::BrowserUnavailable { .. } | Self::ShutDown => 503,
-            Self::Internal { .. } => 500,
+            Self::Internal { .. } | Self::InvalidConfig { .. } => 500,
         }
     }
 

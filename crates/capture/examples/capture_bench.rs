@@ -1,0 +1,237 @@
+//! Throughput, latency and memory of the capture pool against a local fixture page.
+//!
+//! ```text
+//! cargo run --release -p capture --example capture_bench -- [REQUESTS_PER_MODE]
+//! ```
+//!
+//! Modes: warm pools of 1, 2 and 4 sessions (closed loop, as many clients as sessions), and
+//! "fresh browser per request" (pool of 2, `max_uses_per_session = 1`, no prewarm, so every
+//! capture pays for starting chromium). Memory: after each warm run, the resident memory of
+//! every chromium process of that service's chromedriver group (RSS, and PSS which divides
+//! shared pages fairly), divided by the number of sessions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capture::{CaptureConfig, CaptureOptions, CaptureService, RawCaptureOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>Bench</title>
+<style>body{font-family:sans-serif;margin:0;background:#f4f6fb}header{background:#234;color:#fff;padding:24px}
+main{display:grid;grid-template-columns:repeat(3,1fr);gap:16px;padding:24px}
+.card{background:#fff;border-radius:8px;padding:16px;box-shadow:0 1px 4px rgba(0,0,0,.2)}</style></head>
+<body><header><h1>Shotledger benchmark page</h1><p>A small, static, realistic page.</p></header><main>
+CARDS</main></body></html>"#;
+
+async fn serve() -> SocketAddr {
+    let cards: String = (0..24)
+        .map(|i| format!("<div class=\"card\"><h2>Card {i}</h2><p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.</p></div>"))
+        .collect();
+    let body = Arc::new(PAGE.replace("CARDS", &cards));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let body = Arc::clone(&body);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+struct Row {
+    mode: String,
+    sessions: usize,
+    requests: usize,
+    wall: Duration,
+    p50: Duration,
+    p95: Duration,
+    rss_mb: Option<(f64, f64)>,
+    sessions_opened: u64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// (RSS, PSS) in MiB summed over chromium processes in chromedriver's process group.
+fn chromium_memory(webdriver_url: &str) -> Option<(f64, f64)> {
+    let port = webdriver_url.rsplit(':').next()?;
+    let needle = format!("--port={port}");
+    let procs: Vec<(u32, String, u32)> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let pgid: u32 = stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .nth(2)?
+                .parse()
+                .ok()?;
+            Some((pid, cmd, pgid))
+        })
+        .collect();
+    let driver = procs
+        .iter()
+        .find(|(_, cmd, _)| cmd.contains("chromedriver") && cmd.contains(&needle))?
+        .0;
+    let kib = |pid: u32, file: &str, key: &str| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let (mut rss, mut pss) = (0.0, 0.0);
+    for (pid, cmd, pgid) in &procs {
+        if *pgid == driver && *pid != driver && cmd.contains("chromium") {
+            rss += kib(*pid, "status", "VmRSS:");
+            pss += kib(*pid, "smaps_rollup", "Pss:");
+        }
+    }
+    Some((rss / 1024.0, pss / 1024.0))
+}
+
+async fn run_mode(
+    mode: &str,
+    url: &str,
+    pool: usize,
+    clients: usize,
+    fresh: bool,
+    requests: usize,
+) -> Row {
+    let svc = CaptureService::start(CaptureConfig {
+        pool_size: pool,
+        allow_private_targets: true,
+        queue_capacity: 64,
+        max_uses_per_session: if fresh { 1 } else { 1_000 },
+        prewarm: !fresh,
+        ..Default::default()
+    })
+    .await
+    .expect("capture service starts (apt-get install chromium chromium-driver)");
+    let opts = CaptureOptions::parse(RawCaptureOptions {
+        url: Some(url.to_owned()),
+        ..Default::default()
+    })
+    .unwrap();
+    // Let every prewarmed session open, then warm each one once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if !fresh {
+        let warm: Vec<_> = (0..pool)
+            .map(|_| {
+                let (svc, o) = (svc.clone(), opts.clone());
+                tokio::spawn(async move { svc.capture(&o).await.map(|_| ()) })
+            })
+            .collect();
+        for w in warm {
+            w.await.unwrap().unwrap();
+        }
+    }
+    let opened_before = svc.stats().sessions_opened;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (svc, o, next) = (svc.clone(), opts.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < requests {
+                    let t = Instant::now();
+                    let shot = svc.capture(&o).await.expect("capture succeeds");
+                    assert!(shot.bytes.len() > 1000);
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await.unwrap());
+    }
+    let wall = started.elapsed();
+    lat.sort();
+    let rss_mb = (!fresh)
+        .then(|| chromium_memory(&svc.webdriver_url()))
+        .flatten()
+        .map(|(r, p)| (r / pool as f64, p / pool as f64));
+    let sessions_opened = svc.stats().sessions_opened - opened_before;
+    svc.shutdown().await;
+    Row {
+        mode: mode.to_owned(),
+        sessions: pool,
+        requests,
+        wall,
+        p50: percentile(&lat, 0.50),
+        p95: percentile(&lat, 0.95),
+        rss_mb,
+        sessions_opened,
+    }
+}
+
+fn main() {
+    let requests: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let addr = serve().await;
+        let url = format!("http://{addr}/");
+        let mut rows = Vec::new();
+        for pool in [1, 2, 4] {
+            eprintln!("warm pool of {pool}...");
+            rows.push(run_mode("warm pool", &url, pool, pool, false, requests).await);
+        }
+        eprintln!("fresh browser per request...");
+        rows.push(run_mode("fresh browser per request", &url, 2, 2, true, requests).await);
+
+        println!(
+            "| mode | sessions | clients | requests | captures/s | p50 ms | p95 ms | chromium RSS / session MiB | chromium PSS / session MiB | sessions opened |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for r in rows {
+            let (rss, pss) = r
+                .rss_mb
+                .map_or(("n/a".into(), "n/a".into()), |(a, b)| {
+                    (format!("{a:.0}"), format!("{b:.0}"))
+                });
+            println!(
+                "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} |",
+                r.mode,
+                r.sessions,
+                r.sessions,
+                r.requests,
+                r.requests as f64 / r.wall.as_secs_f64(),
+                r.p50.as_millis(),
+                r.p95.as_millis(),
+                rss,
+                pss,
+                r.sessions_opened,
+            );
+        }
+    });
+}
