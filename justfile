@@ -26,3 +26,7 @@ check-core-purity:
 # Every test, on SQLite and PostgreSQL, with a real browser for captures.
 test: setup
     cargo test --workspace
+
+# Start the api-server on the embedded SQLite default (data/shotledger.db), nothing else to set up.
+run:
+    cargo run --release -p api-server

@@ -38,8 +38,12 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         let conn = match self.url.backend {
-            Backend::Sqlite => SqliteConnection::establish(&self.url.target).map(DbConnection::Sqlite),
-            Backend::Postgres => PgConnection::establish(&self.url.target).map(DbConnection::Postgres),
+            Backend::Sqlite => {
+                SqliteConnection::establish(&self.url.target).map(DbConnection::Sqlite)
+            }
+            Backend::Postgres => {
+                PgConnection::establish(&self.url.target).map(DbConnection::Postgres)
+            }
         };
         conn.map_err(diesel::r2d2::Error::ConnectionError)
     }
@@ -153,7 +157,10 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
     if let Some(dir) = url.sqlite_path().as_deref().and_then(|p| p.parent()) {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
-                reason: format!("cannot create folder {} for the SQLite database: {e}", dir.display()),
+                reason: format!(
+                    "cannot create folder {} for the SQLite database: {e}",
+                    dir.display()
+                ),
             })?;
         }
     }
@@ -176,16 +183,22 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<(), StoreError> {
         DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
         DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
     };
-    result.map_err(|e| StoreError::Migration { reason: e.to_string() })
+    result.map_err(|e| StoreError::Migration {
+        reason: e.to_string(),
+    })
 }
 
 /// Reverts every applied migration (for tests of `down.sql`).
 pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<usize, StoreError> {
     let result = match conn {
         DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        DbConnection::Postgres(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        DbConnection::Postgres(c) => c
+            .revert_all_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
     };
-    result.map_err(|e| StoreError::Migration { reason: e.to_string() })
+    result.map_err(|e| StoreError::Migration {
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -195,12 +208,28 @@ mod tests {
     #[test]
     fn urls_choose_the_backend() {
         let u = DatabaseUrl::parse("sqlite://data/shotledger.db").unwrap();
-        assert_eq!((u.backend(), u.sqlite_path()), (Backend::Sqlite, Some(PathBuf::from("data/shotledger.db"))));
+        assert_eq!(
+            (u.backend(), u.sqlite_path()),
+            (Backend::Sqlite, Some(PathBuf::from("data/shotledger.db")))
+        );
         let u = DatabaseUrl::parse("sqlite:///var/lib/x.db").unwrap();
         assert_eq!(u.sqlite_path(), Some(PathBuf::from("/var/lib/x.db")));
-        assert_eq!(DatabaseUrl::parse("postgres://u@h/db").unwrap().backend(), Backend::Postgres);
-        assert_eq!(DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(), Backend::Postgres);
-        for bad in ["mysql://x/y", "data/shotledger.db", "sqlite://", "sqlite://:memory:", "", "http://x"] {
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u@h/db").unwrap().backend(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(),
+            Backend::Postgres
+        );
+        for bad in [
+            "mysql://x/y",
+            "data/shotledger.db",
+            "sqlite://",
+            "sqlite://:memory:",
+            "",
+            "http://x",
+        ] {
             let e = DatabaseUrl::parse(bad).unwrap_err().to_string();
             assert!(e.starts_with("database.url:"), "{bad}: {e}");
         }

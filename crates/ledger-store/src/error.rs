@@ -33,6 +33,8 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn corrupt(reason: impl Into<String>) -> StoreError {
-        StoreError::Corrupt { reason: reason.into() }
+        StoreError::Corrupt {
+            reason: reason.into(),
+        }
     }
 }

@@ -6,9 +6,9 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ledger_core::idempotency::{decide, Decision};
 use ledger_core::{
-    AccountId, Book, BookState, Changeset, Credits, Entry, EntryId, EntryKind, Fingerprint, Grant, GrantId,
-    GrantSource, GrantSpec, Hold, HoldId, HoldStatus, IdempotencyKey, LedgerError, Lot, Memo, Page, SpendPolicy,
-    Timestamp, YearMonth,
+    AccountId, Book, BookState, Changeset, Credits, Entry, EntryId, EntryKind, Fingerprint, Grant,
+    GrantId, GrantSource, GrantSpec, Hold, HoldId, HoldStatus, IdempotencyKey, LedgerError, Lot,
+    Memo, Page, SpendPolicy, Timestamp, YearMonth,
 };
 use serde::{Deserialize, Serialize};
 
@@ -176,7 +176,10 @@ enum StoredOutcome {
 }
 
 fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
 }
 
 /// Errors inside a transaction: the store's own, or a database error to roll back on.
@@ -195,28 +198,40 @@ pub(crate) struct TxError(pub StoreError);
 
 impl Store {
     /// Runs `f` in a write transaction (behind the SQLite write gate).
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>) -> Result<T, StoreError> {
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>,
+    ) -> Result<T, StoreError> {
         let _gate = self.write_gate();
         let mut conn = self.pool.get()?;
         (*conn).transaction::<T, TxError, _>(f).map_err(|e| e.0)
     }
 
     /// Runs `f` in a read transaction that sees one consistent snapshot.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>) -> Result<T, StoreError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.pool.get()?;
         let backend = self.backend;
-        (*conn).transaction::<T, TxError, _>(|conn| {
-            if backend == Backend::Postgres {
-                diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(conn)?;
-            }
-            f(conn)
-        })
-        .map_err(|e| e.0)
+        (*conn)
+            .transaction::<T, TxError, _>(|conn| {
+                if backend == Backend::Postgres {
+                    diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        .execute(conn)?;
+                }
+                f(conn)
+            })
+            .map_err(|e| e.0)
     }
 
     /// Creates an account and grants its signup bonus (`signup_bonus`, `Welcome bonus`)
     /// in the same transaction.
-    pub fn create_account(&self, new: NewAccount, now: Timestamp) -> Result<(Account, Credits), StoreError> {
+    pub fn create_account(
+        &self,
+        new: NewAccount,
+        now: Timestamp,
+    ) -> Result<(Account, Credits), StoreError> {
         let email = new.email.clone();
         let result = self.write(|conn| {
             let row = AccountRow {
@@ -233,7 +248,9 @@ impl Store {
                 plan_name: None,
                 version: 0,
             };
-            diesel::insert_into(accounts::table).values(&row).execute(conn)?;
+            diesel::insert_into(accounts::table)
+                .values(&row)
+                .execute(conn)?;
             let id = AccountId::new(row.id.clone());
             let mut available = Credits::ZERO;
             if new.signup_bonus.is_positive() {
@@ -251,9 +268,11 @@ impl Store {
             Ok((Account::from(row), available))
         });
         match result {
-            Err(StoreError::Database(e)) if is_unique_violation(&e) => Err(StoreError::EmailTaken {
-                email: email.unwrap_or_default(),
-            }),
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                Err(StoreError::EmailTaken {
+                    email: email.unwrap_or_default(),
+                })
+            }
             other => other,
         }
     }
@@ -279,7 +298,12 @@ impl Store {
     }
 
     /// Sets the plan name stamped on new entries and how far usage may overdraw.
-    pub fn set_plan(&self, id: &AccountId, plan_name: Option<&str>, overdraft_limit: Credits) -> Result<(), StoreError> {
+    pub fn set_plan(
+        &self,
+        id: &AccountId,
+        plan_name: Option<&str>,
+        overdraft_limit: Credits,
+    ) -> Result<(), StoreError> {
         self.write(|conn| {
             let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
                 .set((
@@ -288,7 +312,10 @@ impl Store {
                 ))
                 .execute(conn)?;
             if n == 0 {
-                return Err(StoreError::AccountNotFound { account_id: id.clone() }.into());
+                return Err(StoreError::AccountNotFound {
+                    account_id: id.clone(),
+                }
+                .into());
             }
             Ok(())
         })
@@ -317,7 +344,11 @@ impl Store {
     /// Accounts are locked in id order first, so concurrent batches cannot deadlock.
     /// A database error rolls the whole batch back; a ledger rejection or a per-item
     /// error (unknown account, idempotency conflict) is that item's answer only.
-    pub fn apply_batch(&self, items: Vec<BatchItem>, now: Timestamp) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    pub fn apply_batch(
+        &self,
+        items: Vec<BatchItem>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
         self.write(|conn| {
             let ids: BTreeSet<&AccountId> = items.iter().map(|i| &i.account_id).collect();
             for id in ids {
@@ -329,9 +360,17 @@ impl Store {
             }
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                match apply_in_tx(conn, &item.account_id, item.idempotency.as_ref(), item.operation, now) {
+                match apply_in_tx(
+                    conn,
+                    &item.account_id,
+                    item.idempotency.as_ref(),
+                    item.operation,
+                    now,
+                ) {
                     Ok(applied) => out.push(Ok(applied)),
-                    Err(TxError(StoreError::Database(e))) => return Err(TxError(StoreError::Database(e))),
+                    Err(TxError(StoreError::Database(e))) => {
+                        return Err(TxError(StoreError::Database(e)))
+                    }
                     Err(TxError(other)) => out.push(Err(other)),
                 }
             }
@@ -348,7 +387,9 @@ impl Store {
             .first::<String>(&mut *conn)
             .optional()?
             .map(AccountId::new)
-            .ok_or_else(|| StoreError::HoldNotFound { hold_id: hold_id.clone() })
+            .ok_or_else(|| StoreError::HoldNotFound {
+                hold_id: hold_id.clone(),
+            })
     }
 
     pub fn hold(&self, hold_id: &HoldId) -> Result<Option<Hold>, StoreError> {
@@ -363,7 +404,11 @@ impl Store {
     }
 
     /// One entry of one account.
-    pub fn entry(&self, account_id: &AccountId, entry_id: &EntryId) -> Result<Option<Entry>, StoreError> {
+    pub fn entry(
+        &self,
+        account_id: &AccountId,
+        entry_id: &EntryId,
+    ) -> Result<Option<Entry>, StoreError> {
         let mut conn = self.pool.get()?;
         load_entry(&mut conn, account_id, entry_id)
     }
@@ -384,7 +429,11 @@ impl Store {
     }
 
     /// Every entry of a calendar month (UTC), newest first.
-    pub fn month(&self, account_id: &AccountId, month: YearMonth) -> Result<Vec<Entry>, StoreError> {
+    pub fn month(
+        &self,
+        account_id: &AccountId,
+        month: YearMonth,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut conn = self.pool.get()?;
         entries::table
             .filter(entries::account_id.eq(account_id.as_str()))
@@ -419,12 +468,19 @@ fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<(), TxError> 
         .set(accounts::version.eq(accounts::version + 1))
         .execute(conn)?;
     if n == 0 {
-        return Err(StoreError::AccountNotFound { account_id: id.clone() }.into());
+        return Err(StoreError::AccountNotFound {
+            account_id: id.clone(),
+        }
+        .into());
     }
     Ok(())
 }
 
-fn load_entry(conn: &mut DbConnection, account_id: &AccountId, entry_id: &EntryId) -> Result<Option<Entry>, StoreError> {
+fn load_entry(
+    conn: &mut DbConnection,
+    account_id: &AccountId,
+    entry_id: &EntryId,
+) -> Result<Option<Entry>, StoreError> {
     entries::table
         .filter(entries::id.eq(entry_id.as_str()))
         .filter(entries::account_id.eq(account_id.as_str()))
@@ -448,7 +504,9 @@ fn load_book(
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?
-        .ok_or_else(|| StoreError::AccountNotFound { account_id: id.clone() })?;
+        .ok_or_else(|| StoreError::AccountNotFound {
+            account_id: id.clone(),
+        })?;
     let mut hold_rows: Vec<HoldRow> = holds::table
         .filter(holds::account_id.eq(id.as_str()))
         .filter(holds::status.eq(HoldStatus::Active.as_str()))
@@ -465,7 +523,10 @@ fn load_book(
             );
         }
     }
-    let holds: Vec<Hold> = hold_rows.into_iter().map(Hold::try_from).collect::<Result<_, _>>()?;
+    let holds: Vec<Hold> = hold_rows
+        .into_iter()
+        .map(Hold::try_from)
+        .collect::<Result<_, _>>()?;
     let mut grants: Vec<Grant> = grants::table
         .filter(grants::account_id.eq(id.as_str()))
         .filter(grants::remaining.gt(0))
@@ -483,7 +544,12 @@ fn load_book(
             _ => None,
         })
         .collect();
-    wanted.extend(extra_grants.iter().filter(|g| !have.contains(*g)).map(|g| g.as_str().to_owned()));
+    wanted.extend(
+        extra_grants
+            .iter()
+            .filter(|g| !have.contains(*g))
+            .map(|g| g.as_str().to_owned()),
+    );
     if !wanted.is_empty() {
         let more: Vec<GrantRow> = grants::table
             .filter(grants::id.eq_any(wanted.into_iter().collect::<Vec<_>>()))
@@ -508,12 +574,18 @@ fn load_book(
 
 /// Writes a changeset: entries and new lots are inserted, changed lots updated, and the
 /// account's balance, overdraft and last sequence number set.
-pub(crate) fn persist(conn: &mut DbConnection, id: &AccountId, changes: Changeset) -> Result<(), TxError> {
+pub(crate) fn persist(
+    conn: &mut DbConnection,
+    id: &AccountId,
+    changes: Changeset,
+) -> Result<(), TxError> {
     if changes.is_empty() {
         return Ok(());
     }
     for g in &changes.grants_inserted {
-        diesel::insert_into(grants::table).values(GrantRow::from(g)).execute(conn)?;
+        diesel::insert_into(grants::table)
+            .values(GrantRow::from(g))
+            .execute(conn)?;
     }
     for g in &changes.grants_updated {
         diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
@@ -521,7 +593,9 @@ pub(crate) fn persist(conn: &mut DbConnection, id: &AccountId, changes: Changese
             .execute(conn)?;
     }
     for h in &changes.holds_inserted {
-        diesel::insert_into(holds::table).values(HoldRow::from(h)).execute(conn)?;
+        diesel::insert_into(holds::table)
+            .values(HoldRow::from(h))
+            .execute(conn)?;
     }
     for h in &changes.holds_updated {
         diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
@@ -533,7 +607,9 @@ pub(crate) fn persist(conn: &mut DbConnection, id: &AccountId, changes: Changese
             .execute(conn)?;
     }
     for e in &changes.entries {
-        diesel::insert_into(entries::table).values(EntryRow::from(e)).execute(conn)?;
+        diesel::insert_into(entries::table)
+            .values(EntryRow::from(e))
+            .execute(conn)?;
     }
     diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
         .set((
@@ -545,13 +621,18 @@ pub(crate) fn persist(conn: &mut DbConnection, id: &AccountId, changes: Changese
     Ok(())
 }
 
-fn replay(conn: &mut DbConnection, id: &AccountId, stored: &str) -> Result<Result<Outcome, LedgerError>, TxError> {
-    let stored: StoredOutcome =
-        serde_json::from_str(stored).map_err(|e| StoreError::corrupt(format!("idempotency outcome: {e}")))?;
+fn replay(
+    conn: &mut DbConnection,
+    id: &AccountId,
+    stored: &str,
+) -> Result<Result<Outcome, LedgerError>, TxError> {
+    let stored: StoredOutcome = serde_json::from_str(stored)
+        .map_err(|e| StoreError::corrupt(format!("idempotency outcome: {e}")))?;
     Ok(match stored {
         StoredOutcome::Entry(e) => {
-            let entry = load_entry(conn, id, &EntryId::new(e.clone()))?
-                .ok_or_else(|| StoreError::corrupt(format!("idempotency outcome names missing entry {e}")))?;
+            let entry = load_entry(conn, id, &EntryId::new(e.clone()))?.ok_or_else(|| {
+                StoreError::corrupt(format!("idempotency outcome names missing entry {e}"))
+            })?;
             Ok(Outcome::Entry(entry))
         }
         StoredOutcome::Hold(h) => {
@@ -560,7 +641,9 @@ fn replay(conn: &mut DbConnection, id: &AccountId, stored: &str) -> Result<Resul
                 .select(HoldRow::as_select())
                 .first(conn)
                 .optional()?
-                .ok_or_else(|| StoreError::corrupt(format!("idempotency outcome names missing hold {h}")))?;
+                .ok_or_else(|| {
+                    StoreError::corrupt(format!("idempotency outcome names missing hold {h}"))
+                })?;
             Ok(Outcome::Hold(Hold::try_from(row)?))
         }
         StoredOutcome::Settled => Ok(Outcome::Settled),
@@ -612,9 +695,10 @@ fn apply_in_tx(
     let mut refund_context: Option<(Entry, Credits)> = None;
     let mut extra_grants = Vec::new();
     if let Operation::Refund { entry_id, .. } = &operation {
-        let original = load_entry(conn, id, entry_id)?.ok_or_else(|| StoreError::EntryNotFound {
-            entry_id: entry_id.clone(),
-        })?;
+        let original =
+            load_entry(conn, id, entry_id)?.ok_or_else(|| StoreError::EntryNotFound {
+                entry_id: entry_id.clone(),
+            })?;
         let earlier: Vec<i64> = entries::table
             .filter(entries::refund_of.eq(entry_id.as_str()))
             .select(entries::amount)
@@ -634,11 +718,15 @@ fn apply_in_tx(
     book.sweep(now, &mut RandomIds);
     let policy = |spend: Spend| match spend {
         Spend::Strict => SpendPolicy::STRICT,
-        Spend::WithinAccountLimit => SpendPolicy::with_overdraft(Credits::from_millis(overdraft_limit)),
+        Spend::WithinAccountLimit => {
+            SpendPolicy::with_overdraft(Credits::from_millis(overdraft_limit))
+        }
     };
     let ids = &mut RandomIds;
     let result: Result<Outcome, LedgerError> = match operation {
-        Operation::Credit { spec, memo } => book.credit(spec, memo, now, ids).map(|e| Outcome::Entry(e.clone())),
+        Operation::Credit { spec, memo } => book
+            .credit(spec, memo, now, ids)
+            .map(|e| Outcome::Entry(e.clone())),
         Operation::Debit {
             kind,
             amount,
@@ -653,9 +741,20 @@ fn apply_in_tx(
             spend,
             memo,
         } => book
-            .reserve(amount, now.plus_millis(ttl_ms), policy(spend), memo, now, ids)
+            .reserve(
+                amount,
+                now.plus_millis(ttl_ms),
+                policy(spend),
+                memo,
+                now,
+                ids,
+            )
             .map(|h| Outcome::Hold(h.clone())),
-        Operation::Capture { hold_id, amount, memo } => book
+        Operation::Capture {
+            hold_id,
+            amount,
+            memo,
+        } => book
             .capture(&hold_id, amount, memo, now, ids)
             .map(|e| Outcome::Entry(e.clone())),
         Operation::Release { hold_id } => book.release(&hold_id, now).map(|_| Outcome::Settled),
@@ -668,7 +767,10 @@ fn apply_in_tx(
     };
     // Capturing or releasing an unknown hold is reported as the store's "not found".
     if let Err(LedgerError::HoldNotFound { hold_id }) = &result {
-        return Err(StoreError::HoldNotFound { hold_id: hold_id.clone() }.into());
+        return Err(StoreError::HoldNotFound {
+            hold_id: hold_id.clone(),
+        }
+        .into());
     }
     let available = book.available(now);
     persist(conn, id, book.take_changes())?;

@@ -14,24 +14,30 @@
 //! Step 3 works on a connection that is already inside a transaction, so many callers'
 //! operations can share one transaction ([`Store::apply_batch`]).
 
+mod access;
 mod db;
 mod error;
 mod ids;
 mod ledger;
 mod maintenance;
+pub mod payments;
 mod rows;
 mod schema;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use access::{ApiKey, Subscription, SUBSCRIPTION_STATUSES};
 pub use db::{
-    revert_all_migrations, run_migrations, Backend, DatabaseUrl, DbConnection, PoolOptions, POSTGRES_MIGRATIONS,
-    SQLITE_MIGRATIONS,
+    revert_all_migrations, run_migrations, Backend, DatabaseUrl, DbConnection, PoolOptions,
+    POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS,
 };
 pub use error::StoreError;
 pub use ids::{new_id, RandomIds};
-pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, NewAccount, Operation, Outcome, Spend};
+pub use ledger::{
+    Account, Applied, Balance, BatchItem, Idempotency, NewAccount, Operation, Outcome, Spend,
+};
 pub use maintenance::{CompactReport, VerifyReport, Violation};
+pub use payments::after_charge;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -47,7 +53,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 

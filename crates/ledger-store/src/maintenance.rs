@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use ledger_core::{AccountId, Book, BookState, Credits, Entry, EntryKind, Grant, Hold, HoldStatus, Retention, Timestamp};
+use ledger_core::{
+    AccountId, Book, BookState, Credits, Entry, EntryKind, Grant, Hold, HoldStatus, Retention,
+    Timestamp,
+};
 use serde::Serialize;
 
 use crate::error::StoreError;
@@ -121,7 +124,11 @@ impl Store {
     /// Removes entries created before the retention window (and idempotency keys as old),
     /// folding their sum into each account's `compacted_balance` so balances stay exact
     /// and `verify` stays clean. Returns what was removed.
-    pub fn compact(&self, retention: Retention, now: Timestamp) -> Result<CompactReport, StoreError> {
+    pub fn compact(
+        &self,
+        retention: Retention,
+        now: Timestamp,
+    ) -> Result<CompactReport, StoreError> {
         let cutoff = retention.cutoff(now).millis();
         self.write(|conn| {
             let mut report = CompactReport::default();
@@ -138,7 +145,9 @@ impl Store {
                     .select((entries::seq, entries::amount, entries::created_at))
                     .order(entries::seq.asc())
                     .load(conn)?;
-                let Some(last) = old.iter().map(|e| e.0).max() else { continue };
+                let Some(last) = old.iter().map(|e| e.0).max() else {
+                    continue;
+                };
                 let prefix: Vec<(i64, i64)> = entries::table
                     .filter(entries::account_id.eq(&account_id))
                     .filter(entries::seq.le(last))
@@ -160,9 +169,10 @@ impl Store {
                 report.accounts += 1;
                 report.entries_removed += removed as u64;
             }
-            report.idempotency_keys_removed =
-                diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(cutoff))).execute(conn)?
-                    as u64;
+            report.idempotency_keys_removed = diesel::delete(
+                idempotency_keys::table.filter(idempotency_keys::created_at.lt(cutoff)),
+            )
+            .execute(conn)? as u64;
             Ok::<_, TxError>(report)
         })
     }
@@ -173,7 +183,10 @@ fn check_entries(account: &AccountRow, entries: &[Entry], say: &mut impl FnMut(S
     let mut expected_seq = account.compacted_seq + 1;
     for e in entries {
         if e.seq != expected_seq {
-            say(format!("entry {} has seq {}, expected {}", e.id, e.seq, expected_seq));
+            say(format!(
+                "entry {} has seq {}, expected {}",
+                e.id, e.seq, expected_seq
+            ));
             expected_seq = e.seq;
         }
         expected_seq += 1;
@@ -187,13 +200,21 @@ fn check_entries(account: &AccountRow, entries: &[Entry], say: &mut impl FnMut(S
         }
         let moved: Credits = e.allocations.iter().map(|a| a.amount).sum();
         if moved != e.amount.abs() {
-            say(format!("entry {} moves {} but its amount is {}", e.id, moved, e.amount));
+            say(format!(
+                "entry {} moves {} but its amount is {}",
+                e.id, moved, e.amount
+            ));
         }
     }
     if expected_seq - 1 != account.last_seq {
-        say(format!("last entry seq {} but account says {}", expected_seq - 1, account.last_seq));
+        say(format!(
+            "last entry seq {} but account says {}",
+            expected_seq - 1,
+            account.last_seq
+        ));
     }
-    let sum: Credits = entries.iter().map(|e| e.amount).sum::<Credits>() + Credits::from_millis(account.compacted_balance);
+    let sum: Credits = entries.iter().map(|e| e.amount).sum::<Credits>()
+        + Credits::from_millis(account.compacted_balance);
     if sum != Credits::from_millis(account.balance) {
         say(format!(
             "account balance {} differs from the sum of its entries {}",
@@ -209,9 +230,10 @@ fn check_entries(account: &AccountRow, entries: &[Entry], say: &mut impl FnMut(S
     }
     for (of, total) in refunded {
         match entries.iter().find(|e| e.id.as_str() == of) {
-            Some(original) if total > -original.amount => {
-                say(format!("refunds of {of} add up to {total}, more than its charge {}", -original.amount))
-            }
+            Some(original) if total > -original.amount => say(format!(
+                "refunds of {of} add up to {total}, more than its charge {}",
+                -original.amount
+            )),
             _ => {}
         }
     }
@@ -225,7 +247,9 @@ fn check_holds(entries: &[Entry], holds: &[Hold], say: &mut impl FnMut(String)) 
         }
     }
     for h in holds {
-        let charged = usage_by_hold.get(h.id.as_str()).map_or(&[][..], |v| v.as_slice());
+        let charged = usage_by_hold
+            .get(h.id.as_str())
+            .map_or(&[][..], |v| v.as_slice());
         match h.status {
             HoldStatus::Captured => {
                 if charged.len() > 1 {
@@ -233,11 +257,18 @@ fn check_holds(entries: &[Entry], holds: &[Hold], say: &mut impl FnMut(String)) 
                 }
                 if let [only] = charged {
                     if -only.amount != h.captured {
-                        say(format!("hold {} captured {} but its entry says {}", h.id, h.captured, only.amount));
+                        say(format!(
+                            "hold {} captured {} but its entry says {}",
+                            h.id, h.captured, only.amount
+                        ));
                     }
                 }
             }
-            _ if !charged.is_empty() => say(format!("hold {} is {} but has a usage entry", h.id, h.status.as_str())),
+            _ if !charged.is_empty() => say(format!(
+                "hold {} is {} but has a usage entry",
+                h.id,
+                h.status.as_str()
+            )),
             _ => {}
         }
     }

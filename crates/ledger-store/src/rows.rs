@@ -91,7 +91,8 @@ fn encode_allocations(a: &[Allocation]) -> String {
 }
 
 fn decode_allocations(owner: &str, text: &str) -> Result<Vec<Allocation>, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::corrupt(format!("allocations of {owner}: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::corrupt(format!("allocations of {owner}: {e}")))
 }
 
 impl From<&Grant> for GrantRow {

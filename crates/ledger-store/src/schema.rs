@@ -78,3 +78,54 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(accounts, grants, holds, entries, idempotency_keys);
+
+diesel::table! {
+    sessions (token_hash) {
+        token_hash -> Text,
+        account_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        account_id -> Text,
+        name -> Text,
+        prefix -> Text,
+        key_hash -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    subscriptions (account_id) {
+        account_id -> Text,
+        id -> Text,
+        plan_id -> Text,
+        status -> Text,
+        hard_limit -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    account_limits (account_id) {
+        account_id -> Text,
+        max_hard_limit -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    sessions,
+    api_keys,
+    subscriptions,
+    account_limits
+);

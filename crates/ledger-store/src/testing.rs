@@ -54,7 +54,8 @@ impl TestDb {
     /// A new schema on the test PostgreSQL server.
     pub fn postgres() -> TestDb {
         let (url, admin_url, schema) = postgres_schema();
-        let store = Store::open(&url, &PoolOptions::default()).expect("open PostgreSQL test schema");
+        let store =
+            Store::open(&url, &PoolOptions::default()).expect("open PostgreSQL test schema");
         TestDb {
             store,
             url,
@@ -135,7 +136,11 @@ fn postgres_bin(name: &str) -> Option<PathBuf> {
         .collect();
     dirs.sort();
     dirs.reverse();
-    dirs.extend(std::env::var_os("PATH").iter().flat_map(std::env::split_paths));
+    dirs.extend(
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths),
+    );
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
@@ -150,7 +155,10 @@ fn start_throwaway_cluster() -> Result<String, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
     let run = |program: &Path, args: &[&str]| -> Result<(), String> {
         let mut cmd = if as_root {
             let mut c = Command::new("runuser");
@@ -176,9 +184,32 @@ fn start_throwaway_cluster() -> Result<String, String> {
     let data = dir.join("data");
     let data_s = data.to_string_lossy().into_owned();
     let dir_s = dir.to_string_lossy().into_owned();
-    run(&initdb, &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8"])?;
+    run(
+        &initdb,
+        &[
+            "-D",
+            &data_s,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ],
+    )?;
     let opts = format!("-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off");
-    run(&pg_ctl, &["-D", &data_s, "-o", &opts, "-w", "-l", &format!("{dir_s}/log"), "start"])?;
+    run(
+        &pg_ctl,
+        &[
+            "-D",
+            &data_s,
+            "-o",
+            &opts,
+            "-w",
+            "-l",
+            &format!("{dir_s}/log"),
+            "start",
+        ],
+    )?;
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
 }
 

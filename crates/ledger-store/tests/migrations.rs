@@ -8,7 +8,9 @@ use ledger_store::testing::{drop_postgres_schema, postgres_schema};
 use ledger_store::{revert_all_migrations, run_migrations, DbConnection, PoolOptions, Store};
 
 fn folders(backend: &str) -> BTreeSet<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations").join(backend);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations")
+        .join(backend);
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|d| d.unwrap())
@@ -41,11 +43,16 @@ fn up_down_up(conn: &mut DbConnection) {
 fn sqlite_migrations_go_up_down_and_up_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
-    let mut conn = DbConnection::Sqlite(SqliteConnection::establish(path.to_str().unwrap()).unwrap());
+    let mut conn =
+        DbConnection::Sqlite(SqliteConnection::establish(path.to_str().unwrap()).unwrap());
     up_down_up(&mut conn);
     drop(conn);
     // The migrated file is a working ledger.
-    let store = Store::open(&format!("sqlite://{}", path.display()), &PoolOptions::default()).unwrap();
+    let store = Store::open(
+        &format!("sqlite://{}", path.display()),
+        &PoolOptions::default(),
+    )
+    .unwrap();
     assert!(store.verify().unwrap().ok);
 }
 
@@ -65,8 +72,15 @@ fn postgres_migrations_go_up_down_and_up_again() {
 fn an_unknown_scheme_is_an_error_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cwd_file = dir.path().join("mysql:");
-    let err = Store::open(&format!("mysql://{}/x", dir.path().display()), &PoolOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("must start with sqlite://"), "{err}");
+    let err = Store::open(
+        &format!("mysql://{}/x", dir.path().display()),
+        &PoolOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("must start with sqlite://"),
+        "{err}"
+    );
     assert!(!cwd_file.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -75,6 +89,10 @@ fn an_unknown_scheme_is_an_error_and_creates_nothing() {
 fn sqlite_creates_its_folder_on_first_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/deeper/ledger.db");
-    Store::open(&format!("sqlite://{}", path.display()), &PoolOptions::default()).unwrap();
+    Store::open(
+        &format!("sqlite://{}", path.display()),
+        &PoolOptions::default(),
+    )
+    .unwrap();
     assert!(path.is_file());
 }

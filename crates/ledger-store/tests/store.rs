@@ -46,7 +46,12 @@ fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
     assert_eq!(history.len(), 1);
     let bonus = &history[0];
     assert_eq!(
-        (bonus.kind, bonus.amount, bonus.description.as_str(), bonus.reference_id.clone()),
+        (
+            bonus.kind,
+            bonus.amount,
+            bonus.description.as_str(),
+            bonus.reference_id.clone()
+        ),
         (EntryKind::SignupBonus, c(5), "Welcome bonus", None)
     );
     let again = s.create_account(
@@ -57,7 +62,10 @@ fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
         },
         at(1),
     );
-    assert!(matches!(again, Err(StoreError::EmailTaken { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::EmailTaken { .. })),
+        "{again:?}"
+    );
     assert_eq!(s.verify().unwrap().accounts, 1);
     let no_bonus = account_with(s, 0);
     assert!(s.history(&no_bonus, Page::default()).unwrap().is_empty());
@@ -71,8 +79,18 @@ fn account_with(s: &ledger_store::Store, bonus: i64) -> AccountId {
 fn debits_never_overdraw_and_rejections_change_nothing(db: TestDb) {
     let s = &db.store;
     let a = account(s, 5);
-    let e = entry(s.apply(&a, None, debit_op(Credits::from_millis(600)), at(1)).unwrap());
-    assert_eq!((e.amount, e.balance_after, e.source.as_str()), (Credits::from_millis(-600), Credits::from_millis(4400), "Screenshot"));
+    let e = entry(
+        s.apply(&a, None, debit_op(Credits::from_millis(600)), at(1))
+            .unwrap(),
+    );
+    assert_eq!(
+        (e.amount, e.balance_after, e.source.as_str()),
+        (
+            Credits::from_millis(-600),
+            Credits::from_millis(4400),
+            "Screenshot"
+        )
+    );
     let refused = s.apply(&a, None, debit_op(c(5)), at(2)).unwrap();
     assert_eq!(
         refused.result,
@@ -81,7 +99,10 @@ fn debits_never_overdraw_and_rejections_change_nothing(db: TestDb) {
             available: Credits::from_millis(4400)
         })
     );
-    assert_eq!(s.balance(&a, at(3)).unwrap().available, Credits::from_millis(4400));
+    assert_eq!(
+        s.balance(&a, at(3)).unwrap().available,
+        Credits::from_millis(4400)
+    );
     assert_eq!(s.history(&a, Page::default()).unwrap().len(), 2);
     assert_clean(s);
 }
@@ -121,18 +142,45 @@ fn holds_capture_part_and_release(db: TestDb) {
         )
         .unwrap(),
     );
-    assert_eq!((e.kind, e.amount, e.reference_id.as_deref()), (EntryKind::Usage, c(-1), Some("scr_1")));
+    assert_eq!(
+        (e.kind, e.amount, e.reference_id.as_deref()),
+        (EntryKind::Usage, c(-1), Some("scr_1"))
+    );
     assert_eq!(s.balance(&a, at(2)).unwrap().available, c(9));
     assert_eq!(s.hold(&h.id).unwrap().unwrap().status, HoldStatus::Captured);
-    let again = s.apply(&a, None, Operation::Release { hold_id: h.id.clone() }, at(3)).unwrap();
-    assert!(matches!(again.result, Err(LedgerError::HoldSettled { .. })), "{again:?}");
+    let again = s
+        .apply(
+            &a,
+            None,
+            Operation::Release {
+                hold_id: h.id.clone(),
+            },
+            at(3),
+        )
+        .unwrap();
+    assert!(
+        matches!(again.result, Err(LedgerError::HoldSettled { .. })),
+        "{again:?}"
+    );
     let h2 = reserve(9, at(4));
     assert!(matches!(
         s.apply(&a, None, debit_op(c(1)), at(4)).unwrap().result,
         Err(LedgerError::InsufficientCredits { .. })
     ));
-    let released = s.apply(&a, None, Operation::Release { hold_id: h2.id.clone() }, at(5)).unwrap();
-    assert_eq!((released.result, released.available), (Ok(Outcome::Settled), c(9)));
+    let released = s
+        .apply(
+            &a,
+            None,
+            Operation::Release {
+                hold_id: h2.id.clone(),
+            },
+            at(5),
+        )
+        .unwrap();
+    assert_eq!(
+        (released.result, released.available),
+        (Ok(Outcome::Settled), c(9))
+    );
     // A release writes no entry: only the bonus and the one capture remain.
     assert_eq!(s.history(&a, Page::default()).unwrap().len(), 2);
     assert_clean(s);
@@ -156,10 +204,19 @@ fn refunds_are_capped_by_the_charge(db: TestDb) {
         .unwrap()
     };
     let r = entry(refund(Some(1), at(2)));
-    assert_eq!((r.kind, r.amount, r.refund_of.clone()), (EntryKind::Refund, c(1), Some(usage.id.clone())));
-    assert!(matches!(refund(Some(4), at(3)).result, Err(LedgerError::RefundExceedsCharge { .. })));
+    assert_eq!(
+        (r.kind, r.amount, r.refund_of.clone()),
+        (EntryKind::Refund, c(1), Some(usage.id.clone()))
+    );
+    assert!(matches!(
+        refund(Some(4), at(3)).result,
+        Err(LedgerError::RefundExceedsCharge { .. })
+    ));
     assert_eq!(entry(refund(None, at(4))).amount, c(3));
-    assert!(matches!(refund(None, at(5)).result, Err(LedgerError::RefundExceedsCharge { .. })));
+    assert!(matches!(
+        refund(None, at(5)).result,
+        Err(LedgerError::RefundExceedsCharge { .. })
+    ));
     assert_eq!(s.balance(&a, at(6)).unwrap().available, c(10));
     let bonus = s.history(&a, Page::default()).unwrap().pop().unwrap();
     let not_usage = s
@@ -174,7 +231,10 @@ fn refunds_are_capped_by_the_charge(db: TestDb) {
             at(7),
         )
         .unwrap();
-    assert!(matches!(not_usage.result, Err(LedgerError::NotRefundable { .. })));
+    assert!(matches!(
+        not_usage.result,
+        Err(LedgerError::NotRefundable { .. })
+    ));
     assert_clean(s);
 }
 
@@ -188,7 +248,10 @@ fn history_is_newest_first_with_limit_and_offset(db: TestDb) {
     let amounts: Vec<_> = all.iter().map(|e| e.amount).collect();
     assert_eq!(amounts, (1..=7).rev().map(c).collect::<Vec<_>>());
     let page = s.history(&a, Page::new(2, 3).unwrap()).unwrap();
-    assert_eq!(page.iter().map(|e| e.amount).collect::<Vec<_>>(), vec![c(4), c(3)]);
+    assert_eq!(
+        page.iter().map(|e| e.amount).collect::<Vec<_>>(),
+        vec![c(4), c(3)]
+    );
     assert!(s.history(&a, Page::new(10, 7).unwrap()).unwrap().is_empty());
     // Another account sees none of it.
     let b = account(s, 0);
@@ -203,7 +266,12 @@ fn month_history_is_a_half_open_utc_range(db: TestDb) {
     credit(s, &a, 2, march.start());
     credit(s, &a, 3, Timestamp::from_millis(march.end().millis() - 1));
     credit(s, &a, 4, march.end());
-    let got: Vec<_> = s.month(&a, march).unwrap().iter().map(|e| e.amount).collect();
+    let got: Vec<_> = s
+        .month(&a, march)
+        .unwrap()
+        .iter()
+        .map(|e| e.amount)
+        .collect();
     assert_eq!(got, vec![c(3), c(2)]);
     assert_eq!(s.month(&a, march.next()).unwrap().len(), 1);
 }
@@ -215,14 +283,23 @@ fn idempotent_requests_have_one_effect(db: TestDb) {
     let first = s.apply(&a, Some(&key), debit_op(c(2)), at(1)).unwrap();
     let again = s.apply(&a, Some(&key), debit_op(c(2)), at(2)).unwrap();
     assert!(!first.replayed && again.replayed);
-    assert_eq!(first.result, again.result, "a replay answers as the first time");
+    assert_eq!(
+        first.result, again.result,
+        "a replay answers as the first time"
+    );
     assert_eq!(s.balance(&a, at(3)).unwrap().available, c(1));
     let conflict = s.apply(&a, Some(&idem("k-1", "debit|1")), debit_op(c(1)), at(3));
-    assert!(matches!(conflict, Err(StoreError::IdempotencyConflict { .. })), "{conflict:?}");
+    assert!(
+        matches!(conflict, Err(StoreError::IdempotencyConflict { .. })),
+        "{conflict:?}"
+    );
     // A rejection stays a rejection, even after credits arrive.
     let k2 = idem("k-2", "debit|5");
     let refused = s.apply(&a, Some(&k2), debit_op(c(5)), at(4)).unwrap();
-    assert!(matches!(refused.result, Err(LedgerError::InsufficientCredits { .. })));
+    assert!(matches!(
+        refused.result,
+        Err(LedgerError::InsufficientCredits { .. })
+    ));
     credit(s, &a, 100, at(5));
     let replay = s.apply(&a, Some(&k2), debit_op(c(5)), at(6)).unwrap();
     assert!(replay.replayed);
@@ -230,7 +307,11 @@ fn idempotent_requests_have_one_effect(db: TestDb) {
     assert_eq!(s.balance(&a, at(7)).unwrap().available, c(101));
     // Keys belong to one account.
     let b = account(s, 3);
-    assert!(!s.apply(&b, Some(&key), debit_op(c(2)), at(8)).unwrap().replayed);
+    assert!(
+        !s.apply(&b, Some(&key), debit_op(c(2)), at(8))
+            .unwrap()
+            .replayed
+    );
     assert_clean(s);
 }
 
@@ -262,12 +343,23 @@ fn expired_grants_and_holds_settle_on_the_next_operation(db: TestDb) {
         .unwrap(),
     );
     assert_eq!(s.balance(&a, at(2)).unwrap().available, c(9));
-    assert_eq!(s.balance(&a, at(51)).unwrap().available, c(12), "an expired hold's credits are back");
-    assert_eq!(s.balance(&a, at(100)).unwrap().available, c(2), "the allowance expired");
+    assert_eq!(
+        s.balance(&a, at(51)).unwrap().available,
+        c(12),
+        "an expired hold's credits are back"
+    );
+    assert_eq!(
+        s.balance(&a, at(100)).unwrap().available,
+        c(2),
+        "the allowance expired"
+    );
     s.apply(&a, None, Operation::Sweep, at(100)).unwrap();
     assert_eq!(s.hold(&h.id).unwrap().unwrap().status, HoldStatus::Expired);
     let newest = &s.history(&a, Page::default()).unwrap()[0];
-    assert_eq!((newest.kind, newest.amount, newest.balance_after), (EntryKind::Expiry, c(-10), c(2)));
+    assert_eq!(
+        (newest.kind, newest.amount, newest.balance_after),
+        (EntryKind::Expiry, c(-10), c(2))
+    );
     assert_clean(s);
 }
 
@@ -293,7 +385,13 @@ fn overdraft_only_within_the_account_limit(db: TestDb) {
     let e = entry(over(3, at(2)));
     assert_eq!((e.balance_after, e.plan.as_deref()), (c(-2), Some("Basic")));
     assert!(over(4, at(3)).result.is_err());
-    assert!(s.apply(&a, None, debit_op(c(1)), at(3)).unwrap().result.is_err(), "strict debits stay strict");
+    assert!(
+        s.apply(&a, None, debit_op(c(1)), at(3))
+            .unwrap()
+            .result
+            .is_err(),
+        "strict debits stay strict"
+    );
     credit(s, &a, 10, at(4));
     assert_eq!(s.balance(&a, at(5)).unwrap().available, c(8));
     assert_clean(s);
@@ -328,7 +426,10 @@ fn batches_apply_many_operations_in_one_transaction(db: TestDb) {
     let out = s.apply_batch(items, at(1)).unwrap();
     assert!(out[0].as_ref().unwrap().result.is_ok());
     assert!(out[1].as_ref().unwrap().result.is_ok());
-    assert!(matches!(out[2].as_ref().unwrap().result, Err(LedgerError::InsufficientCredits { .. })));
+    assert!(matches!(
+        out[2].as_ref().unwrap().result,
+        Err(LedgerError::InsufficientCredits { .. })
+    ));
     assert!(matches!(out[3], Err(StoreError::AccountNotFound { .. })));
     assert_eq!(s.balance(&a, at(2)).unwrap().available, c(1));
     assert_eq!(s.balance(&b, at(2)).unwrap().available, c(0));
@@ -341,7 +442,8 @@ fn compaction_keeps_every_balance_exact(db: TestDb) {
     let day = 86_400;
     for i in 0..20 {
         credit(s, &a, 2, at(i * 30 * day));
-        s.apply(&a, None, debit_op(c(1)), at(i * 30 * day + 1)).unwrap();
+        s.apply(&a, None, debit_op(c(1)), at(i * 30 * day + 1))
+            .unwrap();
     }
     let before = s.balance(&a, at(600 * day)).unwrap();
     let now = at(600 * day);
@@ -357,7 +459,12 @@ fn compaction_keeps_every_balance_exact(db: TestDb) {
     // More operations after a compaction keep the chain whole.
     s.apply(&a, None, debit_op(c(1)), now).unwrap();
     assert_clean(s);
-    assert_eq!(s.compact(Retention::default(), now).unwrap().entries_removed, 0);
+    assert_eq!(
+        s.compact(Retention::default(), now)
+            .unwrap()
+            .entries_removed,
+        0
+    );
 }
 
 fn verify_finds_tampering(db: TestDb) {
@@ -368,19 +475,37 @@ fn verify_finds_tampering(db: TestDb) {
     assert_clean(s);
     let mut conn = s.connection().unwrap();
     (*conn)
-        .batch_execute(&format!("UPDATE accounts SET balance = balance + 1000 WHERE id = '{a}'"))
+        .batch_execute(&format!(
+            "UPDATE accounts SET balance = balance + 1000 WHERE id = '{a}'"
+        ))
         .unwrap();
     let report = s.verify().unwrap();
     assert!(!report.ok);
-    assert!(report.violations.iter().any(|v| v.message.contains("differs from the sum of its entries")), "{report:?}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.message.contains("differs from the sum of its entries")),
+        "{report:?}"
+    );
     (*conn)
-        .batch_execute(&format!("UPDATE accounts SET balance = balance - 1000 WHERE id = '{a}'"))
+        .batch_execute(&format!(
+            "UPDATE accounts SET balance = balance - 1000 WHERE id = '{a}'"
+        ))
         .unwrap();
     (*conn)
-        .batch_execute(&format!("UPDATE grants SET remaining = remaining - 1000 WHERE account_id = '{a}'"))
+        .batch_execute(&format!(
+            "UPDATE grants SET remaining = remaining - 1000 WHERE account_id = '{a}'"
+        ))
         .unwrap();
     let report = s.verify().unwrap();
-    assert!(report.violations.iter().any(|v| v.message.contains("differs from lots")), "{report:?}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.message.contains("differs from lots")),
+        "{report:?}"
+    );
 }
 
 fn concurrent_debits_never_overdraw(db: TestDb) {
@@ -437,7 +562,9 @@ fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
                         )
                         .unwrap();
                     assert!(r.available >= Credits::ZERO);
-                    let Ok(Outcome::Hold(h)) = r.result else { continue };
+                    let Ok(Outcome::Hold(h)) = r.result else {
+                        continue;
+                    };
                     let op = match (t + i) % 3 {
                         0 => Operation::Release { hold_id: h.id },
                         1 => Operation::Capture {
@@ -465,7 +592,10 @@ fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
     let b = s.balance(&a, at(3)).unwrap();
     assert!(b.available >= Credits::ZERO);
     assert_eq!(b.held, c(0));
-    assert_eq!(b.available, c(1_000 - charged.load(Ordering::Relaxed) as i64));
+    assert_eq!(
+        b.available,
+        c(1_000 - charged.load(Ordering::Relaxed) as i64)
+    );
     assert_clean(&s);
 }
 
@@ -475,13 +605,19 @@ fn the_same_key_from_many_threads_charges_once(db: TestDb) {
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let (s, a) = (s.clone(), a.clone());
-            std::thread::spawn(move || s.apply(&a, Some(&idem("same", "debit|3")), debit_op(c(3)), at(1)).unwrap())
+            std::thread::spawn(move || {
+                s.apply(&a, Some(&idem("same", "debit|3")), debit_op(c(3)), at(1))
+                    .unwrap()
+            })
         })
         .collect();
     let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
     let first = &results[0].result;
-    assert!(results.iter().all(|r| &r.result == first), "every answer is the first one");
+    assert!(
+        results.iter().all(|r| &r.result == first),
+        "every answer is the first one"
+    );
     assert_eq!(s.balance(&a, at(2)).unwrap().available, c(7));
     assert_clean(&s);
 }
@@ -489,15 +625,28 @@ fn the_same_key_from_many_threads_charges_once(db: TestDb) {
 fn unknown_accounts_holds_and_entries_are_reported(db: TestDb) {
     let s = &db.store;
     let ghost = AccountId::new("acct_ghost");
-    assert!(matches!(s.apply(&ghost, None, debit_op(c(1)), at(0)), Err(StoreError::AccountNotFound { .. })));
+    assert!(matches!(
+        s.apply(&ghost, None, debit_op(c(1)), at(0)),
+        Err(StoreError::AccountNotFound { .. })
+    ));
     assert!(s.account(&ghost).unwrap().is_none());
     let a = account(s, 1);
     let missing_hold = HoldId::new("hold_nope");
     assert!(matches!(
-        s.apply(&a, None, Operation::Release { hold_id: missing_hold.clone() }, at(0)),
+        s.apply(
+            &a,
+            None,
+            Operation::Release {
+                hold_id: missing_hold.clone()
+            },
+            at(0)
+        ),
         Err(StoreError::HoldNotFound { .. })
     ));
-    assert!(matches!(s.hold_account(&missing_hold), Err(StoreError::HoldNotFound { .. })));
+    assert!(matches!(
+        s.hold_account(&missing_hold),
+        Err(StoreError::HoldNotFound { .. })
+    ));
     assert!(matches!(
         s.apply(
             &a,

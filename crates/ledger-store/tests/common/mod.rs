@@ -67,7 +67,10 @@ pub fn hold(a: Applied) -> Hold {
 }
 
 pub fn idem(key: &str, fingerprint: &str) -> Idempotency {
-    Idempotency::new(IdempotencyKey::parse(key).unwrap(), Fingerprint::new(fingerprint))
+    Idempotency::new(
+        IdempotencyKey::parse(key).unwrap(),
+        Fingerprint::new(fingerprint),
+    )
 }
 
 pub fn assert_clean(store: &Store) {

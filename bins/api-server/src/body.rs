@@ -1,0 +1,101 @@
+//! Request bodies and headers: JSON whose errors name the field, and `Idempotency-Key`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use ledger_core::{Fingerprint, IdempotencyKey};
+use ledger_store::Idempotency;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body. Malformed JSON, a wrong type or a missing field is a 400 naming the field;
+/// a body over `server.max_body_bytes` is a 413.
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    pub value: T,
+    /// The body as received, for idempotency fingerprints.
+    pub raw: web::Bytes,
+}
+
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let text = if raw.iter().all(|b| b.is_ascii_whitespace()) {
+        &b"{}"[..]
+    } else {
+        raw
+    };
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid("body", format!("the body is not valid JSON ({inner})"))
+        } else if path == "." {
+            ApiError::invalid("body", format!("the body does not match: {inner}"))
+        } else {
+            ApiError::invalid(path.clone(), format!("`{path}`: {inner}"))
+        }
+    })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<JsonBody<T>, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(256 * 1024, |s| s.settings.server.max_body_bytes);
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.to_ascii_lowercase());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if let Some(ct) = &content_type {
+                if !ct.starts_with("application/json") && !ct.contains("+json") {
+                    return Err(ApiError::invalid(
+                        "content-type",
+                        "send the body as JSON with Content-Type: application/json",
+                    ));
+                }
+            }
+            let mut buf = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::invalid("body", format!("the body could not be read: {e}"))
+                })?;
+                if buf.len() + chunk.len() > limit {
+                    return Err(ApiError::TooLarge { limit });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            let raw = buf.freeze();
+            let value = parse_json(&raw)?;
+            Ok(JsonBody { value, raw })
+        })
+    }
+}
+
+/// Reads `Idempotency-Key` and binds it to the request it came with (method, path and the
+/// canonical form of the body).
+pub fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>, ApiError> {
+    let Some(raw) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let raw = raw.to_str().map_err(|_| {
+        ApiError::invalid("Idempotency-Key", "Idempotency-Key must be visible ASCII")
+    })?;
+    let key = IdempotencyKey::parse(raw.trim())
+        .map_err(|e| ApiError::invalid("Idempotency-Key", e.to_string()))?;
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    let fingerprint = Fingerprint::new(format!("{} {}\n{}", req.method(), req.path(), canonical));
+    Ok(Some(Idempotency::new(key, fingerprint)))
+}

@@ -1,0 +1,103 @@
+//! # api-server
+//!
+//! The HTTP face of the ledger. `main.rs` only reads the configuration and calls [`run`];
+//! everything else lives here so tests build the same app in-process with [`app`].
+
+pub mod auth;
+pub mod body;
+pub mod checkout;
+pub mod error;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod wire;
+
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App, HttpRequest, HttpServer};
+use ledger_store::{PoolOptions, Store};
+use settings::Settings;
+
+use crate::error::ApiError;
+pub use crate::state::{system_clock, AppState, Clock};
+
+/// Opens the database named by the settings (migrations run first).
+pub fn open_store(settings: &Settings) -> Result<Store, ledger_store::StoreError> {
+    Store::open(
+        &settings.database.url,
+        &PoolOptions {
+            max_connections: settings.database.max_connections,
+            ..PoolOptions::default()
+        },
+    )
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "No such endpoint: {} {}; see /openapi.json",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// The whole application, for the server and for in-process tests.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = state.settings.server.max_body_bytes;
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(web::PayloadConfig::new(limit))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::invalid("query", format!("the query string is malformed: {err}")).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|err, _| {
+            ApiError::invalid("path", format!("the URL path is malformed: {err}")).into()
+        }))
+        .configure(routes::configure)
+        .default_service(web::to(not_found))
+        .wrap(actix_web::middleware::from_fn(middleware::request_id))
+}
+
+/// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let store = open_store(&settings)?;
+    let bind = settings.server.bind.clone();
+    let workers = match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let shutdown = settings.server.shutdown_timeout_secs;
+    let state = AppState::new(store, settings, system_clock())?;
+    tracing::info!(%bind, workers, backend = ?state.store.backend(), "api-server listening");
+    HttpServer::new(move || app(state.clone()))
+        .workers(workers)
+        .shutdown_timeout(shutdown)
+        .client_request_timeout(Duration::from_secs(30))
+        .bind(&bind)?
+        .run()
+        .await?;
+    tracing::info!("api-server stopped");
+    Ok(())
+}
+
+/// Logs as text to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,14 @@
+//! `api-server [--config FILE]`: reads the configuration and serves the API.
+
+fn main() -> anyhow::Result<()> {
+    api_server::init_logging();
+    let args: Vec<String> = std::env::args().collect();
+    let settings = match settings::Settings::from_args_and_env(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("api-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    actix_web::rt::System::new().block_on(api_server::run(settings))
+}

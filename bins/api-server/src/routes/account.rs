@@ -1,0 +1,41 @@
+//! The balance in the shapes of seeds 001 and 004.
+
+use actix_web::{get, web, HttpResponse};
+
+use crate::auth::Authed;
+use crate::error::ApiError;
+use crate::routes::credits::available;
+use crate::state::AppState;
+use crate::wire::{BalanceView, CreditsV1};
+
+/// `{"balance": 47}` (seed 001).
+#[utoipa::path(get, path = "/api/v1/account/credits", tag = "credits",
+    responses((status = 200, body = BalanceView), (status = 401, body = crate::wire::ErrorBody)))]
+#[get("/api/v1/account/credits")]
+pub async fn account_credits(
+    state: web::Data<AppState>,
+    who: Authed,
+) -> Result<HttpResponse, ApiError> {
+    let balance = available(&state, &who).await?;
+    Ok(HttpResponse::Ok().json(BalanceView { balance }))
+}
+
+/// Credits with subscription status (seed 004). No subscription: `inactive`, no id.
+#[utoipa::path(get, path = "/v1/credits", tag = "credits",
+    responses((status = 200, body = CreditsV1), (status = 401, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
+#[get("/v1/credits")]
+pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+    let credits = available(&state, &who).await?;
+    let sub = state
+        .blocking(move |s| Ok(s.subscription(&who.account_id)?))
+        .await?;
+    let (subscription_status, subscription_id) = match sub {
+        Some(s) => (s.status, Some(s.id)),
+        None => ("inactive".to_owned(), None),
+    };
+    Ok(HttpResponse::Ok().json(CreditsV1 {
+        credits,
+        subscription_status,
+        subscription_id,
+    }))
+}

@@ -1,0 +1,85 @@
+//! API keys: shown once at creation, stored only as a hash, revocable at once.
+
+use actix_web::{delete, get, post, web, HttpResponse};
+use ledger_core::Timestamp;
+
+use crate::auth::{new_api_key, sha256_hex, Authed};
+use crate::body::JsonBody;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::wire::{KeyCreated, KeyView, NewKey};
+
+/// Creates a key. The `key` field appears only in this answer.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "accounts", request_body = NewKey,
+    responses((status = 201, body = KeyCreated), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
+#[post("/api/v1/api-keys")]
+pub async fn create(
+    state: web::Data<AppState>,
+    who: Authed,
+    body: JsonBody<NewKey>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.value.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid(
+            "name",
+            "name must be 1 to 100 characters",
+        ));
+    }
+    let (key, prefix) = new_api_key();
+    let hash = sha256_hex(&key);
+    let now = state.now();
+    let stored = state
+        .blocking(move |s| Ok(s.create_api_key(&who.account_id, &name, &prefix, &hash, now)?))
+        .await?;
+    Ok(HttpResponse::Created().json(KeyCreated {
+        id: stored.id,
+        name: stored.name,
+        key,
+        prefix: stored.prefix,
+        created_at: Timestamp::from_millis(stored.created_at_ms),
+    }))
+}
+
+/// The account's live keys (never the keys themselves).
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "accounts",
+    responses((status = 200, body = [KeyView]), (status = 401, body = crate::wire::ErrorBody)))]
+#[get("/api/v1/api-keys")]
+pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+    let keys = state
+        .blocking(move |s| Ok(s.api_keys(&who.account_id)?))
+        .await?;
+    let view: Vec<KeyView> = keys
+        .into_iter()
+        .map(|k| KeyView {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            created_at: Timestamp::from_millis(k.created_at_ms),
+            last_used_at: k.last_used_at_ms.map(Timestamp::from_millis),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Revokes a key; it stops working at once.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
+#[delete("/api/v1/api-keys/{id}")]
+pub async fn delete(
+    state: web::Data<AppState>,
+    who: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let now = state.now();
+    let shown = id.clone();
+    let revoked = state
+        .blocking(move |s| Ok(s.revoke_api_key(&who.account_id, &id, now)?))
+        .await?;
+    if revoked {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("API key {shown} not found")))
+    }
+}

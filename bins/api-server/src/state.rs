@@ -1,0 +1,71 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ledger_core::{Catalogue, Timestamp};
+use ledger_store::Store;
+use settings::Settings;
+
+use crate::checkout::{CheckoutProvider, NoProvider};
+use crate::error::ApiError;
+
+/// The time source (tests pin it).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp::from_millis(ms)
+    })
+}
+
+/// Shared, read-only application state.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub settings: Arc<Settings>,
+    pub catalogue: Arc<Catalogue>,
+    pub clock: Clock,
+    pub checkout: Arc<dyn CheckoutProvider>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+    ) -> Result<AppState, settings::SettingsError> {
+        let catalogue = settings.catalogue()?;
+        Ok(AppState {
+            store,
+            settings: Arc::new(settings),
+            catalogue: Arc::new(catalogue),
+            clock,
+            checkout: Arc::new(NoProvider),
+        })
+    }
+
+    /// Uses `provider` for purchases.
+    pub fn with_checkout(mut self, provider: Arc<dyn CheckoutProvider>) -> AppState {
+        self.checkout = provider;
+        self
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Runs blocking store work on actix's thread pool.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        actix_web::web::block(move || f(&store)).await?
+    }
+}

@@ -1,0 +1,299 @@
+//! Who may act for an account: login sessions and API keys (both stored only as hashes),
+//! and the account's subscription and limits.
+
+use diesel::prelude::*;
+use ledger_core::{AccountId, Credits, Timestamp};
+
+use crate::error::StoreError;
+use crate::ids::new_id;
+use crate::schema::{account_limits, accounts, api_keys, sessions, subscriptions};
+use crate::Store;
+
+/// An API key as listed (the key itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKey {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub prefix: String,
+    #[diesel(column_name = created_at)]
+    pub created_at_ms: i64,
+    #[diesel(column_name = last_used_at)]
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// Subscription statuses of the contract.
+pub const SUBSCRIPTION_STATUSES: [&str; 4] = ["active", "inactive", "cancelled", "past_due"];
+
+/// An account's subscription to a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = subscriptions)]
+pub struct Subscription {
+    pub account_id: String,
+    pub id: String,
+    pub plan_id: String,
+    pub status: String,
+    pub hard_limit: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// How often `last_used_at` of a key is written at most (a write per request would make
+/// every read a write).
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+impl Store {
+    pub fn create_session(
+        &self,
+        account: &AccountId,
+        token_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        diesel::insert_into(sessions::table)
+            .values((
+                sessions::token_hash.eq(token_hash),
+                sessions::account_id.eq(account.as_str()),
+                sessions::created_at.eq(now.millis()),
+                sessions::expires_at.eq(expires_at.millis()),
+            ))
+            .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// The account of a live session.
+    pub fn session_account(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<AccountId>, StoreError> {
+        let mut conn = self.pool.get()?;
+        Ok(sessions::table
+            .filter(sessions::token_hash.eq(token_hash))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(now.millis()))
+            .select(sessions::account_id)
+            .first::<String>(&mut *conn)
+            .optional()?
+            .map(AccountId::new))
+    }
+
+    pub fn revoke_session(&self, token_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        let n = diesel::update(
+            sessions::table
+                .filter(sessions::token_hash.eq(token_hash))
+                .filter(sessions::revoked_at.is_null()),
+        )
+        .set(sessions::revoked_at.eq(now.millis()))
+        .execute(&mut *conn)?;
+        Ok(n > 0)
+    }
+
+    pub fn create_api_key(
+        &self,
+        account: &AccountId,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+        now: Timestamp,
+    ) -> Result<ApiKey, StoreError> {
+        let mut conn = self.pool.get()?;
+        let id = new_id("key_");
+        diesel::insert_into(api_keys::table)
+            .values((
+                api_keys::id.eq(&id),
+                api_keys::account_id.eq(account.as_str()),
+                api_keys::name.eq(name),
+                api_keys::prefix.eq(prefix),
+                api_keys::key_hash.eq(key_hash),
+                api_keys::created_at.eq(now.millis()),
+            ))
+            .execute(&mut *conn)?;
+        Ok(ApiKey {
+            id,
+            account_id: account.as_str().to_owned(),
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at_ms: now.millis(),
+            last_used_at_ms: None,
+        })
+    }
+
+    /// The account's live keys, newest first.
+    pub fn api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
+        let mut conn = self.pool.get()?;
+        Ok(api_keys::table
+            .filter(api_keys::account_id.eq(account.as_str()))
+            .filter(api_keys::revoked_at.is_null())
+            .order((api_keys::created_at.desc(), api_keys::id.desc()))
+            .select(ApiKey::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// Revokes one of the account's keys; false when it has no such live key.
+    pub fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        key_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        let n = diesel::update(
+            api_keys::table
+                .filter(api_keys::id.eq(key_id))
+                .filter(api_keys::account_id.eq(account.as_str()))
+                .filter(api_keys::revoked_at.is_null()),
+        )
+        .set(api_keys::revoked_at.eq(now.millis()))
+        .execute(&mut *conn)?;
+        Ok(n > 0)
+    }
+
+    /// The account and key id of a live key, noting its use (at most once a minute).
+    pub fn api_key_account(
+        &self,
+        key_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<(AccountId, String)>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let found: Option<(String, String, Option<i64>)> = api_keys::table
+            .filter(api_keys::key_hash.eq(key_hash))
+            .filter(api_keys::revoked_at.is_null())
+            .select((api_keys::id, api_keys::account_id, api_keys::last_used_at))
+            .first(&mut *conn)
+            .optional()?;
+        let Some((id, account, last_used)) = found else {
+            return Ok(None);
+        };
+        if last_used.is_none_or(|t| now.millis() - t >= LAST_USED_RESOLUTION_MS) {
+            let _gate = self.write_gate();
+            diesel::update(api_keys::table.filter(api_keys::id.eq(&id)))
+                .set(api_keys::last_used_at.eq(now.millis()))
+                .execute(&mut *conn)?;
+        }
+        Ok(Some((AccountId::new(account), id)))
+    }
+
+    pub fn subscription(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.pool.get()?;
+        Ok(subscriptions::table
+            .filter(subscriptions::account_id.eq(account.as_str()))
+            .select(Subscription::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Creates or changes the account's subscription (its id stays the same), and stamps
+    /// the plan's name on the account's future entries.
+    pub fn put_subscription(
+        &self,
+        account: &AccountId,
+        plan_id: &str,
+        plan_name: &str,
+        status: &str,
+        now: Timestamp,
+    ) -> Result<Subscription, StoreError> {
+        self.write(|conn| {
+            let exists = accounts::table
+                .filter(accounts::id.eq(account.as_str()))
+                .count()
+                .get_result::<i64>(conn)?;
+            if exists == 0 {
+                return Err(StoreError::AccountNotFound {
+                    account_id: account.clone(),
+                }
+                .into());
+            }
+            let current: Option<Subscription> = subscriptions::table
+                .filter(subscriptions::account_id.eq(account.as_str()))
+                .select(Subscription::as_select())
+                .first(conn)
+                .optional()?;
+            match &current {
+                Some(_) => {
+                    diesel::update(
+                        subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
+                    )
+                    .set((
+                        subscriptions::plan_id.eq(plan_id),
+                        subscriptions::status.eq(status),
+                        subscriptions::updated_at.eq(now.millis()),
+                    ))
+                    .execute(conn)?;
+                }
+                None => {
+                    diesel::insert_into(subscriptions::table)
+                        .values((
+                            subscriptions::account_id.eq(account.as_str()),
+                            subscriptions::id.eq(new_id("sub_")),
+                            subscriptions::plan_id.eq(plan_id),
+                            subscriptions::status.eq(status),
+                            subscriptions::created_at.eq(now.millis()),
+                            subscriptions::updated_at.eq(now.millis()),
+                        ))
+                        .execute(conn)?;
+                }
+            }
+            let stamped = (status == "active" || status == "past_due").then_some(plan_name);
+            diesel::update(accounts::table.filter(accounts::id.eq(account.as_str())))
+                .set(accounts::plan_name.eq(stamped))
+                .execute(conn)?;
+            Ok(subscriptions::table
+                .filter(subscriptions::account_id.eq(account.as_str()))
+                .select(Subscription::as_select())
+                .first(conn)?)
+        })
+    }
+
+    /// The account's maximum hard limit, when an operator set one.
+    pub fn max_hard_limit(&self, account: &AccountId) -> Result<Option<Credits>, StoreError> {
+        let mut conn = self.pool.get()?;
+        Ok(account_limits::table
+            .filter(account_limits::account_id.eq(account.as_str()))
+            .select(account_limits::max_hard_limit)
+            .first::<i64>(&mut *conn)
+            .optional()?
+            .map(Credits::from_millis))
+    }
+
+    pub fn set_max_hard_limit(
+        &self,
+        account: &AccountId,
+        limit: Credits,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|conn| {
+            let exists = accounts::table
+                .filter(accounts::id.eq(account.as_str()))
+                .count()
+                .get_result::<i64>(conn)?;
+            if exists == 0 {
+                return Err(StoreError::AccountNotFound {
+                    account_id: account.clone(),
+                }
+                .into());
+            }
+            let n = diesel::update(
+                account_limits::table.filter(account_limits::account_id.eq(account.as_str())),
+            )
+            .set((
+                account_limits::max_hard_limit.eq(limit.millis()),
+                account_limits::updated_at.eq(now.millis()),
+            ))
+            .execute(conn)?;
+            if n == 0 {
+                diesel::insert_into(account_limits::table)
+                    .values((
+                        account_limits::account_id.eq(account.as_str()),
+                        account_limits::max_hard_limit.eq(limit.millis()),
+                        account_limits::updated_at.eq(now.millis()),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+    }
+}
