@@ -533,7 +533,11 @@ async fn worker(
                 )
             }
         };
-        let (result, origin) = result;
+        let (mut result, origin) = result;
+        if let Err(CaptureError::Timeout { timeout_secs, .. }) = &mut result {
+            // Errors mapped deep in WebDriver calls do not know the budget.
+            *timeout_secs = budget.as_secs();
+        }
         let ms = started.elapsed().as_millis() as u64;
         let old = shared.counters.avg_ms.load(Ordering::Relaxed);
         let avg = if old == 0 { ms } else { (old * 4 + ms) / 5 };

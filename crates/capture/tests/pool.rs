@@ -129,3 +129,53 @@ fn browsers_end_when_the_owner_panics() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[tokio::test]
+async fn a_dead_chromedriver_is_restarted() {
+    let fx = start_fixture();
+    let svc = start_service(CaptureConfig {
+        pool_size: 1,
+        allow_private_targets: true,
+        ..Default::default()
+    });
+    let o = opts(&[("url", &fx.url("/"))]);
+    svc.capture(&o).await.unwrap();
+    let before = svc.webdriver_url();
+    let pid = common::chromedriver_pid(&before).expect("chromedriver runs");
+    // Kill our own chromedriver (by pid) as a crash would.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut failures = Vec::new();
+    loop {
+        match svc.capture(&o).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.code(),
+                        "BROWSER_CRASH" | "BROWSER_UNAVAILABLE" | "INTERNAL"
+                    ),
+                    "{e}"
+                );
+                failures.push(e.code());
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered: {failures:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(
+        svc.webdriver_url(),
+        before,
+        "a new chromedriver was started"
+    );
+    // The old group (chromium of the dead chromedriver) is gone.
+    assert_eq!(common::group_members(pid), 0);
+    svc.shutdown().await;
+}
