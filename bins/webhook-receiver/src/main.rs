@@ -1,0 +1,50 @@
+//! `webhook-receiver [--config FILE]` serves Polar's webhooks (and demo checkouts);
+//! `webhook-receiver reconcile [--config FILE]` applies paid orders the receiver missed.
+
+use std::net::TcpListener;
+
+use anyhow::Context;
+use settings::Settings;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let settings = Settings::from_args_and_env(&args)?;
+    let payments = webhook_receiver::open(&settings)?;
+    if subcommand(&args).as_deref() == Some("reconcile") {
+        let report = payments.reconcile(payments::now())?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if let Some(other) = subcommand(&args) {
+        anyhow::bail!("unknown command `{other}` (use `reconcile`, or no command to serve)");
+    }
+    let listener = TcpListener::bind(&settings.webhooks.bind)
+        .with_context(|| format!("webhooks.bind: cannot listen on {}", settings.webhooks.bind))?;
+    actix_web::rt::System::new().block_on(async move {
+        let server = webhook_receiver::server(
+            payments,
+            listener,
+            settings.server.shutdown_timeout_secs,
+            true,
+        )?;
+        server.await.context("server")
+    })
+}
+
+/// The first argument that is neither a flag nor a flag's value.
+fn subcommand(args: &[String]) -> Option<String> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            it.next();
+        } else if !a.starts_with("--") {
+            return Some(a.clone());
+        }
+    }
+    None
+}

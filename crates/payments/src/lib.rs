@@ -1,0 +1,33 @@
+//! # payments
+//!
+//! Buying credit packs, and turning the payment provider's signed webhooks into ledger
+//! entries exactly once.
+//!
+//! - [`signature`]: Standard Webhooks verification over the raw body (both of Polar's
+//!   secret encodings, several signatures per header, ±5 minutes, constant time).
+//! - [`polar`]: Polar's API (checkouts, orders) and the payload types we read.
+//! - [`Payments`]: the facade the api-server and the webhook receiver call: checkouts
+//!   (Polar, or local demo checkouts when no access token is configured), storing and
+//!   processing deliveries, reconcile, and auto top-up.
+//! - `fake` (feature `test-support`): a fake Polar HTTP server for tests.
+//!
+//! Exactly-once crediting is the store's job (`ledger_store::payments`): one row per
+//! order id, locked by every event about that order, written in the same transaction as
+//! the ledger entry. See README.md.
+
+mod delivery;
+mod error;
+pub mod polar;
+mod service;
+pub mod signature;
+
+#[cfg(feature = "test-support")]
+pub mod fake;
+
+pub use delivery::{envelope, new_webhook_id, SignedDelivery};
+pub use error::{CheckoutError, PaymentsError};
+pub use service::{
+    now, AutoTopupRequest, AutoTopupView, ChargeResult, DemoCharger, DemoCheckout, Payments,
+    Received, ReconcileReport, SavedMethodCharger, DEMO_SECRET_NAME, POLAR_NO_SAVED_METHOD,
+};
+pub use signature::{SignedHeaders, WebhookSecret, TOLERANCE_SECS};

@@ -1,0 +1,266 @@
+//! Polar's API (blocking; callers run it on a thread pool) and the payload types we read.
+//!
+//! Payload structs read only the fields we use and ignore the rest, with defaults for
+//! anything missing: Polar's schema grew several times in 2026.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use ureq::Agent;
+
+use crate::error::PaymentsError;
+
+/// Metadata key naming our account on checkouts (copied by Polar to the order).
+pub const META_ACCOUNT: &str = "account_id";
+/// Metadata key naming the credit pack.
+pub const META_PACK: &str = "pack_id";
+
+/// The envelope of every webhook body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Envelope {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Customer {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// A Polar order (the fields a credit ledger needs).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Order {
+    pub id: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub paid: bool,
+    #[serde(default)]
+    pub billing_reason: String,
+    #[serde(default)]
+    pub subtotal_amount: i64,
+    #[serde(default)]
+    pub discount_amount: i64,
+    #[serde(default)]
+    pub net_amount: i64,
+    #[serde(default)]
+    pub total_amount: i64,
+    #[serde(default)]
+    pub refunded_amount: i64,
+    #[serde(default)]
+    pub currency: String,
+    #[serde(default)]
+    pub product_id: Option<String>,
+    #[serde(default)]
+    pub checkout_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default)]
+    pub customer: Option<Customer>,
+}
+
+impl Order {
+    /// Paid (possibly refunded since): what `order.paid` and reconcile credit.
+    pub fn is_paid(&self) -> bool {
+        self.paid
+            || matches!(
+                self.status.as_str(),
+                "paid" | "refunded" | "partially_refunded"
+            )
+    }
+
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// A Polar refund.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Refund {
+    pub id: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub order_id: Option<String>,
+}
+
+/// A Polar checkout session.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Checkout {
+    pub id: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub product_id: Option<String>,
+    #[serde(default)]
+    pub external_customer_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// What we send to `POST /v1/checkouts/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckoutCreate {
+    pub products: Vec<String>,
+    pub success_url: String,
+    pub external_customer_id: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// One page of `GET /v1/orders/`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct OrderPage {
+    #[serde(default)]
+    pub items: Vec<Order>,
+    #[serde(default)]
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Pagination {
+    #[serde(default)]
+    pub total_count: i64,
+    #[serde(default)]
+    pub max_page: i64,
+}
+
+/// A client of Polar's API.
+#[derive(Debug, Clone)]
+pub struct PolarClient {
+    agent: Agent,
+    api_url: String,
+    token: String,
+}
+
+impl PolarClient {
+    pub fn new(api_url: &str, token: &str, timeout: Duration) -> PolarClient {
+        let config = Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent("shotledger")
+            .build();
+        PolarClient {
+            agent: config.into(),
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// `POST /v1/checkouts/`.
+    pub fn create_checkout(&self, request: &CheckoutCreate) -> Result<Checkout, PaymentsError> {
+        let response = self
+            .agent
+            .post(format!("{}/v1/checkouts/", self.api_url))
+            .header("Authorization", self.bearer())
+            .send_json(request);
+        read(response, "create checkout")
+    }
+
+    /// `GET /v1/checkouts/{id}`.
+    pub fn checkout(&self, id: &str) -> Result<Checkout, PaymentsError> {
+        let response = self
+            .agent
+            .get(format!("{}/v1/checkouts/{id}", self.api_url))
+            .header("Authorization", self.bearer())
+            .call();
+        read(response, "get checkout")
+    }
+
+    /// `GET /v1/orders/{id}`.
+    pub fn order(&self, id: &str) -> Result<Order, PaymentsError> {
+        let response = self
+            .agent
+            .get(format!("{}/v1/orders/{id}", self.api_url))
+            .header("Authorization", self.bearer())
+            .call();
+        read(response, "get order")
+    }
+
+    /// `GET /v1/orders/?page=..&limit=..` (newest first, as Polar sorts by default).
+    pub fn orders(&self, page: i64, limit: i64) -> Result<OrderPage, PaymentsError> {
+        let response = self
+            .agent
+            .get(format!("{}/v1/orders/", self.api_url))
+            .query("page", page.to_string())
+            .query("limit", limit.to_string())
+            .header("Authorization", self.bearer())
+            .call();
+        read(response, "list orders")
+    }
+
+    /// Every paid one-time purchase, walking all pages (`limit` 100).
+    pub fn paid_orders(&self) -> Result<Vec<Order>, PaymentsError> {
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let p = self.orders(page, 100)?;
+            let n = p.items.len();
+            out.extend(
+                p.items
+                    .into_iter()
+                    .filter(|o| o.is_paid() && o.billing_reason == "purchase"),
+            );
+            if n == 0 || page >= p.pagination.max_page || page >= 10_000 {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+}
+
+/// Turns a response into `T`, or into [`PaymentsError::Provider`] with what went wrong.
+fn read<T: for<'de> Deserialize<'de>>(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    what: &str,
+) -> Result<T, PaymentsError> {
+    let mut response = response.map_err(|e| PaymentsError::Provider {
+        status: None,
+        message: match e {
+            ureq::Error::Timeout(_) => format!("{what}: Polar did not answer in time"),
+            other => format!("{what}: {other}"),
+        },
+    })?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        let detail: String = body.chars().take(300).collect();
+        let message = match status {
+            401 | 403 => format!(
+                "{what}: Polar refused the access token (check polar.access_token): {detail}"
+            ),
+            422 => format!("{what}: Polar rejected the request: {detail}"),
+            _ => format!("{what}: Polar answered {status}: {detail}"),
+        };
+        return Err(PaymentsError::Provider {
+            status: Some(status),
+            message,
+        });
+    }
+    response
+        .body_mut()
+        .read_json::<T>()
+        .map_err(|e| PaymentsError::Provider {
+            status: Some(status),
+            message: format!("{what}: unreadable answer: {e}"),
+        })
+}

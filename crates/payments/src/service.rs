@@ -1,0 +1,747 @@
+//! [`Payments`]: what the api-server and the webhook receiver call.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ledger_core::{AccountId, Catalogue, CreditPack, Credits, PackId, Timestamp};
+use ledger_store::payments::{
+    AutoTopupRow, CheckoutRecord, DeliveryReceipt, OrderKind, PaidOrder, PaidOutcome, RefundAmount,
+    RefundOutcome, TopupCharge, TopupPack,
+};
+use ledger_store::{new_id, Store};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use settings::Settings;
+
+use crate::delivery::{envelope, new_webhook_id, SignedDelivery};
+use crate::error::{CheckoutError, PaymentsError};
+use crate::polar::{CheckoutCreate, Envelope, Order, PolarClient, Refund, META_ACCOUNT, META_PACK};
+use crate::signature::{verify, SignedHeaders, WebhookSecret};
+
+/// Where the demo signing secret is kept (`payment_secrets`).
+pub const DEMO_SECRET_NAME: &str = "demo_webhook_secret";
+
+/// Why Polar cannot run auto top-up (answered as 409).
+pub const POLAR_NO_SAVED_METHOD: &str = "Auto top-up is not available with Polar: Polar's API cannot charge a customer's saved payment method without the customer present (every purchase goes through a checkout session the customer completes)";
+
+/// The clock, in milliseconds since the Unix epoch.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+#[derive(Debug, Clone)]
+enum Provider {
+    Polar(PolarClient),
+    /// Local test payments: no money moves.
+    Demo,
+}
+
+/// A verified delivery, stored (or recognised as a duplicate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub webhook_id: String,
+    pub event_type: String,
+    pub receipt: DeliveryReceipt,
+}
+
+/// What a demo checkout page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoCheckout {
+    pub id: String,
+    pub pack_name: String,
+    pub credits: Credits,
+    pub price_cents: i64,
+    pub paid: bool,
+}
+
+/// The answer of [`Payments::reconcile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    /// Paid one-time orders Polar listed.
+    pub orders: u64,
+    /// Of those, credited now (the receiver had missed them).
+    pub credited: u64,
+    /// Refunds applied now.
+    pub refunds: u64,
+}
+
+/// What `GET /api/v1/credits/auto-topup` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoTopupView {
+    pub enabled: bool,
+    pub threshold_credits: Credits,
+    pub pack_id: Option<String>,
+    /// `disabled`, `active`, `pending` (a top-up is being paid) or `paused`.
+    pub status: String,
+    pub paused_reason: Option<String>,
+}
+
+impl AutoTopupView {
+    fn of(row: Option<AutoTopupRow>) -> AutoTopupView {
+        match row {
+            None => AutoTopupView {
+                enabled: false,
+                threshold_credits: Credits::ZERO,
+                pack_id: None,
+                status: "disabled".into(),
+                paused_reason: None,
+            },
+            Some(r) => AutoTopupView {
+                enabled: r.enabled,
+                threshold_credits: Credits::from_millis(r.threshold),
+                pack_id: Some(r.pack_id),
+                status: match (r.enabled, r.status.as_str()) {
+                    (_, "paused") => "paused".into(),
+                    (_, "pending") => "pending".into(),
+                    (false, _) => "disabled".into(),
+                    (true, _) => "active".into(),
+                },
+                paused_reason: r.paused_reason,
+            },
+        }
+    }
+}
+
+/// What `PUT /api/v1/credits/auto-topup` sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoTopupRequest {
+    pub enabled: bool,
+    pub threshold_credits: Credits,
+    pub pack_id: String,
+}
+
+/// How a saved-method charge went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeResult {
+    /// Payment confirmed: credit the pack.
+    Paid,
+    /// Payment refused: pause auto top-up with this reason.
+    Declined(String),
+    /// No answer yet: try again later.
+    Later,
+}
+
+/// A provider that charges a customer's saved payment method off-session.
+pub trait SavedMethodCharger: Send + Sync {
+    fn charge(&self, charge: &TopupCharge) -> ChargeResult;
+}
+
+/// The demo provider's "saved card": every charge succeeds, no money moves.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DemoCharger;
+
+impl SavedMethodCharger for DemoCharger {
+    fn charge(&self, _charge: &TopupCharge) -> ChargeResult {
+        ChargeResult::Paid
+    }
+}
+
+/// Payments on one database: checkouts, webhook processing, reconcile, auto top-up.
+#[derive(Debug, Clone)]
+pub struct Payments {
+    store: Store,
+    catalogue: Catalogue,
+    provider: Provider,
+    /// The webhook secret (Polar's, or the demo one). `None`: Polar mode without
+    /// `polar.webhook_secret` (the api-server does not need it; the receiver refuses to
+    /// start).
+    secret: Option<WebhookSecret>,
+    /// The raw demo secret (demo mode only), to sign demo deliveries.
+    demo_secret: Option<String>,
+    public_url: String,
+    success_url: String,
+}
+
+impl Payments {
+    /// Polar when `polar.access_token` is set, the demo provider otherwise. In demo mode
+    /// the webhook secret is `polar.webhook_secret` when set, else one generated on first
+    /// start and kept in the database (so every process of the deployment shares it).
+    pub fn new(settings: &Settings, store: Store) -> Result<Payments, PaymentsError> {
+        let catalogue = settings
+            .catalogue()
+            .map_err(|e| PaymentsError::Config(e.to_string()))?;
+        let configured = settings.polar.webhook_secret.trim();
+        let token = settings.polar.access_token.trim();
+        let (provider, secret, demo_secret) = if token.is_empty() {
+            let raw = if configured.is_empty() {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key)
+                    .map_err(|e| PaymentsError::Config(format!("no random source: {e}")))?;
+                let candidate = format!("whsec_{}", STANDARD.encode(key));
+                store.payment_secret(DEMO_SECRET_NAME, &candidate, now())?
+            } else {
+                configured.to_owned()
+            };
+            (Provider::Demo, Some(WebhookSecret::new(&raw)), Some(raw))
+        } else {
+            let client = PolarClient::new(
+                &settings.polar.api_url,
+                token,
+                Duration::from_secs(settings.polar.timeout_secs.max(1)),
+            );
+            let secret = (!configured.is_empty()).then(|| WebhookSecret::new(configured));
+            (Provider::Polar(client), secret, None)
+        };
+        Ok(Payments {
+            store,
+            catalogue,
+            provider,
+            secret,
+            demo_secret,
+            public_url: settings
+                .webhooks
+                .public_url
+                .trim_end_matches('/')
+                .to_owned(),
+            success_url: settings.polar.success_url.clone(),
+        })
+    }
+
+    pub fn is_demo(&self) -> bool {
+        matches!(self.provider, Provider::Demo)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    pub fn success_url(&self) -> &str {
+        &self.success_url
+    }
+
+    /// True when webhooks can be verified (the receiver needs it).
+    pub fn can_verify_webhooks(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    // -- checkout ----------------------------------------------------------------------
+
+    /// Creates a checkout for `pack` and returns the URL to send the buyer to. Polar:
+    /// `POST /v1/checkouts/` with the pack's product, metadata naming account and pack,
+    /// the account as external customer id and the success URL. Demo: a local checkout
+    /// at `{webhooks.public_url}/demo/checkout/{id}`.
+    pub fn create_checkout(
+        &self,
+        account: &AccountId,
+        pack: &CreditPack,
+    ) -> Result<String, CheckoutError> {
+        match &self.provider {
+            Provider::Polar(client) => {
+                let product =
+                    pack.product_id
+                        .clone()
+                        .ok_or_else(|| PaymentsError::ProductNotConfigured {
+                            pack_id: pack.id.as_str().to_owned(),
+                        })?;
+                let mut metadata = Map::new();
+                metadata.insert(
+                    META_ACCOUNT.into(),
+                    Value::String(account.as_str().to_owned()),
+                );
+                metadata.insert(META_PACK.into(), Value::String(pack.id.as_str().to_owned()));
+                let checkout = client.create_checkout(&CheckoutCreate {
+                    products: vec![product],
+                    success_url: self.success_url.clone(),
+                    external_customer_id: account.as_str().to_owned(),
+                    metadata,
+                })?;
+                if checkout.url.is_empty() {
+                    return Err(PaymentsError::Provider {
+                        status: None,
+                        message: "create checkout: Polar's answer has no url".into(),
+                    });
+                }
+                let record = CheckoutRecord {
+                    id: checkout.id.clone(),
+                    provider: "polar".into(),
+                    account_id: account.as_str().to_owned(),
+                    pack_id: pack.id.as_str().to_owned(),
+                    credits: pack.credits.millis(),
+                    price_cents: pack.price.get(),
+                    url: checkout.url.clone(),
+                    status: "open".into(),
+                    order_id: None,
+                    created_at: now().millis(),
+                    paid_at: None,
+                };
+                // Bookkeeping only: crediting never depends on this row.
+                if let Err(e) = self.store.record_checkout(&record) {
+                    tracing::warn!(checkout_id = %checkout.id, error = %e, "could not record the checkout");
+                }
+                Ok(checkout.url)
+            }
+            Provider::Demo => {
+                let id = new_id("demo_chk_");
+                let url = format!("{}/demo/checkout/{id}", self.public_url);
+                self.store.record_checkout(&CheckoutRecord {
+                    id,
+                    provider: "demo".into(),
+                    account_id: account.as_str().to_owned(),
+                    pack_id: pack.id.as_str().to_owned(),
+                    credits: pack.credits.millis(),
+                    price_cents: pack.price.get(),
+                    url: url.clone(),
+                    status: "open".into(),
+                    order_id: None,
+                    created_at: now().millis(),
+                    paid_at: None,
+                })?;
+                Ok(url)
+            }
+        }
+    }
+
+    // -- webhooks ----------------------------------------------------------------------
+
+    /// Verifies a delivery (signature over the raw body, ±5 minutes of `now`) and stores
+    /// it before anything is processed. Nothing is written when verification fails.
+    pub fn receive(
+        &self,
+        headers: SignedHeaders<'_>,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Received, PaymentsError> {
+        let secret = self.secret.as_ref().ok_or_else(|| {
+            PaymentsError::Config(
+                "polar.webhook_secret: must be set to receive Polar webhooks".into(),
+            )
+        })?;
+        verify(secret, headers, body, now.millis().div_euclid(1000))?;
+        let webhook_id = headers.id.unwrap_or_default().to_owned();
+        let text = std::str::from_utf8(body).map_err(|_| PaymentsError::MalformedEvent {
+            reason: "the body is not UTF-8".into(),
+        })?;
+        let envelope: Envelope =
+            serde_json::from_str(text).map_err(|e| PaymentsError::MalformedEvent {
+                reason: e.to_string(),
+            })?;
+        let receipt = self
+            .store
+            .store_delivery(&webhook_id, &envelope.event_type, text, now)?;
+        Ok(Received {
+            webhook_id,
+            event_type: envelope.event_type,
+            receipt,
+        })
+    }
+
+    /// Processes a stored delivery (once: a processed one answers its stored outcome).
+    /// On an error it stays unprocessed, to be retried.
+    pub fn process_delivery(
+        &self,
+        webhook_id: &str,
+        now: Timestamp,
+    ) -> Result<String, PaymentsError> {
+        let Some(delivery) = self.store.delivery(webhook_id)? else {
+            return Ok("unknown delivery".into());
+        };
+        if delivery.processed_at.is_some() {
+            return Ok(delivery.outcome.unwrap_or_default());
+        }
+        self.store.note_delivery_attempt(webhook_id)?;
+        match self.process_event(&delivery.event_type, &delivery.body, now) {
+            Ok(outcome) => {
+                self.store.finish_delivery(webhook_id, &outcome, now)?;
+                tracing::info!(webhook_id, event_type = %delivery.event_type, outcome = %outcome, "webhook processed");
+                Ok(outcome)
+            }
+            Err(e) => {
+                tracing::error!(webhook_id, event_type = %delivery.event_type, error = %e, "webhook processing failed; it stays stored and is retried");
+                Err(e)
+            }
+        }
+    }
+
+    /// Processes every stored delivery received before `received_before` that is not
+    /// processed yet (start-up recovery, and the receiver's periodic sweep).
+    pub fn process_unprocessed(
+        &self,
+        received_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<usize, PaymentsError> {
+        let mut done = 0;
+        loop {
+            let batch = self.store.unprocessed_deliveries(received_before, 100)?;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            let mut progressed = false;
+            for d in batch {
+                if self.process_delivery(&d.webhook_id, now).is_ok() {
+                    done += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Applies one event; returns its outcome (for the delivery's record and the log).
+    pub fn process_event(
+        &self,
+        event_type: &str,
+        body: &str,
+        now: Timestamp,
+    ) -> Result<String, PaymentsError> {
+        let envelope: Envelope =
+            serde_json::from_str(body).map_err(|e| PaymentsError::MalformedEvent {
+                reason: e.to_string(),
+            })?;
+        let malformed = |e: serde_json::Error| PaymentsError::MalformedEvent {
+            reason: format!("{event_type}: {e}"),
+        };
+        match event_type {
+            "order.paid" => {
+                let order: Order = serde_json::from_value(envelope.data).map_err(malformed)?;
+                self.apply_order(&order, now)
+            }
+            "order.refunded" => {
+                let order: Order = serde_json::from_value(envelope.data).map_err(malformed)?;
+                let outcome = self.store.apply_refund(
+                    &order.id,
+                    &RefundAmount::Cumulative {
+                        cents: order.refunded_amount,
+                    },
+                    now,
+                )?;
+                Ok(refund_outcome(&outcome))
+            }
+            "refund.created" | "refund.updated" => {
+                let refund: Refund = serde_json::from_value(envelope.data).map_err(malformed)?;
+                let Some(order_id) = refund.order_id.as_deref().filter(|s| !s.is_empty()) else {
+                    return Ok("ignored: refund of no order".into());
+                };
+                if refund.status != "succeeded" {
+                    return Ok(format!("ignored: refund {}", refund.status));
+                }
+                let outcome = self.store.apply_refund(
+                    order_id,
+                    &RefundAmount::Single {
+                        refund_id: refund.id.clone(),
+                        cents: refund.amount,
+                    },
+                    now,
+                )?;
+                Ok(refund_outcome(&outcome))
+            }
+            // order.created / order.updated describe the same order with other webhook
+            // ids; crediting on them would credit twice. Everything else is not ours.
+            _ => Ok("ignored".into()),
+        }
+    }
+
+    /// Credits a paid order once (the path of `order.paid` and of reconcile).
+    fn apply_order(&self, order: &Order, now: Timestamp) -> Result<String, PaymentsError> {
+        if order.billing_reason != "purchase" {
+            return Ok(format!("ignored: billing_reason {}", order.billing_reason));
+        }
+        if !order.is_paid() {
+            return Ok(format!("ignored: status {}", order.status));
+        }
+        let Some(pack) = order
+            .metadata_str(META_PACK)
+            .and_then(|p| self.catalogue.find(p))
+        else {
+            tracing::error!(order_id = %order.id, "paid order names no known credit pack; not credited");
+            return Ok("rejected: unknown credit pack".into());
+        };
+        let account = order
+            .metadata_str(META_ACCOUNT)
+            .or_else(|| {
+                order
+                    .customer
+                    .as_ref()
+                    .and_then(|c| c.external_id.as_deref())
+            })
+            .filter(|s| !s.is_empty());
+        let Some(account) = account else {
+            tracing::error!(order_id = %order.id, "paid order names no account; not credited");
+            return Ok("rejected: no account".into());
+        };
+        if let (Some(expected), Some(got)) = (&pack.product_id, &order.product_id) {
+            if expected != got && !self.is_demo() {
+                tracing::error!(order_id = %order.id, pack = %pack.id, product = %got, "paid product is not the pack's product; not credited");
+                return Ok("rejected: product does not match the pack".into());
+            }
+        }
+        // The pack decides the credits; the amount only sizes refund shares. A different
+        // amount (a discount code) still buys the pack: logged for the operator.
+        let paid_cents = if order.net_amount > 0 {
+            order.net_amount
+        } else {
+            order.subtotal_amount
+        };
+        if paid_cents != pack.price.get() {
+            tracing::warn!(order_id = %order.id, paid_cents, price_cents = pack.price.get(), "paid amount differs from the pack price; crediting the pack");
+        }
+        let outcome = self.store.apply_paid_order(
+            &PaidOrder {
+                order_id: order.id.clone(),
+                kind: OrderKind::Purchase,
+                account_id: AccountId::new(account),
+                pack_id: pack.id.clone(),
+                credits: pack.credits,
+                paid_cents,
+                description: pack.purchase_description(),
+            },
+            now,
+        )?;
+        let mut text = match outcome {
+            PaidOutcome::Credited {
+                taken_back, owed, ..
+            } if taken_back.is_zero() && owed.is_zero() => {
+                format!("credited {}", pack.credits)
+            }
+            PaidOutcome::Credited {
+                taken_back, owed, ..
+            } => {
+                format!(
+                    "credited {}, refunds took back {taken_back} (owed {owed})",
+                    pack.credits
+                )
+            }
+            PaidOutcome::AlreadyCredited { .. } => "already credited".to_owned(),
+            PaidOutcome::UnknownAccount => {
+                tracing::error!(order_id = %order.id, account, "paid order for an unknown account; not credited");
+                "rejected: unknown account".to_owned()
+            }
+        };
+        // An order fetched later (reconcile) may carry refunds already.
+        if order.refunded_amount > 0 {
+            let r = self.store.apply_refund(
+                &order.id,
+                &RefundAmount::Cumulative {
+                    cents: order.refunded_amount,
+                },
+                now,
+            )?;
+            text.push_str(&format!("; {}", refund_outcome(&r)));
+        }
+        Ok(text)
+    }
+
+    /// Asks Polar for every paid one-time order and applies those the receiver missed,
+    /// through the same path as `order.paid` (so each is credited once).
+    pub fn reconcile(&self, now: Timestamp) -> Result<ReconcileReport, PaymentsError> {
+        let Provider::Polar(client) = &self.provider else {
+            return Err(PaymentsError::Config(
+                "polar.access_token: reconcile asks Polar's API; demo payments have nothing to reconcile".into(),
+            ));
+        };
+        let mut report = ReconcileReport::default();
+        for order in client.paid_orders()? {
+            report.orders += 1;
+            let outcome = self.apply_order(&order, now)?;
+            if outcome.starts_with("credited") {
+                report.credited += 1;
+                tracing::info!(order_id = %order.id, outcome = %outcome, "reconcile credited a missed order");
+            }
+            if outcome.contains("took back") {
+                report.refunds += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    // -- demo --------------------------------------------------------------------------
+
+    /// A demo checkout, for its page.
+    pub fn demo_checkout(&self, id: &str) -> Result<Option<DemoCheckout>, PaymentsError> {
+        if !self.is_demo() {
+            return Ok(None);
+        }
+        let Some(c) = self.store.checkout(id)?.filter(|c| c.provider == "demo") else {
+            return Ok(None);
+        };
+        let name = self
+            .catalogue
+            .find(&c.pack_id)
+            .map_or_else(|| c.pack_id.clone(), |p| p.name.clone());
+        Ok(Some(DemoCheckout {
+            id: c.id,
+            pack_name: name,
+            credits: Credits::from_millis(c.credits),
+            price_cents: c.price_cents,
+            paid: c.status == "paid",
+        }))
+    }
+
+    /// "Pays" a demo checkout: the three deliveries Polar would send (`order.created`,
+    /// `order.updated`, `order.paid`), each with a fresh webhook id, signed now with the
+    /// demo secret. The order id is derived from the checkout, so paying twice is the
+    /// same order (credited once). `None`: no such demo checkout.
+    pub fn demo_pay(
+        &self,
+        checkout_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Vec<SignedDelivery>>, PaymentsError> {
+        let (Some(raw), true) = (&self.demo_secret, self.is_demo()) else {
+            return Ok(None);
+        };
+        let Some(c) = self
+            .store
+            .checkout(checkout_id)?
+            .filter(|c| c.provider == "demo")
+        else {
+            return Ok(None);
+        };
+        let order_id = format!("demo_ord_{}", c.id.trim_start_matches("demo_chk_"));
+        let created = now.rfc3339();
+        let order = json!({
+            "id": order_id,
+            "created_at": created,
+            "status": "paid",
+            "paid": true,
+            "billing_reason": "purchase",
+            "subtotal_amount": c.price_cents,
+            "discount_amount": 0,
+            "net_amount": c.price_cents,
+            "tax_amount": 0,
+            "total_amount": c.price_cents,
+            "refunded_amount": 0,
+            "currency": "usd",
+            "product_id": null,
+            "checkout_id": c.id,
+            "metadata": { META_ACCOUNT: c.account_id, META_PACK: c.pack_id },
+            "customer": { "id": c.account_id, "external_id": c.account_id },
+            "description": format!("{} credits (test payment)", Credits::from_millis(c.credits)),
+        });
+        let secret = WebhookSecret::new(raw);
+        let key = secret
+            .standard_key()
+            .unwrap_or(secret.legacy_key())
+            .to_vec();
+        let ts = now.millis().div_euclid(1000);
+        let deliveries = ["order.created", "order.updated", "order.paid"]
+            .into_iter()
+            .map(|t| {
+                SignedDelivery::new(&key, &new_webhook_id(), ts, envelope(t, &created, &order))
+            })
+            .collect();
+        Ok(Some(deliveries))
+    }
+
+    /// Marks a demo checkout paid (after its deliveries were accepted).
+    pub fn demo_mark_paid(&self, checkout_id: &str, now: Timestamp) -> Result<(), PaymentsError> {
+        let order_id = format!("demo_ord_{}", checkout_id.trim_start_matches("demo_chk_"));
+        self.store.mark_checkout_paid(checkout_id, &order_id, now)?;
+        Ok(())
+    }
+
+    // -- auto top-up -------------------------------------------------------------------
+
+    pub fn get_auto_topup(&self, account: &AccountId) -> Result<AutoTopupView, PaymentsError> {
+        Ok(AutoTopupView::of(self.store.auto_topup(account)?))
+    }
+
+    /// Saves auto top-up settings. Unknown or inactive pack: [`PaymentsError::UnknownPack`]
+    /// (404). Enabling with Polar: [`PaymentsError::AutoTopupUnsupported`] (409).
+    /// Saving again resumes a paused auto top-up.
+    pub fn put_auto_topup(
+        &self,
+        account: &AccountId,
+        request: &AutoTopupRequest,
+        now: Timestamp,
+    ) -> Result<AutoTopupView, PaymentsError> {
+        let pack = self
+            .catalogue
+            .find_active(&request.pack_id)
+            .ok_or_else(|| PaymentsError::UnknownPack {
+                pack_id: request.pack_id.clone(),
+            })?;
+        if request.enabled && !self.is_demo() {
+            return Err(PaymentsError::AutoTopupUnsupported {
+                reason: POLAR_NO_SAVED_METHOD.into(),
+            });
+        }
+        let row = self.store.put_auto_topup(
+            account,
+            request.enabled,
+            request.threshold_credits,
+            &TopupPack {
+                pack_id: pack.id.clone(),
+                credits: pack.credits,
+                price_cents: pack.price.get(),
+            },
+            now,
+        )?;
+        Ok(AutoTopupView::of(Some(row)))
+    }
+
+    /// Submits pending top-up charges to the provider's saved-method charge and settles
+    /// them: paid → credits (type `auto_topup`) land once; declined → auto top-up pauses
+    /// with the reason. Returns how many were settled.
+    pub fn run_auto_topups(&self, now: Timestamp) -> Result<usize, PaymentsError> {
+        match &self.provider {
+            Provider::Demo => self.run_auto_topups_with(&DemoCharger, now),
+            Provider::Polar(_) => self.run_auto_topups_with(&NoSavedMethod, now),
+        }
+    }
+
+    /// [`Payments::run_auto_topups`] with a given charger (tests, other providers).
+    pub fn run_auto_topups_with(
+        &self,
+        charger: &dyn SavedMethodCharger,
+        now: Timestamp,
+    ) -> Result<usize, PaymentsError> {
+        let mut settled = 0;
+        for charge in self.store.pending_topup_charges(100)? {
+            match charger.charge(&charge) {
+                ChargeResult::Paid => {
+                    let credits = Credits::from_millis(charge.credits);
+                    let description =
+                        format!("Auto top-up: purchased {} credits", credits.grouped());
+                    let outcome = self
+                        .store
+                        .confirm_topup_charge(&charge.id, &description, now)?;
+                    tracing::info!(charge_id = %charge.id, account = %charge.account_id, ?outcome, "auto top-up paid");
+                    settled += 1;
+                }
+                ChargeResult::Declined(reason) => {
+                    self.store.fail_topup_charge(&charge.id, &reason, now)?;
+                    tracing::warn!(charge_id = %charge.id, account = %charge.account_id, reason = %reason, "auto top-up declined; paused");
+                    settled += 1;
+                }
+                ChargeResult::Later => {}
+            }
+        }
+        Ok(settled)
+    }
+
+    /// The pack a top-up of this account would buy now (for the api-server's views).
+    pub fn topup_pack(&self, pack_id: &PackId) -> Option<&CreditPack> {
+        self.catalogue.find_active(pack_id.as_str())
+    }
+}
+
+/// Polar cannot charge off-session: any pending charge fails (and pauses auto top-up).
+struct NoSavedMethod;
+
+impl SavedMethodCharger for NoSavedMethod {
+    fn charge(&self, _charge: &TopupCharge) -> ChargeResult {
+        ChargeResult::Declined(POLAR_NO_SAVED_METHOD.into())
+    }
+}
+
+fn refund_outcome(o: &RefundOutcome) -> String {
+    match o {
+        RefundOutcome::Pending => "refund recorded; settled when the order is paid".into(),
+        RefundOutcome::TookBack { taken, owed } => {
+            format!("refund took back {taken} (owed {owed})")
+        }
+        RefundOutcome::NothingNew => "refund already applied".into(),
+    }
+}
