@@ -497,6 +497,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connect_tunnels_bytes_to_an_allowed_address() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = echo.accept().await.unwrap();
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+        let policy = Arc::new(TargetPolicy::strict().with_allowed([echo_addr]));
+        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
+            .await
+            .unwrap();
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(
+            format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = [0u8; 39];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[..], b"HTTP/1.1 200 Connection Established\r\n\r\n");
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+    }
+
+    #[tokio::test]
     async fn reports_refused_connections() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();

@@ -232,3 +232,23 @@ async fn slow_page_times_out() {
     // The pool recovers: the next capture works.
     svc.capture(&opts(&[("url", &fx.url("/"))])).await.unwrap();
 }
+
+/// The pre-check only resolves the first URL; failures after a redirect are classified from
+/// the proxy's log and the page the browser ended on (plain http and https/CONNECT).
+#[tokio::test]
+async fn failures_after_a_redirect_are_classified_in_the_browser() {
+    let (svc, fx) = shared();
+    let port = common::closed_port();
+    let cases = [
+        ("http://gone.invalid/".to_string(), "DNS_FAILURE"),
+        ("https://gone.invalid/".to_string(), "DNS_FAILURE"),
+        (format!("http://127.0.0.1:{port}/"), "CONNECTION_REFUSED"),
+        (format!("https://127.0.0.1:{port}/"), "CONNECTION_REFUSED"),
+        (fx.url("/404"), "TARGET_HTTP_ERROR"),
+    ];
+    for (to, code) in cases {
+        let url = fx.url("/redirect?to=") + &to;
+        let err = svc.capture(&opts(&[("url", &url)])).await.unwrap_err();
+        assert_eq!(err.code(), code, "redirect to {to}: {err}");
+    }
+}

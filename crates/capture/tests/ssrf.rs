@@ -86,6 +86,15 @@ async fn redirect_into_a_forbidden_address_is_refused() {
     assert!(allowed.hits("/redirect") >= 2);
     assert_eq!(secret.total_hits(), 0, "the forbidden host was reached");
 
+    // Through a CONNECT tunnel (https) the proxy refuses the same way.
+    let to_secret_tls = allowed.url("/redirect?to=") + &format!("https://{}/", secret.addr);
+    let err = svc
+        .capture(&opts(&[("url", &to_secret_tls)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "FORBIDDEN_TARGET", "{err}");
+    assert_eq!(secret.total_hits(), 0, "the forbidden host was reached");
+
     let to_metadata = allowed.url("/redirect?to=http://169.254.169.254/latest/meta-data/");
     let err = svc
         .capture(&opts(&[("url", &to_metadata)]))
