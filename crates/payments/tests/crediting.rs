@@ -1,0 +1,273 @@
+//! Exactly-once crediting and refunds, through the same path the receiver uses
+//! (`Payments::process_event`), on SQLite and PostgreSQL.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use common::*;
+use ledger_core::{Credits, EntryKind, Memo};
+use ledger_store::on_both_backends;
+use ledger_store::testing::TestDb;
+use ledger_store::{Operation, Spend};
+use payments::fake::Event;
+use serde_json::Value;
+
+fn process(p: &payments::Payments, e: &Event) -> String {
+    p.process_event(&e.event_type, &e.body, now())
+        .expect("processed")
+}
+
+fn paid_order(fake: &payments::fake::FakePolar, account: &str, pack: &str) -> Value {
+    fake.create_paid_order(&format!("prod_{pack}"), price(pack), account, pack)
+}
+
+fn price(pack: &str) -> i64 {
+    match pack {
+        "pack_starter" => 500,
+        "pack_pro" => 3500,
+        "pack_business" => 12500,
+        _ => 50000,
+    }
+}
+
+fn created_and_updated_never_credit(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    let order = paid_order(&fake, acct.as_str(), "pack_pro");
+    let events = fake.paid_events(&order);
+    assert_eq!(process(&p, &events[0]), "ignored");
+    assert_eq!(process(&p, &events[1]), "ignored");
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+    assert_eq!(process(&p, &events[2]), "credited 1000");
+    for e in &events {
+        process(&p, e);
+    }
+    assert_eq!(process(&p, &events[2]), "already credited");
+    assert_eq!(available(&db.store, &acct), c(1000));
+    let purchases = of_kind(&db.store, &acct, EntryKind::Purchase);
+    assert_eq!(purchases.len(), 1);
+    assert_eq!(purchases[0].description, "Purchased 1,000 credits");
+    assert_eq!(purchases[0].reference_id.as_deref(), order["id"].as_str());
+    assert_eq!(purchases[0].amount, c(1000));
+    assert_verified(&db.store);
+}
+
+fn the_same_paid_order_five_times_at_once_credits_once(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    let order = paid_order(&fake, acct.as_str(), "pack_business");
+    let paid = fake.paid_events(&order).remove(2);
+    let barrier = Arc::new(Barrier::new(5));
+    let threads: Vec<_> = (0..5)
+        .map(|_| {
+            let (p, paid, barrier) = (p.clone(), paid.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                process(&p, &paid)
+            })
+        })
+        .collect();
+    let outcomes: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| o.starts_with("credited"))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(available(&db.store, &acct), c(5000));
+    assert_eq!(of_kind(&db.store, &acct, EntryKind::Purchase).len(), 1);
+    assert_verified(&db.store);
+}
+
+fn refunds_take_back_once_in_any_order(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let mut rng = Rng::new(0x5eed_0001);
+    for round in 0..6 {
+        let acct = account(&db.store);
+        let order = paid_order(&fake, acct.as_str(), "pack_pro");
+        let order_id = order["id"].as_str().unwrap().to_owned();
+        let paid = fake.paid_events(&order);
+        let first = fake.refund(&order_id, 500);
+        let second = fake.refund(&order_id, 1000);
+        let mut events: Vec<Event> = paid.into_iter().chain(first).chain(second).collect();
+        // Duplicates of some events, then any order (refunds before the payment included).
+        let extra: Vec<Event> = (0..4)
+            .map(|_| events[rng.below(events.len())].clone())
+            .collect();
+        events.extend(extra);
+        rng.shuffle(&mut events);
+        if round == 0 {
+            // One fixed case: every refund event first, the payment last.
+            events.sort_by_key(|e| e.event_type == "order.paid");
+        }
+        for e in &events {
+            process(&p, e);
+        }
+        // 1,500 of 3,500 cents refunded: 3/7 of 1,000 credits, to the thousandth.
+        let back = Credits::from_millis(428_571);
+        assert_eq!(available(&db.store, &acct), c(1000) - back, "round {round}");
+        let refunds = of_kind(&db.store, &acct, EntryKind::PurchaseRefund);
+        let total: Credits = refunds.iter().map(|e| e.amount).sum();
+        assert_eq!(total, -back, "round {round}: {refunds:?}");
+        assert!(refunds
+            .iter()
+            .all(|e| e.reference_id.as_deref() == Some(order_id.as_str())));
+        // Replaying everything again changes nothing.
+        for e in &events {
+            process(&p, e);
+        }
+        assert_eq!(available(&db.store, &acct), c(1000) - back);
+    }
+    assert_verified(&db.store);
+}
+
+fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    let order = paid_order(&fake, acct.as_str(), "pack_starter");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    process(&p, &fake.paid_events(&order)[2]);
+    db.store
+        .apply(
+            &acct,
+            None,
+            Operation::Debit {
+                kind: EntryKind::Usage,
+                amount: c(80),
+                spend: Spend::Strict,
+                memo: Memo::new("Screenshot captured"),
+            },
+            now(),
+        )
+        .unwrap()
+        .result
+        .unwrap();
+    for e in fake.refund(&order_id, 500) {
+        process(&p, &e);
+    }
+    // 20 credits were left: taken; 80 are owed, and the balance never went negative.
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+    let row = db.store.payment_order(&order_id).unwrap().unwrap();
+    assert_eq!(
+        (row.clawed_back, row.owed),
+        (c(20).millis(), c(80).millis())
+    );
+    assert_verified(&db.store);
+    // The next purchase pays the debt first.
+    let next = paid_order(&fake, acct.as_str(), "pack_starter");
+    process(&p, &fake.paid_events(&next)[2]);
+    assert_eq!(available(&db.store, &acct), c(20));
+    let row = db.store.payment_order(&order_id).unwrap().unwrap();
+    assert_eq!((row.clawed_back, row.owed), (c(100).millis(), 0));
+    let back: Credits = of_kind(&db.store, &acct, EntryKind::PurchaseRefund)
+        .iter()
+        .map(|e| e.amount)
+        .sum();
+    assert_eq!(back, -c(100));
+    assert_verified(&db.store);
+}
+
+fn orders_we_cannot_match_credit_nothing(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    let unknown_pack = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_nope");
+    assert_eq!(
+        process(&p, &fake.paid_events(&unknown_pack)[2]),
+        "rejected: unknown credit pack"
+    );
+    let unknown_account = paid_order(&fake, "acct_nobody", "pack_pro");
+    assert_eq!(
+        process(&p, &fake.paid_events(&unknown_account)[2]),
+        "rejected: unknown account"
+    );
+    // Metadata naming a big pack on a cheap product is not trusted.
+    let forged = fake.create_paid_order("prod_pack_starter", 500, acct.as_str(), "pack_enterprise");
+    assert_eq!(
+        process(&p, &fake.paid_events(&forged)[2]),
+        "rejected: product does not match the pack"
+    );
+    let mut subscription = paid_order(&fake, acct.as_str(), "pack_pro");
+    subscription["billing_reason"] = "subscription_cycle".into();
+    assert!(process(&p, &fake.event("order.paid", &subscription)).starts_with("ignored"));
+    assert_eq!(
+        process(
+            &p,
+            &fake.event("customer.created", &serde_json::json!({"id": "x"}))
+        ),
+        "ignored"
+    );
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+    assert_verified(&db.store);
+}
+
+fn fifty_purchases_in_random_order_with_duplicates(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let accounts: Vec<_> = (0..5).map(|_| account(&db.store)).collect();
+    let packs = [
+        "pack_starter",
+        "pack_pro",
+        "pack_business",
+        "pack_enterprise",
+    ];
+    let credits = |pack: &str| match pack {
+        "pack_starter" => 100,
+        "pack_pro" => 1000,
+        "pack_business" => 5000,
+        _ => 25000,
+    };
+    let mut rng = Rng::new(0x5eed_0050);
+    let mut expected = vec![0i64; accounts.len()];
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let who = rng.below(accounts.len());
+        let pack = packs[rng.below(packs.len())];
+        expected[who] += credits(pack);
+        let order = paid_order(&fake, accounts[who].as_str(), pack);
+        let evs = fake.paid_events(&order);
+        for _ in 0..rng.below(3) {
+            events.push(evs[2].clone());
+        }
+        events.extend(evs);
+    }
+    rng.shuffle(&mut events);
+    // Two workers, as the receiver's thread pool would be.
+    let halves: Vec<Vec<Event>> = vec![
+        events.iter().step_by(2).cloned().collect(),
+        events.iter().skip(1).step_by(2).cloned().collect(),
+    ];
+    let threads: Vec<_> = halves
+        .into_iter()
+        .map(|part| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for e in part {
+                    process(&p, &e);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for (acct, want) in accounts.iter().zip(&expected) {
+        assert_eq!(available(&db.store, acct), c(*want));
+    }
+    let purchases: usize = accounts
+        .iter()
+        .map(|a| of_kind(&db.store, a, EntryKind::Purchase).len())
+        .sum();
+    assert_eq!(purchases, 50);
+    assert_verified(&db.store);
+}
+
+on_both_backends!(
+    created_and_updated_never_credit,
+    the_same_paid_order_five_times_at_once_credits_once,
+    refunds_take_back_once_in_any_order,
+    a_full_refund_takes_all_back_and_spent_credits_are_owed,
+    orders_we_cannot_match_credit_nothing,
+    fifty_purchases_in_random_order_with_duplicates,
+);
