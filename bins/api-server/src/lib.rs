@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod checkout;
 pub mod error;
 pub mod middleware;
@@ -79,7 +80,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         n => n,
     };
     let shutdown = settings.server.shutdown_timeout_secs;
-    let state = AppState::new(store, settings, system_clock())?;
+    let capture_config = capture_config(&settings.capture);
+    let mut state = AppState::new(store, settings, system_clock())?;
+    match capture::CaptureService::start(capture_config).await {
+        Ok(service) => state = state.with_capture(service),
+        Err(e) => {
+            tracing::warn!(error = %e, "screenshots are unavailable; the ledger API still runs");
+            state.capture_unavailable = Some(e.to_string());
+        }
+    }
+    let capture = state.capture.clone();
     tracing::info!(%bind, workers, backend = ?state.store.backend(), "api-server listening");
     HttpServer::new(move || app(state.clone()))
         .workers(workers)
@@ -88,8 +98,31 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .bind(&bind)?
         .run()
         .await?;
+    if let Some(service) = capture {
+        service.shutdown().await;
+    }
     tracing::info!("api-server stopped");
     Ok(())
+}
+
+/// The capture crate's configuration from the `[capture]` settings.
+pub fn capture_config(c: &settings::CaptureSettings) -> capture::CaptureConfig {
+    let defaults = capture::CaptureConfig::default();
+    capture::CaptureConfig {
+        webdriver_url: Some(c.webdriver_url.clone()).filter(|u| !u.trim().is_empty()),
+        chromedriver_path: c.chromedriver_path.clone().into(),
+        chromium_path: Some(c.chromium_path.clone().into()),
+        pool_size: if c.pool_size == 0 {
+            defaults.pool_size
+        } else {
+            c.pool_size
+        },
+        max_uses_per_session: c.max_uses_per_session,
+        queue_capacity: c.queue_capacity,
+        allow_private_targets: c.allow_private_targets,
+        default_timeout_secs: c.default_timeout_secs,
+        ..defaults
+    }
 }
 
 /// Logs as text to stderr; `RUST_LOG` filters (default `info`).

@@ -26,11 +26,15 @@ pub async fn request_id(
     let res = next.call(req).await?.map_into_boxed_body();
     let status = res.status();
     if status.is_server_error() {
-        let cause = res
-            .response()
-            .error()
-            .map_or_else(|| "no error attached".to_owned(), |e| format!("{e:?}"));
-        tracing::error!(request_id = %id, %method, %path, status = status.as_u16(), cause = %cause, "request failed");
+        match res.response().error() {
+            Some(e) => {
+                tracing::error!(request_id = %id, %method, %path, status = status.as_u16(), cause = ?e, "request failed")
+            }
+            // An upstream failure answered on purpose (a target or provider that failed).
+            None => {
+                tracing::warn!(request_id = %id, %method, %path, status = status.as_u16(), "upstream failure")
+            }
+        }
     }
     let is_json = res
         .headers()

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account, admin, api_keys, auth, credits, system};
+use crate::routes::{account, admin, api_keys, auth, credits, screenshot, system};
 use crate::wire;
 
 #[derive(OpenApi)]
@@ -15,6 +15,7 @@ use crate::wire;
         api_keys::create, api_keys::list, api_keys::delete,
         credits::balance, credits::packs, credits::purchase, credits::transactions, credits::usage,
         account::account_credits, account::v1_credits,
+        screenshot::take_get, screenshot::take_post, screenshot::quote_get,
         admin::create_account, admin::adjust, admin::debit, admin::hold, admin::capture, admin::release,
         admin::refund, admin::subscription, admin::max_hard_limit, admin::verify,
     ),

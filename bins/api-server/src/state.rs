@@ -7,6 +7,7 @@ use ledger_core::{Catalogue, Timestamp};
 use ledger_store::Store;
 use settings::Settings;
 
+use crate::cache::DiskCache;
 use crate::checkout::{CheckoutProvider, NoProvider};
 use crate::error::ApiError;
 
@@ -31,6 +32,11 @@ pub struct AppState {
     pub catalogue: Arc<Catalogue>,
     pub clock: Clock,
     pub checkout: Arc<dyn CheckoutProvider>,
+    /// The browser pool; `None` when no browser could be started.
+    pub capture: Option<capture::CaptureService>,
+    /// Why `capture` is `None`, shown in 503 answers.
+    pub capture_unavailable: Option<String>,
+    pub cache: DiskCache,
 }
 
 impl AppState {
@@ -40,13 +46,24 @@ impl AppState {
         clock: Clock,
     ) -> Result<AppState, settings::SettingsError> {
         let catalogue = settings.catalogue()?;
+        let settings_cache_dir = settings.screenshots.cache_dir.clone();
         Ok(AppState {
             store,
             settings: Arc::new(settings),
             catalogue: Arc::new(catalogue),
             clock,
             checkout: Arc::new(NoProvider),
+            capture: None,
+            capture_unavailable: Some("the capture service was not started".into()),
+            cache: DiskCache::new(&settings_cache_dir),
         })
+    }
+
+    /// Takes screenshots with `service`.
+    pub fn with_capture(mut self, service: capture::CaptureService) -> AppState {
+        self.capture = Some(service);
+        self.capture_unavailable = None;
+        self
     }
 
     /// Uses `provider` for purchases.

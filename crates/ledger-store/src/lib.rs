@@ -23,6 +23,7 @@ mod maintenance;
 pub mod payments;
 mod rows;
 mod schema;
+mod screenshots;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -38,6 +39,7 @@ pub use ledger::{
 };
 pub use maintenance::{CompactReport, VerifyReport, Violation};
 pub use payments::after_charge;
+pub use screenshots::{Claim, ScreenshotAnswer};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

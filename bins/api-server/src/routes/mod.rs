@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod auth;
 pub mod credits;
+pub mod screenshot;
 pub mod system;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -28,6 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(credits::purchase)
         .service(credits::transactions)
         .service(credits::usage)
+        .service(screenshot::quote_get)
+        .service(screenshot::take_get)
+        .service(screenshot::take_post)
         .service(account::account_credits)
         .service(account::v1_credits)
         .service(admin::create_account)
