@@ -1,0 +1,99 @@
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use ledger_core::{AccountId, Credits, Timestamp};
+use ledger_store::testing::TestDb;
+use ledger_store::{NewAccount, Store};
+use payments::fake::{FakePolar, KeyMode};
+use payments::Payments;
+use settings::{Settings, Sources};
+use webhook_receiver::RunningReceiver;
+
+pub const TOKEN: &str = "polar_oat_test_token";
+/// A legacy-mode Polar secret (the key is the UTF-8 of the whole string).
+pub const SECRET: &str = "whsec_ovyN6cPrTv56AApvzCaJno08SSmGJmgbWilb33N2JuK";
+
+pub fn env(db: &TestDb, polar_url: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![("DATABASE_URL".to_string(), db.url.clone())];
+    if let Some(url) = polar_url {
+        env.push(("SHOTLEDGER__POLAR__API_URL".into(), url.into()));
+        env.push(("SHOTLEDGER__POLAR__ACCESS_TOKEN".into(), TOKEN.into()));
+        env.push(("SHOTLEDGER__POLAR__WEBHOOK_SECRET".into(), SECRET.into()));
+        env.push(("SHOTLEDGER__POLAR__TIMEOUT_SECS".into(), "2".into()));
+    }
+    env
+}
+
+pub fn settings(db: &TestDb, polar_url: Option<&str>) -> Settings {
+    let mut s = Settings::load(Sources {
+        file: None,
+        working_folder_defaults: false,
+        env: env(db, polar_url),
+    })
+    .expect("test settings");
+    if polar_url.is_some() {
+        for p in &mut s.credits.packs {
+            p.polar_product_id = Some(format!("prod_{}", p.id));
+        }
+    }
+    s
+}
+
+/// A fake Polar and a receiver (Polar mode) on `db`.
+pub fn polar_receiver(db: &TestDb) -> (FakePolar, Payments, RunningReceiver) {
+    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
+    let payments =
+        Payments::new(&settings(db, Some(&fake.url())), db.store.clone()).expect("payments");
+    for p in payments.catalogue().all() {
+        fake.set_price(p.product_id.as_deref().unwrap(), p.price.get());
+    }
+    let receiver = webhook_receiver::spawn(payments.clone()).expect("receiver");
+    (fake, payments, receiver)
+}
+
+pub fn now() -> Timestamp {
+    payments::now()
+}
+
+pub fn account(store: &Store) -> AccountId {
+    store
+        .create_account(NewAccount::default(), now())
+        .expect("account")
+        .0
+        .id
+}
+
+pub fn available(store: &Store, id: &AccountId) -> Credits {
+    store.balance(id, now()).expect("balance").available
+}
+
+pub fn c(n: i64) -> Credits {
+    Credits::whole(n)
+}
+
+pub fn assert_verified(store: &Store) {
+    let report = store.verify().expect("verify");
+    assert!(report.ok, "ledger violations: {:?}", report.violations);
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Waits until `f` holds (polling), or fails after `secs`.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
