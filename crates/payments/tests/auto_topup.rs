@@ -1,0 +1,155 @@
+//! Auto top-up: settings, one top-up per crossing, credits only when paid, pause on a
+//! declined payment, and Polar's refusal. On SQLite and PostgreSQL.
+
+mod common;
+
+use common::*;
+use ledger_core::{EntryKind, Memo};
+use ledger_store::on_both_backends;
+use ledger_store::payments::TopupCharge;
+use ledger_store::testing::TestDb;
+use ledger_store::{Operation, Spend};
+use payments::{AutoTopupRequest, ChargeResult, Payments, PaymentsError, SavedMethodCharger};
+
+struct Declines;
+
+impl SavedMethodCharger for Declines {
+    fn charge(&self, _: &TopupCharge) -> ChargeResult {
+        ChargeResult::Declined("card declined".into())
+    }
+}
+
+fn spend(db: &TestDb, acct: &ledger_core::AccountId, n: i64) {
+    db.store
+        .apply(
+            acct,
+            None,
+            Operation::Debit {
+                kind: EntryKind::Usage,
+                amount: c(n),
+                spend: Spend::Strict,
+                memo: Memo::new("Screenshot captured"),
+            },
+            now(),
+        )
+        .unwrap()
+        .result
+        .unwrap();
+}
+
+fn request(enabled: bool, threshold: i64, pack: &str) -> AutoTopupRequest {
+    AutoTopupRequest {
+        enabled,
+        threshold_credits: c(threshold),
+        pack_id: pack.into(),
+    }
+}
+
+fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
+    let p = Payments::new(&settings(&db, None), db.store.clone()).unwrap();
+    let acct = account(&db.store);
+    assert_eq!(p.get_auto_topup(&acct).unwrap().status, "disabled");
+    assert!(matches!(
+        p.put_auto_topup(&acct, &request(true, 50, "pack_nope"), now()),
+        Err(PaymentsError::UnknownPack { .. })
+    ));
+    let view = p
+        .put_auto_topup(&acct, &request(true, 50, "pack_starter"), now())
+        .unwrap();
+    assert_eq!(
+        (view.enabled, view.status.as_str(), view.threshold_credits),
+        (true, "active", c(50))
+    );
+    // Buy 100 credits, spend 60: 40 < 50 starts exactly one top-up.
+    let url = p.create_checkout(&acct, &pack(&p, "pack_starter")).unwrap();
+    let id = url.rsplit('/').next().unwrap();
+    for d in p.demo_pay(id, now()).unwrap().unwrap() {
+        let e: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        p.process_event(e["type"].as_str().unwrap(), &d.body, now())
+            .unwrap();
+    }
+    assert_eq!(
+        db.store.after_charge_standalone(&acct, now()).unwrap(),
+        None,
+        "100 is above the threshold"
+    );
+    spend(&db, &acct, 60);
+    let charge = db
+        .store
+        .after_charge_standalone(&acct, now())
+        .unwrap()
+        .expect("a top-up starts");
+    assert_eq!(charge.pack_id, "pack_starter");
+    spend(&db, &acct, 10);
+    assert_eq!(
+        db.store.after_charge_standalone(&acct, now()).unwrap(),
+        None,
+        "one in flight at most"
+    );
+    assert_eq!(p.get_auto_topup(&acct).unwrap().status, "pending");
+    assert_eq!(
+        available(&db.store, &acct),
+        c(30),
+        "no credits before the payment is confirmed"
+    );
+    assert_eq!(p.run_auto_topups(now()).unwrap(), 1);
+    assert_eq!(available(&db.store, &acct), c(130));
+    let topups = of_kind(&db.store, &acct, EntryKind::AutoTopup);
+    assert_eq!(topups.len(), 1);
+    assert_eq!(topups[0].reference_id.as_deref(), Some(charge.id.as_str()));
+    assert_eq!(p.run_auto_topups(now()).unwrap(), 0, "nothing left to pay");
+    assert_eq!(p.get_auto_topup(&acct).unwrap().status, "active");
+    // Below again; this time the saved card is declined: paused with the reason.
+    spend(&db, &acct, 100);
+    assert!(db
+        .store
+        .after_charge_standalone(&acct, now())
+        .unwrap()
+        .is_some());
+    assert_eq!(p.run_auto_topups_with(&Declines, now()).unwrap(), 1);
+    let view = p.get_auto_topup(&acct).unwrap();
+    assert_eq!(
+        (view.status.as_str(), view.paused_reason.as_deref()),
+        ("paused", Some("card declined"))
+    );
+    assert_eq!(available(&db.store, &acct), c(30));
+    assert_eq!(
+        db.store.after_charge_standalone(&acct, now()).unwrap(),
+        None,
+        "paused"
+    );
+    // Saving the settings again resumes it.
+    assert_eq!(
+        p.put_auto_topup(&acct, &request(true, 50, "pack_starter"), now())
+            .unwrap()
+            .status,
+        "active"
+    );
+    assert!(db
+        .store
+        .after_charge_standalone(&acct, now())
+        .unwrap()
+        .is_some());
+    assert_verified(&db.store);
+}
+
+fn polar_cannot_charge_a_saved_method(db: TestDb) {
+    let (_fake, p) = polar(&db);
+    let acct = account(&db.store);
+    match p.put_auto_topup(&acct, &request(true, 50, "pack_pro"), now()) {
+        Err(PaymentsError::AutoTopupUnsupported { reason }) => {
+            assert!(reason.contains("saved payment method"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Turning it off (or keeping it off) is fine.
+    let view = p
+        .put_auto_topup(&acct, &request(false, 50, "pack_pro"), now())
+        .unwrap();
+    assert_eq!((view.enabled, view.status.as_str()), (false, "disabled"));
+}
+
+on_both_backends!(
+    demo_auto_topup_buys_once_and_pauses_on_decline,
+    polar_cannot_charge_a_saved_method
+);
