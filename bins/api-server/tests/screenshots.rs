@@ -166,7 +166,7 @@ impl World {
     }
 }
 
-fn header(res: &actix_web::dev::ServiceResponse, name: &str) -> String {
+fn header<B>(res: &actix_web::dev::ServiceResponse<B>, name: &str) -> String {
     res.headers()
         .get(name)
         .map(|v| v.to_str().unwrap().to_owned())
@@ -263,7 +263,7 @@ async fn failures_charge_nothing(db: TestDb) {
         (format!("url={site}/slow&timeout=2"), 504, "TIMEOUT"),
         (format!("url={site}/&quality=50"), 400, "INVALID_REQUEST"),
         (format!("url={site}/&width=0"), 400, "INVALID_REQUEST"),
-        (format!("url=ftp://{closed}/"), 400, "INVALID_REQUEST"),
+        (format!("url=ftp://{closed}/"), 400, "FORBIDDEN_TARGET"),
         ("width=100".to_owned(), 400, "INVALID_REQUEST"),
     ];
     for (q, status, code) in cases {

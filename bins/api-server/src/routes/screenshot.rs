@@ -35,6 +35,13 @@ pub fn quote(opts: &CaptureOptions, costs: &settings::ScreenshotSettings) -> Cre
     cost
 }
 
+/// What a screenshot's `usage` entry says.
+fn screenshot_memo(screenshot_id: &str) -> Memo {
+    Memo::new("Screenshot captured")
+        .source("Screenshot")
+        .reference(screenshot_id)
+}
+
 fn with_cache_header(
     mut res: HttpResponse,
     cache: &str,
@@ -258,7 +265,7 @@ async fn work(
         None
     };
     let shot = service.capture(opts).await;
-    let settle = |hold: Option<HoldId>, op: fn(HoldId) -> Operation| {
+    let settle = |hold: Option<HoldId>, op: Box<dyn FnOnce(HoldId) -> Operation>| {
         let id = account.clone();
         async move {
             match hold {
@@ -284,11 +291,15 @@ async fn work(
     };
     match shot {
         Ok(shot) => {
-            let remaining = settle(hold, |hold_id| Operation::Capture {
-                hold_id,
-                amount: None,
-                memo: None,
-            })
+            let memo = screenshot_memo(screenshot_id);
+            let remaining = settle(
+                hold,
+                Box::new(move |hold_id| Operation::Capture {
+                    hold_id,
+                    amount: None,
+                    memo: Some(memo),
+                }),
+            )
             .await;
             let cache = state.cache.clone();
             let bytes = shot.bytes;
@@ -322,7 +333,7 @@ async fn work(
             }
         }
         Err(e) => {
-            let remaining = settle(hold, |hold_id| Operation::Release { hold_id }).await;
+            let remaining = settle(hold, Box::new(|hold_id| Operation::Release { hold_id })).await;
             if !e.is_safe_to_show() {
                 tracing::error!(error = %e, "capture failed");
             }
