@@ -1,0 +1,973 @@
+//! The operator API: accounts, adjustments, debits, holds, refunds, subscriptions, the
+//! maximum hard limit, verify, and `Idempotency-Key` on every charged call. Every test runs
+//! on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    the_admin_api_is_off_without_a_token,
+    the_admin_api_needs_the_bearer_token,
+    accounts_are_created_with_the_signup_bonus,
+    adjustments_grant_and_take_but_never_below_zero,
+    debits_charge_or_answer_402_with_metering_headers,
+    holds_capture_all_or_part_and_release,
+    settled_and_expired_holds_are_409,
+    refunds_are_capped_by_the_charge,
+    subscriptions_and_the_maximum_hard_limit,
+    verify_reports_a_clean_ledger,
+    idempotency_keys_have_one_effect_on_every_charged_call,
+    idempotency_conflicts_and_replayed_rejections,
+);
+
+fn admin(method: actix_web::http::Method, path: String) -> Req {
+    Req::new(method, path).auth(&Auth::Admin)
+}
+
+fn post(path: String, body: Value) -> Req {
+    Req::post(path).auth(&Auth::Admin).json(body)
+}
+
+/// Every admin endpoint, with a body good enough to reach the handler.
+fn every_admin_call(account: &str) -> Vec<Req> {
+    vec![
+        Req::post("/admin/v1/accounts").json(json!({})),
+        Req::post(format!("/admin/v1/accounts/{account}/credits"))
+            .json(json!({"amount": 5, "description": "x"})),
+        Req::post(format!("/admin/v1/accounts/{account}/debits"))
+            .json(json!({"amount": 1, "description": "x"})),
+        Req::post(format!("/admin/v1/accounts/{account}/holds"))
+            .json(json!({"amount": 1, "description": "x"})),
+        Req::post("/admin/v1/holds/hold_x/capture").json(json!({})),
+        Req::post("/admin/v1/holds/hold_x/release"),
+        Req::post(format!("/admin/v1/accounts/{account}/refunds"))
+            .json(json!({"transactionId": "txn_x"})),
+        Req::put(format!("/admin/v1/accounts/{account}/subscription"))
+            .json(json!({"planId": "basic"})),
+        Req::put(format!("/admin/v1/accounts/{account}/max-hard-limit"))
+            .json(json!({"maxHardLimit": 200000})),
+        Req::get("/admin/v1/verify"),
+    ]
+}
+
+async fn the_admin_api_is_off_without_a_token(backend: &'static str) {
+    let app = TestApp::with(backend, |s| s.admin.token = String::new()).await;
+    let (auth, id) = app.user("noadmin@example.com").await;
+    for req in every_admin_call(&id) {
+        for auth in [Auth::Admin, Auth::None, Auth::Bearer(String::new())] {
+            let res = app.send(req.clone().auth(&auth)).await;
+            let body = res.expect(404);
+            assert!(body["error"].as_str().unwrap().contains("admin"), "{body}");
+            assert!(res.header("x-request-id").is_some());
+        }
+    }
+    // Nothing changed.
+    assert_eq!(app.balance(&auth).await, json!(5));
+}
+
+async fn the_admin_api_needs_the_bearer_token(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("admin-auth@example.com").await;
+    let key = match &auth {
+        Auth::Key(k) => k.clone(),
+        _ => unreachable!(),
+    };
+    let wrong = [
+        Auth::None,
+        Auth::Bearer("not-the-admin-token-at-all".into()),
+        Auth::Bearer(format!("{ADMIN}x")),
+        Auth::Bearer(ADMIN[..ADMIN.len() - 1].to_owned()),
+        Auth::RawAuthorization(ADMIN.into()),
+        Auth::Header("x-api-key", ADMIN.into()),
+        Auth::Cookie(ADMIN.into()),
+        // A user's own key is no admin credential.
+        Auth::Bearer(key.clone()),
+        Auth::Key(key),
+    ];
+    for req in every_admin_call(&id) {
+        for auth in &wrong {
+            let res = app.send(req.clone().auth(auth)).await;
+            assert_eq!(
+                res.status,
+                401,
+                "{} {} with {auth:?}: {}",
+                req.method,
+                req.path,
+                res.text()
+            );
+            assert!(res.json()["error"].is_string());
+        }
+    }
+    assert_eq!(app.balance(&auth).await, json!(5));
+    let v = app
+        .send(admin(
+            actix_web::http::Method::GET,
+            "/admin/v1/verify".into(),
+        ))
+        .await
+        .expect(200);
+    assert_eq!(v["accounts"], 1, "no account was created by refused calls");
+}
+
+async fn accounts_are_created_with_the_signup_bonus(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let res = app
+        .send(post(
+            "/admin/v1/accounts".into(),
+            json!({"email": "Ops@Example.com"}),
+        ))
+        .await;
+    let body = res.expect(201);
+    let id = body["accountId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body,
+        json!({"accountId": id, "email": "ops@example.com", "balance": 5})
+    );
+    // Without an email at all.
+    let anon = app
+        .send(post("/admin/v1/accounts".into(), json!({})))
+        .await
+        .expect(201);
+    assert_eq!(anon["balance"], 5);
+    assert_eq!(anon["email"], Value::Null);
+    assert_ne!(anon["accountId"], body["accountId"]);
+    // With a password: the account can log in, and the bonus was granted once.
+    let with_pw = app
+        .send(post(
+            "/admin/v1/accounts".into(),
+            json!({"email": "pw@example.com", "password": PASSWORD}),
+        ))
+        .await
+        .expect(201);
+    let login = app
+        .send(
+            Req::post("/api/v1/auth/login")
+                .json(json!({"email": "pw@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(login.expect(200)["accountId"], with_pw["accountId"]);
+    let (cookie, _) = login.session_cookie().unwrap();
+    let txns = app
+        .send(Req::get("/api/v1/credits/transactions").auth(&Auth::Cookie(cookie)))
+        .await
+        .expect(200);
+    assert_eq!(txns.as_array().unwrap().len(), 1);
+    assert_eq!(txns[0]["type"], "signup_bonus");
+    assert_eq!(txns[0]["description"], "Welcome bonus");
+    // Taken email 409, bad email / password 400 naming the field.
+    app.send(post(
+        "/admin/v1/accounts".into(),
+        json!({"email": "ops@example.com"}),
+    ))
+    .await
+    .expect(409);
+    let err = app
+        .send(post("/admin/v1/accounts".into(), json!({"email": "nope"})))
+        .await
+        .expect(400);
+    assert_eq!(err["field"], "email");
+    let err = app
+        .send(post(
+            "/admin/v1/accounts".into(),
+            json!({"email": "x@example.com", "password": "short"}),
+        ))
+        .await
+        .expect(400);
+    assert_eq!(err["field"], "password");
+    let v = app
+        .send(admin(
+            actix_web::http::Method::GET,
+            "/admin/v1/verify".into(),
+        ))
+        .await
+        .expect(200);
+    assert_eq!(
+        (v["accounts"].clone(), v["entries"].clone()),
+        (json!(3), json!(3))
+    );
+}
+
+async fn adjustments_grant_and_take_but_never_below_zero(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("adjust@example.com").await;
+    let res = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": 100, "description": "Goodwill", }),
+        ))
+        .await;
+    let entry = res.expect(201);
+    assert_eq!(entry["type"], "adjustment");
+    assert_eq!(entry["amount"], 100);
+    assert_eq!(entry["description"], "Goodwill");
+    assert_eq!(entry["createdAt"], "2026-03-15T12:00:00.000Z");
+    assert!(entry["id"].as_str().unwrap().starts_with("txn_"));
+    assert_eq!(res.header("x-credits-remaining"), Some("105"));
+    assert_eq!(res.header("x-credits-charged"), Some("0"));
+    assert_eq!(app.balance(&auth).await, json!(105));
+
+    let res = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": -30, "description": "Correction"}),
+        ))
+        .await;
+    let entry = res.expect(201);
+    assert_eq!(
+        (entry["type"].clone(), entry["amount"].clone()),
+        (json!("adjustment"), json!(-30))
+    );
+    assert_eq!(res.header("x-credits-remaining"), Some("75"));
+    // Taking more than there is: 402, nothing taken, with the metering headers.
+    let res = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": -76, "description": "Too much"}),
+        ))
+        .await;
+    assert_eq!(
+        res.expect(402),
+        json!({"error": "Insufficient credits", "code": "INSUFFICIENT_CREDITS", "required": 76, "balance": 75})
+    );
+    assert_eq!(res.header("x-credits-remaining"), Some("75"));
+    assert_eq!(res.header("x-credits-charged"), Some("0"));
+    // Exactly all of it is fine: zero, never below.
+    app.send(post(
+        format!("/admin/v1/accounts/{id}/credits"),
+        json!({"amount": -75, "description": "All"}),
+    ))
+    .await
+    .expect(201);
+    assert_eq!(app.balance(&auth).await, json!(0));
+    app.send(post(
+        format!("/admin/v1/accounts/{id}/credits"),
+        json!({"amount": -0.001, "description": "Below zero"}),
+    ))
+    .await
+    .expect(402);
+    assert_eq!(app.balance(&auth).await, json!(0));
+    // Zero, a missing or empty description, a wrong type: 400 naming the field.
+    for (body, field) in [
+        (json!({"amount": 0, "description": "x"}), "amount"),
+        (json!({"amount": "lots", "description": "x"}), "amount"),
+        (json!({"amount": true, "description": "x"}), "amount"),
+        (json!({"amount": 1, "description": ""}), "description"),
+        (json!({"amount": 1, "description": 7}), "description"),
+    ] {
+        let err = app
+            .send(post(
+                format!("/admin/v1/accounts/{id}/credits"),
+                body.clone(),
+            ))
+            .await
+            .expect(400);
+        assert_eq!(err["field"], field, "{body}: {err}");
+    }
+    let err = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": 1}),
+        ))
+        .await
+        .expect(400);
+    assert!(
+        err["error"].as_str().unwrap().contains("description"),
+        "{err}"
+    );
+    // An unknown account: 404.
+    app.send(post(
+        "/admin/v1/accounts/acct_nope/credits".into(),
+        json!({"amount": 1, "description": "x"}),
+    ))
+    .await
+    .expect(404);
+    app.assert_verified().await;
+}
+
+async fn debits_charge_or_answer_402_with_metering_headers(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("debit@example.com").await;
+    let res = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/debits"),
+            json!({"amount": 2, "description": "Render job", "referenceId": "job_1"}),
+        ))
+        .await;
+    let entry = res.expect(201);
+    let mut keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "amount",
+            "createdAt",
+            "description",
+            "id",
+            "referenceId",
+            "type"
+        ]
+    );
+    assert_eq!(entry["type"], "usage");
+    assert_eq!(entry["amount"], -2);
+    assert_eq!(entry["referenceId"], "job_1");
+    assert_eq!(res.header("x-credits-remaining"), Some("3"));
+    assert_eq!(res.header("x-credits-charged"), Some("2"));
+    // Not covered: 402 with required and balance, nothing charged, headers present.
+    let res = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/debits"),
+            json!({"amount": 4, "description": "Big job"}),
+        ))
+        .await;
+    let body = res.expect(402);
+    assert_eq!(body["error"], "Insufficient credits");
+    assert_eq!(body["required"], 4);
+    assert_eq!(body["balance"], 3);
+    assert_eq!(res.header("x-credits-remaining"), Some("3"));
+    assert_eq!(res.header("x-credits-charged"), Some("0"));
+    // Exactly the balance is covered.
+    let res = app.debit(&id, json!(3)).await;
+    res.expect(201);
+    assert_eq!(res.header("x-credits-remaining"), Some("0"));
+    assert_eq!(res.header("x-credits-charged"), Some("3"));
+    let res = app.debit(&id, json!(0.001)).await;
+    res.expect(402);
+    assert_eq!(res.header("x-credits-remaining"), Some("0"));
+    // Only the two debits and the bonus exist; no entry for the refusals.
+    let txns = app
+        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .await
+        .expect(200);
+    let amounts: Vec<&Value> = txns
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["amount"])
+        .collect();
+    assert_eq!(amounts, [&json!(-3), &json!(-2), &json!(5)]);
+    // Bad amounts: 400 naming the field; unknown account 404.
+    for amount in [json!(0), json!(-1), json!("x"), json!(null)] {
+        let err = app.debit(&id, amount.clone()).await.expect(400);
+        assert_eq!(err["field"], "amount", "{amount}: {err}");
+    }
+    app.debit("acct_nope", json!(1)).await.expect(404);
+    app.assert_verified().await;
+}
+
+async fn holds_capture_all_or_part_and_release(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("holds@example.com").await;
+    app.adjust(&id, json!(95)).await.expect(201);
+    let hold = |amount: Value, ttl: Option<u64>| {
+        let mut body = json!({"amount": amount, "description": "Render"});
+        if let Some(t) = ttl {
+            body["ttlSeconds"] = json!(t);
+        }
+        post(format!("/admin/v1/accounts/{id}/holds"), body)
+    };
+
+    let res = app.send(hold(json!(10), None)).await;
+    let h = res.expect(201);
+    let hold_id = h["holdId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        h["expiresAt"], "2026-03-15T12:10:00.000Z",
+        "default 10 minutes"
+    );
+    assert_eq!(res.header("x-credits-remaining"), Some("90"));
+    assert_eq!(res.header("x-credits-charged"), Some("0"));
+    assert_eq!(app.balance(&auth).await, json!(90));
+    let res = app.send(hold(json!(5), Some(30))).await;
+    let h2 = res.expect(201);
+    assert_eq!(h2["expiresAt"], "2026-03-15T12:00:30.000Z");
+    assert_eq!(app.balance(&auth).await, json!(85));
+
+    // Capture all: charged 10, one usage entry.
+    let res = app
+        .send(post(
+            format!("/admin/v1/holds/{hold_id}/capture"),
+            json!({}),
+        ))
+        .await;
+    let cap = res.expect(200);
+    assert_eq!(cap["holdId"], hold_id.as_str());
+    assert_eq!(cap["status"], "captured");
+    assert_eq!(cap["captured"], 10);
+    assert_eq!(cap["transaction"]["type"], "usage");
+    assert_eq!(cap["transaction"]["amount"], -10);
+    assert_eq!(res.header("x-credits-charged"), Some("10"));
+    assert_eq!(res.header("x-credits-remaining"), Some("85"));
+    // Capture part: the rest returns.
+    let h2_id = h2["holdId"].as_str().unwrap();
+    let res = app
+        .send(post(
+            format!("/admin/v1/holds/{h2_id}/capture"),
+            json!({"amount": 2}),
+        ))
+        .await;
+    let cap = res.expect(200);
+    assert_eq!(cap["captured"], 2);
+    assert_eq!(cap["transaction"]["amount"], -2);
+    assert_eq!(res.header("x-credits-charged"), Some("2"));
+    assert_eq!(app.balance(&auth).await, json!(88));
+    // Capture with no body at all is "all".
+    let h3 = app.send(hold(json!(3), None)).await.expect(201);
+    let h3_id = h3["holdId"].as_str().unwrap();
+    app.send(admin(
+        actix_web::http::Method::POST,
+        format!("/admin/v1/holds/{h3_id}/capture"),
+    ))
+    .await
+    .expect(200);
+    assert_eq!(app.balance(&auth).await, json!(85));
+    // Capture more than held: 400, and the hold is still there to capture.
+    let h4 = app.send(hold(json!(4), None)).await.expect(201);
+    let h4_id = h4["holdId"].as_str().unwrap();
+    let err = app
+        .send(post(
+            format!("/admin/v1/holds/{h4_id}/capture"),
+            json!({"amount": 5}),
+        ))
+        .await
+        .expect(400);
+    assert_eq!(err["field"], "amount");
+    assert_eq!(app.balance(&auth).await, json!(81));
+    // Release: nothing charged, the credits return.
+    let res = app
+        .send(admin(
+            actix_web::http::Method::POST,
+            format!("/admin/v1/holds/{h4_id}/release"),
+        ))
+        .await;
+    let rel = res.expect(200);
+    assert_eq!(rel["status"], "released");
+    assert_eq!(rel["captured"], 0);
+    assert!(rel.get("transaction").is_none());
+    assert_eq!(res.header("x-credits-charged"), Some("0"));
+    assert_eq!(res.header("x-credits-remaining"), Some("85"));
+    assert_eq!(app.balance(&auth).await, json!(85));
+    // Not covered: 402 with the headers; bad amount or ttl: 400.
+    let res = app.send(hold(json!(86), None)).await;
+    let body = res.expect(402);
+    assert_eq!(
+        (body["required"].clone(), body["balance"].clone()),
+        (json!(86), json!(85))
+    );
+    assert_eq!(res.header("x-credits-remaining"), Some("85"));
+    assert_eq!(res.header("x-credits-charged"), Some("0"));
+    for (body, field) in [
+        (json!({"amount": 0, "description": "x"}), "amount"),
+        (
+            json!({"amount": 1, "description": "x", "ttlSeconds": 0}),
+            "ttlSeconds",
+        ),
+        (
+            json!({"amount": 1, "description": "x", "ttlSeconds": 86401}),
+            "ttlSeconds",
+        ),
+        (
+            json!({"amount": 1, "description": "x", "ttlSeconds": -5}),
+            "ttlSeconds",
+        ),
+    ] {
+        let err = app
+            .send(post(format!("/admin/v1/accounts/{id}/holds"), body.clone()))
+            .await
+            .expect(400);
+        assert_eq!(err["field"], field, "{body}: {err}");
+    }
+    // Unknown holds are 404.
+    app.send(post("/admin/v1/holds/hold_nope/capture".into(), json!({})))
+        .await
+        .expect(404);
+    app.send(admin(
+        actix_web::http::Method::POST,
+        "/admin/v1/holds/hold_nope/release".into(),
+    ))
+    .await
+    .expect(404);
+    let usage: Vec<Value> = app
+        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["type"] == "usage")
+        .map(|t| t["amount"].clone())
+        .collect();
+    assert_eq!(usage, [json!(-3), json!(-2), json!(-10)]);
+    app.assert_verified().await;
+}
+
+async fn settled_and_expired_holds_are_409(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("settled@example.com").await;
+    let new_hold = |amount: i64, ttl: u64| {
+        post(
+            format!("/admin/v1/accounts/{id}/holds"),
+            json!({"amount": amount, "description": "Render", "ttlSeconds": ttl}),
+        )
+    };
+    let capture = |h: &str| post(format!("/admin/v1/holds/{h}/capture"), json!({}));
+    let release = |h: &str| {
+        admin(
+            actix_web::http::Method::POST,
+            format!("/admin/v1/holds/{h}/release"),
+        )
+    };
+    let captured = app.send(new_hold(1, 600)).await.expect(201);
+    let captured = captured["holdId"].as_str().unwrap().to_owned();
+    app.send(capture(&captured)).await.expect(200);
+    let released = app.send(new_hold(1, 600)).await.expect(201);
+    let released = released["holdId"].as_str().unwrap().to_owned();
+    app.send(release(&released)).await.expect(200);
+    for h in [&captured, &released] {
+        for req in [capture(h), release(h)] {
+            let res = app.send(req).await;
+            let body = res.expect(409);
+            assert!(body["error"].is_string(), "{body}");
+            assert!(body["code"].is_string(), "{body}");
+        }
+    }
+    assert_eq!(app.balance(&auth).await, json!(4));
+
+    // A hold that is never settled expires by itself and its credits return.
+    let short = app.send(new_hold(3, 60)).await.expect(201);
+    let short = short["holdId"].as_str().unwrap().to_owned();
+    let long = app.send(new_hold(1, 600)).await.expect(201);
+    let long = long["holdId"].as_str().unwrap().to_owned();
+    assert_eq!(app.balance(&auth).await, json!(0));
+    app.clock.advance_secs(59);
+    assert_eq!(app.balance(&auth).await, json!(0), "not yet");
+    app.clock.advance_secs(1);
+    assert_eq!(app.balance(&auth).await, json!(3), "expired at expiresAt");
+    app.send(capture(&short)).await.expect(409);
+    app.send(release(&short)).await.expect(409);
+    // The other hold is still live and capturable.
+    app.send(capture(&long)).await.expect(200);
+    assert_eq!(app.balance(&auth).await, json!(3));
+    // Nothing was charged for the expired one.
+    let txns = app
+        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .await
+        .expect(200);
+    let usage: Vec<&Value> = txns
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["type"] == "usage")
+        .map(|t| &t["amount"])
+        .collect();
+    assert_eq!(usage, [&json!(-1), &json!(-1)]);
+    app.assert_verified().await;
+}
+
+async fn refunds_are_capped_by_the_charge(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("refunds@example.com").await;
+    let charge = app.debit(&id, json!(4)).await.expect(201);
+    let charge_id = charge["id"].as_str().unwrap().to_owned();
+    let refund = |body: Value| post(format!("/admin/v1/accounts/{id}/refunds"), body);
+
+    let res = app
+        .send(refund(json!({"transactionId": charge_id, "amount": 1.5})))
+        .await;
+    let entry = res.expect(201);
+    assert_eq!(entry["type"], "refund");
+    assert_eq!(entry["amount"], 1.5);
+    assert_eq!(entry["referenceId"], charge_id.as_str());
+    assert_eq!(res.header("x-credits-remaining"), Some("2.5"));
+    assert_eq!(res.header("x-credits-charged"), Some("0"));
+    // More than is left of the charge: 409, nothing refunded.
+    let res = app
+        .send(refund(json!({"transactionId": charge_id, "amount": 3})))
+        .await;
+    let body = res.expect(409);
+    assert!(
+        body["error"].is_string() && body["code"].is_string(),
+        "{body}"
+    );
+    assert_eq!(app.balance(&auth).await, json!(2.5));
+    // The rest, by default.
+    let rest = app
+        .send(refund(
+            json!({"transactionId": charge_id, "description": "Capture failed"}),
+        ))
+        .await
+        .expect(201);
+    assert_eq!(rest["amount"], 2.5);
+    assert_eq!(rest["description"], "Capture failed");
+    assert_eq!(app.balance(&auth).await, json!(5));
+    app.send(refund(json!({"transactionId": charge_id, "amount": 0.001})))
+        .await
+        .expect(409);
+    // Only usage can be refunded: the bonus, an adjustment, a refund are 409.
+    let txns = app
+        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .await
+        .expect(200);
+    for t in txns.as_array().unwrap() {
+        if t["type"] != "usage" {
+            let res = app
+                .send(refund(json!({"transactionId": t["id"], "amount": 1})))
+                .await;
+            assert_eq!(res.status, 409, "{t}: {}", res.text());
+        }
+    }
+    let adj = app.adjust(&id, json!(10)).await.expect(201);
+    app.send(refund(json!({"transactionId": adj["id"]})))
+        .await
+        .expect(409);
+    // Unknown transaction 404; bad amount 400.
+    app.send(refund(json!({"transactionId": "txn_nope"})))
+        .await
+        .expect(404);
+    let err = app
+        .send(refund(json!({"transactionId": charge_id, "amount": -1})))
+        .await
+        .expect(400);
+    assert_eq!(err["field"], "amount");
+    let err = app.send(refund(json!({}))).await.expect(400);
+    assert!(
+        err["error"].as_str().unwrap().contains("transactionId"),
+        "{err}"
+    );
+    assert_eq!(app.balance(&auth).await, json!(15));
+    app.assert_verified().await;
+}
+
+async fn subscriptions_and_the_maximum_hard_limit(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let id = app.admin_account().await;
+    let put_sub = |body: Value| {
+        Req::put(format!("/admin/v1/accounts/{id}/subscription"))
+            .auth(&Auth::Admin)
+            .json(body)
+    };
+    let res = app.send(put_sub(json!({"planId": "basic"}))).await;
+    let sub = res.expect(200);
+    assert!(sub["id"].as_str().unwrap().starts_with("sub_"), "{sub}");
+    assert_eq!(sub["accountId"], id.as_str());
+    assert_eq!(sub["planId"], "basic");
+    assert_eq!(sub["planName"], "Basic");
+    assert_eq!(sub["status"], "active");
+    assert_eq!(sub["planLimit"], 10000);
+    assert_eq!(sub["maxHardLimit"], 100000, "the default maximum");
+    let again = app
+        .send(put_sub(json!({"planId": "free", "status": "past_due"})))
+        .await
+        .expect(200);
+    assert_eq!(again["id"], sub["id"], "one subscription per account");
+    assert_eq!(again["planName"], "Free");
+    assert_eq!(again["status"], "past_due");
+    // Unknown plan 404; bad status 400 naming it; missing planId 400; unknown account 404.
+    let res = app.send(put_sub(json!({"planId": "platinum"}))).await;
+    let body = res.expect(404);
+    assert!(
+        body["error"].as_str().unwrap().contains("platinum"),
+        "{body}"
+    );
+    let err = app
+        .send(put_sub(json!({"planId": "basic", "status": "paused"})))
+        .await
+        .expect(400);
+    assert_eq!(err["field"], "status");
+    let err = app
+        .send(put_sub(json!({"status": "active"})))
+        .await
+        .expect(400);
+    assert!(err["error"].as_str().unwrap().contains("planId"), "{err}");
+    app.send(
+        Req::put("/admin/v1/accounts/acct_nope/subscription")
+            .auth(&Auth::Admin)
+            .json(json!({"planId": "basic"})),
+    )
+    .await
+    .expect(404);
+    // The refused calls changed nothing.
+    let still = app
+        .send(put_sub(json!({"planId": "free", "status": "past_due"})))
+        .await
+        .expect(200);
+    assert_eq!(still["planId"], "free");
+
+    let put_max = |body: Value| {
+        Req::put(format!("/admin/v1/accounts/{id}/max-hard-limit"))
+            .auth(&Auth::Admin)
+            .json(body)
+    };
+    let res = app.send(put_max(json!({"maxHardLimit": 250000}))).await;
+    assert_eq!(
+        res.expect(200),
+        json!({"accountId": id, "maxHardLimit": 250000})
+    );
+    let sub = app
+        .send(put_sub(json!({"planId": "basic"})))
+        .await
+        .expect(200);
+    assert_eq!(sub["maxHardLimit"], 250000);
+    for bad in [
+        json!({"maxHardLimit": 0}),
+        json!({"maxHardLimit": -5}),
+        json!({"maxHardLimit": "big"}),
+    ] {
+        let err = app.send(put_max(bad.clone())).await.expect(400);
+        assert_eq!(err["field"], "maxHardLimit", "{bad}: {err}");
+    }
+    app.send(
+        Req::put("/admin/v1/accounts/acct_nope/max-hard-limit")
+            .auth(&Auth::Admin)
+            .json(json!({"maxHardLimit": 5})),
+    )
+    .await
+    .expect(404);
+}
+
+async fn verify_reports_a_clean_ledger(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let empty = app
+        .send(admin(
+            actix_web::http::Method::GET,
+            "/admin/v1/verify".into(),
+        ))
+        .await
+        .expect(200);
+    assert_eq!(
+        empty,
+        json!({"ok": true, "accounts": 0, "entries": 0, "violations": []})
+    );
+    let a = app.admin_account().await;
+    let b = app.admin_account().await;
+    app.debit(&a, json!(1)).await.expect(201);
+    app.adjust(&b, json!(3)).await.expect(201);
+    app.debit(&b, json!(100)).await.expect(402);
+    let v = app
+        .send(admin(
+            actix_web::http::Method::GET,
+            "/admin/v1/verify".into(),
+        ))
+        .await
+        .expect(200);
+    assert_eq!(
+        v,
+        json!({"ok": true, "accounts": 2, "entries": 4, "violations": []})
+    );
+}
+
+/// Sends `req` twice: the second is a replay answering as the first did.
+async fn twice(app: &TestApp, req: Req) -> (Resp, Resp) {
+    let first = app.send(req.clone()).await;
+    let second = app.send(req).await;
+    assert_eq!(first.status, second.status, "{}", second.text());
+    assert_eq!(
+        first.json(),
+        second.json(),
+        "a replay answers as the first did"
+    );
+    assert_eq!(first.header("idempotent-replayed"), None);
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    assert!(second.header("x-credits-remaining").is_some());
+    (first, second)
+}
+
+async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("idem@example.com").await;
+    // Adjustment.
+    let (first, _) = twice(
+        &app,
+        post(
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": 20, "description": "Grant"}),
+        )
+        .idem("grant-1"),
+    )
+    .await;
+    assert_eq!(first.expect(201)["amount"], 20);
+    assert_eq!(app.balance(&auth).await, json!(25));
+    // Debit.
+    let (first, second) = twice(
+        &app,
+        post(
+            format!("/admin/v1/accounts/{id}/debits"),
+            json!({"amount": 2, "description": "Job"}),
+        )
+        .idem("debit-1"),
+    )
+    .await;
+    first.expect(201);
+    assert_eq!(first.header("x-credits-charged"), Some("2"));
+    assert_eq!(second.header("x-credits-remaining"), Some("23"));
+    assert_eq!(app.balance(&auth).await, json!(23));
+    // The same body in another key order or spacing is the same request.
+    let same = app
+        .send(
+            Req::post(format!("/admin/v1/accounts/{id}/debits"))
+                .auth(&Auth::Admin)
+                .idem("debit-1")
+                .raw(
+                    "application/json",
+                    r#"{ "description": "Job",   "amount": 2 }"#,
+                ),
+        )
+        .await;
+    assert_eq!(same.expect(201), first.json());
+    assert_eq!(same.header("idempotent-replayed"), Some("true"));
+    assert_eq!(app.balance(&auth).await, json!(23));
+    // Hold.
+    let (first, _) = twice(
+        &app,
+        post(
+            format!("/admin/v1/accounts/{id}/holds"),
+            json!({"amount": 5, "description": "Render"}),
+        )
+        .idem("hold-1"),
+    )
+    .await;
+    let hold_id = first.expect(201)["holdId"].as_str().unwrap().to_owned();
+    assert_eq!(app.balance(&auth).await, json!(18), "one hold, not two");
+    // Capture.
+    let (first, _) = twice(
+        &app,
+        post(
+            format!("/admin/v1/holds/{hold_id}/capture"),
+            json!({"amount": 4}),
+        )
+        .idem("capture-1"),
+    )
+    .await;
+    assert_eq!(first.expect(200)["captured"], 4);
+    assert_eq!(app.balance(&auth).await, json!(19));
+    // Refund.
+    let debit_id = app
+        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .await
+        .expect(200)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (first, _) = twice(
+        &app,
+        post(
+            format!("/admin/v1/accounts/{id}/refunds"),
+            json!({"transactionId": debit_id, "amount": 1}),
+        )
+        .idem("refund-1"),
+    )
+    .await;
+    assert_eq!(first.expect(201)["type"], "refund");
+    assert_eq!(app.balance(&auth).await, json!(20));
+    // Release.
+    let h2 = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/holds"),
+            json!({"amount": 1, "description": "x"}),
+        ))
+        .await
+        .expect(201);
+    let (first, _) = twice(
+        &app,
+        admin(
+            actix_web::http::Method::POST,
+            format!("/admin/v1/holds/{}/release", h2["holdId"].as_str().unwrap()),
+        )
+        .idem("release-1"),
+    )
+    .await;
+    assert_eq!(first.expect(200)["status"], "released");
+    assert_eq!(app.balance(&auth).await, json!(20));
+    // One entry per effect: bonus, grant, debit, capture, refund.
+    let txns = app
+        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .await
+        .expect(200);
+    let kinds: Vec<&str> = txns
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["refund", "usage", "usage", "adjustment", "signup_bonus"]
+    );
+    // Keys belong to an account: another account may use the same key string.
+    let other = app.admin_account().await;
+    let res = app
+        .send(
+            post(
+                format!("/admin/v1/accounts/{other}/debits"),
+                json!({"amount": 2, "description": "Job"}),
+            )
+            .idem("debit-1"),
+        )
+        .await;
+    res.expect(201);
+    assert_eq!(res.header("idempotent-replayed"), None);
+    assert_eq!(res.header("x-credits-remaining"), Some("3"));
+    app.assert_verified().await;
+}
+
+async fn idempotency_conflicts_and_replayed_rejections(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("idem409@example.com").await;
+    let debit = |amount: i64| {
+        post(
+            format!("/admin/v1/accounts/{id}/debits"),
+            json!({"amount": amount, "description": "Job"}),
+        )
+    };
+    app.send(debit(1).idem("k1")).await.expect(201);
+    // The same key with another body, or on another endpoint: 409, nothing done.
+    for req in [
+        debit(2).idem("k1"),
+        post(
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": 1, "description": "Job"}),
+        )
+        .idem("k1"),
+        post(
+            format!("/admin/v1/accounts/{id}/holds"),
+            json!({"amount": 1, "description": "Job"}),
+        )
+        .idem("k1"),
+    ] {
+        let res = app.send(req).await;
+        let body = res.expect(409);
+        assert_eq!(body["code"], "IDEMPOTENCY_CONFLICT", "{body}");
+        assert!(body["error"].as_str().unwrap().contains("k1"), "{body}");
+    }
+    assert_eq!(app.balance(&auth).await, json!(4));
+
+    // A 402 stays a 402 when replayed, even after credits arrive.
+    let res = app.send(debit(10).idem("k402")).await;
+    assert_eq!(res.expect(402)["required"], 10);
+    app.adjust(&id, json!(100)).await.expect(201);
+    assert_eq!(app.balance(&auth).await, json!(104));
+    let replay = app.send(debit(10).idem("k402")).await;
+    let body = replay.expect(402);
+    assert_eq!(body["error"], "Insufficient credits");
+    assert_eq!(
+        (body["required"].clone(), body["balance"].clone()),
+        (json!(10), json!(4))
+    );
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.header("x-credits-charged"), Some("0"));
+    assert_eq!(
+        app.balance(&auth).await,
+        json!(104),
+        "the replay charged nothing"
+    );
+    // A new key for the same request now succeeds.
+    app.send(debit(10).idem("k402-retry")).await.expect(201);
+    assert_eq!(app.balance(&auth).await, json!(94));
+    // A malformed key is a 400 naming the header.
+    for bad in ["", &"x".repeat(300)] {
+        let err = app.send(debit(1).idem(bad)).await.expect(400);
+        assert_eq!(err["field"], "Idempotency-Key", "{err}");
+    }
+    assert_eq!(app.balance(&auth).await, json!(94));
+    app.assert_verified().await;
+}
