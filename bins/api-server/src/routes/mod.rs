@@ -67,7 +67,7 @@ pub fn metered(
     ok: impl FnOnce(ledger_store::Outcome) -> Result<(HttpResponse, Credits), ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let remaining = applied.available;
-    match applied.result {
+    let mut res = match applied.result {
         Ok(outcome) => {
             let (res, charged) = ok(outcome)?;
             let charged = if applied.replayed {
@@ -75,19 +75,20 @@ pub fn metered(
             } else {
                 charged
             };
-            let mut res = with_metering(res, remaining, charged);
-            if applied.replayed {
-                res.headers_mut().insert(
-                    HeaderName::from_static("idempotent-replayed"),
-                    HeaderValue::from_static("true"),
-                );
-            }
-            Ok(res)
+            with_metering(res, remaining, charged)
         }
-        Err(rejected) => Ok(with_metering(
+        Err(rejected) => with_metering(
             ApiError::from(rejected).error_response(),
             remaining,
             Credits::ZERO,
-        )),
+        ),
+    };
+    // A replayed rejection (e.g. a 402) is a replay too.
+    if applied.replayed {
+        res.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
     }
+    Ok(res)
 }
