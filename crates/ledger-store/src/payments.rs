@@ -1145,3 +1145,23 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refund_shares_round_down_and_cap_at_the_pack() {
+        let pack = Credits::whole(1000);
+        assert_eq!(refund_share(pack, 3500, 0), Credits::ZERO);
+        assert_eq!(refund_share(pack, 3500, 1750), Credits::whole(500));
+        assert_eq!(
+            refund_share(pack, 3500, 1500),
+            Credits::from_millis(428_571)
+        );
+        assert_eq!(refund_share(pack, 3500, 3500), pack);
+        assert_eq!(refund_share(pack, 3500, 9999), pack);
+        // A free order (100% discount) has nothing to refund.
+        assert_eq!(refund_share(pack, 0, 100), Credits::ZERO);
+    }
+}
