@@ -249,6 +249,6 @@ async fn failures_after_a_redirect_are_classified_in_the_browser() {
     for (to, code) in cases {
         let url = fx.url("/redirect?to=") + &to;
         let err = svc.capture(&opts(&[("url", &url)])).await.unwrap_err();
-        assert_eq!(err.code(), code, "redirect to {to}: {err}");
+        assert_eq!(err.code(), code, "redirect to {to}: {err:?}");
     }
 }
