@@ -28,18 +28,42 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     } else {
         raw
     };
+    // serde reads a struct from a JSON array too (`[1, "x"]` as amount and description):
+    // every body of this API is an object.
+    if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid(
+            "body",
+            "the body must be a JSON object, not an array",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             ApiError::invalid("body", format!("the body is not valid JSON ({inner})"))
+        } else if let Some(field) = named_field(&inner.to_string()) {
+            // A missing field is reported at its parent: name the field itself.
+            let field = if path == "." {
+                field
+            } else {
+                format!("{path}.{field}")
+            };
+            ApiError::invalid(field.clone(), format!("`{field}`: {inner}"))
         } else if path == "." {
             ApiError::invalid("body", format!("the body does not match: {inner}"))
         } else {
             ApiError::invalid(path.clone(), format!("`{path}`: {inner}"))
         }
     })
+}
+
+/// The field serde names in "missing field `x`" (reported at the parent's path; an unknown
+/// field's path already ends with its name).
+fn named_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    let name = &rest[..rest.find('`')?];
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
