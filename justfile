@@ -27,6 +27,7 @@ check-core-purity:
 test: setup
     cargo test --workspace
 
-# Start the api-server on the embedded SQLite default (data/shotledger.db), nothing else to set up.
-run:
-    cargo run --release -p api-server
+# Start the api-server (:8080) and the webhook-receiver (:8081) on the embedded SQLite
+# default (data/shotledger.db), nothing else to set up. `just run --config FILE` passes it on.
+run *ARGS:
+    bash scripts/run.sh {{ARGS}}

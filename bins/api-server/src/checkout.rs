@@ -36,3 +36,22 @@ impl CheckoutProvider for NoProvider {
         }
     }
 }
+
+/// Checkouts through the `payments` crate (Polar, or demo checkouts without a token).
+pub struct PaymentsCheckout(pub std::sync::Arc<payments::Payments>);
+
+impl CheckoutProvider for PaymentsCheckout {
+    fn create_checkout(
+        &self,
+        account: &AccountId,
+        pack: &CreditPack,
+    ) -> Result<String, CheckoutFailure> {
+        match self.0.create_checkout(account, pack) {
+            Ok(url) => Ok(url),
+            Err(payments::PaymentsError::ProductNotConfigured { .. }) => {
+                Err(CheckoutFailure::ProductNotConfigured)
+            }
+            Err(e) => Err(CheckoutFailure::Provider(e.to_string())),
+        }
+    }
+}

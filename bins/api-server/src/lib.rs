@@ -81,7 +81,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let shutdown = settings.server.shutdown_timeout_secs;
     let capture_config = capture_config(&settings.capture);
-    let mut state = AppState::new(store, settings, system_clock())?;
+    let payments = std::sync::Arc::new(payments::Payments::new(&settings, store.clone())?);
+    let mut state = AppState::new(store, settings, system_clock())?.with_payments(payments);
     match capture::CaptureService::start(capture_config).await {
         Ok(service) => state = state.with_capture(service),
         Err(e) => {

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account, admin, api_keys, auth, credits, screenshot, system};
+use crate::routes::{account, admin, api_keys, auth, auto_topup, credits, screenshot, system};
 use crate::wire;
 
 #[derive(OpenApi)]
@@ -14,13 +14,13 @@ use crate::wire;
         auth::signup, auth::login, auth::logout,
         api_keys::create, api_keys::list, api_keys::delete,
         credits::balance, credits::packs, credits::purchase, credits::transactions, credits::usage,
-        account::account_credits, account::v1_credits,
+        account::account_credits, account::v1_credits, auto_topup::get, auto_topup::put,
         screenshot::take_get, screenshot::take_post, screenshot::quote_get,
         admin::create_account, admin::adjust, admin::debit, admin::hold, admin::capture, admin::release,
         admin::refund, admin::subscription, admin::max_hard_limit, admin::verify,
     ),
     components(schemas(
-        wire::ErrorBody, wire::BalanceView, wire::PackView, wire::TransactionView, wire::UsageView,
+        auto_topup::AutoTopupBody, wire::ErrorBody, wire::BalanceView, wire::PackView, wire::TransactionView, wire::UsageView,
         wire::Credentials, wire::AccountView, wire::NewKey, wire::KeyCreated, wire::KeyView, wire::CreditsV1,
         wire::PurchaseRequest, wire::CheckoutView, wire::AdminNewAccount, wire::AdjustmentRequest,
         wire::DebitRequest, wire::HoldRequest, wire::CaptureRequest, wire::HoldView, wire::RefundRequest,

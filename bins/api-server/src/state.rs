@@ -37,6 +37,8 @@ pub struct AppState {
     /// Why `capture` is `None`, shown in 503 answers.
     pub capture_unavailable: Option<String>,
     pub cache: DiskCache,
+    /// Payments (checkouts, auto top-up); `None` in tests that do not need them.
+    pub payments: Option<Arc<payments::Payments>>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             capture: None,
             capture_unavailable: Some("the capture service was not started".into()),
             cache: DiskCache::new(&settings_cache_dir),
+            payments: None,
         })
     }
 
@@ -63,6 +66,13 @@ impl AppState {
     pub fn with_capture(mut self, service: capture::CaptureService) -> AppState {
         self.capture = Some(service);
         self.capture_unavailable = None;
+        self
+    }
+
+    /// Buys packs and runs auto top-up through `payments`.
+    pub fn with_payments(mut self, payments: Arc<payments::Payments>) -> AppState {
+        self.checkout = Arc::new(crate::checkout::PaymentsCheckout(payments.clone()));
+        self.payments = Some(payments);
         self
     }
 

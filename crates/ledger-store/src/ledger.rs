@@ -714,6 +714,15 @@ fn apply_in_tx(
         refund_context = Some((original, Credits::from_millis(earlier.iter().sum())));
     }
 
+    // A charge that leaves the balance below an account's auto top-up threshold starts one
+    // top-up, recorded in this same transaction (see `payments::after_charge`).
+    let charges = matches!(
+        operation,
+        Operation::Debit {
+            kind: EntryKind::Usage,
+            ..
+        } | Operation::Capture { .. }
+    );
     let (mut book, overdraft_limit) = load_book(conn, id, operation.hold_id(), &extra_grants)?;
     book.sweep(now, &mut RandomIds);
     let policy = |spend: Spend| match spend {
@@ -774,6 +783,9 @@ fn apply_in_tx(
     }
     let available = book.available(now);
     persist(conn, id, book.take_changes())?;
+    if charges && result.is_ok() {
+        crate::payments::after_charge(conn, id, available, now)?;
+    }
     if let Some(idem) = idempotency {
         let stored = match &result {
             Ok(Outcome::Entry(e)) => StoredOutcome::Entry(e.id.as_str().to_owned()),

@@ -4,6 +4,7 @@ pub mod account;
 pub mod admin;
 pub mod api_keys;
 pub mod auth;
+pub mod auto_topup;
 pub mod credits;
 pub mod screenshot;
 pub mod system;
@@ -29,6 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(credits::purchase)
         .service(credits::transactions)
         .service(credits::usage)
+        .service(auto_topup::get)
+        .service(auto_topup::put)
         .service(screenshot::quote_get)
         .service(screenshot::take_get)
         .service(screenshot::take_post)

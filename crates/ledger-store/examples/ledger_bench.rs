@@ -1,0 +1,226 @@
+//! Ledger throughput on SQLite and PostgreSQL (a benchmark, not a test).
+//!
+//! `cargo run --release -p ledger-store --features test-support --example ledger_bench [OPS]`
+//!
+//! Scenarios, each on a fresh database:
+//! - one thread debiting one account, one operation per transaction;
+//! - 8 threads debiting ONE hot account (they serialize on its row lock);
+//! - 8 threads each debiting their own account;
+//! - one thread, 100 debits per transaction through `apply_batch`;
+//! - hold + capture pairs (what a screenshot costs the ledger), one thread.
+//!
+//! Prints a Markdown table: operations/s and per-operation latency p50/p99.
+
+use std::time::{Duration, Instant};
+
+use ledger_core::{AccountId, Credits, EntryKind, GrantSource, GrantSpec, Memo, Timestamp};
+use ledger_store::testing::TestDb;
+use ledger_store::{BatchItem, NewAccount, Operation, Outcome, Spend, Store};
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    )
+}
+
+fn account(store: &Store, credits: i64) -> AccountId {
+    let (a, _) = store.create_account(NewAccount::default(), now()).unwrap();
+    store
+        .apply(
+            &a.id,
+            None,
+            Operation::Credit {
+                spec: GrantSpec::new(GrantSource::Purchase, Credits::whole(credits)),
+                memo: Memo::new("bench"),
+            },
+            now(),
+        )
+        .unwrap();
+    a.id
+}
+
+fn debit() -> Operation {
+    Operation::Debit {
+        kind: EntryKind::Usage,
+        amount: Credits::whole(1),
+        spend: Spend::Strict,
+        memo: Memo::new("Screenshot captured"),
+    }
+}
+
+struct Row {
+    scenario: &'static str,
+    ops: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn run_threads(
+    store: &Store,
+    threads: usize,
+    per_thread: usize,
+    shared: Option<AccountId>,
+) -> (Duration, Vec<Duration>) {
+    let accounts: Vec<AccountId> = (0..threads)
+        .map(|_| {
+            shared
+                .clone()
+                .unwrap_or_else(|| account(store, per_thread as i64 + 10))
+        })
+        .collect();
+    let start = Instant::now();
+    let handles: Vec<_> = accounts
+        .into_iter()
+        .map(|a| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(per_thread);
+                for _ in 0..per_thread {
+                    let t = Instant::now();
+                    let r = s.apply(&a, None, debit(), now()).unwrap();
+                    assert!(r.result.is_ok());
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().unwrap());
+    }
+    (start.elapsed(), all)
+}
+
+fn bench(db: &TestDb, ops: usize) -> Vec<Row> {
+    let s = &db.store;
+    let mut rows = Vec::new();
+
+    let a = account(s, ops as i64 + 10);
+    let (elapsed, latencies) = run_threads(s, 1, ops, Some(a));
+    rows.push(Row {
+        scenario: "1 thread, 1 account, 1 op/tx",
+        ops,
+        elapsed,
+        latencies,
+    });
+
+    let hot = account(s, ops as i64 + 10);
+    let (elapsed, latencies) = run_threads(s, 8, ops / 8, Some(hot));
+    rows.push(Row {
+        scenario: "8 threads, 1 hot account, 1 op/tx",
+        ops,
+        elapsed,
+        latencies,
+    });
+
+    let (elapsed, latencies) = run_threads(s, 8, ops / 8, None);
+    rows.push(Row {
+        scenario: "8 threads, 8 accounts, 1 op/tx",
+        ops,
+        elapsed,
+        latencies,
+    });
+
+    let a = account(s, ops as i64 + 10);
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for _ in 0..ops / 100 {
+        let t = Instant::now();
+        let items = (0..100)
+            .map(|_| BatchItem {
+                account_id: a.clone(),
+                idempotency: None,
+                operation: debit(),
+            })
+            .collect();
+        let out = s.apply_batch(items, now()).unwrap();
+        assert!(out.iter().all(|r| r.as_ref().unwrap().result.is_ok()));
+        let per_op = t.elapsed() / 100;
+        latencies.extend(std::iter::repeat_n(per_op, 100));
+    }
+    rows.push(Row {
+        scenario: "1 thread, 100 ops/tx (apply_batch)",
+        ops,
+        elapsed: start.elapsed(),
+        latencies,
+    });
+
+    let a = account(s, ops as i64 + 10);
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for _ in 0..ops / 2 {
+        let t = Instant::now();
+        let held = s
+            .apply(
+                &a,
+                None,
+                Operation::Reserve {
+                    amount: Credits::whole(1),
+                    ttl_ms: 600_000,
+                    spend: Spend::Strict,
+                    memo: Memo::new("shot"),
+                },
+                now(),
+            )
+            .unwrap();
+        let Ok(Outcome::Hold(h)) = held.result else {
+            panic!("hold refused")
+        };
+        s.apply(
+            &a,
+            None,
+            Operation::Capture {
+                hold_id: h.id,
+                amount: None,
+                memo: None,
+            },
+            now(),
+        )
+        .unwrap();
+        latencies.push(t.elapsed() / 2);
+        latencies.push(t.elapsed() / 2);
+    }
+    rows.push(Row {
+        scenario: "hold + capture pairs, 1 thread",
+        ops,
+        elapsed: start.elapsed(),
+        latencies,
+    });
+    assert!(s.verify().unwrap().ok);
+    rows
+}
+
+fn main() {
+    let ops: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(4000);
+    println!("| backend | scenario | ops | ops/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for backend in ["sqlite", "postgres"] {
+        let db = TestDb::of(backend);
+        for mut r in bench(&db, ops) {
+            r.latencies.sort();
+            println!(
+                "| {backend} | {} | {} | {:.0} | {:.2} | {:.2} |",
+                r.scenario,
+                r.ops,
+                r.ops as f64 / r.elapsed.as_secs_f64(),
+                pct(&r.latencies, 0.5),
+                pct(&r.latencies, 0.99)
+            );
+        }
+    }
+}
