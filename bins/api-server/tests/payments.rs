@@ -1,0 +1,246 @@
+//! Purchases and auto top-up through the api-server, with the demo payment provider.
+
+use std::sync::Arc;
+
+use actix_web::test;
+use api_server::auth::{new_api_key, sha256_hex};
+use api_server::{app, AppState};
+use ledger_core::{Credits, EntryKind, Page, Timestamp};
+use ledger_store::testing::TestDb;
+use ledger_store::NewAccount;
+use settings::{Settings, Sources};
+
+const NOW: i64 = 1_800_000_000_000;
+
+struct World {
+    db: TestDb,
+    state: AppState,
+    payments: Arc<payments::Payments>,
+    key: String,
+    account: ledger_core::AccountId,
+    _dir: tempfile::TempDir,
+}
+
+fn world(db: TestDb, env: &[(&str, &str)]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "SHOTLEDGER__SCREENSHOTS__CACHE_DIR".into(),
+            dir.path().display().to_string(),
+        ),
+        (
+            "SHOTLEDGER__WEBHOOKS__PUBLIC_URL".into(),
+            "http://pay.example.test".into(),
+        ),
+        (
+            "SHOTLEDGER__ADMIN__TOKEN".into(),
+            "admin-token-0123456789".into(),
+        ),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::load(Sources {
+        env: vars,
+        ..Sources::default()
+    })
+    .unwrap();
+    let payments = Arc::new(payments::Payments::new(&settings, db.store.clone()).unwrap());
+    let clock: api_server::Clock = Arc::new(|| Timestamp::from_millis(NOW));
+    let state = AppState::new(db.store.clone(), settings, clock)
+        .unwrap()
+        .with_payments(payments.clone());
+    let now = Timestamp::from_millis(NOW);
+    let (account, _) = db
+        .store
+        .create_account(
+            NewAccount {
+                signup_bonus: Credits::whole(5),
+                ..NewAccount::default()
+            },
+            now,
+        )
+        .unwrap();
+    let (key, prefix) = new_api_key();
+    db.store
+        .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)
+        .unwrap();
+    World {
+        db,
+        state,
+        payments,
+        key,
+        account: account.id,
+        _dir: dir,
+    }
+}
+
+async fn demo_purchase_and_auto_topup(db: TestDb) {
+    let w = world(db, &[]);
+    let app = test::init_service(app(w.state.clone())).await;
+    let req = |method: test::TestRequest, uri: &str| {
+        method.uri(uri).insert_header(("x-api-key", w.key.as_str()))
+    };
+
+    // A purchase is a checkout URL; no credits until payment is confirmed.
+    let res = test::call_service(
+        &app,
+        req(test::TestRequest::post(), "/api/v1/credits/purchase")
+            .set_json(serde_json::json!({"packId": "pack_pro"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    let url = body["checkoutUrl"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with("http://pay.example.test/demo/checkout/"),
+        "{url}"
+    );
+    let balance =
+        w.db.store
+            .balance(&w.account, Timestamp::from_millis(NOW))
+            .unwrap()
+            .available;
+    assert_eq!(balance, Credits::whole(5), "no credits before payment");
+    let missing = test::call_service(
+        &app,
+        req(test::TestRequest::post(), "/api/v1/credits/purchase")
+            .set_json(serde_json::json!({"packId": "pack_nope"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+
+    // Auto top-up: unknown pack 404, bad threshold 400, then on.
+    let put = |body: serde_json::Value| {
+        req(test::TestRequest::put(), "/api/v1/credits/auto-topup")
+            .set_json(body)
+            .to_request()
+    };
+    assert_eq!(
+        test::call_service(
+            &app,
+            put(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_x"}))
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(test::call_service(&app, put(serde_json::json!({"enabled": true, "thresholdCredits": -1, "packId": "pack_starter"}))).await.status(), 400);
+    let on: serde_json::Value = test::call_and_read_body_json(
+        &app,
+        put(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"})),
+    )
+    .await;
+    assert_eq!(
+        (
+            on["enabled"].as_bool(),
+            on["status"].as_str(),
+            on["thresholdCredits"].as_i64()
+        ),
+        (Some(true), Some("active"), Some(3))
+    );
+
+    // Three charges take the balance from 5 to 2, below 3: exactly one top-up starts.
+    for i in 0..3 {
+        let debit = test::TestRequest::post()
+            .uri(&format!("/admin/v1/accounts/{}/debits", w.account))
+            .insert_header(("Authorization", "Bearer admin-token-0123456789"))
+            .set_json(serde_json::json!({"amount": 1, "description": format!("work {i}")}))
+            .to_request();
+        assert_eq!(test::call_service(&app, debit).await.status(), 201);
+    }
+    let pending: serde_json::Value = test::call_and_read_body_json(
+        &app,
+        req(test::TestRequest::get(), "/api/v1/credits/auto-topup").to_request(),
+    )
+    .await;
+    assert_eq!(pending["status"], "pending", "{pending}");
+    // The provider confirms the payment: credits land once, as auto_topup.
+    let settled = w
+        .payments
+        .run_auto_topups(Timestamp::from_millis(NOW + 1_000))
+        .unwrap();
+    assert_eq!(settled, 1);
+    assert_eq!(
+        w.payments
+            .run_auto_topups(Timestamp::from_millis(NOW + 2_000))
+            .unwrap(),
+        0,
+        "nothing left to do"
+    );
+    let history = w.db.store.history(&w.account, Page::default()).unwrap();
+    let topups: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == EntryKind::AutoTopup)
+        .collect();
+    assert_eq!(topups.len(), 1);
+    assert_eq!(topups[0].amount, Credits::whole(100));
+    let balance =
+        w.db.store
+            .balance(&w.account, Timestamp::from_millis(NOW + 3_000))
+            .unwrap()
+            .available;
+    assert_eq!(balance, Credits::whole(102));
+    let after: serde_json::Value = test::call_and_read_body_json(
+        &app,
+        req(test::TestRequest::get(), "/api/v1/credits/auto-topup").to_request(),
+    )
+    .await;
+    assert_eq!(after["status"], "active");
+    assert!(w.db.store.verify().unwrap().ok);
+}
+
+async fn polar_cannot_auto_topup(db: TestDb) {
+    let w = world(
+        db,
+        &[
+            ("SHOTLEDGER__POLAR__ACCESS_TOKEN", "polar_oat_test"),
+            ("SHOTLEDGER__POLAR__WEBHOOK_SECRET", "whsec_dGVzdA=="),
+        ],
+    );
+    let app = test::init_service(app(w.state.clone())).await;
+    let res = test::call_service(
+        &app,
+        test::TestRequest::put()
+            .uri("/api/v1/credits/auto-topup")
+            .insert_header(("x-api-key", w.key.as_str()))
+            .set_json(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 409);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("polar"),
+        "{body}"
+    );
+    // A pack without a Polar product cannot be bought: the contract's 500.
+    let res = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/v1/credits/purchase")
+            .insert_header(("x-api-key", w.key.as_str()))
+            .set_json(serde_json::json!({"packId": "pack_pro"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 500);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "Product not configured for this pack"})
+    );
+}
+
+macro_rules! both {
+    ($($name:ident),*) => {
+        mod sqlite { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::sqlite()).await } )* }
+        mod postgres { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::postgres()).await } )* }
+    };
+}
+
+both!(demo_purchase_and_auto_topup, polar_cannot_auto_topup);
