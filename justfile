@@ -31,3 +31,9 @@ test: setup
 # default (data/shotledger.db), nothing else to set up. `just run --config FILE` passes it on.
 run *ARGS:
     bash scripts/run.sh {{ARGS}}
+
+# Benchmarks (release builds): ledger store, capture pool, HTTP API. Figures go to docs/PERFORMANCE.md.
+bench: setup
+    cargo run --release -p ledger-store --features test-support --example ledger_bench 4000
+    cargo run --release -p capture --example capture_bench 40
+    bash scripts/bench-api.sh
