@@ -11,6 +11,7 @@ use settings::PackSettings;
 on_both_backends!(
     packs_are_public_active_only_and_ordered_by_credits,
     purchase_answers_404_and_500_as_the_contract_says,
+    purchase_returns_the_providers_checkout_url,
     balances_in_three_shapes_count_holds_and_never_charge,
     transactions_are_newest_first_with_limit_and_offset,
     transactions_refuse_bad_paging_with_invalid_request,
@@ -136,6 +137,61 @@ async fn purchase_answers_404_and_500_as_the_contract_says(backend: &'static str
         .await
         .expect(400);
     assert!(err["error"].as_str().unwrap().contains("packId"), "{err}");
+}
+
+/// A payment provider that answers with a URL naming the account and the product.
+struct FakeProvider;
+
+impl api_server::checkout::CheckoutProvider for FakeProvider {
+    fn create_checkout(
+        &self,
+        account: &ledger_core::AccountId,
+        pack: &ledger_core::CreditPack,
+    ) -> Result<String, api_server::checkout::CheckoutFailure> {
+        match pack.product_id.as_deref() {
+            None => Err(api_server::checkout::CheckoutFailure::ProductNotConfigured),
+            Some("prod_down") => Err(api_server::checkout::CheckoutFailure::Provider(
+                "sandbox answered 503".into(),
+            )),
+            Some(p) => Ok(format!(
+                "https://checkout.example/{p}?account={}",
+                account.as_str()
+            )),
+        }
+    }
+}
+
+async fn purchase_returns_the_providers_checkout_url(backend: &'static str) {
+    let app = TestApp::build_with_state(
+        backend,
+        START,
+        |s| {
+            s.credits.packs[1].polar_product_id = Some("prod_pro".into());
+            s.credits.packs[2].polar_product_id = Some("prod_down".into());
+        },
+        |state| state.with_checkout(std::sync::Arc::new(FakeProvider)),
+    )
+    .await;
+    let (auth, id) = app.user("checkout@example.com").await;
+    let buy = |pack: &str| {
+        Req::post("/api/v1/credits/purchase")
+            .auth(&auth)
+            .json(json!({ "packId": pack }))
+    };
+    assert_eq!(
+        app.send(buy("pack_pro")).await.expect(200),
+        json!({"checkoutUrl": format!("https://checkout.example/prod_pro?account={id}")})
+    );
+    let res = app.send(buy("pack_starter")).await;
+    assert_eq!(res.status, 500);
+    assert_eq!(
+        res.json(),
+        json!({"error": "Product not configured for this pack"})
+    );
+    let err = app.send(buy("pack_business")).await.expect(502);
+    assert!(err["error"].is_string(), "{err}");
+    // Credits arrive with the payment provider's webhook, never with the checkout.
+    assert_eq!(app.balance(&auth).await, json!(5));
 }
 
 async fn balances_in_three_shapes_count_holds_and_never_charge(backend: &'static str) {

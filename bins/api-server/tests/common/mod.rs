@@ -255,12 +255,23 @@ impl TestApp {
     }
 
     pub async fn build(backend: &str, start: &str, edit: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::build_with_state(backend, start, edit, |s| s).await
+    }
+
+    /// The state changed by `wire` (e.g. a checkout provider) before the app is built.
+    pub async fn build_with_state(
+        backend: &str,
+        start: &str,
+        edit: impl FnOnce(&mut Settings),
+        wire: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
         let mut s = settings();
         edit(&mut s);
         let db = TestDb::of(backend);
         let clock = PinnedClock::at(start);
-        let state =
-            AppState::new(db.store.clone(), s, clock.clock()).expect("the test settings are valid");
+        let state = wire(
+            AppState::new(db.store.clone(), s, clock.clock()).expect("the test settings are valid"),
+        );
         let svc = Rc::new(test::init_service(app(state.clone())).await);
         let call: Call = Rc::new(move |req: Req| {
             let svc = svc.clone();
