@@ -253,7 +253,7 @@ async fn failures_charge_nothing(db: TestDb) {
     };
     let cases = [
         (
-            format!("url=http://no-such-host.invalid/"),
+            "url=http://no-such-host.invalid/".to_owned(),
             502,
             "DNS_FAILURE",
         ),

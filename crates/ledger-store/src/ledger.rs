@@ -463,7 +463,7 @@ fn balance_of(book: &Book, now: Timestamp) -> Balance {
 }
 
 /// Takes the account's row lock for the rest of the transaction.
-fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<(), TxError> {
+pub(crate) fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<(), TxError> {
     let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
         .set(accounts::version.eq(accounts::version + 1))
         .execute(conn)?;
@@ -493,7 +493,7 @@ fn load_entry(
 
 /// Loads an account's book: its open grants, active holds, `extra_hold` whatever its
 /// state, and every grant those holds or `extra_grants` name.
-fn load_book(
+pub(crate) fn load_book(
     conn: &mut DbConnection,
     id: &AccountId,
     extra_hold: Option<&HoldId>,

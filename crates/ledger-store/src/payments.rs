@@ -16,16 +16,14 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ledger_core::{
-    AccountId, Book, BookState, Credits, EntryId, EntryKind, Grant, GrantSource, GrantSpec, Hold,
-    HoldStatus, Lot, Memo, PackId, SpendPolicy, Timestamp,
+    AccountId, Book, Credits, EntryId, EntryKind, GrantSource, GrantSpec, Memo, PackId,
+    SpendPolicy, Timestamp,
 };
 
 use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::ledger::{persist, TxError};
-use crate::rows::{AccountRow, GrantRow, HoldRow};
-use crate::schema::{accounts, grants, holds};
 use crate::Store;
 
 /// Diesel's view of the payment tables (`migrations/*/2026-11-21-000003_payments`).
@@ -353,67 +351,16 @@ pub struct TopupPack {
 
 /// Locks the account row for the rest of the transaction; false when it does not exist.
 fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<bool, TxError> {
-    let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-        .set(accounts::version.eq(accounts::version + 1))
-        .execute(conn)?;
-    Ok(n == 1)
+    match crate::ledger::lock_account(conn, id) {
+        Ok(()) => Ok(true),
+        Err(TxError(StoreError::AccountNotFound { .. })) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Loads an account's book (open grants, active holds and the grants they name), swept.
 fn load_book(conn: &mut DbConnection, id: &AccountId, now: Timestamp) -> Result<Book, TxError> {
-    let account = accounts::table
-        .filter(accounts::id.eq(id.as_str()))
-        .select(AccountRow::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or_else(|| StoreError::AccountNotFound {
-            account_id: id.clone(),
-        })?;
-    let holds: Vec<Hold> = holds::table
-        .filter(holds::account_id.eq(id.as_str()))
-        .filter(holds::status.eq(HoldStatus::Active.as_str()))
-        .select(HoldRow::as_select())
-        .load(conn)?
-        .into_iter()
-        .map(Hold::try_from)
-        .collect::<Result<_, _>>()?;
-    let mut grants: Vec<Grant> = grants::table
-        .filter(grants::account_id.eq(id.as_str()))
-        .filter(grants::remaining.gt(0))
-        .select(GrantRow::as_select())
-        .load(conn)?
-        .into_iter()
-        .map(Grant::try_from)
-        .collect::<Result<_, _>>()?;
-    let wanted: Vec<String> = holds
-        .iter()
-        .flat_map(|h| h.allocations.iter())
-        .filter_map(|a| match &a.lot {
-            Lot::Grant(g) if !grants.iter().any(|have| &have.id == g) => {
-                Some(g.as_str().to_owned())
-            }
-            _ => None,
-        })
-        .collect();
-    if !wanted.is_empty() {
-        let more: Vec<GrantRow> = grants::table
-            .filter(grants::id.eq_any(wanted))
-            .filter(grants::account_id.eq(id.as_str()))
-            .select(GrantRow::as_select())
-            .load(conn)?;
-        for row in more {
-            grants.push(Grant::try_from(row)?);
-        }
-    }
-    let mut book = Book::new(BookState {
-        account_id: id.clone(),
-        balance: Credits::from_millis(account.balance),
-        overdraft: Credits::from_millis(account.overdraft),
-        last_seq: account.last_seq,
-        plan: account.plan_name,
-        grants,
-        holds,
-    });
+    let (mut book, _) = crate::ledger::load_book(conn, id, None, &[])?;
     book.sweep(now, &mut RandomIds);
     Ok(book)
 }

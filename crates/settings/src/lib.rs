@@ -476,7 +476,9 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+        // (config file, environment, the key the error must name)
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             (
                 None,
                 &[("SHOTLEDGER__SERVER__BIND", "nowhere")],
