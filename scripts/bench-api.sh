@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of the api-server (a benchmark, not a test): `GET /api/v1/credits` with an API
 # key, and `POST /admin/v1/accounts/{id}/debits`, with wrk, on SQLite then PostgreSQL.
-# Records requests/s, p50, p99 and the server's peak RSS (VmHWM) into docs/perf/api.md.
+# Records requests/s, p50, p99 and the server's peak RSS (VmHWM) into docs/PERFORMANCE.md (section "HTTP API").
 #
 #   scripts/bench-api.sh                 # both backends, 10 s per load, 2 threads, 32 connections
 #   DURATION=5s CONNECTIONS=64 scripts/bench-api.sh
@@ -18,7 +18,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 BACKENDS=${BACKENDS:-sqlite postgres}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PG_DB=${PG_DB:-shotledger_bench}
-OUT=${OUT:-docs/perf/api.md}
+OUT=${OUT:-docs/PERFORMANCE.md (section "HTTP API")}
 TOKEN=bench-admin-token-0123456789
 
 for tool in wrk curl jq; do

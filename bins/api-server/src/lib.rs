@@ -91,6 +91,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let capture = state.capture.clone();
+    spawn_compaction(&state);
     tracing::info!(%bind, workers, backend = ?state.store.backend(), "api-server listening");
     HttpServer::new(move || app(state.clone()))
         .workers(workers)
@@ -104,6 +105,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!("api-server stopped");
     Ok(())
+}
+
+/// Compacts history older than `credits.retention_months` at start and every 6 hours, on
+/// its own thread (it is a write transaction; balances stay exact, see `Store::compact`).
+fn spawn_compaction(state: &AppState) {
+    let Ok(retention) = ledger_core::Retention::months(state.settings.credits.retention_months)
+    else {
+        return;
+    };
+    let (store, clock) = (state.store.clone(), state.clock.clone());
+    std::thread::Builder::new()
+        .name("compaction".into())
+        .spawn(move || loop {
+            match store.compact(retention, clock()) {
+                Ok(r) if r.entries_removed > 0 => {
+                    tracing::info!(
+                        accounts = r.accounts,
+                        entries = r.entries_removed,
+                        "compacted old history"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "compaction failed; it will run again later"),
+            }
+            std::thread::sleep(Duration::from_secs(6 * 3600));
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::warn!(error = %e, "could not start the compaction thread"));
 }
 
 /// The capture crate's configuration from the `[capture]` settings.
