@@ -18,7 +18,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 BACKENDS=${BACKENDS:-sqlite postgres}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PG_DB=${PG_DB:-shotledger_bench}
-OUT=${OUT:-docs/PERFORMANCE.md (section "HTTP API")}
+# The report is written here and printed; copy its table into docs/PERFORMANCE.md ("HTTP API").
+OUT=${OUT:-target/bench/api.md}
 TOKEN=bench-admin-token-0123456789
 
 for tool in wrk curl jq; do
