@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of the api-server (a benchmark, not a test): `GET /api/v1/credits` with an API
 # key, and `POST /admin/v1/accounts/{id}/debits`, with wrk, on SQLite then PostgreSQL.
-# Records requests/s, p50, p99 and the server's peak RSS (VmHWM) into docs/PERFORMANCE.md (section "HTTP API").
+# Records requests/s, p50, p99 and the server's peak RSS (VmHWM) in target/bench/api.md.
 #
 #   scripts/bench-api.sh                 # both backends, 10 s per load, 2 threads, 32 connections
 #   DURATION=5s CONNECTIONS=64 scripts/bench-api.sh
