@@ -137,9 +137,32 @@ pub fn server(
 /// Start-up recovery, then a sweep every [`SWEEP_EVERY`]: unprocessed deliveries (older
 /// than the processing budget, so in-flight ones are left to their request) and pending
 /// auto top-ups.
+///
+/// With Polar, it also reconciles at start and every `polar.reconcile_interval_secs`: Polar
+/// stops retrying a delivery after about 10 attempts in 30 minutes, so an order whose
+/// webhooks all failed (this program was down, say) is still credited, once.
 async fn sweep_forever(state: Arc<AppState>) {
     let mut first = true;
+    let mut last_reconcile: Option<std::time::Instant> = None;
     loop {
+        if let Some(every) = state.payments.reconcile_every() {
+            if last_reconcile.is_none_or(|t| t.elapsed() >= every) {
+                last_reconcile = Some(std::time::Instant::now());
+                let st = state.clone();
+                match web::block(move || st.payments.reconcile(payments::now())).await {
+                    Ok(Ok(r)) => tracing::info!(
+                        orders = r.orders,
+                        credited = r.credited,
+                        refunds = r.refunds,
+                        "reconcile"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reconcile failed; it runs again later")
+                    }
+                    Err(e) => tracing::error!(error = %e, "reconcile did not run"),
+                }
+            }
+        }
         let st = state.clone();
         let startup = first;
         let result = web::block(move || -> Result<(usize, usize), PaymentsError> {

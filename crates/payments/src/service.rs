@@ -157,6 +157,8 @@ pub struct Payments {
     demo_secret: Option<String>,
     public_url: String,
     success_url: String,
+    /// How often the receiver asks Polar for paid orders it may have missed.
+    reconcile_every: Option<std::time::Duration>,
 }
 
 impl Payments {
@@ -201,7 +203,16 @@ impl Payments {
                 .trim_end_matches('/')
                 .to_owned(),
             success_url: settings.polar.success_url.clone(),
+            reconcile_every: Some(settings.polar.reconcile_interval_secs)
+                .filter(|s| *s > 0)
+                .map(std::time::Duration::from_secs),
         })
+    }
+
+    /// How often to reconcile with Polar: `None` in demo mode or when
+    /// `polar.reconcile_interval_secs` is 0.
+    pub fn reconcile_every(&self) -> Option<std::time::Duration> {
+        self.reconcile_every.filter(|_| !self.is_demo())
     }
 
     pub fn is_demo(&self) -> bool {

@@ -138,6 +138,8 @@ pub struct PolarSettings {
     pub webhook_secret: String,
     pub success_url: String,
     pub timeout_secs: u64,
+    /// How often the webhook-receiver asks Polar for paid orders it missed (0: never).
+    pub reconcile_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

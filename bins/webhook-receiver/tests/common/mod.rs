@@ -21,6 +21,11 @@ pub fn env(db: &TestDb, polar_url: Option<&str>) -> Vec<(String, String)> {
         env.push(("SHOTLEDGER__POLAR__ACCESS_TOKEN".into(), TOKEN.into()));
         env.push(("SHOTLEDGER__POLAR__WEBHOOK_SECRET".into(), SECRET.into()));
         env.push(("SHOTLEDGER__POLAR__TIMEOUT_SECS".into(), "2".into()));
+        // Tests drive deliveries themselves; the periodic reconcile has its own test.
+        env.push((
+            "SHOTLEDGER__POLAR__RECONCILE_INTERVAL_SECS".into(),
+            "0".into(),
+        ));
     }
     env
 }
