@@ -197,16 +197,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<Subscription, StoreError> {
         self.write(|conn| {
-            let exists = accounts::table
-                .filter(accounts::id.eq(account.as_str()))
-                .count()
-                .get_result::<i64>(conn)?;
-            if exists == 0 {
-                return Err(StoreError::AccountNotFound {
-                    account_id: account.clone(),
-                }
-                .into());
-            }
+            // Also orders this change with the account's ledger operations.
+            crate::ledger::lock_account(conn, account)?;
             let current: Option<Subscription> = subscriptions::table
                 .filter(subscriptions::account_id.eq(account.as_str()))
                 .select(Subscription::as_select())
@@ -266,16 +258,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         self.write(|conn| {
-            let exists = accounts::table
-                .filter(accounts::id.eq(account.as_str()))
-                .count()
-                .get_result::<i64>(conn)?;
-            if exists == 0 {
-                return Err(StoreError::AccountNotFound {
-                    account_id: account.clone(),
-                }
-                .into());
-            }
+            // Also orders this change with the account's ledger operations.
+            crate::ledger::lock_account(conn, account)?;
             let n = diesel::update(
                 account_limits::table.filter(account_limits::account_id.eq(account.as_str())),
             )
