@@ -432,6 +432,80 @@ async fn twenty_at_once_through_two_browsers(db: TestDb) {
     w.state.capture.as_ref().unwrap().shutdown().await;
 }
 
+async fn post_json_html_and_formats(db: TestDb) {
+    let site = fixtures();
+    let w = world(db, browser(true, 1, 8).await, 5);
+    let app = test::init_service(app(w.state.clone())).await;
+    let post = |body: serde_json::Value| {
+        test::TestRequest::post()
+            .uri("/api/v1/screenshot")
+            .insert_header(("Authorization", format!("Bearer {}", w.key)))
+            .set_json(body)
+            .to_request()
+    };
+    // html input, as JSON with typed values.
+    let res = test::call_service(
+        &app,
+        post(serde_json::json!({"html": "<body style='margin:0;background:#f00'></body>", "width": 200, "height": 100, "cache": false})),
+    )
+    .await;
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "x-credits-charged")),
+        (200, "1".into())
+    );
+    assert_eq!(image_size(&test::read_body(res).await), (200, 100));
+    for (format, content_type, magic) in [
+        ("jpeg", "image/jpeg", &b"\xff\xd8\xff"[..]),
+        ("webp", "image/webp", &b"RIFF"[..]),
+        ("pdf", "application/pdf", &b"%PDF"[..]),
+    ] {
+        let res = test::call_service(
+            &app,
+            post(serde_json::json!({"url": format!("{site}/"), "format": format, "cache": false})),
+        )
+        .await;
+        assert_eq!(res.status(), 200, "{format}");
+        assert_eq!(header(&res, "content-type"), content_type);
+        let body = test::read_body(res).await;
+        assert!(
+            body.starts_with(magic),
+            "{format} starts with its magic bytes"
+        );
+    }
+    // A wrong type in JSON names the field; malformed JSON is a 400 too; neither charges.
+    let res = test::call_service(
+        &app,
+        post(serde_json::json!({"url": format!("{site}/"), "width": "wide"})),
+    )
+    .await;
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "x-credits-charged")),
+        (400, "0".into())
+    );
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["field"], "width", "{body}");
+    // No key: 401, still with the metering headers it can give.
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/api/v1/screenshot?url={site}/"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "x-credits-charged")),
+        (401, "0".into())
+    );
+    assert!(res.headers().contains_key("x-cache") && res.headers().contains_key("x-request-id"));
+    assert_eq!(
+        w.available(),
+        Credits::whole(1),
+        "four captures were charged, nothing else"
+    );
+    assert!(w.db.store.verify().unwrap().ok);
+    w.state.capture.as_ref().unwrap().shutdown().await;
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::sqlite()).await } )* }
@@ -444,5 +518,6 @@ both!(
     failures_charge_nothing,
     forbidden_targets_are_refused_before_any_charge,
     no_credits_is_402_and_replays_never_charge_twice,
-    twenty_at_once_through_two_browsers
+    twenty_at_once_through_two_browsers,
+    post_json_html_and_formats
 );
