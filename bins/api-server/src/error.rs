@@ -39,6 +39,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("Request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("Too many failed logins; try again in {retry_after_secs} seconds")]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error("{0}")]
     BadGateway(String),
     /// A 500 whose message is part of the contract (e.g. an unconfigured pack).
@@ -71,6 +73,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             ApiError::BadGateway(_) => "PAYMENT_PROVIDER_ERROR",
             ApiError::Misconfigured(_) | ApiError::Internal(_) => "INTERNAL",
         }
@@ -87,6 +90,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Misconfigured(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,7 +120,11 @@ impl ResponseError for ApiError {
             }
             other => json!({ "error": other.to_string(), "code": other.code() }),
         };
-        HttpResponse::build(self.status_code()).json(body)
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::TooManyAttempts { retry_after_secs } = self {
+            res.insert_header(("retry-after", retry_after_secs.to_string()));
+        }
+        res.json(body)
     }
 }
 

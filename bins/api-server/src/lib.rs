@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod throttle;
 pub mod wire;
 
 use std::time::Duration;

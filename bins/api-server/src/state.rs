@@ -39,6 +39,7 @@ pub struct AppState {
     pub cache: DiskCache,
     /// Payments (checkouts, auto top-up); `None` in tests that do not need them.
     pub payments: Option<Arc<payments::Payments>>,
+    pub login_throttle: Arc<crate::throttle::LoginThrottle>,
 }
 
 impl AppState {
@@ -49,6 +50,10 @@ impl AppState {
     ) -> Result<AppState, settings::SettingsError> {
         let catalogue = settings.catalogue()?;
         let settings_cache_dir = settings.screenshots.cache_dir.clone();
+        let login_throttle = Arc::new(crate::throttle::LoginThrottle::new(
+            settings.auth.max_failed_logins,
+            settings.auth.lockout_secs,
+        ));
         Ok(AppState {
             store,
             settings: Arc::new(settings),
@@ -59,6 +64,7 @@ impl AppState {
             capture_unavailable: Some("the capture service was not started".into()),
             cache: DiskCache::new(&settings_cache_dir),
             payments: None,
+            login_throttle,
         })
     }
 

@@ -84,6 +84,8 @@ pub struct AdminSettings {
 pub struct AuthSettings {
     pub session_ttl_hours: u64,
     pub cookie_secure: bool,
+    pub max_failed_logins: u32,
+    pub lockout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +270,12 @@ impl Settings {
             return Err(SettingsError::key(
                 "auth.session_ttl_hours",
                 "must be at least 1",
+            ));
+        }
+        if self.auth.max_failed_logins == 0 || self.auth.lockout_secs == 0 {
+            return Err(SettingsError::key(
+                "auth.max_failed_logins",
+                "max_failed_logins and lockout_secs must be at least 1",
             ));
         }
         if self.credits.signup_bonus.is_negative() {

@@ -109,7 +109,7 @@ pub async fn signup(
 
 /// Logs in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts", request_body = Credentials,
-    responses((status = 200, body = AccountView), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = AccountView), (status = 401, body = crate::wire::ErrorBody), (status = 429, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
@@ -118,6 +118,11 @@ pub async fn login(
     let email = body.value.email.trim().to_lowercase();
     let password = body.value.password.clone();
     let now = state.now();
+    let throttle = state.login_throttle.clone();
+    if let Err(retry_after_secs) = throttle.check(&email, now) {
+        return Err(ApiError::TooManyAttempts { retry_after_secs });
+    }
+    let key = email.clone();
     let found = state
         .blocking(move |s| {
             let account = s.account_by_email(&email)?;
@@ -134,7 +139,11 @@ pub async fn login(
             }
         })
         .await?;
-    let (account, balance) = found.ok_or(ApiError::BadLogin)?;
+    let Some((account, balance)) = found else {
+        throttle.failed(&key, now);
+        return Err(ApiError::BadLogin);
+    };
+    throttle.succeeded(&key);
     let cookie = start_session(&state, account.id.clone()).await?;
     Ok(HttpResponse::Ok().cookie(cookie).json(AccountView {
         account_id: account.id.into_string(),
