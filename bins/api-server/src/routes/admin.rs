@@ -57,6 +57,20 @@ async fn apply(
         .await
 }
 
+/// Applies an operation that writes one entry, answered `201` with that entry.
+async fn created_entry(
+    state: &AppState,
+    req: &HttpRequest,
+    raw: &[u8],
+    account: String,
+    operation: Operation,
+) -> Result<HttpResponse, ApiError> {
+    let applied = apply(state, req, raw, AccountId::new(account), operation).await?;
+    metered(applied, |o| {
+        entry_response(actix_web::http::StatusCode::CREATED, o)
+    })
+}
+
 fn entry_response(
     status: actix_web::http::StatusCode,
     outcome: Outcome,
@@ -145,17 +159,7 @@ pub async fn adjust(
     } else {
         return Err(ApiError::invalid("amount", "amount must not be zero"));
     };
-    let applied = apply(
-        &state,
-        &req,
-        &body.raw,
-        AccountId::new(id.into_inner()),
-        operation,
-    )
-    .await?;
-    metered(applied, |o| {
-        entry_response(actix_web::http::StatusCode::CREATED, o)
-    })
+    created_entry(&state, &req, &body.raw, id.into_inner(), operation).await
 }
 
 /// Charges usage at once; 402 when not covered.
@@ -178,17 +182,7 @@ pub async fn debit(
         spend: Spend::WithinAccountLimit,
         memo,
     };
-    let applied = apply(
-        &state,
-        &req,
-        &body.raw,
-        AccountId::new(id.into_inner()),
-        operation,
-    )
-    .await?;
-    metered(applied, |o| {
-        entry_response(actix_web::http::StatusCode::CREATED, o)
-    })
+    created_entry(&state, &req, &body.raw, id.into_inner(), operation).await
 }
 
 /// Reserves credits for work in progress; 402 when not covered.
@@ -337,17 +331,7 @@ pub async fn refund(
         amount,
         memo,
     };
-    let applied = apply(
-        &state,
-        &req,
-        &body.raw,
-        AccountId::new(id.into_inner()),
-        operation,
-    )
-    .await?;
-    metered(applied, |o| {
-        entry_response(actix_web::http::StatusCode::CREATED, o)
-    })
+    created_entry(&state, &req, &body.raw, id.into_inner(), operation).await
 }
 
 async fn subscription_view(
