@@ -127,13 +127,23 @@ impl Proxy {
 
     /// The latest failure recorded for `host:port` (host as [`normalize_host`] prints it).
     pub fn failure_for(&self, host: &str, port: u16) -> Option<ProxyOutcome> {
+        self.latest_failure(|e| e.host == host && e.port == port)
+            .map(|e| e.outcome)
+    }
+
+    /// The latest failure recorded for any host, with the host and port that failed.
+    pub fn last_failure(&self) -> Option<ProxyEvent> {
+        self.latest_failure(|_| true)
+    }
+
+    fn latest_failure(&self, wanted: impl Fn(&ProxyEvent) -> bool) -> Option<ProxyEvent> {
         self.log
             .lock()
             .expect("proxy log lock")
             .iter()
             .rev()
-            .find(|e| e.host == host && e.port == port && e.outcome.is_failure())
-            .map(|e| e.outcome.clone())
+            .find(|e| e.outcome.is_failure() && wanted(e))
+            .cloned()
     }
 }
 

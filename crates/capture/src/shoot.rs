@@ -395,22 +395,19 @@ async fn check_navigation(
     let error_page_code = info[3].as_str().map(str::to_owned);
 
     let target = opts.url();
-    let doc = Url::parse(&doc_url).ok().filter(|u| u.host().is_some());
     // The document is the proxy's own error page: the proxy log says why.
     if proxy_marker {
-        if let Some(failure) = doc.as_ref().and_then(|d| failure_for_url(proxy, d)) {
-            return Err(outcome_error(failure, doc.as_ref().or(target)));
+        let doc = Url::parse(&doc_url).ok();
+        if let Some(e) = doc.as_ref().and_then(|d| failure_for_url(proxy, d)) {
+            return Err(e);
         }
     }
     if let Some(code) = error_page_code {
         // A chrome error page (https through a refused CONNECT, or a network error).
-        let failure = target
+        return Err(target
             .and_then(|t| failure_for_url(proxy, t))
-            .or_else(|| last_failure(proxy));
-        return Err(match failure {
-            Some(f) => outcome_error(f, target),
-            None => net_error(&code, target),
-        });
+            .or_else(|| last_failure(proxy))
+            .unwrap_or_else(|| net_error(&code, target)));
     }
     if let Some(status) = status.filter(|s| *s >= 400) {
         return Err(CaptureError::TargetHttpError {
@@ -421,26 +418,23 @@ async fn check_navigation(
     Ok(())
 }
 
-fn failure_for_url(proxy: &Proxy, url: &Url) -> Option<ProxyOutcome> {
+/// The proxy's latest failure for this URL's host and port, as the error to report.
+fn failure_for_url(proxy: &Proxy, url: &Url) -> Option<CaptureError> {
     let host = normalize_host(&url.host()?.to_owned());
-    proxy.failure_for(&host, url.port_or_known_default()?)
+    let outcome = proxy.failure_for(&host, url.port_or_known_default()?)?;
+    Some(outcome_error(outcome, url.as_str().to_owned(), host))
 }
 
-fn last_failure(proxy: &Proxy) -> Option<ProxyOutcome> {
-    proxy
-        .events()
-        .into_iter()
-        .rev()
-        .find(|e| e.outcome.is_failure())
-        .map(|e| e.outcome)
+/// The proxy's latest failure on any host. The browser may hide which hop failed (a
+/// redirect through a CONNECT tunnel), so the error names the host and port the proxy
+/// could not reach, not the URL that was asked for.
+fn last_failure(proxy: &Proxy) -> Option<CaptureError> {
+    let event = proxy.last_failure()?;
+    let target = format!("{}:{}", event.host, event.port);
+    Some(outcome_error(event.outcome, target, event.host))
 }
 
-fn outcome_error(outcome: ProxyOutcome, url: Option<&Url>) -> CaptureError {
-    let target = url.map_or_else(|| "the page".to_owned(), |u| u.as_str().to_owned());
-    let host = url
-        .and_then(|u| u.host_str())
-        .unwrap_or("the host")
-        .to_owned();
+fn outcome_error(outcome: ProxyOutcome, target: String, host: String) -> CaptureError {
     match outcome {
         ProxyOutcome::Forbidden(reason) => CaptureError::ForbiddenTarget { target, reason },
         ProxyOutcome::DnsFailure => CaptureError::DnsFailure { host },
@@ -488,16 +482,16 @@ fn classify_navigation_error(
             };
         }
         if let Some(pos) = wd.message.find("ERR_") {
-            if let Some(f) = target.and_then(|t| failure_for_url(proxy, t)) {
-                return outcome_error(f, target);
+            if let Some(e) = target.and_then(|t| failure_for_url(proxy, t)) {
+                return e;
             }
             let code: String = wd.message[pos..]
                 .chars()
                 .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                 .collect();
             if code.contains("TUNNEL") || code.contains("PROXY") {
-                if let Some(f) = last_failure(proxy) {
-                    return outcome_error(f, target);
+                if let Some(e) = last_failure(proxy) {
+                    return e;
                 }
             }
             return net_error(&code, target);

@@ -234,21 +234,44 @@ async fn slow_page_times_out() {
 }
 
 /// The pre-check only resolves the first URL; failures after a redirect are classified from
-/// the proxy's log and the page the browser ended on (plain http and https/CONNECT).
+/// the proxy's log and the page the browser ended on (plain http and https/CONNECT), and the
+/// message names the hop that failed, not the URL that redirected there.
 #[tokio::test]
 async fn failures_after_a_redirect_are_classified_in_the_browser() {
     let (svc, fx) = shared();
     let port = common::closed_port();
+    let refused = format!("127.0.0.1:{port}");
     let cases = [
-        ("http://gone.invalid/".to_string(), "DNS_FAILURE"),
-        ("https://gone.invalid/".to_string(), "DNS_FAILURE"),
-        (format!("http://127.0.0.1:{port}/"), "CONNECTION_REFUSED"),
-        (format!("https://127.0.0.1:{port}/"), "CONNECTION_REFUSED"),
-        (fx.url("/404"), "TARGET_HTTP_ERROR"),
+        (
+            "http://gone.invalid/".to_string(),
+            "DNS_FAILURE",
+            "gone.invalid",
+        ),
+        (
+            "https://gone.invalid/".to_string(),
+            "DNS_FAILURE",
+            "gone.invalid",
+        ),
+        (
+            format!("http://{refused}/"),
+            "CONNECTION_REFUSED",
+            &*refused,
+        ),
+        (
+            format!("https://{refused}/"),
+            "CONNECTION_REFUSED",
+            &*refused,
+        ),
+        (fx.url("/404"), "TARGET_HTTP_ERROR", "/404"),
     ];
-    for (to, code) in cases {
+    for (to, code, names) in cases {
         let url = fx.url("/redirect?to=") + &to;
         let err = svc.capture(&opts(&[("url", &url)])).await.unwrap_err();
         assert_eq!(err.code(), code, "redirect to {to}: {err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(names) && !msg.contains("/redirect"),
+            "redirect to {to}: {msg:?} should name {names:?}"
+        );
     }
 }
