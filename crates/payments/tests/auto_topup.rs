@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use ledger_core::{EntryKind, Memo};
 use ledger_store::on_both_backends;
-use ledger_store::payments::TopupCharge;
+use ledger_store::payments::{PaidOutcome, RefundAmount, TopupCharge};
 use ledger_store::testing::TestDb;
 use ledger_store::{Operation, Spend};
 use payments::{AutoTopupRequest, ChargeResult, Payments, PaymentsError, SavedMethodCharger};
@@ -94,14 +94,18 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
         c(30),
         "no credits before the payment is confirmed"
     );
+    let pending = db.store.pending_topup_charges(10).unwrap();
+    assert_eq!(pending.len(), 1);
     assert_eq!(p.run_auto_topups(now()).unwrap(), 1);
     assert_eq!(available(&db.store, &acct), c(130));
     let topups = of_kind(&db.store, &acct, EntryKind::AutoTopup);
     assert_eq!(topups.len(), 1);
-    assert!(
-        topups[0].reference_id.is_some(),
+    assert_eq!(
+        topups[0].reference_id.as_deref(),
+        Some(pending[0].id.as_str()),
         "the top-up names its charge"
     );
+    assert_eq!(topups[0].description, "Auto top-up: purchased 100 credits");
     assert_eq!(p.run_auto_topups(now()).unwrap(), 0, "nothing left to pay");
     assert_eq!(p.get_auto_topup(&acct).unwrap().status, "active");
     // Below again; this time the saved card is declined: paused with the reason.
@@ -150,7 +154,57 @@ fn polar_cannot_charge_a_saved_method(db: TestDb) {
     assert_eq!((view.enabled, view.status.as_str()), (false, "disabled"));
 }
 
+/// ADR 0203: a confirmed top-up is credited once, keyed by its charge id; ADR 0200: it
+/// first pays back credits owed by an earlier refund.
+fn a_top_up_credits_once_and_pays_owed_refunds_first(db: TestDb) {
+    let p = Payments::new(&settings(&db, None), db.store.clone()).unwrap();
+    let acct = account(&db.store);
+    p.put_auto_topup(&acct, &request(true, 50, "pack_starter"), now())
+        .unwrap();
+    let url = p.create_checkout(&acct, &pack(&p, "pack_starter")).unwrap();
+    let mut order_id = String::new();
+    for d in p
+        .demo_pay(url.rsplit('/').next().unwrap(), now())
+        .unwrap()
+        .unwrap()
+    {
+        let e: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        order_id = e["data"]["id"].as_str().unwrap().to_owned();
+        p.process_event(e["type"].as_str().unwrap(), &d.body, now())
+            .unwrap();
+    }
+    // 100 bought, 90 spent (a top-up starts), then the purchase is refunded in full:
+    // the 10 left are taken back and 90 are owed.
+    spend(&db, &acct, 90);
+    db.store
+        .apply_refund(&order_id, &RefundAmount::Cumulative { cents: 500 }, now())
+        .unwrap();
+    assert_eq!(available(&db.store, &acct), c(0));
+    let charge = db.store.pending_topup_charges(10).unwrap().remove(0);
+    assert_eq!(p.run_auto_topups(now()).unwrap(), 1);
+    // The top-up's 100 pay the 90 owed first.
+    assert_eq!(available(&db.store, &acct), c(10));
+    let row = db.store.payment_order(&order_id).unwrap().unwrap();
+    assert_eq!((row.clawed_back, row.owed), (c(100).millis(), 0));
+    // A second confirmation of the same charge changes nothing.
+    let first = of_kind(&db.store, &acct, EntryKind::AutoTopup);
+    assert_eq!(first.len(), 1);
+    match db
+        .store
+        .confirm_topup_charge(&charge.id, "again", now())
+        .unwrap()
+    {
+        PaidOutcome::AlreadyCredited { entry_id } => assert_eq!(entry_id, first[0].id),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(available(&db.store, &acct), c(10));
+    assert_eq!(of_kind(&db.store, &acct, EntryKind::AutoTopup).len(), 1);
+    assert_eq!(p.get_auto_topup(&acct).unwrap().status, "active");
+    assert_verified(&db.store);
+}
+
 on_both_backends!(
     demo_auto_topup_buys_once_and_pauses_on_decline,
-    polar_cannot_charge_a_saved_method
+    polar_cannot_charge_a_saved_method,
+    a_top_up_credits_once_and_pays_owed_refunds_first
 );
