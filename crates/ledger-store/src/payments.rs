@@ -475,6 +475,64 @@ fn collect_owed(
     Ok(total)
 }
 
+/// Credits `order` on its order row `row`, locked by [`Store::with_order`]: unless the
+/// row already names its credit entry, the ledger entry and the order's new state are
+/// written, refunds recorded before it are settled and credits owed by the account's
+/// earlier refunds collected, all in the caller's transaction. The one crediting path of
+/// purchases and auto top-ups.
+fn credit_order(
+    conn: &mut DbConnection,
+    row: PaymentOrder,
+    order: &PaidOrder,
+    now: Timestamp,
+) -> Result<PaidOutcome, TxError> {
+    if let Some(entry) = &row.credit_entry_id {
+        return Ok(PaidOutcome::AlreadyCredited {
+            entry_id: EntryId::new(entry.clone()),
+        });
+    }
+    if !lock_account(conn, &order.account_id)? {
+        return Ok(PaidOutcome::UnknownAccount);
+    }
+    let mut book = load_book(conn, &order.account_id, now)?;
+    let entry_id = book
+        .credit(
+            GrantSpec::new(order.kind.grant_source(), order.credits),
+            Memo::new(order.description.clone()).reference(order.order_id.clone()),
+            now,
+            &mut RandomIds,
+        )
+        .map_err(|e| StoreError::corrupt(format!("crediting order {}: {e}", order.order_id)))?
+        .id
+        .clone();
+    diesel::update(payment_orders::table.filter(payment_orders::order_id.eq(&order.order_id)))
+        .set((
+            payment_orders::kind.eq(order.kind.as_str()),
+            payment_orders::account_id.eq(order.account_id.as_str()),
+            payment_orders::pack_id.eq(order.pack_id.as_str()),
+            payment_orders::paid_cents.eq(order.paid_cents),
+            payment_orders::credits.eq(order.credits.millis()),
+            payment_orders::credit_entry_id.eq(entry_id.as_str()),
+            payment_orders::paid_at.eq(now.millis()),
+            payment_orders::updated_at.eq(now.millis()),
+        ))
+        .execute(conn)?;
+    let credited = PaymentOrder {
+        account_id: Some(order.account_id.as_str().to_owned()),
+        paid_cents: Some(order.paid_cents),
+        credits: order.credits.millis(),
+        ..row
+    };
+    let (taken_back, owed) = settle_refunds(conn, &mut book, &credited, now)?;
+    collect_owed(conn, &mut book, &order.account_id, &order.order_id, now)?;
+    persist(conn, &order.account_id, book.take_changes())?;
+    Ok(PaidOutcome::Credited {
+        entry_id,
+        taken_back,
+        owed,
+    })
+}
+
 impl Store {
     /// Runs `f` in a write transaction holding the lock of order `order_id` (its row is
     /// inserted on first sight). Two first sights racing: the loser retries.
@@ -526,55 +584,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<PaidOutcome, StoreError> {
         self.with_order(&order.order_id, order.kind, now, |conn, row| {
-            if let Some(entry) = &row.credit_entry_id {
-                return Ok(PaidOutcome::AlreadyCredited {
-                    entry_id: EntryId::new(entry.clone()),
-                });
-            }
-            if !lock_account(conn, &order.account_id)? {
-                return Ok(PaidOutcome::UnknownAccount);
-            }
-            let mut book = load_book(conn, &order.account_id, now)?;
-            let entry_id = book
-                .credit(
-                    GrantSpec::new(order.kind.grant_source(), order.credits),
-                    Memo::new(order.description.clone()).reference(order.order_id.clone()),
-                    now,
-                    &mut RandomIds,
-                )
-                .map_err(|e| {
-                    StoreError::corrupt(format!("crediting order {}: {e}", order.order_id))
-                })?
-                .id
-                .clone();
-            diesel::update(
-                payment_orders::table.filter(payment_orders::order_id.eq(&order.order_id)),
-            )
-            .set((
-                payment_orders::kind.eq(order.kind.as_str()),
-                payment_orders::account_id.eq(order.account_id.as_str()),
-                payment_orders::pack_id.eq(order.pack_id.as_str()),
-                payment_orders::paid_cents.eq(order.paid_cents),
-                payment_orders::credits.eq(order.credits.millis()),
-                payment_orders::credit_entry_id.eq(entry_id.as_str()),
-                payment_orders::paid_at.eq(now.millis()),
-                payment_orders::updated_at.eq(now.millis()),
-            ))
-            .execute(conn)?;
-            let credited = PaymentOrder {
-                account_id: Some(order.account_id.as_str().to_owned()),
-                paid_cents: Some(order.paid_cents),
-                credits: order.credits.millis(),
-                ..row
-            };
-            let (taken_back, owed) = settle_refunds(conn, &mut book, &credited, now)?;
-            collect_owed(conn, &mut book, &order.account_id, &order.order_id, now)?;
-            persist(conn, &order.account_id, book.take_changes())?;
-            Ok(PaidOutcome::Credited {
-                entry_id,
-                taken_back,
-                owed,
-            })
+            credit_order(conn, row, order, now)
         })
     }
 
@@ -926,38 +936,19 @@ impl Store {
                 .first(conn)
                 .optional()?
                 .ok_or_else(|| StoreError::corrupt(format!("no auto top-up charge {charge_id}")))?;
-            if let Some(entry) = &row.credit_entry_id {
-                return Ok(PaidOutcome::AlreadyCredited {
-                    entry_id: EntryId::new(entry.clone()),
-                });
+            let order = PaidOrder {
+                order_id: charge_id.to_owned(),
+                kind: OrderKind::AutoTopup,
+                account_id: AccountId::new(charge.account_id.clone()),
+                pack_id: PackId::new(charge.pack_id.clone()),
+                credits: Credits::from_millis(charge.credits),
+                paid_cents: charge.price_cents,
+                description: description.to_owned(),
+            };
+            let outcome = credit_order(conn, row, &order, now)?;
+            if !matches!(outcome, PaidOutcome::Credited { .. }) {
+                return Ok(outcome);
             }
-            let account = AccountId::new(charge.account_id.clone());
-            if !lock_account(conn, &account)? {
-                return Ok(PaidOutcome::UnknownAccount);
-            }
-            let mut book = load_book(conn, &account, now)?;
-            let credits = Credits::from_millis(charge.credits);
-            let entry_id = book
-                .credit(
-                    GrantSpec::new(GrantSource::AutoTopup, credits),
-                    Memo::new(description).reference(charge_id),
-                    now,
-                    &mut RandomIds,
-                )
-                .map_err(|e| StoreError::corrupt(format!("crediting top-up {charge_id}: {e}")))?
-                .id
-                .clone();
-            diesel::update(payment_orders::table.filter(payment_orders::order_id.eq(charge_id)))
-                .set((
-                    payment_orders::account_id.eq(account.as_str()),
-                    payment_orders::pack_id.eq(&charge.pack_id),
-                    payment_orders::paid_cents.eq(charge.price_cents),
-                    payment_orders::credits.eq(charge.credits),
-                    payment_orders::credit_entry_id.eq(entry_id.as_str()),
-                    payment_orders::paid_at.eq(now.millis()),
-                    payment_orders::updated_at.eq(now.millis()),
-                ))
-                .execute(conn)?;
             diesel::update(auto_topup_charges::table.filter(auto_topup_charges::id.eq(charge_id)))
                 .set((
                     auto_topup_charges::status.eq("paid"),
@@ -966,7 +957,7 @@ impl Store {
                 .execute(conn)?;
             diesel::update(
                 auto_topups::table
-                    .filter(auto_topups::account_id.eq(account.as_str()))
+                    .filter(auto_topups::account_id.eq(&charge.account_id))
                     .filter(auto_topups::status.eq("pending")),
             )
             .set((
@@ -974,13 +965,7 @@ impl Store {
                 auto_topups::updated_at.eq(now.millis()),
             ))
             .execute(conn)?;
-            collect_owed(conn, &mut book, &account, charge_id, now)?;
-            persist(conn, &account, book.take_changes())?;
-            Ok(PaidOutcome::Credited {
-                entry_id,
-                taken_back: Credits::ZERO,
-                owed: Credits::ZERO,
-            })
+            Ok(outcome)
         })
     }
 
