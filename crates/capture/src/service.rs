@@ -225,12 +225,8 @@ impl CaptureService {
         match self.inner.jobs.try_send(job) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.inner
-                    .shared
-                    .counters
-                    .busy_rejections
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(self.busy());
+                let waiting = self.inner.jobs.max_capacity() - self.inner.jobs.capacity();
+                return Err(self.inner.shared.busy(waiting));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(CaptureError::ShutDown),
         }
@@ -281,18 +277,17 @@ impl CaptureService {
     pub fn config(&self) -> &CaptureConfig {
         &self.inner.shared.config
     }
+}
 
-    fn busy(&self) -> CaptureError {
-        let cfg = &self.inner.shared.config;
-        let avg_ms = self
-            .inner
-            .shared
-            .counters
-            .avg_ms
-            .load(Ordering::Relaxed)
-            .max(500);
-        let waiting = self.inner.jobs.max_capacity() - self.inner.jobs.capacity();
-        let rounds = waiting.div_ceil(cfg.pool_size) as u64 + 1;
+impl Shared {
+    /// Count a `BUSY` answer and estimate its `Retry-After`: the average capture time times
+    /// the rounds of the pool needed by the `waiting` jobs and one more, 1..=60 s.
+    fn busy(&self, waiting: usize) -> CaptureError {
+        self.counters
+            .busy_rejections
+            .fetch_add(1, Ordering::Relaxed);
+        let avg_ms = self.counters.avg_ms.load(Ordering::Relaxed).max(500);
+        let rounds = waiting.div_ceil(self.config.pool_size) as u64 + 1;
         CaptureError::Busy {
             retry_after_secs: (avg_ms * rounds).div_ceil(1000).clamp(1, 60),
         }
@@ -450,14 +445,8 @@ async fn worker(
             continue;
         }
         if job.enqueued.elapsed() > queue_timeout {
-            shared
-                .counters
-                .busy_rejections
-                .fetch_add(1, Ordering::Relaxed);
-            let avg = shared.counters.avg_ms.load(Ordering::Relaxed).max(1000);
-            let _ = job.reply.send(Err(CaptureError::Busy {
-                retry_after_secs: avg.div_ceil(1000).clamp(1, 60),
-            }));
+            // This job is at the head of the queue: one round of the pool.
+            let _ = job.reply.send(Err(shared.busy(0)));
             continue;
         }
         let mut sess = match session.take() {

@@ -63,6 +63,35 @@ async fn twenty_concurrent_captures_succeed_or_get_busy() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_waited_longer_than_the_queue_timeout_is_busy() {
+    let fx = start_fixture();
+    let svc = start_service(CaptureConfig {
+        pool_size: 1,
+        queue_timeout_ms: 300,
+        allow_private_targets: true,
+        ..Default::default()
+    });
+    let slow = {
+        let svc = svc.clone();
+        let o = opts(&[("url", &fx.url("/slow")), ("timeout", "1")]);
+        tokio::spawn(async move { svc.capture(&o).await })
+    };
+    // Let the slow capture take the only session; the next job waits behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = svc
+        .capture(&opts(&[("url", &fx.url("/"))]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "BUSY", "{err}");
+    assert!(err.retry_after_secs().unwrap() >= 1);
+    let slow = slow.await.unwrap().unwrap_err();
+    assert_eq!(slow.code(), "TIMEOUT", "{slow}");
+    let stats = svc.stats();
+    assert_eq!((stats.captures_started, stats.busy_rejections), (1, 1));
+    svc.shutdown().await;
+}
+
 #[test]
 fn a_missing_browser_fails_start_with_install_advice() {
     let err = std::thread::spawn(|| {
