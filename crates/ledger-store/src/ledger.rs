@@ -254,16 +254,11 @@ impl Store {
             let id = AccountId::new(row.id.clone());
             let mut available = Credits::ZERO;
             if new.signup_bonus.is_positive() {
-                let mut book = Book::empty(id.clone());
-                book.credit(
-                    GrantSpec::new(GrantSource::SignupBonus, new.signup_bonus),
-                    Memo::new("Welcome bonus"),
-                    now,
-                    &mut RandomIds,
-                )
-                .map_err(|e| StoreError::corrupt(e.to_string()))?;
-                available = book.available(now);
-                persist(conn, &id, book.take_changes())?;
+                let bonus = Operation::Credit {
+                    spec: GrantSpec::new(GrantSource::SignupBonus, new.signup_bonus),
+                    memo: Memo::new("Welcome bonus"),
+                };
+                available = apply_in_tx(conn, &id, None, bonus, now)?.available;
             }
             Ok((Account::from(row), available))
         });
@@ -305,18 +300,13 @@ impl Store {
         overdraft_limit: Credits,
     ) -> Result<(), StoreError> {
         self.write(|conn| {
-            let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
+            lock_account(conn, id)?;
+            diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
                 .set((
                     accounts::plan_name.eq(plan_name),
                     accounts::overdraft_limit.eq(overdraft_limit.max(Credits::ZERO).millis()),
                 ))
                 .execute(conn)?;
-            if n == 0 {
-                return Err(StoreError::AccountNotFound {
-                    account_id: id.clone(),
-                }
-                .into());
-            }
             Ok(())
         })
     }
