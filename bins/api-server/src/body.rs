@@ -109,17 +109,25 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 /// Reads `Idempotency-Key` and binds it to the request it came with (method, path and the
 /// canonical form of the body).
 pub fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>, ApiError> {
+    let Some(key) = idempotency_key(req)? else {
+        return Ok(None);
+    };
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    let fingerprint = Fingerprint::new(format!("{} {}\n{}", req.method(), req.path(), canonical));
+    Ok(Some(Idempotency::new(key, fingerprint)))
+}
+
+/// The request's `Idempotency-Key`, validated (400 naming the header when malformed).
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(raw) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
     let raw = raw.to_str().map_err(|_| {
         ApiError::invalid("Idempotency-Key", "Idempotency-Key must be visible ASCII")
     })?;
-    let key = IdempotencyKey::parse(raw.trim())
-        .map_err(|e| ApiError::invalid("Idempotency-Key", e.to_string()))?;
-    let canonical = serde_json::from_slice::<serde_json::Value>(body)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
-    let fingerprint = Fingerprint::new(format!("{} {}\n{}", req.method(), req.path(), canonical));
-    Ok(Some(Idempotency::new(key, fingerprint)))
+    IdempotencyKey::parse(raw.trim())
+        .map(Some)
+        .map_err(|e| ApiError::invalid("Idempotency-Key", e.to_string()))
 }

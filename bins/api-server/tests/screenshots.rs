@@ -495,6 +495,16 @@ async fn post_json_html_and_formats(db: TestDb) {
         (401, "0".into())
     );
     assert!(res.headers().contains_key("x-cache") && res.headers().contains_key("x-request-id"));
+    // Authentication comes before the body: a stranger's malformed POST is a 401, not a 400.
+    let res = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/v1/screenshot")
+            .set_payload("{not json")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 401);
     assert_eq!(
         w.available(),
         Credits::whole(1),

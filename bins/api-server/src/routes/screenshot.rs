@@ -7,18 +7,16 @@
 //! carries `x-credits-remaining`, `x-credits-charged` and `x-cache` (and `x-request-id`
 //! from the middleware). An `Idempotency-Key` replays the first answer.
 
-use std::collections::HashMap;
-
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse, ResponseError};
 use capture::{CaptureError, CaptureOptions, Format, RawCaptureOptions};
-use ledger_core::{AccountId, Credits, HoldId, IdempotencyKey, Memo};
+use ledger_core::{AccountId, Credits, HoldId, Memo};
 use ledger_store::{new_id, Claim, Operation, Outcome, ScreenshotAnswer, Spend};
 use serde_json::json;
 
 use crate::auth::Authed;
-use crate::body::parse_json;
+use crate::body::{idempotency_key, parse_json};
 use crate::error::ApiError;
 use crate::routes::with_metering;
 use crate::state::AppState;
@@ -145,6 +143,31 @@ fn render(done: &Done, ext: &str) -> HttpResponse {
     with_cache_header(res, &a.cache_status, Some(&a.screenshot_id))
 }
 
+/// Captures or releases a screenshot's hold (if it had one) and returns the balance after.
+/// If that fails, the hold expires by itself and its credits return: never a double
+/// charge, at worst a free capture.
+async fn settle(
+    state: &AppState,
+    account: &AccountId,
+    hold: Option<HoldId>,
+    op: impl FnOnce(HoldId) -> Operation,
+) -> Option<Credits> {
+    let Some(hold) = hold else {
+        return balance(state, account).await;
+    };
+    let (id, op, now) = (account.clone(), op(hold), state.now());
+    match state
+        .blocking(move |s| Ok(s.apply(&id, None, op, now)?))
+        .await
+    {
+        Ok(applied) => Some(applied.available),
+        Err(e) => {
+            tracing::error!(error = %e, "settling a screenshot hold failed");
+            None
+        }
+    }
+}
+
 async fn work(
     state: &AppState,
     account: &AccountId,
@@ -265,41 +288,14 @@ async fn work(
         None
     };
     let shot = service.capture(opts).await;
-    let settle = |hold: Option<HoldId>, op: Box<dyn FnOnce(HoldId) -> Operation>| {
-        let id = account.clone();
-        async move {
-            match hold {
-                None => balance(state, &id).await,
-                Some(h) => {
-                    let op = op(h);
-                    let now = state.now();
-                    match state
-                        .blocking(move |s| Ok(s.apply(&id, None, op, now)?))
-                        .await
-                    {
-                        Ok(applied) => Some(applied.available),
-                        Err(e) => {
-                            // The hold expires by itself and its credits return: never a
-                            // double charge, at worst a free capture.
-                            tracing::error!(error = %e, "settling a screenshot hold failed");
-                            None
-                        }
-                    }
-                }
-            }
-        }
-    };
     match shot {
         Ok(shot) => {
             let memo = screenshot_memo(screenshot_id);
-            let remaining = settle(
-                hold,
-                Box::new(move |hold_id| Operation::Capture {
-                    hold_id,
-                    amount: None,
-                    memo: Some(memo),
-                }),
-            )
+            let remaining = settle(state, account, hold, move |hold_id| Operation::Capture {
+                hold_id,
+                amount: None,
+                memo: Some(memo),
+            })
             .await;
             let cache = state.cache.clone();
             let bytes = shot.bytes;
@@ -333,7 +329,10 @@ async fn work(
             }
         }
         Err(e) => {
-            let remaining = settle(hold, Box::new(|hold_id| Operation::Release { hold_id })).await;
+            let remaining = settle(state, account, hold, |hold_id| Operation::Release {
+                hold_id,
+            })
+            .await;
             if !e.is_safe_to_show() {
                 tracing::error!(error = %e, "capture failed");
             }
@@ -371,23 +370,9 @@ async fn shoot(
         }
     };
     let ext = opts.format().extension();
-    let key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) => match IdempotencyKey::parse(k.trim()) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                return refused(
-                    ApiError::invalid("Idempotency-Key", e.to_string()),
-                    balance(state, &account).await,
-                )
-            }
-        },
-        Some(Err(_)) => {
-            return refused(
-                ApiError::invalid("Idempotency-Key", "Idempotency-Key must be visible ASCII"),
-                balance(state, &account).await,
-            )
-        }
+    let key = match idempotency_key(req) {
+        Ok(k) => k,
+        Err(e) => return refused(e, balance(state, &account).await),
     };
     let screenshot_id = new_id("scr_");
     if let Some(key) = &key {
@@ -420,17 +405,23 @@ async fn shoot(
                         balance(state, &account).await,
                     );
                 }
+                // A replay charges nothing now; the balance is today's.
                 let done = Done {
-                    answer,
+                    answer: ScreenshotAnswer {
+                        charged: Credits::ZERO,
+                        ..answer
+                    },
                     bytes,
                     remaining: balance(state, &account).await,
                     retry_after: None,
                     retryable: false,
                 };
                 let mut res = render(&done, ext);
-                res.headers_mut()
-                    .insert(HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true"));
-                return with_metering(res, done.remaining.unwrap_or_default(), Credits::ZERO);
+                res.headers_mut().insert(
+                    HeaderName::from_static("idempotent-replayed"),
+                    HeaderValue::from_static("true"),
+                );
+                return res;
             }
             Ok(Claim::InProgress) => {
                 return refused(
@@ -509,9 +500,14 @@ pub async fn take_post(
     who: Result<Authed, ApiError>,
     body: web::Bytes,
 ) -> HttpResponse {
+    // Who is asking comes first: a stranger gets 401 whatever the body says.
+    let who = match who {
+        Ok(w) => w,
+        Err(e) => return refused(e, None),
+    };
     match parse_json::<RawCaptureOptions>(&body) {
-        Ok(raw) => shoot(&state, &req, who, raw).await,
-        Err(e) => refused(e, None),
+        Ok(raw) => shoot(&state, &req, Ok(who), raw).await,
+        Err(e) => refused(e, balance(&state, &who.account_id).await),
     }
 }
 
@@ -522,13 +518,10 @@ pub async fn take_post(
 pub async fn quote_get(
     state: web::Data<AppState>,
     who: Authed,
-    query: web::Query<HashMap<String, String>>,
+    query: web::Query<RawCaptureOptions>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw: RawCaptureOptions = serde_json::from_value(
-        serde_json::to_value(query.into_inner()).map_err(ApiError::internal)?,
-    )
-    .map_err(|e| ApiError::invalid("query", e.to_string()))?;
-    let opts = CaptureOptions::parse(raw).map_err(|e| ApiError::invalid(e.field(), e.message()))?;
+    let opts = CaptureOptions::parse(query.into_inner())
+        .map_err(|e| ApiError::invalid(e.field(), e.message()))?;
     let credits = quote(&opts, &state.settings.screenshots);
     let remaining = balance(&state, &who.account_id).await.unwrap_or_default();
     Ok(with_metering(
