@@ -462,11 +462,13 @@ impl Payments {
         if !order.is_paid() {
             return Ok(format!("ignored: status {}", order.status));
         }
-        let Some(pack) = order
-            .metadata_str(META_PACK)
-            .and_then(|p| self.catalogue.find(p))
-        else {
-            tracing::error!(order_id = %order.id, "paid order names no known credit pack; not credited");
+        let named_pack = order.metadata_str(META_PACK);
+        let Some(pack) = named_pack.and_then(|p| self.catalogue.find(p)) else {
+            tracing::error!(
+                order_id = %order.id,
+                pack_id = named_pack.unwrap_or("(none)"),
+                "paid order names no credit pack of credits.packs; not credited (with the pack back in the configuration, `webhook-receiver reconcile` credits it)"
+            );
             return Ok("rejected: unknown credit pack".into());
         };
         let account = order
@@ -484,7 +486,7 @@ impl Payments {
         };
         if let (Some(expected), Some(got)) = (&pack.product_id, &order.product_id) {
             if expected != got && !self.is_demo() {
-                tracing::error!(order_id = %order.id, pack = %pack.id, product = %got, "paid product is not the pack's product; not credited");
+                tracing::error!(order_id = %order.id, pack = %pack.id, product = %got, expected_product = %expected, "paid product is not the pack's product; not credited");
                 return Ok("rejected: product does not match the pack".into());
             }
         }
