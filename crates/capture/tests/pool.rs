@@ -63,6 +63,27 @@ async fn twenty_concurrent_captures_succeed_or_get_busy() {
     );
 }
 
+/// The concurrent test above cannot tell recycling from prewarming; on a pool of one, five
+/// captures with `max_uses_per_session = 2` need three sessions.
+#[tokio::test]
+async fn a_session_is_replaced_after_max_uses() {
+    let fx = start_fixture();
+    let svc = start_service(CaptureConfig {
+        pool_size: 1,
+        max_uses_per_session: 2,
+        allow_private_targets: true,
+        ..Default::default()
+    });
+    let o = opts(&[("url", &fx.url("/")), ("width", "320"), ("height", "240")]);
+    for _ in 0..5 {
+        svc.capture(&o).await.unwrap();
+    }
+    let stats = svc.stats();
+    assert_eq!(stats.captures_started, 5);
+    assert!(stats.sessions_opened >= 3, "{stats:?}");
+    svc.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_waited_longer_than_the_queue_timeout_is_busy() {
     let fx = start_fixture();
