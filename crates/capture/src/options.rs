@@ -727,5 +727,56 @@ mod tests {
         };
         assert_eq!(j(None), j(Some("80")));
         assert_ne!(j(None), j(Some("81")));
+        // webp is encoded lossless: quality is accepted but changes nothing.
+        let w = |q: Option<&str>| {
+            CaptureOptions::parse(RawCaptureOptions {
+                format: Some("webp".into()),
+                quality: q.map(Into::into),
+                ..raw_url("https://a.test/p")
+            })
+            .unwrap()
+        };
+        assert_eq!(w(Some("10")).quality(), Some(10));
+        assert_eq!(w(None).cache_key(), w(Some("10")).cache_key());
+        // html is keyed by its content.
+        let h = |html: &str| {
+            CaptureOptions::parse(RawCaptureOptions {
+                html: Some(html.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .cache_key()
+        };
+        assert_eq!(h("<p>a</p>"), h("<p>a</p>"));
+        assert_ne!(h("<p>a</p>"), h("<p>b</p>"));
+    }
+
+    #[test]
+    fn full_page_rules_and_html_size() {
+        let pdf = |full_page: &str| {
+            CaptureOptions::parse(RawCaptureOptions {
+                format: Some("pdf".into()),
+                full_page: Some(full_page.into()),
+                ..raw_url("https://a.test/p")
+            })
+            .unwrap()
+        };
+        assert!(!pdf("true").full_page(), "fullPage is ignored for pdf");
+        assert_eq!(pdf("true").cache_key(), pdf("false").cache_key());
+
+        let e = err_of(RawCaptureOptions {
+            full_page: Some("true".into()),
+            selector: Some("#x".into()),
+            ..raw_url("https://a.test/p")
+        });
+        assert_eq!(e.field(), "fullPage", "{e}");
+
+        let html = |len: usize| RawCaptureOptions {
+            html: Some("x".repeat(len)),
+            ..Default::default()
+        };
+        assert!(CaptureOptions::parse(html(MAX_HTML_BYTES)).is_ok());
+        let e = err_of(html(MAX_HTML_BYTES + 1));
+        assert_eq!(e.field(), "html", "{e}");
     }
 }
