@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ledger_core::{AccountId, Catalogue, CreditPack, Credits, PackId, Timestamp};
+use ledger_core::{AccountId, Catalogue, CreditPack, Credits, Timestamp};
 use ledger_store::payments::{
     AutoTopupRow, CheckoutRecord, DeliveryReceipt, OrderKind, PaidOrder, PaidOutcome, RefundAmount,
     RefundOutcome, TopupCharge, TopupPack,
@@ -611,7 +611,7 @@ impl Payments {
         else {
             return Ok(None);
         };
-        let order_id = format!("demo_ord_{}", c.id.trim_start_matches("demo_chk_"));
+        let order_id = demo_order_id(&c.id);
         let created = now.rfc3339();
         let order = json!({
             "id": order_id,
@@ -649,8 +649,8 @@ impl Payments {
 
     /// Marks a demo checkout paid (after its deliveries were accepted).
     pub fn demo_mark_paid(&self, checkout_id: &str, now: Timestamp) -> Result<(), PaymentsError> {
-        let order_id = format!("demo_ord_{}", checkout_id.trim_start_matches("demo_chk_"));
-        self.store.mark_checkout_paid(checkout_id, &order_id, now)?;
+        self.store
+            .mark_checkout_paid(checkout_id, &demo_order_id(checkout_id), now)?;
         Ok(())
     }
 
@@ -733,11 +733,11 @@ impl Payments {
         }
         Ok(settled)
     }
+}
 
-    /// The pack a top-up of this account would buy now (for the api-server's views).
-    pub fn topup_pack(&self, pack_id: &PackId) -> Option<&CreditPack> {
-        self.catalogue.find_active(pack_id.as_str())
-    }
+/// The order id of a demo checkout: derived from it, so paying twice is one order.
+fn demo_order_id(checkout_id: &str) -> String {
+    format!("demo_ord_{}", checkout_id.trim_start_matches("demo_chk_"))
 }
 
 /// Polar cannot charge off-session: any pending charge fails (and pauses auto top-up).
