@@ -1061,8 +1061,9 @@ pub fn after_charge(
 }
 
 impl Store {
-    /// [`after_charge`] in a transaction of its own, for callers (and tests) that charge
-    /// through [`Store::apply`] until the ledger calls `after_charge` itself.
+    /// [`after_charge`] in a transaction of its own. The ledger already calls `after_charge`
+    /// inside every usage debit and capture; this is for checks outside a charge (tests, and
+    /// resuming after settings change).
     pub fn after_charge_standalone(
         &self,
         account: &AccountId,
