@@ -50,11 +50,6 @@ pub(crate) async fn run(
     stage: &Stage,
 ) -> Result<Captured, CaptureError> {
     let remaining = || deadline.saturating_duration_since(Instant::now());
-    let budget_secs = remaining().as_secs_f64().ceil() as u64;
-    let timeout = |stage: &str| CaptureError::Timeout {
-        timeout_secs: budget_secs,
-        stage: stage.to_owned(),
-    };
     proxy.clear_log();
 
     set_stage(stage, "emulation");
@@ -87,7 +82,7 @@ pub(crate) async fn run(
         ),
     };
     if let Err(e) = session.client().goto(&nav_url).await {
-        return Err(classify_navigation_error(e, opts, proxy, budget_secs));
+        return Err(classify_navigation_error(e, opts, proxy));
     }
     check_navigation(session, opts, proxy).await?;
 
@@ -115,13 +110,9 @@ pub(crate) async fn run(
     }
 
     if opts.delay_ms() > 0 {
+        // A delay longer than the budget left ends in the caller's timeout, at this stage.
         set_stage(stage, "delay");
-        let delay = Duration::from_millis(opts.delay_ms());
-        if delay > remaining() {
-            tokio::time::sleep(remaining()).await;
-            return Err(timeout("delay"));
-        }
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(Duration::from_millis(opts.delay_ms())).await;
     }
 
     set_stage(stage, "screenshot");
@@ -467,21 +458,15 @@ fn net_error(code: &str, url: Option<&Url>) -> CaptureError {
     }
 }
 
-fn classify_navigation_error(
-    e: CmdError,
-    opts: &CaptureOptions,
-    proxy: &Proxy,
-    budget_secs: u64,
-) -> CaptureError {
+fn classify_navigation_error(e: CmdError, opts: &CaptureOptions, proxy: &Proxy) -> CaptureError {
     let target = opts.url();
     if let CmdError::Standard(wd) = &e {
-        if wd.error == ErrorStatus::Timeout {
-            return CaptureError::Timeout {
-                timeout_secs: budget_secs,
-                stage: "page load".into(),
-            };
-        }
-        if let Some(pos) = wd.message.find("ERR_") {
+        // A page-load timeout is mapped below, whatever its message says.
+        let net_code = wd
+            .message
+            .find("ERR_")
+            .filter(|_| wd.error != ErrorStatus::Timeout);
+        if let Some(pos) = net_code {
             if let Some(e) = target.and_then(|t| failure_for_url(proxy, t)) {
                 return e;
             }
@@ -500,7 +485,7 @@ fn classify_navigation_error(
     map_cmd_error(e, "page load")
 }
 
-/// Map a WebDriver error outside navigation.
+/// Map a WebDriver error. A `TIMEOUT` gets its budget from the service, which knows it.
 pub(crate) fn map_cmd_error(e: CmdError, stage: &str) -> CaptureError {
     match &e {
         CmdError::Standard(wd) => match wd.error {

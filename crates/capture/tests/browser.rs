@@ -176,6 +176,23 @@ async fn html_input_and_wait_for_selector_and_delay() {
 }
 
 #[tokio::test]
+async fn a_delay_longer_than_the_timeout_is_a_timeout_in_the_delay() {
+    let (svc, _) = shared();
+    let err = svc
+        .capture(&opts(&[
+            ("html", "<p>x</p>"),
+            ("delay", "5000"),
+            ("timeout", "1"),
+        ]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, capture::CaptureError::Timeout { timeout_secs: 1, stage } if stage == "delay"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn dns_failure() {
     let (svc, _) = shared();
     let err = svc
