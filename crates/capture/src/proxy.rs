@@ -536,9 +536,10 @@ mod tests {
 
     #[tokio::test]
     async fn reports_refused_connections() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+        // Bound but not listening: refuses connections, and no one else can take the port.
+        let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+        refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = refusing.local_addr().unwrap().port();
         let proxy = Proxy::start(
             "127.0.0.1".parse().unwrap(),
             Arc::new(TargetPolicy::allow_private()),

@@ -206,7 +206,7 @@ async fn dns_failure() {
 #[tokio::test]
 async fn connection_refused() {
     let (svc, _) = shared();
-    let port = common::closed_port();
+    let (port, _refusing) = common::closed_port();
     let err = svc
         .capture(&opts(&[("url", &format!("http://127.0.0.1:{port}/"))]))
         .await
@@ -256,7 +256,7 @@ async fn slow_page_times_out() {
 #[tokio::test]
 async fn failures_after_a_redirect_are_classified_in_the_browser() {
     let (svc, fx) = shared();
-    let port = common::closed_port();
+    let (port, _refusing) = common::closed_port();
     let refused = format!("127.0.0.1:{port}");
     let cases = [
         (

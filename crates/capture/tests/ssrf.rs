@@ -32,7 +32,7 @@ async fn forbidden_targets_never_reach_a_browser() {
         prewarm: false,
         ..Default::default()
     });
-    let port = common::closed_port();
+    let (port, _refusing) = common::closed_port();
     let table = [
         "http://169.254.169.254/".to_string(),
         "http://169.254.169.254/latest/meta-data/iam/".into(),

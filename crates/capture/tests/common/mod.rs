@@ -219,12 +219,12 @@ pub fn opts(pairs: &[(&str, &str)]) -> CaptureOptions {
     CaptureOptions::parse(raw).unwrap_or_else(|e| panic!("bad test options: {e}"))
 }
 
-/// A port with nothing listening on it.
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    port
+/// A port on 127.0.0.1 that refuses connections: bound but never listening, so no other
+/// process can take it while the returned socket lives (a port freed after binding can be).
+pub fn closed_port() -> (u16, tokio::net::TcpSocket) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s.local_addr().unwrap().port(), s)
 }
 
 /// Pid of the chromedriver listening on the port of `webdriver_url` (it leads its group).
