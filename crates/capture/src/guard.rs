@@ -89,17 +89,17 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
     // ::ffff:a.b.c.d (IPv4-mapped) and ::a.b.c.d (deprecated IPv4-compatible).
     if s[..5] == [0, 0, 0, 0, 0] && (s[5] == 0xffff || s[5] == 0) {
-        let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
         if s[5] == 0xffff {
-            return classify_v4(v4).map(|_| "IPv4-mapped form of a forbidden IPv4 address");
+            return classify_v4(embedded_v4(s[6], s[7]))
+                .map(|_| "IPv4-mapped form of a forbidden IPv4 address");
         }
         // ::a.b.c.d, deprecated since RFC 4291 and never a legitimate destination.
         return Some("IPv4-compatible IPv6 address (deprecated)");
     }
     // 64:ff9b::/96 well-known NAT64 prefix: judge the embedded IPv4 address.
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-        return classify_v4(v4).map(|_| "NAT64 form of a forbidden IPv4 address");
+        return classify_v4(embedded_v4(s[6], s[7]))
+            .map(|_| "NAT64 form of a forbidden IPv4 address");
     }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
         return Some("local-use NAT64 address (64:ff9b:1::/48)");
@@ -114,8 +114,8 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("documentation address");
     }
     if s[0] == 0x2002 {
-        let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
-        return classify_v4(v4).map(|_| "6to4 form of a forbidden IPv4 address");
+        return classify_v4(embedded_v4(s[1], s[2]))
+            .map(|_| "6to4 form of a forbidden IPv4 address");
     }
     if s[0] & 0xfe00 == 0xfc00 {
         return Some("unique-local address");
@@ -130,6 +130,11 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("multicast address");
     }
     None
+}
+
+/// The IPv4 address held in two IPv6 segments (high, low).
+fn embedded_v4(high: u16, low: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))
 }
 
 /// Which addresses captures may reach.
