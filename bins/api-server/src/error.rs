@@ -43,6 +43,13 @@ pub enum ApiError {
     TooManyAttempts { retry_after_secs: u64 },
     #[error("{0}")]
     BadGateway(String),
+    /// A dependency is down or not configured: 503 with `Retry-After` (seconds).
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A 500 whose message is part of the contract (e.g. an unconfigured pack).
     #[error("{0}")]
     Misconfigured(String),
@@ -75,6 +82,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             ApiError::BadGateway(_) => "PAYMENT_PROVIDER_ERROR",
+            ApiError::Unavailable { code, .. } => code,
             ApiError::Misconfigured(_) | ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -92,6 +100,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Misconfigured(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,7 +130,11 @@ impl ResponseError for ApiError {
             other => json!({ "error": other.to_string(), "code": other.code() }),
         };
         let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyAttempts { retry_after_secs } = self {
+        if let ApiError::TooManyAttempts { retry_after_secs }
+        | ApiError::Unavailable {
+            retry_after_secs, ..
+        } = self
+        {
             res.insert_header(("retry-after", retry_after_secs.to_string()));
         }
         res.json(body)
@@ -166,6 +179,7 @@ impl From<LedgerError> for ApiError {
                 balance: available,
             },
             LedgerError::InvalidAmount { reason } => ApiError::invalid("amount", reason),
+            LedgerError::BalanceLimit { .. } => ApiError::invalid("amount", e.to_string()),
             LedgerError::HoldNotFound { hold_id } => {
                 ApiError::NotFound(format!("Hold {hold_id} not found"))
             }

@@ -15,6 +15,10 @@ pub enum LedgerError {
     },
     #[error("invalid amount: {reason}")]
     InvalidAmount { reason: String },
+    /// The operation would take a balance (or a grant, or a running total) past the
+    /// largest the ledger keeps, `max` credits.
+    #[error("the balance would exceed the maximum of {max} credits the ledger keeps; use a smaller amount")]
+    BalanceLimit { max: Credits },
     #[error("hold {hold_id} not found")]
     HoldNotFound { hold_id: HoldId },
     #[error("hold {hold_id} is already {status}")]

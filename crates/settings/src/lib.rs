@@ -43,6 +43,7 @@ pub struct Settings {
     pub credits: CreditSettings,
     #[serde(default)]
     pub plans: Vec<PlanSettings>,
+    pub payments: PaymentSettings,
     pub polar: PolarSettings,
     pub capture: CaptureSettings,
     pub screenshots: ScreenshotSettings,
@@ -54,6 +55,15 @@ pub struct ServerSettings {
     pub bind: String,
     pub workers: usize,
     pub max_body_bytes: usize,
+    /// Largest body of the unauthenticated auth endpoints (signup, login).
+    pub auth_max_body_bytes: usize,
+    /// Seconds a client has to send a request's head and its whole body.
+    pub request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Open connections at most, across all workers; beyond it new ones wait in the
+    /// kernel's backlog.
+    pub max_connections: usize,
     pub shutdown_timeout_secs: u64,
     pub public_url: String,
 }
@@ -70,6 +80,12 @@ pub struct WebhookSettings {
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
+    /// Connections kept open when idle; the rest open on demand.
+    pub min_connections: u32,
+    /// Seconds to wait for a new connection to open (and at start, for the first one).
+    pub connect_timeout_secs: u64,
+    /// Seconds a request waits for a pooled connection before it answers 503.
+    pub acquire_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,11 +148,29 @@ pub struct PlanSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// `""`: Polar when `polar.access_token` is set, otherwise none; `"polar"`; `"demo"`.
+    pub provider: String,
+}
+
+/// Which payment provider is in force (see [`Settings::payment_provider`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentProvider {
+    /// No provider: purchases answer `503 PAYMENTS_NOT_CONFIGURED`; nothing mints credits.
+    None,
+    /// Polar's API and signed webhooks.
+    Polar,
+    /// The local test checkout (no money moves). Only when asked for by name.
+    Demo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolarSettings {
     pub api_url: String,
-    /// Empty: demo payments.
+    /// Empty: no Polar (see [`Settings::payment_provider`]).
     pub access_token: String,
-    /// Empty: demo payments sign with a local secret.
+    /// The demo provider signs with a local secret instead.
     pub webhook_secret: String,
     pub success_url: String,
     pub timeout_secs: u64,
@@ -252,11 +286,39 @@ impl Settings {
                 "must be at least 1024",
             ));
         }
+        if !(512..=self.server.max_body_bytes).contains(&self.server.auth_max_body_bytes) {
+            return Err(SettingsError::key(
+                "server.auth_max_body_bytes",
+                "must be at least 512 and at most server.max_body_bytes",
+            ));
+        }
+        for (key, secs) in [
+            ("server.request_timeout_secs", self.server.request_timeout_secs),
+            ("server.keep_alive_secs", self.server.keep_alive_secs),
+            ("database.connect_timeout_secs", self.database.connect_timeout_secs),
+            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(SettingsError::key(key, "must be from 1 to 3600 seconds"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return Err(SettingsError::key(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
         DatabaseUrl::parse(&self.database.url).map_err(|e| SettingsError(e.to_string()))?;
         if self.database.max_connections == 0 {
             return Err(SettingsError::key(
                 "database.max_connections",
                 "must be at least 1",
+            ));
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return Err(SettingsError::key(
+                "database.min_connections",
+                "must not exceed database.max_connections",
             ));
         }
         let token = self.admin.token.trim();
@@ -310,6 +372,7 @@ impl Settings {
                 ));
             }
         }
+        self.payment_provider()?;
         http_url("polar.api_url", &self.polar.api_url)?;
         http_url("polar.success_url", &self.polar.success_url)?;
         if !self.polar.webhook_secret.is_empty() && !self.polar.webhook_secret.starts_with("whsec_")
@@ -372,6 +435,27 @@ impl Settings {
     /// The admin token, when the admin API is on.
     pub fn admin_token(&self) -> Option<&str> {
         Some(self.admin.token.trim()).filter(|t| !t.is_empty())
+    }
+
+    /// The payment provider: `payments.provider` when set (`demo` must be asked for by
+    /// name), otherwise Polar when `polar.access_token` is set, otherwise none. The
+    /// built-in default never mints credits.
+    pub fn payment_provider(&self) -> Result<PaymentProvider, SettingsError> {
+        let has_token = !self.polar.access_token.trim().is_empty();
+        match self.payments.provider.trim() {
+            "" if has_token => Ok(PaymentProvider::Polar),
+            "" | "none" => Ok(PaymentProvider::None),
+            "demo" => Ok(PaymentProvider::Demo),
+            "polar" if has_token => Ok(PaymentProvider::Polar),
+            "polar" => Err(SettingsError::key(
+                "payments.provider",
+                "`polar` needs polar.access_token (an organization access token)",
+            )),
+            other => Err(SettingsError::key(
+                "payments.provider",
+                format!("`{other}` is not one of \"\" (Polar when polar.access_token is set), \"polar\", \"demo\", \"none\""),
+            )),
+        }
     }
 
     pub fn plan(&self, id: &str) -> Option<&PlanSettings> {
@@ -452,6 +536,7 @@ mod tests {
         assert_eq!(s.credits.signup_bonus, Credits::whole(5));
         assert_eq!(s.polar.success_url, "http://localhost:8080/");
         assert!(!s.capture.allow_private_targets);
+        assert_eq!(s.payment_provider().unwrap(), PaymentProvider::None);
         assert_eq!(s.catalogue().unwrap(), Catalogue::seed_default());
         let basic = s.plan("basic").unwrap();
         assert_eq!(
@@ -525,6 +610,23 @@ mod tests {
         for (file, env, key) in cases {
             let e = load(*file, env).unwrap_err().to_string();
             assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn the_payment_provider_is_explicit() {
+        let provider = |env: &[(&str, &str)]| load(None, env).map(|s| s.payment_provider().unwrap());
+        assert_eq!(provider(&[]).unwrap(), PaymentProvider::None);
+        let token = ("SHOTLEDGER__POLAR__ACCESS_TOKEN", "polar_oat_x");
+        assert_eq!(provider(&[token]).unwrap(), PaymentProvider::Polar);
+        let demo = ("SHOTLEDGER__PAYMENTS__PROVIDER", "demo");
+        assert_eq!(provider(&[demo]).unwrap(), PaymentProvider::Demo);
+        assert_eq!(provider(&[demo, token]).unwrap(), PaymentProvider::Demo);
+        let polar = ("SHOTLEDGER__PAYMENTS__PROVIDER", "polar");
+        assert_eq!(provider(&[polar, token]).unwrap(), PaymentProvider::Polar);
+        for bad in [vec![polar], vec![("SHOTLEDGER__PAYMENTS__PROVIDER", "stripe")]] {
+            let e = provider(&bad).unwrap_err().to_string();
+            assert!(e.contains("payments.provider"), "{e}");
         }
     }
 
