@@ -1,4 +1,6 @@
-# Shotledger tasks. CI (.ci/run) calls `setup`, `lint` and `test`, exactly as here.
+# Shotledger tasks. Run them as `./just RECIPE` (it installs `just` into .tools/ when the
+# machine has none) or with your own `just`. CI (.ci/run) calls `./just run`, `./just lint`
+# and `./just test`, exactly as the README writes them.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -6,7 +8,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks (chromium, chromedriver, libpq) and start PostgreSQL.
+# Install what a fresh Debian machine lacks (libpq, chromium, chromedriver) and start PostgreSQL.
 setup:
     bash scripts/setup.sh
 
@@ -28,7 +30,8 @@ test: setup
     cargo test --workspace
 
 # Start the api-server (:8080) and the webhook-receiver (:8081) on the embedded SQLite
-# default (data/shotledger.db), nothing else to set up. `just run --config FILE` passes it on.
+# default (data/shotledger.db) with demo payments (config/run.toml), nothing else to set up.
+# `just run --config FILE` uses FILE instead of config/run.toml.
 run *ARGS:
     bash scripts/run.sh {{ARGS}}
 
