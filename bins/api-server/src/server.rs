@@ -7,7 +7,7 @@ use actix_web::HttpServer;
 use ledger_store::{PoolOptions, Store};
 use settings::Settings;
 
-use crate::{app, AppState};
+use crate::{app, system_clock, AppState};
 
 /// Opens the database named by the settings (migrations run first).
 pub fn open_store(settings: &Settings) -> Result<Store, ledger_store::StoreError> {
