@@ -32,6 +32,7 @@ pub mod error;
 pub mod guard;
 pub mod options;
 pub mod proxy;
+mod selector;
 mod service;
 mod session;
 mod shoot;

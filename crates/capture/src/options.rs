@@ -452,7 +452,13 @@ fn selector_field(v: Option<String>, field: &'static str) -> Result<Option<Strin
             field,
             format!("{field} must be a CSS selector of at most {MAX_SELECTOR_BYTES} bytes"),
         )),
-        Some(s) => Ok(Some(s)),
+        Some(s) => match crate::selector::check(&s) {
+            Ok(()) => Ok(Some(s)),
+            Err(why) => Err(OptionError::new(
+                field,
+                format!("{field} is not a valid CSS selector: {why}"),
+            )),
+        },
     }
 }
 
@@ -655,6 +661,35 @@ mod tests {
                 e.message()
             );
         }
+    }
+
+    /// Before the fix these parsed, reached the browser and answered INTERNAL.
+    #[test]
+    fn selectors_are_checked_before_any_browser() {
+        for bad in ["a[", "<<<", "::", "div >", "*:not(", ":foo", "#1a", "a,"] {
+            for field in ["waitForSelector", "selector"] {
+                let mut raw = raw_url("https://a.test/");
+                let slot = if field == "selector" {
+                    &mut raw.selector
+                } else {
+                    &mut raw.wait_for_selector
+                };
+                *slot = Some(bad.into());
+                let e = err_of(raw);
+                assert_eq!(e.field(), field, "{bad:?}: {e}");
+                assert!(
+                    e.message().contains("is not a valid CSS selector"),
+                    "{bad:?}: {e}"
+                );
+            }
+        }
+        let o = CaptureOptions::parse(RawCaptureOptions {
+            wait_for_selector: Some("main > article:nth-child(2n+1) a[href^='https:']".into()),
+            selector: Some("#box".into()),
+            ..raw_url("https://a.test/")
+        })
+        .unwrap();
+        assert_eq!(o.selector(), Some("#box"));
     }
 
     #[test]
