@@ -3,6 +3,27 @@
 //! Neither type ever holds a float. JSON numbers are read by their decimal text and
 //! written back so that whole credits print as integers (`847`) and fractional ones with
 //! up to three decimals (`0.6`).
+//!
+//! # Limits
+//! Every amount one operation moves is at most [`Credits::MAX_AMOUNT`] and every balance
+//! stays within `±`[`Credits::MAX_BALANCE`] (both one trillion credits, `10^15`
+//! thousandths). Why that number:
+//! - **Exact JSON.** A fractional amount is written as a JSON number through an `f64`. A
+//!   decimal of at most 15 significant digits survives that round trip exactly; one
+//!   trillion credits with three decimals is 15 digits (`999999999999.999`), one more digit
+//!   would not be.
+//! - **Room for sums.** `i64::MAX` thousandths is about 9.2 × 10^15 credits, 9,223 times
+//!   the maximum balance. A book's own sums (remaining of all grants, active holds,
+//!   overdraft: together at most twice the maximum balance) and `verify`'s running totals
+//!   of valid data therefore never come near it; on data that is not valid they are
+//!   computed with the `checked_*` methods and an overflow is reported, never wrapped.
+//! - **Nobody needs more.** One trillion credits is a trillion screenshots; the largest
+//!   pack sells 25,000.
+//!
+//! Arithmetic: the operators (`+`, `-`, `+=`, `-=`, unary `-`, `sum()`) panic on overflow
+//! in every build profile instead of wrapping; code that handles amounts which can be
+//! large (anything from a client, a database row or a running total) uses the `checked_*`
+//! methods and turns `None` into an error.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Neg, Sub, SubAssign};
@@ -23,20 +44,48 @@ pub struct Credits(i64);
 pub enum AmountError {
     #[error("`{text}` is not a number of credits (use digits with at most three decimals, e.g. 12 or 0.25)")]
     Malformed { text: String },
-    #[error("`{text}` has more than three decimals; credits are exact to a thousandth")]
+    #[error("`{text}` has more than three decimals; credits are exact to a thousandth (0.001)")]
     TooPrecise { text: String },
-    #[error("`{text}` is too large")]
+    #[error(
+        "`{text}` is more than the largest amount accepted, {} credits",
+        Credits::MAX_AMOUNT
+    )]
     TooLarge { text: String },
+    #[error("`{text}` must be greater than zero")]
+    NotPositive { text: String },
 }
+
+/// One trillion credits in thousandths (see the module's "Limits").
+const LIMIT_MILLIS: i64 = 1_000_000_000_000 * MILLIS_PER_CREDIT;
 
 impl Credits {
     pub const ZERO: Credits = Credits(0);
-    /// The largest amount accepted from clients (one trillion credits).
-    pub const MAX_INPUT: Credits = Credits(1_000_000_000_000 * MILLIS_PER_CREDIT);
+    /// The largest amount one operation may move: a grant, a debit, a hold, a capture, a
+    /// refund (one trillion credits; see the module's "Limits"). The parser refuses more.
+    pub const MAX_AMOUNT: Credits = Credits(LIMIT_MILLIS);
+    /// The largest balance the ledger keeps, and the furthest below zero an overdraft may
+    /// take it: an operation that would push a balance past `±MAX_BALANCE` is refused with
+    /// [`crate::LedgerError::BalanceLimit`] (one trillion credits; see the module's
+    /// "Limits").
+    pub const MAX_BALANCE: Credits = Credits(LIMIT_MILLIS);
+    /// The largest amount accepted from clients: [`Credits::MAX_AMOUNT`].
+    pub const MAX_INPUT: Credits = Credits::MAX_AMOUNT;
 
-    /// Whole credits.
+    /// Whole credits. Panics (also in `const` contexts) if `n` thousandths overflow; use
+    /// [`Credits::checked_whole`] for numbers that are not constants.
     pub const fn whole(n: i64) -> Credits {
-        Credits(n * MILLIS_PER_CREDIT)
+        match Credits::checked_whole(n) {
+            Some(c) => c,
+            None => panic!("whole credits overflow i64 thousandths"),
+        }
+    }
+
+    /// Whole credits, or `None` if `n` thousandths do not fit in an `i64`.
+    pub const fn checked_whole(n: i64) -> Option<Credits> {
+        match n.checked_mul(MILLIS_PER_CREDIT) {
+            Some(m) => Some(Credits(m)),
+            None => None,
+        }
     }
 
     /// Thousandths of a credit.
@@ -60,8 +109,19 @@ impl Credits {
         self.0 < 0
     }
 
+    /// The magnitude. Panics on `i64::MIN` thousandths (see [`Credits::checked_abs`]).
     pub const fn abs(self) -> Credits {
-        Credits(self.0.abs())
+        match self.checked_abs() {
+            Some(c) => c,
+            None => panic!("credits overflow: abs of the most negative amount"),
+        }
+    }
+
+    pub const fn checked_abs(self) -> Option<Credits> {
+        match self.0.checked_abs() {
+            Some(m) => Some(Credits(m)),
+            None => None,
+        }
     }
 
     pub fn min(self, other: Credits) -> Credits {
@@ -74,6 +134,26 @@ impl Credits {
 
     pub fn checked_add(self, other: Credits) -> Option<Credits> {
         self.0.checked_add(other.0).map(Credits)
+    }
+
+    pub fn checked_sub(self, other: Credits) -> Option<Credits> {
+        self.0.checked_sub(other.0).map(Credits)
+    }
+
+    pub fn checked_neg(self) -> Option<Credits> {
+        self.0.checked_neg().map(Credits)
+    }
+
+    /// The sum, or `None` if any partial sum overflows.
+    pub fn checked_sum(items: impl IntoIterator<Item = Credits>) -> Option<Credits> {
+        items
+            .into_iter()
+            .try_fold(Credits::ZERO, |acc, c| acc.checked_add(c))
+    }
+
+    /// Within `-MAX_BALANCE..=MAX_BALANCE`: a balance the ledger may keep.
+    pub const fn within_balance_limit(self) -> bool {
+        -LIMIT_MILLIS <= self.0 && self.0 <= LIMIT_MILLIS
     }
 
     /// Whole credits when there is no fractional part.
@@ -107,7 +187,7 @@ impl Credits {
     pub fn parse_positive(text: &str) -> Result<Credits, AmountError> {
         let c: Credits = text.parse()?;
         if c.0 <= 0 {
-            return Err(AmountError::Malformed { text: text.into() });
+            return Err(AmountError::NotPositive { text: text.into() });
         }
         Ok(c)
     }
@@ -182,67 +262,121 @@ impl Serialize for Credits {
     }
 }
 
+/// Reads a JSON (or TOML) **number** of credits: `12`, `0.6`, `-1.125`. A string, a
+/// boolean or `null` is refused with serde's "invalid type" error (a wire body's wrong type
+/// is the client's mistake, to be named, not guessed at); so are more than three decimals,
+/// more than [`Credits::MAX_AMOUNT`] and non-finite numbers. Configuration that wants to
+/// accept quoted amounts as well (`"2.5"`) opts in with
+/// `#[serde(deserialize_with = "ledger_core::amount::number_or_text")]`.
 impl<'de> Deserialize<'de> for Credits {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Credits, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Credits;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a number of credits with at most three decimals")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Credits, E> {
-                v.to_string().parse().map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Credits, E> {
-                v.to_string().parse().map_err(E::custom)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Credits, E> {
-                // The shortest text that reads back as `v` is the decimal the client wrote
-                // (for up to 15 significant digits); it is then parsed exactly.
-                if !v.is_finite() {
-                    return Err(E::custom("credits must be a finite number"));
-                }
-                format!("{v}").parse().map_err(E::custom)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Credits, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(NumberVisitor)
     }
 }
+
+/// Reads a number of credits given as a number or as decimal text (`2.5`, `"2.5"`), for
+/// configuration read from files and environment variables. Wire bodies use the strict
+/// [`Deserialize`] impl of [`Credits`].
+pub fn number_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<Credits, D::Error> {
+    d.deserialize_any(NumberOrTextVisitor)
+}
+
+struct NumberVisitor;
+
+impl Visitor<'_> for NumberVisitor {
+    type Value = Credits;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number of credits (a JSON number, not a string) with at most three decimals")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Credits, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Credits, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Credits, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Credits, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Credits, E> {
+        if !v.is_finite() {
+            return Err(E::custom("credits must be a finite number"));
+        }
+        // Far out of range: say so without printing hundreds of digits.
+        if v.abs() >= 1e16 {
+            return Err(E::custom(AmountError::TooLarge {
+                text: format!("{v:e}"),
+            }));
+        }
+        // The shortest text that reads back as `v` is the decimal the client wrote (for up
+        // to 15 significant digits, which covers every amount up to the maximum with three
+        // decimals); it is then parsed exactly.
+        format!("{v}").parse().map_err(E::custom)
+    }
+}
+
+struct NumberOrTextVisitor;
+
+impl Visitor<'_> for NumberOrTextVisitor {
+    type Value = Credits;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number of credits with at most three decimals")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Credits, E> {
+        NumberVisitor.visit_i64(v)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Credits, E> {
+        NumberVisitor.visit_u64(v)
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Credits, E> {
+        NumberVisitor.visit_i128(v)
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Credits, E> {
+        NumberVisitor.visit_u128(v)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Credits, E> {
+        NumberVisitor.visit_f64(v)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Credits, E> {
+        v.trim().parse().map_err(E::custom)
+    }
+}
+
+const OVERFLOW: &str = "credits overflow: use the checked_* methods for amounts that can be large";
 
 impl Add for Credits {
     type Output = Credits;
     fn add(self, o: Credits) -> Credits {
-        Credits(self.0 + o.0)
+        self.checked_add(o).expect(OVERFLOW)
     }
 }
 impl Sub for Credits {
     type Output = Credits;
     fn sub(self, o: Credits) -> Credits {
-        Credits(self.0 - o.0)
+        self.checked_sub(o).expect(OVERFLOW)
     }
 }
 impl AddAssign for Credits {
     fn add_assign(&mut self, o: Credits) {
-        self.0 += o.0;
+        *self = *self + o;
     }
 }
 impl SubAssign for Credits {
     fn sub_assign(&mut self, o: Credits) {
-        self.0 -= o.0;
+        *self = *self - o;
     }
 }
 impl Neg for Credits {
     type Output = Credits;
     fn neg(self) -> Credits {
-        Credits(-self.0)
+        self.checked_neg().expect(OVERFLOW)
     }
 }
 impl std::iter::Sum for Credits {
     fn sum<I: Iterator<Item = Credits>>(iter: I) -> Credits {
-        Credits(iter.map(|c| c.0).sum())
+        Credits::checked_sum(iter).expect(OVERFLOW)
     }
 }
 
@@ -263,6 +397,19 @@ impl Cents {
     pub const fn get(self) -> i64 {
         self.0
     }
+
+    pub fn checked_add(self, other: Cents) -> Option<Cents> {
+        self.0.checked_add(other.0).map(Cents)
+    }
+
+    pub fn checked_sub(self, other: Cents) -> Option<Cents> {
+        self.0.checked_sub(other.0).map(Cents)
+    }
+
+    /// `self × n`, or `None` on overflow.
+    pub fn checked_mul(self, n: i64) -> Option<Cents> {
+        self.0.checked_mul(n).map(Cents)
+    }
 }
 
 impl fmt::Display for Cents {
@@ -276,8 +423,10 @@ impl fmt::Display for Cents {
 
 impl Add for Cents {
     type Output = Cents;
+    /// Panics on overflow (never wraps); see [`Cents::checked_add`].
     fn add(self, o: Cents) -> Cents {
-        Cents(self.0 + o.0)
+        self.checked_add(o)
+            .expect("cents overflow: use Cents::checked_add")
     }
 }
 
@@ -334,7 +483,7 @@ mod tests {
         .unwrap();
         assert_eq!(json, "[847,0.6,-0.001]");
         let back: Vec<Credits> =
-            serde_json::from_str("[847, 0.6, -0.001, 1234567.891, \"2.5\"]").unwrap();
+            serde_json::from_str("[847, 0.6, -0.001, 1234567.891, 1e3]").unwrap();
         assert_eq!(
             back,
             vec![
@@ -342,10 +491,130 @@ mod tests {
                 Credits::from_millis(600),
                 Credits::from_millis(-1),
                 Credits::from_millis(1_234_567_891),
-                Credits::from_millis(2500)
+                Credits::whole(1000),
             ]
         );
         assert!(serde_json::from_str::<Credits>("0.0005").is_err());
         assert!(serde_json::from_str::<Credits>("true").is_err());
+    }
+
+    #[test]
+    fn json_reads_numbers_only() {
+        for bad in ["\"2.5\"", "\"10\"", "\"\"", "true", "null", "[1]", "{}"] {
+            let err = serde_json::from_str::<Credits>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("invalid type"), "{bad}: {err}");
+        }
+        // Configuration may opt into quoted amounts.
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(deserialize_with = "number_or_text")]
+            bonus: Credits,
+        }
+        for (text, millis) in [
+            ("{\"bonus\": \"2.5\"}", 2500),
+            ("{\"bonus\": 2.5}", 2500),
+            ("{\"bonus\": 7}", 7000),
+        ] {
+            let c: Config = serde_json::from_str(text).unwrap();
+            assert_eq!(c.bonus, Credits::from_millis(millis), "{text}");
+        }
+        assert!(serde_json::from_str::<Config>("{\"bonus\": \"lots\"}").is_err());
+        assert!(serde_json::from_str::<Config>("{\"bonus\": true}").is_err());
+    }
+
+    #[test]
+    fn the_limits_are_enforced_with_clear_messages() {
+        let max = Credits::MAX_AMOUNT;
+        assert_eq!(max, Credits::whole(1_000_000_000_000));
+        assert_eq!(Credits::MAX_BALANCE, max);
+        assert_eq!("1000000000000".parse::<Credits>().unwrap(), max);
+        assert_eq!(
+            "999999999999.999".parse::<Credits>().unwrap(),
+            Credits::from_millis(max.millis() - 1)
+        );
+        assert_eq!("-1000000000000".parse::<Credits>().unwrap(), -max);
+        for (text, says) in [
+            (
+                "1000000000000.001",
+                "largest amount accepted, 1000000000000 credits",
+            ),
+            (
+                "1000000000001",
+                "largest amount accepted, 1000000000000 credits",
+            ),
+            ("-1000000000001", "largest amount accepted"),
+            ("1.0001", "more than three decimals"),
+            ("0", "greater than zero"),
+        ] {
+            let err = Credits::parse_positive(text).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        // The same through JSON, also for floats far out of range, in a short message.
+        for (json, says) in [
+            ("1000000000001", "largest amount"),
+            ("1e300", "largest amount"),
+            ("-1e300", "largest amount"),
+            ("1000000000000.5", "largest amount"),
+            ("0.0001", "three decimals"),
+        ] {
+            let err = serde_json::from_str::<Credits>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says) && err.len() < 200, "{json}: {err}");
+        }
+        // Every amount up to the maximum survives JSON exactly, whole or fractional.
+        for millis in [
+            1,
+            999,
+            1_001,
+            max.millis() - 1,
+            max.millis(),
+            123_456_789_012_345,
+        ] {
+            for c in [Credits::from_millis(millis), Credits::from_millis(-millis)] {
+                let json = serde_json::to_string(&c).unwrap();
+                assert_eq!(serde_json::from_str::<Credits>(&json).unwrap(), c, "{json}");
+            }
+        }
+    }
+
+    #[test]
+    fn arithmetic_is_checked() {
+        let big = Credits::from_millis(i64::MAX);
+        assert_eq!(big.checked_add(Credits::from_millis(1)), None);
+        assert_eq!(
+            Credits::from_millis(i64::MIN).checked_sub(Credits::from_millis(1)),
+            None
+        );
+        assert_eq!(Credits::from_millis(i64::MIN).checked_neg(), None);
+        assert_eq!(Credits::from_millis(i64::MIN).checked_abs(), None);
+        assert_eq!(Credits::checked_whole(i64::MAX / 10), None);
+        assert_eq!(Credits::checked_sum([big, Credits::from_millis(1)]), None);
+        assert_eq!(
+            Credits::checked_sum([big, Credits::from_millis(1), Credits::from_millis(-1)]),
+            None,
+            "a partial sum that overflows is an overflow"
+        );
+        assert_eq!(
+            Credits::checked_sum([Credits::whole(2), Credits::whole(3)]),
+            Some(Credits::whole(5))
+        );
+        assert!(Credits::MAX_BALANCE.within_balance_limit());
+        assert!((-Credits::MAX_BALANCE).within_balance_limit());
+        assert!(!Credits::from_millis(Credits::MAX_BALANCE.millis() + 1).within_balance_limit());
+        assert_eq!(Cents::new(i64::MAX).checked_add(Cents::new(1)), None);
+        assert_eq!(Cents::new(i64::MAX / 2).checked_mul(3), None);
+        assert_eq!(Cents::new(400).checked_mul(3), Some(Cents::new(1200)));
+        // The operators panic instead of wrapping, in every profile.
+        for overflow in [
+            std::panic::catch_unwind(|| big + Credits::from_millis(1)),
+            std::panic::catch_unwind(|| -Credits::from_millis(i64::MIN)),
+            std::panic::catch_unwind(|| [big, big].into_iter().sum::<Credits>()),
+        ] {
+            assert!(overflow.is_err());
+        }
+        assert!(std::panic::catch_unwind(|| Cents::new(i64::MAX) + Cents::new(1)).is_err());
     }
 }

@@ -10,6 +10,12 @@
 //! - the *available balance* is what can be spent now: usable grants minus active holds,
 //!   minus any overdraft. Holds take their credits out of grants when they are made, so
 //!   `book = Σ grant.remaining + Σ active-hold grant allocations − overdraft`.
+//!
+//! Limits: an operation moves at most [`Credits::MAX_AMOUNT`], and one that would push the
+//! book balance past `±`[`Credits::MAX_BALANCE`] is refused with
+//! [`LedgerError::BalanceLimit`], changing nothing (a move back toward zero is always
+//! allowed). Overdraft allowances are capped at the maximum balance too, so every sum a
+//! book keeps stays far inside an `i64` (see [`crate::amount`]).
 
 use std::collections::BTreeSet;
 
@@ -34,9 +40,10 @@ impl SpendPolicy {
         overdraft_limit: Credits::ZERO,
     };
 
+    /// At most `limit` below zero; `limit` is kept within `0..=MAX_BALANCE`.
     pub fn with_overdraft(limit: Credits) -> SpendPolicy {
         SpendPolicy {
-            overdraft_limit: limit.max(Credits::ZERO),
+            overdraft_limit: limit.max(Credits::ZERO).min(Credits::MAX_BALANCE),
         }
     }
 }
@@ -193,16 +200,49 @@ impl Book {
         usable + returning - self.state.overdraft
     }
 
-    /// Credits of overdraft reserved by active holds.
-    fn reserved_overdraft(&self, now: Timestamp) -> Credits {
-        self.state
-            .holds
-            .iter()
-            .filter(|h| h.is_active(now))
-            .flat_map(|h| h.allocations.iter())
-            .filter(|a| a.lot == Lot::Overdraft)
-            .map(|a| a.amount)
-            .sum()
+    /// Credits of overdraft reserved by active holds (`None` if the sum overflows).
+    fn reserved_overdraft(&self, now: Timestamp) -> Option<Credits> {
+        Credits::checked_sum(
+            self.state
+                .holds
+                .iter()
+                .filter(|h| h.is_active(now))
+                .flat_map(|h| h.allocations.iter())
+                .filter(|a| a.lot == Lot::Overdraft)
+                .map(|a| a.amount),
+        )
+    }
+
+    /// The book balance after adding `delta`; refused when that would push the balance
+    /// past `±MAX_BALANCE` (moving back toward zero is always allowed, so an account
+    /// somehow beyond the limit can still spend).
+    fn balance_after(&self, delta: Credits) -> Result<Credits, LedgerError> {
+        let max = Credits::MAX_BALANCE;
+        let refused = LedgerError::BalanceLimit { max };
+        let next = self
+            .state
+            .balance
+            .checked_add(delta)
+            .ok_or(refused.clone())?;
+        let past = if delta.is_positive() {
+            next > max
+        } else {
+            next < -max
+        };
+        if past {
+            return Err(refused);
+        }
+        Ok(next)
+    }
+
+    /// One operation moves at most [`Credits::MAX_AMOUNT`].
+    fn within_max_amount(amount: Credits) -> Result<(), LedgerError> {
+        if amount > Credits::MAX_AMOUNT {
+            return Err(LedgerError::BalanceLimit {
+                max: Credits::MAX_AMOUNT,
+            });
+        }
+        Ok(())
     }
 
     pub fn grant(&self, id: &GrantId) -> Option<&Grant> {
@@ -314,6 +354,8 @@ impl Book {
                 reason: "amount must be greater than zero".into(),
             });
         }
+        Self::within_max_amount(spec.amount)?;
+        self.balance_after(spec.amount)?;
         let kind = spec.source.entry_kind();
         let repaid = spec.amount.min(self.state.overdraft);
         self.state.overdraft -= repaid;
@@ -358,6 +400,7 @@ impl Book {
                 reason: "amount must be greater than zero".into(),
             });
         }
+        Self::within_max_amount(amount)?;
         let mut usable: Vec<&Grant> = self.state.grants.iter().filter(|g| g.usable(now)).collect();
         usable.sort_by(|a, b| a.burn_key().cmp(&b.burn_key()));
         let mut left = amount;
@@ -374,8 +417,13 @@ impl Book {
             left -= take;
         }
         if left.is_positive() {
-            let room = policy.overdraft_limit - self.state.overdraft - self.reserved_overdraft(now);
-            if left > room {
+            let limit = policy.overdraft_limit.min(Credits::MAX_BALANCE);
+            let room = self.reserved_overdraft(now).and_then(|reserved| {
+                limit
+                    .checked_sub(self.state.overdraft)?
+                    .checked_sub(reserved)
+            });
+            if room.is_none_or(|room| left > room) {
                 return Err(LedgerError::InsufficientCredits {
                     required: amount,
                     available: self.available(now),
@@ -419,6 +467,7 @@ impl Book {
         ids: &mut dyn IdSource,
     ) -> Result<&Entry, LedgerError> {
         let allocations = self.plan_draw(amount, policy, now)?;
+        self.balance_after(-amount)?;
         self.take_from_grants(&allocations);
         self.state.overdraft += Self::overdraft_part(&allocations);
         Ok(self.push_entry(kind, -amount, memo, now, ids, allocations))
@@ -550,6 +599,7 @@ impl Book {
                 held: hold.amount,
             });
         }
+        self.balance_after(-amount)?;
         let memo = memo.unwrap_or_else(|| Memo {
             description: hold.description.clone(),
             reference_id: hold.reference_id.clone(),
@@ -592,8 +642,13 @@ impl Book {
                 kind: original.kind.as_str().into(),
             });
         }
-        let charged = -original.amount;
-        let refundable = (charged - already_refunded).max(Credits::ZERO);
+        // A charge is a negative amount; anything else (only on a corrupt row) refunds nothing.
+        let refundable = original
+            .amount
+            .checked_neg()
+            .and_then(|charged| charged.checked_sub(already_refunded))
+            .unwrap_or(Credits::ZERO)
+            .max(Credits::ZERO);
         let amount = amount.unwrap_or(refundable);
         if !amount.is_positive() || amount > refundable {
             return Err(LedgerError::RefundExceedsCharge {
@@ -602,6 +657,8 @@ impl Book {
                 refundable,
             });
         }
+        Self::within_max_amount(amount)?;
+        self.balance_after(amount)?;
         // Walk the original allocations last-drawn first, skipping what earlier refunds
         // already gave back.
         let mut skip = already_refunded;
@@ -632,7 +689,10 @@ impl Book {
                     to_new_grant += give - repay;
                 }
                 Lot::Grant(id) => match self.grant(id) {
-                    Some(g) if g.live(now) && g.remaining + give <= g.amount => {
+                    Some(g)
+                        if g.live(now)
+                            && g.remaining.checked_add(give).is_some_and(|r| r <= g.amount) =>
+                    {
                         let id = id.clone();
                         if let Some(g) = self.grant_mut(&id) {
                             g.remaining += give;
@@ -711,9 +771,11 @@ impl Book {
         changes
     }
 
-    /// Checks the book's own invariants; an empty list means it is consistent.
+    /// Checks the book's own invariants; an empty list means it is consistent. Never
+    /// panics: a sum that overflows is reported as a violation.
     pub fn violations(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let max = Credits::MAX_BALANCE;
         for g in &self.state.grants {
             if g.remaining.is_negative() || g.remaining > g.amount {
                 out.push(format!(
@@ -721,33 +783,70 @@ impl Book {
                     g.id, g.remaining, g.amount
                 ));
             }
+            if g.amount > Credits::MAX_AMOUNT {
+                out.push(format!(
+                    "grant {} of {} is past the maximum amount {}",
+                    g.id,
+                    g.amount,
+                    Credits::MAX_AMOUNT
+                ));
+            }
         }
-        let held: Credits = self
-            .state
-            .holds
-            .iter()
-            .filter(|h| h.status == HoldStatus::Active)
-            .flat_map(|h| h.allocations.iter())
-            .filter(|a| matches!(a.lot, Lot::Grant(_)))
-            .map(|a| a.amount)
-            .sum();
-        let remaining: Credits = self.state.grants.iter().map(|g| g.remaining).sum();
-        let expected = remaining + held - self.state.overdraft;
-        if expected != self.state.balance {
+        if !self.state.balance.within_balance_limit() {
             out.push(format!(
-                "balance {} differs from lots: remaining {} + held {} - overdraft {}",
-                self.state.balance, remaining, held, self.state.overdraft
+                "balance {} is past the maximum of ±{max}",
+                self.state.balance
             ));
+        }
+        let held = Credits::checked_sum(
+            self.state
+                .holds
+                .iter()
+                .filter(|h| h.status == HoldStatus::Active)
+                .flat_map(|h| h.allocations.iter())
+                .filter(|a| matches!(a.lot, Lot::Grant(_)))
+                .map(|a| a.amount),
+        );
+        let remaining = Credits::checked_sum(self.state.grants.iter().map(|g| g.remaining));
+        let expected = remaining
+            .zip(held)
+            .and_then(|(r, h)| r.checked_add(h)?.checked_sub(self.state.overdraft));
+        match (remaining, held, expected) {
+            (Some(remaining), Some(held), Some(expected)) => {
+                if expected != self.state.balance {
+                    out.push(format!(
+                        "balance {} differs from lots: remaining {} + held {} - overdraft {}",
+                        self.state.balance, remaining, held, self.state.overdraft
+                    ));
+                }
+            }
+            _ => out.push(format!(
+                "balance {} cannot be checked against its lots: the sum of remaining \
+                 grants, active holds and overdraft {} overflows",
+                self.state.balance, self.state.overdraft
+            )),
         }
         if self.state.overdraft.is_negative() {
             out.push(format!("overdraft {} is negative", self.state.overdraft));
         }
         for h in &self.state.holds {
-            let total: Credits = h.allocations.iter().map(|a| a.amount).sum();
-            if total != h.amount {
-                out.push(format!(
+            match Credits::checked_sum(h.allocations.iter().map(|a| a.amount)) {
+                Some(total) if total == h.amount => {}
+                Some(total) => out.push(format!(
                     "hold {} allocations {} differ from its amount {}",
                     h.id, total, h.amount
+                )),
+                None => out.push(format!(
+                    "hold {} allocations overflow when added up (its amount is {})",
+                    h.id, h.amount
+                )),
+            }
+            if h.amount > Credits::MAX_AMOUNT {
+                out.push(format!(
+                    "hold {} of {} is past the maximum amount {}",
+                    h.id,
+                    h.amount,
+                    Credits::MAX_AMOUNT
                 ));
             }
             if h.captured > h.amount || h.captured.is_negative() {

@@ -15,9 +15,10 @@ pub enum LedgerError {
     },
     #[error("invalid amount: {reason}")]
     InvalidAmount { reason: String },
-    /// The operation would take a balance (or a grant, or a running total) past the
-    /// largest the ledger keeps, `max` credits.
-    #[error("the balance would exceed the maximum of {max} credits the ledger keeps; use a smaller amount")]
+    /// The operation would take a balance past the largest the ledger keeps, or move more
+    /// than one operation may: `max` credits ([`Credits::MAX_BALANCE`],
+    /// [`Credits::MAX_AMOUNT`]). Nothing was changed.
+    #[error("this would take the balance past {max} credits, the most the ledger keeps in one balance or moves at once; use a smaller amount")]
     BalanceLimit { max: Credits },
     #[error("hold {hold_id} not found")]
     HoldNotFound { hold_id: HoldId },

@@ -22,14 +22,25 @@ impl OveragePolicy {
         }
     }
 
-    /// Usage beyond the plan limit (never negative).
+    /// Usage beyond the plan limit (never negative). Saturates instead of overflowing:
+    /// `used` and `plan_limit` are each within the ledger's limits, so it never does.
     pub fn extra(&self, used: Credits, plan_limit: Credits) -> Credits {
-        (used - plan_limit).max(Credits::ZERO)
+        Credits::from_millis(used.millis().saturating_sub(plan_limit.millis())).max(Credits::ZERO)
     }
 
     /// Extra usage rounded up to the next whole block: 1 → 1,000; 1,001 → 2,000.
+    /// Panics only if the rounded amount does not fit in an `i64` (see
+    /// [`OveragePolicy::checked_billable`]).
     pub fn billable(&self, extra: Credits) -> Credits {
-        Credits::from_millis(self.blocks(extra) * self.block.millis())
+        self.checked_billable(extra)
+            .expect("billable credits overflow")
+    }
+
+    /// [`OveragePolicy::billable`], or `None` if it overflows.
+    pub fn checked_billable(&self, extra: Credits) -> Option<Credits> {
+        self.blocks(extra)
+            .checked_mul(self.block.millis().max(1))
+            .map(Credits::from_millis)
     }
 
     /// Number of whole blocks extra usage starts.
@@ -39,9 +50,16 @@ impl OveragePolicy {
         e / b + i64::from(e % b != 0)
     }
 
-    /// The money owed for extra usage.
+    /// The money owed for extra usage. Panics only on overflow (see
+    /// [`OveragePolicy::checked_charge`]).
     pub fn charge(&self, extra: Credits) -> Cents {
-        Cents::new(self.blocks(extra) * self.cents_per_block.get())
+        self.checked_charge(extra)
+            .expect("overage charge overflows")
+    }
+
+    /// [`OveragePolicy::charge`], or `None` if it overflows.
+    pub fn checked_charge(&self, extra: Credits) -> Option<Cents> {
+        self.cents_per_block.checked_mul(self.blocks(extra))
     }
 }
 
@@ -72,5 +90,20 @@ mod tests {
         assert_eq!(p.billable(Credits::ZERO), Credits::ZERO);
         assert_eq!(p.billable(Credits::from_millis(1)), Credits::whole(1_000));
         assert_eq!(p.extra(Credits::whole(9_000), plan), Credits::ZERO);
+    }
+
+    #[test]
+    fn never_wraps() {
+        let p = OveragePolicy::new(Cents::new(i64::MAX / 2));
+        let huge = Credits::from_millis(i64::MAX);
+        assert_eq!(p.checked_billable(huge), None);
+        assert_eq!(p.checked_charge(Credits::whole(3_000)), None);
+        assert_eq!(p.extra(Credits::from_millis(i64::MIN), huge), Credits::ZERO);
+        let max = Credits::MAX_BALANCE;
+        assert_eq!(policy().checked_billable(max), Some(max));
+        assert_eq!(
+            policy().checked_charge(max),
+            Some(Cents::new(400_000_000_000))
+        );
     }
 }

@@ -215,3 +215,173 @@ proptest! {
         check(&r, policy);
     }
 }
+
+// ---- amounts near the maximum ----
+
+/// The largest balance (and single amount) in thousandths: one trillion credits.
+const MAX: i64 = Credits::MAX_BALANCE.millis();
+
+#[derive(Debug, Clone)]
+enum BigOp {
+    Credit { amount: i64 },
+    Debit { amount: i64 },
+    Reserve { amount: i64 },
+    Capture { pick: usize },
+    Refund { pick: usize },
+    Wait,
+}
+
+/// Amounts that matter near the limit: the maximum itself and just around it, halves and
+/// tenths of it, tiny ones, and anything in between.
+fn big_amount() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        (0..3i64).prop_map(|d| MAX - d),
+        (0..3i64).prop_map(|d| MAX / 2 + d - 1),
+        (0..3i64).prop_map(|d| MAX / 10 + d - 1),
+        1..1_000i64,
+        1..=MAX,
+    ]
+}
+
+fn big_op() -> impl Strategy<Value = BigOp> {
+    prop_oneof![
+        3 => big_amount().prop_map(|amount| BigOp::Credit { amount }),
+        2 => big_amount().prop_map(|amount| BigOp::Debit { amount }),
+        1 => big_amount().prop_map(|amount| BigOp::Reserve { amount }),
+        1 => any::<usize>().prop_map(|pick| BigOp::Capture { pick }),
+        1 => any::<usize>().prop_map(|pick| BigOp::Refund { pick }),
+        1 => Just(BigOp::Wait),
+    ]
+}
+
+/// Runs `ops` near the maximum: every operation either succeeds and keeps the balance
+/// within the maximum, or is refused and changes nothing; a credit is refused exactly when
+/// it would take the balance past the maximum, and then with `BalanceLimit`.
+fn run_near_the_maximum(ops: &[BigOp], policy: SpendPolicy) {
+    let max = Credits::MAX_BALANCE;
+    assert_eq!(Credits::MAX_AMOUNT, max);
+    let mut book = Book::empty(AccountId::new("acct_big"));
+    let mut ids = SequentialIds::default();
+    let mut now = Timestamp::from_millis(1_770_000_000_000);
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut holds: Vec<HoldId> = Vec::new();
+    let mut usage: Vec<Entry> = Vec::new();
+    let mut refunded: HashMap<EntryId, Credits> = HashMap::new();
+    for op in ops {
+        let before = book.state().clone();
+        let balance = book.balance().millis();
+        let outcome: Result<(), LedgerError> = match op {
+            BigOp::Credit { amount } => {
+                let spec = GrantSpec::new(GrantSource::Adjustment, Credits::from_millis(*amount));
+                let res = book.credit(spec, Memo::new("c"), now, &mut ids).map(|_| ());
+                let fits = i128::from(balance) + i128::from(*amount) <= i128::from(MAX);
+                match (&res, fits) {
+                    (Ok(()), true) => {}
+                    (Err(LedgerError::BalanceLimit { max: m }), false) => assert_eq!(*m, max),
+                    other => panic!("credit {amount} on {balance}: {other:?}"),
+                }
+                res
+            }
+            BigOp::Debit { amount } => book
+                .debit(
+                    EntryKind::Usage,
+                    Credits::from_millis(*amount),
+                    policy,
+                    Memo::new("d"),
+                    now,
+                    &mut ids,
+                )
+                .map(|e| usage.push(e.clone())),
+            BigOp::Reserve { amount } => book
+                .reserve(
+                    Credits::from_millis(*amount),
+                    now.plus_secs(60),
+                    policy,
+                    Memo::new("h"),
+                    now,
+                    &mut ids,
+                )
+                .map(|h| holds.push(h.id.clone())),
+            BigOp::Capture { pick } if !holds.is_empty() => {
+                let id = holds[pick % holds.len()].clone();
+                book.capture(&id, None, None, now, &mut ids)
+                    .map(|e| usage.push(e.clone()))
+            }
+            BigOp::Refund { pick } if !usage.is_empty() => {
+                let original = usage[pick % usage.len()].clone();
+                let done = refunded.get(&original.id).copied().unwrap_or_default();
+                book.refund(&original, done, None, Memo::new("r"), now, &mut ids)
+                    .map(|e| {
+                        *refunded.entry(original.id.clone()).or_default() += e.amount;
+                    })
+            }
+            BigOp::Wait => {
+                now = now.plus_secs(61);
+                book.sweep(now, &mut ids);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if outcome.is_err() {
+            assert_eq!(book.state(), &before, "a refused {op:?} changed the book");
+        }
+        let changes = book.take_changes();
+        if outcome.is_err() {
+            assert!(changes.is_empty(), "a refused {op:?} wrote {changes:?}");
+        }
+        entries.extend(changes.entries);
+        let b = book.balance();
+        assert!(
+            -max <= b && b <= max,
+            "after {op:?} the balance {b} is past the maximum"
+        );
+        let v = book.violations();
+        assert!(v.is_empty(), "after {op:?}: {v:?}");
+        assert!(book.available(now) >= -policy.overdraft_limit);
+    }
+    let sum = entries
+        .iter()
+        .fold(0i128, |acc, e| acc + i128::from(e.amount.millis()));
+    assert_eq!(sum, i128::from(book.balance().millis()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn amounts_near_the_maximum_never_overflow(ops in prop::collection::vec(big_op(), 1..40)) {
+        run_near_the_maximum(&ops, SpendPolicy::STRICT);
+    }
+
+    #[test]
+    fn overdrafts_near_the_maximum_never_overflow(ops in prop::collection::vec(big_op(), 1..40)) {
+        // An allowance as large as the maximum itself: the balance may reach -MAX, no further.
+        run_near_the_maximum(&ops, SpendPolicy::with_overdraft(Credits::from_millis(MAX)));
+    }
+}
+
+/// The attack of issue 8 on the book alone: 9,224 grants of the largest amount. Only the
+/// first fits; every other is refused and changes nothing.
+#[test]
+fn repeated_largest_grants_stop_at_the_maximum() {
+    let mut book = Book::empty(AccountId::new("acct_attack"));
+    let mut ids = SequentialIds::default();
+    let now = Timestamp::from_millis(1_770_000_000_000);
+    let largest = Credits::from_millis(MAX);
+    let mut accepted = 0;
+    for _ in 0..9_224 {
+        let spec = GrantSpec::new(GrantSource::Adjustment, largest);
+        match book.credit(spec, Memo::new("x"), now, &mut ids) {
+            Ok(_) => accepted += 1,
+            Err(e) => assert_eq!(
+                e,
+                LedgerError::BalanceLimit {
+                    max: Credits::from_millis(MAX)
+                }
+            ),
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(book.balance(), largest);
+    assert!(book.violations().is_empty());
+}

@@ -292,7 +292,8 @@ impl Store {
         Ok(row.map(Account::from))
     }
 
-    /// Sets the plan name stamped on new entries and how far usage may overdraw.
+    /// Sets the plan name stamped on new entries and how far usage may overdraw (kept
+    /// within `0..=Credits::MAX_BALANCE`).
     pub fn set_plan(
         &self,
         id: &AccountId,
@@ -304,7 +305,10 @@ impl Store {
             diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
                 .set((
                     accounts::plan_name.eq(plan_name),
-                    accounts::overdraft_limit.eq(overdraft_limit.max(Credits::ZERO).millis()),
+                    accounts::overdraft_limit.eq(overdraft_limit
+                        .max(Credits::ZERO)
+                        .min(Credits::MAX_BALANCE)
+                        .millis()),
                 ))
                 .execute(conn)?;
             Ok(())
@@ -315,7 +319,7 @@ impl Store {
     pub fn balance(&self, id: &AccountId, now: Timestamp) -> Result<Balance, StoreError> {
         self.read(|conn| {
             let (book, _) = load_book(conn, id, None, &[])?;
-            Ok(balance_of(&book, now))
+            balance_of(&book, now)
         })
     }
 
@@ -438,18 +442,24 @@ impl Store {
     }
 }
 
-fn balance_of(book: &Book, now: Timestamp) -> Balance {
-    let held = book
-        .holds()
-        .iter()
-        .filter(|h| h.is_active(now))
-        .map(|h| h.amount)
-        .sum();
-    Balance {
+fn balance_of(book: &Book, now: Timestamp) -> Result<Balance, TxError> {
+    let held = Credits::checked_sum(
+        book.holds()
+            .iter()
+            .filter(|h| h.is_active(now))
+            .map(|h| h.amount),
+    )
+    .ok_or_else(|| {
+        StoreError::corrupt(format!(
+            "the active holds of {} add up past an i64",
+            book.account_id()
+        ))
+    })?;
+    Ok(Balance {
         available: book.available(now),
         book: book.balance(),
         held,
-    }
+    })
 }
 
 /// Takes the account's row lock for the rest of the transaction.
@@ -701,7 +711,13 @@ fn apply_in_tx(
                 Lot::Overdraft => None,
             })
             .collect();
-        refund_context = Some((original, Credits::from_millis(earlier.iter().sum())));
+        let earlier = earlier
+            .iter()
+            .try_fold(0i64, |sum, amount| sum.checked_add(*amount))
+            .ok_or_else(|| {
+                StoreError::corrupt(format!("the refunds of {entry_id} add up past an i64"))
+            })?;
+        refund_context = Some((original, Credits::from_millis(earlier)));
     }
 
     // A charge that leaves the balance below an account's auto top-up threshold starts one

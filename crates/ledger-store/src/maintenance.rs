@@ -51,7 +51,12 @@ impl Store {
     /// - a hold's allocations add up to it, it captured at most its amount, and exactly
     ///   captured holds have one `usage` entry;
     /// - the refunds of a `usage` entry never exceed it;
-    /// - without an overdraft allowance the balance is never negative.
+    /// - without an overdraft allowance the balance is never negative;
+    /// - no amount or balance is past the ledger's maximum (`Credits::MAX_AMOUNT`,
+    ///   `Credits::MAX_BALANCE`).
+    ///
+    /// It answers on any database: every sum is checked (an overflow is a violation, not a
+    /// panic) and a row that does not decode is a violation naming it, not an error.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         self.read(|conn| {
             let accounts: Vec<AccountRow> = accounts::table
@@ -66,35 +71,30 @@ impl Store {
             };
             for account in accounts {
                 let id = AccountId::new(account.id.clone());
-                let entries: Vec<Entry> = entries::table
+                let entry_rows: Vec<EntryRow> = entries::table
                     .filter(entries::account_id.eq(&account.id))
                     .order(entries::seq.asc())
                     .select(EntryRow::as_select())
-                    .load(conn)?
-                    .into_iter()
-                    .map(Entry::try_from)
-                    .collect::<Result<_, _>>()?;
-                let grants: Vec<Grant> = grants::table
+                    .load(conn)?;
+                let grant_rows: Vec<GrantRow> = grants::table
                     .filter(grants::account_id.eq(&account.id))
                     .select(GrantRow::as_select())
-                    .load(conn)?
-                    .into_iter()
-                    .map(Grant::try_from)
-                    .collect::<Result<_, _>>()?;
-                let holds: Vec<Hold> = holds::table
+                    .load(conn)?;
+                let hold_rows: Vec<HoldRow> = holds::table
                     .filter(holds::account_id.eq(&account.id))
                     .select(HoldRow::as_select())
-                    .load(conn)?
-                    .into_iter()
-                    .map(Hold::try_from)
-                    .collect::<Result<_, _>>()?;
-                report.entries += entries.len() as u64;
+                    .load(conn)?;
+                report.entries += entry_rows.len() as u64;
                 let mut say = |message: String| {
                     report.violations.push(Violation {
                         account_id: account.id.clone(),
                         message,
                     })
                 };
+                let entries = decode_all("entry", entry_rows, |r| r.id.clone(), &mut say);
+                let grants: Vec<Grant> =
+                    decode_all("grant", grant_rows, |r| r.id.clone(), &mut say);
+                let holds: Vec<Hold> = decode_all("hold", hold_rows, |r| r.id.clone(), &mut say);
                 check_entries(&account, &entries, &mut say);
                 check_holds(&entries, &holds, &mut say);
                 let book = Book::new(BookState {
@@ -153,7 +153,21 @@ impl Store {
                     .filter(entries::seq.le(last))
                     .select((entries::seq, entries::amount))
                     .load(conn)?;
-                let sum: i64 = prefix.iter().map(|e| e.1).sum();
+                // Fold the prefix into the compacted balance with checked sums, under the
+                // account's lock; an account whose numbers overflow (only a corrupt one) is
+                // left whole for `verify` to report.
+                crate::ledger::lock_account(conn, &AccountId::new(account_id.clone()))?;
+                let compacted: i64 = accounts::table
+                    .filter(accounts::id.eq(&account_id))
+                    .select(accounts::compacted_balance)
+                    .first(conn)?;
+                let Some(folded) = prefix
+                    .iter()
+                    .try_fold(compacted, |sum, e| sum.checked_add(e.1))
+                else {
+                    tracing::warn!(account_id = %account_id, "not compacting: the sum of its entries overflows; run verify");
+                    continue;
+                };
                 let removed = diesel::delete(
                     entries::table
                         .filter(entries::account_id.eq(&account_id))
@@ -162,7 +176,7 @@ impl Store {
                 .execute(conn)?;
                 diesel::update(accounts::table.filter(accounts::id.eq(&account_id)))
                     .set((
-                        accounts::compacted_balance.eq(accounts::compacted_balance + sum),
+                        accounts::compacted_balance.eq(folded),
                         accounts::compacted_seq.eq(last),
                     ))
                     .execute(conn)?;
@@ -178,62 +192,128 @@ impl Store {
     }
 }
 
+/// Decodes every row, reporting (and skipping) the ones that do not decode.
+fn decode_all<R, T>(
+    what: &str,
+    rows: Vec<R>,
+    id: impl Fn(&R) -> String,
+    say: &mut impl FnMut(String),
+) -> Vec<T>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name = id(&row);
+        match T::try_from(row) {
+            Ok(v) => out.push(v),
+            Err(e) => say(format!("{what} {name} cannot be read: {e}")),
+        }
+    }
+    out
+}
+
 fn check_entries(account: &AccountRow, entries: &[Entry], say: &mut impl FnMut(String)) {
-    let mut running = Credits::from_millis(account.compacted_balance);
-    let mut expected_seq = account.compacted_seq + 1;
+    let max = Credits::MAX_BALANCE;
+    let compacted = Credits::from_millis(account.compacted_balance);
+    let mut running = Some(compacted);
+    // Sequence numbers are compared as i128 so that no stored value can overflow them.
+    let mut expected_seq = i128::from(account.compacted_seq) + 1;
     for e in entries {
-        if e.seq != expected_seq {
+        if i128::from(e.seq) != expected_seq {
             say(format!(
                 "entry {} has seq {}, expected {}",
                 e.id, e.seq, expected_seq
             ));
-            expected_seq = e.seq;
+            expected_seq = i128::from(e.seq);
         }
         expected_seq += 1;
-        running += e.amount;
-        if e.balance_after != running {
+        if e.amount
+            .checked_abs()
+            .is_none_or(|a| a > Credits::MAX_AMOUNT)
+        {
             say(format!(
-                "entry {} says balance {} but the entries add up to {}",
-                e.id, e.balance_after, running
+                "entry {} moves {}, past the maximum amount {}",
+                e.id,
+                e.amount,
+                Credits::MAX_AMOUNT
             ));
-            running = e.balance_after;
         }
-        let moved: Credits = e.allocations.iter().map(|a| a.amount).sum();
-        if moved != e.amount.abs() {
+        if !e.balance_after.within_balance_limit() {
             say(format!(
-                "entry {} moves {} but its amount is {}",
-                e.id, moved, e.amount
+                "entry {} leaves the balance at {}, past the maximum of ±{max}",
+                e.id, e.balance_after
             ));
+        }
+        running = running.and_then(|r| r.checked_add(e.amount));
+        match running {
+            Some(r) if r == e.balance_after => {}
+            Some(r) => say(format!(
+                "entry {} says balance {} but the entries add up to {}",
+                e.id, e.balance_after, r
+            )),
+            None => say(format!(
+                "entry {}: the running balance overflows an i64 (it says {})",
+                e.id, e.balance_after
+            )),
+        }
+        if running != Some(e.balance_after) {
+            running = Some(e.balance_after);
+        }
+        let moved = Credits::checked_sum(e.allocations.iter().map(|a| a.amount));
+        match (moved, e.amount.checked_abs()) {
+            (Some(m), Some(a)) if m == a => {}
+            (Some(m), _) => say(format!(
+                "entry {} moves {} but its amount is {}",
+                e.id, m, e.amount
+            )),
+            (None, _) => say(format!(
+                "entry {}: its allocations overflow an i64 when added up (its amount is {})",
+                e.id, e.amount
+            )),
         }
     }
-    if expected_seq - 1 != account.last_seq {
+    if expected_seq - 1 != i128::from(account.last_seq) {
         say(format!(
             "last entry seq {} but account says {}",
             expected_seq - 1,
             account.last_seq
         ));
     }
-    let sum: Credits = entries.iter().map(|e| e.amount).sum::<Credits>()
-        + Credits::from_millis(account.compacted_balance);
-    if sum != Credits::from_millis(account.balance) {
+    let balance = Credits::from_millis(account.balance);
+    if !balance.within_balance_limit() {
         say(format!(
-            "account balance {} differs from the sum of its entries {}",
-            Credits::from_millis(account.balance),
-            sum
+            "account balance {balance} is past the maximum of ±{max}"
         ));
     }
-    let mut refunded: HashMap<&str, Credits> = HashMap::new();
+    match Credits::checked_sum(entries.iter().map(|e| e.amount))
+        .and_then(|s| s.checked_add(compacted))
+    {
+        Some(sum) if sum == balance => {}
+        Some(sum) => say(format!(
+            "account balance {balance} differs from the sum of its entries {sum}"
+        )),
+        None => say(format!(
+            "account balance {balance} cannot be checked: the sum of its entries overflows an i64"
+        )),
+    }
+    let mut refunded: HashMap<&str, Option<Credits>> = HashMap::new();
     for e in entries.iter().filter(|e| e.kind == EntryKind::Refund) {
         if let Some(of) = &e.refund_of {
-            *refunded.entry(of.as_str()).or_default() += e.amount;
+            let total = refunded.entry(of.as_str()).or_insert(Some(Credits::ZERO));
+            *total = total.and_then(|t| t.checked_add(e.amount));
         }
     }
     for (of, total) in refunded {
-        match entries.iter().find(|e| e.id.as_str() == of) {
-            Some(original) if total > -original.amount => say(format!(
-                "refunds of {of} add up to {total}, more than its charge {}",
-                -original.amount
+        let Some(original) = entries.iter().find(|e| e.id.as_str() == of) else {
+            continue;
+        };
+        let charge = original.amount.checked_neg();
+        match (total, charge) {
+            (Some(total), Some(charge)) if total > charge => say(format!(
+                "refunds of {of} add up to {total}, more than its charge {charge}"
             )),
+            (None, _) => say(format!("refunds of {of} overflow an i64 when added up")),
             _ => {}
         }
     }
@@ -256,7 +336,7 @@ fn check_holds(entries: &[Entry], holds: &[Hold], say: &mut impl FnMut(String)) 
                     say(format!("hold {} was charged {} times", h.id, charged.len()));
                 }
                 if let [only] = charged {
-                    if -only.amount != h.captured {
+                    if only.amount.checked_neg() != Some(h.captured) {
                         say(format!(
                             "hold {} captured {} but its entry says {}",
                             h.id, h.captured, only.amount

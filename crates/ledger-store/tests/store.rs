@@ -27,6 +27,8 @@ on_both_backends!(
     concurrent_holds_captures_and_releases_never_overdraw,
     the_same_key_from_many_threads_charges_once,
     unknown_accounts_holds_and_entries_are_reported,
+    balances_stop_at_the_maximum,
+    verify_reports_overflow_instead_of_panicking,
 );
 
 fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
@@ -680,4 +682,128 @@ fn unknown_accounts_holds_and_entries_are_reported(db: TestDb) {
         s.apply(&a, None, Operation::Release { hold_id: h.id }, at(0)),
         Err(StoreError::HoldNotFound { .. })
     ));
+}
+
+/// The largest balance the ledger keeps, in thousandths (one trillion credits).
+const MAX_MILLIS: i64 = 1_000_000_000_000_000;
+
+/// Grants past the maximum balance are refused whole, alone or in a batch, on both
+/// backends; the ledger stays exact and verified, and compaction keeps it so.
+fn balances_stop_at_the_maximum(db: TestDb) {
+    let s = &db.store;
+    let a = account(s, 0);
+    let largest = Credits::from_millis(MAX_MILLIS);
+    let grant = |amount: Credits| Operation::Credit {
+        spec: GrantSpec::new(GrantSource::Adjustment, amount),
+        memo: Memo::new("Big"),
+    };
+    let first = s.apply(&a, None, grant(largest), at(1)).unwrap();
+    assert!(first.result.is_ok(), "{first:?}");
+    assert_eq!(first.available, largest);
+    let refused = s
+        .apply(&a, None, grant(Credits::from_millis(1)), at(2))
+        .unwrap();
+    assert_eq!(
+        refused.result,
+        Err(LedgerError::BalanceLimit { max: largest }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.available, largest);
+    // The attack of issue 8, in one batch: every grant after the first is refused.
+    let items: Vec<BatchItem> = (0..50)
+        .map(|_| BatchItem {
+            account_id: a.clone(),
+            idempotency: None,
+            operation: grant(largest),
+        })
+        .collect();
+    let answers = s.apply_batch(items, at(3)).unwrap();
+    assert!(answers.iter().all(|r| matches!(
+        r,
+        Ok(applied) if applied.result == Err(LedgerError::BalanceLimit { max: largest })
+    )));
+    let b = s.balance(&a, at(4)).unwrap();
+    assert_eq!((b.book, b.available), (largest, largest));
+    assert_eq!(s.history(&a, Page::default()).unwrap().len(), 1);
+    assert_clean(s);
+    // Spending and refunding near the limit stays exact.
+    let charge = entry(s.apply(&a, None, debit_op(largest), at(5)).unwrap());
+    assert_eq!(s.balance(&a, at(5)).unwrap().book, Credits::ZERO);
+    s.apply(&a, None, grant(Credits::from_millis(MAX_MILLIS - 1)), at(6))
+        .unwrap()
+        .result
+        .unwrap();
+    let refund = |amount: Option<Credits>| Operation::Refund {
+        entry_id: charge.id.clone(),
+        amount,
+        memo: Memo::new("Refund"),
+    };
+    let over = s.apply(&a, None, refund(None), at(7)).unwrap();
+    assert_eq!(over.result, Err(LedgerError::BalanceLimit { max: largest }));
+    entry(
+        s.apply(&a, None, refund(Some(Credits::from_millis(1))), at(8))
+            .unwrap(),
+    );
+    assert_eq!(s.balance(&a, at(8)).unwrap().book, largest);
+    assert_clean(s);
+    let now = at(800 * 86_400);
+    s.compact(Retention::default(), now).unwrap();
+    assert_eq!(s.balance(&a, now).unwrap().book, largest);
+    assert_clean(s);
+}
+
+/// `verify` reads any database it is given: sums that overflow an i64 and rows that do
+/// not decode are reported as violations, never a panic or a failed verify.
+fn verify_reports_overflow_instead_of_panicking(db: TestDb) {
+    use diesel::connection::SimpleConnection;
+    let s = &db.store;
+    let a = account(s, 5);
+    for i in 0..3 {
+        credit(s, &a, 10, at(i + 1));
+    }
+    let hold_op = Operation::Reserve {
+        amount: c(1),
+        ttl_ms: 600_000,
+        spend: Spend::Strict,
+        memo: Memo::new("Render"),
+    };
+    hold(s.apply(&a, None, hold_op, at(5)).unwrap());
+    let b = account(s, 5);
+    assert_clean(s);
+    let max = i64::MAX;
+    let mut conn = s.connection().unwrap();
+    (*conn)
+        .batch_execute(&format!(
+            "UPDATE entries SET amount = {max}, balance_after = {max} WHERE account_id = '{a}';
+             UPDATE grants SET amount = {max}, remaining = {max} WHERE account_id = '{a}';
+             UPDATE holds SET amount = {max} WHERE account_id = '{a}';
+             UPDATE accounts SET balance = {max}, compacted_balance = {max} WHERE id = '{a}';
+             UPDATE entries SET allocations = '[{{\"lot\":{{\"lot\":\"overdraft\"}},\"amount\":1e30}}]' WHERE account_id = '{b}';"
+        ))
+        .unwrap();
+    let report = s.verify().expect("verify answers on any database");
+    assert!(!report.ok);
+    assert_eq!(report.accounts, 2);
+    let of = |id: &AccountId| -> Vec<&str> {
+        report
+            .violations
+            .iter()
+            .filter(|v| v.account_id == id.as_str())
+            .map(|v| v.message.as_str())
+            .collect()
+    };
+    let on_a = of(&a);
+    assert!(
+        on_a.iter().any(|m| m.contains("overflow")),
+        "an overflow is reported: {on_a:?}"
+    );
+    assert!(
+        on_a.iter().any(|m| m.contains("past the maximum")),
+        "amounts past the maximum are reported: {on_a:?}"
+    );
+    let on_b = of(&b);
+    assert!(
+        on_b.iter().any(|m| m.contains("cannot be read")),
+        "an undecodable row is reported: {on_b:?}"
+    );
 }
