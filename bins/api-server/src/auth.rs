@@ -1,5 +1,7 @@
-//! Who is calling: a session cookie, an API key (`x-api-key`, `Authorization: Bearer KEY`
-//! or `Authorization: KEY`), or the operator's admin token.
+//! Who is calling: an API key (`x-api-key`, `Authorization: Bearer KEY` or
+//! `Authorization: KEY`), a session cookie, or the operator's admin token; and how strongly
+//! the request shows that the account holder meant it ([`Proof`]: a session cookie alone,
+//! which any site can make a browser send, never changes state or spends credits).
 //!
 //! Secrets are never stored: sessions and API keys are random 256-bit values kept as
 //! SHA-256 hashes (fast to look up, useless if leaked); passwords are argon2id hashes.
@@ -9,7 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use ledger_core::AccountId;
@@ -94,48 +98,186 @@ pub enum Credential {
     ApiKey(String),
 }
 
+/// How strongly the request shows that the account holder meant to make it (ADR 5).
+///
+/// A browser attaches the session cookie to requests that other sites start (a top-level
+/// navigation, a form, an image); it cannot attach a header of the page's choosing, nor
+/// send `Content-Type: application/json` cross-site without a CORS preflight, which this
+/// service never grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// An API key: only its holder can send it.
+    ApiKey,
+    /// The session cookie with its CSRF token in `X-CSRF-Token`.
+    SessionWithToken,
+    /// The session cookie on a request with a JSON body (`Content-Type: application/json`).
+    SessionWithJson,
+    /// The session cookie alone, on a safe method (GET, HEAD, OPTIONS): enough to read,
+    /// never enough to spend.
+    SessionOnly,
+}
+
 /// An authenticated account.
+///
+/// Extracting it refuses (401) a session cookie on a method that changes state (POST,
+/// PUT, PATCH, DELETE) unless the request carries the session's CSRF token or a JSON
+/// content type, so every handler that takes an `Authed` is safe from cross-site forms.
 #[derive(Debug, Clone)]
 pub struct Authed {
     pub account_id: AccountId,
     pub credential: Credential,
+    pub proof: Proof,
 }
 
-/// The secret the request presents, in the order: session cookie, `x-api-key`,
-/// `Authorization`.
-fn presented(req: &HttpRequest) -> Option<(bool, String)> {
-    if let Some(c) = req.cookie(SESSION_COOKIE) {
-        if !c.value().is_empty() {
-            return Some((true, c.value().to_owned()));
+/// The header that carries a session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The CSRF token of a session: derived from the session token (which only the cookie
+/// holds: HttpOnly, never stored), so it lives exactly as long as the session and needs no
+/// storage. Knowing it reveals nothing of the session token (a one-way hash over a label).
+pub fn csrf_token(session_token: &str) -> String {
+    sha256_hex(&format!("shotledger csrf token v1\n{session_token}"))
+}
+
+/// A secret the request presents.
+enum Presented {
+    Session(String),
+    Key(String),
+}
+
+/// The secret the request presents, in the order: `x-api-key`, `Authorization`, session
+/// cookie. An API key a client sends on purpose wins over a cookie the browser attached.
+fn presented(req: &HttpRequest) -> Option<Presented> {
+    if let Some(v) = req.headers().get("x-api-key") {
+        return Some(Presented::Key(
+            v.to_str().map(|v| v.trim().to_owned()).unwrap_or_default(),
+        ));
+    }
+    if let Some(auth) = req.headers().get("authorization") {
+        let auth = auth.to_str().unwrap_or("").trim();
+        let key = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .unwrap_or(auth);
+        return Some(Presented::Key(key.trim().to_owned()));
+    }
+    let c = req.cookie(SESSION_COOKIE)?;
+    (!c.value().is_empty()).then(|| Presented::Session(c.value().to_owned()))
+}
+
+/// True for the methods that never change state.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// True when the request's body is declared as JSON (`application/json`, or any
+/// `application/*+json`): a type no cross-site form or simple request can send.
+pub fn declares_json(req: &HttpRequest) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// What a session request proves, or why it is refused.
+fn session_proof(req: &HttpRequest, session_token: &str) -> Result<Proof, AuthError> {
+    if let Some(given) = req.headers().get(CSRF_HEADER) {
+        let given = given.to_str().unwrap_or("").trim();
+        return if secrets_equal(given, &csrf_token(session_token)) {
+            Ok(Proof::SessionWithToken)
+        } else {
+            Err(AuthError::BadCsrfToken)
+        };
+    }
+    if is_safe(req.method()) {
+        Ok(Proof::SessionOnly)
+    } else if declares_json(req) {
+        Ok(Proof::SessionWithJson)
+    } else {
+        Err(AuthError::CsrfTokenRequired)
+    }
+}
+
+/// Why a request is not authenticated: the contract's errors, plus the two refusals of a
+/// session cookie that is not backed by proof of intent (401 with code
+/// `CSRF_TOKEN_REQUIRED`, saying what to send instead).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(
+        "A session cookie alone cannot make this call: send the body as JSON \
+         (Content-Type: application/json), or the session's CSRF token (returned in the \
+         X-CSRF-Token header at login and signup) in an X-CSRF-Token header, or an API key \
+         in x-api-key"
+    )]
+    CsrfTokenRequired,
+    #[error(
+        "A session cookie alone never spends credits on a GET: send an API key in x-api-key \
+         (or Authorization: Bearer KEY), or the session's CSRF token (returned in the \
+         X-CSRF-Token header at login and signup) in an X-CSRF-Token header, or POST the \
+         options as JSON"
+    )]
+    SpendNeedsProof,
+    #[error(
+        "The X-CSRF-Token header does not belong to this session: send the token returned \
+         in the X-CSRF-Token header at login or signup, or use an API key in x-api-key"
+    )]
+    BadCsrfToken,
+}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AuthError::Api(e) => e.status_code(),
+            _ => StatusCode::UNAUTHORIZED,
         }
     }
-    if let Some(v) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some((false, v.trim().to_owned()));
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            AuthError::Api(e) => e.error_response(),
+            other => HttpResponse::Unauthorized().json(serde_json::json!({
+                "error": other.to_string(),
+                "code": "CSRF_TOKEN_REQUIRED",
+            })),
+        }
     }
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())?;
-    let auth = auth.trim();
-    let key = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))
-        .unwrap_or(auth);
-    Some((false, key.trim().to_owned()))
 }
 
 impl FromRequest for Authed {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Authed, ApiError>>>>;
+    type Error = AuthError;
+    type Future = Pin<Box<dyn Future<Output = Result<Authed, AuthError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let presented = presented(req);
+        // Decided now (the request is not available inside the future); applied only once
+        // the session is known to be real, so a wrong cookie is the contract's plain 401.
+        let session = match &presented {
+            Some(Presented::Session(token)) => Some(session_proof(req, token)),
+            _ => None,
+        };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let (is_session, secret) = presented.ok_or(ApiError::Unauthorized)?;
-            if secret.is_empty() {
-                return Err(ApiError::Unauthorized);
+            let presented = presented.ok_or(ApiError::Unauthorized)?;
+            let (is_session, secret) = match presented {
+                Presented::Session(s) => (true, s),
+                Presented::Key(k) => (false, k),
+            };
+            if secret.is_empty() || secret.contains('\0') {
+                return Err(ApiError::Unauthorized.into());
             }
             let hash = sha256_hex(&secret);
             let now = state.now();
@@ -158,14 +300,53 @@ impl FromRequest for Authed {
                 })
                 .await?;
             match found {
-                None => Err(ApiError::Unauthorized),
-                Some((_, _, false)) => Err(ApiError::UserNotFound),
+                None => Err(ApiError::Unauthorized.into()),
+                Some((_, _, false)) => Err(ApiError::UserNotFound.into()),
                 Some((account_id, credential, true)) => Ok(Authed {
                     account_id,
                     credential,
+                    proof: match session {
+                        Some(proof) => proof?,
+                        None => Proof::ApiKey,
+                    },
                 }),
             }
         })
+    }
+}
+
+/// An account that may spend credits with this request: an API key, or a session backed
+/// by its CSRF token or a JSON body. A bare session cookie (which any site can make a
+/// browser send with a GET) is refused with 401.
+#[derive(Debug, Clone)]
+pub struct Spender(pub Authed);
+
+impl FromRequest for Spender {
+    type Error = AuthError;
+    type Future = Pin<Box<dyn Future<Output = Result<Spender, AuthError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let authed = Authed::from_request(req, payload);
+        Box::pin(async move {
+            let authed = authed.await?;
+            match authed.proof {
+                Proof::SessionOnly => Err(AuthError::SpendNeedsProof),
+                _ => Ok(Spender(authed)),
+            }
+        })
+    }
+}
+
+/// Adds `X-CSRF-Token` to an answer that starts a session (login, signup): the token the
+/// client sends back with cookie-authenticated calls that are not JSON.
+pub fn expose_csrf_token(res: &mut HttpResponse) {
+    let token = res
+        .cookies()
+        .find(|c| c.name() == SESSION_COOKIE && !c.value().is_empty())
+        .map(|c| csrf_token(c.value()));
+    if let Some(v) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(CSRF_HEADER), v);
     }
 }
 

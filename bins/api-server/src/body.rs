@@ -36,6 +36,7 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object, not an array",
         ));
     }
+    refuse_nul_in_json(text)?;
     let mut de = serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -56,6 +57,72 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid(path.clone(), format!("`{path}`: {inner}"))
         }
     })
+}
+
+/// A NUL character (`\u0000`) cannot be stored by PostgreSQL and is never meaningful in
+/// this API: a body with one anywhere (a value or a key) is a 400 naming where it is,
+/// on both backends alike.
+fn refuse_nul_in_json(text: &[u8]) -> Result<(), ApiError> {
+    // In valid JSON a NUL can only be written as the escape `\u0000`.
+    if !text.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    // Malformed JSON is reported by the real parse, with its own message.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(text) else {
+        return Ok(());
+    };
+    match nul_path(&value, String::new()) {
+        None => Ok(()),
+        Some(path) => {
+            let field = if path.is_empty() {
+                "body".to_owned()
+            } else {
+                path
+            };
+            Err(ApiError::invalid(
+                field.clone(),
+                format!("`{field}` must not contain a NUL character (\\u0000)"),
+            ))
+        }
+    }
+}
+
+/// The path (`a.b[0]`, as serde_path_to_error writes it) of the first string or key that
+/// holds a NUL.
+fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0').then_some(at),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if at.is_empty() {
+                k.replace('\0', "\\u0000")
+            } else {
+                format!("{at}.{}", k.replace('\0', "\\u0000"))
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_path(v, here)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses a NUL character in a value taken from a header, the URL or anywhere else that
+/// is not a JSON body: 400 naming `field`.
+pub fn refuse_nul(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        Err(ApiError::invalid(
+            field,
+            format!("`{field}` must not contain a NUL character"),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// The field serde names in "missing field `x`" (reported at the parent's path; an unknown
@@ -127,6 +194,7 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiE
     let raw = raw.to_str().map_err(|_| {
         ApiError::invalid("Idempotency-Key", "Idempotency-Key must be visible ASCII")
     })?;
+    refuse_nul("Idempotency-Key", raw)?;
     IdempotencyKey::parse(raw.trim())
         .map(Some)
         .map_err(|e| ApiError::invalid("Idempotency-Key", e.to_string()))

@@ -24,12 +24,17 @@ use crate::error::ApiError;
 pub use crate::server::{capture_config, init_logging, open_store, run};
 pub use crate::state::{system_clock, AppState, Clock};
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "No such endpoint: {} {}; see /openapi.json",
-        req.method(),
-        req.path()
-    )))
+/// No route took the request: a known path with a method it does not have is `405` with
+/// `Allow` (the methods registered on it); anything else is the JSON `404`.
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    match routes::route_of(req.path()) {
+        Some(route) => middleware::method_not_allowed(req.method(), req.path(), &route.methods),
+        None => actix_web::ResponseError::error_response(&ApiError::NotFound(format!(
+            "No such endpoint: {} {}; see /openapi.json",
+            req.method(),
+            req.path()
+        ))),
+    }
 }
 
 /// The whole application, for the server and for in-process tests.
@@ -57,5 +62,5 @@ pub fn app(
         .configure(routes::configure)
         .default_service(web::to(not_found))
         .wrap(actix_web::middleware::from_fn(middleware::request_id))
+        .wrap(actix_web::middleware::from_fn(middleware::security_headers))
 }
-

@@ -1,15 +1,19 @@
-//! Request ids and JSON for every error.
+//! Request ids, JSON for every error, NUL characters in the URL, security headers.
 //!
 //! Every answer carries `x-request-id`. A 5xx is logged with its request id and cause.
 //! Errors produced by the framework itself (unknown route, wrong method, malformed query
-//! string) are turned into the contract's JSON shape.
+//! string) are turned into the contract's JSON shape. A NUL (`%00`) anywhere in the path or
+//! the query string is a 400 naming the parameter before any handler runs. Every answer
+//! carries the security headers of [`security_headers`].
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpResponse};
+use actix_web::{Error, HttpMessage, HttpResponse, ResponseError};
+
+use crate::error::ApiError;
 
 /// The id of one request.
 #[derive(Debug, Clone)]
@@ -23,7 +27,10 @@ pub async fn request_id(
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let res = next.call(req).await?.map_into_boxed_body();
+    let res = match nul_in_url(req.uri()) {
+        Some(refusal) => req.into_response(refusal.error_response()),
+        None => next.call(req).await?.map_into_boxed_body(),
+    };
     let status = res.status();
     if status.is_server_error() {
         match res.response().error() {
@@ -94,4 +101,132 @@ fn framework_error(
         ),
     };
     HttpResponse::build(status).json(serde_json::json!({ "error": message, "code": code }))
+}
+
+/// `405` with `Allow`: `path` exists, but not with `method`.
+pub fn method_not_allowed(
+    method: &actix_web::http::Method,
+    path: &str,
+    allowed: &[actix_web::http::Method],
+) -> HttpResponse {
+    let allow = allowed
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    HttpResponse::MethodNotAllowed()
+        .insert_header((actix_web::http::header::ALLOW, allow.clone()))
+        .json(serde_json::json!({
+            "error": format!("{method} is not allowed on {path}; use {allow} (see /openapi.json)"),
+            "code": "METHOD_NOT_ALLOWED",
+        }))
+}
+
+/// A 400 for a NUL character (`%00`) in the path (naming the path parameter) or in the
+/// query string (naming the query parameter). PostgreSQL cannot store one, and no value
+/// of this API has one, so it is refused alike on both backends.
+fn nul_in_url(uri: &actix_web::http::Uri) -> Option<ApiError> {
+    // `%00` is the only way a NUL reaches us: the HTTP parser refuses a raw one, and the
+    // URL is decoded once (`%2500` is the text `%00`, not a NUL).
+    let path = uri.path();
+    if path.contains("%00") {
+        let field = crate::routes::route_of(path)
+            .and_then(|route| {
+                path.split('/')
+                    .zip(route.params())
+                    .find(|(seg, _)| seg.contains("%00"))
+                    .and_then(|(_, name)| name.map(str::to_owned))
+            })
+            .unwrap_or_else(|| "path".to_owned());
+        return Some(ApiError::invalid(
+            field.clone(),
+            format!("`{field}` in the URL path must not contain a NUL character (%00)"),
+        ));
+    }
+    let query = uri.query().unwrap_or("");
+    if query.contains("%00") {
+        let field = query
+            .split('&')
+            .find(|pair| pair.contains("%00"))
+            .and_then(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (!name.contains("%00") && value.contains("%00")).then(|| decode_name(name))
+            })
+            .unwrap_or_else(|| "query".to_owned());
+        return Some(ApiError::invalid(
+            field.clone(),
+            format!("`{field}` in the query string must not contain a NUL character (%00)"),
+        ));
+    }
+    None
+}
+
+/// Decodes a query-string name (`%XX` escapes, `+` for a space).
+fn decode_name(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The headers every answer carries, and `Cache-Control: no-store` where it matters.
+///
+/// - `X-Content-Type-Options: nosniff`: a browser never second-guesses a content type
+///   (a JSON error is never run as script, an image never as HTML).
+/// - `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'; base-uri
+///   'none'; form-action 'none'` and `X-Frame-Options: DENY`: this service serves no pages;
+///   whatever a browser renders from it (an error, a PDF it was sent to) may load, run,
+///   frame or post nothing, and no site may frame it.
+/// - `Referrer-Policy: no-referrer`: an API has no page whose address a link should pass
+///   on, while its URLs can carry what must not leak (capture options, signed-URL
+///   signatures); a capture opened in a browser sends no `Referer` to the sites it links.
+/// - `Cache-Control: no-store` on every answer that does not set its own: that covers every
+///   answer with a secret (a new API key, signup, login, a CSRF token) and all
+///   authenticated JSON. An answer that sets the session cookie always gets `no-store`,
+///   whatever it set. Captured images keep their own `private, max-age=0`.
+///
+/// An answer that starts a session also gets the session's `X-CSRF-Token` (ADR 5).
+pub async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    use actix_web::http::header;
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    crate::auth::expose_csrf_token(res.response_mut());
+    let sets_session = res
+        .response()
+        .cookies()
+        .any(|c| c.name() == crate::auth::SESSION_COOKIE);
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if sets_session || !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(res)
 }

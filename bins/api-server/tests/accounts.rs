@@ -3,6 +3,7 @@
 
 mod common;
 
+use api_server::auth::csrf_token;
 use common::*;
 use serde_json::json;
 
@@ -186,8 +187,13 @@ async fn login_and_logout_with_server_side_sessions(backend: &'static str) {
 
     // Logout revokes the session server-side: the same cookie is refused afterwards, even
     // though the client still has it. The other session is untouched.
+    // (a cookie-authenticated call without a JSON body carries the session's CSRF token)
     let res = app
-        .send(Req::post("/api/v1/auth/logout").auth(&Auth::Cookie(second.clone())))
+        .send(
+            Req::post("/api/v1/auth/logout")
+                .auth(&Auth::Cookie(second.clone()))
+                .header("x-csrf-token", csrf_token(&second)),
+        )
         .await;
     res.expect(204);
     let (cleared, _) = res.session_cookie().expect("logout clears the cookie");
@@ -214,6 +220,7 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (session, _) = app.signup("keys@example.com").await;
     let me = Auth::Cookie(session.clone());
+    let csrf = csrf_token(&session);
 
     let res = app
         .send(
@@ -290,9 +297,13 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     }
 
     // Deleting: 204, then the key is refused at once; the other key still works.
-    app.send(Req::delete(format!("/api/v1/api-keys/{key_id}")).auth(&me))
-        .await
-        .expect(204);
+    app.send(
+        Req::delete(format!("/api/v1/api-keys/{key_id}"))
+            .auth(&me)
+            .header("x-csrf-token", csrf.clone()),
+    )
+    .await
+    .expect(204);
     for auth in [
         Auth::Key(key.clone()),
         Auth::Bearer(key.clone()),
@@ -304,12 +315,20 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     }
     assert_eq!(app.balance(&Auth::Key(other_key.clone())).await, json!(5));
     // Deleting it again, or an id that never existed: 404.
-    app.send(Req::delete(format!("/api/v1/api-keys/{key_id}")).auth(&me))
-        .await
-        .expect(404);
-    app.send(Req::delete("/api/v1/api-keys/key_doesnotexist").auth(&me))
-        .await
-        .expect(404);
+    app.send(
+        Req::delete(format!("/api/v1/api-keys/{key_id}"))
+            .auth(&me)
+            .header("x-csrf-token", csrf.clone()),
+    )
+    .await
+    .expect(404);
+    app.send(
+        Req::delete("/api/v1/api-keys/key_doesnotexist")
+            .auth(&me)
+            .header("x-csrf-token", csrf.clone()),
+    )
+    .await
+    .expect(404);
     let list = app
         .send(Req::get("/api/v1/api-keys").auth(&me))
         .await
@@ -409,8 +428,11 @@ async fn every_way_of_presenting_a_key_works(backend: &'static str) {
             )
             .await
             .expect(201);
+        // (with the cookie, a DELETE carries the session's CSRF token)
         app.send(
-            Req::delete(format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap())).auth(way),
+            Req::delete(format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()))
+                .auth(way)
+                .header("x-csrf-token", csrf_token(&session)),
         )
         .await
         .expect(204);

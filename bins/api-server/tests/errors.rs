@@ -279,7 +279,9 @@ async fn every_answer_has_a_request_id(backend: &'static str) {
         Req::post(format!("/admin/v1/accounts/{id}/debits"))
             .auth(&Auth::Admin)
             .json(json!({"amount": 100, "description": "x"})),
-        Req::delete(format!("/api/v1/api-keys/{key_id}")).auth(&Auth::Cookie(session)),
+        Req::delete(format!("/api/v1/api-keys/{key_id}"))
+            .header("x-csrf-token", api_server::auth::csrf_token(&session))
+            .auth(&Auth::Cookie(session)),
         Req::get("/nowhere"),
     ];
     let mut seen = HashSet::new();

@@ -10,6 +10,15 @@ use serde_json::{json, Value};
 
 on_both_backends!(one_account_never_sees_or_changes_another);
 
+/// The CSRF token a cookie-authenticated write without a JSON body carries (none needed
+/// with a key).
+fn csrf(auth: &Auth) -> String {
+    match auth {
+        Auth::Cookie(session) => api_server::auth::csrf_token(session),
+        _ => String::new(),
+    }
+}
+
 fn ids(list: &Value, field: &str) -> HashSet<String> {
     list.as_array()
         .unwrap()
@@ -96,9 +105,13 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
         assert!(!key_ids.contains(&a_key_id) && !key_ids.contains(&a_key2_id));
         // Bob cannot delete Alice's keys: 404, as if they did not exist.
         for k in [&a_key_id, &a_key2_id] {
-            app.send(Req::delete(format!("/api/v1/api-keys/{k}")).auth(b))
-                .await
-                .expect(404);
+            app.send(
+                Req::delete(format!("/api/v1/api-keys/{k}"))
+                    .auth(b)
+                    .header("x-csrf-token", csrf(b)),
+            )
+            .await
+            .expect(404);
         }
         // A key Bob makes is his alone.
         let made = app
@@ -114,9 +127,13 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
             .await
             .expect(200);
         assert!(!ids(&a_keys, "id").contains(made["id"].as_str().unwrap()));
-        app.send(Req::delete(format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap())).auth(b))
-            .await
-            .expect(204);
+        app.send(
+            Req::delete(format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()))
+                .auth(b)
+                .header("x-csrf-token", csrf(b)),
+        )
+        .await
+        .expect(204);
         // Purchases start nothing on Alice's account (and never add credits).
         app.send(
             Req::post("/api/v1/credits/purchase")
@@ -131,9 +148,13 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
         .await
         .expect(404);
     // Bob logging out ends only Bob's session.
-    app.send(Req::post("/api/v1/auth/logout").auth(&Auth::Cookie(b_session.clone())))
-        .await
-        .expect(204);
+    app.send(
+        Req::post("/api/v1/auth/logout")
+            .auth(&Auth::Cookie(b_session.clone()))
+            .header("x-csrf-token", api_server::auth::csrf_token(&b_session)),
+    )
+    .await
+    .expect(204);
     app.send(Req::get("/api/v1/credits").auth(&Auth::Cookie(b_session)))
         .await
         .expect(401);

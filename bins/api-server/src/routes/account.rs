@@ -1,8 +1,8 @@
 //! The balance in the shapes of seeds 001 and 004.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 
-use crate::auth::Authed;
+use crate::auth::{csrf_token, Authed, Credential, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::routes::credits::available;
 use crate::state::AppState;
@@ -38,4 +38,31 @@ pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpR
         subscription_status,
         subscription_id,
     }))
+}
+
+/// A session's CSRF token.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CsrfTokenView {
+    /// Send it back in `X-CSRF-Token` with cookie-authenticated calls that are not JSON.
+    pub csrf_token: String,
+}
+
+/// The CSRF token of the caller's session (the same one login and signup return in
+/// `X-CSRF-Token`), for a page that lost it. Only a page of this origin can read the answer:
+/// the service grants no CORS.
+#[utoipa::path(get, path = "/api/v1/account/csrf-token", tag = "accounts",
+    security(("session" = [])),
+    responses((status = 200, body = CsrfTokenView), (status = 400, body = crate::wire::ErrorBody),
+        (status = 401, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
+#[get("/api/v1/account/csrf-token")]
+pub async fn csrf(req: HttpRequest, who: Authed) -> Result<HttpResponse, ApiError> {
+    let token = match (&who.credential, req.cookie(SESSION_COOKIE)) {
+        (Credential::Session(_), Some(cookie)) => csrf_token(cookie.value()),
+        _ => return Err(ApiError::invalid(
+            "session",
+            "only a session (the cookie set by login) has a CSRF token; API-key calls need none",
+        )),
+    };
+    Ok(HttpResponse::Ok().json(CsrfTokenView { csrf_token: token }))
 }

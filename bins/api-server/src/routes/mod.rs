@@ -9,44 +9,119 @@ pub mod credits;
 pub mod screenshot;
 pub mod system;
 
+use actix_web::dev::ResourceDef;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse, ResponseError};
 use ledger_core::Credits;
 use ledger_store::Applied;
 
 use crate::error::ApiError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(system::healthz)
-        .service(system::openapi)
-        .service(auth::signup)
-        .service(auth::login)
-        .service(auth::logout)
-        .service(api_keys::create)
-        .service(api_keys::list)
-        .service(api_keys::delete)
-        .service(credits::balance)
-        .service(credits::packs)
-        .service(credits::purchase)
-        .service(credits::transactions)
-        .service(credits::usage)
-        .service(auto_topup::get)
-        .service(auto_topup::put)
-        .service(screenshot::quote_get)
-        .service(screenshot::take_get)
-        .service(screenshot::take_post)
-        .service(account::account_credits)
-        .service(account::v1_credits)
-        .service(admin::create_account)
-        .service(admin::adjust)
-        .service(admin::debit)
-        .service(admin::hold)
-        .service(admin::capture)
-        .service(admin::release)
-        .service(admin::refund)
-        .service(admin::subscription)
-        .service(admin::max_hard_limit)
-        .service(admin::verify);
+/// Declares every route once. From that one list come the actix registration
+/// ([`configure`]), the OpenAPI paths ([`documented`]) and the methods each path allows
+/// ([`table`], for `405` with `Allow`).
+macro_rules! routes {
+    ($($module:ident :: $handler:ident),* $(,)?) => {
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $( cfg.service($module::$handler); )*
+        }
+
+        /// The OpenAPI paths of every registered route.
+        pub fn documented() -> utoipa::openapi::Paths {
+            utoipa::openapi::path::PathsBuilder::new()
+                $( .path_from::<$module::$handler>() )*
+                .build()
+        }
+
+        fn registered() -> Vec<(String, Vec<utoipa::openapi::path::HttpMethod>)> {
+            vec![ $( (
+                <$module::$handler as utoipa::Path>::path(),
+                <$module::$handler as utoipa::Path>::methods(),
+            ) ),* ]
+        }
+    };
+}
+
+routes! {
+    system::healthz,
+    system::openapi,
+    auth::signup,
+    auth::login,
+    auth::logout,
+    api_keys::create,
+    api_keys::list,
+    api_keys::delete,
+    account::csrf,
+    credits::balance,
+    credits::packs,
+    credits::purchase,
+    credits::transactions,
+    credits::usage,
+    auto_topup::get,
+    auto_topup::put,
+    screenshot::quote_get,
+    screenshot::take_get,
+    screenshot::take_post,
+    account::account_credits,
+    account::v1_credits,
+    admin::create_account,
+    admin::adjust,
+    admin::debit,
+    admin::hold,
+    admin::capture,
+    admin::release,
+    admin::refund,
+    admin::subscription,
+    admin::max_hard_limit,
+    admin::verify,
+}
+
+/// One path of the API and the methods registered on it.
+pub struct Route {
+    /// The path template (`/api/v1/api-keys/{id}`).
+    pub template: String,
+    pub def: ResourceDef,
+    pub methods: Vec<Method>,
+}
+
+impl Route {
+    /// The name of the parameter at each segment of the template (`None` for a literal).
+    pub fn params(&self) -> impl Iterator<Item = Option<&str>> {
+        self.template
+            .split('/')
+            .map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+    }
+}
+
+/// Every path with its methods, from the registration above.
+pub fn table() -> &'static [Route] {
+    static TABLE: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut routes: Vec<Route> = Vec::new();
+        for (template, methods) in registered() {
+            let methods = methods.iter().filter_map(|m| {
+                serde_json::to_value(m)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_ascii_uppercase))
+                    .and_then(|m| m.parse::<Method>().ok())
+            });
+            match routes.iter_mut().find(|r| r.template == template) {
+                Some(r) => r.methods.extend(methods),
+                None => routes.push(Route {
+                    def: ResourceDef::new(template.as_str()),
+                    template,
+                    methods: methods.collect(),
+                }),
+            }
+        }
+        routes
+    })
+}
+
+/// The route whose template matches `path`, if any.
+pub fn route_of(path: &str) -> Option<&'static Route> {
+    table().iter().find(|r| r.def.is_match(path))
 }
 
 /// Adds the metering headers: what is left, and what this request charged.

@@ -15,7 +15,7 @@ use ledger_core::{AccountId, Credits, HoldId, Memo};
 use ledger_store::{new_id, Claim, Operation, Outcome, ScreenshotAnswer, Spend};
 use serde_json::json;
 
-use crate::auth::Authed;
+use crate::auth::{AuthError, Spender};
 use crate::body::{idempotency_key, parse_json};
 use crate::error::ApiError;
 use crate::routes::with_metering;
@@ -57,7 +57,7 @@ fn with_cache_header(
 }
 
 /// An error answer with every metering header.
-fn refused(err: ApiError, remaining: Option<Credits>) -> HttpResponse {
+fn refused(err: impl ResponseError, remaining: Option<Credits>) -> HttpResponse {
     let mut res = err.error_response();
     res.headers_mut().insert(
         HeaderName::from_static("x-credits-charged"),
@@ -348,14 +348,9 @@ async fn work(
 async fn shoot(
     state: &AppState,
     req: &HttpRequest,
-    who: Result<Authed, ApiError>,
+    account: AccountId,
     raw: RawCaptureOptions,
 ) -> HttpResponse {
-    let who = match who {
-        Ok(w) => w,
-        Err(e) => return refused(e, None),
-    };
-    let account = who.account_id;
     let fingerprint = format!(
         "screenshot\n{}",
         serde_json::to_string(&raw).unwrap_or_default()
@@ -464,6 +459,69 @@ async fn shoot(
     render(&done, ext)
 }
 
+/// The capture options, as the GET's query string and as the POST's JSON body. Only the
+/// document reads this type; the server parses [`RawCaptureOptions`] (a test keeps the two
+/// field lists equal).
+#[derive(serde::Serialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ScreenshotOptions {
+    /// The page to capture: an http(s) URL of a public address. Required unless `html`.
+    #[schema(max_length = 8192)]
+    #[param(max_length = 8192)]
+    pub url: Option<String>,
+    /// An HTML document to capture instead of `url` (at most 1,000,000 bytes).
+    #[schema(max_length = 1000000)]
+    #[param(max_length = 1000000)]
+    pub html: Option<String>,
+    /// Viewport width in CSS pixels, default 1280.
+    #[schema(minimum = 1, maximum = 3840)]
+    #[param(minimum = 1, maximum = 3840)]
+    pub width: Option<u32>,
+    /// Viewport height in CSS pixels, default 800.
+    #[schema(minimum = 1, maximum = 10000)]
+    #[param(minimum = 1, maximum = 10000)]
+    pub height: Option<u32>,
+    /// Capture the whole page, default false (not with `selector`).
+    pub full_page: Option<bool>,
+    /// png (default), jpeg, webp or pdf.
+    #[schema(pattern = "^(png|jpeg|jpg|webp|pdf)$")]
+    #[param(pattern = "^(png|jpeg|jpg|webp|pdf)$")]
+    pub format: Option<String>,
+    /// 1 to 100, jpeg and webp only.
+    #[schema(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100)]
+    pub quality: Option<u8>,
+    /// 1 to 3, at most two decimals; default 1.
+    #[schema(minimum = 1, maximum = 3, multiple_of = 0.01)]
+    #[param(minimum = 1, maximum = 3, multiple_of = 0.01)]
+    pub device_scale_factor: Option<f64>,
+    /// Milliseconds to wait before the capture, at most 10000.
+    #[schema(minimum = 0, maximum = 10000)]
+    #[param(minimum = 0, maximum = 10000)]
+    pub delay: Option<u64>,
+    /// A CSS selector to wait for (at most 1024 bytes).
+    #[schema(max_length = 1024)]
+    #[param(max_length = 1024)]
+    pub wait_for_selector: Option<String>,
+    /// A CSS selector of the one element to capture (at most 1024 bytes; not with pdf).
+    #[schema(max_length = 1024)]
+    #[param(max_length = 1024)]
+    pub selector: Option<String>,
+    /// Emulate a dark colour scheme, default false.
+    pub dark_mode: Option<bool>,
+    /// Seconds the capture may take, 1 to 60.
+    #[schema(minimum = 1, maximum = 60)]
+    #[param(minimum = 1, maximum = 60)]
+    pub timeout: Option<u64>,
+    /// Answer from the cache when the same capture is there, default true.
+    pub cache: Option<bool>,
+    /// How old a cached capture may be, in seconds (1 to 2592000).
+    #[schema(minimum = 1, maximum = 2592000)]
+    #[param(minimum = 1, maximum = 2592000)]
+    pub cache_ttl: Option<u64>,
+}
+
 /// Takes a screenshot (options in the query string). Charged only when it succeeds and
 /// was not served from the cache.
 #[utoipa::path(get, path = "/api/v1/screenshot", tag = "screenshots",
@@ -481,14 +539,18 @@ async fn shoot(
 pub async fn take_get(
     state: web::Data<AppState>,
     req: HttpRequest,
-    who: Result<Authed, ApiError>,
+    who: Result<Spender, AuthError>,
     query: web::Query<RawCaptureOptions>,
 ) -> HttpResponse {
-    shoot(&state, &req, who, query.into_inner()).await
+    match who {
+        Ok(Spender(who)) => shoot(&state, &req, who.account_id, query.into_inner()).await,
+        Err(e) => refused(e, None),
+    }
 }
 
 /// Takes a screenshot (options as JSON, `url` or `html`).
 #[utoipa::path(post, path = "/api/v1/screenshot", tag = "screenshots",
+    request_body(content = ScreenshotOptions, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, description = "The image or PDF"), (status = 400, body = crate::wire::ErrorBody),
         (status = 401, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody),
@@ -497,16 +559,16 @@ pub async fn take_get(
 pub async fn take_post(
     state: web::Data<AppState>,
     req: HttpRequest,
-    who: Result<Authed, ApiError>,
+    who: Result<Spender, AuthError>,
     body: web::Bytes,
 ) -> HttpResponse {
     // Who is asking comes first: a stranger gets 401 whatever the body says.
     let who = match who {
-        Ok(w) => w,
+        Ok(Spender(w)) => w,
         Err(e) => return refused(e, None),
     };
     match parse_json::<RawCaptureOptions>(&body) {
-        Ok(raw) => shoot(&state, &req, Ok(who), raw).await,
+        Ok(raw) => shoot(&state, &req, who.account_id, raw).await,
         Err(e) => refused(e, balance(&state, &who.account_id).await),
     }
 }
@@ -517,7 +579,7 @@ pub async fn take_post(
 #[get("/api/v1/screenshot/quote")]
 pub async fn quote_get(
     state: web::Data<AppState>,
-    who: Authed,
+    who: crate::auth::Authed,
     query: web::Query<RawCaptureOptions>,
 ) -> Result<HttpResponse, ApiError> {
     let opts = CaptureOptions::parse(query.into_inner())
