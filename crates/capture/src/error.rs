@@ -11,6 +11,7 @@
 //! | `FORBIDDEN_TARGET` | 400 | client: not http(s), or a loopback/private/metadata address |
 //! | `TARGET_HTTP_ERROR` (4xx) | 422 | the target answered 4xx |
 //! | `SELECTOR_NOT_FOUND` | 422 | the selector never matched |
+//! | `PAGE_ERROR` | 422 | the page kept the browser from capturing it (endless dialogs, broke the DOM APIs the capture uses) |
 //! | `DNS_FAILURE`, `CONNECTION_REFUSED`, `NETWORK_ERROR` | 502 | the target cannot be reached |
 //! | `TARGET_HTTP_ERROR` (5xx) | 502 | the target answered 5xx |
 //! | `BROWSER_CRASH` | 502 | our browser died mid-capture |
@@ -83,6 +84,11 @@ pub enum CaptureError {
     #[error("no element matches the selector {selector:?}")]
     SelectorNotFound { selector: String },
 
+    /// The page itself kept the capture from finishing: it kept opening JavaScript dialogs,
+    /// or broke the DOM APIs the capture's own scripts use. The session is healthy.
+    #[error("the page could not be captured: {detail}")]
+    PageError { detail: String },
+
     /// The browser session died or became unusable in the middle of a capture.
     #[error("the browser session failed: {detail}")]
     BrowserCrash { detail: String },
@@ -120,6 +126,7 @@ impl CaptureError {
             Self::TargetHttpError { .. } => "TARGET_HTTP_ERROR",
             Self::Timeout { .. } => "TIMEOUT",
             Self::SelectorNotFound { .. } => "SELECTOR_NOT_FOUND",
+            Self::PageError { .. } => "PAGE_ERROR",
             Self::BrowserCrash { .. } => "BROWSER_CRASH",
             Self::BrowserUnavailable { .. } => "BROWSER_UNAVAILABLE",
             Self::Busy { .. } => "BUSY",
@@ -134,7 +141,7 @@ impl CaptureError {
         match self {
             Self::InvalidOptions(_) | Self::ForbiddenTarget { .. } => 400,
             Self::TargetHttpError { status, .. } if (400..500).contains(status) => 422,
-            Self::SelectorNotFound { .. } => 422,
+            Self::SelectorNotFound { .. } | Self::PageError { .. } => 422,
             Self::DnsFailure { .. }
             | Self::ConnectionRefused { .. }
             | Self::NetworkError { .. }
@@ -150,6 +157,19 @@ impl CaptureError {
     /// that answers 4xx, a selector that matches nothing): retrying unchanged will not help.
     pub fn is_client_fault(&self) -> bool {
         (400..500).contains(&self.http_status())
+    }
+
+    /// True when the browser session that met this error cannot be trusted with another
+    /// capture and must be replaced: the browser crashed or is unreachable, or something
+    /// unexpected happened. Everything else is page-level (the request's fault or the
+    /// target's): the session stays, after its reset between captures proved it healthy.
+    /// A timeout is page-level too; when the browser is really stuck, the reset fails and
+    /// the session is replaced then.
+    pub fn breaks_session(&self) -> bool {
+        matches!(
+            self,
+            Self::BrowserCrash { .. } | Self::BrowserUnavailable { .. } | Self::Internal { .. }
+        )
     }
 
     /// True when the message may be shown to the client as-is. `INTERNAL` errors should be

@@ -12,8 +12,11 @@
 //! `timeout` counts from the moment a worker starts the job.
 //!
 //! Session life: a session is closed and replaced after `max_uses_per_session` captures,
-//! after a timeout, a browser crash or an internal error, and whenever the capture task
-//! panics (the session's drop guard closes it).
+//! after an error that [`CaptureError::breaks_session`] (a browser crash, an unreachable
+//! driver, an internal error), when its reset between captures fails or takes longer than
+//! `RESET_TIMEOUT`, and whenever the capture task panics or overruns its budget (the
+//! session's drop guard closes it). Page-level errors (dialogs, bad or missing selectors,
+//! target errors, DNS, a timeout the browser recovers from) keep the session.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -390,16 +393,9 @@ async fn open_session(shared: &Shared, proxy: &Proxy) -> Result<Session, Capture
     Ok(s)
 }
 
-/// Errors after which a session is not trusted for another capture.
-fn needs_recycle(e: &CaptureError) -> bool {
-    matches!(
-        e,
-        CaptureError::Timeout { .. }
-            | CaptureError::BrowserCrash { .. }
-            | CaptureError::BrowserUnavailable { .. }
-            | CaptureError::Internal { .. }
-    )
-}
+/// Longest a session's reset between captures may take; a session that cannot go back to
+/// a blank page in this time is stuck and is replaced.
+const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn worker(
     shared: Arc<Shared>,
@@ -494,7 +490,10 @@ async fn worker(
             Ok(Ok((mut sess, origin, result))) => {
                 sess.uses += 1;
                 let recycle = sess.uses >= shared.config.max_uses_per_session
-                    || result.as_ref().err().is_some_and(needs_recycle);
+                    || result
+                        .as_ref()
+                        .err()
+                        .is_some_and(CaptureError::breaks_session);
                 if recycle {
                     tokio::spawn(sess.close());
                 } else {
@@ -536,9 +535,11 @@ async fn worker(
         }
         let _ = job.reply.send(result);
         // Clean the session for the next job after the caller has its answer.
+        // The reset is also the health check after a page-level error or a timeout.
         if let Some(s) = session.as_mut() {
-            if let Err(e) = s.reset(origin).await {
-                tracing::debug!(error = %e, "session reset failed; recycling it");
+            let reset = tokio::time::timeout(RESET_TIMEOUT, s.reset(origin)).await;
+            if !matches!(reset, Ok(Ok(()))) {
+                tracing::info!(?reset, "session reset failed; replacing the session");
                 if let Some(s) = session.take() {
                     tokio::spawn(s.close());
                 }

@@ -100,6 +100,30 @@ pub(crate) fn chromium_args(proxy_url: &str, profile: Option<&std::path::Path>) 
     args
 }
 
+/// Runs before every document's own scripts (every frame, every navigation): JavaScript
+/// dialogs answer at once as a dismissed dialog would (`alert` returns, `confirm` is false,
+/// `prompt` is null, `print` does nothing), and `beforeunload` handlers are never
+/// registered, so no dialog ever blocks the page or the WebDriver commands that follow.
+/// WebDriver's `unhandledPromptBehavior: dismiss` stays as the net for a dialog that
+/// escapes this (a frame the script does not reach, a Grid without CDP).
+pub(crate) const DIALOG_GUARD_JS: &str = r#"(() => {
+  const quiet = { alert() {}, confirm() { return false; }, prompt() { return null; }, print() {} };
+  for (const name of Object.keys(quiet)) {
+    try { Object.defineProperty(window, name, { value: quiet[name], writable: false, configurable: false }); } catch (e) {}
+  }
+  try { Object.defineProperty(window, 'onbeforeunload', { get() { return null; }, set(v) {}, configurable: false }); } catch (e) {}
+  const add = EventTarget.prototype.addEventListener;
+  try {
+    Object.defineProperty(EventTarget.prototype, 'addEventListener', {
+      value: function (type, ...rest) {
+        if (String(type).toLowerCase() === 'beforeunload') return undefined;
+        return add.call(this, type, ...rest);
+      },
+      writable: false, configurable: false,
+    });
+  } catch (e) {}
+})();"#;
+
 impl Session {
     pub(crate) async fn open(settings: &SessionSettings) -> Result<Self, CaptureError> {
         let profile = if settings.local_profile {
@@ -140,13 +164,26 @@ impl Session {
             })?;
         let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(id, "browser session opened");
-        Ok(Self {
+        let mut session = Self {
             client: Some(client),
             profile,
             uses: 0,
             cdp: true,
             id,
-        })
+        };
+        if let Err(e) = session
+            .try_cdp(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({"source": DIALOG_GUARD_JS}),
+            )
+            .await
+        {
+            session.close().await;
+            return Err(CaptureError::BrowserUnavailable {
+                detail: format!("cannot prepare the browser session: {e}"),
+            });
+        }
+        Ok(session)
     }
 
     pub(crate) fn client(&self) -> &Client {
@@ -184,6 +221,8 @@ impl Session {
     /// Make the session ready for the next capture: blank page, no cookies, no storage for
     /// the origin just visited.
     pub(crate) async fn reset(&mut self, origin: Option<String>) -> Result<(), CmdError> {
+        // A dialog left open would fail the navigation; there is none to dismiss normally.
+        let _ = self.client().dismiss_alert().await;
         self.client().goto("about:blank").await?;
         if self.cdp {
             self.cdp("Network.clearBrowserCookies", json!({})).await?;

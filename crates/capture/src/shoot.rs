@@ -81,31 +81,45 @@ pub(crate) async fn run(
             base64::engine::general_purpose::STANDARD.encode(h.as_bytes())
         ),
     };
-    if let Err(e) = session.client().goto(&nav_url).await {
-        return Err(classify_navigation_error(e, opts, proxy));
+    match session.client().goto(&nav_url).await {
+        Ok(()) => {}
+        // A dialog the page guard did not reach interrupted the load: dismiss it and go on
+        // with the page as it is (navigating again would only open it again).
+        Err(e) if is_dialog(&e) => {
+            let _ = session.client().dismiss_alert().await;
+        }
+        Err(e) => return Err(classify_navigation_error(e, opts, proxy)),
     }
-    check_navigation(session, opts, proxy).await?;
+    check_navigation(session, opts, proxy, deadline).await?;
 
     if let Some(sel) = opts.wait_for_selector() {
         set_stage(stage, "waiting for selector");
         // Leave a moment before the deadline so a missing element is reported as such
         // rather than as a timeout of the whole capture.
         let wait = remaining().saturating_sub(Duration::from_millis(300));
-        match session
-            .client()
-            .wait()
-            .at_most(wait)
-            .every(Duration::from_millis(100))
-            .for_element(Locator::Css(sel))
-            .await
-        {
+        let c = session.client();
+        let waited = dismissing(c, deadline, || {
+            c.wait()
+                .at_most(deadline.saturating_duration_since(Instant::now()).min(wait))
+                .every(Duration::from_millis(100))
+                .for_element(Locator::Css(sel))
+        })
+        .await;
+        match waited {
             Ok(_) => {}
             Err(CmdError::WaitTimeout) => {
                 return Err(CaptureError::SelectorNotFound {
                     selector: sel.to_owned(),
                 })
             }
-            Err(e) => return Err(map_cmd_error(e, "waiting for selector")),
+            Err(e) => {
+                return Err(selector_error(
+                    e,
+                    "waitForSelector",
+                    sel,
+                    "waiting for selector",
+                ))
+            }
         }
     }
 
@@ -121,9 +135,8 @@ pub(crate) async fn run(
             .background(true)
             .build()
             .map_err(CaptureError::internal)?;
-        let pdf = session
-            .client()
-            .print(config)
+        let c = session.client();
+        let pdf = dismissing(c, deadline, || c.print(config.clone()))
             .await
             .map_err(|e| map_cmd_error(e, "print"))?;
         if !pdf.starts_with(b"%PDF") {
@@ -137,13 +150,12 @@ pub(crate) async fn run(
         });
     }
     let png = if let Some(sel) = opts.selector() {
-        element_png(session, sel).await?
+        element_png(session, sel, deadline).await?
     } else if opts.full_page() {
-        full_page_png(session, opts).await?
+        full_page_png(session, opts, deadline).await?
     } else {
-        session
-            .client()
-            .screenshot()
+        let c = session.client();
+        dismissing(c, deadline, || c.screenshot())
             .await
             .map_err(|e| map_cmd_error(e, "screenshot"))?
     };
@@ -189,6 +201,7 @@ async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<
 async fn full_page_png(
     session: &mut Session,
     opts: &CaptureOptions,
+    deadline: Instant,
 ) -> Result<Vec<u8>, CaptureError> {
     let dpr = opts.device_scale_factor();
     let max_css = (MAX_FULL_PAGE_DEVICE_PX / dpr).floor();
@@ -214,13 +227,14 @@ async fn full_page_png(
     }
     // W3C fallback: grow the window to the document height, shoot, restore.
     let c = session.client();
-    let h = c
-        .execute(
+    let h = dismissing(c, deadline, || {
+        c.execute(
             "const d = document.documentElement, b = document.body || d; \
              return Math.max(d.scrollHeight, b.scrollHeight, d.offsetHeight, b.offsetHeight, d.clientHeight);",
             vec![],
         )
-        .await
+    })
+    .await
         .map_err(|e| map_cmd_error(e, "full page"))?
         .as_f64()
         .unwrap_or(opts.height() as f64)
@@ -229,35 +243,37 @@ async fn full_page_png(
     c.set_window_size(opts.width(), h)
         .await
         .map_err(|e| map_cmd_error(e, "full page"))?;
-    let png = c
-        .screenshot()
+    let png = dismissing(c, deadline, || c.screenshot())
         .await
         .map_err(|e| map_cmd_error(e, "full page"));
     let _ = c.set_window_size(opts.width(), opts.height()).await;
     png
 }
 
-async fn element_png(session: &mut Session, selector: &str) -> Result<Vec<u8>, CaptureError> {
+async fn element_png(
+    session: &mut Session,
+    selector: &str,
+    deadline: Instant,
+) -> Result<Vec<u8>, CaptureError> {
     let not_found = || CaptureError::SelectorNotFound {
         selector: selector.to_owned(),
     };
     if session.cdp {
-        let rect = session
-            .client()
-            .execute(
-                "const e = document.querySelector(arguments[0]); if (!e) return null; \
-                 const r = e.getBoundingClientRect(); \
+        let c = session.client();
+        let rect = dismissing(c, deadline, || {
+            c.execute(
+                "const e = Document.prototype.querySelector.call(document, arguments[0]); \
+                 if (!e) return null; \
+                 const r = Element.prototype.getBoundingClientRect.call(e); \
                  return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height];",
                 vec![json!(selector)],
             )
-            .await;
+        })
+        .await;
         let rect = match rect {
             Ok(Value::Array(r)) => r,
             Ok(_) => return Err(not_found()),
-            Err(CmdError::Standard(wd)) if wd.error == ErrorStatus::JavascriptError => {
-                return Err(not_found())
-            }
-            Err(e) => return Err(map_cmd_error(e, "element")),
+            Err(e) => return Err(selector_error(e, "selector", selector, "element")),
         };
         let f = |i: usize| rect.get(i).and_then(Value::as_f64).unwrap_or(0.0);
         let (x, y, w, h) = (f(0), f(1), f(2), f(3));
@@ -276,24 +292,13 @@ async fn element_png(session: &mut Session, selector: &str) -> Result<Vec<u8>, C
             return decode_b64(&shot["data"]);
         }
     }
-    let el = session
-        .client()
-        .find(Locator::Css(selector))
+    let c = session.client();
+    let el = dismissing(c, deadline, || c.find(Locator::Css(selector)))
         .await
-        .map_err(|e| match &e {
-            CmdError::Standard(wd)
-                if matches!(
-                    wd.error,
-                    ErrorStatus::NoSuchElement | ErrorStatus::InvalidSelector
-                ) =>
-            {
-                not_found()
-            }
-            _ => map_cmd_error(e, "element"),
-        })?;
-    el.screenshot()
+        .map_err(|e| selector_error(e, "selector", selector, "element"))?;
+    dismissing(c, deadline, || el.screenshot())
         .await
-        .map_err(|e| map_cmd_error(e, "element"))
+        .map_err(|e| selector_error(e, "selector", selector, "element"))
 }
 
 fn decode_b64(v: &Value) -> Result<Vec<u8>, CaptureError> {
@@ -365,10 +370,11 @@ async fn check_navigation(
     session: &Session,
     opts: &CaptureOptions,
     proxy: &Proxy,
+    deadline: Instant,
 ) -> Result<(), CaptureError> {
-    let info = session
-        .client()
-        .execute(
+    let c = session.client();
+    let info = dismissing(c, deadline, || {
+        c.execute(
             "const n = performance.getEntriesByType('navigation')[0]; \
              const m = document.querySelector('meta[name=capture-proxy-error]'); \
              let code = null; \
@@ -378,8 +384,9 @@ async fn check_navigation(
              return [document.URL, n && n.responseStatus ? n.responseStatus : null, m ? m.content : null, code];",
             vec![],
         )
-        .await
-        .map_err(|e| map_cmd_error(e, "page load"))?;
+    })
+    .await
+    .map_err(|e| map_cmd_error(e, "page load"))?;
     let doc_url = info[0].as_str().unwrap_or_default().to_owned();
     let status = info[1].as_u64().map(|s| s as u16);
     let proxy_marker = info[2].as_str().is_some();
@@ -485,10 +492,76 @@ fn classify_navigation_error(e: CmdError, opts: &CaptureOptions, proxy: &Proxy) 
     map_cmd_error(e, "page load")
 }
 
+/// A JavaScript dialog was open when WebDriver ran a command.
+fn is_dialog(e: &CmdError) -> bool {
+    matches!(e, CmdError::Standard(wd) if wd.error == ErrorStatus::UnexpectedAlertOpen)
+}
+
+/// Run a WebDriver command; while a JavaScript dialog interrupts it, dismiss the dialog and
+/// run it again, until `deadline`. A page that keeps opening dialogs ends as `PAGE_ERROR`
+/// (or the capture's timeout), never as a broken session.
+async fn dismissing<T, F, Fut>(
+    c: &fantoccini::Client,
+    deadline: Instant,
+    mut command: F,
+) -> Result<T, CmdError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CmdError>>,
+{
+    loop {
+        match command().await {
+            Err(e) if is_dialog(&e) && Instant::now() < deadline => {
+                let _ = c.dismiss_alert().await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Errors of commands that use the client's selector: the browser refusing the selector is
+/// the client's fault (`400`, naming the field), a missing element is `SELECTOR_NOT_FOUND`.
+/// Selectors are checked while parsing; this is the net for a browser whose dialect differs.
+pub(crate) fn selector_error(
+    e: CmdError,
+    field: &'static str,
+    selector: &str,
+    stage: &str,
+) -> CaptureError {
+    if let CmdError::Standard(wd) = &e {
+        let syntax = wd.error == ErrorStatus::InvalidSelector
+            || (wd.error == ErrorStatus::JavascriptError
+                && wd.message.contains("is not a valid selector"));
+        if syntax {
+            return CaptureError::InvalidOptions(crate::error::OptionError::new(
+                field,
+                format!("{field} is not a valid CSS selector for the browser"),
+            ));
+        }
+        if matches!(
+            wd.error,
+            ErrorStatus::NoSuchElement | ErrorStatus::StaleElementReference
+        ) {
+            return CaptureError::SelectorNotFound {
+                selector: selector.to_owned(),
+            };
+        }
+    }
+    map_cmd_error(e, stage)
+}
+
 /// Map a WebDriver error. A `TIMEOUT` gets its budget from the service, which knows it.
+/// Errors the page causes are page-level (`PAGE_ERROR`, the session is kept); only errors
+/// that say the browser or the connection to it broke are `BROWSER_CRASH`.
 pub(crate) fn map_cmd_error(e: CmdError, stage: &str) -> CaptureError {
     match &e {
         CmdError::Standard(wd) => match wd.error {
+            ErrorStatus::UnexpectedAlertOpen => CaptureError::PageError {
+                detail: format!("it kept opening JavaScript dialogs ({stage})"),
+            },
+            ErrorStatus::JavascriptError => CaptureError::PageError {
+                detail: format!("it broke the browser functions the capture uses ({stage})"),
+            },
             ErrorStatus::Timeout | ErrorStatus::ScriptTimeout => CaptureError::Timeout {
                 timeout_secs: 0,
                 stage: stage.to_owned(),

@@ -229,3 +229,81 @@ async fn a_dead_chromedriver_is_restarted() {
     assert_eq!(common::group_members(pid), 0);
     svc.shutdown().await;
 }
+
+/// Page-level failures (dialogs, a missing element, a target's 404, a name that does not
+/// resolve) are the request's fault: the session that met them is healthy and is kept.
+/// Before the fix every dialog answered INTERNAL and cost a new browser.
+#[tokio::test]
+async fn page_level_failures_keep_the_session() {
+    let fx = start_fixture();
+    let svc = start_service(CaptureConfig {
+        pool_size: 1,
+        allow_private_targets: true,
+        ..Default::default()
+    });
+    let green = "style='margin:0;background:rgb(0,128,0)'";
+    let dialogs = [
+        format!("<body {green}><script>alert('hi')</script>x</body>"),
+        format!("<body {green}><script>if (confirm('ok?')) document.title='yes'</script>x</body>"),
+        format!("<body {green}><script>prompt('name?', 'x')</script>x</body>"),
+        format!("<body {green}><script>addEventListener('load', () => alert('late'))</script>x</body>"),
+        format!("<body {green}><script>setTimeout(() => alert('timer'), 10)</script>x</body>"),
+        format!("<body {green}><script>onbeforeunload = e => {{ e.preventDefault(); return 'stay'; }}</script>x</body>"),
+        format!("<body {green}><script>alert(1); alert(2); confirm(3); prompt(4)</script>x</body>"),
+    ];
+    for _round in 0..2 {
+        for html in &dialogs {
+            let shot = svc
+                .capture(&opts(&[
+                    ("html", html),
+                    ("width", "100"),
+                    ("height", "50"),
+                    ("delay", "50"),
+                ]))
+                .await
+                .unwrap_or_else(|e| panic!("{html}: {e} ({})", e.code()));
+            let img = image::load_from_memory(&shot.bytes).unwrap();
+            assert_eq!(img.to_rgb8().get_pixel(90, 40).0, [0, 128, 0], "{html}");
+        }
+        // A dialog while waiting for a selector, and with a selector capture.
+        let html = format!("<body {green}><script>setTimeout(() => {{ alert('x'); document.body.innerHTML += '<p id=late>late</p>' }}, 100)</script></body>");
+        svc.capture(&opts(&[("html", &html), ("waitForSelector", "#late")]))
+            .await
+            .unwrap();
+        let html = format!("<body {green}><div id=box style='width:20px;height:10px'></div><script>alert('x')</script></body>");
+        svc.capture(&opts(&[("html", &html), ("selector", "#box")]))
+            .await
+            .unwrap();
+        for (o, code) in [
+            (opts(&[("url", &fx.url("/404"))]), "TARGET_HTTP_ERROR"),
+            (
+                opts(&[(
+                    "url",
+                    &(fx.url("/redirect?to=") + "http://nowhere.invalid/"),
+                )]),
+                "DNS_FAILURE",
+            ),
+            (
+                opts(&[("url", &fx.url("/")), ("selector", "#nope")]),
+                "SELECTOR_NOT_FOUND",
+            ),
+        ] {
+            let err = svc.capture(&o).await.unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+        }
+    }
+    // A page slower than the budget is a timeout; the browser recovers and is kept.
+    let err = svc
+        .capture(&opts(&[("url", &fx.url("/slow")), ("timeout", "1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "TIMEOUT", "{err}");
+    svc.capture(&opts(&[("url", &fx.url("/"))])).await.unwrap();
+    let stats = svc.stats();
+    assert_eq!(stats.captures_started, 2 * (dialogs.len() as u64 + 5) + 2);
+    assert_eq!(
+        stats.sessions_opened, 1,
+        "a healthy session was replaced after a page-level error: {stats:?}"
+    );
+    svc.shutdown().await;
+}
