@@ -1,4 +1,12 @@
 //! The JSON shapes of the contract (camelCase), and conversions from the core's types.
+//!
+//! Request bodies are strict: every field has one JSON type, and a value of another type
+//! (an amount as a string, a boolean as a string, a number for a string, `null` for a
+//! required field) is a 400 naming the field (`body::parse_json`). An amount of credits is
+//! a JSON number with at most three decimals and at most `Credits::MAX_AMOUNT`
+//! (1,000,000,000,000); `Credits`' own `Deserialize` enforces that, so every body that
+//! holds a `Credits` gets it. An optional field may be left out or sent as `null`, which
+//! means the same.
 
 use ledger_core::{CreditPack, Credits, Entry, Hold, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -192,8 +200,10 @@ pub struct AdminNewAccount {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentRequest {
-    /// Positive grants credits, negative takes them away (never below zero).
-    #[schema(value_type = f64)]
+    /// Positive grants credits, negative takes them away (never below zero). A number
+    /// with at most three decimals; a grant that would take the balance past
+    /// 1,000,000,000,000 credits is refused.
+    #[schema(value_type = f64, minimum = -1e12, maximum = 1e12)]
     pub amount: Credits,
     pub description: String,
 }
@@ -201,7 +211,8 @@ pub struct AdjustmentRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DebitRequest {
-    #[schema(value_type = f64)]
+    /// Greater than zero, at most three decimals.
+    #[schema(value_type = f64, exclusive_minimum = 0, maximum = 1e12)]
     pub amount: Credits,
     pub description: String,
     pub reference_id: Option<String>,
@@ -210,8 +221,11 @@ pub struct DebitRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HoldRequest {
-    #[schema(value_type = f64)]
+    /// Greater than zero, at most three decimals.
+    #[schema(value_type = f64, exclusive_minimum = 0, maximum = 1e12)]
     pub amount: Credits,
+    /// Default `credits.hold_ttl_secs`.
+    #[schema(minimum = 1, maximum = 86400)]
     pub ttl_seconds: Option<u64>,
     pub description: String,
     pub reference_id: Option<String>,
@@ -221,7 +235,7 @@ pub struct HoldRequest {
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     /// Default: all of the hold; less releases the rest.
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1e12)]
     pub amount: Option<Credits>,
 }
 
@@ -260,7 +274,7 @@ impl HoldView {
 pub struct RefundRequest {
     pub transaction_id: String,
     /// Default: all that is still refundable.
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1e12)]
     pub amount: Option<Credits>,
     pub description: Option<String>,
 }
@@ -289,7 +303,7 @@ pub struct SubscriptionView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaxHardLimitRequest {
-    #[schema(value_type = f64)]
+    #[schema(value_type = f64, exclusive_minimum = 0, maximum = 1e12)]
     pub max_hard_limit: Credits,
 }
 

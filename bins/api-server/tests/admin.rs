@@ -20,6 +20,8 @@ on_both_backends!(
     verify_reports_a_clean_ledger,
     idempotency_keys_have_one_effect_on_every_charged_call,
     idempotency_conflicts_and_replayed_rejections,
+    balances_stop_at_the_maximum,
+    wrong_types_are_400_naming_the_field,
 );
 
 fn admin(method: actix_web::http::Method, path: String) -> Req {
@@ -969,5 +971,433 @@ async fn idempotency_conflicts_and_replayed_rejections(backend: &'static str) {
         assert_eq!(err["field"], "Idempotency-Key", "{err}");
     }
     assert_eq!(app.balance(&auth).await, json!(94));
+    app.assert_verified().await;
+}
+
+/// The largest balance (and single amount) the ledger keeps: one trillion credits.
+const MAX_BALANCE: i64 = 1_000_000_000_000;
+
+/// The overflow attack of issue 8 (9,224 grants of 10^12 wrapped the balance negative),
+/// repeated: large grants succeed up to the maximum balance exactly, the one past it is a
+/// 400 naming `amount` that changes nothing, and the ledger stays verified throughout.
+async fn balances_stop_at_the_maximum(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("rich@example.com").await;
+    assert_eq!(app.balance(&auth).await, json!(5));
+    let tenth = MAX_BALANCE / 10;
+    let mut granted = 0;
+    let refused = loop {
+        let res = app.adjust(&id, json!(tenth)).await;
+        if res.status != 201 {
+            break res;
+        }
+        granted += 1;
+        assert!(granted < 20, "grants never stopped");
+    };
+    // 5 + 9 × 10^11 fits; 5 + 10 × 10^11 does not.
+    assert_eq!(granted, 9);
+    let body = refused.expect(400);
+    assert_eq!(body["field"], "amount", "{body}");
+    assert_eq!(body["code"], "INVALID_REQUEST", "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("1000000000000"),
+        "names the maximum: {message}"
+    );
+    let full = 9 * tenth + 5;
+    assert_eq!(
+        refused.header("x-credits-remaining"),
+        Some(&*full.to_string())
+    );
+    assert_eq!(app.balance(&auth).await, json!(full));
+    // The attack itself: the largest single grant, again and again.
+    for _ in 0..3 {
+        let err = app.adjust(&id, json!(MAX_BALANCE)).await.expect(400);
+        assert_eq!(err["field"], "amount", "{err}");
+    }
+    assert_eq!(app.balance(&auth).await, json!(full));
+    app.assert_verified().await;
+    // Exactly up to the maximum is fine; a thousandth more is not.
+    app.adjust(&id, json!(MAX_BALANCE - full)).await.expect(201);
+    assert_eq!(app.balance(&auth).await, json!(MAX_BALANCE));
+    let err = app.adjust(&id, json!(0.001)).await.expect(400);
+    assert_eq!(err["field"], "amount", "{err}");
+    assert_eq!(app.balance(&auth).await, json!(MAX_BALANCE));
+    // A refund that would go past it is refused too, and changes nothing.
+    let charge = app.debit(&id, json!(2)).await.expect(201);
+    app.adjust(&id, json!(2)).await.expect(201);
+    let err = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/refunds"),
+            json!({"transactionId": charge["id"]}),
+        ))
+        .await
+        .expect(400);
+    assert_eq!(err["field"], "amount", "{err}");
+    assert_eq!(app.balance(&auth).await, json!(MAX_BALANCE));
+    // Spending it all, in the largest single debit, works.
+    app.debit(&id, json!(MAX_BALANCE)).await.expect(201);
+    assert_eq!(app.balance(&auth).await, json!(0));
+    app.assert_verified().await;
+}
+
+/// The amount parser over HTTP: the largest amount accepted and at most three decimals,
+/// each refused with a message that says what is allowed.
+async fn amounts_past_the_parser_limits_say_what_is_allowed(app: &TestApp, id: &str) {
+    let too_large = json!(MAX_BALANCE + 1);
+    let too_precise = json!(1.0005);
+    let cases: [(String, Value, &str); 6] = [
+        (
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": too_large, "description": "x"}),
+            "1000000000000 credits",
+        ),
+        (
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": 1e300, "description": "x"}),
+            "1000000000000 credits",
+        ),
+        (
+            format!("/admin/v1/accounts/{id}/debits"),
+            json!({"amount": too_large, "description": "x"}),
+            "1000000000000 credits",
+        ),
+        (
+            format!("/admin/v1/accounts/{id}/holds"),
+            json!({"amount": too_large, "description": "x"}),
+            "1000000000000 credits",
+        ),
+        (
+            format!("/admin/v1/accounts/{id}/credits"),
+            json!({"amount": too_precise, "description": "x"}),
+            "three decimals",
+        ),
+        (
+            format!("/admin/v1/accounts/{id}/debits"),
+            json!({"amount": 0.0001, "description": "x"}),
+            "three decimals",
+        ),
+    ];
+    for (path, body, says) in cases {
+        let err = app.send(post(path.clone(), body.clone())).await.expect(400);
+        assert_eq!(err["field"], "amount", "{path} {body}: {err}");
+        let message = err["error"].as_str().unwrap();
+        assert!(message.contains(says), "{path} {body}: {message}");
+        assert!(message.len() < 300, "a short message: {message}");
+    }
+}
+
+/// Every field of every request body this file's routes read, given a value of the wrong
+/// type (a number as a string, a string as a number, a boolean as a string, `null` for a
+/// required field, an array or object for a scalar): `400 INVALID_REQUEST` naming exactly
+/// that field, and nothing changes.
+async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let (auth, id) = app.user("types@example.com").await;
+    let session = app.signup("types-session@example.com").await.0;
+    app.adjust(&id, json!(95)).await.expect(201);
+    let hold = app
+        .send(post(
+            format!("/admin/v1/accounts/{id}/holds"),
+            json!({"amount": 1, "description": "Render"}),
+        ))
+        .await
+        .expect(201);
+    let hold_id = hold["holdId"].as_str().unwrap().to_owned();
+    let charge = app.debit(&id, json!(2)).await.expect(201);
+    let charge_id = charge["id"].as_str().unwrap().to_owned();
+    let balance = app.balance(&auth).await;
+    assert_eq!(balance, json!(97));
+
+    // (method, path, who, a valid body, the field to spoil, the wrong values)
+    let number_as_text = [
+        json!("10"),
+        json!("1.5"),
+        json!("lots"),
+        json!(""),
+        json!(true),
+        json!(null),
+        json!([1]),
+        json!({"n": 1}),
+    ];
+    let text_field = [
+        json!(7),
+        json!(1.5),
+        json!(true),
+        json!(null),
+        json!(["x"]),
+        json!({"s": "x"}),
+    ];
+    let optional_text = [json!(7), json!(true), json!(["x"]), json!({"s": "x"})];
+    let optional_number = [
+        json!("1"),
+        json!("lots"),
+        json!(true),
+        json!([1]),
+        json!({"n": 1}),
+    ];
+    let whole_seconds = [json!("60"), json!(1.5), json!(true), json!([60]), json!(-5)];
+    let boolean = [
+        json!("true"),
+        json!("false"),
+        json!(1),
+        json!(0),
+        json!(null),
+        json!([true]),
+    ];
+    let put = actix_web::http::Method::PUT;
+    let post_m = actix_web::http::Method::POST;
+    let admin_auth = Auth::Admin;
+    let user_auth = Auth::Cookie(session.clone());
+    type Case<'a> = (
+        actix_web::http::Method,
+        String,
+        &'a Auth,
+        Value,
+        &'a str,
+        &'a [Value],
+    );
+    let cases: Vec<Case> = vec![
+        (
+            post_m.clone(),
+            "/admin/v1/accounts".into(),
+            &admin_auth,
+            json!({"email": "new@example.com", "password": PASSWORD}),
+            "email",
+            &optional_text,
+        ),
+        (
+            post_m.clone(),
+            "/admin/v1/accounts".into(),
+            &admin_auth,
+            json!({"email": "new@example.com", "password": PASSWORD}),
+            "password",
+            &optional_text,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/credits"),
+            &admin_auth,
+            json!({"amount": 10, "description": "x"}),
+            "amount",
+            &number_as_text,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/credits"),
+            &admin_auth,
+            json!({"amount": 10, "description": "x"}),
+            "description",
+            &text_field,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/debits"),
+            &admin_auth,
+            json!({"amount": 1, "description": "x", "referenceId": "r"}),
+            "amount",
+            &number_as_text,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/debits"),
+            &admin_auth,
+            json!({"amount": 1, "description": "x", "referenceId": "r"}),
+            "description",
+            &text_field,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/debits"),
+            &admin_auth,
+            json!({"amount": 1, "description": "x", "referenceId": "r"}),
+            "referenceId",
+            &optional_text,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/holds"),
+            &admin_auth,
+            json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
+            "amount",
+            &number_as_text,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/holds"),
+            &admin_auth,
+            json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
+            "ttlSeconds",
+            &whole_seconds,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/holds"),
+            &admin_auth,
+            json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
+            "description",
+            &text_field,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/holds"),
+            &admin_auth,
+            json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
+            "referenceId",
+            &optional_text,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/holds/{hold_id}/capture"),
+            &admin_auth,
+            json!({"amount": 1}),
+            "amount",
+            &optional_number,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/refunds"),
+            &admin_auth,
+            json!({"transactionId": charge_id, "amount": 1, "description": "x"}),
+            "transactionId",
+            &text_field,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/refunds"),
+            &admin_auth,
+            json!({"transactionId": charge_id, "amount": 1, "description": "x"}),
+            "amount",
+            &optional_number,
+        ),
+        (
+            post_m.clone(),
+            format!("/admin/v1/accounts/{id}/refunds"),
+            &admin_auth,
+            json!({"transactionId": charge_id, "amount": 1, "description": "x"}),
+            "description",
+            &optional_text,
+        ),
+        (
+            put.clone(),
+            format!("/admin/v1/accounts/{id}/subscription"),
+            &admin_auth,
+            json!({"planId": "basic", "status": "active"}),
+            "planId",
+            &text_field,
+        ),
+        (
+            put.clone(),
+            format!("/admin/v1/accounts/{id}/subscription"),
+            &admin_auth,
+            json!({"planId": "basic", "status": "active"}),
+            "status",
+            &optional_text,
+        ),
+        (
+            put.clone(),
+            format!("/admin/v1/accounts/{id}/max-hard-limit"),
+            &admin_auth,
+            json!({"maxHardLimit": 200000}),
+            "maxHardLimit",
+            &number_as_text,
+        ),
+        // The user API's bodies.
+        (
+            post_m.clone(),
+            "/api/v1/api-keys".into(),
+            &user_auth,
+            json!({"name": "k"}),
+            "name",
+            &text_field,
+        ),
+        (
+            post_m.clone(),
+            "/api/v1/credits/purchase".into(),
+            &user_auth,
+            json!({"packId": "pack_starter"}),
+            "packId",
+            &text_field,
+        ),
+        (
+            put.clone(),
+            "/api/v1/credits/auto-topup".into(),
+            &user_auth,
+            json!({"enabled": true, "thresholdCredits": 10, "packId": "pack_starter"}),
+            "enabled",
+            &boolean,
+        ),
+        (
+            put.clone(),
+            "/api/v1/credits/auto-topup".into(),
+            &user_auth,
+            json!({"enabled": true, "thresholdCredits": 10, "packId": "pack_starter"}),
+            "thresholdCredits",
+            &number_as_text,
+        ),
+        (
+            put.clone(),
+            "/api/v1/credits/auto-topup".into(),
+            &user_auth,
+            json!({"enabled": true, "thresholdCredits": 10, "packId": "pack_starter"}),
+            "packId",
+            &text_field,
+        ),
+        (
+            post_m.clone(),
+            "/api/v1/auth/login".into(),
+            &Auth::None,
+            json!({"email": "types@example.com", "password": PASSWORD}),
+            "email",
+            &text_field,
+        ),
+        (
+            post_m.clone(),
+            "/api/v1/auth/login".into(),
+            &Auth::None,
+            json!({"email": "types@example.com", "password": PASSWORD}),
+            "password",
+            &text_field,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, who, valid, field, wrong) in &cases {
+        for value in wrong.iter() {
+            let mut body = valid.clone();
+            body[*field] = value.clone();
+            let res = app
+                .send(
+                    Req::new(method.clone(), path.clone())
+                        .auth(who)
+                        .json(body.clone()),
+                )
+                .await;
+            let answer = res.json();
+            if res.status != 400
+                || answer["field"] != json!(field)
+                || answer["code"] != "INVALID_REQUEST"
+            {
+                failures.push(format!("{method} {path} {body} -> {} {answer}", res.status));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not a 400 naming the field:\n{}",
+        failures.join("\n")
+    );
+    // Nothing changed: the balance, the hold, the ledger.
+    assert_eq!(app.balance(&auth).await, balance);
+    let still = app
+        .send(post(
+            format!("/admin/v1/holds/{hold_id}/capture"),
+            json!({"amount": 1}),
+        ))
+        .await
+        .expect(200);
+    assert_eq!(still["status"], "captured");
+    amounts_past_the_parser_limits_say_what_is_allowed(&app, &id).await;
+    // The hold's credit was already taken out when it was made.
+    assert_eq!(app.balance(&auth).await, balance);
     app.assert_verified().await;
 }
