@@ -15,14 +15,25 @@
 //!    background (it is stored, and idempotent by order id, so nothing is lost or
 //!    doubled); a processing error → `500` (Polar retries; the sweep retries too).
 //!
+//! Nothing is acknowledged (2xx) before it is stored: when the delivery cannot be stored
+//! (the database is down) the answer is `503` with `Retry-After`, so Polar retries.
 //! Duplicates (the same webhook id) answer `200` and change nothing; verified events we
-//! do not handle answer `200` and are ignored. Every delivery is logged with its id, type
-//! and outcome.
+//! do not handle answer `200` and are ignored; a paid order that does not match our
+//! checkout is refused (kept for an operator, `webhook-receiver refused`) and answers
+//! `200`, since retrying cannot change it. Every delivery is logged with its id, type and
+//! outcome.
 //!
-//! Demo mode (no `polar.access_token`): `GET /demo/checkout/{id}` shows a local test
-//! checkout; its Pay button (`POST /demo/checkout/{id}/pay`) makes this receiver post
-//! itself a signed `order.created`, `order.updated` and `order.paid`, then redirects to
-//! `polar.success_url`.
+//! No payment provider (the built-in default): webhooks answer `503
+//! PAYMENTS_NOT_CONFIGURED` and nothing is stored. Demo mode (only with
+//! `payments.provider = "demo"`): `GET /demo/checkout/{id}` shows a local test checkout;
+//! its Pay button (`POST /demo/checkout/{id}/pay`) makes this receiver post itself a
+//! signed `order.created`, `order.updated` and `order.paid`, then redirects to
+//! `polar.success_url`. In any other mode those paths do not exist (`404`).
+//!
+//! Every answer is JSON `{"error", "code"}` when it is an error: unknown paths `404
+//! NOT_FOUND`, a wrong method on a known path `405 METHOD_NOT_ALLOWED` with `Allow`, a body
+//! over 1 MiB `413 PAYLOAD_TOO_LARGE`, and any other error the framework makes (see
+//! [`json_errors`]).
 //!
 //! Test hook: when the environment has `SHOTLEDGER_TEST_CRASH_AFTER_STORE=1`, the process
 //! aborts right after storing a new delivery and before processing it. It exists only for
@@ -32,8 +43,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::http::header;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServerHandle, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use ledger_core::Timestamp;
 use ledger_store::payments::DeliveryReceipt;
@@ -52,7 +66,10 @@ pub const PROCESSING_BUDGET: Duration = Duration::from_millis(1500);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// Largest webhook body accepted.
-const MAX_BODY: usize = 1 << 20;
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What a `503` asks the client to wait before retrying, in seconds.
+const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
@@ -85,6 +102,9 @@ pub fn open(settings: &Settings) -> Result<Payments, ReceiverError> {
         },
     )?;
     let payments = Payments::new(settings, store)?;
+    if !payments.is_configured() {
+        tracing::warn!("no payment provider is configured: Polar's webhooks are answered 503 PAYMENTS_NOT_CONFIGURED and nothing can be credited");
+    }
     if !payments.can_verify_webhooks() {
         return Err(PaymentsError::Config(
             "polar.webhook_secret: must be set when polar.access_token is (Polar signs its webhooks with it)".into(),
@@ -109,17 +129,38 @@ pub fn server(
         crash_after_store: std::env::var(CRASH_AFTER_STORE_ENV).is_ok_and(|v| v == "1"),
     });
     let sweeper = state.clone().into_inner();
+    let demo = state.payments.is_demo();
     let mut http = HttpServer::new({
         let state = state.clone();
         move || {
-            App::new()
+            let mut app = App::new()
+                .wrap(json_errors())
                 .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(MAX_BODY))
-                .route("/api/webhooks/polar", web::post().to(polar_webhook))
-                .route("/healthz", web::get().to(healthz))
-                .route("/demo/checkout/{id}", web::get().to(demo_page))
-                .route("/demo/checkout/{id}/pay", web::post().to(demo_pay))
-                .default_service(web::to(not_found))
+                .service(
+                    web::resource("/api/webhooks/polar")
+                        .route(web::post().to(polar_webhook))
+                        .default_service(web::to(|| method_not_allowed("POST"))),
+                )
+                .service(
+                    web::resource("/healthz")
+                        .route(web::get().to(healthz))
+                        .default_service(web::to(|| method_not_allowed("GET"))),
+                );
+            // The demo pages exist only when demo payments were asked for by name.
+            if demo {
+                app = app
+                    .service(
+                        web::resource("/demo/checkout/{id}")
+                            .route(web::get().to(demo_page))
+                            .default_service(web::to(|| method_not_allowed("GET"))),
+                    )
+                    .service(
+                        web::resource("/demo/checkout/{id}/pay")
+                            .route(web::post().to(demo_pay))
+                            .default_service(web::to(|| method_not_allowed("POST"))),
+                    );
+            }
+            app.default_service(web::to(not_found))
         }
     })
     .shutdown_timeout(shutdown_timeout)
@@ -130,7 +171,7 @@ pub fn server(
     }
     let server = http.run();
     actix_web::rt::spawn(sweep_forever(sweeper));
-    tracing::info!(%addr, demo = state.payments.is_demo(), "webhook-receiver listening");
+    tracing::info!(%addr, provider = state.payments.provider_name(), "webhook-receiver listening");
     Ok(server)
 }
 
@@ -197,15 +238,134 @@ fn header_value(req: &HttpRequest, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn json_error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": message }))
+/// The contract's error body: `{"error": message, "code": code}`.
+fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message, "code": code }))
+}
+
+/// `503` with `Retry-After`: not stored, so not acknowledged; the sender retries.
+fn unavailable(code: &str, message: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()))
+        .json(json!({ "error": message, "code": code }))
+}
+
+fn internal() -> HttpResponse {
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "Internal error; retry later",
+    )
+}
+
+/// `405` with `Allow` for a known path asked with another method.
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .json(json!({
+            "error": format!("Method not allowed; this path accepts {allow}"),
+            "code": "METHOD_NOT_ALLOWED",
+        }))
+}
+
+/// The stable code of an error status (for bodies the framework made).
+fn code_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_REQUEST",
+        401 => "UNAUTHORIZED",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        408 => "REQUEST_TIMEOUT",
+        411 => "LENGTH_REQUIRED",
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        431 => "HEADERS_TOO_LARGE",
+        503 => "UNAVAILABLE",
+        s if s >= 500 => "INTERNAL",
+        _ => "INVALID_REQUEST",
+    }
+}
+
+/// Middleware: any error answer (4xx/5xx) that is not JSON already (one the framework
+/// made: a bad header, a failed extractor, ...) becomes the contract's JSON error with the
+/// same status and headers. A 5xx never shows its cause.
+pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
+        let is_json = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if is_json {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        let message = if status.is_server_error() {
+            "Internal error; retry later".to_owned()
+        } else {
+            let detail = res
+                .response()
+                .error()
+                .map(|e| e.to_string())
+                .filter(|d| !d.is_empty());
+            let reason = status.canonical_reason().unwrap_or("Error");
+            match detail {
+                Some(d) => format!("{reason}: {d}"),
+                None => reason.to_owned(),
+            }
+        };
+        let body = json!({ "error": message, "code": code_of(status) }).to_string();
+        let (req, mut response) = res.into_parts();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        let response = response.set_body(BoxBody::new(body));
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(req, response).map_into_right_body::<B>(),
+        ))
+    })
+}
+
+/// Reads the body, refusing more than [`MAX_BODY`] bytes with a JSON `413` (before any
+/// verification or storage).
+async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, HttpResponse> {
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("Request body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match payload.to_bytes_limited(MAX_BODY).await {
+        Err(_) => Err(too_large()),
+        Ok(Err(e)) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            &format!("The request body could not be read: {e}"),
+        )),
+        Ok(Ok(body)) => Ok(body),
+    }
 }
 
 async fn polar_webhook(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
+    let body = match read_body(&req, payload).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
     let id = header_value(&req, "webhook-id");
     let timestamp = header_value(&req, "webhook-timestamp");
     let signature = header_value(&req, "webhook-signature");
@@ -223,26 +383,34 @@ async fn polar_webhook(
     let received = match received {
         Ok(Ok(r)) => r,
         Ok(Err(e)) if e.is_bad_request() => {
-            let status = if e.is_unauthenticated() {
-                actix_web::http::StatusCode::UNAUTHORIZED
+            let (status, code) = if e.is_unauthenticated() {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
             } else {
-                actix_web::http::StatusCode::BAD_REQUEST
+                (StatusCode::BAD_REQUEST, "INVALID_REQUEST")
             };
             tracing::warn!(webhook_id = header_value(&req, "webhook-id").unwrap_or_default(), outcome = "refused", reason = %e, "webhook refused");
-            return json_error(status, &format!("Webhook refused: {e}"));
+            return json_error(status, code, &format!("Webhook refused: {e}"));
+        }
+        Ok(Err(PaymentsError::NotConfigured)) => {
+            tracing::warn!(
+                webhook_id = header_value(&req, "webhook-id").unwrap_or_default(),
+                "webhook refused: no payment provider is configured"
+            );
+            return unavailable("PAYMENTS_NOT_CONFIGURED", payments::PAYMENTS_NOT_CONFIGURED);
         }
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "webhook could not be stored");
-            return json_error(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error; retry later",
+            // Not stored, so not acknowledged: Polar retries (and reconcile catches up).
+            tracing::error!(error = %e, "webhook could not be stored; answered 503 so it is retried");
+            return unavailable(
+                "DATABASE_UNAVAILABLE",
+                "The delivery could not be stored; retry later",
             );
         }
         Err(e) => {
             tracing::error!(error = %e, "webhook task failed");
-            return json_error(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error; retry later",
+            return unavailable(
+                "UNAVAILABLE",
+                "The delivery could not be stored; retry later",
             );
         }
     };
@@ -264,17 +432,22 @@ async fn polar_webhook(
         }
         Ok(Ok(Err(e))) => {
             tracing::error!(webhook_id = %received.webhook_id, event_type = %received.event_type, outcome = "failed", error = %e, "webhook");
-            json_error(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Stored, but processing failed; it will be retried",
-            )
+            if matches!(e, PaymentsError::Store(_)) {
+                unavailable(
+                    "DATABASE_UNAVAILABLE",
+                    "Stored, but processing failed; it will be retried",
+                )
+            } else {
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "Stored, but processing failed; it will be retried",
+                )
+            }
         }
         Ok(Err(e)) => {
             tracing::error!(webhook_id = %received.webhook_id, error = %e, "webhook task failed");
-            json_error(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error; retry later",
-            )
+            internal()
         }
         Err(_) => {
             tracing::info!(webhook_id = %received.webhook_id, event_type = %received.event_type, outcome = "accepted", "webhook processing continues in the background");
@@ -287,15 +460,12 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let st = state.clone();
     match web::block(move || st.payments.store().ping()).await {
         Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ok" })),
-        _ => json_error(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "database unavailable",
-        ),
+        _ => unavailable("DATABASE_UNAVAILABLE", "database unavailable"),
     }
 }
 
 async fn not_found() -> HttpResponse {
-    json_error(actix_web::http::StatusCode::NOT_FOUND, "Not found")
+    json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found")
 }
 
 fn escape(text: &str) -> String {
@@ -321,14 +491,9 @@ async fn demo_page(state: web::Data<AppState>, id: web::Path<String>) -> HttpRes
     let checkout = match web::block(move || st.payments.demo_checkout(&id)).await {
         Ok(Ok(Some(c))) => c,
         Ok(Ok(None)) => {
-            return json_error(actix_web::http::StatusCode::NOT_FOUND, "Checkout not found")
+            return json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found")
         }
-        _ => {
-            return json_error(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-            )
-        }
+        _ => return internal(),
     };
     let action = if checkout.paid {
         "<p class=\"paid\">This checkout is paid. Your credits have been added.</p>".to_owned()
@@ -387,18 +552,16 @@ async fn demo_pay(state: web::Data<AppState>, id: web::Path<String>) -> HttpResp
         Ok(Ok(Some(()))) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, state.payments.success_url().to_owned()))
             .finish(),
-        Ok(Ok(None)) => json_error(actix_web::http::StatusCode::NOT_FOUND, "Checkout not found"),
+        Ok(Ok(None)) => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found"),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "demo payment failed");
             json_error(
-                actix_web::http::StatusCode::BAD_GATEWAY,
+                StatusCode::BAD_GATEWAY,
+                "DEMO_PAYMENT_FAILED",
                 "The test payment could not be delivered; try again",
             )
         }
-        Err(_) => json_error(
-            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal error",
-        ),
+        Err(_) => internal(),
     }
 }
 

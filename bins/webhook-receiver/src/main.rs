@@ -1,5 +1,8 @@
 //! `webhook-receiver [--config FILE]` serves Polar's webhooks (and demo checkouts);
-//! `webhook-receiver reconcile [--config FILE]` applies paid orders the receiver missed.
+//! `webhook-receiver reconcile [--config FILE]` applies paid orders the receiver missed;
+//! `webhook-receiver refused [--config FILE]` lists paid orders that were refused because
+//! they did not match a checkout of ours (one JSON object a line, newest first), for an
+//! operator to investigate: they are never credited automatically.
 
 use std::net::TcpListener;
 
@@ -20,8 +23,27 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    if subcommand(&args).as_deref() == Some("refused") {
+        for r in payments.store().refusals(10_000)? {
+            let line = serde_json::json!({
+                "orderId": r.order_id,
+                "reason": r.reason,
+                "source": r.source,
+                "checkoutId": r.checkout_id,
+                "accountId": r.account_id,
+                "firstSeenAt": ledger_core::Timestamp::from_millis(r.first_seen_at).rfc3339(),
+                "lastSeenAt": ledger_core::Timestamp::from_millis(r.last_seen_at).rfc3339(),
+                "timesSeen": r.times_seen,
+                "order": serde_json::from_str::<serde_json::Value>(&r.order_json).unwrap_or_default(),
+            });
+            println!("{line}");
+        }
+        return Ok(());
+    }
     if let Some(other) = subcommand(&args) {
-        anyhow::bail!("unknown command `{other}` (use `reconcile`, or no command to serve)");
+        anyhow::bail!(
+            "unknown command `{other}` (use `reconcile`, `refused`, or no command to serve)"
+        );
     }
     let listener = TcpListener::bind(&settings.webhooks.bind)
         .with_context(|| format!("webhooks.bind: cannot listen on {}", settings.webhooks.bind))?;

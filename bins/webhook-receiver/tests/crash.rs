@@ -59,7 +59,11 @@ fn start(db: &TestDb, fake: &FakePolar, port: u16, crash: bool) -> Program {
 fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
     let acct = account(&db.store);
-    let order = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_pro");
+    // Bought through a checkout our settings make (as the api-server would).
+    let payments = payments::Payments::new(&settings(&db, Some(&fake.url())), db.store.clone())
+        .expect("payments");
+    fake.set_price("prod_pack_pro", 3500);
+    let order = bought(&fake, &payments, &acct, "pack_pro");
     let paid = fake.paid_events(&order).remove(2);
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/api/webhooks/polar");
@@ -81,6 +85,11 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     let _restarted = start(&db, &fake, port, false);
     eventually(10, "start-up recovery to credit the order", || {
         available(&db.store, &acct) == c(1000)
+            && db
+                .store
+                .delivery(&paid.webhook_id)
+                .unwrap()
+                .is_some_and(|d| d.processed_at.is_some())
     });
     // Polar's retry of the delivery it never got an answer for: acknowledged, no effect.
     assert_eq!(fake.send(&paid, &url), 200);

@@ -16,9 +16,12 @@ fn a_missed_order_is_credited_by_the_periodic_reconcile(db: TestDb) {
     let mut s = settings(&db, Some(&fake.url()));
     s.polar.reconcile_interval_secs = 1;
     let payments = Payments::new(&s, db.store.clone()).expect("payments");
+    for p in payments.catalogue().all() {
+        fake.set_price(p.product_id.as_deref().unwrap(), p.price.get());
+    }
     let acct = account(&db.store);
-    // Paid at Polar; no webhook is ever delivered.
-    fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_pro");
+    // Bought through our checkout and paid at Polar; no webhook is ever delivered.
+    bought(&fake, &payments, &acct, "pack_pro");
     let _rx = webhook_receiver::spawn(payments).expect("receiver");
     let deadline = Instant::now() + Duration::from_secs(20);
     while available(&db.store, &acct) != c(1000) {

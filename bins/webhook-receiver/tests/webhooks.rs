@@ -50,9 +50,9 @@ fn a_paid_checkout_credits_once(db: TestDb) {
 }
 
 fn the_same_delivery_five_times_at_once_credits_once(db: TestDb) {
-    let (fake, _payments, rx) = polar_receiver(&db);
+    let (fake, payments, rx) = polar_receiver(&db);
     let acct = account(&db.store);
-    let order = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_pro");
+    let order = bought(&fake, &payments, &acct, "pack_pro");
     let paid = fake.paid_events(&order).remove(2);
     let fake = Arc::new(fake);
     let barrier = Arc::new(Barrier::new(5));
@@ -80,9 +80,9 @@ fn the_same_delivery_five_times_at_once_credits_once(db: TestDb) {
 }
 
 fn bad_deliveries_change_nothing(db: TestDb) {
-    let (fake, _payments, rx) = polar_receiver(&db);
+    let (fake, payments, rx) = polar_receiver(&db);
     let acct = account(&db.store);
-    let order = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_pro");
+    let order = bought(&fake, &payments, &acct, "pack_pro");
     let url = rx.webhook_url();
     let mut tried = Vec::new();
     let mut check = |status: u16, expected: u16, id: &str, what: &str| {
@@ -166,9 +166,9 @@ fn bad_deliveries_change_nothing(db: TestDb) {
 }
 
 fn reordered_refunds_and_unhandled_events(db: TestDb) {
-    let (fake, _payments, rx) = polar_receiver(&db);
+    let (fake, payments, rx) = polar_receiver(&db);
     let acct = account(&db.store);
-    let order = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_pro");
+    let order = bought(&fake, &payments, &acct, "pack_pro");
     let id = order["id"].as_str().unwrap().to_owned();
     let mut paid = fake.paid_events(&order);
     let refund = fake.refund(&id, 3500);
@@ -234,7 +234,7 @@ fn health_and_unknown_routes(db: TestDb) {
 }
 
 fn the_demo_checkout_pays_through_a_signed_webhook(db: TestDb) {
-    let s = settings(&db, None);
+    let s = demo_settings(&db);
     let payments = Payments::new(&s, db.store.clone()).unwrap();
     let rx = webhook_receiver::spawn(payments.clone()).unwrap();
     let acct = account(&db.store);
@@ -282,7 +282,140 @@ fn the_demo_checkout_pays_through_a_signed_webhook(db: TestDb) {
     assert_verified(&db.store);
 }
 
+// -- issue 8 ------------------------------------------------------------------------------
+
+fn without_a_provider_there_are_no_demo_pages(db: TestDb) {
+    // The built-in defaults: no polar.access_token, no payments.provider.
+    let payments = Payments::new(&settings(&db, None), db.store.clone()).unwrap();
+    let rx = webhook_receiver::spawn(payments).unwrap();
+    let acct = account(&db.store);
+    // A demo checkout left over from a time when demo payments were on.
+    db.store
+        .record_checkout(&ledger_store::payments::CheckoutRecord {
+            id: "demo_chk_left_over".into(),
+            provider: "demo".into(),
+            account_id: acct.as_str().to_owned(),
+            pack_id: "pack_enterprise".into(),
+            credits: c(25_000).millis(),
+            price_cents: 50_000,
+            url: "http://localhost:8081/demo/checkout/demo_chk_left_over".into(),
+            status: "open".into(),
+            order_id: None,
+            created_at: now().millis(),
+            paid_at: None,
+            product_id: None,
+            currency: Some("usd".into()),
+        })
+        .unwrap();
+    let a = agent();
+    for id in ["demo_chk_left_over", "x"] {
+        let mut page = a
+            .get(format!("{}/demo/checkout/{id}", rx.url()))
+            .call()
+            .unwrap();
+        assert_eq!(page.status().as_u16(), 404, "page of {id}");
+        let body: serde_json::Value = page.body_mut().read_json().unwrap();
+        assert!(body["error"].is_string(), "{body}");
+        let mut pay = a
+            .post(format!("{}/demo/checkout/{id}/pay", rx.url()))
+            .send_empty()
+            .unwrap();
+        assert_eq!(pay.status().as_u16(), 404, "pay of {id}");
+        let body: serde_json::Value = pay.body_mut().read_json().unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+}
+
+fn json_of(r: &mut ureq::http::Response<ureq::Body>) -> serde_json::Value {
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(ct.starts_with("application/json"), "content-type {ct:?}");
+    r.body_mut().read_json().expect("a JSON body")
+}
+
+fn every_answer_is_a_json_error(db: TestDb) {
+    let (_fake, _payments, rx) = polar_receiver(&db);
+    let a = agent();
+    // A wrong method on a known path: 405 with Allow.
+    let mut r = a.get(rx.webhook_url()).call().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers().get("allow").unwrap(), "POST");
+    let body = json_of(&mut r);
+    assert_eq!(body["code"], "METHOD_NOT_ALLOWED", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("POST"), "{body}");
+    let mut r = a
+        .post(format!("{}/healthz", rx.url()))
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers().get("allow").unwrap(), "GET");
+    json_of(&mut r);
+    // Unknown routes: JSON 404.
+    let mut r = a.get(format!("{}/nope", rx.url())).call().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(json_of(&mut r)["code"], "NOT_FOUND");
+    // A body over the limit: JSON 413, nothing stored.
+    let big = vec![b'x'; 2 << 20];
+    let mut r = a
+        .post(rx.webhook_url())
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_big")
+        .header("webhook-timestamp", (now().millis() / 1000).to_string())
+        .header("webhook-signature", "v1,AAAA")
+        .send(&big[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let body = json_of(&mut r);
+    assert_eq!(body["code"], "PAYLOAD_TOO_LARGE", "{body}");
+    assert!(db.store.delivery("msg_big").unwrap().is_none());
+}
+
+fn a_cross_account_order_is_refused_and_kept_for_an_operator(db: TestDb) {
+    let (fake, payments, rx) = polar_receiver(&db);
+    let (a, b) = (account(&db.store), account(&db.store));
+    let url = payments
+        .create_checkout(&a, payments.catalogue().find("pack_starter").unwrap())
+        .unwrap();
+    let mut order = fake.pay(&fake.checkout_id_for_url(&url).unwrap());
+    order["metadata"] = serde_json::json!({"account_id": b.as_str(), "pack_id": "pack_enterprise"});
+    order["product_id"] = serde_json::Value::Null;
+    let paid = fake.event("order.paid", &order);
+    // Acknowledged (it is stored and kept), never credited.
+    assert_eq!(fake.send(&paid, &rx.webhook_url()), 200);
+    assert_eq!(available(&db.store, &b), Credits::ZERO);
+    assert_eq!(available(&db.store, &a), Credits::ZERO);
+    let stored = db.store.delivery(&paid.webhook_id).unwrap().unwrap();
+    assert!(
+        stored
+            .outcome
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("refused"),
+        "{stored:?}"
+    );
+    // Kept for an operator, with what our checkout said and the order as sent.
+    let refusal = db
+        .store
+        .refusal(order["id"].as_str().unwrap())
+        .unwrap()
+        .expect("the refused order is recorded");
+    assert_eq!(refusal.account_id.as_deref(), Some(a.as_str()));
+    assert!(refusal.reason.contains(b.as_str()), "{refusal:?}");
+    assert!(refusal.order_json.contains("pack_enterprise"));
+    // Polar's retry of it, and reconcile, change nothing.
+    assert_eq!(fake.send(&paid, &rx.webhook_url()), 200);
+    assert_eq!(available(&db.store, &b), Credits::ZERO);
+    assert_verified(&db.store);
+}
+
 on_both_backends!(
+    without_a_provider_there_are_no_demo_pages,
+    every_answer_is_a_json_error,
+    a_cross_account_order_is_refused_and_kept_for_an_operator,
     a_paid_checkout_credits_once,
     the_same_delivery_five_times_at_once_credits_once,
     bad_deliveries_change_nothing,

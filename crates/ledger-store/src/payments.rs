@@ -12,6 +12,10 @@
 //! recorded on the row (cumulative cents, or one row per refund id) whether or not the
 //! order was paid yet, and the share of credits they take back is settled against
 //! `clawed_back + owed`, so each refunded cent takes credits back once.
+//!
+//! A paid order that does not match the checkout we recorded is refused
+//! ([`Store::refuse_order`], `payment_refusals`), under the same order lock: a refused
+//! order is never credited automatically, and stays listed for an operator.
 
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -26,7 +30,8 @@ use crate::ids::{new_id, RandomIds};
 use crate::ledger::{persist, TxError};
 use crate::Store;
 
-/// Diesel's view of the payment tables (`migrations/*/2026-11-21-000003_payments`).
+/// Diesel's view of the payment tables (`migrations/*/2026-11-21-000003_payments`,
+/// `migrations/*/2026-12-01-000802_payment_refusals`).
 pub mod tables {
     diesel::table! {
         payment_secrets (name) {
@@ -49,6 +54,22 @@ pub mod tables {
             order_id -> Nullable<Text>,
             created_at -> BigInt,
             paid_at -> Nullable<BigInt>,
+            product_id -> Nullable<Text>,
+            currency -> Nullable<Text>,
+        }
+    }
+
+    diesel::table! {
+        payment_refusals (order_id) {
+            order_id -> Text,
+            source -> Text,
+            reason -> Text,
+            checkout_id -> Nullable<Text>,
+            account_id -> Nullable<Text>,
+            order_json -> Text,
+            first_seen_at -> BigInt,
+            last_seen_at -> BigInt,
+            times_seen -> BigInt,
         }
     }
 
@@ -123,7 +144,7 @@ pub mod tables {
 
 use tables::{
     auto_topup_charges, auto_topups, payment_checkouts, payment_orders, payment_refunds,
-    payment_secrets, webhook_deliveries,
+    payment_refusals, payment_secrets, webhook_deliveries,
 };
 
 fn is_unique_violation(e: &StoreError) -> bool {
@@ -204,6 +225,8 @@ pub struct PaidOrder {
     pub paid_cents: i64,
     /// The entry's description (`Purchased 1,000 credits`).
     pub description: String,
+    /// Our checkout the order paid, marked paid in the same transaction as the credit.
+    pub checkout_id: Option<String>,
 }
 
 /// What applying a paid order did.
@@ -219,6 +242,9 @@ pub enum PaidOutcome {
     AlreadyCredited { entry_id: EntryId },
     /// The account does not exist (any more): nothing credited.
     UnknownAccount,
+    /// The order was refused before ([`Store::refuse_order`]): it is left for an
+    /// operator and never credited automatically.
+    Refused { reason: String },
 }
 
 /// How a refund is reported.
@@ -298,6 +324,54 @@ pub struct CheckoutRecord {
     pub order_id: Option<String>,
     pub created_at: i64,
     pub paid_at: Option<i64>,
+    /// The provider's product we asked it to sell (`None` for demo checkouts, and for
+    /// checkouts recorded before this column existed).
+    pub product_id: Option<String>,
+    /// The checkout's currency as the provider answered it (lower case, e.g. `usd`).
+    pub currency: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Refused orders
+
+/// A paid order that did not match our checkout record (or matched none), to keep for an
+/// operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefusal {
+    pub order_id: String,
+    /// `webhook` or `reconcile`.
+    pub source: String,
+    /// Why, in words an operator can act on.
+    pub reason: String,
+    pub checkout_id: Option<String>,
+    /// The account our checkout record names, if there is one.
+    pub account_id: Option<String>,
+    /// The order as the provider sent it (JSON).
+    pub order_json: String,
+}
+
+/// A refused order as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = payment_refusals)]
+pub struct Refusal {
+    pub order_id: String,
+    pub source: String,
+    pub reason: String,
+    pub checkout_id: Option<String>,
+    pub account_id: Option<String>,
+    pub order_json: String,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+    pub times_seen: i64,
+}
+
+/// What [`Store::refuse_order`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusalOutcome {
+    /// Recorded; `first`: the first time this order was refused.
+    Recorded { first: bool },
+    /// The order was credited before: nothing is recorded (and nothing taken back).
+    AlreadyCredited { entry_id: EntryId },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -491,6 +565,14 @@ fn credit_order(
             entry_id: EntryId::new(entry.clone()),
         });
     }
+    let refused = payment_refusals::table
+        .filter(payment_refusals::order_id.eq(&order.order_id))
+        .select(payment_refusals::reason)
+        .first::<String>(conn)
+        .optional()?;
+    if let Some(reason) = refused {
+        return Ok(PaidOutcome::Refused { reason });
+    }
     if !lock_account(conn, &order.account_id)? {
         return Ok(PaidOutcome::UnknownAccount);
     }
@@ -517,6 +599,19 @@ fn credit_order(
             payment_orders::updated_at.eq(now.millis()),
         ))
         .execute(conn)?;
+    if let Some(checkout) = &order.checkout_id {
+        diesel::update(
+            payment_checkouts::table
+                .filter(payment_checkouts::id.eq(checkout))
+                .filter(payment_checkouts::status.eq("open")),
+        )
+        .set((
+            payment_checkouts::status.eq("paid"),
+            payment_checkouts::order_id.eq(&order.order_id),
+            payment_checkouts::paid_at.eq(now.millis()),
+        ))
+        .execute(conn)?;
+    }
     let credited = PaymentOrder {
         account_id: Some(order.account_id.as_str().to_owned()),
         paid_cents: Some(order.paid_cents),
@@ -657,6 +752,74 @@ impl Store {
         })
     }
 
+    /// Keeps a refused paid order for an operator, under the order's lock (so it cannot
+    /// race its own credit): once refused, [`Store::apply_paid_order`] never credits it.
+    /// An order credited before is left as it is.
+    pub fn refuse_order(
+        &self,
+        refusal: &NewRefusal,
+        now: Timestamp,
+    ) -> Result<RefusalOutcome, StoreError> {
+        self.with_order(&refusal.order_id, OrderKind::Purchase, now, |conn, row| {
+            if let Some(entry) = &row.credit_entry_id {
+                return Ok(RefusalOutcome::AlreadyCredited {
+                    entry_id: EntryId::new(entry.clone()),
+                });
+            }
+            let n = diesel::update(
+                payment_refusals::table.filter(payment_refusals::order_id.eq(&refusal.order_id)),
+            )
+            .set((
+                payment_refusals::source.eq(&refusal.source),
+                payment_refusals::reason.eq(&refusal.reason),
+                payment_refusals::order_json.eq(&refusal.order_json),
+                payment_refusals::last_seen_at.eq(now.millis()),
+                payment_refusals::times_seen.eq(payment_refusals::times_seen + 1),
+            ))
+            .execute(conn)?;
+            if n == 1 {
+                return Ok(RefusalOutcome::Recorded { first: false });
+            }
+            diesel::insert_into(payment_refusals::table)
+                .values((
+                    payment_refusals::order_id.eq(&refusal.order_id),
+                    payment_refusals::source.eq(&refusal.source),
+                    payment_refusals::reason.eq(&refusal.reason),
+                    payment_refusals::checkout_id.eq(&refusal.checkout_id),
+                    payment_refusals::account_id.eq(&refusal.account_id),
+                    payment_refusals::order_json.eq(&refusal.order_json),
+                    payment_refusals::first_seen_at.eq(now.millis()),
+                    payment_refusals::last_seen_at.eq(now.millis()),
+                    payment_refusals::times_seen.eq(1),
+                ))
+                .execute(conn)?;
+            Ok(RefusalOutcome::Recorded { first: true })
+        })
+    }
+
+    /// The refusal of an order, if it was refused.
+    pub fn refusal(&self, order_id: &str) -> Result<Option<Refusal>, StoreError> {
+        let mut conn = self.connection()?;
+        Ok(payment_refusals::table
+            .filter(payment_refusals::order_id.eq(order_id))
+            .select(Refusal::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Refused orders, the most recently seen first.
+    pub fn refusals(&self, limit: i64) -> Result<Vec<Refusal>, StoreError> {
+        let mut conn = self.connection()?;
+        Ok(payment_refusals::table
+            .order((
+                payment_refusals::last_seen_at.desc(),
+                payment_refusals::order_id,
+            ))
+            .limit(limit)
+            .select(Refusal::as_select())
+            .load(&mut *conn)?)
+    }
+
     pub fn payment_order(&self, order_id: &str) -> Result<Option<PaymentOrder>, StoreError> {
         let mut conn = self.connection()?;
         Ok(payment_orders::table
@@ -776,6 +939,16 @@ impl Store {
                 .execute(conn)?;
             Ok(())
         })
+    }
+
+    /// An account's checkouts, newest first.
+    pub fn checkouts_of(&self, account: &AccountId) -> Result<Vec<CheckoutRecord>, StoreError> {
+        let mut conn = self.connection()?;
+        Ok(payment_checkouts::table
+            .filter(payment_checkouts::account_id.eq(account.as_str()))
+            .order((payment_checkouts::created_at.desc(), payment_checkouts::id))
+            .select(CheckoutRecord::as_select())
+            .load(&mut *conn)?)
     }
 
     pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>, StoreError> {
@@ -944,6 +1117,7 @@ impl Store {
                 credits: Credits::from_millis(charge.credits),
                 paid_cents: charge.price_cents,
                 description: description.to_owned(),
+                checkout_id: None,
             };
             let outcome = credit_order(conn, row, &order, now)?;
             if !matches!(outcome, PaidOutcome::Credited { .. }) {

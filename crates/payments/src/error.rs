@@ -1,6 +1,8 @@
 //! The crate's one error type.
 //!
 //! How callers map it to HTTP (the api-server's `ApiError`, the receiver's handler):
+//! - [`PaymentsError::NotConfigured`]: 503 `PAYMENTS_NOT_CONFIGURED` (no payment provider
+//!   is configured; the message names the settings to set);
 //! - [`PaymentsError::ProductNotConfigured`]: 500 `Product not configured for this pack`;
 //! - [`PaymentsError::Provider`]: 502 (Polar answered 401/422/5xx, or timed out);
 //! - [`PaymentsError::UnknownPack`]: 404 `Credit pack not found`;
@@ -10,8 +12,15 @@
 
 use ledger_store::StoreError;
 
+/// What [`PaymentsError::NotConfigured`] says: which settings turn payments on.
+pub const PAYMENTS_NOT_CONFIGURED: &str = "Payments are not configured on this server: an operator must set polar.access_token and polar.webhook_secret (Polar), or payments.provider = \"demo\" for local test payments that move no money";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentsError {
+    /// No payment provider is configured (the built-in default): nothing can be bought
+    /// and nothing mints credits.
+    #[error("{}", PAYMENTS_NOT_CONFIGURED)]
+    NotConfigured,
     /// The pack has no Polar product id, so it cannot be bought through Polar.
     #[error("Product not configured for this pack")]
     ProductNotConfigured { pack_id: String },

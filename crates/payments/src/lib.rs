@@ -7,8 +7,9 @@
 //!   secret encodings, several signatures per header, ±5 minutes, constant time).
 //! - [`polar`]: Polar's API (checkouts, orders) and the payload types we read.
 //! - [`Payments`]: the facade the api-server and the webhook receiver call: checkouts
-//!   (Polar, or local demo checkouts when no access token is configured), storing and
-//!   processing deliveries, reconcile, and auto top-up.
+//!   (Polar when its access token is set; local demo checkouts only when
+//!   `payments.provider = "demo"` asks for them; otherwise none, and nothing can be
+//!   bought), storing and processing deliveries, reconcile, and auto top-up.
 //! - `fake` (feature `test-support`): a fake Polar HTTP server for tests.
 //!
 //! Exactly-once crediting is the store's job (`ledger_store::payments`): one row per
@@ -25,9 +26,10 @@ pub mod signature;
 pub mod fake;
 
 pub use delivery::{envelope, new_webhook_id, SignedDelivery};
-pub use error::{CheckoutError, PaymentsError};
+pub use error::{CheckoutError, PaymentsError, PAYMENTS_NOT_CONFIGURED};
 pub use service::{
     now, AutoTopupRequest, AutoTopupView, ChargeResult, DemoCharger, DemoCheckout, Payments,
-    Received, ReconcileReport, SavedMethodCharger, DEMO_SECRET_NAME, POLAR_NO_SAVED_METHOD,
+    Received, ReconcileReport, SavedMethodCharger, DEMO_SECRET_NAME, DEMO_WARNING,
+    NO_PROVIDER_NO_TOPUP, POLAR_NO_SAVED_METHOD,
 };
 pub use signature::{SignedHeaders, WebhookSecret, TOLERANCE_SECS};

@@ -111,6 +111,10 @@ pub struct Checkout {
     pub external_customer_id: Option<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub total_amount: Option<i64>,
 }
 
 /// What we send to `POST /v1/checkouts/`.
@@ -120,6 +124,9 @@ pub struct CheckoutCreate {
     pub success_url: String,
     pub external_customer_id: String,
     pub metadata: Map<String, Value>,
+    /// Always false: a pack is sold at its price, so a paid order whose amount differs
+    /// from the price we recorded is refused rather than credited.
+    pub allow_discount_codes: bool,
 }
 
 /// One page of `GET /v1/orders/`.

@@ -6,13 +6,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ledger_core::{AccountId, Catalogue, CreditPack, Credits, Timestamp};
 use ledger_store::payments::{
-    AutoTopupRow, CheckoutRecord, DeliveryReceipt, OrderKind, PaidOrder, PaidOutcome, RefundAmount,
-    RefundOutcome, TopupCharge, TopupPack,
+    AutoTopupRow, CheckoutRecord, DeliveryReceipt, NewRefusal, OrderKind, PaidOrder, PaidOutcome,
+    RefundAmount, RefundOutcome, RefusalOutcome, TopupCharge, TopupPack,
 };
 use ledger_store::{new_id, Store};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use settings::Settings;
+use settings::{PaymentProvider, Settings};
 
 use crate::delivery::{envelope, new_webhook_id, SignedDelivery};
 use crate::error::{CheckoutError, PaymentsError};
@@ -21,6 +21,12 @@ use crate::signature::{verify, SignedHeaders, WebhookSecret};
 
 /// Where the demo signing secret is kept (`payment_secrets`).
 pub const DEMO_SECRET_NAME: &str = "demo_webhook_secret";
+
+/// Why a pending auto top-up is declined when no payment provider is configured.
+pub const NO_PROVIDER_NO_TOPUP: &str = "Auto top-up is paused: no payment provider is configured on this server (polar.access_token or payments.provider)";
+
+/// The warning both programs log at start when demo payments are on.
+pub const DEMO_WARNING: &str = "DEMO PAYMENTS ARE ON (payments.provider = \"demo\"): purchases are local test checkouts, no money moves, and anyone who can reach the webhook-receiver's /demo/checkout pages can add credits to an account for free. Never run this in production: set payments.provider to \"\" or \"polar\" and configure polar.access_token";
 
 /// Why Polar cannot run auto top-up (answered as 409).
 pub const POLAR_NO_SAVED_METHOD: &str = "Auto top-up is not available with Polar: Polar's API cannot charge a customer's saved payment method without the customer present (every purchase goes through a checkout session the customer completes)";
@@ -36,9 +42,38 @@ pub fn now() -> Timestamp {
 
 #[derive(Debug, Clone)]
 enum Provider {
+    /// No provider (the built-in default): nothing can be bought, nothing mints credits.
+    None,
     Polar(PolarClient),
-    /// Local test payments: no money moves.
+    /// Local test payments: no money moves. Only when `payments.provider = "demo"`.
     Demo,
+}
+
+impl Provider {
+    /// The name checkouts are recorded under.
+    fn name(&self) -> &'static str {
+        match self {
+            Provider::None => "none",
+            Provider::Polar(_) => "polar",
+            Provider::Demo => "demo",
+        }
+    }
+}
+
+/// Where a paid order came from (kept with a refusal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Webhook,
+    Reconcile,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::Reconcile => "reconcile",
+        }
+    }
 }
 
 /// A verified delivery, stored (or recognised as a duplicate).
@@ -69,6 +104,8 @@ pub struct ReconcileReport {
     pub credited: u64,
     /// Refunds applied now.
     pub refunds: u64,
+    /// Of those, refused (they do not match a checkout of ours; kept for an operator).
+    pub refused: u64,
 }
 
 /// What `GET /api/v1/credits/auto-topup` answers.
@@ -162,34 +199,49 @@ pub struct Payments {
 }
 
 impl Payments {
-    /// Polar when `polar.access_token` is set, the demo provider otherwise. In demo mode
-    /// the webhook secret is `polar.webhook_secret` when set, else one generated on first
-    /// start and kept in the database (so every process of the deployment shares it).
+    /// The provider [`Settings::payment_provider`] names: Polar when `polar.access_token`
+    /// is set, the demo provider only when `payments.provider = "demo"` asks for it, else
+    /// none (nothing can be bought; nothing mints credits). In demo mode the webhook
+    /// secret is `polar.webhook_secret` when set, else one generated on first start and
+    /// kept in the database (so every process of the deployment shares it), and a loud
+    /// warning ([`DEMO_WARNING`]) is logged: both programs build their `Payments` here at
+    /// start.
     pub fn new(settings: &Settings, store: Store) -> Result<Payments, PaymentsError> {
         let catalogue = settings
             .catalogue()
             .map_err(|e| PaymentsError::Config(e.to_string()))?;
         let configured = settings.polar.webhook_secret.trim();
         let token = settings.polar.access_token.trim();
-        let (provider, secret, demo_secret) = if token.is_empty() {
-            let raw = if configured.is_empty() {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key)
-                    .map_err(|e| PaymentsError::Config(format!("no random source: {e}")))?;
-                let candidate = format!("whsec_{}", STANDARD.encode(key));
-                store.payment_secret(DEMO_SECRET_NAME, &candidate, now())?
-            } else {
-                configured.to_owned()
-            };
-            (Provider::Demo, Some(WebhookSecret::new(&raw)), Some(raw))
-        } else {
-            let client = PolarClient::new(
-                &settings.polar.api_url,
-                token,
-                Duration::from_secs(settings.polar.timeout_secs.max(1)),
-            );
-            let secret = (!configured.is_empty()).then(|| WebhookSecret::new(configured));
-            (Provider::Polar(client), secret, None)
+        let chosen = settings
+            .payment_provider()
+            .map_err(|e| PaymentsError::Config(e.to_string()))?;
+        let (provider, secret, demo_secret) = match chosen {
+            PaymentProvider::Demo => {
+                tracing::warn!("{DEMO_WARNING}");
+                let raw = if configured.is_empty() {
+                    let mut key = [0u8; 32];
+                    getrandom::fill(&mut key)
+                        .map_err(|e| PaymentsError::Config(format!("no random source: {e}")))?;
+                    let candidate = format!("whsec_{}", STANDARD.encode(key));
+                    store.payment_secret(DEMO_SECRET_NAME, &candidate, now())?
+                } else {
+                    configured.to_owned()
+                };
+                (Provider::Demo, Some(WebhookSecret::new(&raw)), Some(raw))
+            }
+            PaymentProvider::Polar => {
+                let client = PolarClient::new(
+                    &settings.polar.api_url,
+                    token,
+                    Duration::from_secs(settings.polar.timeout_secs.max(1)),
+                );
+                let secret = (!configured.is_empty()).then(|| WebhookSecret::new(configured));
+                (Provider::Polar(client), secret, None)
+            }
+            PaymentProvider::None => {
+                tracing::warn!("payments are off: no payment provider is configured, so credit packs cannot be bought and webhooks are refused (set polar.access_token and polar.webhook_secret for Polar, or payments.provider = \"demo\" for local test payments)");
+                (Provider::None, None, None)
+            }
         };
         Ok(Payments {
             store,
@@ -219,6 +271,16 @@ impl Payments {
         matches!(self.provider, Provider::Demo)
     }
 
+    /// False when no payment provider is configured (the built-in default).
+    pub fn is_configured(&self) -> bool {
+        !matches!(self.provider, Provider::None)
+    }
+
+    /// `none`, `polar` or `demo`.
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.name()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -231,9 +293,10 @@ impl Payments {
         &self.success_url
     }
 
-    /// True when webhooks can be verified (the receiver needs it).
+    /// True when webhooks can be verified (the receiver needs it). Without a provider
+    /// there is nothing to verify: webhooks are refused with [`PaymentsError::NotConfigured`].
     pub fn can_verify_webhooks(&self) -> bool {
-        self.secret.is_some()
+        self.secret.is_some() || !self.is_configured()
     }
 
     // -- checkout ----------------------------------------------------------------------
@@ -241,13 +304,19 @@ impl Payments {
     /// Creates a checkout for `pack` and returns the URL to send the buyer to. Polar:
     /// `POST /v1/checkouts/` with the pack's product, metadata naming account and pack,
     /// the account as external customer id and the success URL. Demo: a local checkout
-    /// at `{webhooks.public_url}/demo/checkout/{id}`.
+    /// at `{webhooks.public_url}/demo/checkout/{id}`. No provider:
+    /// [`PaymentsError::NotConfigured`], and nothing is written.
+    ///
+    /// The checkout is recorded (account, pack, credits, price, product, currency) before
+    /// its URL is handed out: a paid order is credited from this record, never from the
+    /// order's metadata, so a checkout that cannot be recorded is an error.
     pub fn create_checkout(
         &self,
         account: &AccountId,
         pack: &CreditPack,
     ) -> Result<String, CheckoutError> {
         match &self.provider {
+            Provider::None => Err(PaymentsError::NotConfigured),
             Provider::Polar(client) => {
                 let product =
                     pack.product_id
@@ -262,10 +331,11 @@ impl Payments {
                 );
                 metadata.insert(META_PACK.into(), Value::String(pack.id.as_str().to_owned()));
                 let checkout = client.create_checkout(&CheckoutCreate {
-                    products: vec![product],
+                    products: vec![product.clone()],
                     success_url: self.success_url.clone(),
                     external_customer_id: account.as_str().to_owned(),
                     metadata,
+                    allow_discount_codes: false,
                 })?;
                 if checkout.url.is_empty() {
                     return Err(PaymentsError::Provider {
@@ -285,11 +355,16 @@ impl Payments {
                     order_id: None,
                     created_at: now().millis(),
                     paid_at: None,
+                    product_id: Some(product),
+                    currency: checkout
+                        .currency
+                        .as_deref()
+                        .map(str::to_ascii_lowercase)
+                        .filter(|c| !c.is_empty()),
                 };
-                // Bookkeeping only: crediting never depends on this row.
-                if let Err(e) = self.store.record_checkout(&record) {
-                    tracing::warn!(checkout_id = %checkout.id, error = %e, "could not record the checkout");
-                }
+                // Crediting depends on this row: without it, the URL is not handed out
+                // (the open checkout at Polar expires unpaid).
+                self.store.record_checkout(&record)?;
                 Ok(checkout.url)
             }
             Provider::Demo => {
@@ -307,6 +382,8 @@ impl Payments {
                     order_id: None,
                     created_at: now().millis(),
                     paid_at: None,
+                    product_id: None,
+                    currency: Some("usd".into()),
                 })?;
                 Ok(url)
             }
@@ -323,6 +400,9 @@ impl Payments {
         body: &[u8],
         now: Timestamp,
     ) -> Result<Received, PaymentsError> {
+        if !self.is_configured() {
+            return Err(PaymentsError::NotConfigured);
+        }
         let secret = self.secret.as_ref().ok_or_else(|| {
             PaymentsError::Config(
                 "polar.webhook_secret: must be set to receive Polar webhooks".into(),
@@ -417,7 +497,7 @@ impl Payments {
         match event_type {
             "order.paid" => {
                 let order: Order = serde_json::from_value(envelope.data).map_err(malformed)?;
-                self.apply_order(&order, now)
+                self.apply_order(&order, Source::Webhook, now)
             }
             "order.refunded" => {
                 let order: Order = serde_json::from_value(envelope.data).map_err(malformed)?;
@@ -454,61 +534,54 @@ impl Payments {
         }
     }
 
-    /// Credits a paid order once (the path of `order.paid` and of reconcile).
-    fn apply_order(&self, order: &Order, now: Timestamp) -> Result<String, PaymentsError> {
+    /// Credits a paid order once (the path of `order.paid` and of reconcile), from our
+    /// own checkout record: the account, the pack, its credits and its price are the
+    /// ones we recorded when we made the checkout the order names. The order must agree
+    /// with that record (see [`Payments::check_order`]); one that does not, or that names
+    /// no checkout of ours, is refused: kept in `payment_refusals` for an operator,
+    /// logged, and never credited.
+    fn apply_order(
+        &self,
+        order: &Order,
+        source: Source,
+        now: Timestamp,
+    ) -> Result<String, PaymentsError> {
         if order.billing_reason != "purchase" {
             return Ok(format!("ignored: billing_reason {}", order.billing_reason));
         }
         if !order.is_paid() {
             return Ok(format!("ignored: status {}", order.status));
         }
-        let named_pack = order.metadata_str(META_PACK);
-        let Some(pack) = named_pack.and_then(|p| self.catalogue.find(p)) else {
-            tracing::error!(
-                order_id = %order.id,
-                pack_id = named_pack.unwrap_or("(none)"),
-                "paid order names no credit pack of credits.packs; not credited (with the pack back in the configuration, `webhook-receiver reconcile` credits it)"
-            );
-            return Ok("rejected: unknown credit pack".into());
+        let checkout_id = order.checkout_id.as_deref().filter(|s| !s.is_empty());
+        let record = match checkout_id {
+            Some(id) => self.store.checkout(id)?,
+            None => None,
         };
-        let account = order
-            .metadata_str(META_ACCOUNT)
-            .or_else(|| {
-                order
-                    .customer
-                    .as_ref()
-                    .and_then(|c| c.external_id.as_deref())
-            })
-            .filter(|s| !s.is_empty());
-        let Some(account) = account else {
-            tracing::error!(order_id = %order.id, "paid order names no account; not credited");
-            return Ok("rejected: no account".into());
-        };
-        if let (Some(expected), Some(got)) = (&pack.product_id, &order.product_id) {
-            if expected != got && !self.is_demo() {
-                tracing::error!(order_id = %order.id, pack = %pack.id, product = %got, expected_product = %expected, "paid product is not the pack's product; not credited");
-                return Ok("rejected: product does not match the pack".into());
+        let Some(record) = record else {
+            if !self.names_us(order) {
+                // Another product of the same Polar organization: not ours to credit.
+                return Ok("ignored: not an order of a Shotledger checkout".into());
             }
-        }
-        // The pack decides the credits; the amount only sizes refund shares. A different
-        // amount (a discount code) still buys the pack: logged for the operator.
-        let paid_cents = if order.net_amount > 0 {
-            order.net_amount
-        } else {
-            order.subtotal_amount
+            let reason = match checkout_id {
+                Some(id) => format!("its checkout {id} is not one this service made"),
+                None => "it names no checkout (it was not bought through this service)".into(),
+            };
+            return self.refuse(order, None, &reason, source, now);
         };
-        if paid_cents != pack.price.get() {
-            tracing::warn!(order_id = %order.id, paid_cents, price_cents = pack.price.get(), "paid amount differs from the pack price; crediting the pack");
+        if let Err(reason) = self.check_order(order, &record) {
+            return self.refuse(order, Some(&record), &reason, source, now);
         }
+        let credits = Credits::from_millis(record.credits);
         let outcome = self.store.apply_paid_order(
             &PaidOrder {
                 order_id: order.id.clone(),
                 kind: OrderKind::Purchase,
-                account_id: AccountId::new(account),
-                pack_id: pack.id.clone(),
-                credits: pack.credits,
-                paid_cents,
-                description: pack.purchase_description(),
+                account_id: AccountId::new(record.account_id.clone()),
+                pack_id: ledger_core::PackId::new(record.pack_id.clone()),
+                credits,
+                paid_cents: record.price_cents,
+                description: format!("Purchased {} credits", credits.grouped()),
+                checkout_id: Some(record.id.clone()),
             },
             now,
         )?;
@@ -516,20 +589,25 @@ impl Payments {
             PaidOutcome::Credited {
                 taken_back, owed, ..
             } if taken_back.is_zero() && owed.is_zero() => {
-                format!("credited {}", pack.credits)
+                format!("credited {credits}")
             }
             PaidOutcome::Credited {
                 taken_back, owed, ..
             } => {
-                format!(
-                    "credited {}, refunds took back {taken_back} (owed {owed})",
-                    pack.credits
-                )
+                format!("credited {credits}, refunds took back {taken_back} (owed {owed})")
             }
             PaidOutcome::AlreadyCredited { .. } => "already credited".to_owned(),
+            PaidOutcome::Refused { reason } => {
+                return Ok(format!("refused before ({reason}); left for an operator"));
+            }
             PaidOutcome::UnknownAccount => {
-                tracing::error!(order_id = %order.id, account, "paid order for an unknown account; not credited");
-                "rejected: unknown account".to_owned()
+                return self.refuse(
+                    order,
+                    Some(&record),
+                    "the account of its checkout no longer exists",
+                    source,
+                    now,
+                );
             }
         };
         // An order fetched later (reconcile) may carry refunds already.
@@ -546,18 +624,142 @@ impl Payments {
         Ok(text)
     }
 
+    /// Whether a paid order agrees with the checkout we recorded: made by the provider in
+    /// force; metadata (when present) naming the same account and pack; the product (when
+    /// the order names one) the one we asked Polar to sell; the amount paid before tax
+    /// exactly the recorded price (checkouts allow no discount codes); the currency (when
+    /// present) the checkout's. `Err` says what differs.
+    fn check_order(&self, order: &Order, record: &CheckoutRecord) -> Result<(), String> {
+        if record.provider != self.provider.name() {
+            return Err(format!(
+                "its checkout {} was made by the {} provider, but {} is in force",
+                record.id,
+                record.provider,
+                self.provider.name()
+            ));
+        }
+        if let Some(named) = order.metadata_str(META_ACCOUNT) {
+            if named != record.account_id {
+                return Err(format!(
+                    "its metadata names account {named}, but checkout {} is account {}'s",
+                    record.id, record.account_id
+                ));
+            }
+        }
+        if let Some(named) = order.metadata_str(META_PACK) {
+            if named != record.pack_id {
+                return Err(format!(
+                    "its metadata names pack {named}, but checkout {} is for {}",
+                    record.id, record.pack_id
+                ));
+            }
+        }
+        let expected_product = record.product_id.clone().or_else(|| {
+            self.catalogue
+                .find(&record.pack_id)
+                .and_then(|p| p.product_id.clone())
+        });
+        match (
+            order.product_id.as_deref().filter(|p| !p.is_empty()),
+            &expected_product,
+        ) {
+            (Some(got), Some(want)) if got != want => {
+                return Err(format!(
+                    "it paid for product {got}, but checkout {} sold product {want}",
+                    record.id
+                ));
+            }
+            (Some(got), None) => {
+                return Err(format!(
+                    "it paid for product {got}, but checkout {} sold no product",
+                    record.id
+                ));
+            }
+            _ => {}
+        }
+        if order.net_amount != record.price_cents {
+            return Err(format!(
+                "it paid {} cents before tax, but checkout {} costs {} cents",
+                order.net_amount, record.id, record.price_cents
+            ));
+        }
+        if let Some(want) = record.currency.as_deref().filter(|c| !c.is_empty()) {
+            if !order.currency.is_empty() && !order.currency.eq_ignore_ascii_case(want) {
+                return Err(format!(
+                    "it paid in {}, but checkout {} is in {want}",
+                    order.currency, record.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an order with no checkout of ours still claims to be ours: it names an
+    /// account or pack in our metadata keys, or it paid for one of our packs' products.
+    fn names_us(&self, order: &Order) -> bool {
+        order.metadata_str(META_ACCOUNT).is_some()
+            || order.metadata_str(META_PACK).is_some()
+            || order.product_id.as_deref().is_some_and(|p| {
+                self.catalogue
+                    .all()
+                    .iter()
+                    .any(|pack| pack.product_id.as_deref() == Some(p))
+            })
+    }
+
+    /// Refuses a paid order: keeps it for an operator (durably, before the delivery is
+    /// marked processed) and logs why. Never credits.
+    fn refuse(
+        &self,
+        order: &Order,
+        record: Option<&CheckoutRecord>,
+        reason: &str,
+        source: Source,
+        now: Timestamp,
+    ) -> Result<String, PaymentsError> {
+        let refusal = NewRefusal {
+            order_id: order.id.clone(),
+            source: source.as_str().to_owned(),
+            reason: reason.to_owned(),
+            checkout_id: order.checkout_id.clone(),
+            account_id: record.map(|r| r.account_id.clone()),
+            order_json: serde_json::to_string(order).unwrap_or_default(),
+        };
+        match self.store.refuse_order(&refusal, now)? {
+            RefusalOutcome::Recorded { first } => {
+                if first {
+                    tracing::error!(
+                        order_id = %order.id,
+                        checkout_id = order.checkout_id.as_deref().unwrap_or("(none)"),
+                        source = source.as_str(),
+                        reason,
+                        "paid order refused: not credited, kept for an operator (`webhook-receiver refused` lists them)"
+                    );
+                }
+                Ok(format!("refused: {reason}"))
+            }
+            RefusalOutcome::AlreadyCredited { .. } => {
+                tracing::warn!(order_id = %order.id, reason, "an event about an order credited before does not match its checkout; nothing changed");
+                Ok("already credited".into())
+            }
+        }
+    }
+
     /// Asks Polar for every paid one-time order and applies those the receiver missed,
     /// through the same path as `order.paid` (so each is credited once).
     pub fn reconcile(&self, now: Timestamp) -> Result<ReconcileReport, PaymentsError> {
         let Provider::Polar(client) = &self.provider else {
             return Err(PaymentsError::Config(
-                "polar.access_token: reconcile asks Polar's API; demo payments have nothing to reconcile".into(),
+                format!("polar.access_token: reconcile asks Polar's API, and the payment provider in force is {}", self.provider.name()),
             ));
         };
         let mut report = ReconcileReport::default();
         for order in client.paid_orders()? {
             report.orders += 1;
-            let outcome = self.apply_order(&order, now)?;
+            let outcome = self.apply_order(&order, Source::Reconcile, now)?;
+            if outcome.starts_with("refused") {
+                report.refused += 1;
+            }
             if outcome.starts_with("credited") {
                 report.credited += 1;
                 tracing::info!(order_id = %order.id, outcome = %outcome, "reconcile credited a missed order");
@@ -675,10 +877,14 @@ impl Payments {
             .ok_or_else(|| PaymentsError::UnknownPack {
                 pack_id: request.pack_id.clone(),
             })?;
-        if request.enabled && !self.is_demo() {
-            return Err(PaymentsError::AutoTopupUnsupported {
-                reason: POLAR_NO_SAVED_METHOD.into(),
-            });
+        match &self.provider {
+            Provider::None if request.enabled => return Err(PaymentsError::NotConfigured),
+            Provider::Polar(_) if request.enabled => {
+                return Err(PaymentsError::AutoTopupUnsupported {
+                    reason: POLAR_NO_SAVED_METHOD.into(),
+                })
+            }
+            _ => {}
         }
         let row = self.store.put_auto_topup(
             account,
@@ -700,7 +906,8 @@ impl Payments {
     pub fn run_auto_topups(&self, now: Timestamp) -> Result<usize, PaymentsError> {
         match &self.provider {
             Provider::Demo => self.run_auto_topups_with(&DemoCharger, now),
-            Provider::Polar(_) => self.run_auto_topups_with(&NoSavedMethod, now),
+            Provider::Polar(_) => self.run_auto_topups_with(&Decline(POLAR_NO_SAVED_METHOD), now),
+            Provider::None => self.run_auto_topups_with(&Decline(NO_PROVIDER_NO_TOPUP), now),
         }
     }
 
@@ -740,12 +947,13 @@ fn demo_order_id(checkout_id: &str) -> String {
     format!("demo_ord_{}", checkout_id.trim_start_matches("demo_chk_"))
 }
 
-/// Polar cannot charge off-session: any pending charge fails (and pauses auto top-up).
-struct NoSavedMethod;
+/// A provider that cannot charge off-session (Polar), or no provider: any pending charge
+/// fails with this reason (and pauses auto top-up). Nothing is credited.
+struct Decline(&'static str);
 
-impl SavedMethodCharger for NoSavedMethod {
+impl SavedMethodCharger for Decline {
     fn charge(&self, _charge: &TopupCharge) -> ChargeResult {
-        ChargeResult::Declined(POLAR_NO_SAVED_METHOD.into())
+        ChargeResult::Declined(self.0.into())
     }
 }
 

@@ -46,7 +46,7 @@ fn request(enabled: bool, threshold: i64, pack: &str) -> AutoTopupRequest {
 }
 
 fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
-    let p = Payments::new(&settings(&db, None), db.store.clone()).unwrap();
+    let p = Payments::new(&demo_settings(&db), db.store.clone()).unwrap();
     let acct = account(&db.store);
     assert_eq!(p.get_auto_topup(&acct).unwrap().status, "disabled");
     assert!(matches!(
@@ -157,7 +157,7 @@ fn polar_cannot_charge_a_saved_method(db: TestDb) {
 /// ADR 0203: a confirmed top-up is credited once, keyed by its charge id; ADR 0200: it
 /// first pays back credits owed by an earlier refund.
 fn a_top_up_credits_once_and_pays_owed_refunds_first(db: TestDb) {
-    let p = Payments::new(&settings(&db, None), db.store.clone()).unwrap();
+    let p = Payments::new(&demo_settings(&db), db.store.clone()).unwrap();
     let acct = account(&db.store);
     p.put_auto_topup(&acct, &request(true, 50, "pack_starter"), now())
         .unwrap();

@@ -35,12 +35,25 @@ fn a_checkout_carries_everything_polar_needs(db: TestDb) {
     assert_eq!(req.body["metadata"]["pack_id"], "pack_pro");
     assert_eq!(req.body["external_customer_id"], acct.as_str());
     assert_eq!(req.body["success_url"], "http://localhost:8080/");
-    // Recorded for operators; Polar's own view agrees.
+    // A pack is sold at its price: the amount paid must be the price we recorded.
+    assert_eq!(req.body["allow_discount_codes"], false);
+    // Recorded before the URL is handed out (a paid order is credited from it); Polar's
+    // own view agrees.
     let record = db.store.checkout(&id).unwrap().unwrap();
     assert_eq!(
         (record.provider.as_str(), record.pack_id.as_str()),
         ("polar", "pack_pro")
     );
+    assert_eq!(
+        (
+            record.account_id.as_str(),
+            record.price_cents,
+            record.credits
+        ),
+        (acct.as_str(), 3500, c(1000).millis())
+    );
+    assert_eq!(record.product_id.as_deref(), Some("prod_pack_pro"));
+    assert_eq!(record.currency.as_deref(), Some("usd"));
     let client = payments::polar::PolarClient::new(&fake.url(), TOKEN, Duration::from_secs(2));
     assert_eq!(client.checkout(&id).unwrap().url, url);
     // Paying it makes an order carrying the checkout's metadata.
@@ -108,7 +121,7 @@ fn a_pack_without_a_product_is_not_configured(db: TestDb) {
 }
 
 fn demo_checkouts_are_local_and_need_no_product(db: TestDb) {
-    let s = settings(&db, None);
+    let s = demo_settings(&db);
     let p = Payments::new(&s, db.store.clone()).unwrap();
     assert!(p.is_demo());
     let acct = account(&db.store);
@@ -147,9 +160,9 @@ fn demo_checkouts_are_local_and_need_no_product(db: TestDb) {
 fn reconcile_applies_missed_orders_once(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let seen = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_pro");
-    let missed = fake.create_paid_order("prod_pack_starter", 500, acct.as_str(), "pack_starter");
-    let refunded = fake.create_paid_order("prod_pack_starter", 500, acct.as_str(), "pack_starter");
+    let seen = bought(&fake, &p, &acct, "pack_pro");
+    let missed = bought(&fake, &p, &acct, "pack_starter");
+    let refunded = bought(&fake, &p, &acct, "pack_starter");
     fake.refund(refunded["id"].as_str().unwrap(), 250);
     let paid = fake.paid_events(&seen).remove(2);
     p.process_event(&paid.event_type, &paid.body, now())
@@ -176,9 +189,10 @@ fn reconcile_applies_missed_orders_once(db: TestDb) {
 fn reconcile_pages_through_every_order(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
     let p = Payments::new(&settings(&db, Some(&fake.url())), db.store.clone()).unwrap();
+    fake.set_price("prod_pack_starter", 500);
     let acct = account(&db.store);
     for _ in 0..105 {
-        fake.create_paid_order("prod_pack_starter", 500, acct.as_str(), "pack_starter");
+        bought(&fake, &p, &acct, "pack_starter");
     }
     let report = p.reconcile(now()).unwrap();
     assert_eq!((report.orders, report.credited), (105, 105));

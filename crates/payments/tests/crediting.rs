@@ -18,23 +18,20 @@ fn process(p: &payments::Payments, e: &Event) -> String {
         .expect("processed")
 }
 
-fn paid_order(fake: &payments::fake::FakePolar, account: &str, pack: &str) -> Value {
-    fake.create_paid_order(&format!("prod_{pack}"), price(pack), account, pack)
-}
-
-fn price(pack: &str) -> i64 {
-    match pack {
-        "pack_starter" => 500,
-        "pack_pro" => 3500,
-        "pack_business" => 12500,
-        _ => 50000,
-    }
+/// An order paid for a checkout `p` made (as every purchase through the api-server is).
+fn paid_order(
+    fake: &payments::fake::FakePolar,
+    p: &payments::Payments,
+    account: &ledger_core::AccountId,
+    pack: &str,
+) -> Value {
+    bought(fake, p, account, pack)
 }
 
 fn created_and_updated_never_credit(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let order = paid_order(&fake, acct.as_str(), "pack_pro");
+    let order = paid_order(&fake, &p, &acct, "pack_pro");
     let events = fake.paid_events(&order);
     assert_eq!(process(&p, &events[0]), "ignored");
     assert_eq!(process(&p, &events[1]), "ignored");
@@ -56,7 +53,7 @@ fn created_and_updated_never_credit(db: TestDb) {
 fn the_same_paid_order_five_times_at_once_credits_once(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let order = paid_order(&fake, acct.as_str(), "pack_business");
+    let order = paid_order(&fake, &p, &acct, "pack_business");
     let paid = fake.paid_events(&order).remove(2);
     let barrier = Arc::new(Barrier::new(5));
     let threads: Vec<_> = (0..5)
@@ -87,7 +84,7 @@ fn refunds_take_back_once_in_any_order(db: TestDb) {
     let mut rng = Rng::new(0x5eed_0001);
     for round in 0..6 {
         let acct = account(&db.store);
-        let order = paid_order(&fake, acct.as_str(), "pack_pro");
+        let order = paid_order(&fake, &p, &acct, "pack_pro");
         let order_id = order["id"].as_str().unwrap().to_owned();
         let paid = fake.paid_events(&order);
         let first = fake.refund(&order_id, 500);
@@ -127,7 +124,7 @@ fn refunds_take_back_once_in_any_order(db: TestDb) {
 fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let order = paid_order(&fake, acct.as_str(), "pack_starter");
+    let order = paid_order(&fake, &p, &acct, "pack_starter");
     let order_id = order["id"].as_str().unwrap().to_owned();
     process(&p, &fake.paid_events(&order)[2]);
     db.store
@@ -157,7 +154,7 @@ fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     );
     assert_verified(&db.store);
     // The next purchase pays the debt first.
-    let next = paid_order(&fake, acct.as_str(), "pack_starter");
+    let next = paid_order(&fake, &p, &acct, "pack_starter");
     process(&p, &fake.paid_events(&next)[2]);
     assert_eq!(available(&db.store, &acct), c(20));
     let row = db.store.payment_order(&order_id).unwrap().unwrap();
@@ -173,25 +170,41 @@ fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
 fn orders_we_cannot_match_credit_nothing(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
+    // Orders of no checkout of ours are refused, whatever their metadata names.
     let unknown_pack = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_nope");
-    assert_eq!(
-        process(&p, &fake.paid_events(&unknown_pack)[2]),
-        "rejected: unknown credit pack"
-    );
-    let unknown_account = paid_order(&fake, "acct_nobody", "pack_pro");
-    assert_eq!(
-        process(&p, &fake.paid_events(&unknown_account)[2]),
-        "rejected: unknown account"
-    );
+    let outcome = process(&p, &fake.paid_events(&unknown_pack)[2]);
+    assert!(outcome.starts_with("refused: "), "{outcome}");
     // Metadata naming a big pack on a cheap product is not trusted.
     let forged = fake.create_paid_order("prod_pack_starter", 500, acct.as_str(), "pack_enterprise");
-    assert_eq!(
-        process(&p, &fake.paid_events(&forged)[2]),
-        "rejected: product does not match the pack"
-    );
-    let mut subscription = paid_order(&fake, acct.as_str(), "pack_pro");
+    let outcome = process(&p, &fake.paid_events(&forged)[2]);
+    assert!(outcome.starts_with("refused: "), "{outcome}");
+    // Our checkout, but another product paid for: refused.
+    let mut other_product = paid_order(&fake, &p, &acct, "pack_enterprise");
+    other_product["product_id"] = "prod_pack_starter".into();
+    let outcome = process(&p, &fake.event("order.paid", &other_product));
+    assert!(outcome.starts_with("refused: "), "{outcome}");
+    // Once refused, always refused (for an operator to decide), however it comes again.
+    other_product["product_id"] = "prod_pack_enterprise".into();
+    let outcome = process(&p, &fake.event("order.paid", &other_product));
+    assert!(outcome.starts_with("refused before"), "{outcome}");
+    let refusal = db
+        .store
+        .refusal(other_product["id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(refusal.source, "webhook");
+    assert_eq!(refusal.times_seen, 1);
+    let mut subscription = paid_order(&fake, &p, &acct, "pack_pro");
     subscription["billing_reason"] = "subscription_cycle".into();
     assert!(process(&p, &fake.event("order.paid", &subscription)).starts_with("ignored"));
+    // Another product of the same Polar organization, nothing of ours named: ignored.
+    let mut foreign = fake.create_paid_order("prod_tshirt", 2000, acct.as_str(), "x");
+    foreign["metadata"] = serde_json::json!({});
+    foreign["customer"]["external_id"] = Value::Null;
+    assert_eq!(
+        process(&p, &fake.event("order.paid", &foreign)),
+        "ignored: not an order of a Shotledger checkout"
+    );
     assert_eq!(
         process(
             &p,
@@ -200,6 +213,7 @@ fn orders_we_cannot_match_credit_nothing(db: TestDb) {
         "ignored"
     );
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
+    assert_eq!(db.store.refusals(10).unwrap().len(), 3);
     assert_verified(&db.store);
 }
 
@@ -225,7 +239,7 @@ fn fifty_purchases_in_random_order_with_duplicates(db: TestDb) {
         let who = rng.below(accounts.len());
         let pack = packs[rng.below(packs.len())];
         expected[who] += credits(pack);
-        let order = paid_order(&fake, accounts[who].as_str(), pack);
+        let order = paid_order(&fake, &p, &accounts[who], pack);
         let evs = fake.paid_events(&order);
         for _ in 0..rng.below(3) {
             events.push(evs[2].clone());
@@ -263,6 +277,95 @@ fn fifty_purchases_in_random_order_with_duplicates(db: TestDb) {
     assert_verified(&db.store);
 }
 
+// -- issue 8, item 2: a paid order is credited from our checkout record -----------------
+
+/// Account A's checkout of `pack`, paid at the fake: the order Polar would send.
+fn checkout_paid(
+    fake: &payments::fake::FakePolar,
+    p: &payments::Payments,
+    acct: &ledger_core::AccountId,
+    pack_id: &str,
+) -> Value {
+    let url = p
+        .create_checkout(acct, &pack(p, pack_id))
+        .expect("checkout");
+    fake.pay(
+        &fake
+            .checkout_id_for_url(&url)
+            .expect("a checkout of the fake"),
+    )
+}
+
+fn a_cross_account_order_credits_nobody(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let (a, b) = (account(&db.store), account(&db.store));
+    // A's Starter checkout, paid (500 cents), but the order's metadata names B and the
+    // Enterprise pack, and the product id is null (so no product to compare).
+    let mut order = checkout_paid(&fake, &p, &a, "pack_starter");
+    order["metadata"] = serde_json::json!({"account_id": b.as_str(), "pack_id": "pack_enterprise"});
+    order["product_id"] = Value::Null;
+    let outcome = process(&p, &fake.event("order.paid", &order));
+    assert!(outcome.starts_with("refused"), "{outcome}");
+    assert_eq!(available(&db.store, &b), Credits::ZERO, "B got credits");
+    assert_eq!(available(&db.store, &a), Credits::ZERO, "A got credits");
+    let refusal = db
+        .store
+        .refusal(order["id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(refusal.account_id.as_deref(), Some(a.as_str()));
+    assert!(refusal.reason.contains(b.as_str()), "{}", refusal.reason);
+    assert_verified(&db.store);
+}
+
+fn a_null_product_with_a_wrong_amount_is_refused(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    let mut order = checkout_paid(&fake, &p, &acct, "pack_pro");
+    order["product_id"] = Value::Null;
+    for field in ["subtotal_amount", "net_amount", "total_amount"] {
+        order[field] = 100.into();
+    }
+    let outcome = process(&p, &fake.event("order.paid", &order));
+    assert!(outcome.starts_with("refused"), "{outcome}");
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+    // Another currency for the right number of cents is refused too.
+    let mut euros = checkout_paid(&fake, &p, &acct, "pack_pro");
+    euros["currency"] = "eur".into();
+    let outcome = process(&p, &fake.event("order.paid", &euros));
+    assert!(outcome.starts_with("refused"), "{outcome}");
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+}
+
+fn an_order_of_no_checkout_of_ours_is_refused(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    // Right product, right price, metadata naming an account: but not a checkout we made.
+    let stray = fake.create_paid_order("prod_pack_pro", 3500, acct.as_str(), "pack_pro");
+    let outcome = process(&p, &fake.event("order.paid", &stray));
+    assert!(outcome.starts_with("refused"), "{outcome}");
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+    // Reconcile finds it at Polar and holds to the same rule.
+    let report = p.reconcile(now()).unwrap();
+    assert_eq!((report.orders, report.credited, report.refused), (1, 0, 1));
+    assert_eq!(available(&db.store, &acct), Credits::ZERO);
+    let refusal = db
+        .store
+        .refusal(stray["id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (refusal.source.as_str(), refusal.times_seen),
+        ("reconcile", 2)
+    );
+    // A genuine purchase next to it is credited by reconcile as by the webhook.
+    bought(&fake, &p, &acct, "pack_starter");
+    let report = p.reconcile(now()).unwrap();
+    assert_eq!((report.orders, report.credited, report.refused), (2, 1, 1));
+    assert_eq!(available(&db.store, &acct), c(100));
+    assert_verified(&db.store);
+}
+
 on_both_backends!(
     created_and_updated_never_credit,
     the_same_paid_order_five_times_at_once_credits_once,
@@ -270,4 +373,7 @@ on_both_backends!(
     a_full_refund_takes_all_back_and_spent_credits_are_owed,
     orders_we_cannot_match_credit_nothing,
     fifty_purchases_in_random_order_with_duplicates,
+    a_cross_account_order_credits_nobody,
+    a_null_product_with_a_wrong_amount_is_refused,
+    an_order_of_no_checkout_of_ours_is_refused,
 );

@@ -45,6 +45,13 @@ pub fn settings(db: &TestDb, polar_url: Option<&str>) -> Settings {
     s
 }
 
+/// Default settings with the demo provider asked for by name (it is never the default).
+pub fn demo_settings(db: &TestDb) -> Settings {
+    let mut s = settings(db, None);
+    s.payments.provider = "demo".into();
+    s
+}
+
 /// A fake Polar and a receiver (Polar mode) on `db`.
 pub fn polar_receiver(db: &TestDb) -> (FakePolar, Payments, RunningReceiver) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
@@ -101,4 +108,21 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// An order paid at the fake for a checkout `payments` made for `acct`: what a customer
+/// who bought `pack_id` through the api-server produces.
+pub fn bought(
+    fake: &FakePolar,
+    payments: &Payments,
+    acct: &AccountId,
+    pack_id: &str,
+) -> serde_json::Value {
+    let pack = payments.catalogue().find(pack_id).expect("pack").clone();
+    let url = payments.create_checkout(acct, &pack).expect("checkout");
+    fake.pay(
+        &fake
+            .checkout_id_for_url(&url)
+            .expect("a checkout of the fake"),
+    )
 }

@@ -12,7 +12,7 @@ pub const TOKEN: &str = "polar_oat_test_token";
 pub const SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Default settings on `db`; with `polar_url`, Polar mode against it (every pack gets a
-/// product id `prod_<pack id>`), else demo mode.
+/// product id `prod_<pack id>`), else no payment provider (the built-in default).
 pub fn settings(db: &TestDb, polar_url: Option<&str>) -> Settings {
     let mut env = vec![("DATABASE_URL".to_string(), db.url.clone())];
     if let Some(url) = polar_url {
@@ -32,6 +32,13 @@ pub fn settings(db: &TestDb, polar_url: Option<&str>) -> Settings {
             p.polar_product_id = Some(format!("prod_{}", p.id));
         }
     }
+    s
+}
+
+/// Default settings with the demo provider asked for by name (it is never the default).
+pub fn demo_settings(db: &TestDb) -> Settings {
+    let mut s = settings(db, None);
+    s.payments.provider = "demo".into();
     s
 }
 
@@ -110,4 +117,21 @@ impl Rng {
             v.swap(i, j);
         }
     }
+}
+
+/// An order paid at the fake for a checkout `payments` made for `acct`: what a customer
+/// who bought `pack_id` through the api-server produces.
+pub fn bought(
+    fake: &FakePolar,
+    payments: &Payments,
+    acct: &AccountId,
+    pack_id: &str,
+) -> serde_json::Value {
+    let pack = payments.catalogue().find(pack_id).expect("pack").clone();
+    let url = payments.create_checkout(acct, &pack).expect("checkout");
+    fake.pay(
+        &fake
+            .checkout_id_for_url(&url)
+            .expect("a checkout of the fake"),
+    )
 }
