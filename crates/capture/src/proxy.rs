@@ -506,6 +506,44 @@ mod tests {
         );
     }
 
+    /// Neither the browser (the proxy's answer, which a frame could show) nor the capture's
+    /// error (from the proxy's log) learns what a refused name resolved to.
+    #[tokio::test]
+    async fn refusals_through_the_proxy_do_not_disclose_dns_answers() {
+        let (bad_addr, bad_hits) = origin("secret").await;
+        let proxy = Proxy::start(
+            "127.0.0.1".parse().unwrap(),
+            Arc::new(TargetPolicy::strict()),
+        )
+        .await
+        .unwrap();
+        let port = bad_addr.port();
+        let answer = get_via(proxy.addr(), &format!("http://localhost:{port}/")).await;
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let tunnel = String::from_utf8(drain(&mut s).await.unwrap()).unwrap();
+        for text in [answer, tunnel] {
+            assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+            assert!(
+                !text.contains("127.0.0.1") && !text.contains("::1"),
+                "{text}"
+            );
+        }
+        for event in proxy.events() {
+            let ProxyOutcome::Forbidden(reason) = event.outcome else {
+                panic!("{event:?}");
+            };
+            assert!(reason.contains("private or reserved"), "{reason}");
+            assert!(
+                !reason.contains("127.0.0.1") && !reason.contains("::1"),
+                "{reason}"
+            );
+        }
+        assert_eq!(bad_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
     #[tokio::test]
     async fn connect_tunnels_bytes_to_an_allowed_address() {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();

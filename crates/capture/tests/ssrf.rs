@@ -122,3 +122,32 @@ async fn forbidden_subresources_are_not_fetched() {
     svc.capture(&opts(&[("html", &html)])).await.unwrap();
     assert_eq!(secret.total_hits(), 0, "the forbidden host was reached");
 }
+
+/// A refusal found by the proxy (a redirect, through plain http and a CONNECT tunnel) says
+/// that the target is not allowed, never what its name resolved to.
+#[tokio::test]
+async fn refusals_after_a_redirect_do_not_disclose_dns_answers() {
+    let (svc, allowed, secret) = strict();
+    let port = secret.addr.port();
+    for to in [
+        format!("http://localhost:{port}/"),
+        format!("https://localhost:{port}/"),
+    ] {
+        let url = allowed.url("/redirect?to=") + &to;
+        let err = svc.capture(&opts(&[("url", &url)])).await.unwrap_err();
+        assert_eq!(err.code(), "FORBIDDEN_TARGET", "{to}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains("private or reserved"), "{to}: {msg}");
+        assert!(
+            !msg.contains("127.0.0.1") && !msg.contains("::1"),
+            "{to}: {msg:?} discloses the DNS answer"
+        );
+    }
+    // The first URL, refused before any browser.
+    let err = svc
+        .capture(&opts(&[("url", &format!("http://localhost:{port}/"))]))
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+    assert_eq!(secret.total_hits(), 0, "the forbidden host was reached");
+}
