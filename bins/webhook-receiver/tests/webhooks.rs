@@ -8,6 +8,7 @@ use common::*;
 use ledger_core::{Credits, EntryKind, Page};
 use ledger_store::on_both_backends;
 use ledger_store::testing::TestDb;
+use ledger_store::Store;
 use payments::{Payments, SignedDelivery};
 
 fn purchases(db: &TestDb, acct: &ledger_core::AccountId) -> usize {
@@ -423,3 +424,39 @@ on_both_backends!(
     health_and_unknown_routes,
     the_demo_checkout_pays_through_a_signed_webhook,
 );
+
+/// While the database cannot store a delivery, the receiver answers 503 with Retry-After
+/// (so Polar retries) and never a 2xx. PostgreSQL only: the test drops the schema under
+/// the running receiver, which an open SQLite file cannot be made to do.
+#[test]
+fn a_delivery_that_cannot_be_stored_is_answered_503() {
+    use ledger_store::testing::{drop_postgres_schema, postgres_schema};
+    let (url, admin, schema) = postgres_schema();
+    let store = Store::open(&url, &ledger_store::PoolOptions::default()).unwrap();
+    let fake = payments::fake::FakePolar::start(TOKEN, SECRET, payments::fake::KeyMode::Legacy);
+    let mut s = settings_for(&url, Some(&fake.url()));
+    for p in &mut s.credits.packs {
+        p.polar_product_id = Some(format!("prod_{}", p.id));
+    }
+    let payments = Payments::new(&s, store.clone()).unwrap();
+    fake.set_price("prod_pack_pro", 3500);
+    let acct = account(&store);
+    let order = bought(&fake, &payments, &acct, "pack_pro");
+    let rx = webhook_receiver::spawn(payments).unwrap();
+    drop_postgres_schema(&admin, &schema);
+    let paid = fake.event("order.paid", &order);
+    let signed = fake.sign(&paid, now().millis() / 1000);
+    let mut r = agent()
+        .post(rx.webhook_url())
+        .header("content-type", "application/json")
+        .header("webhook-id", &signed.webhook_id)
+        .header("webhook-timestamp", signed.timestamp.to_string())
+        .header("webhook-signature", &signed.signature)
+        .send(signed.body.as_bytes())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let body = json_of(&mut r);
+    assert_eq!(body["code"], "DATABASE_UNAVAILABLE", "{body}");
+    drop(rx);
+}

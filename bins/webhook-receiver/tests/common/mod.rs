@@ -15,7 +15,12 @@ pub const TOKEN: &str = "polar_oat_test_token";
 pub const SECRET: &str = "whsec_ovyN6cPrTv56AApvzCaJno08SSmGJmgbWilb33N2JuK";
 
 pub fn env(db: &TestDb, polar_url: Option<&str>) -> Vec<(String, String)> {
-    let mut env = vec![("DATABASE_URL".to_string(), db.url.clone())];
+    env_for(&db.url, polar_url)
+}
+
+/// [`env`] for a database given by its URL.
+pub fn env_for(database_url: &str, polar_url: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![("DATABASE_URL".to_string(), database_url.to_owned())];
     if let Some(url) = polar_url {
         env.push(("SHOTLEDGER__POLAR__API_URL".into(), url.into()));
         env.push(("SHOTLEDGER__POLAR__ACCESS_TOKEN".into(), TOKEN.into()));
@@ -31,10 +36,15 @@ pub fn env(db: &TestDb, polar_url: Option<&str>) -> Vec<(String, String)> {
 }
 
 pub fn settings(db: &TestDb, polar_url: Option<&str>) -> Settings {
+    settings_for(&db.url, polar_url)
+}
+
+/// [`settings`] for a database given by its URL.
+pub fn settings_for(database_url: &str, polar_url: Option<&str>) -> Settings {
     let mut s = Settings::load(Sources {
         file: None,
         working_folder_defaults: false,
-        env: env(db, polar_url),
+        env: env_for(database_url, polar_url),
     })
     .expect("test settings");
     if polar_url.is_some() {
