@@ -1,6 +1,10 @@
 //! The OpenAPI document, generated from the handlers' annotations so it cannot drift.
 
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use serde_json::{json, Value};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{account, auto_topup, screenshot};
@@ -10,13 +14,13 @@ use crate::wire;
 #[openapi(
     info(title = "Shotledger", description = "A screenshot API paid with prepaid credits, and its credit ledger."),
     components(schemas(
-        auto_topup::AutoTopupBody, account::CsrfTokenView, screenshot::ScreenshotOptions, wire::ErrorBody, wire::BalanceView, wire::PackView, wire::TransactionView, wire::UsageView,
+        auto_topup::AutoTopupBody, account::CsrfTokenView, screenshot::ScreenshotOptions, screenshot::QuoteView, wire::ErrorBody, wire::BalanceView, wire::PackView, wire::TransactionView, wire::UsageView,
         wire::Credentials, wire::AccountView, wire::NewKey, wire::KeyCreated, wire::KeyView, wire::CreditsV1,
         wire::PurchaseRequest, wire::CheckoutView, wire::AdminNewAccount, wire::AdjustmentRequest,
         wire::DebitRequest, wire::HoldRequest, wire::CaptureRequest, wire::HoldView, wire::RefundRequest,
         wire::SubscriptionRequest, wire::SubscriptionView, wire::MaxHardLimitRequest, wire::MaxHardLimitView,
     )),
-    modifiers(&Registered, &Security),
+    modifiers(&Registered, &Security, &Answers, &Limits),
 )]
 pub struct ApiDoc;
 
@@ -30,18 +34,313 @@ impl Modify for Registered {
     }
 }
 
+/// The security schemes, and which operations need which.
+///
+/// - `apiKey` (`x-api-key`), `bearer` (`Authorization: Bearer KEY`) and `session` (the
+///   cookie set by login) authenticate an account; `csrfToken` (`X-CSRF-Token`) is what a
+///   session adds where the cookie alone is not enough (ADR 5): a write without a JSON
+///   body, and a GET that can spend credits (one that documents `402`).
+/// - `admin` is the operator's token (`Authorization: Bearer <admin.token>`).
+///
+/// An operation that declares no security and is not [`PUBLIC`] takes an account's
+/// credentials.
 struct Security;
+
+/// The operations anyone may call.
+pub const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/openapi.json",
+    "/api/v1/credits/packs",
+    "/api/v1/auth/signup",
+    "/api/v1/auth/login",
+];
 
 impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        let mut admin = Http::new(HttpAuthScheme::Bearer);
+        admin.description =
+            Some("The operator's token: `Authorization: Bearer <admin.token>`".into());
+        components.add_security_scheme("admin", SecurityScheme::Http(admin));
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some(
+            "An API key: `Authorization: Bearer sk_live_...` (or `Authorization: sk_live_...`)"
+                .into(),
         );
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
         components.add_security_scheme(
             "apiKey",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "An API key (`sk_live_...`), shown once when it is created",
+            ))),
         );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::SESSION_COOKIE,
+                "The session cookie set by signup and login (HttpOnly, SameSite=Lax)",
+            ))),
+        );
+        components.add_security_scheme(
+            "csrfToken",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-CSRF-Token",
+                "The session's CSRF token, returned in `X-CSRF-Token` by signup and login",
+            ))),
+        );
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if PUBLIC.contains(&path.as_str()) {
+                continue;
+            }
+            for (is_get, op) in operations(item) {
+                if op.security.is_some() {
+                    continue;
+                }
+                let spends_on_get = is_get && op.responses.responses.contains_key("402");
+                let bodyless_write = !is_get && op.request_body.is_none();
+                let session = if spends_on_get || bodyless_write {
+                    SecurityRequirement::new("session", Vec::<String>::new())
+                        .add("csrfToken", Vec::<String>::new())
+                } else {
+                    SecurityRequirement::new("session", Vec::<String>::new())
+                };
+                op.security = Some(vec![
+                    SecurityRequirement::new("apiKey", Vec::<String>::new()),
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    session,
+                ]);
+            }
+        }
+    }
+}
+
+/// The operations of a path, each with whether it is a GET.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (bool, &mut Operation)> {
+    [
+        (true, &mut item.get),
+        (false, &mut item.put),
+        (false, &mut item.post),
+        (false, &mut item.delete),
+        (false, &mut item.patch),
+    ]
+    .into_iter()
+    .filter_map(|(is_get, op)| op.as_mut().map(|op| (is_get, op)))
+}
+
+/// Applies `edit` to the document as JSON (the rules below are simpler there).
+fn edit_json(doc: &mut utoipa::openapi::OpenApi, edit: impl FnOnce(&mut Value)) {
+    let Ok(mut value) = serde_json::to_value(&*doc) else {
+        return;
+    };
+    edit(&mut value);
+    if let Ok(edited) = serde_json::from_value(value) {
+        *doc = edited;
+    }
+}
+
+/// The answers that come from the layers every handler shares, added to each operation that
+/// can meet them (so no handler has to list them, and none can forget):
+/// - `400` (the contract's JSON error naming the field) wherever there is a parameter or a
+///   body to get wrong, including a NUL character anywhere (middleware, `JsonBody`);
+/// - `401` and `404` (`User not found`) wherever credentials are needed (`Authed`, `Admin`;
+///   the admin API answers `404` while `admin.token` is unset);
+/// - `413` wherever there is a body (`server.max_body_bytes`);
+/// - `503` with `Retry-After` everywhere: the database (or a payment provider) is down;
+/// and every error answer is `application/json` with the `ErrorBody` schema. A request body
+/// whose fields are all optional is optional itself (an empty body reads as `{}`).
+struct Answers;
+
+impl Modify for Answers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        edit_json(doc, |doc| {
+            let error = json!({
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            });
+            let schemas = doc["components"]["schemas"].clone();
+            let Some(paths) = doc["paths"].as_object_mut() else {
+                return;
+            };
+            for (path, item) in paths.iter_mut() {
+                let Some(item) = item.as_object_mut() else {
+                    continue;
+                };
+                for (method, op) in item.iter_mut() {
+                    let has_params = op["parameters"].as_array().is_some_and(|p| !p.is_empty());
+                    let has_body = op.get("requestBody").is_some();
+                    let authenticated = !PUBLIC.contains(&path.as_str());
+                    let mut add = |status: &str, what: &str| {
+                        let responses = &mut op["responses"];
+                        if responses.get(status).is_none() {
+                            let mut answer = error.clone();
+                            answer["description"] = json!(what);
+                            responses[status] = answer;
+                        }
+                    };
+                    if has_params || has_body {
+                        add(
+                            "400",
+                            "Bad input: the error names the field and what is allowed",
+                        );
+                    }
+                    if authenticated {
+                        add(
+                            "401",
+                            "Missing or wrong credentials (the error says what to send)",
+                        );
+                        add(
+                            "404",
+                            "The account no longer exists, or the resource is not found",
+                        );
+                    }
+                    if has_body {
+                        add("413", "The body is larger than the server accepts");
+                    }
+                    add("503", "A dependency (the database, a payment provider) is unavailable; retry after Retry-After seconds");
+                    // Every error is JSON with the ErrorBody schema.
+                    if let Some(responses) = op["responses"].as_object_mut() {
+                        for (status, answer) in responses.iter_mut() {
+                            if status.starts_with('4') || status.starts_with('5') {
+                                answer["content"] = error["content"].clone();
+                            }
+                        }
+                    }
+                    if has_body {
+                        let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+                        let resolved = match schema["$ref"].as_str() {
+                            Some(r) => &schemas[r.trim_start_matches("#/components/schemas/")],
+                            None => schema,
+                        };
+                        let none_required =
+                            resolved["required"].as_array().is_none_or(|r| r.is_empty());
+                        op["requestBody"]["required"] = json!(!none_required);
+                    }
+                    let _ = method;
+                }
+            }
+        });
+    }
+}
+
+/// The limits the handlers enforce, written into the schemas they apply to: lengths,
+/// ranges, the precision of credit amounts (thousandths). `tests/openapi.rs` checks each
+/// against the server (at the limit is accepted, past it is a 400 naming the field).
+struct Limits;
+
+/// A credit amount: a JSON number with at most three decimals, at most 10^12 credits.
+fn credits_amount(minimum: Option<f64>) -> Value {
+    let max = ledger_core::Credits::MAX_AMOUNT.millis() as f64 / 1000.0;
+    let mut schema = json!({
+        "type": "number",
+        "multipleOf": 0.001,
+        "maximum": max,
+        "minimum": -max,
+    });
+    match minimum {
+        Some(min) if min > 0.0 => {
+            schema["exclusiveMinimum"] = json!(0);
+            schema.as_object_mut().map(|o| o.remove("minimum"));
+        }
+        Some(min) => schema["minimum"] = json!(min),
+        None => {}
+    }
+    schema
+}
+
+impl Modify for Limits {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let string =
+            |min: usize, max: usize| json!({"type": "string", "minLength": min, "maxLength": max});
+        let email = json!({"type": "string", "maxLength": 254, "format": "email"});
+        let password = string(8, 1024);
+        let description = string(1, 500);
+        let limits: Vec<(&str, &str, Value)> = vec![
+            ("Credentials", "email", email.clone()),
+            ("Credentials", "password", password.clone()),
+            ("AdminNewAccount", "email", email.clone()),
+            ("AdminNewAccount", "password", password),
+            (
+                "NewKey",
+                "name",
+                string(1, crate::routes::api_keys::NAME_MAX_CHARS),
+            ),
+            ("AdjustmentRequest", "amount", credits_amount(None)),
+            ("AdjustmentRequest", "description", description.clone()),
+            ("DebitRequest", "amount", credits_amount(Some(1.0))),
+            ("DebitRequest", "description", description.clone()),
+            ("HoldRequest", "amount", credits_amount(Some(1.0))),
+            ("HoldRequest", "description", description.clone()),
+            (
+                "HoldRequest",
+                "ttlSeconds",
+                json!({"type": ["integer", "null"], "minimum": 1, "maximum": 86400}),
+            ),
+            ("CaptureRequest", "amount", credits_amount(Some(1.0))),
+            ("RefundRequest", "amount", credits_amount(Some(1.0))),
+            ("RefundRequest", "description", description),
+            (
+                "MaxHardLimitRequest",
+                "maxHardLimit",
+                credits_amount(Some(1.0)),
+            ),
+            (
+                "AutoTopupBody",
+                "thresholdCredits",
+                credits_amount(Some(0.0)),
+            ),
+        ];
+        edit_json(doc, |doc| {
+            for (schema, field, limit) in limits {
+                let prop = &mut doc["components"]["schemas"][schema]["properties"][field];
+                let nullable = prop["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("null")))
+                    || prop.get("oneOf").is_some();
+                let mut limit = limit;
+                if nullable && limit["type"] != json!(["integer", "null"]) {
+                    limit = json!({"oneOf": [{"type": "null"}, limit]});
+                }
+                if let Some(d) = prop.get("description").cloned() {
+                    limit["description"] = d;
+                }
+                *prop = limit;
+            }
+            // Query strings: the page size, and the month.
+            let page = ledger_core::Page::MAX_LIMIT;
+            set_param(
+                doc,
+                "/api/v1/credits/transactions",
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": page, "default": ledger_core::Page::DEFAULT_LIMIT}),
+            );
+            set_param(
+                doc,
+                "/api/v1/credits/transactions",
+                "offset",
+                json!({"type": "integer", "minimum": 0, "default": 0}),
+            );
+            set_param(
+                doc,
+                "/api/v1/credits/usage",
+                "month",
+                json!({"type": "integer", "minimum": 1, "maximum": 12}),
+            );
+            set_param(
+                doc,
+                "/api/v1/credits/usage",
+                "year",
+                json!({"type": "integer", "minimum": 1970, "maximum": 9999}),
+            );
+        });
+    }
+}
+
+fn set_param(doc: &mut Value, path: &str, name: &str, schema: Value) {
+    if let Some(params) = doc["paths"][path]["get"]["parameters"].as_array_mut() {
+        for p in params {
+            if p["name"] == name {
+                p["schema"] = schema.clone();
+            }
+        }
     }
 }

@@ -303,13 +303,16 @@ async fn every_answer_has_a_request_id(backend: &'static str) {
     }
     let mut statuses: Vec<u16> = statuses.into_iter().collect();
     statuses.sort();
-    assert_eq!(statuses, [200, 201, 204, 400, 401, 402, 404, 500]);
+    // (a purchase with no payment provider is the server error: 500 or 503, by item 1)
+    let (ok, server_errors): (Vec<u16>, Vec<u16>) = statuses.into_iter().partition(|s| *s < 500);
+    assert_eq!(ok, [200, 201, 204, 400, 401, 402, 404]);
+    assert_eq!(server_errors.len(), 1, "{server_errors:?}");
 }
 
 async fn healthz_answers_once_the_database_does(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let res = app.send(Req::get("/healthz")).await;
-    assert_eq!(res.expect(200), json!({"status": "ok"}));
+    assert_eq!(res.expect(200)["status"], "ok");
 }
 
 async fn openapi_lists_every_path_of_the_contract(backend: &'static str) {

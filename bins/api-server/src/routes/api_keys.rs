@@ -9,6 +9,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::{KeyCreated, KeyView, NewKey};
 
+/// The longest key name, in characters.
+pub const NAME_MAX_CHARS: usize = 100;
+
 /// Creates a key. The `key` field appears only in this answer.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "accounts", request_body = NewKey,
     responses((status = 201, body = KeyCreated), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
@@ -19,10 +22,10 @@ pub async fn create(
     body: JsonBody<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
     let name = body.value.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
         return Err(ApiError::invalid(
             "name",
-            "name must be 1 to 100 characters",
+            format!("name must be 1 to {NAME_MAX_CHARS} characters"),
         ));
     }
     let (key, prefix) = new_api_key();

@@ -525,14 +525,11 @@ pub struct ScreenshotOptions {
 /// Takes a screenshot (options in the query string). Charged only when it succeeds and
 /// was not served from the cache.
 #[utoipa::path(get, path = "/api/v1/screenshot", tag = "screenshots",
-    params(("url" = Option<String>, Query), ("width" = Option<u32>, Query), ("height" = Option<u32>, Query),
-        ("fullPage" = Option<bool>, Query), ("format" = Option<String>, Query, description = "png, jpeg, webp or pdf"),
-        ("quality" = Option<u8>, Query), ("deviceScaleFactor" = Option<f64>, Query), ("delay" = Option<u64>, Query),
-        ("waitForSelector" = Option<String>, Query), ("selector" = Option<String>, Query), ("darkMode" = Option<bool>, Query),
-        ("timeout" = Option<u64>, Query), ("cache" = Option<bool>, Query), ("cacheTtl" = Option<u64>, Query),
-        ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, description = "The image or PDF"), (status = 400, body = crate::wire::ErrorBody),
-        (status = 401, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody),
+    params(ScreenshotOptions, ("Idempotency-Key" = Option<String>, Header, description = "Repeat a capture without paying twice (1 to 255 visible ASCII characters)")),
+    responses((status = 200, description = "The image or PDF", content(
+            (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "application/pdf"))),
+        (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody),
+        (status = 402, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
         (status = 422, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
         (status = 503, body = crate::wire::ErrorBody), (status = 504, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/screenshot")]
@@ -551,10 +548,13 @@ pub async fn take_get(
 /// Takes a screenshot (options as JSON, `url` or `html`).
 #[utoipa::path(post, path = "/api/v1/screenshot", tag = "screenshots",
     request_body(content = ScreenshotOptions, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, description = "The image or PDF"), (status = 400, body = crate::wire::ErrorBody),
-        (status = 401, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody),
-        (status = 502, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a capture without paying twice (1 to 255 visible ASCII characters)")),
+    responses((status = 200, description = "The image or PDF", content(
+            (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "application/pdf"))),
+        (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody),
+        (status = 402, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
+        (status = 422, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
+        (status = 503, body = crate::wire::ErrorBody), (status = 504, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/screenshot")]
 pub async fn take_post(
     state: web::Data<AppState>,
@@ -573,9 +573,17 @@ pub async fn take_post(
     }
 }
 
+/// What a capture would cost.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct QuoteView {
+    #[schema(value_type = f64)]
+    pub credits: Credits,
+}
+
 /// What a screenshot with these options would cost. Charges nothing.
 #[utoipa::path(get, path = "/api/v1/screenshot/quote", tag = "screenshots",
-    responses((status = 200, description = "{\"credits\": N}"), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
+    params(ScreenshotOptions),
+    responses((status = 200, body = QuoteView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/screenshot/quote")]
 pub async fn quote_get(
     state: web::Data<AppState>,
@@ -587,7 +595,7 @@ pub async fn quote_get(
     let credits = quote(&opts, &state.settings.screenshots);
     let remaining = balance(&state, &who.account_id).await.unwrap_or_default();
     Ok(with_metering(
-        HttpResponse::Ok().json(json!({ "credits": credits })),
+        HttpResponse::Ok().json(QuoteView { credits }),
         remaining,
         Credits::ZERO,
     ))

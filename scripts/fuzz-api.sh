@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Schema-driven fuzzing of the api-server against its own OpenAPI document.
+#
+# Installs schemathesis (pinned) into .tools/fuzz-venv when it is missing, builds the debug
+# api-server, starts it on a free port with a temporary SQLite database, an admin token and
+# no browser (screenshots answer 503 BROWSER_UNAVAILABLE, as documented), makes a user with
+# an API key through the API, and runs schemathesis against /openapi.json. It fails on any
+# 500, any status or content type the document does not declare, any body that does not
+# match its schema, a wrong method that is not 405, and an authenticated endpoint that
+# answers without credentials. The number of examples is bounded so that a run takes about
+# three minutes or less on two cores.
+#
+#   scripts/fuzz-api.sh            the whole run
+#   FUZZ_EXAMPLES=10 scripts/fuzz-api.sh   fewer examples per operation (quicker)
+#   FUZZ_SEED=42 scripts/fuzz-api.sh       a reproducible run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCHEMATHESIS_VERSION=4.32.5
+venv=.tools/fuzz-venv
+st="$venv/bin/schemathesis"
+examples="${FUZZ_EXAMPLES:-25}"
+
+# 1. schemathesis, pinned, in a project-local virtualenv (or the user site when the
+#    machine's Python has no venv module).
+if ! "$st" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
+  echo "fuzz: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  if python3 -m venv "$venv" >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+      "schemathesis==$SCHEMATHESIS_VERSION"
+  else
+    python3 -m pip install -q --disable-pip-version-check --user \
+      "schemathesis==$SCHEMATHESIS_VERSION"
+    st="$(python3 -m site --user-base)/bin/schemathesis"
+  fi
+fi
+"$st" --version
+
+# 2. The server: the debug binary on a free port, a fresh database, an admin token.
+cargo build -q -p api-server --bin api-server
+bin=target/debug/api-server
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+admin_token="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+base="http://127.0.0.1:$port"
+# A WebDriver URL nothing answers at: no browser is started, screenshots answer 503.
+SHOTLEDGER__SERVER__BIND="127.0.0.1:$port" \
+DATABASE_URL="sqlite://$work/fuzz.db" \
+SHOTLEDGER__ADMIN__TOKEN="$admin_token" \
+SHOTLEDGER__CAPTURE__WEBDRIVER_URL="http://127.0.0.1:9/" \
+SHOTLEDGER__SCREENSHOTS__CACHE_DIR="$work/cache" \
+RUST_LOG="${RUST_LOG:-warn}" \
+  "$bin" >"$work/server.log" 2>&1 &
+server_pid=$!
+
+for _ in $(seq 1 300); do
+  if curl -fsS "$base/healthz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "fuzz: the api-server did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+curl -fsS "$base/healthz" >/dev/null
+
+# 3. A user with credits and an API key, made through the API.
+email="fuzz-$(date +%s)@example.com"
+curl -fsS -c "$work/cookies" -H 'content-type: application/json' \
+  -d "{\"email\":\"$email\",\"password\":\"fuzzing password 123\"}" \
+  "$base/api/v1/auth/signup" >"$work/signup.json"
+api_key="$(curl -fsS -b "$work/cookies" -H 'content-type: application/json' \
+  -d '{"name":"fuzz"}' "$base/api/v1/api-keys" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
+account="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["accountId"])' "$work/signup.json")"
+curl -fsS -H "authorization: Bearer $admin_token" -H 'content-type: application/json' \
+  -d '{"amount":1000,"description":"fuzzing"}' \
+  "$base/admin/v1/accounts/$account/credits" >/dev/null
+
+# 4. schemathesis, with each security scheme of the document given its credential.
+cat >"$work/schemathesis.toml" <<EOF
+[auth.openapi.apiKey]
+api_key = "$api_key"
+
+[auth.openapi.admin]
+bearer = "$admin_token"
+EOF
+
+status=0
+"$st" --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,unsupported_method,ignored_auth \
+  --phases examples,coverage,fuzzing \
+  --max-examples "$examples" \
+  ${FUZZ_SEED:+--seed "$FUZZ_SEED"} \
+  --workers 2 \
+  --request-timeout 20 \
+  --generation-database none \
+  --suppress-health-check all \
+  --report junit --report-dir "$work/report" \
+  --no-color || status=$?
+
+if grep -q "panicked" "$work/server.log"; then
+  echo "fuzz: the api-server panicked:" >&2
+  grep -A5 "panicked" "$work/server.log" >&2
+  status=1
+fi
+if [ "$status" -ne 0 ]; then
+  echo "fuzz: FAILED (schemathesis exit $status); the server's log:" >&2
+  tail -n 50 "$work/server.log" >&2
+  exit 1
+fi
+echo "fuzz: the api-server matches its OpenAPI document"
