@@ -5,12 +5,19 @@ use ledger_core::{AccountId, CreditPack};
 /// Why no checkout could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutFailure {
+    /// No payment provider is configured (503 `PAYMENTS_NOT_CONFIGURED`; the message says
+    /// which settings to set).
+    #[error("{}", payments::PAYMENTS_NOT_CONFIGURED)]
+    NotConfigured,
     /// The pack has no payment product: the operator must configure one (500).
     #[error("Product not configured for this pack")]
     ProductNotConfigured,
     /// The provider refused, failed or timed out (502).
     #[error("{0}")]
     Provider(String),
+    /// Our own side failed (the checkout could not be recorded): 500, cause logged.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Creates checkouts. Blocking: called on the thread pool.
@@ -22,22 +29,19 @@ pub trait CheckoutProvider: Send + Sync {
     ) -> Result<String, CheckoutFailure>;
 }
 
-/// Used when no provider is wired in: every purchase fails clearly.
+/// Used when no provider is wired in: every purchase is refused with
+/// [`CheckoutFailure::NotConfigured`] and nothing is written.
 #[derive(Debug, Default)]
 pub struct NoProvider;
 
 impl CheckoutProvider for NoProvider {
-    fn create_checkout(&self, _: &AccountId, pack: &CreditPack) -> Result<String, CheckoutFailure> {
-        match pack.product_id {
-            None => Err(CheckoutFailure::ProductNotConfigured),
-            Some(_) => Err(CheckoutFailure::Provider(
-                "no payment provider is configured on this server".into(),
-            )),
-        }
+    fn create_checkout(&self, _: &AccountId, _: &CreditPack) -> Result<String, CheckoutFailure> {
+        Err(CheckoutFailure::NotConfigured)
     }
 }
 
-/// Checkouts through the `payments` crate (Polar, or demo checkouts without a token).
+/// Checkouts through the `payments` crate: Polar, demo checkouts when
+/// `payments.provider = "demo"`, or none ([`CheckoutFailure::NotConfigured`]).
 pub struct PaymentsCheckout(pub std::sync::Arc<payments::Payments>);
 
 impl CheckoutProvider for PaymentsCheckout {
@@ -51,7 +55,11 @@ impl CheckoutProvider for PaymentsCheckout {
             Err(payments::PaymentsError::ProductNotConfigured { .. }) => {
                 Err(CheckoutFailure::ProductNotConfigured)
             }
-            Err(e) => Err(CheckoutFailure::Provider(e.to_string())),
+            Err(payments::PaymentsError::NotConfigured) => Err(CheckoutFailure::NotConfigured),
+            Err(e @ payments::PaymentsError::Provider { .. }) => {
+                Err(CheckoutFailure::Provider(e.to_string()))
+            }
+            Err(e) => Err(CheckoutFailure::Internal(e.to_string())),
         }
     }
 }

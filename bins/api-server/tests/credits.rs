@@ -12,6 +12,7 @@ on_both_backends!(
     packs_are_public_active_only_and_ordered_by_credits,
     purchase_answers_404_and_500_as_the_contract_says,
     purchase_returns_the_providers_checkout_url,
+    purchase_without_a_payment_provider_is_503_and_mints_nothing,
     balances_in_three_shapes_count_holds_and_never_charge,
     transactions_are_newest_first_with_limit_and_offset,
     transactions_refuse_bad_paging_with_invalid_request,
@@ -84,7 +85,11 @@ async fn packs_are_public_active_only_and_ordered_by_credits(backend: &'static s
 }
 
 async fn purchase_answers_404_and_500_as_the_contract_says(backend: &'static str) {
-    let app = TestApp::with(backend, |s| {
+    // A payment provider is configured (Polar), but no pack has a Polar product: the
+    // contract's 500. (With no provider at all, see the 503 test below.)
+    let app = with_payments(backend, |s| {
+        s.polar.access_token = "polar_oat_test".into();
+        s.polar.webhook_secret = "whsec_dGVzdA==".into();
         s.credits
             .packs
             .push(pack("pack_legacy", "Legacy", 2000, 9000, false));
@@ -621,4 +626,55 @@ async fn fractional_credits_print_exactly(backend: &'static str) {
     let err = app.debit(&id, json!(0.0001)).await.expect(400);
     assert_eq!(err["field"], "amount", "{err}");
     assert_eq!(app.balance(&auth).await, json!(0.9));
+}
+
+/// The app with the `payments` facade the server wires in, built from its settings.
+async fn with_payments(
+    backend: &'static str,
+    edit: impl FnOnce(&mut settings::Settings),
+) -> TestApp {
+    TestApp::build_with_state(backend, START, edit, |state| {
+        let p = payments::Payments::new(&state.settings, state.store.clone())
+            .expect("payments from the test settings");
+        state.with_payments(std::sync::Arc::new(p))
+    })
+    .await
+}
+
+async fn purchase_without_a_payment_provider_is_503_and_mints_nothing(backend: &'static str) {
+    // The built-in defaults: no polar.access_token, no payments.provider.
+    let app = with_payments(backend, |_| {}).await;
+    let (auth, id) = app.user("nopay@example.com").await;
+    for pack in ["pack_starter", "pack_enterprise"] {
+        let res = app
+            .send(
+                Req::post("/api/v1/credits/purchase")
+                    .auth(&auth)
+                    .json(json!({ "packId": pack })),
+            )
+            .await;
+        assert_eq!(res.status, 503, "{pack}: {}", res.text());
+        let body = res.json();
+        assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");
+        let message = body["error"].as_str().unwrap();
+        for key in ["polar.access_token", "payments.provider"] {
+            assert!(message.contains(key), "{message} does not name {key}");
+        }
+        assert!(res.header("retry-after").is_some());
+    }
+    // An unknown pack is still the contract's 404.
+    let res = app
+        .send(
+            Req::post("/api/v1/credits/purchase")
+                .auth(&auth)
+                .json(json!({ "packId": "pack_nope" })),
+        )
+        .await;
+    assert_eq!(res.status, 404);
+    assert_eq!(app.balance(&auth).await, json!(5));
+    let account = ledger_core::AccountId::new(id);
+    assert!(
+        app.db.store.checkouts_of(&account).unwrap().is_empty(),
+        "a checkout was written"
+    );
 }

@@ -1,4 +1,5 @@
-//! Purchases and auto top-up through the api-server, with the demo payment provider.
+//! Purchases and auto top-up through the api-server: with the demo payment provider (asked
+//! for by name), with Polar, and with no provider at all (the built-in default).
 
 use std::sync::Arc;
 
@@ -74,7 +75,7 @@ fn world(db: TestDb, env: &[(&str, &str)]) -> World {
 }
 
 async fn demo_purchase_and_auto_topup(db: TestDb) {
-    let w = world(db, &[]);
+    let w = world(db, &[("SHOTLEDGER__PAYMENTS__PROVIDER", "demo")]);
     let app = test::init_service(app(w.state.clone())).await;
     let req = |method: test::TestRequest, uri: &str| {
         method.uri(uri).insert_header(("x-api-key", w.key.as_str()))
@@ -243,4 +244,74 @@ macro_rules! both {
     };
 }
 
-both!(demo_purchase_and_auto_topup, polar_cannot_auto_topup);
+async fn no_provider_mints_nothing(db: TestDb) {
+    // The built-in defaults: no polar.access_token, no payments.provider.
+    let w = world(db, &[]);
+    let app = test::init_service(app(w.state.clone())).await;
+    let res = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/v1/credits/purchase")
+            .insert_header(("x-api-key", w.key.as_str()))
+            .set_json(serde_json::json!({"packId": "pack_enterprise"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");
+    // Auto top-up cannot be turned on: nothing could pay for it.
+    let res = test::call_service(
+        &app,
+        test::TestRequest::put()
+            .uri("/api/v1/credits/auto-topup")
+            .insert_header(("x-api-key", w.key.as_str()))
+            .set_json(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");
+    // Settings saved while another provider was on, and a charge started: the worker
+    // declines it (and pauses auto top-up); no credits appear.
+    let now = Timestamp::from_millis(NOW);
+    w.db.store
+        .put_auto_topup(
+            &w.account,
+            true,
+            Credits::whole(10),
+            &ledger_store::payments::TopupPack {
+                pack_id: ledger_core::PackId::new("pack_starter"),
+                credits: Credits::whole(100),
+                price_cents: 500,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(w
+        .db
+        .store
+        .after_charge_standalone(&w.account, now)
+        .unwrap()
+        .is_some());
+    assert_eq!(w.payments.run_auto_topups(now).unwrap(), 1);
+    let balance = w.db.store.balance(&w.account, now).unwrap().available;
+    assert_eq!(balance, Credits::whole(5));
+    let view: serde_json::Value = test::call_and_read_body_json(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/v1/credits/auto-topup")
+            .insert_header(("x-api-key", w.key.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(view["status"], "paused", "{view}");
+    assert!(w.db.store.verify().unwrap().ok);
+}
+
+both!(
+    demo_purchase_and_auto_topup,
+    polar_cannot_auto_topup,
+    no_provider_mints_nothing
+);

@@ -20,15 +20,20 @@ pub struct AutoTopupBody {
     pub pack_id: String,
 }
 
+/// No payments facade wired in (only tests build such a state): payments are off.
 fn payments(state: &AppState) -> Result<std::sync::Arc<payments::Payments>, ApiError> {
-    state.payments.clone().ok_or_else(|| ApiError::Conflict {
-        code: "PAYMENTS_OFF",
-        message: "Payments are not configured on this server".into(),
-    })
+    state
+        .payments
+        .clone()
+        .ok_or_else(crate::routes::credits::not_configured)
 }
 
+/// No provider: turning auto top-up on answers 503 `PAYMENTS_NOT_CONFIGURED` (as a
+/// purchase does), since nothing could pay for a top-up; Polar: 409, it cannot charge a
+/// saved payment method. Turning it off, and reading it, always work.
 fn map(e: PaymentsError) -> ApiError {
     match e {
+        PaymentsError::NotConfigured => crate::routes::credits::not_configured(),
         PaymentsError::UnknownPack { .. } => ApiError::NotFound("Credit pack not found".into()),
         PaymentsError::AutoTopupUnsupported { reason } => ApiError::Conflict {
             code: "AUTO_TOPUP_UNSUPPORTED",
@@ -52,10 +57,11 @@ pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse
 }
 
 /// Sets auto top-up. Unknown pack: 404; a provider that cannot charge a saved payment
-/// method: 409 saying why.
+/// method: 409 saying why; no payment provider at all: 503 `PAYMENTS_NOT_CONFIGURED`.
 #[utoipa::path(put, path = "/api/v1/credits/auto-topup", tag = "credits", request_body = AutoTopupBody,
     responses((status = 200, description = "The settings and status"), (status = 400, body = crate::wire::ErrorBody),
-        (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+        (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
+        (status = 503, body = crate::wire::ErrorBody)))]
 #[put("/api/v1/credits/auto-topup")]
 pub async fn put(
     state: web::Data<AppState>,

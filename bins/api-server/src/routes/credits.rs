@@ -45,9 +45,11 @@ pub async fn packs(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Starts a checkout for a pack; credits arrive only with the provider's signed webhook.
+/// No payment provider configured: 503 `PAYMENTS_NOT_CONFIGURED`, nothing written.
 #[utoipa::path(post, path = "/api/v1/credits/purchase", tag = "credits", request_body = PurchaseRequest,
     responses((status = 200, body = CheckoutView), (status = 404, body = crate::wire::ErrorBody),
-        (status = 500, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody)))]
+        (status = 500, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
+        (status = 503, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/credits/purchase")]
 pub async fn purchase(
     state: web::Data<AppState>,
@@ -70,6 +72,19 @@ pub async fn purchase(
         Err(CheckoutFailure::Provider(why)) => Err(ApiError::BadGateway(format!(
             "The payment provider could not start a checkout ({why}); try again in a moment"
         ))),
+        Err(CheckoutFailure::NotConfigured) => Err(not_configured()),
+        Err(CheckoutFailure::Internal(why)) => Err(ApiError::internal(why)),
+    }
+}
+
+/// 503 `PAYMENTS_NOT_CONFIGURED`: no payment provider is configured (the built-in
+/// default), so nothing can be bought. The message names the settings to set; retrying
+/// helps only once an operator has set them.
+pub fn not_configured() -> ApiError {
+    ApiError::Unavailable {
+        code: "PAYMENTS_NOT_CONFIGURED",
+        message: payments::PAYMENTS_NOT_CONFIGURED.into(),
+        retry_after_secs: 3600,
     }
 }
 
