@@ -29,6 +29,7 @@ on_both_backends!(
     unknown_accounts_holds_and_entries_are_reported,
     balances_stop_at_the_maximum,
     verify_reports_overflow_instead_of_panicking,
+    overdraft_allowances_stop_at_the_maximum,
 );
 
 fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
@@ -806,4 +807,31 @@ fn verify_reports_overflow_instead_of_panicking(db: TestDb) {
         on_b.iter().any(|m| m.contains("cannot be read")),
         "an undecodable row is reported: {on_b:?}"
     );
+}
+
+/// An overdraft allowance larger than the maximum balance is kept at the maximum: usage
+/// may take the balance down to minus the maximum, never further.
+fn overdraft_allowances_stop_at_the_maximum(db: TestDb) {
+    let s = &db.store;
+    let a = account(s, 0);
+    let largest = Credits::from_millis(MAX_MILLIS);
+    s.set_plan(&a, Some("Huge"), Credits::from_millis(i64::MAX))
+        .unwrap();
+    assert_eq!(s.account(&a).unwrap().unwrap().overdraft_limit, largest);
+    let spend = |amount: Credits| Operation::Debit {
+        kind: EntryKind::Usage,
+        amount,
+        spend: Spend::WithinAccountLimit,
+        memo: Memo::new("Usage"),
+    };
+    entry(s.apply(&a, None, spend(largest), at(1)).unwrap());
+    let more = s
+        .apply(&a, None, spend(Credits::from_millis(1)), at(2))
+        .unwrap();
+    assert!(
+        matches!(more.result, Err(LedgerError::InsufficientCredits { .. })),
+        "{more:?}"
+    );
+    assert_eq!(s.balance(&a, at(3)).unwrap().book, -largest);
+    assert_clean(s);
 }
