@@ -153,6 +153,11 @@ impl Store {
     }
 
     /// The account and key id of a live key, noting its use (at most once a minute).
+    ///
+    /// Noting the use is bookkeeping: it never fails the lookup. When it cannot be written
+    /// (a database that refuses writes, a full disk) it is logged and skipped, and when
+    /// another writer of this process holds SQLite's write lock it is left for a later
+    /// request rather than making a read wait.
     pub fn api_key_account(
         &self,
         key_hash: &str,
@@ -169,10 +174,14 @@ impl Store {
             return Ok(None);
         };
         if last_used.is_none_or(|t| now.millis() - t >= LAST_USED_RESOLUTION_MS) {
-            let _gate = self.write_gate();
-            diesel::update(api_keys::table.filter(api_keys::id.eq(&id)))
-                .set(api_keys::last_used_at.eq(now.millis()))
-                .execute(&mut *conn)?;
+            if let Some(_gate) = self.try_write_gate() {
+                let noted = diesel::update(api_keys::table.filter(api_keys::id.eq(&id)))
+                    .set(api_keys::last_used_at.eq(now.millis()))
+                    .execute(&mut *conn);
+                if let Err(error) = noted {
+                    tracing::warn!(key_id = %id, %error, "could not note the API key's last use; the request goes on");
+                }
+            }
         }
         Ok(Some((AccountId::new(account), id)))
     }

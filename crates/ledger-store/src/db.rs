@@ -30,6 +30,21 @@ pub type PooledConnection = r2d2::PooledConnection<Manager>;
 #[derive(Debug)]
 pub struct Manager {
     url: DatabaseUrl,
+    /// PostgreSQL: what libpq connects with (the URL plus `connect_timeout`).
+    connect_target: String,
+}
+
+impl Manager {
+    fn new(url: &DatabaseUrl, connect_timeout: Duration) -> Manager {
+        let connect_target = match url.backend {
+            Backend::Sqlite => url.target.clone(),
+            Backend::Postgres => with_connect_timeout(&url.target, connect_timeout),
+        };
+        Manager {
+            url: url.clone(),
+            connect_target,
+        }
+    }
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -39,10 +54,10 @@ impl r2d2::ManageConnection for Manager {
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         let conn = match self.url.backend {
             Backend::Sqlite => {
-                SqliteConnection::establish(&self.url.target).map(DbConnection::Sqlite)
+                SqliteConnection::establish(&self.connect_target).map(DbConnection::Sqlite)
             }
             Backend::Postgres => {
-                PgConnection::establish(&self.url.target).map(DbConnection::Postgres)
+                PgConnection::establish(&self.connect_target).map(DbConnection::Postgres)
             }
         };
         conn.map_err(diesel::r2d2::Error::ConnectionError)
@@ -55,6 +70,17 @@ impl r2d2::ManageConnection for Manager {
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
         conn.is_broken()
     }
+}
+
+/// A PostgreSQL URL with libpq's `connect_timeout` (whole seconds, at least 2, libpq's
+/// minimum) unless the URL sets one itself.
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_owned();
+    }
+    let secs = timeout.as_secs_f64().ceil().max(2.0) as u64;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}connect_timeout={secs}")
 }
 
 /// Which backend a URL names.
@@ -112,13 +138,40 @@ impl DatabaseUrl {
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         (self.backend == Backend::Sqlite).then(|| PathBuf::from(&self.target))
     }
+
+    /// The database in words, for errors and logs: the SQLite file, or PostgreSQL's
+    /// host, port and database (never the user or the password).
+    pub fn describe(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("the SQLite database {}", self.target),
+            Backend::Postgres => {
+                let rest = self.target.split_once("://").map_or("", |(_, r)| r);
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                let rest = rest.split('?').next().unwrap_or(rest);
+                let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+                let host = if host.is_empty() { "localhost" } else { host };
+                match db {
+                    "" => format!("PostgreSQL at {host}"),
+                    db => format!("PostgreSQL database {db} at {host}"),
+                }
+            }
+        }
+    }
 }
 
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
+    /// Connections open at most.
     pub max_connections: u32,
+    /// Connections kept open while idle; the others open when needed.
+    pub min_connections: u32,
+    /// How long opening one new connection may take (PostgreSQL's `connect_timeout`; at
+    /// start, the first connection).
     pub connect_timeout: Duration,
+    /// How long a caller waits for a pooled connection before the store answers
+    /// [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
     /// SQLite: how long a writer waits for another process's write lock.
     pub busy_timeout: Duration,
 }
@@ -127,7 +180,9 @@ impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
             max_connections: 16,
+            min_connections: 1,
             connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(10),
         }
     }
@@ -139,6 +194,11 @@ struct SqlitePragmas {
 }
 
 impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
+    /// Every new SQLite connection gets its pragmas and must prove that it can write: a
+    /// file this process may not write (permissions, `chattr +i`, a read-only mount) is
+    /// still opened by SQLite, read-only and silently, and every write on it would fail
+    /// until the connection is closed. Refused here, such a connection never enters the
+    /// pool, and the pool opens a fresh one once the file is writable again.
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
         if let DbConnection::Sqlite(c) = conn {
             c.batch_execute(&format!(
@@ -146,13 +206,41 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
                 self.busy_timeout_ms
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
+            sqlite_write_probe(c).map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }
 }
 
+/// A real write in a transaction that is rolled back. (`BEGIN IMMEDIATE` alone succeeds on
+/// a read-only connection in WAL mode: the write lock lives in the shared-memory file.)
+fn sqlite_write_probe(c: &mut SqliteConnection) -> Result<(), diesel::result::Error> {
+    let probe =
+        c.batch_execute("BEGIN IMMEDIATE; CREATE TABLE __shotledger_write_probe (x INTEGER);");
+    let rollback = c.batch_execute("ROLLBACK;");
+    probe.and(rollback)
+}
+
+/// Logs the pool's failures to open connections (r2d2 keeps only the last one, for the
+/// first caller that times out).
+#[derive(Debug)]
+struct LogPoolErrors {
+    database: String,
+}
+
+impl r2d2::HandleError<diesel::r2d2::Error> for LogPoolErrors {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::warn!(database = %self.database, %error, "could not open a database connection");
+    }
+}
+
 /// Opens a pool for `url`, creating a SQLite file (and its folder) on first use, and runs
 /// every pending migration before returning.
+///
+/// The first connection is opened directly, so a failure names its cause (r2d2 would only
+/// say that it timed out); the pool then keeps `min_connections` open and opens the others
+/// when needed, each within `connect_timeout`. A caller waits at most `acquire_timeout`
+/// for a connection.
 pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreError> {
     if let Some(dir) = url.sqlite_path().as_deref().and_then(|p| p.parent()) {
         if !dir.as_os_str().is_empty() {
@@ -164,17 +252,46 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
             })?;
         }
     }
-    let manager = Manager { url: url.clone() };
-    let pool = r2d2::Pool::builder()
-        .max_size(options.max_connections)
-        .connection_timeout(options.connect_timeout)
-        .connection_customizer(Box::new(SqlitePragmas {
-            busy_timeout_ms: options.busy_timeout.as_millis(),
+    let manager = Manager::new(url, options.connect_timeout);
+    let customizer = SqlitePragmas {
+        busy_timeout_ms: options.busy_timeout.as_millis(),
+    };
+    let mut first =
+        r2d2::ManageConnection::connect(&manager).map_err(|e| StoreError::Unavailable {
+            reason: format!("cannot connect to {}: {}", url.describe(), cause(&e)),
+        })?;
+    customizer
+        .on_acquire(&mut first)
+        .map_err(|e| match url.sqlite_path() {
+            Some(path) => StoreError::Unwritable {
+                path: path.display().to_string(),
+                reason: cause(&e),
+            },
+            None => StoreError::Unavailable {
+                reason: format!("cannot use {}: {}", url.describe(), cause(&e)),
+            },
+        })?;
+    run_migrations(&mut first)?;
+    drop(first);
+    let max = options.max_connections.max(1);
+    Ok(r2d2::Pool::builder()
+        .max_size(max)
+        .min_idle(Some(options.min_connections.min(max)))
+        .connection_timeout(options.acquire_timeout)
+        .connection_customizer(Box::new(customizer))
+        .error_handler(Box::new(LogPoolErrors {
+            database: url.describe(),
         }))
-        .build(manager)?;
-    let mut conn = pool.get()?;
-    run_migrations(&mut conn)?;
-    Ok(pool)
+        .build_unchecked(manager))
+}
+
+/// The message of a connection error without r2d2's or Diesel's wrapping.
+fn cause(e: &diesel::r2d2::Error) -> String {
+    let text = match e {
+        diesel::r2d2::Error::ConnectionError(e) => e.to_string(),
+        diesel::r2d2::Error::QueryError(e) => e.to_string(),
+    };
+    text.trim().replace('\n', "; ")
 }
 
 /// Applies every pending migration of the connection's backend.

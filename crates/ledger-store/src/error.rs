@@ -24,6 +24,14 @@ pub enum StoreError {
     Connection(#[from] diesel::ConnectionError),
     #[error("connection pool error: {0}")]
     Pool(#[from] r2d2::Error),
+    /// The database cannot be reached or does not answer; the reason names it.
+    #[error("database unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// An SQLite file this process cannot write.
+    #[error(
+        "cannot write the SQLite database {path}: {reason}; check that this user may write the file and its folder, that the file is not immutable (lsattr) and not on a read-only mount"
+    )]
+    Unwritable { path: String, reason: String },
     #[error("migration error: {reason}")]
     Migration { reason: String },
     /// A stored row does not decode: the database was changed behind the store's back.
@@ -32,9 +40,44 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the failure is the database's being unreachable, down or unable to write
+    /// for now (a retry later may succeed), rather than a fault of the request or a bug.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StoreError::Pool(_)
+            | StoreError::Unavailable { .. }
+            | StoreError::Unwritable { .. }
+            | StoreError::Connection(_) => true,
+            StoreError::Database(Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+                ) || storage_fault(info.message())
+            }
+            StoreError::Database(Error::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn corrupt(reason: impl Into<String>) -> StoreError {
         StoreError::Corrupt {
             reason: reason.into(),
         }
     }
+}
+
+/// SQLite's (and PostgreSQL's) messages for a database that cannot take writes right now.
+fn storage_fault(message: &str) -> bool {
+    const FAULTS: [&str; 8] = [
+        "attempt to write a readonly database",
+        "disk I/O error",
+        "database or disk is full",
+        "database is locked",
+        "unable to open database file",
+        "read-only transaction",
+        "server closed the connection",
+        "terminating connection",
+    ];
+    FAULTS.iter().any(|f| message.contains(f))
 }

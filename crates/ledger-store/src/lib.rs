@@ -88,6 +88,28 @@ impl Store {
             .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
+    /// The write gate if it is free now (`Some(None)`: there is no gate, PostgreSQL);
+    /// `None` when another writer of this process holds it.
+    fn try_write_gate(&self) -> Option<Option<MutexGuard<'_, ()>>> {
+        match &self.write_gate {
+            None => Some(None),
+            Some(m) => match m.try_lock() {
+                Ok(g) => Some(Some(g)),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(Some(p.into_inner())),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            },
+        }
+    }
+
+    /// Runs raw SQL statements (tests that need to change the database behind the
+    /// store's back, e.g. to make a table refuse writes).
+    #[cfg(feature = "test-support")]
+    pub fn execute_batch(&self, sql: &str) -> Result<(), StoreError> {
+        use diesel::connection::SimpleConnection;
+        (*self.connection()?).batch_execute(sql)?;
+        Ok(())
+    }
+
     /// Whether the database answers.
     pub fn ping(&self) -> Result<(), StoreError> {
         use diesel::connection::SimpleConnection;
