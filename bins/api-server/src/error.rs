@@ -6,6 +6,9 @@
 //! - 4xx answers say exactly what to fix (the field, the allowed range);
 //! - a 500 shows nothing of its cause: the cause is logged with the request id by the
 //!   request-id middleware, and the client sees the id in `x-request-id`;
+//! - a database that cannot be reached, does not answer within
+//!   `database.acquire_timeout_secs`, or cannot take writes for now is a 503
+//!   `DATABASE_UNAVAILABLE` with `Retry-After` (the cause is logged, never shown);
 //! - ledger rules map to: insufficient credits → 402, settled holds and over-refunds →
 //!   409, invalid amounts → 400; store "not found"s → 404; idempotency conflicts → 409.
 
@@ -147,8 +150,28 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// Seconds a client is asked to wait after the database was unavailable.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
+impl ApiError {
+    /// The 503 for a database that is down or cannot take writes for now.
+    pub fn database_unavailable() -> ApiError {
+        ApiError::Unavailable {
+            code: "DATABASE_UNAVAILABLE",
+            message: format!(
+                "The database is unavailable; try again in {DATABASE_RETRY_AFTER_SECS} seconds"
+            ),
+            retry_after_secs: DATABASE_RETRY_AFTER_SECS,
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "the database is unavailable; answering 503");
+            return ApiError::database_unavailable();
+        }
         match e {
             StoreError::AccountNotFound { account_id } => ApiError::NotFound(format!("Account {account_id} not found")),
             StoreError::HoldNotFound { hold_id } => ApiError::NotFound(format!("Hold {hold_id} not found")),

@@ -174,3 +174,220 @@ fn a_bad_configuration_value_stops_the_binary_naming_the_key() {
     // Nothing was created in the working folder.
     assert!(!dir.path().join("data").exists());
 }
+
+/// Writes a config file for a server on a free port over an SQLite file in `dir`.
+fn config_in(dir: &std::path::Path, extra_server: &str) -> (std::path::PathBuf, SocketAddr) {
+    let port = free_port();
+    let db = dir.join("ledger.db");
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\n{extra_server}\n\n\
+             [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
+             [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    (config, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+fn start_server(dir: &std::path::Path, config: &std::path::Path, addr: SocketAddr) -> Running {
+    let child = command(dir)
+        .env("RUST_LOG", "warn,api_server::server=info,actix_server=info")
+        .arg("--config")
+        .arg(config)
+        .spawn()
+        .expect("start the api-server");
+    let mut running = Running(Some(child));
+    if let Err(why) = wait_healthy(addr, Duration::from_secs(30)) {
+        let mut child = running.0.take().unwrap();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("{why}; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    running
+}
+
+fn sigterm(child: &Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+}
+
+/// Sends `req` whole on a new connection and returns the connection, to read later.
+fn send_only(addr: SocketAddr, req: &Req) -> std::io::Result<std::net::TcpStream> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = req.body.clone().unwrap_or_default();
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        req.method,
+        req.path,
+        body.len()
+    );
+    for (n, v) in &req.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&body)?;
+    stream.flush()?;
+    Ok(stream)
+}
+
+fn read_answer(mut stream: std::net::TcpStream) -> Result<u16, String> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("{e} after {} bytes", raw.len()))?;
+    let text = String::from_utf8_lossy(&raw);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .filter(|_| text.contains("\r\n\r\n"))
+        .ok_or_else(|| format!("no complete answer: {text:?}"))
+}
+
+#[test]
+fn sigterm_answers_every_request_already_sent_and_applies_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, addr) = config_in(dir.path(), "workers = 2\nshutdown_timeout_secs = 20");
+    let mut running = start_server(dir.path(), &config, addr);
+    let send = |req: Req| http(addr, &req).expect("an answer");
+    let id = send(
+        Req::post("/admin/v1/accounts")
+            .auth(&Auth::Admin)
+            .json(json!({})),
+    )
+    .expect(201)["accountId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(
+        Req::post(format!("/admin/v1/accounts/{id}/credits"))
+            .auth(&Auth::Admin)
+            .json(json!({"amount": 10_000, "description": "Test balance"})),
+    )
+    .expect(201);
+
+    // 120 debits, each sent whole on its own connection, then SIGTERM before reading any
+    // answer: they are all queued or in flight at the moment of the signal.
+    const N: usize = 120;
+    let streams: Vec<_> = (0..N)
+        .map(|i| {
+            let req = Req::post(format!("/admin/v1/accounts/{id}/debits"))
+                .auth(&Auth::Admin)
+                .idem(&format!("term-{i}"))
+                .json(json!({"amount": 1, "description": format!("queued #{i}")}));
+            let addr = addr;
+            std::thread::spawn(move || send_only(addr, &req))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap()
+                .expect("connected and sent before the signal")
+        })
+        .collect();
+    let child = running.0.take().unwrap();
+    sigterm(&child);
+    let mut running = Running(Some(child));
+    let answers: Vec<Result<u16, String>> = streams
+        .into_iter()
+        .map(|s| std::thread::spawn(move || read_answer(s)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let lost: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    if !lost.is_empty() {
+        let mut child = running.0.take().unwrap();
+        let _ = wait_exit(&mut child, Duration::from_secs(30));
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        panic!(
+            "{} of {N} requests sent before SIGTERM got no answer, e.g. {:?}; server log:\n{stderr}",
+            lost.len(),
+            lost.first()
+        );
+    }
+    let applied = answers.iter().filter(|a| **a == Ok(201)).count();
+    assert_eq!(applied, N, "every debit was covered: {answers:?}");
+
+    let mut child = running.0.take().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "exit {status:?}");
+    // Exactly the answered debits are in the ledger: the grant, the bonus, N usages.
+    let store = ledger_store::Store::open(
+        &format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        &ledger_store::PoolOptions::default(),
+    )
+    .unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries, 2 + N as u64, "{report:?}");
+}
+
+#[test]
+fn the_binary_refuses_an_sqlite_file_it_cannot_write_and_says_which_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, addr) = config_in(dir.path(), "workers = 1");
+    let db = dir.path().join("ledger.db");
+    let running = start_server(dir.path(), &config, addr);
+    drop(running);
+    // Immutable (`chattr +i`): tests run as root, for whom file modes do not stop writes.
+    struct Immutable<'a>(&'a std::path::Path);
+    impl Drop for Immutable<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        }
+    }
+    let set = Command::new("chattr").arg("+i").arg(&db).output().unwrap();
+    assert!(
+        set.status.success(),
+        "chattr +i failed, so this test cannot make the file unwritable here: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let guard = Immutable(&db);
+    let mut child = command(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let healthy = http(addr, &Req::get("/healthz")).map(|r| r.status);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running on an unwritable database (healthz: {healthy:?})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&db.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert!(stderr.contains("readonly"), "says why: {stderr}");
+    drop(guard);
+    drop(start_server(dir.path(), &config, addr));
+}

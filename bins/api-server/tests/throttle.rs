@@ -40,4 +40,59 @@ async fn repeated_failed_logins_are_throttled(backend: &'static str) {
     app.send(login(PASSWORD)).await.expect(200);
 }
 
-on_both_backends!(repeated_failed_logins_are_throttled);
+async fn a_malformed_or_overlong_email_is_refused_before_it_is_counted(backend: &'static str) {
+    let app = TestApp::with(backend, |s| {
+        s.auth.max_failed_logins = 3;
+    })
+    .await;
+    let long = format!("{}@example.com", "a".repeat(300));
+    for email in [long.as_str(), "not an address", ""] {
+        for path in ["/api/v1/auth/login", "/api/v1/auth/signup"] {
+            let res = app
+                .send(Req::post(path).json(json!({"email": email, "password": PASSWORD})))
+                .await;
+            let body = res.expect(400);
+            assert_eq!(body["field"], "email", "{path} {email:?}: {body}");
+        }
+    }
+    // Many tries with a malformed address never lock anybody out: nothing was counted.
+    for _ in 0..5 {
+        app.send(Req::post("/api/v1/auth/login").json(json!({"email": long, "password": "x"})))
+            .await
+            .expect(400);
+    }
+}
+
+async fn auth_bodies_over_their_small_limit_are_413(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let limit = app.state.settings.server.auth_max_body_bytes;
+    let padding = "p".repeat(limit);
+    for path in ["/api/v1/auth/login", "/api/v1/auth/signup"] {
+        let res = app
+            .send(
+                Req::post(path).json(
+                    json!({"email": "big@example.com", "password": PASSWORD, "pad": padding}),
+                ),
+            )
+            .await;
+        let body = res.expect(413);
+        assert_eq!(body["code"], "PAYLOAD_TOO_LARGE", "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(&limit.to_string()),
+            "says the limit: {body}"
+        );
+    }
+    // A body within the limit is read as usual.
+    app.send(
+        Req::post("/api/v1/auth/login")
+            .json(json!({"email": "nobody@example.com", "password": PASSWORD})),
+    )
+    .await
+    .expect(401);
+}
+
+on_both_backends!(
+    repeated_failed_logins_are_throttled,
+    a_malformed_or_overlong_email_is_refused_before_it_is_counted,
+    auth_bodies_over_their_small_limit_are_413
+);

@@ -1,8 +1,14 @@
 //! Signup, login and logout (server-side sessions in an HttpOnly cookie).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use actix_web::cookie::{time::Duration, Cookie, SameSite};
-use actix_web::{post, web, HttpResponse};
+use actix_web::dev::Payload;
+use actix_web::{post, web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use ledger_store::NewAccount;
+use serde::de::DeserializeOwned;
 
 use crate::auth::{
     hash_password, new_session_token, sha256_hex, verify_password, Authed, Credential,
@@ -47,6 +53,49 @@ pub fn valid_password(password: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The JSON body of signup and login, which anyone may send: at most
+/// `server.auth_max_body_bytes` (a 413 beyond, checked on the declared length first and
+/// then on what arrives), then read as [`JsonBody`].
+#[derive(Debug)]
+pub struct AuthBody<T>(pub JsonBody<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for AuthBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<AuthBody<T>, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(4096, |s| s.settings.server.auth_max_body_bytes);
+        let declared = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|n| n > limit as u64) {
+                return Err(ApiError::TooLarge { limit });
+            }
+            let mut buf = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::invalid("body", format!("the body could not be read: {e}"))
+                })?;
+                if buf.len() + chunk.len() > limit {
+                    return Err(ApiError::TooLarge { limit });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            let mut whole = Payload::from(buf.freeze());
+            JsonBody::<T>::from_request(&req, &mut whole)
+                .await
+                .map(AuthBody)
+        })
+    }
+}
+
 fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
     Cookie::build(SESSION_COOKIE, token)
         .path("/")
@@ -75,11 +124,11 @@ async fn start_session(
 
 /// Creates an account, grants the signup bonus once, and logs in.
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "accounts", request_body = Credentials,
-    responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/signup")]
 pub async fn signup(
     state: web::Data<AppState>,
-    body: JsonBody<Credentials>,
+    AuthBody(body): AuthBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let email = valid_email(&body.value.email)?;
     valid_password(&body.value.password)?;
@@ -109,13 +158,14 @@ pub async fn signup(
 
 /// Logs in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts", request_body = Credentials,
-    responses((status = 200, body = AccountView), (status = 401, body = crate::wire::ErrorBody), (status = 429, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 429, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
-    body: JsonBody<Credentials>,
+    AuthBody(body): AuthBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = body.value.email.trim().to_lowercase();
+    // Checked before anything is counted or kept: the throttle only ever sees addresses.
+    let email = valid_email(&body.value.email)?;
     let password = body.value.password.clone();
     let now = state.now();
     let throttle = state.login_throttle.clone();
