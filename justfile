@@ -25,9 +25,14 @@ check-core-purity:
     if [ -n "$bad" ]; then echo "ledger-core depends on I/O crates: $bad"; exit 1; fi
     echo "ledger-core is pure"
 
-# Every test, on SQLite and PostgreSQL, with a real browser for captures.
+# Every test, on SQLite and PostgreSQL, with a real browser for captures; then the schema fuzzer.
 test: setup
     cargo test --workspace
+    bash scripts/fuzz-api.sh
+
+# Schemathesis against the api-server's own /openapi.json (no 500, nothing undocumented).
+fuzz-api:
+    bash scripts/fuzz-api.sh
 
 # Start the api-server (:8080) and the webhook-receiver (:8081) on the embedded SQLite
 # default (data/shotledger.db) with demo payments (config/run.toml), nothing else to set up.
