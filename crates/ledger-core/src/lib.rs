@@ -4,7 +4,8 @@
 //! `now`, ids and configuration in, and get decisions back (entries to write, amounts,
 //! errors). The store (`ledger-store`) persists what the core decides.
 //!
-//! - [`Credits`] (exact thousandths) and [`Cents`]: no floats anywhere.
+//! - [`Credits`] (exact thousandths) and [`Cents`]: no floats anywhere, checked arithmetic,
+//!   and a documented maximum ([`Credits::MAX_BALANCE`], [`Credits::MAX_AMOUNT`]).
 //! - [`Book`]: one account's grants and holds, and every operation on them
 //!   (credit, debit, reserve / capture / release, refund, sweep of expiries).
 //! - [`Catalogue`] of credit packs; [`OveragePolicy`] rounding extra usage up to 1,000s.
