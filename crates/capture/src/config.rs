@@ -69,6 +69,22 @@ impl Default for CaptureConfig {
 /// Default browser binary when we run our own chromedriver.
 pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
 
+/// The binary behind Debian's `/usr/bin/chromium` wrapper script. The wrapper adds
+/// `--enable-remote-extensions`, loads packaged extensions and exports Google API keys,
+/// which turn background calls to Google back on; when it is there we launch the binary
+/// itself with our own flags.
+pub const DEBIAN_CHROMIUM_BINARY: &str = "/usr/lib/chromium/chromium";
+
+/// The browser to launch when `chromium_path` is unset.
+pub fn default_chromium() -> std::path::PathBuf {
+    let binary = std::path::Path::new(DEBIAN_CHROMIUM_BINARY);
+    if std::path::Path::new(DEFAULT_CHROMIUM).exists() && binary.exists() {
+        binary.to_path_buf()
+    } else {
+        DEFAULT_CHROMIUM.into()
+    }
+}
+
 impl CaptureConfig {
     /// Check ranges; the error names the key.
     pub fn validate(&self) -> Result<(), CaptureError> {

@@ -17,11 +17,13 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::{Host, Url};
 
@@ -30,6 +32,8 @@ use crate::guard::{resolve_checked, ResolveFailure, TargetPolicy};
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_CAPACITY: usize = 512;
+/// Longest wait for the head of a request that will be refused anyway.
+const IDLE_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Response header set on answers the proxy makes up itself.
 pub const PROXY_ERROR_HEADER: &str = "x-capture-proxy-error";
 
@@ -66,12 +70,48 @@ pub struct ProxyEvent {
     pub outcome: ProxyOutcome,
 }
 
+/// Counts of what proxies did, shared by every proxy of a service.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Requests handled while a capture held the proxy's lease (forwarded or refused by
+    /// the policy).
+    pub requests: AtomicU64,
+    /// Requests refused because no capture was in progress (the browser's own traffic).
+    pub refused_idle: AtomicU64,
+}
+
 /// A running proxy. Dropping it stops accepting connections.
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
     log: Arc<Mutex<VecDeque<ProxyEvent>>>,
+    counters: Arc<ProxyCounters>,
+    gate: Arc<Gate>,
     task: JoinHandle<()>,
+}
+
+/// Whether the proxy forwards (`true` while a capture holds a [`Lease`]), and which lease
+/// opened it.
+type Gate = watch::Sender<(bool, u64)>;
+
+/// Held by a capture in progress: while it lives, the proxy forwards the browser's requests
+/// (under the policy). Dropping it closes the proxy again and cuts every connection opened
+/// during the lease, so no tunnel outlives its capture.
+#[derive(Debug)]
+pub struct Lease {
+    gate: Arc<Gate>,
+    generation: u64,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let generation = self.generation;
+        self.gate.send_modify(|(open, current)| {
+            if *current == generation {
+                *open = false;
+            }
+        });
+    }
 }
 
 impl Drop for Proxy {
@@ -83,10 +123,22 @@ impl Drop for Proxy {
 impl Proxy {
     /// Listen on `bind_ip` (port chosen by the OS) and enforce `policy`.
     pub async fn start(bind_ip: IpAddr, policy: Arc<TargetPolicy>) -> std::io::Result<Self> {
+        Self::start_counted(bind_ip, policy, Arc::default()).await
+    }
+
+    /// Like [`Proxy::start`], counting into `counters` (shared by a service's proxies).
+    pub async fn start_counted(
+        bind_ip: IpAddr,
+        policy: Arc<TargetPolicy>,
+        counters: Arc<ProxyCounters>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::new(bind_ip, 0)).await?;
         let addr = listener.local_addr()?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let task_log = Arc::clone(&log);
+        let task_counters = Arc::clone(&counters);
+        let gate = Arc::new(watch::Sender::new((false, 0)));
+        let task_gate = Arc::clone(&gate);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -95,14 +147,62 @@ impl Proxy {
                 };
                 let policy = Arc::clone(&policy);
                 let log = Arc::clone(&task_log);
+                let counters = Arc::clone(&task_counters);
+                let mut gate = task_gate.subscribe();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &policy, &log).await {
-                        tracing::debug!(error = %e, "proxy connection ended with an error");
+                    let (open, generation) = *gate.borrow_and_update();
+                    if !open {
+                        refuse_idle(stream, &counters).await;
+                        return;
+                    }
+                    let lease_ended = async move {
+                        while gate.changed().await.is_ok() {
+                            if *gate.borrow() != (true, generation) {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        r = handle(stream, &policy, &log, &counters) => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "proxy connection ended with an error");
+                            }
+                        }
+                        () = lease_ended => {
+                            tracing::debug!("the capture ended; its proxy connection was cut");
+                        }
                     }
                 });
             }
         });
-        Ok(Self { addr, log, task })
+        Ok(Self {
+            addr,
+            log,
+            counters,
+            gate,
+            task,
+        })
+    }
+
+    /// Open the proxy for one capture (see [`Lease`]). Outside a lease every request is
+    /// refused with `403` and counted in [`ProxyCounters::refused_idle`]: the browser's
+    /// own background traffic reaches nothing. A new lease supersedes an older one.
+    pub fn lease(&self) -> Lease {
+        let mut generation = 0;
+        self.gate.send_modify(|(open, current)| {
+            *current += 1;
+            *open = true;
+            generation = *current;
+        });
+        Lease {
+            gate: Arc::clone(&self.gate),
+            generation,
+        }
+    }
+
+    /// What this proxy (and those sharing its counters) did so far.
+    pub fn counters(&self) -> &ProxyCounters {
+        &self.counters
     }
 
     /// Where the proxy listens.
@@ -176,10 +276,16 @@ async fn handle(
     stream: TcpStream,
     policy: &TargetPolicy,
     log: &Mutex<VecDeque<ProxyEvent>>,
+    counters: &ProxyCounters,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut client = BufReader::new(stream);
     let head = read_head(&mut client).await?;
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        request = head.lines().next().unwrap_or_default(),
+        "proxy request"
+    );
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
@@ -309,6 +415,26 @@ async fn handle(
         r = to_client => r,
         _ = async { let _ = to_upstream.await; std::future::pending::<()>().await } => Ok(()),
     }
+}
+
+/// Answer a request that arrived with no capture in progress: read its head (to log what
+/// the browser tried), refuse it, connect to nothing.
+async fn refuse_idle(stream: TcpStream, counters: &ProxyCounters) {
+    counters.refused_idle.fetch_add(1, Ordering::Relaxed);
+    let mut client = BufReader::new(stream);
+    let head = tokio::time::timeout(IDLE_HEAD_TIMEOUT, read_head(&mut client)).await;
+    let request = match &head {
+        Ok(Ok(h)) => h.lines().next().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    tracing::debug!(request, "proxy refused a request outside any capture");
+    let _ = reply(
+        client.get_mut(),
+        403,
+        "no capture in progress",
+        Some("no-capture-in-progress"),
+    )
+    .await;
 }
 
 fn status_for(outcome: &ProxyOutcome) -> (u16, &'static str) {
@@ -473,6 +599,7 @@ mod tests {
         let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
             .await
             .unwrap();
+        let _lease = proxy.lease();
 
         let answer = get_via(proxy.addr(), &format!("http://{ok_addr}/a?b=c")).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -517,6 +644,7 @@ mod tests {
         )
         .await
         .unwrap();
+        let _lease = proxy.lease();
         let port = bad_addr.port();
         let answer = get_via(proxy.addr(), &format!("http://localhost:{port}/")).await;
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -544,6 +672,64 @@ mod tests {
         assert_eq!(bad_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
+    /// With no capture in progress the proxy forwards nothing, even to an allowed address;
+    /// a lease opens it, and its end closes it again and cuts the tunnels it carried.
+    #[tokio::test]
+    async fn forwards_only_while_a_capture_holds_a_lease() {
+        let (ok_addr, ok_hits) = origin("hello").await;
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let policy = Arc::new(TargetPolicy::strict().with_allowed([ok_addr, echo_addr]));
+        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
+            .await
+            .unwrap();
+        let idle = get_via(proxy.addr(), &format!("http://{ok_addr}/")).await;
+        assert!(idle.starts_with("HTTP/1.1 403"), "{idle}");
+        assert!(idle.contains("no-capture-in-progress"), "{idle}");
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(format!("CONNECT {echo_addr} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let idle = String::from_utf8(drain(&mut s).await.unwrap()).unwrap();
+        assert!(idle.starts_with("HTTP/1.1 403"), "{idle}");
+        assert_eq!(ok_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(proxy.counters().refused_idle.load(Ordering::Relaxed), 2);
+        assert_eq!(proxy.counters().requests.load(Ordering::Relaxed), 0);
+        assert!(proxy.events().is_empty(), "{:?}", proxy.events());
+
+        let lease = proxy.lease();
+        let answer = get_via(proxy.addr(), &format!("http://{ok_addr}/")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut tunnel = TcpStream::connect(proxy.addr()).await.unwrap();
+        tunnel
+            .write_all(format!("CONNECT {echo_addr} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = [0u8; 39];
+        tunnel.read_exact(&mut head).await.unwrap();
+        tunnel.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tunnel.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        drop(lease);
+        // The tunnel opened during the capture is cut when the capture ends.
+        let rest = tokio::time::timeout(Duration::from_secs(5), drain(&mut tunnel))
+            .await
+            .expect("the tunnel was not cut");
+        assert!(rest.map_or(true, |b| b.is_empty()));
+        let after = get_via(proxy.addr(), &format!("http://{ok_addr}/")).await;
+        assert!(after.contains("no-capture-in-progress"), "{after}");
+        assert_eq!(ok_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn connect_tunnels_bytes_to_an_allowed_address() {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -557,6 +743,7 @@ mod tests {
         let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
             .await
             .unwrap();
+        let _lease = proxy.lease();
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         s.write_all(
             format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes(),
@@ -584,6 +771,7 @@ mod tests {
         )
         .await
         .unwrap();
+        let _lease = proxy.lease();
         let answer = get_via(proxy.addr(), &format!("http://127.0.0.1:{port}/")).await;
         assert!(answer.contains("connection-refused"), "{answer}");
         assert_eq!(

@@ -26,12 +26,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{CaptureConfig, DEFAULT_CHROMIUM};
+use crate::config::{default_chromium, CaptureConfig};
 use crate::driver::{self, DriverUrl};
 use crate::error::CaptureError;
 use crate::guard::{self, TargetPolicy};
 use crate::options::CaptureOptions;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyCounters};
 use crate::session::{Session, SessionSettings};
 use crate::shoot::{self, Captured, Stage};
 
@@ -49,6 +49,12 @@ pub struct ServiceStats {
     pub busy_rejections: u64,
     /// Requests refused by the SSRF guard before reaching a browser.
     pub refused_targets: u64,
+    /// Requests the proxies handled for captures in progress (forwarded, or refused by the
+    /// SSRF policy).
+    pub proxy_requests: u64,
+    /// Requests the proxies refused because no capture was in progress: the browser's own
+    /// background traffic, which must reach nothing.
+    pub proxy_refused_idle: u64,
 }
 
 #[derive(Default)]
@@ -57,6 +63,7 @@ struct Counters {
     captures_started: AtomicU64,
     busy_rejections: AtomicU64,
     refused_targets: AtomicU64,
+    proxy: Arc<ProxyCounters>,
     /// Moving average of a capture's duration, in milliseconds.
     avg_ms: AtomicU64,
 }
@@ -132,7 +139,7 @@ impl CaptureService {
         if config.webdriver_url.is_none() {
             let chromium = config
                 .chromium_path
-                .get_or_insert_with(|| DEFAULT_CHROMIUM.into())
+                .get_or_insert_with(default_chromium)
                 .clone();
             for bin in [&config.chromedriver_path, &chromium] {
                 if !bin.exists() {
@@ -268,6 +275,8 @@ impl CaptureService {
             captures_started: c.captures_started.load(Ordering::Relaxed),
             busy_rejections: c.busy_rejections.load(Ordering::Relaxed),
             refused_targets: c.refused_targets.load(Ordering::Relaxed),
+            proxy_requests: c.proxy.requests.load(Ordering::Relaxed),
+            proxy_refused_idle: c.proxy.refused_idle.load(Ordering::Relaxed),
         }
     }
 
@@ -328,9 +337,13 @@ async fn init(
     let mut first_ready = None;
     let mut worker_tasks = Vec::new();
     for i in 0..shared.config.pool_size {
-        let proxy = Proxy::start(shared.config.proxy_bind, Arc::clone(&shared.policy))
-            .await
-            .map_err(|e| CaptureError::internal(format!("cannot start the proxy: {e}")))?;
+        let proxy = Proxy::start_counted(
+            shared.config.proxy_bind,
+            Arc::clone(&shared.policy),
+            Arc::clone(&shared.counters.proxy),
+        )
+        .await
+        .map_err(|e| CaptureError::internal(format!("cannot start the proxy: {e}")))?;
         let (tx, rx) = oneshot::channel();
         if i == 0 {
             first_ready = Some(rx);

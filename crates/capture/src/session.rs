@@ -61,8 +61,11 @@ impl WebDriverCompatibleCommand for CdpCommand {
     }
 }
 
-/// Chromium switches for a headless, offline-friendly browser whose every request goes
-/// through our proxy.
+/// Chromium switches for a headless browser whose every request goes through our proxy
+/// and which makes no request of its own: no update checks, component or extension
+/// downloads, safe-browsing lists, sync or sign-in, metrics, crash reports, network time,
+/// translation, optimization hints, search-engine preconnects or hyperlink pings. The
+/// proxy refuses whatever gets past these outside a capture (see ADR 0100).
 pub(crate) fn chromium_args(proxy_url: &str, profile: Option<&std::path::Path>) -> Vec<String> {
     let mut args: Vec<String> = [
         "--headless=new",
@@ -72,14 +75,30 @@ pub(crate) fn chromium_args(proxy_url: &str, profile: Option<&std::path::Path>) 
         "--disable-quic",
         "--no-first-run",
         "--no-default-browser-check",
+        // Extension, safe-browsing, upgrade, translate and UMA background fetches.
         "--disable-background-networking",
+        // chrome://components updates (update.googleapis.com).
         "--disable-component-update",
         "--disable-sync",
         "--disable-extensions",
+        "--disable-component-extensions-with-background-pages",
         "--disable-default-apps",
-        "--disable-breakpad",
+        "--disable-client-side-phishing-detection",
+        "--safebrowsing-disable-auto-update",
         "--disable-domain-reliability",
+        "--disable-breakpad",
+        "--disable-crash-reporter",
+        // Record metrics locally, never upload them.
         "--metrics-recording-only",
+        // No <a ping> hyperlink-auditing requests.
+        "--no-pings",
+        "--disable-search-engine-choice-screen",
+        "--password-store=basic",
+        "--disable-features=Translate,MediaRouter,OptimizationHints,OptimizationHintsFetching,\
+OptimizationGuideModelDownloading,OptimizationTargetPrediction,AutofillServerCommunication,\
+CertificateTransparencyComponentUpdater,NetworkTimeServiceQuerying,PreconnectToSearch,\
+InterestFeedContentSuggestions,SafeBrowsingRealTimeUrlLookups,PrivacySandboxSettings4,\
+DialMediaRouteProvider,AcceptCHFrame",
         "--mute-audio",
         "--hide-scrollbars",
         "--force-color-profile=srgb",
@@ -98,6 +117,25 @@ pub(crate) fn chromium_args(proxy_url: &str, profile: Option<&std::path::Path>) 
         args.push(format!("--user-data-dir={}", p.display()));
     }
     args
+}
+
+/// Profile preferences (what enterprise policies would set, where no switch reaches),
+/// written by the WebDriver endpoint into the session's profile: no network prediction or
+/// preconnects, no search suggestions, no safe-browsing or "alternate error page"
+/// lookups, no spell-check dictionary downloads, no translation, no sign-in.
+pub(crate) fn chromium_prefs() -> Value {
+    json!({
+        "net": {"network_prediction_options": 2},
+        "search": {"suggest_enabled": false},
+        "safebrowsing": {"enabled": false, "enhanced": false},
+        "alternate_error_pages": {"enabled": false},
+        "browser": {"enable_spellchecking": false},
+        "spellcheck": {"dictionaries": [], "use_spelling_service": false},
+        "translate": {"enabled": false},
+        "signin": {"allowed": false},
+        "url_keyed_anonymized_data_collection": {"enabled": false},
+        "domain_reliability": {"allowed_by_policy": false},
+    })
 }
 
 /// Runs before every document's own scripts (every frame, every navigation): JavaScript
@@ -140,6 +178,7 @@ impl Session {
         };
         let mut chrome = json!({
             "args": chromium_args(&settings.proxy_url, profile.as_ref().map(|p| p.path())),
+            "prefs": chromium_prefs(),
         });
         if let Some(bin) = &settings.chromium_path {
             chrome["binary"] = json!(bin.display().to_string());

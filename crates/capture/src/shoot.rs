@@ -50,6 +50,9 @@ pub(crate) async fn run(
     stage: &Stage,
 ) -> Result<Captured, CaptureError> {
     let remaining = || deadline.saturating_duration_since(Instant::now());
+    // The proxy forwards only while this capture runs (until this future ends or is
+    // dropped on a timeout).
+    let _lease = proxy.lease();
     proxy.clear_log();
 
     set_stage(stage, "emulation");

@@ -307,3 +307,42 @@ async fn page_level_failures_keep_the_session() {
     );
     svc.shutdown().await;
 }
+
+/// Chromium's own background traffic (update checks, safe browsing, search engine
+/// preconnects...) never leaves through the capture proxy: an idle browser sends nothing
+/// the proxy forwards, and during captures of a page without subresources every request
+/// the proxy sees is one the page's server received.
+#[tokio::test]
+async fn only_captures_go_through_the_proxy() {
+    let fx = start_fixture();
+    let svc = start_service(CaptureConfig {
+        pool_size: 1,
+        allow_private_targets: true,
+        ..Default::default()
+    });
+    // A freshly started browser, idle for a few seconds.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let idle = svc.stats();
+    assert_eq!(
+        idle.proxy_requests, 0,
+        "the idle browser used the proxy: {idle:?}"
+    );
+    let o = opts(&[("url", &fx.url("/")), ("width", "320"), ("height", "200")]);
+    for _ in 0..3 {
+        svc.capture(&o).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = svc.stats();
+    assert_eq!(
+        after.proxy_requests as usize,
+        fx.total_hits(),
+        "requests other than the page's went through the proxy: {after:?}"
+    );
+    if after.proxy_refused_idle > 0 {
+        println!(
+            "the browser tried the proxy {} times outside captures (refused)",
+            after.proxy_refused_idle
+        );
+    }
+    svc.shutdown().await;
+}
