@@ -61,6 +61,47 @@ async fn a_malformed_or_overlong_email_is_refused_before_it_is_counted(backend: 
             .await
             .expect(400);
     }
+    assert_eq!(app.state.login_throttle.tracked(), 0, "nothing was kept");
+}
+
+async fn the_throttle_tracks_at_most_its_capacity(backend: &'static str) {
+    const CAPACITY: usize = 20;
+    let app = TestApp::build_with_state(
+        backend,
+        START,
+        |s| s.auth.max_failed_logins = 3,
+        |mut state| {
+            state.login_throttle = std::sync::Arc::new(
+                api_server::throttle::LoginThrottle::with_capacity(3, 60, CAPACITY),
+            );
+            state
+        },
+    )
+    .await;
+    app.signup("victim@example.com").await;
+    let login = |email: &str, password: &str| {
+        Req::post("/api/v1/auth/login").json(json!({"email": email, "password": password}))
+    };
+    for _ in 0..3 {
+        app.send(login("victim@example.com", "wrong password"))
+            .await
+            .expect(401);
+    }
+    app.send(login("victim@example.com", PASSWORD))
+        .await
+        .expect(429);
+    // Three times the capacity in distinct emails, each failing once.
+    for i in 0..3 * CAPACITY {
+        app.send(login(&format!("flood{i}@example.com"), "wrong password"))
+            .await
+            .expect(401);
+        assert!(app.state.login_throttle.tracked() <= CAPACITY);
+    }
+    assert_eq!(app.state.login_throttle.tracked(), CAPACITY);
+    // The flood did not lift the lockout.
+    app.send(login("victim@example.com", PASSWORD))
+        .await
+        .expect(429);
 }
 
 async fn auth_bodies_over_their_small_limit_are_413(backend: &'static str) {
@@ -94,5 +135,6 @@ async fn auth_bodies_over_their_small_limit_are_413(backend: &'static str) {
 on_both_backends!(
     repeated_failed_logins_are_throttled,
     a_malformed_or_overlong_email_is_refused_before_it_is_counted,
-    auth_bodies_over_their_small_limit_are_413
+    auth_bodies_over_their_small_limit_are_413,
+    the_throttle_tracks_at_most_its_capacity
 );

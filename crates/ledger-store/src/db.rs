@@ -201,12 +201,12 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
     /// pool, and the pool opens a fresh one once the file is writable again.
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
         if let DbConnection::Sqlite(c) = conn {
+            sqlite_write_probe(c).map_err(diesel::r2d2::Error::QueryError)?;
             c.batch_execute(&format!(
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 self.busy_timeout_ms
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
-            sqlite_write_probe(c).map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }
@@ -214,11 +214,22 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
 
 /// A real write in a transaction that is rolled back. (`BEGIN IMMEDIATE` alone succeeds on
 /// a read-only connection in WAL mode: the write lock lives in the shared-memory file.)
+/// It does not wait for SQLite's write lock: a read-only connection fails with
+/// "readonly" before it asks for the lock, so "locked" (another writer is busy) means the
+/// connection can write.
 fn sqlite_write_probe(c: &mut SqliteConnection) -> Result<(), diesel::result::Error> {
-    let probe =
-        c.batch_execute("BEGIN IMMEDIATE; CREATE TABLE __shotledger_write_probe (x INTEGER);");
-    let rollback = c.batch_execute("ROLLBACK;");
-    probe.and(rollback)
+    c.batch_execute("PRAGMA busy_timeout = 0;")?;
+    let probe = c.batch_execute("BEGIN; CREATE TABLE __shotledger_write_probe (x INTEGER);");
+    // Nothing to roll back when BEGIN itself failed.
+    let _ = c.batch_execute("ROLLBACK;");
+    match probe {
+        Err(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("database is locked") =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Logs the pool's failures to open connections (r2d2 keeps only the last one, for the

@@ -96,3 +96,37 @@ fn sqlite_creates_its_folder_on_first_start() {
     .unwrap();
     assert!(path.is_file());
 }
+
+#[test]
+fn new_sqlite_connections_open_while_another_process_holds_the_write_lock() {
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = Store::open(
+        &format!("sqlite://{}", path.display()),
+        &PoolOptions {
+            max_connections: 4,
+            min_connections: 0,
+            acquire_timeout: std::time::Duration::from_secs(2),
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    // Another writer (another process, as far as SQLite knows) is inside a write.
+    let mut other = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    other
+        .batch_execute("BEGIN IMMEDIATE; CREATE TABLE elsewhere (x INTEGER);")
+        .unwrap();
+    // Each checkout opens a new connection, whose write probe must not wait for that
+    // lock (it would time out here) nor take "locked" for "cannot write".
+    let held: Vec<_> = (0..3)
+        .map(|i| {
+            store
+                .connection()
+                .unwrap_or_else(|e| panic!("connection {i} while the lock is held: {e}"))
+        })
+        .collect();
+    other.batch_execute("ROLLBACK;").unwrap();
+    drop(held);
+    assert!(store.verify().unwrap().ok);
+}
