@@ -29,14 +29,18 @@ pub trait CheckoutProvider: Send + Sync {
     ) -> Result<String, CheckoutFailure>;
 }
 
-/// Used when no provider is wired in: every purchase is refused with
-/// [`CheckoutFailure::NotConfigured`] and nothing is written.
+/// Used when no provider is wired in (only tests build such a state: the server always
+/// wires [`PaymentsCheckout`], whose "no provider" is [`CheckoutFailure::NotConfigured`]):
+/// every purchase fails, and nothing is written.
 #[derive(Debug, Default)]
 pub struct NoProvider;
 
 impl CheckoutProvider for NoProvider {
-    fn create_checkout(&self, _: &AccountId, _: &CreditPack) -> Result<String, CheckoutFailure> {
-        Err(CheckoutFailure::NotConfigured)
+    fn create_checkout(&self, _: &AccountId, pack: &CreditPack) -> Result<String, CheckoutFailure> {
+        match pack.product_id {
+            None => Err(CheckoutFailure::ProductNotConfigured),
+            Some(_) => Err(CheckoutFailure::NotConfigured),
+        }
     }
 }
 
