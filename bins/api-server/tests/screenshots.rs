@@ -514,6 +514,77 @@ async fn post_json_html_and_formats(db: TestDb) {
     w.state.capture.as_ref().unwrap().shutdown().await;
 }
 
+/// Invalid selectors are refused while the options are parsed: 400 naming the field,
+/// nothing charged, no browser used. Before the fix they reached the browser, answered 500
+/// INTERNAL and cost a new browser session each.
+async fn invalid_selectors_are_400_before_any_browser(db: TestDb) {
+    let site = fixtures();
+    let w = world(db, browser(true, 1, 8).await, 5);
+    let app = test::init_service(app(w.state.clone())).await;
+    let service = w.state.capture.clone().unwrap();
+    let before = service.stats();
+    for field in ["waitForSelector", "selector"] {
+        for bad in ["a[", "<<<", "::", "div >", "*:not(", ":foo"] {
+            let q = format!("url={site}/&{field}={}&cache=false", urlencode(bad));
+            let res = get!(app, w, q);
+            assert_eq!(res.status().as_u16(), 400, "{field}={bad}");
+            assert_eq!(header(&res, "x-credits-charged"), "0", "{field}={bad}");
+            let body: serde_json::Value = test::read_body_json(res).await;
+            assert_eq!(
+                (body["code"].as_str(), body["field"].as_str()),
+                (Some("INVALID_REQUEST"), Some(field)),
+                "{field}={bad}: {body}"
+            );
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not a valid CSS selector"),
+                "{body}"
+            );
+            w.assert_untouched(5, &format!("{field}={bad}"));
+        }
+    }
+    let after = service.stats();
+    assert_eq!(
+        (after.sessions_opened, after.captures_started),
+        (before.sessions_opened, before.captures_started),
+        "a browser was used for an invalid selector"
+    );
+    service.shutdown().await;
+}
+
+/// A page that opens JavaScript dialogs is captured like any other page and charged once,
+/// on the session that was already open. Before the fix such pages answered 500 and
+/// replaced the browser.
+async fn pages_with_dialogs_are_captured_and_charged_once(db: TestDb) {
+    let w = world(db, browser(true, 1, 8).await, 5);
+    let app = test::init_service(app(w.state.clone())).await;
+    let service = w.state.capture.clone().unwrap();
+    let before = service.stats();
+    let html = "<body style='margin:0;background:#fff'><script>alert(1); confirm(2); prompt(3); alert(4)</script><p id=done>done</p></body>";
+    let res = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/v1/screenshot")
+            .insert_header(("Authorization", format!("Bearer {}", w.key)))
+            .set_json(serde_json::json!({"html": html, "width": 200, "height": 100, "waitForSelector": "#done", "cache": false}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "x-credits-charged")),
+        (200, "1".into())
+    );
+    assert_eq!(image_size(&test::read_body(res).await), (200, 100));
+    assert_eq!(w.available(), Credits::whole(4));
+    assert_eq!(w.usage_entries(), 1);
+    assert!(w.db.store.verify().unwrap().ok);
+    let after = service.stats();
+    assert_eq!(after.sessions_opened, before.sessions_opened, "{after:?}");
+    service.shutdown().await;
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::sqlite()).await } )* }
@@ -527,5 +598,7 @@ both!(
     forbidden_targets_are_refused_before_any_charge,
     no_credits_is_402_and_replays_never_charge_twice,
     twenty_at_once_through_two_browsers,
-    post_json_html_and_formats
+    post_json_html_and_formats,
+    invalid_selectors_are_400_before_any_browser,
+    pages_with_dialogs_are_captured_and_charged_once
 );
