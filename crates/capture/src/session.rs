@@ -327,3 +327,41 @@ pub(crate) fn is_unsupported(e: &CmdError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The switches that keep Chromium from calling home are all there, and features are
+    /// disabled with one `--disable-features` (Chromium reads only the last one).
+    #[test]
+    fn chromium_is_told_to_stay_quiet() {
+        let args = chromium_args("http://127.0.0.1:1", None);
+        for switch in [
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection",
+            "--no-pings",
+            "--metrics-recording-only",
+            "--disable-breakpad",
+            "--no-first-run",
+            "--proxy-server=http://127.0.0.1:1",
+            "--proxy-bypass-list=<-loopback>",
+        ] {
+            assert!(args.iter().any(|a| a == switch), "{switch} missing");
+        }
+        let features: Vec<_> = args
+            .iter()
+            .filter(|a| a.starts_with("--disable-features="))
+            .collect();
+        assert_eq!(features.len(), 1, "{features:?}");
+        assert!(!features[0].contains(char::is_whitespace), "{features:?}");
+        for f in ["Translate", "OptimizationHints", "NetworkTimeServiceQuerying"] {
+            assert!(features[0].split(['=', ',']).any(|x| x == f), "{f}");
+        }
+        assert_eq!(chromium_prefs()["net"]["network_prediction_options"], 2);
+    }
+}
