@@ -125,6 +125,18 @@ fn a_connection_that_cannot_write_is_never_kept_in_the_pool() {
     write_something(&store).expect("on every pooled connection");
 }
 
+#[test]
+fn a_postgresql_session_that_cannot_write_is_refused_at_open() {
+    let schema = Schema::new();
+    let url = format!("{}%20-cdefault_transaction_read_only%3Don", schema.url);
+    let err = match Store::open(&url, &PoolOptions::default()) {
+        Ok(_) => panic!("a read-only PostgreSQL session was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("accepts no writes"), "{err}");
+    assert!(err.contains("transaction_read_only"), "says why: {err}");
+}
+
 // ---- bookkeeping never fails a read ----
 
 /// Makes every update of `api_keys` fail, as a database that cannot be written would.

@@ -282,6 +282,7 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
                 reason: format!("cannot use {}: {}", url.describe(), cause(&e)),
             },
         })?;
+    refuse_read_only_postgres(&mut first, url)?;
     run_migrations(&mut first)?;
     drop(first);
     let max = options.max_connections.max(1);
@@ -294,6 +295,28 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
             database: url.describe(),
         }))
         .build_unchecked(manager))
+}
+
+/// A PostgreSQL session that cannot write (a hot standby, `default_transaction_read_only`)
+/// would answer every read and fail every write: refused at start, naming why.
+fn refuse_read_only_postgres(conn: &mut DbConnection, url: &DatabaseUrl) -> Result<(), StoreError> {
+    use diesel::RunQueryDsl;
+    let DbConnection::Postgres(pg) = conn else {
+        return Ok(());
+    };
+    let read_only: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "current_setting('transaction_read_only')",
+    ))
+    .get_result(pg)?;
+    if read_only == "on" {
+        return Err(StoreError::Unavailable {
+            reason: format!(
+                "{} accepts no writes (transaction_read_only is on: a standby, or default_transaction_read_only); point database.url at the primary",
+                url.describe()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The message of a connection error without r2d2's or Diesel's wrapping.
