@@ -147,6 +147,7 @@ fn edit_json(doc: &mut utoipa::openapi::OpenApi, edit: impl FnOnce(&mut Value)) 
 ///   the admin API answers `404` while `admin.token` is unset);
 /// - `413` wherever there is a body (`server.max_body_bytes`);
 /// - `503` with `Retry-After` everywhere: the database (or a payment provider) is down;
+/// - `431` everywhere: the HTTP layer's answer to a request head over 128 KiB (no body);
 /// and every error answer is `application/json` with the `ErrorBody` schema. A request body
 /// whose fields are all optional is optional itself (an empty body reads as `{}`).
 struct Answers;
@@ -197,10 +198,18 @@ impl Modify for Answers {
                         add("413", "The body is larger than the server accepts");
                     }
                     add("503", "A dependency (the database, a payment provider) is unavailable; retry after Retry-After seconds");
+                    // actix-http's HTTP/1 parser answers this itself, before any of our code
+                    // runs, and with no body (see ADR 5).
+                    op["responses"]["431"] = json!({
+                        "description": "The request head (URL and headers) is larger than 128 KiB; \
+                            answered by the HTTP layer, with no body"
+                    });
                     // Every error is JSON with the ErrorBody schema.
                     if let Some(responses) = op["responses"].as_object_mut() {
                         for (status, answer) in responses.iter_mut() {
-                            if status.starts_with('4') || status.starts_with('5') {
+                            if (status.starts_with('4') || status.starts_with('5'))
+                                && status != "431"
+                            {
                                 answer["content"] = error["content"].clone();
                             }
                         }

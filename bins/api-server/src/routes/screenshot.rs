@@ -462,17 +462,22 @@ async fn shoot(
 /// The capture options, as the GET's query string and as the POST's JSON body. Only the
 /// document reads this type; the server parses [`RawCaptureOptions`] (a test keeps the two
 /// field lists equal).
+///
+/// The query string's text limits are in characters and tighter than the body's: the
+/// server's limits are in bytes (a character is up to 4), and a request line over 64 KiB
+/// (a character percent-encodes to up to 12 bytes) or a head over 128 KiB is refused by the
+/// HTTP layer itself. Long documents go in a POST.
 #[derive(serde::Serialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ScreenshotOptions {
     /// The page to capture: an http(s) URL of a public address. Required unless `html`.
     #[schema(max_length = 8192)]
-    #[param(max_length = 8192)]
+    #[param(max_length = 2048)]
     pub url: Option<String>,
     /// An HTML document to capture instead of `url` (at most 1,000,000 bytes).
     #[schema(max_length = 1000000)]
-    #[param(max_length = 1000000)]
+    #[param(max_length = 1000)]
     pub html: Option<String>,
     /// Viewport width in CSS pixels, default 1280.
     #[schema(minimum = 1, maximum = 3840)]
@@ -502,11 +507,11 @@ pub struct ScreenshotOptions {
     pub delay: Option<u64>,
     /// A CSS selector to wait for (at most 1024 bytes).
     #[schema(max_length = 1024)]
-    #[param(max_length = 1024)]
+    #[param(max_length = 256)]
     pub wait_for_selector: Option<String>,
     /// A CSS selector of the one element to capture (at most 1024 bytes; not with pdf).
     #[schema(max_length = 1024)]
-    #[param(max_length = 1024)]
+    #[param(max_length = 256)]
     pub selector: Option<String>,
     /// Emulate a dark colour scheme, default false.
     pub dark_mode: Option<bool>,
