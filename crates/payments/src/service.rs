@@ -261,10 +261,11 @@ impl Payments {
         })
     }
 
-    /// How often to reconcile with Polar: `None` in demo mode or when
+    /// How often to reconcile with Polar: `None` unless Polar is the provider, or when
     /// `polar.reconcile_interval_secs` is 0.
     pub fn reconcile_every(&self) -> Option<std::time::Duration> {
-        self.reconcile_every.filter(|_| !self.is_demo())
+        self.reconcile_every
+            .filter(|_| matches!(self.provider, Provider::Polar(_)))
     }
 
     pub fn is_demo(&self) -> bool {

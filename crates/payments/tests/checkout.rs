@@ -200,7 +200,40 @@ fn reconcile_pages_through_every_order(db: TestDb) {
     assert_verified(&db.store);
 }
 
+fn no_provider_sells_nothing_and_receives_nothing(db: TestDb) {
+    let mut s = settings(&db, None);
+    s.polar.reconcile_interval_secs = 60;
+    let p = Payments::new(&s, db.store.clone()).unwrap();
+    assert!(!p.is_configured() && !p.is_demo());
+    let acct = account(&db.store);
+    let e = p
+        .create_checkout(&acct, &pack(&p, "pack_enterprise"))
+        .unwrap_err();
+    assert!(matches!(e, PaymentsError::NotConfigured), "{e}");
+    assert!(e.to_string().contains("polar.access_token"), "{e}");
+    assert!(e.to_string().contains("payments.provider"), "{e}");
+    assert!(db.store.checkouts_of(&acct).unwrap().is_empty());
+    let h = payments::SignedHeaders {
+        id: Some("msg_1"),
+        timestamp: Some("1"),
+        signature: Some("v1,AAAA"),
+    };
+    let e = p.receive(h, b"{}", now()).unwrap_err();
+    assert!(matches!(e, PaymentsError::NotConfigured), "{e}");
+    assert!(db.store.delivery("msg_1").unwrap().is_none());
+    assert!(p.reconcile_every().is_none(), "nothing to reconcile with");
+    assert!(p.reconcile(now()).is_err());
+    let on = payments::AutoTopupRequest {
+        enabled: true,
+        threshold_credits: c(10),
+        pack_id: "pack_starter".into(),
+    };
+    let e = p.put_auto_topup(&acct, &on, now()).unwrap_err();
+    assert!(matches!(e, PaymentsError::NotConfigured), "{e}");
+}
+
 on_both_backends!(
+    no_provider_sells_nothing_and_receives_nothing,
     a_checkout_carries_everything_polar_needs,
     polar_failures_are_provider_errors,
     a_pack_without_a_product_is_not_configured,
