@@ -287,7 +287,7 @@ const V6_RULES: &[Rule<u128>] = &[
         "IPv4-IPv6 Translation, well-known prefix (RFC 6052)",
     ),
     v6(
-        (0x0064_ff9b_0001 as u128) << 80,
+        0x0064_ff9b_0001_u128 << 80,
         48,
         Refuse(RESERVED),
         "IPv4-IPv6 Translation, local use (RFC 8215)",
@@ -299,7 +299,7 @@ const V6_RULES: &[Rule<u128>] = &[
         "Discard-Only Address Block (RFC 6666)",
     ),
     v6(
-        (0x0100_0000_0000_0001 as u128) << 64,
+        0x0100_0000_0000_0001_u128 << 64,
         64,
         Refuse(RESERVED),
         "Dummy IPv6 Prefix (RFC 9780)",
@@ -349,7 +349,7 @@ const V6_RULES: &[Rule<u128>] = &[
         "6to4 (RFC 3056)",
     ),
     v6(
-        (0x2620_004f_8000 as u128) << 80,
+        0x2620_004f_8000_u128 << 80,
         48,
         Allow,
         "Direct Delegation AS112 Service (RFC 7534), globally reachable",

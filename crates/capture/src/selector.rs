@@ -444,7 +444,7 @@ impl Parser<'_> {
 
     /// `:is()`/`:where()`: an invalid or empty entry is dropped, as Chromium does; only the
     /// brackets must balance.
-    fn forgiving_list(&mut self, ctx: Ctx) -> Result<(), String> {
+    fn forgiving_list(&mut self) -> Result<(), String> {
         let mut depth = 0usize;
         while let Some(t) = self.peek() {
             match t {
@@ -459,7 +459,6 @@ impl Parser<'_> {
         if self.peek().is_none() {
             return Err("a \"(\" is not closed".into());
         }
-        let _ = ctx;
         Ok(())
     }
 
@@ -512,7 +511,7 @@ impl Parser<'_> {
                         | Tok::Delim('*' | '.' | '|' | '&')
                 )
             );
-            if !combinator && !(had_ws && next_is_compound) {
+            if !(combinator || had_ws && next_is_compound) {
                 self.i = start;
                 return Ok(());
             }
@@ -730,7 +729,7 @@ impl Parser<'_> {
         match name {
             "not" => self.selector_list(inner)?,
             "is" | "where" => {
-                return self.forgiving_list(ctx).and_then(|_| self.expect_close());
+                return self.forgiving_list().and_then(|_| self.expect_close());
             }
             "has" => {
                 if ctx.in_has {
