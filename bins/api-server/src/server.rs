@@ -245,17 +245,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let workers_seen = Workers::default();
     let request_timeout = Duration::from_secs(state.settings.server.request_timeout_secs);
     let server = serve(state, listeners, workers_seen.clone())?;
-    let stopped = Arc::new(AtomicBool::new(false));
+    let refusers = Refusers::default();
     actix_web::rt::spawn(stop_on_signal(
         server.handle(),
         spares,
         workers_seen,
         request_timeout,
-        stopped.clone(),
+        refusers.clone(),
     ));
     tracing::info!(%bind, workers, "api-server listening");
     let served = server.await;
-    stopped.store(true, Ordering::SeqCst);
+    refusers.finish();
     served?;
     if let Some(service) = capture {
         service.shutdown().await;
@@ -271,7 +271,7 @@ async fn stop_on_signal(
     spares: Vec<TcpListener>,
     workers: Workers,
     request_timeout: Duration,
-    stopped: Arc<AtomicBool>,
+    refusers: Refusers,
 ) {
     wait_for_signal().await;
     tracing::info!("stopping: no new connections; finishing the accepted ones");
@@ -279,10 +279,7 @@ async fn stop_on_signal(
     handle.pause().await;
     // 2. What reaches the sockets from now on is told to come back, not reset.
     for spare in spares {
-        let stopped = stopped.clone();
-        let _ = std::thread::Builder::new()
-            .name("refuse-while-stopping".into())
-            .spawn(move || refuse_while_stopping(spare, &stopped));
+        refusers.start(spare);
     }
     // 3. Every connection actix accepted reaches a worker and has its request read.
     wait_until_dispatched(&workers, request_timeout).await;
@@ -320,19 +317,68 @@ async fn wait_until_dispatched(workers: &Workers, request_timeout: Duration) {
         .await;
 }
 
+/// The threads that answer connections arriving while the server stops.
+#[derive(Debug, Default, Clone)]
+struct Refusers {
+    stopped: Arc<AtomicBool>,
+    threads: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+impl Refusers {
+    fn start(&self, listener: TcpListener) {
+        let stopped = self.stopped.clone();
+        if let Ok(t) = std::thread::Builder::new()
+            .name("refuse-while-stopping".into())
+            .spawn(move || refuse_while_stopping(listener, &stopped))
+        {
+            self.threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(t);
+        }
+    }
+
+    /// Answers what is still queued, waits for the answers to go out, and closes the
+    /// listening sockets.
+    fn finish(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Answers every connection that reaches `listener` while the server stops with a 503,
-/// until `stopped`; then the socket closes (later connections are refused by the kernel).
+/// until `stopped`; then it answers those still queued, and the socket closes (later
+/// connections are refused by the kernel).
 fn refuse_while_stopping(listener: TcpListener, stopped: &AtomicBool) {
     let _ = listener.set_nonblocking(true);
-    while !stopped.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let _ = std::thread::Builder::new()
-                    .name("refuse".into())
-                    .spawn(move || refuse(stream));
+    let mut answering = Vec::new();
+    loop {
+        let last_round = stopped.load(Ordering::SeqCst);
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Ok(t) = std::thread::Builder::new()
+                        .name("refuse".into())
+                        .spawn(move || refuse(stream))
+                    {
+                        answering.push(t);
+                    }
+                }
+                Err(_) => break,
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
+        answering.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
+        if last_round {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(listener);
+    for t in answering {
+        let _ = t.join();
     }
 }
 
@@ -362,10 +408,13 @@ fn refuse(mut stream: TcpStream) {
         body.len()
     );
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    // Whatever else the client sends is read and dropped until it closes.
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
+    // Whatever else the client sends is read and dropped until it closes (for a second
+    // at most: this runs while the process exits).
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
 }

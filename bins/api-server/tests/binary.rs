@@ -299,6 +299,25 @@ fn sigterm_answers_every_request_already_sent_and_applies_only_those() {
     let child = running.0.take().unwrap();
     sigterm(&child);
     let mut running = Running(Some(child));
+    // Connections made after the signal are served, told to retry (JSON 503), or refused
+    // by the kernel; never taken and then dropped.
+    let late = std::thread::spawn(move || {
+        (0..20)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(25));
+                match http(addr, &Req::get("/healthz")) {
+                    Ok(r) if r.status == 200 => Ok("served"),
+                    Ok(r) if r.status == 503 && r.json()["code"] == "SHUTTING_DOWN" => {
+                        assert_eq!(r.header("retry-after"), Some("1"));
+                        Ok("told to retry")
+                    }
+                    Ok(r) => Err(format!("{} {}", r.status, r.text())),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok("refused"),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .collect::<Vec<_>>()
+    });
     let answers: Vec<Result<u16, String>> = streams
         .into_iter()
         .map(|s| std::thread::spawn(move || read_answer(s)))
@@ -321,6 +340,8 @@ fn sigterm_answers_every_request_already_sent_and_applies_only_those() {
             lost.first()
         );
     }
+    let late = late.join().unwrap();
+    assert!(late.iter().all(Result::is_ok), "after the signal: {late:?}");
     let applied = answers.iter().filter(|a| **a == Ok(201)).count();
     assert_eq!(applied, N, "every debit was covered: {answers:?}");
 
