@@ -250,6 +250,8 @@ async fn page_level_failures_keep_the_session() {
         format!("<body {green}><script>setTimeout(() => alert('timer'), 10)</script>x</body>"),
         format!("<body {green}><script>onbeforeunload = e => {{ e.preventDefault(); return 'stay'; }}</script>x</body>"),
         format!("<body {green}><script>alert(1); alert(2); confirm(3); prompt(4)</script>x</body>"),
+        // A dialog from a fresh frame's window, which the guard script may not reach.
+        format!("<body {green}>x<script>const f = document.createElement('iframe'); f.style.display = 'none'; document.body.appendChild(f); f.contentWindow.alert.call(window, 'a'); f.contentWindow.confirm('b'); f.contentWindow.alert('c');</script></body>"),
     ];
     for _round in 0..2 {
         for html in &dialogs {
@@ -292,6 +294,16 @@ async fn page_level_failures_keep_the_session() {
             assert_eq!(err.code(), code, "{err}");
         }
     }
+    // A page that never stops opening dialogs (from a fresh frame, around the guard) cannot
+    // be captured, but it does not break the browser either.
+    let endless = format!("<body {green}>x<script>const f = document.createElement('iframe'); document.body.appendChild(f); const w = f.contentWindow; setInterval(() => w.alert('again'), 1);</script></body>");
+    let err = svc
+        .capture(&opts(&[("html", &endless), ("timeout", "3")]))
+        .await;
+    match &err {
+        Ok(_) => {}
+        Err(e) => assert!(matches!(e.code(), "PAGE_ERROR" | "TIMEOUT"), "{e}"),
+    }
     // A page slower than the budget is a timeout; the browser recovers and is kept.
     let err = svc
         .capture(&opts(&[("url", &fx.url("/slow")), ("timeout", "1")]))
@@ -300,7 +312,7 @@ async fn page_level_failures_keep_the_session() {
     assert_eq!(err.code(), "TIMEOUT", "{err}");
     svc.capture(&opts(&[("url", &fx.url("/"))])).await.unwrap();
     let stats = svc.stats();
-    assert_eq!(stats.captures_started, 2 * (dialogs.len() as u64 + 5) + 2);
+    assert_eq!(stats.captures_started, 2 * (dialogs.len() as u64 + 5) + 3);
     assert_eq!(
         stats.sessions_opened, 1,
         "a healthy session was replaced after a page-level error: {stats:?}"
