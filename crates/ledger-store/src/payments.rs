@@ -245,6 +245,9 @@ pub enum PaidOutcome {
     /// The order was refused before ([`Store::refuse_order`]): it is left for an
     /// operator and never credited automatically.
     Refused { reason: String },
+    /// Its checkout was already paid by another order: one checkout buys one pack.
+    /// Nothing credited.
+    CheckoutAlreadyPaid { by_order: String },
 }
 
 /// How a refund is reported.
@@ -573,6 +576,32 @@ fn credit_order(
     if let Some(reason) = refused {
         return Ok(PaidOutcome::Refused { reason });
     }
+    if let Some(checkout) = &order.checkout_id {
+        // One checkout buys one pack: mark it paid by this order, unless another order
+        // paid it already (rolled back with everything else if the credit fails).
+        let marked = diesel::update(
+            payment_checkouts::table
+                .filter(payment_checkouts::id.eq(checkout))
+                .filter(payment_checkouts::status.eq("open")),
+        )
+        .set((
+            payment_checkouts::status.eq("paid"),
+            payment_checkouts::order_id.eq(&order.order_id),
+            payment_checkouts::paid_at.eq(now.millis()),
+        ))
+        .execute(conn)?;
+        if marked == 0 {
+            let paid_by = payment_checkouts::table
+                .filter(payment_checkouts::id.eq(checkout))
+                .select(payment_checkouts::order_id)
+                .first::<Option<String>>(conn)
+                .optional()?
+                .flatten();
+            if let Some(other) = paid_by.filter(|o| *o != order.order_id) {
+                return Ok(PaidOutcome::CheckoutAlreadyPaid { by_order: other });
+            }
+        }
+    }
     if !lock_account(conn, &order.account_id)? {
         return Ok(PaidOutcome::UnknownAccount);
     }
@@ -599,19 +628,6 @@ fn credit_order(
             payment_orders::updated_at.eq(now.millis()),
         ))
         .execute(conn)?;
-    if let Some(checkout) = &order.checkout_id {
-        diesel::update(
-            payment_checkouts::table
-                .filter(payment_checkouts::id.eq(checkout))
-                .filter(payment_checkouts::status.eq("open")),
-        )
-        .set((
-            payment_checkouts::status.eq("paid"),
-            payment_checkouts::order_id.eq(&order.order_id),
-            payment_checkouts::paid_at.eq(now.millis()),
-        ))
-        .execute(conn)?;
-    }
     let credited = PaymentOrder {
         account_id: Some(order.account_id.as_str().to_owned()),
         paid_cents: Some(order.paid_cents),

@@ -601,6 +601,18 @@ impl Payments {
             PaidOutcome::Refused { reason } => {
                 return Ok(format!("refused before ({reason}); left for an operator"));
             }
+            PaidOutcome::CheckoutAlreadyPaid { by_order } => {
+                return self.refuse(
+                    order,
+                    Some(&record),
+                    &format!(
+                        "its checkout {} was already paid by order {by_order}",
+                        record.id
+                    ),
+                    source,
+                    now,
+                );
+            }
             PaidOutcome::UnknownAccount => {
                 return self.refuse(
                     order,

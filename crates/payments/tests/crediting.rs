@@ -318,6 +318,31 @@ fn a_cross_account_order_credits_nobody(db: TestDb) {
     assert_verified(&db.store);
 }
 
+fn one_checkout_buys_one_pack(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    let order = paid_order(&fake, &p, &acct, "pack_pro");
+    assert_eq!(
+        process(&p, &fake.event("order.paid", &order)),
+        "credited 1000"
+    );
+    // Another order naming the same checkout: refused, not a second pack.
+    let mut second = order.clone();
+    second["id"] = "another-order-of-the-same-checkout".into();
+    let outcome = process(&p, &fake.event("order.paid", &second));
+    assert!(outcome.starts_with("refused: "), "{outcome}");
+    assert!(outcome.contains(order["id"].as_str().unwrap()), "{outcome}");
+    assert_eq!(available(&db.store, &acct), c(1000));
+    let record = db
+        .store
+        .checkout(order["checkout_id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, "paid");
+    assert_eq!(record.order_id.as_deref(), order["id"].as_str());
+    assert_verified(&db.store);
+}
+
 fn a_null_product_with_a_wrong_amount_is_refused(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
@@ -375,5 +400,6 @@ on_both_backends!(
     fifty_purchases_in_random_order_with_duplicates,
     a_cross_account_order_credits_nobody,
     a_null_product_with_a_wrong_amount_is_refused,
+    one_checkout_buys_one_pack,
     an_order_of_no_checkout_of_ours_is_refused,
 );
