@@ -357,17 +357,12 @@ fn refuse_while_stopping(listener: TcpListener, stopped: &AtomicBool) {
     let mut answering = Vec::new();
     loop {
         let last_round = stopped.load(Ordering::SeqCst);
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    if let Ok(t) = std::thread::Builder::new()
-                        .name("refuse".into())
-                        .spawn(move || refuse(stream))
-                    {
-                        answering.push(t);
-                    }
-                }
-                Err(_) => break,
+        while let Ok((stream, _)) = listener.accept() {
+            if let Ok(t) = std::thread::Builder::new()
+                .name("refuse".into())
+                .spawn(move || refuse(stream))
+            {
+                answering.push(t);
             }
         }
         answering.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());

@@ -186,6 +186,8 @@ fn config_in(dir: &std::path::Path, extra_server: &str) -> (std::path::PathBuf, 
             "[server]\nbind = \"127.0.0.1:{port}\"\n{extra_server}\n\n\
              [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
              [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
+            // No browser: these tests are about HTTP and the database, and start in a
+            // second instead of waiting for a browser pool on a busy machine.
             db.display()
         ),
     )
@@ -285,7 +287,6 @@ fn sigterm_answers_every_request_already_sent_and_applies_only_those() {
                 .auth(&Auth::Admin)
                 .idem(&format!("term-{i}"))
                 .json(json!({"amount": 1, "description": format!("queued #{i}")}));
-            let addr = addr;
             std::thread::spawn(move || send_only(addr, &req))
         })
         .collect::<Vec<_>>()

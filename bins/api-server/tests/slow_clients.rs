@@ -37,6 +37,8 @@ fn start(dir: &std::path::Path, server: &str) -> (Running, SocketAddr) {
             "[server]\nbind = \"127.0.0.1:{port}\"\n{server}\n\n\
              [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
              [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
+            // No browser: these tests are about HTTP and the database, and start in a
+            // second instead of waiting for a browser pool on a busy machine.
             dir.join("slow.db").display()
         ),
     )
