@@ -148,7 +148,8 @@ fn edit_json(doc: &mut utoipa::openapi::OpenApi, edit: impl FnOnce(&mut Value)) 
 /// - `413` wherever there is a body (`server.max_body_bytes`);
 /// - `503` with `Retry-After` everywhere: the database (or a payment provider) is down;
 /// - `431` everywhere: the HTTP layer's answer to a request head over 128 KiB (no body);
-/// and every error answer is `application/json` with the `ErrorBody` schema. A request body
+///
+/// Every error answer is `application/json` with the `ErrorBody` schema. A request body
 /// whose fields are all optional is optional itself (an empty body reads as `{}`).
 struct Answers;
 

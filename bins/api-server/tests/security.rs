@@ -177,7 +177,7 @@ async fn a_nul_anywhere_is_400_naming_the_field(backend: &'static str) {
         ),
         (
             admin(
-                Req::post(format!("/admin/v1/accounts/%00/debits"))
+                Req::post("/admin/v1/accounts/%00/debits")
                     .json(json!({"amount": 1, "description": "d"})),
             ),
             "id",
