@@ -293,3 +293,52 @@ async fn failures_after_a_redirect_are_classified_in_the_browser() {
         );
     }
 }
+
+/// The selector table the option check is tested with (`tests/selectors.txt`) is what
+/// Chromium itself does: every `valid` entry is accepted by `document.querySelector`, every
+/// `invalid` one throws, every `stricter` one (refused by us on purpose) is accepted. The
+/// page paints one pixel per selector, green when it parsed, red when it threw, and the
+/// row is captured as an element.
+#[tokio::test]
+async fn the_selector_table_matches_chromium() {
+    let (svc, _) = shared();
+    let table: Vec<(&str, &str)> = include_str!("selectors.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once('\t').expect("verdict<TAB>selector"))
+        .collect();
+    let selectors: Vec<&str> = table.iter().map(|(_, s)| *s).collect();
+    let html = format!(
+        "<body style='margin:0'><div id=row style='display:flex;height:4px;width:max-content'></div><script>\
+         for (const s of {}) {{ let ok = true; try {{ document.querySelector(s); }} catch (e) {{ ok = false; }} \
+         const d = document.createElement('div'); \
+         d.style.cssText = 'flex:none;width:1px;height:4px;background:' + (ok ? '#00ff00' : '#ff0000'); \
+         document.getElementById('row').appendChild(d); }}</script></body>",
+        serde_json::to_string(&selectors).unwrap()
+    );
+    let shot = svc
+        .capture(&opts(&[("html", &html), ("selector", "#row")]))
+        .await
+        .unwrap();
+    let img = decode(&shot.bytes).to_rgb8();
+    assert_eq!(img.width() as usize, table.len(), "one pixel per selector");
+    let mut wrong = Vec::new();
+    for (i, (verdict, s)) in table.iter().enumerate() {
+        let chromium_accepts = match img.get_pixel(i as u32, 2).0 {
+            [0, 255, 0] => true,
+            [255, 0, 0] => false,
+            other => panic!("pixel {i} ({s:?}) is {other:?}"),
+        };
+        let expected = *verdict != "invalid";
+        if chromium_accepts != expected {
+            wrong.push(format!(
+                "{verdict}\t{s:?}: Chromium accepts it: {chromium_accepts}"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the table disagrees with Chromium:\n{}",
+        wrong.join("\n")
+    );
+}
