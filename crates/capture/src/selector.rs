@@ -356,7 +356,6 @@ const PSEUDO_CLASSES: &[&str] = &[
     "-webkit-full-screen",
     "-webkit-full-page-media",
     "-webkit-full-screen-ancestor",
-    "-webkit-full-screen-document",
     "-webkit-drag",
 ];
 
