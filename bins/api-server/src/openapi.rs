@@ -145,7 +145,8 @@ fn edit_json(doc: &mut utoipa::openapi::OpenApi, edit: impl FnOnce(&mut Value)) 
 ///   body to get wrong, including a NUL character anywhere (middleware, `JsonBody`);
 /// - `401` and `404` (`User not found`) wherever credentials are needed (`Authed`, `Admin`;
 ///   the admin API answers `404` while `admin.token` is unset);
-/// - `413` wherever there is a body (`server.max_body_bytes`);
+/// - `413` and `408` wherever there is a body (`server.max_body_bytes`, and the body's
+///   deadline, `server.request_timeout_secs`);
 /// - `503` with `Retry-After` everywhere: the database (or a payment provider) is down;
 /// - `431` everywhere: the HTTP layer's answer to a request head over 128 KiB (no body);
 ///
@@ -197,6 +198,10 @@ impl Modify for Answers {
                     }
                     if has_body {
                         add("413", "The body is larger than the server accepts");
+                        add(
+                            "408",
+                            "The body did not arrive within server.request_timeout_secs",
+                        );
                     }
                     add("503", "A dependency (the database, a payment provider) is unavailable; retry after Retry-After seconds");
                     // actix-http's HTTP/1 parser answers this itself, before any of our code

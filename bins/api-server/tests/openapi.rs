@@ -54,7 +54,7 @@ async fn every_operation_documents_the_answers_of_the_shared_layers(backend: &'s
             need.push("400");
         }
         if op.get("requestBody").is_some() {
-            need.push("413");
+            need.extend(["413", "408"]);
         }
         if !PUBLIC.contains(&path.as_str()) {
             need.extend(["401", "404"]);
