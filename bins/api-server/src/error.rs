@@ -186,6 +186,7 @@ impl From<StoreError> for ApiError {
                     "Idempotency-Key `{key}` was already used with a different request; use a new key for a new request"
                 ),
             },
+            StoreError::Refused(rule) => ApiError::from(rule),
             other => ApiError::internal(other),
         }
     }

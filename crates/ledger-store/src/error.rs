@@ -32,6 +32,10 @@ pub enum StoreError {
         "cannot write the SQLite database {path}: {reason}; check that this user may write the file and its folder, that the file is not immutable (lsattr) and not on a read-only mount"
     )]
     Unwritable { path: String, reason: String },
+    /// A rule of the ledger refused an operation the store was carrying out for a caller
+    /// that is not an operation of its own (a paid order). Nothing was changed.
+    #[error("the ledger refused it: {0}")]
+    Refused(ledger_core::LedgerError),
     #[error("migration error: {reason}")]
     Migration { reason: String },
     /// A stored row does not decode: the database was changed behind the store's back.

@@ -20,8 +20,8 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ledger_core::{
-    AccountId, Book, Credits, EntryId, EntryKind, GrantSource, GrantSpec, Memo, PackId,
-    SpendPolicy, Timestamp,
+    AccountId, Book, Credits, EntryId, EntryKind, GrantSource, GrantSpec, LedgerError, Memo,
+    PackId, SpendPolicy, Timestamp,
 };
 
 use crate::db::DbConnection;
@@ -480,13 +480,25 @@ fn settle_refunds(
         .load(conn)?;
     // refund.* events and order.refunded describe the same refunds: the larger of the two
     // totals is what has been refunded (both only grow).
-    let refunded = order.refunded_cents.max(singles.iter().sum());
+    let singles = singles
+        .iter()
+        .try_fold(0i64, |sum, &c| sum.checked_add(c))
+        .ok_or_else(|| {
+            StoreError::corrupt(format!("refunds of order {} overflow", order.order_id))
+        })?;
+    let refunded = order.refunded_cents.max(singles);
     let target = refund_share(
         Credits::from_millis(order.credits),
         order.paid_cents.unwrap_or(0),
         refunded,
     );
-    let settled = Credits::from_millis(order.clawed_back + order.owed);
+    let settled = order
+        .clawed_back
+        .checked_add(order.owed)
+        .map(Credits::from_millis)
+        .ok_or_else(|| {
+            StoreError::corrupt(format!("refunds of order {} overflow", order.order_id))
+        })?;
     let due = target - settled;
     if !due.is_positive() {
         return Ok((Credits::ZERO, Credits::ZERO));
@@ -613,7 +625,12 @@ fn credit_order(
             now,
             &mut RandomIds,
         )
-        .map_err(|e| StoreError::corrupt(format!("crediting order {}: {e}", order.order_id)))?
+        .map_err(|e| match e {
+            // A limit of the ledger, not a broken row: the caller refuses the order (the
+            // whole transaction, the checkout's mark included, rolls back).
+            LedgerError::BalanceLimit { .. } => StoreError::Refused(e),
+            e => StoreError::corrupt(format!("crediting order {}: {e}", order.order_id)),
+        })?
         .id
         .clone();
     diesel::update(payment_orders::table.filter(payment_orders::order_id.eq(&order.order_id)))

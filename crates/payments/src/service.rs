@@ -9,7 +9,7 @@ use ledger_store::payments::{
     AutoTopupRow, CheckoutRecord, DeliveryReceipt, NewRefusal, OrderKind, PaidOrder, PaidOutcome,
     RefundAmount, RefundOutcome, RefusalOutcome, TopupCharge, TopupPack,
 };
-use ledger_store::{new_id, Store};
+use ledger_store::{new_id, Store, StoreError};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use settings::{PaymentProvider, Settings};
@@ -573,7 +573,7 @@ impl Payments {
             return self.refuse(order, Some(&record), &reason, source, now);
         }
         let credits = Credits::from_millis(record.credits);
-        let outcome = self.store.apply_paid_order(
+        let applied = self.store.apply_paid_order(
             &PaidOrder {
                 order_id: order.id.clone(),
                 kind: OrderKind::Purchase,
@@ -585,7 +585,19 @@ impl Payments {
                 checkout_id: Some(record.id.clone()),
             },
             now,
-        )?;
+        );
+        let outcome = match applied {
+            Err(StoreError::Refused(rule)) => {
+                return self.refuse(
+                    order,
+                    Some(&record),
+                    &format!("the ledger cannot take it: {rule}"),
+                    source,
+                    now,
+                );
+            }
+            other => other?,
+        };
         let mut text = match outcome {
             PaidOutcome::Credited {
                 taken_back, owed, ..

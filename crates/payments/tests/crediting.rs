@@ -391,7 +391,52 @@ fn an_order_of_no_checkout_of_ours_is_refused(db: TestDb) {
     assert_verified(&db.store);
 }
 
+/// An account at the ledger's maximum balance cannot take a paid pack: the order is
+/// refused and kept for an operator (not retried for ever as a corrupt row), its checkout
+/// stays open, and nothing moves.
+fn an_order_past_the_balance_maximum_is_refused_and_kept(db: TestDb) {
+    let (fake, p) = polar(&db);
+    let acct = account(&db.store);
+    let near_max = Credits::MAX_BALANCE.checked_sub(c(50)).unwrap();
+    db.store
+        .apply(
+            &acct,
+            None,
+            Operation::Credit {
+                spec: ledger_core::GrantSpec::new(ledger_core::GrantSource::Adjustment, near_max),
+                memo: Memo::new("Nearly everything"),
+            },
+            now(),
+        )
+        .unwrap()
+        .result
+        .unwrap();
+    let order = paid_order(&fake, &p, &acct, "pack_starter");
+    let outcome = process(&p, &fake.event("order.paid", &order));
+    assert!(outcome.starts_with("refused"), "{outcome}");
+    assert!(outcome.contains("the most the ledger keeps"), "{outcome}");
+    assert_eq!(available(&db.store, &acct), near_max, "credits moved");
+    let order_id = order["id"].as_str().unwrap();
+    let refusal = db.store.refusal(order_id).unwrap().expect("a refusal kept");
+    assert_eq!(refusal.account_id.as_deref(), Some(acct.as_str()));
+    let record = db
+        .store
+        .checkout(order["checkout_id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.status, "open",
+        "the checkout was marked paid: {record:?}"
+    );
+    // A second delivery of the same order finds the refusal: still nothing credited.
+    let again = process(&p, &fake.event("order.paid", &order));
+    assert!(again.starts_with("refused"), "{again}");
+    assert_eq!(available(&db.store, &acct), near_max);
+    assert_verified(&db.store);
+}
+
 on_both_backends!(
+    an_order_past_the_balance_maximum_is_refused_and_kept,
     created_and_updated_never_credit,
     the_same_paid_order_five_times_at_once_credits_once,
     refunds_take_back_once_in_any_order,
