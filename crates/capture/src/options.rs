@@ -84,6 +84,39 @@ pub struct RawCaptureOptions {
     pub cache_ttl: Option<RawValue>,
 }
 
+impl RawCaptureOptions {
+    /// For options that came as a JSON body: a number or a boolean given as a string
+    /// (`"width": "800"`, `"fullPage": "true"`) is a wrong type, named by its field. A
+    /// query string carries only text, so this check is for JSON alone.
+    pub fn check_json_types(&self) -> Result<(), OptionError> {
+        let fields: [(&'static str, &Option<RawValue>, &str); 10] = [
+            ("width", &self.width, "a JSON integer"),
+            ("height", &self.height, "a JSON integer"),
+            ("fullPage", &self.full_page, "a JSON boolean"),
+            ("quality", &self.quality, "a JSON integer"),
+            (
+                "deviceScaleFactor",
+                &self.device_scale_factor,
+                "a JSON number",
+            ),
+            ("delay", &self.delay, "a JSON integer"),
+            ("darkMode", &self.dark_mode, "a JSON boolean"),
+            ("timeout", &self.timeout, "a JSON integer"),
+            ("cache", &self.cache, "a JSON boolean"),
+            ("cacheTtl", &self.cache_ttl, "a JSON integer"),
+        ];
+        for (field, value, wanted) in fields {
+            if let Some(RawValue::Text(t)) = value {
+                return Err(OptionError::new(
+                    field,
+                    format!("{field} must be {wanted}, not the string {t:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -514,6 +547,34 @@ fn bool_field(v: Option<RawValue>, field: &'static str) -> Result<Option<bool>, 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn json_bodies_give_numbers_and_booleans_their_own_types() {
+        let json = |body: &str| serde_json::from_str::<RawCaptureOptions>(body).unwrap();
+        let ok = json(
+            r#"{"url":"https://example.com","width":800,"fullPage":true,"deviceScaleFactor":1.5}"#,
+        );
+        assert_eq!(ok.check_json_types(), Ok(()));
+        for (body, field) in [
+            (r#"{"url":"https://example.com","width":"800"}"#, "width"),
+            (
+                r#"{"url":"https://example.com","fullPage":"true"}"#,
+                "fullPage",
+            ),
+            (
+                r#"{"url":"https://example.com","cacheTtl":"60"}"#,
+                "cacheTtl",
+            ),
+            (
+                r#"{"url":"https://example.com","deviceScaleFactor":"2"}"#,
+                "deviceScaleFactor",
+            ),
+        ] {
+            let e = json(body).check_json_types().unwrap_err();
+            assert_eq!(e.field(), field, "{body}: {e}");
+            assert!(e.to_string().contains("must be a JSON"), "{e}");
+        }
+    }
     use super::*;
 
     fn raw_url(url: &str) -> RawCaptureOptions {
