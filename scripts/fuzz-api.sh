@@ -32,8 +32,12 @@ if ! "$st" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; th
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
       "schemathesis==$SCHEMATHESIS_VERSION"
   else
-    python3 -m pip install -q --disable-pip-version-check --user \
-      "schemathesis==$SCHEMATHESIS_VERSION"
+    # No venv module (Debian without python3-venv): the user site, which a
+    # system-managed Python only allows when told so.
+    rm -rf "$venv"
+    pip=(python3 -m pip install -q --disable-pip-version-check --user)
+    "${pip[@]}" "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null ||
+      "${pip[@]}" --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
     st="$(python3 -m site --user-base)/bin/schemathesis"
   fi
 fi
@@ -67,29 +71,51 @@ RUST_LOG="${RUST_LOG:-warn}" \
   "$bin" >"$work/server.log" 2>&1 &
 server_pid=$!
 
-for _ in $(seq 1 300); do
-  if curl -fsS "$base/healthz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "fuzz: the api-server did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-curl -fsS "$base/healthz" >/dev/null
+# Waits for /healthz, then makes a user with credits and an API key through the API (the
+# key needs a session: signup's cookie, with a JSON body). Prints "ACCOUNT KEY".
+# (Python's standard library, so curl need not be installed.)
+if ! setup_out="$(python3 - "$base" "$admin_token" "$server_pid" <<'PY'
+import http.cookiejar, json, os, sys, time, urllib.request
 
-# 3. A user with credits and an API key, made through the API.
-email="fuzz-$(date +%s)@example.com"
-curl -fsS -c "$work/cookies" -H 'content-type: application/json' \
-  -d "{\"email\":\"$email\",\"password\":\"fuzzing password 123\"}" \
-  "$base/api/v1/auth/signup" >"$work/signup.json"
-api_key="$(curl -fsS -b "$work/cookies" -H 'content-type: application/json' \
-  -d '{"name":"fuzz"}' "$base/api/v1/api-keys" |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
-account="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["accountId"])' "$work/signup.json")"
-curl -fsS -H "authorization: Bearer $admin_token" -H 'content-type: application/json' \
-  -d '{"amount":1000,"description":"fuzzing"}' \
-  "$base/admin/v1/accounts/$account/credits" >/dev/null
+base, admin, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+jar = http.cookiejar.CookieJar()
+opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+def call(method, path, body=None, headers=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method)
+    req.add_header("content-type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    with opener.open(req, timeout=10) as res:
+        return json.loads(res.read() or b"null")
+
+deadline = time.time() + 30
+while True:
+    try:
+        call("GET", "/healthz")
+        break
+    except Exception as e:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            sys.exit("the api-server exited")
+        if time.time() > deadline:
+            sys.exit(f"the api-server is not healthy: {e}")
+        time.sleep(0.1)
+email = f"fuzz-{int(time.time())}@example.com"
+account = call("POST", "/api/v1/auth/signup", {"email": email, "password": "fuzzing password 123"})["accountId"]
+key = call("POST", "/api/v1/api-keys", {"name": "fuzz"})["key"]
+call("POST", f"/admin/v1/accounts/{account}/credits", {"amount": 1000, "description": "fuzzing"},
+     {"authorization": f"Bearer {admin}"})
+print(account, key)
+PY
+)"; then
+  echo "fuzz: could not set the server up; its log:" >&2
+  cat "$work/server.log" >&2
+  exit 1
+fi
+read -r account api_key <<<"$setup_out"
 
 # 4. schemathesis, with each security scheme of the document given its credential. The
 #    checks: every one but those that need data or links this run does not set up
