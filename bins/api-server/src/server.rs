@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::HttpServer;
-use ledger_store::{PoolOptions, Store};
+use ledger_store::Store;
 use settings::Settings;
 
 use crate::{app, system_clock, AppState};
@@ -31,22 +31,11 @@ use crate::{app, system_clock, AppState};
 #[path = "deadline.rs"]
 pub mod deadline;
 
-/// The pool options the `[database]` settings describe.
-pub fn pool_options(db: &settings::DatabaseSettings) -> PoolOptions {
-    PoolOptions {
-        max_connections: db.max_connections,
-        min_connections: db.min_connections,
-        connect_timeout: Duration::from_secs(db.connect_timeout_secs),
-        acquire_timeout: Duration::from_secs(db.acquire_timeout_secs),
-        ..PoolOptions::default()
-    }
-}
-
 /// Opens the database named by the settings (migrations run first). Fails, naming the
 /// database and the cause, when it cannot be reached within `connect_timeout_secs` or
 /// (SQLite) cannot be written.
 pub fn open_store(settings: &Settings) -> Result<Store, ledger_store::StoreError> {
-    Store::open(&settings.database.url, &pool_options(&settings.database))
+    Store::open(&settings.database.url, &settings.database.pool_options())
 }
 
 /// The HTTP workers `server.workers` asks for (0: one per CPU).

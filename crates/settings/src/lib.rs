@@ -88,6 +88,19 @@ pub struct DatabaseSettings {
     pub acquire_timeout_secs: u64,
 }
 
+impl DatabaseSettings {
+    /// The store's pool options from these settings (both programs open their pool so).
+    pub fn pool_options(&self) -> ledger_store::PoolOptions {
+        ledger_store::PoolOptions {
+            max_connections: self.max_connections,
+            min_connections: self.min_connections,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs),
+            ..ledger_store::PoolOptions::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
