@@ -16,6 +16,7 @@ on_both_backends!(
     every_operation_that_needs_credentials_declares_them_and_refuses_without,
     the_documented_limits_are_the_servers,
     bodies_whose_fields_are_all_optional_are_optional,
+    the_screenshot_body_takes_the_documented_types,
 );
 
 async fn document(app: &TestApp) -> Value {
@@ -360,4 +361,34 @@ async fn bodies_whose_fields_are_all_optional_are_optional(backend: &'static str
     app.send(Req::post("/api/v1/auth/signup").raw("application/json", ""))
         .await
         .expect(400);
+}
+
+/// The POST's options are typed JSON, as the document says: a number or a boolean sent as
+/// a string is a 400 naming the field (a query string carries only text, so the GET reads
+/// text). Without a browser, a well-typed request gets as far as the capture (503).
+async fn the_screenshot_body_takes_the_documented_types(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let doc = document(&app).await;
+    let (key, _) = app.user("types@example.com").await;
+    let opts = &doc["components"]["schemas"]["ScreenshotOptions"]["properties"];
+    for (field, good, bad) in [
+        ("width", json!(800), json!("800")),
+        ("fullPage", json!(true), json!("true")),
+        ("delay", json!(10), json!("10")),
+        ("cache", json!(false), json!("false")),
+    ] {
+        let documented = opts[field]["type"].to_string();
+        assert!(!documented.contains("string"), "{field}: {documented}");
+        let shot = |v: &Value| {
+            Req::post("/api/v1/screenshot")
+                .auth(&key)
+                .json(json!({"url": "https://example.com/", field: v}))
+        };
+        let res = app.send(shot(&good)).await;
+        assert_eq!(res.status, 503, "{field}={good}: {}", res.text());
+        let res = app.send(shot(&bad)).await;
+        assert_eq!(res.status, 400, "{field}={bad}: {}", res.text());
+        assert_eq!(res.json()["field"], field, "{field}={bad}");
+        assert_eq!(res.header("x-credits-charged"), Some("0"));
+    }
 }

@@ -572,7 +572,14 @@ pub async fn take_post(
         Ok(Spender(w)) => w,
         Err(e) => return refused(e, None),
     };
-    match parse_json::<RawCaptureOptions>(&body) {
+    // A JSON body is typed: `"width": "800"` is a wrong type (the query string of a GET
+    // carries only text).
+    let raw = parse_json::<RawCaptureOptions>(&body).and_then(|raw| {
+        raw.check_json_types()
+            .map_err(|e| ApiError::invalid(e.field(), e.message()))?;
+        Ok(raw)
+    });
+    match raw {
         Ok(raw) => shoot(&state, &req, who.account_id, raw).await,
         Err(e) => refused(e, balance(&state, &who.account_id).await),
     }
