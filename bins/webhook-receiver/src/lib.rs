@@ -507,7 +507,7 @@ async fn demo_page(state: web::Data<AppState>, id: web::Path<String>) -> HttpRes
 <h1>{name}</h1>
 <p><strong>{credits}</strong> credits for <strong>{price}</strong></p>
 {action}
-<p><small>Demo checkout {id}: Shotledger runs without a payment provider. Paying here sends this server a signed <code>order.paid</code> webhook, exactly as Polar would.</small></p>
+<p><small>Demo checkout {id}: a test payment, no money moves. Paying here sends this server a signed <code>order.paid</code> webhook, exactly as Polar would.</small></p>
 </body></html>"#,
         name = escape(&checkout.pack_name),
         credits = escape(&checkout.credits.grouped()),
