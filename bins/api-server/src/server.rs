@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use actix_web::HttpServer;
 use ledger_store::Store;
 use settings::Settings;
 
@@ -30,6 +29,13 @@ use crate::{app, system_clock, AppState};
 
 #[path = "deadline.rs"]
 pub mod deadline;
+
+#[path = "codec_errors.rs"]
+pub mod codec_errors;
+
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _};
+use actix_web::rt::net::TcpStream as TcpStreamRt;
+use codec_errors::CodecErrorsIo;
 
 /// Opens the database named by the settings (migrations run first). Fails, naming the
 /// database and the cause, when it cannot be reached within `connect_timeout_secs` or
@@ -95,6 +101,9 @@ async fn note_request(
     if let Some(conn) = req.conn_data::<Unstarted>() {
         conn.start();
     }
+    if let Some(methods) = req.conn_data::<codec_errors::RequestMethods>() {
+        methods.push(req.method());
+    }
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
@@ -147,12 +156,15 @@ impl Workers {
 
 /// Serves `state` on `listeners` with the `[server]` limits; actix's signal handling is
 /// off (see [`run`]).
+///
+/// This is what `actix_web::HttpServer` does (HTTP/1 only), with each connection's socket
+/// wrapped in a [`CodecErrorsIo`] so that the answers actix-http's parser gives by itself
+/// are JSON errors (see [`codec_errors`]).
 pub fn serve(
     state: AppState,
     listeners: Vec<TcpListener>,
     workers_seen: Workers,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let unstarted = workers_seen.unstarted.clone();
     let server = state.settings.server.clone();
     let workers = worker_count(&state.settings);
     let per_worker = (server.max_connections / workers).max(1);
@@ -163,27 +175,59 @@ pub fn serve(
             "server.max_connections is below server.workers; each worker serves one connection"
         );
     }
-    let mut http = HttpServer::new(move || {
-        // Called on each worker's thread, in its event loop, as it starts.
-        workers_seen.register_current_worker();
-        app(state.clone())
-            .wrap(actix_web::middleware::from_fn(deadline::body_deadline))
-            .wrap(actix_web::middleware::from_fn(note_request))
-    })
-    .workers(workers)
-    .max_connections(per_worker)
-    .keep_alive(Duration::from_secs(server.keep_alive_secs))
-    .client_request_timeout(Duration::from_secs(server.request_timeout_secs))
-    .client_disconnect_timeout(Duration::from_secs(1))
-    .shutdown_timeout(server.shutdown_timeout_secs)
-    .on_connect(move |_, data| {
-        data.insert(Unstarted::new(unstarted.clone()));
-    })
-    .disable_signals();
-    for l in listeners {
-        http = http.listen(l)?;
+    let mut builder = actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
+        .backlog(1024)
+        .shutdown_timeout(server.shutdown_timeout_secs)
+        .disable_signals();
+    // Tells each connection when the server stops, as HttpServer does: an idle keep-alive
+    // connection then closes instead of holding the worker until the shutdown timeout.
+    let stopping = builder.graceful_shutdown_signal();
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        let (state, workers_seen, stopping) =
+            (state.clone(), workers_seen.clone(), stopping.clone());
+        let server = server.clone();
+        builder = builder.listen(format!("api-server-{addr}"), listener, move || {
+            // Called on each worker's thread, in its event loop, as it starts.
+            workers_seen.register_current_worker();
+            let app = app(state.clone())
+                .wrap(actix_web::middleware::from_fn(deadline::body_deadline))
+                .wrap(actix_web::middleware::from_fn(note_request))
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.error_response());
+            let stopping = stopping.clone();
+            let unstarted = workers_seen.unstarted.clone();
+            let timeout_secs = server.request_timeout_secs;
+            let h1 = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                .keep_alive(Duration::from_secs(server.keep_alive_secs))
+                .client_request_timeout(Duration::from_secs(timeout_secs))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                .on_connect_ext(move |io: &CodecErrorsIo<TcpStreamRt>, data| {
+                    data.insert(Unstarted::new(unstarted.clone()));
+                    data.insert(io.methods());
+                })
+                .h1(actix_service::map_config(app, |_| {
+                    actix_web::dev::AppConfig::default()
+                }));
+            actix_service::fn_service(move |io: TcpStreamRt| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((
+                    CodecErrorsIo::new(io, timeout_secs),
+                    peer,
+                ))
+            })
+            .and_then(h1)
+        })?;
     }
-    Ok(http.run())
+    Ok(builder.run())
 }
 
 /// Binds every address `bind` names, with a backlog of 1024 (std's default is 128).

@@ -1,0 +1,253 @@
+//! The answers actix-http's HTTP/1 parser gives by itself, before any service runs (a head
+//! too large, a head that cannot be parsed, a head that never completes), are the
+//! contract's JSON errors with the app's security headers, from the real binary over a
+//! real socket; and the server keeps answering normal requests after each.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_api-server");
+
+/// Kills the server when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path) -> (Running, SocketAddr) {
+    let port = free_port();
+    let config = dir.join("codec.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\nworkers = 1\n\n\
+             [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n",
+            dir.join("codec.db").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SHOTLEDGER__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("SHOTLEDGER__SERVER__REQUEST_TIMEOUT_SECS", "2");
+    let child = cmd.arg("--config").arg(&config).spawn().expect("start");
+    let running = Running(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_healthy(addr, Duration::from_secs(30)).expect("the server starts");
+    (running, addr)
+}
+
+/// Sends `raw` (while reading, so a large request cannot block on a full window), then
+/// reads until the server closes; returns what arrived.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let raw = raw.to_vec();
+    let mut writer = stream;
+    let sending = std::thread::spawn(move || {
+        for chunk in raw.chunks(16 * 1024) {
+            if writer.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = sending.join();
+    got
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn parse(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete answer: {text:?}"));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+fn assert_json_error(raw: &[u8], status: u16, code: &str) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let a = parse(raw);
+    assert_eq!(a.status, status, "{text}");
+    assert_eq!(a.header("content-type"), Some("application/json"), "{text}");
+    assert_eq!(
+        a.header("content-length"),
+        Some(a.body.len().to_string().as_str()),
+        "{text}"
+    );
+    assert_eq!(a.header("connection"), Some("close"), "{text}");
+    assert_eq!(
+        a.header("x-content-type-options"),
+        Some("nosniff"),
+        "{text}"
+    );
+    assert_eq!(
+        a.header("content-security-policy"),
+        Some("default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+        "{text}"
+    );
+    assert_eq!(a.header("x-frame-options"), Some("DENY"), "{text}");
+    assert_eq!(a.header("referrer-policy"), Some("no-referrer"), "{text}");
+    assert_eq!(a.header("cache-control"), Some("no-store"), "{text}");
+    let body: serde_json::Value = serde_json::from_slice(&a.body)
+        .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {text}"));
+    assert_eq!(body["code"], code, "{text}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.len() > 20),
+        "{text}"
+    );
+    assert_eq!(body.as_object().unwrap().len(), 2, "{text}");
+}
+
+/// A normal request on a new connection is still answered.
+fn still_serving(addr: SocketAddr) {
+    let raw = exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let a = parse(&raw);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&raw));
+}
+
+#[test]
+fn answers_below_the_app_are_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = start(dir.path());
+
+    // A header of 200 KiB: over the 128 KiB head limit.
+    let mut big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert_json_error(&exchange(addr, &big), 431, "HEADERS_TOO_LARGE");
+    still_serving(addr);
+
+    // A raw 0xFF byte in the path, and in a header name.
+    assert_json_error(
+        &exchange(addr, b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n"),
+        400,
+        "MALFORMED_REQUEST",
+    );
+    still_serving(addr);
+    assert_json_error(
+        &exchange(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-\xff: 1\r\n\r\n",
+        ),
+        400,
+        "MALFORMED_REQUEST",
+    );
+    still_serving(addr);
+
+    // A head that never completes: answered at request_timeout_secs.
+    let raw = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    assert_json_error(&raw, 408, "REQUEST_TIMEOUT");
+    let body = String::from_utf8_lossy(&parse(&raw).body).into_owned();
+    assert!(body.contains("2 seconds"), "{body}");
+    still_serving(addr);
+
+    // After normal answers on the same connection (keep-alive; one of them to HEAD, with a
+    // content-length but no body), a malformed request still gets the JSON answer, and the
+    // answers before it are untouched.
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let read_until = |conn: &mut TcpStream, seen: &mut Vec<u8>, done: &dyn Fn(&[u8]) -> bool| {
+        let mut buf = [0u8; 8192];
+        while !done(seen) {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let whole = |raw: &[u8]| {
+        raw.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|end| {
+                let a = parse(raw);
+                let len: usize = a.header("content-length").unwrap().parse().unwrap();
+                raw.len() >= end + 4 + len
+            })
+    };
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    read_until(&mut conn, &mut seen, &whole);
+    let first = parse(&seen);
+    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&seen));
+    seen.clear();
+    conn.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    read_until(&mut conn, &mut seen, &|raw: &[u8]| {
+        raw.ends_with(b"\r\n\r\n")
+    });
+    let second = parse(&seen);
+    assert_eq!(second.status, 405, "{}", String::from_utf8_lossy(&seen));
+    assert!(second.body.is_empty());
+    seen.clear();
+    conn.write_all(b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    read_until(&mut conn, &mut seen, &|_: &[u8]| false);
+    assert_json_error(&seen, 400, "MALFORMED_REQUEST");
+    still_serving(addr);
+}
