@@ -7,6 +7,11 @@
 //! served at once (actix counts per worker, so each worker gets its share), the rest wait
 //! in the kernel's backlog.
 //!
+//! The server is actix-web's `HttpServer` taken apart (actix-server accepting, actix-http's
+//! HTTP/1 service running the app) so that each connection's socket can be wrapped: the
+//! answers actix-http's parser gives by itself (a head too large, unparsable, or not
+//! received in time) then leave as the contract's JSON errors (see [`codec_errors`]).
+//!
 //! Stopping (SIGTERM or Ctrl-C) drains instead of dropping: accepting stops first, the
 //! connections already accepted are all handed to the workers, and only then are the
 //! workers told to stop, which lets every request in flight finish (up to

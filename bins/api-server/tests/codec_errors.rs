@@ -180,6 +180,15 @@ fn answers_below_the_app_are_json_errors() {
     big.extend_from_slice(b"\r\n\r\n");
     assert_json_error(&exchange(addr, &big), 431, "HEADERS_TOO_LARGE");
     still_serving(addr);
+    // The same sent whole before anything is read: the answer still arrives.
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&big)
+        .expect("the server reads the whole refused head");
+    let mut got = Vec::new();
+    let _ = conn.read_to_end(&mut got);
+    assert_json_error(&got, 431, "HEADERS_TOO_LARGE");
 
     // A raw 0xFF byte in the path, and in a header name.
     assert_json_error(
