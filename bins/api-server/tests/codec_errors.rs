@@ -190,6 +190,15 @@ fn answers_below_the_app_are_json_errors() {
     let _ = conn.read_to_end(&mut got);
     assert_json_error(&got, 431, "HEADERS_TOO_LARGE");
 
+    // More than 96 headers, each small.
+    let mut many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..120 {
+        many.extend_from_slice(format!("X-H{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_json_error(&exchange(addr, &many), 431, "HEADERS_TOO_LARGE");
+    still_serving(addr);
+
     // A raw 0xFF byte in the path, and in a header name.
     assert_json_error(
         &exchange(addr, b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n"),
