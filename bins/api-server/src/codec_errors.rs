@@ -26,18 +26,6 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The headers the app puts on every answer (see `middleware::security_headers`).
-const SECURITY_HEADERS: &[(&str, &str)] = &[
-    ("x-content-type-options", "nosniff"),
-    (
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-    ),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
-    ("cache-control", "no-store"),
-];
-
 /// A response head longer than this is passed on as it is, and so is the rest of the
 /// connection (the dispatcher never writes one; the app's heads are a few hundred bytes).
 const MAX_HEAD: usize = 64 * 1024;
@@ -289,10 +277,11 @@ impl<T> CodecErrorsIo<T> {
         let body = serde_json::json!({ "error": error, "code": code }).to_string();
         let mut head = format!(
             "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             connection: close\r\n",
+             connection: close\r\ncache-control: no-store\r\n",
             body.len()
         );
-        for (name, value) in SECURITY_HEADERS {
+        // The headers the app puts on every answer.
+        for (name, value) in crate::middleware::ALWAYS {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         if let Some(date) = date {

@@ -7,6 +7,8 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod checkout;
+pub mod codec_errors;
+pub mod deadline;
 pub mod error;
 pub mod middleware;
 pub mod openapi;

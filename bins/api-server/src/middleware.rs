@@ -181,6 +181,17 @@ fn decode_name(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The headers [`security_headers`] puts on every answer (names in lower case).
+pub const ALWAYS: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
+
 /// The headers every answer carries, and `Cache-Control: no-store` where it matters.
 ///
 /// - `X-Content-Type-Options: nosniff`: a browser never second-guesses a content type
@@ -210,21 +221,12 @@ pub async fn security_headers(
         .cookies()
         .any(|c| c.name() == crate::auth::SESSION_COOKIE);
     let h = res.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    for (name, value) in ALWAYS {
+        h.insert(
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     if sets_session || !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

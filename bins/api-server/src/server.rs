@@ -26,21 +26,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _};
 use actix_web::dev::ServerHandle;
+use actix_web::rt::net::TcpStream as TcpStreamRt;
 use ledger_store::Store;
 use settings::Settings;
 
-use crate::{app, system_clock, AppState};
-
-#[path = "deadline.rs"]
-pub mod deadline;
-
-#[path = "codec_errors.rs"]
-pub mod codec_errors;
-
-use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _};
-use actix_web::rt::net::TcpStream as TcpStreamRt;
-use codec_errors::CodecErrorsIo;
+use crate::codec_errors::{self, CodecErrorsIo};
+use crate::{app, deadline, system_clock, AppState};
 
 /// Opens the database named by the settings (migrations run first). Fails, naming the
 /// database and the cause, when it cannot be reached within `connect_timeout_secs` or

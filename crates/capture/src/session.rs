@@ -359,7 +359,11 @@ mod tests {
             .collect();
         assert_eq!(features.len(), 1, "{features:?}");
         assert!(!features[0].contains(char::is_whitespace), "{features:?}");
-        for f in ["Translate", "OptimizationHints", "NetworkTimeServiceQuerying"] {
+        for f in [
+            "Translate",
+            "OptimizationHints",
+            "NetworkTimeServiceQuerying",
+        ] {
             assert!(features[0].split(['=', ',']).any(|x| x == f), "{f}");
         }
         assert_eq!(chromium_prefs()["net"]["network_prediction_options"], 2);

@@ -306,10 +306,19 @@ impl Settings {
             ));
         }
         for (key, secs) in [
-            ("server.request_timeout_secs", self.server.request_timeout_secs),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
             ("server.keep_alive_secs", self.server.keep_alive_secs),
-            ("database.connect_timeout_secs", self.database.connect_timeout_secs),
-            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+            (
+                "database.connect_timeout_secs",
+                self.database.connect_timeout_secs,
+            ),
+            (
+                "database.acquire_timeout_secs",
+                self.database.acquire_timeout_secs,
+            ),
         ] {
             if !(1..=3600).contains(&secs) {
                 return Err(SettingsError::key(key, "must be from 1 to 3600 seconds"));
@@ -628,7 +637,8 @@ mod tests {
 
     #[test]
     fn the_payment_provider_is_explicit() {
-        let provider = |env: &[(&str, &str)]| load(None, env).map(|s| s.payment_provider().unwrap());
+        let provider =
+            |env: &[(&str, &str)]| load(None, env).map(|s| s.payment_provider().unwrap());
         assert_eq!(provider(&[]).unwrap(), PaymentProvider::None);
         let token = ("SHOTLEDGER__POLAR__ACCESS_TOKEN", "polar_oat_x");
         assert_eq!(provider(&[token]).unwrap(), PaymentProvider::Polar);
@@ -637,7 +647,10 @@ mod tests {
         assert_eq!(provider(&[demo, token]).unwrap(), PaymentProvider::Demo);
         let polar = ("SHOTLEDGER__PAYMENTS__PROVIDER", "polar");
         assert_eq!(provider(&[polar, token]).unwrap(), PaymentProvider::Polar);
-        for bad in [vec![polar], vec![("SHOTLEDGER__PAYMENTS__PROVIDER", "stripe")]] {
+        for bad in [
+            vec![polar],
+            vec![("SHOTLEDGER__PAYMENTS__PROVIDER", "stripe")],
+        ] {
             let e = provider(&bad).unwrap_err().to_string();
             assert!(e.contains("payments.provider"), "{e}");
         }
