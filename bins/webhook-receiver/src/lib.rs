@@ -48,7 +48,7 @@ use actix_web::dev::{ServerHandle, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use ledger_core::Timestamp;
 use ledger_store::payments::DeliveryReceipt;
 use ledger_store::{Store, StoreError};
@@ -124,7 +124,16 @@ pub fn server(
     });
     let sweeper = state.clone().into_inner();
     let demo = state.payments.is_demo();
-    let mut http = HttpServer::new({
+    // actix-web's HttpServer (its defaults: a worker per CPU, 5 s keep-alive, the head
+    // within 5 s), with the HTTP parser's own answers as JSON errors (see `http_edge`).
+    let config = http_edge::ServeConfig {
+        name: "webhook-receiver".into(),
+        workers: None,
+        shutdown_timeout_secs: shutdown_timeout,
+        handle_signals,
+        limits: http_edge::H1Limits::default(),
+    };
+    let server = http_edge::serve(vec![listener], config, {
         let state = state.clone();
         move || {
             let mut app = App::new()
@@ -157,13 +166,7 @@ pub fn server(
             app.default_service(web::to(not_found))
         }
     })
-    .shutdown_timeout(shutdown_timeout)
-    .listen(listener)
     .map_err(ReceiverError::Bind)?;
-    if !handle_signals {
-        http = http.disable_signals();
-    }
-    let server = http.run();
     actix_web::rt::spawn(sweep_forever(sweeper));
     tracing::info!(%addr, provider = state.payments.provider_name(), "webhook-receiver listening");
     Ok(server)

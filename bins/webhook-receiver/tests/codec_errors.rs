@@ -1,0 +1,163 @@
+//! The answers actix-http's HTTP/1 parser gives by itself, before any service runs (a head
+//! too large, a head that cannot be parsed), are the contract's JSON errors, from the real
+//! binary over a real socket; and the receiver keeps answering normal requests after each.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ledger_store::testing::TestDb;
+
+/// Kills the receiver when the test ends.
+struct Program(Child);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(db: &TestDb, port: u16) -> Program {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-receiver"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("SHOTLEDGER__WEBHOOKS__BIND", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env(db, None) {
+        cmd.env(k, v);
+    }
+    let program = Program(cmd.spawn().expect("start webhook-receiver"));
+    eventually(30, "the receiver to be ready", || healthy(port));
+    program
+}
+
+fn healthy(port: u16) -> bool {
+    agent()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .is_ok_and(|r| r.status().as_u16() == 200)
+}
+
+/// Sends `raw` (while reading, so a large request cannot block on a full window), then
+/// reads until the receiver closes; returns what arrived.
+fn exchange(port: u16, raw: &[u8]) -> Vec<u8> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let raw = raw.to_vec();
+    let mut writer = stream;
+    let sending = std::thread::spawn(move || {
+        for chunk in raw.chunks(16 * 1024) {
+            if writer.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = sending.join();
+    got
+}
+
+/// Checks `raw` is one JSON error answer with `status` and `code`.
+fn assert_json_error(raw: &[u8], status: u16, code: &str) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete answer: {text:?}"));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let got_status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let body = &raw[end + 4..];
+    assert_eq!(got_status, status, "{text}");
+    assert_eq!(header("content-type"), Some("application/json"), "{text}");
+    assert_eq!(
+        header("content-length"),
+        Some(body.len().to_string().as_str()),
+        "{text}"
+    );
+    assert_eq!(header("x-content-type-options"), Some("nosniff"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    let fields = json.as_object().unwrap_or_else(|| panic!("{text}"));
+    let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "error"], "{text}");
+    assert_eq!(json["code"], code, "{text}");
+    assert!(
+        json["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{text}"
+    );
+}
+
+#[test]
+fn parser_answers_are_json_and_the_receiver_keeps_serving() {
+    let db = TestDb::sqlite();
+    let port = free_port();
+    let _receiver = start(&db, port);
+
+    // A 200 KiB header: over actix-http's 128 KiB limit for a head.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    assert_json_error(&exchange(port, big.as_bytes()), 431, "HEADERS_TOO_LARGE");
+    assert!(healthy(port), "the receiver answers after a 431");
+
+    // A raw 0xFF byte in the request line: unparsable.
+    assert_json_error(
+        &exchange(port, b"GET /\xff HTTP/1.1\r\nhost: x\r\n\r\n"),
+        400,
+        "MALFORMED_REQUEST",
+    );
+    assert!(healthy(port), "the receiver answers after a 400");
+
+    // A normal request on a connection of its own still gets the app's answer.
+    let ok = exchange(
+        port,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&ok);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""status":"ok""#), "{text}");
+}
