@@ -7,7 +7,6 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod checkout;
-pub mod codec_errors;
 pub mod deadline;
 pub mod error;
 pub mod middleware;

@@ -181,17 +181,6 @@ fn decode_name(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The headers [`security_headers`] puts on every answer (names in lower case).
-pub const ALWAYS: [(&str, &str); 4] = [
-    ("x-content-type-options", "nosniff"),
-    (
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-    ),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
-];
-
 /// The headers every answer carries, and `Cache-Control: no-store` where it matters.
 ///
 /// - `X-Content-Type-Options: nosniff`: a browser never second-guesses a content type
@@ -221,7 +210,8 @@ pub async fn security_headers(
         .cookies()
         .any(|c| c.name() == crate::auth::SESSION_COOKIE);
     let h = res.headers_mut();
-    for (name, value) in ALWAYS {
+    // The same list the HTTP parser's own answers get (`http_edge`).
+    for (name, value) in http_edge::SECURITY_HEADERS {
         h.insert(
             header::HeaderName::from_static(name),
             HeaderValue::from_static(value),

@@ -10,7 +10,8 @@
 //! The server is actix-web's `HttpServer` taken apart (actix-server accepting, actix-http's
 //! HTTP/1 service running the app) so that each connection's socket can be wrapped: the
 //! answers actix-http's parser gives by itself (a head too large, unparsable, or not
-//! received in time) then leave as the contract's JSON errors (see [`codec_errors`]).
+//! received in time) then leave as the contract's JSON errors (see
+//! [`http_edge::codec_errors`]).
 //!
 //! Stopping (SIGTERM or Ctrl-C) drains instead of dropping: accepting stops first, the
 //! connections already accepted are all handed to the workers, and only then are the
@@ -26,13 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _};
 use actix_web::dev::ServerHandle;
-use actix_web::rt::net::TcpStream as TcpStreamRt;
 use ledger_store::Store;
 use settings::Settings;
 
-use crate::codec_errors::{self, CodecErrorsIo};
 use crate::{app, deadline, system_clock, AppState};
 
 /// Opens the database named by the settings (migrations run first). Fails, naming the
@@ -99,9 +97,6 @@ async fn note_request(
     if let Some(conn) = req.conn_data::<Unstarted>() {
         conn.start();
     }
-    if let Some(methods) = req.conn_data::<codec_errors::RequestMethods>() {
-        methods.push(req.method());
-    }
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
@@ -156,8 +151,8 @@ impl Workers {
 /// off (see [`run`]).
 ///
 /// This is what `actix_web::HttpServer` does (HTTP/1 only), with each connection's socket
-/// wrapped in a [`CodecErrorsIo`] so that the answers actix-http's parser gives by itself
-/// are JSON errors (see [`codec_errors`]).
+/// wrapped in a [`http_edge::CodecErrorsIo`] (by [`http_edge::h1`]) so that the answers
+/// actix-http's parser gives by itself are JSON errors.
 pub fn serve(
     state: AppState,
     listeners: Vec<TcpListener>,
@@ -192,37 +187,16 @@ pub fn serve(
             workers_seen.register_current_worker();
             let app = app(state.clone())
                 .wrap(actix_web::middleware::from_fn(deadline::body_deadline))
-                .wrap(actix_web::middleware::from_fn(note_request))
-                .into_factory()
-                .map_err(|e: actix_web::Error| e.error_response());
-            let stopping = stopping.clone();
+                .wrap(actix_web::middleware::from_fn(note_request));
+            let limits = http_edge::H1Limits {
+                keep_alive: Duration::from_secs(server.keep_alive_secs),
+                client_request_timeout: Duration::from_secs(server.request_timeout_secs),
+                client_disconnect_timeout: Duration::from_secs(1),
+            };
             let unstarted = workers_seen.unstarted.clone();
-            let timeout_secs = server.request_timeout_secs;
-            let h1 = actix_http::HttpService::build()
-                .graceful_shutdown_signal(move || {
-                    let stopping = stopping.clone();
-                    async move { stopping.notified().await }
-                })
-                .keep_alive(Duration::from_secs(server.keep_alive_secs))
-                .client_request_timeout(Duration::from_secs(timeout_secs))
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .h1_allow_half_closed(true)
-                .local_addr(addr)
-                .on_connect_ext(move |io: &CodecErrorsIo<TcpStreamRt>, data| {
-                    data.insert(Unstarted::new(unstarted.clone()));
-                    data.insert(io.methods());
-                })
-                .h1(actix_service::map_config(app, |_| {
-                    actix_web::dev::AppConfig::default()
-                }));
-            actix_service::fn_service(move |io: TcpStreamRt| async move {
-                let peer = io.peer_addr().ok();
-                Ok::<_, actix_http::error::DispatchError>((
-                    CodecErrorsIo::new(io, timeout_secs),
-                    peer,
-                ))
+            http_edge::h1(app, addr, limits, stopping.clone(), move |data| {
+                data.insert(Unstarted::new(unstarted.clone()));
             })
-            .and_then(h1)
         })?;
     }
     Ok(builder.run())
