@@ -201,12 +201,29 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
     /// pool, and the pool opens a fresh one once the file is writable again.
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
         if let DbConnection::Sqlite(c) = conn {
-            sqlite_write_probe(c).map_err(diesel::r2d2::Error::QueryError)?;
-            c.batch_execute(&format!(
+            let pragmas = format!(
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 self.busy_timeout_ms
-            ))
-            .map_err(diesel::r2d2::Error::QueryError)?;
+            );
+            // Turning a new file to WAL needs an exclusive lock, and SQLite answers "locked"
+            // at once, without its busy handler, while another connection is just taking
+            // the write lock (another process opening the same new file): retry for as
+            // long as the busy timeout would have waited.
+            let deadline = std::time::Instant::now()
+                + Duration::from_millis(self.busy_timeout_ms.try_into().unwrap_or(u64::MAX));
+            loop {
+                match c.batch_execute(&pragmas) {
+                    Err(diesel::result::Error::DatabaseError(_, info))
+                        if is_locked(info.message()) && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    other => break other.map_err(diesel::r2d2::Error::QueryError)?,
+                }
+            }
+            sqlite_write_probe(c).map_err(diesel::r2d2::Error::QueryError)?;
+            c.batch_execute(&format!("PRAGMA busy_timeout = {};", self.busy_timeout_ms))
+                .map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }
@@ -223,13 +240,14 @@ fn sqlite_write_probe(c: &mut SqliteConnection) -> Result<(), diesel::result::Er
     // Nothing to roll back when BEGIN itself failed.
     let _ = c.batch_execute("ROLLBACK;");
     match probe {
-        Err(diesel::result::Error::DatabaseError(_, info))
-            if info.message().contains("database is locked") =>
-        {
-            Ok(())
-        }
+        Err(diesel::result::Error::DatabaseError(_, info)) if is_locked(info.message()) => Ok(()),
         other => other,
     }
+}
+
+/// SQLite's answer when another connection holds the lock it needs.
+fn is_locked(message: &str) -> bool {
+    message.contains("database is locked") || message.contains("database table is locked")
 }
 
 /// Logs the pool's failures to open connections (r2d2 keeps only the last one, for the
@@ -329,15 +347,35 @@ fn cause(e: &diesel::r2d2::Error) -> String {
 }
 
 /// Applies every pending migration of the connection's backend.
+///
+/// Several processes may start on one database at the same moment (`just run` starts two
+/// on one new SQLite file; many api-servers may start on one PostgreSQL). The whole run is
+/// one transaction that first takes a database-wide lock (SQLite's write lock with
+/// `BEGIN IMMEDIATE`; a transaction-scoped advisory lock on PostgreSQL), so one process
+/// migrates while the others wait, then find nothing pending. Each migration becomes a
+/// savepoint inside it.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<(), StoreError> {
+    type MigrationError = Box<dyn std::error::Error + Send + Sync>;
     let result = match conn {
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
-        DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
+        DbConnection::Sqlite(c) => c.immediate_transaction::<_, MigrationError, _>(|c| {
+            c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ())
+        }),
+        DbConnection::Postgres(c) => c.transaction::<_, MigrationError, _>(|c| {
+            use diesel::RunQueryDsl;
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)
+                .execute(c)?;
+            c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ())
+        }),
     };
     result.map_err(|e| StoreError::Migration {
         reason: e.to_string(),
     })
 }
+
+/// The advisory lock that serialises migrations on PostgreSQL ("shotledger" in ASCII, as
+/// an integer; any constant no other program on the database uses).
+const MIGRATION_LOCK_KEY: i64 = 0x73686f746c656467;
 
 /// Reverts every applied migration (for tests of `down.sql`).
 pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<usize, StoreError> {

@@ -130,3 +130,29 @@ fn new_sqlite_connections_open_while_another_process_holds_the_write_lock() {
     drop(held);
     assert!(store.verify().unwrap().ok);
 }
+
+/// `just run` starts the api-server and the webhook-receiver on the same new SQLite file
+/// at the same moment: both must open it (one migrates, the other waits), however their
+/// first steps interleave. Each round uses a fresh file, and many openers at once.
+#[test]
+fn several_processes_open_one_new_sqlite_file_at_once() {
+    for round in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, barrier) = (url.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Store::open(&url, &PoolOptions::default()).map(|_| ())
+                })
+            })
+            .collect();
+        for (i, opener) in openers.into_iter().enumerate() {
+            if let Err(e) = opener.join().unwrap() {
+                panic!("round {round}, opener {i}: {e}");
+            }
+        }
+    }
+}
