@@ -152,6 +152,31 @@ fn parser_answers_are_json_and_the_receiver_keeps_serving() {
     );
     assert!(healthy(port), "the receiver answers after a 400");
 
+    // On one keep-alive connection: an answer to HEAD (a content-length, no body), then an
+    // unparsable request; the wrapper knows the first had no body, so the second is JSON.
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).unwrap(),
+            1,
+            "the HEAD answer ends early"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(!head.contains("content-length: 0\r\n"), "{head}");
+    conn.write_all(b"GET /\xff HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert_json_error(&rest, 400, "MALFORMED_REQUEST");
+
     // A normal request on a connection of its own still gets the app's answer.
     let ok = exchange(
         port,
