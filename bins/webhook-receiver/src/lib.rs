@@ -138,6 +138,7 @@ pub fn server(
         move || {
             let mut app = App::new()
                 .wrap(json_errors())
+                .wrap(security_headers())
                 .app_data(state.clone())
                 .service(
                     web::resource("/api/webhooks/polar")
@@ -519,7 +520,21 @@ async fn demo_page(state: web::Data<AppState>, id: web::Path<String>) -> HttpRes
     );
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
+        // The page's own policy: its inline style, and its form posting to this server.
+        .insert_header((
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
         .body(page)
+}
+
+/// The api-server's security headers (`http_edge::SECURITY_HEADERS`) on every answer, and
+/// `Cache-Control: no-store`, unless a handler set its own (the demo page sets its CSP).
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    http_edge::SECURITY_HEADERS.iter().fold(
+        actix_web::middleware::DefaultHeaders::new().add(("cache-control", "no-store")),
+        |headers, &header| headers.add(header),
+    )
 }
 
 async fn demo_pay(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {

@@ -249,6 +249,20 @@ fn the_demo_checkout_pays_through_a_signed_webhook(db: TestDb) {
     let a = agent();
     let mut page = a.get(format!("{}{path}", rx.url())).call().unwrap();
     assert_eq!(page.status().as_u16(), 200);
+    // The page's own policy: its inline style and its form (to this server), nothing else.
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{part} missing from {csp}");
+    }
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
     let html = page.body_mut().read_to_string().unwrap();
     for needle in [
         "TEST PAYMENT — no money moves",
@@ -338,6 +352,32 @@ fn json_of(r: &mut ureq::http::Response<ureq::Body>) -> serde_json::Value {
     r.body_mut().read_json().expect("a JSON body")
 }
 
+/// The security headers of the api-server on every answer of the receiver too.
+fn every_answer_carries_the_security_headers(db: TestDb) {
+    let (_fake, _payments, rx) = polar_receiver(&db);
+    let a = agent();
+    let answers = [
+        a.get(format!("{}/healthz", rx.url())).call().unwrap(),
+        a.get(format!("{}/nope", rx.url())).call().unwrap(),
+        a.get(rx.webhook_url()).call().unwrap(),
+        a.post(rx.webhook_url())
+            .header("content-type", "application/json")
+            .send("{}")
+            .unwrap(),
+    ];
+    for r in &answers {
+        for (name, value) in http_edge::SECURITY_HEADERS {
+            assert_eq!(
+                r.headers().get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{name} on a {} answer",
+                r.status()
+            );
+        }
+        assert_eq!(r.headers()["cache-control"], "no-store", "{}", r.status());
+    }
+}
+
 fn every_answer_is_a_json_error(db: TestDb) {
     let (_fake, _payments, rx) = polar_receiver(&db);
     let a = agent();
@@ -414,6 +454,7 @@ fn a_cross_account_order_is_refused_and_kept_for_an_operator(db: TestDb) {
 }
 
 on_both_backends!(
+    every_answer_carries_the_security_headers,
     without_a_provider_there_are_no_demo_pages,
     every_answer_is_a_json_error,
     a_cross_account_order_is_refused_and_kept_for_an_operator,
