@@ -8,7 +8,9 @@ log="$(mktemp)"
 setsid ./just run >"$log" 2>&1 &
 pid=$!
 stop() { kill -TERM -- "-$pid" 2>/dev/null || true; }
-trap 'stop; cat "$log" >&2' ERR
+# However this script ends (a failed check, Ctrl-C, a CI timeout), both programs stop.
+trap 'cat "$log" >&2' ERR
+trap 'stop' EXIT INT TERM
 
 wait_up() {
   for _ in $(seq 1 1800); do
