@@ -10,7 +10,8 @@ pid=$!
 stop() { kill -TERM -- "-$pid" 2>/dev/null || true; }
 # However this script ends (a failed check, Ctrl-C, a CI timeout), both programs stop.
 trap 'cat "$log" >&2' ERR
-trap 'stop' EXIT INT TERM
+trap 'stop' EXIT
+trap 'exit 1' INT TERM
 
 wait_up() {
   for _ in $(seq 1 1800); do
