@@ -133,6 +133,20 @@ fn named_field(message: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
+/// Reads a whole body of at most `limit` bytes (beyond: `413`, without reading the rest).
+pub async fn read_limited(payload: &mut Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid("body", format!("the body could not be read: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<JsonBody<T>, ApiError>>>>;
@@ -156,17 +170,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     ));
                 }
             }
-            let mut buf = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::invalid("body", format!("the body could not be read: {e}"))
-                })?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(ApiError::TooLarge { limit });
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            let raw = buf.freeze();
+            let raw = read_limited(&mut payload, limit).await?;
             let value = parse_json(&raw)?;
             Ok(JsonBody { value, raw })
         })

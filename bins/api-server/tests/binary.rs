@@ -220,28 +220,6 @@ fn sigterm(child: &Child) {
     assert!(killed.success());
 }
 
-/// Sends `req` whole on a new connection and returns the connection, to read later.
-fn send_only(addr: SocketAddr, req: &Req) -> std::io::Result<std::net::TcpStream> {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = req.body.clone().unwrap_or_default();
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        req.method,
-        req.path,
-        body.len()
-    );
-    for (n, v) in &req.headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&body)?;
-    stream.flush()?;
-    Ok(stream)
-}
-
 fn read_answer(mut stream: std::net::TcpStream) -> Result<u16, String> {
     use std::io::Read;
     let mut raw = Vec::new();

@@ -164,6 +164,28 @@ impl FakePolar {
             .cloned()
     }
 
+    /// What a customer who buys `pack_id` through the api-server produces: a checkout
+    /// `payments` makes for `account`, paid here. Returns the paid order.
+    pub fn buy(
+        &self,
+        payments: &crate::Payments,
+        account: &ledger_core::AccountId,
+        pack_id: &str,
+    ) -> Value {
+        let pack = payments
+            .catalogue()
+            .find(pack_id)
+            .expect("a pack of the catalogue");
+        let url = payments
+            .create_checkout(account, pack)
+            .expect("a checkout at the fake");
+        self.pay(
+            &self
+                .checkout_id_for_url(&url)
+                .expect("a checkout of this fake"),
+        )
+    }
+
     /// The customer pays a checkout: an order is created, already `paid`, carrying the
     /// checkout's metadata and customer (paying again returns the same order).
     pub fn pay(&self, checkout_id: &str) -> Value {

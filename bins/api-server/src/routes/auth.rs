@@ -6,7 +6,6 @@ use std::pin::Pin;
 use actix_web::cookie::{time::Duration, Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::{post, web, FromRequest, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use ledger_store::NewAccount;
 use serde::de::DeserializeOwned;
 
@@ -78,17 +77,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for AuthBody<T> {
             if declared.is_some_and(|n| n > limit as u64) {
                 return Err(ApiError::TooLarge { limit });
             }
-            let mut buf = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::invalid("body", format!("the body could not be read: {e}"))
-                })?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(ApiError::TooLarge { limit });
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            let mut whole = Payload::from(buf.freeze());
+            let body = crate::body::read_limited(&mut payload, limit).await?;
+            let mut whole = Payload::from(body);
             JsonBody::<T>::from_request(&req, &mut whole)
                 .await
                 .map(AuthBody)

@@ -412,8 +412,9 @@ impl TestApp {
 
 // ---- over a real socket ----
 
-/// One request over a new connection (`Connection: close`), read to the end.
-pub fn http(addr: SocketAddr, req: &Req) -> std::io::Result<Resp> {
+/// Sends `req` whole on a new connection (`Connection: close`) and returns the connection,
+/// to read the answer from later.
+pub fn send_only(addr: SocketAddr, req: &Req) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
@@ -431,6 +432,12 @@ pub fn http(addr: SocketAddr, req: &Req) -> std::io::Result<Resp> {
     stream.write_all(head.as_bytes())?;
     stream.write_all(&body)?;
     stream.flush()?;
+    Ok(stream)
+}
+
+/// One request over a new connection (`Connection: close`), read to the end.
+pub fn http(addr: SocketAddr, req: &Req) -> std::io::Result<Resp> {
+    let mut stream = send_only(addr, req)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)

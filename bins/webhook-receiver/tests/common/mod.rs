@@ -128,11 +128,5 @@ pub fn bought(
     acct: &AccountId,
     pack_id: &str,
 ) -> serde_json::Value {
-    let pack = payments.catalogue().find(pack_id).expect("pack").clone();
-    let url = payments.create_checkout(acct, &pack).expect("checkout");
-    fake.pay(
-        &fake
-            .checkout_id_for_url(&url)
-            .expect("a checkout of the fake"),
-    )
+    fake.buy(payments, acct, pack_id)
 }
