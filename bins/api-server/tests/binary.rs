@@ -4,42 +4,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_api-server");
-
-/// The binary with a clean environment for the configuration layers.
-fn command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SHOTLEDGER__") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-/// Kills the child if the test fails half-way.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
@@ -71,7 +40,7 @@ fn the_binary_serves_with_a_config_file_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let child = command(dir.path())
+    let child = binary_command(dir.path())
         .arg("--config")
         .arg(&config)
         .spawn()
@@ -155,7 +124,7 @@ fn the_binary_serves_with_a_config_file_and_stops_cleanly_on_sigterm() {
 #[test]
 fn a_bad_configuration_value_stops_the_binary_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path())
+    let out = binary_command(dir.path())
         .env("SHOTLEDGER__SERVER__BIND", "nowhere")
         .output()
         .expect("run the api-server");
@@ -164,7 +133,7 @@ fn a_bad_configuration_value_stops_the_binary_naming_the_key() {
     assert!(stderr.contains("server.bind"), "stderr: {stderr}");
 
     // A --config file that does not exist is refused the same way.
-    let out = command(dir.path())
+    let out = binary_command(dir.path())
         .args(["--config", "/nonexistent/shotledger.toml"])
         .output()
         .expect("run the api-server");
@@ -196,7 +165,7 @@ fn config_in(dir: &std::path::Path, extra_server: &str) -> (std::path::PathBuf, 
 }
 
 fn start_server(dir: &std::path::Path, config: &std::path::Path, addr: SocketAddr) -> Running {
-    let child = command(dir)
+    let child = binary_command(dir)
         .env("RUST_LOG", "warn,api_server::server=info,actix_server=info")
         .arg("--config")
         .arg(config)
@@ -359,7 +328,7 @@ fn the_binary_refuses_an_sqlite_file_it_cannot_write_and_says_which_and_why() {
         String::from_utf8_lossy(&set.stderr)
     );
     let guard = Immutable(&db);
-    let mut child = command(dir.path())
+    let mut child = binary_command(dir.path())
         .arg("--config")
         .arg(&config)
         .spawn()

@@ -7,54 +7,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_api-server");
-
-/// Kills the server when the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &std::path::Path) -> (Running, SocketAddr) {
-    let port = free_port();
-    let config = dir.join("codec.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\nworkers = 1\n\n\
-             [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n",
-            dir.join("codec.db").display()
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SHOTLEDGER__") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("SHOTLEDGER__SERVER__REQUEST_TIMEOUT_SECS", "2");
-    let child = cmd.arg("--config").arg(&config).spawn().expect("start");
-    let running = Running(child);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_healthy(addr, Duration::from_secs(30)).expect("the server starts");
-    (running, addr)
-}
 
 /// Sends `raw` (while reading, so a large request cannot block on a full window), then
 /// reads until the server closes; returns what arrived.
@@ -172,7 +127,7 @@ fn still_serving(addr: SocketAddr) {
 #[test]
 fn answers_below_the_app_are_json_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, addr) = start(dir.path());
+    let (_server, addr) = start_binary(dir.path(), "workers = 1\nrequest_timeout_secs = 2");
 
     // A header of 200 KiB: over the 128 KiB head limit.
     let mut big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();

@@ -6,62 +6,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_api-server");
-
-/// Kills the server when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The binary on a fresh SQLite file, `server` settings added to the config; returns once
-/// it is healthy.
-fn start(dir: &std::path::Path, server: &str) -> (Running, SocketAddr) {
-    let port = free_port();
-    let config = dir.join("slow.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\n{server}\n\n\
-             [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
-             [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
-            // No browser: these tests are about HTTP and the database, and start in a
-            // second instead of waiting for a browser pool on a busy machine.
-            dir.join("slow.db").display()
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SHOTLEDGER__") {
-            cmd.env_remove(k);
-        }
-    }
-    let running = Running(cmd.spawn().expect("start the api-server"));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_healthy(addr, Duration::from_secs(30)).expect("the server starts");
-    (running, addr)
-}
 
 /// A login whose head is sent whole and whose 200-byte body is then sent one byte every
 /// 250 ms by [`Dribbler`].
@@ -132,7 +82,7 @@ fn outcome(mut s: TcpStream, within: Duration) -> Option<Vec<u8>> {
 #[test]
 fn dribbled_bodies_are_cut_off_at_the_request_timeout_while_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, addr) = start(dir.path(), "workers = 2\nrequest_timeout_secs = 2");
+    let (_server, addr) = start_binary(dir.path(), "workers = 2\nrequest_timeout_secs = 2");
     const SLOW: usize = 50;
     let slow: Vec<TcpStream> = (0..SLOW).map(|_| slow_login(addr)).collect();
     let started = Instant::now();
@@ -179,7 +129,7 @@ fn dribbled_bodies_are_cut_off_at_the_request_timeout_while_others_are_served() 
 fn no_more_than_max_connections_are_served_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // Two per worker.
-    let (_server, addr) = start(
+    let (_server, addr) = start_binary(
         dir.path(),
         "workers = 2\nmax_connections = 4\nrequest_timeout_secs = 3",
     );

@@ -573,3 +573,61 @@ impl Drop for LiveServer {
         }
     }
 }
+
+/// The real `api-server` binary, working in `dir`, with a clean environment for the
+/// configuration layers (no `DATABASE_URL`, no `SHOTLEDGER__*`); stderr is piped.
+pub fn binary_command(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_api-server"));
+    cmd.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SHOTLEDGER__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// A child process killed when this is dropped, however the test ends.
+pub struct Running(pub Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The binary on a fresh SQLite file in `dir`, without a browser (these tests are about
+/// HTTP and the database), the admin token set and `server` added to its `[server]`
+/// settings; returns once it is healthy.
+pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr) {
+    let port = free_port();
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\n{server}\n\n\
+             [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
+             [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
+            dir.join("server.db").display()
+        ),
+    )
+    .unwrap();
+    let child = binary_command(dir)
+        .stderr(std::process::Stdio::null())
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .expect("start the api-server");
+    let running = Running(Some(child));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_healthy(addr, Duration::from_secs(30)).expect("the server starts");
+    (running, addr)
+}
