@@ -6,46 +6,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use ledger_store::testing::TestDb;
-
-/// Kills the receiver when the test ends.
-struct Program(Child);
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(db: &TestDb, port: u16) -> Program {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-receiver"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("SHOTLEDGER__WEBHOOKS__BIND", format!("127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env(db, None) {
-        cmd.env(k, v);
-    }
-    let program = Program(cmd.spawn().expect("start webhook-receiver"));
-    eventually(30, "the receiver to be ready", || healthy(port));
-    program
-}
 
 fn healthy(port: u16) -> bool {
     agent()
@@ -134,7 +98,7 @@ fn assert_json_error(raw: &[u8], status: u16, code: &str) {
 fn parser_answers_are_json_and_the_receiver_keeps_serving() {
     let db = TestDb::sqlite();
     let port = free_port();
-    let _receiver = start(&db, port);
+    let _receiver = start_program(&db, None, port, &[]);
 
     // A 200 KiB header: over actix-http's 128 KiB limit for a head.
     let big = format!(

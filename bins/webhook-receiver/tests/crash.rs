@@ -6,55 +6,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use ledger_store::on_both_backends;
 use ledger_store::testing::TestDb;
 use payments::fake::{FakePolar, KeyMode};
-
-struct Program(Child);
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(db: &TestDb, fake: &FakePolar, port: u16, crash: bool) -> Program {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-receiver"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("SHOTLEDGER__WEBHOOKS__BIND", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env(db, Some(&fake.url())) {
-        cmd.env(k, v);
-    }
-    if crash {
-        cmd.env(webhook_receiver::CRASH_AFTER_STORE_ENV, "1");
-    }
-    let program = Program(cmd.spawn().expect("start webhook-receiver"));
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    eventually(30, "the receiver to be ready", || {
-        agent()
-            .get(&health)
-            .call()
-            .is_ok_and(|r| r.status().as_u16() == 200)
-    });
-    program
-}
 
 fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
@@ -68,7 +25,12 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/api/webhooks/polar");
 
-    let mut crashing = start(&db, &fake, port, true);
+    let mut crashing = start_program(
+        &db,
+        Some(&fake.url()),
+        port,
+        &[(webhook_receiver::CRASH_AFTER_STORE_ENV, "1")],
+    );
     let status = fake.send(&paid, &url);
     assert_eq!(status, 0, "the process dies before answering");
     let exit = crashing.0.wait().unwrap();
@@ -82,7 +44,7 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     assert_eq!(available(&db.store, &acct), c(0));
     drop(crashing);
 
-    let _restarted = start(&db, &fake, port, false);
+    let _restarted = start_program(&db, Some(&fake.url()), port, &[]);
     eventually(10, "start-up recovery to credit the order", || {
         available(&db.store, &acct) == c(1000)
             && db

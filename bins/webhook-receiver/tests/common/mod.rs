@@ -130,3 +130,55 @@ pub fn bought(
 ) -> serde_json::Value {
     fake.buy(payments, acct, pack_id)
 }
+
+/// The real `webhook-receiver` binary, killed when this is dropped.
+pub struct Program(pub std::process::Child);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the real binary on `db` and `port` with only the settings of [`env`] (and
+/// `extra`) in its environment; returns once `/healthz` answers 200.
+pub fn start_program(
+    db: &TestDb,
+    polar_url: Option<&str>,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Program {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-receiver"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("SHOTLEDGER__WEBHOOKS__BIND", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env(db, polar_url) {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let program = Program(cmd.spawn().expect("start webhook-receiver"));
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    eventually(30, "the receiver to be ready", || {
+        agent()
+            .get(&health)
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == 200)
+    });
+    program
+}
