@@ -238,7 +238,7 @@ impl Modify for Answers {
 }
 
 /// The limits the handlers enforce, written into the schemas they apply to: lengths,
-/// ranges, the precision of credit amounts (thousandths). `tests/openapi.rs` checks each
+/// ranges, the precision of credit amounts (thousandths). `tests/it/openapi.rs` checks each
 /// against the server (at the limit is accepted, past it is a 400 naming the field).
 struct Limits;
 

@@ -37,7 +37,7 @@
 //!
 //! Test hook: when the environment has `SHOTLEDGER_TEST_CRASH_AFTER_STORE=1`, the process
 //! aborts right after storing a new delivery and before processing it. It exists only for
-//! the crash-recovery test (tests/crash.rs); nothing else sets it.
+//! the crash-recovery test (tests/it/crash.rs); nothing else sets it.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Pool behaviour: bounded queue, recycling, shutdown, start-up failures, and cleanup when
 //! the owner panics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Authentication, accounts and keys: signup, login, logout, API keys and the three ways
 //! of presenting a key. Every test runs on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use api_server::auth::csrf_token;
 use common::*;

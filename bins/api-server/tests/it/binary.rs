@@ -1,7 +1,7 @@
 //! The real `api-server` binary: started with `--config FILE`, spoken to over HTTP, stopped
 //! with SIGTERM; and refusing a bad configuration value at start.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command};

@@ -1,7 +1,7 @@
 //! JSON errors everywhere, request ids, health and the OpenAPI document. Every test runs on
 //! SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -2,7 +2,7 @@
 //! requests riding a session cookie, security headers, wrong methods. Runs on SQLite and on
 //! PostgreSQL.
 
-mod common;
+use crate::common;
 
 use actix_web::http::Method;
 use common::*;

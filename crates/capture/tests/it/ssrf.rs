@@ -1,6 +1,6 @@
 //! The SSRF guard end to end, with `allow_private_targets = false`.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

@@ -1,7 +1,7 @@
 //! Auto top-up: settings, one top-up per crossing, credits only when paid, pause on a
 //! declined payment, and Polar's refusal. On SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ledger_core::{EntryKind, Memo};

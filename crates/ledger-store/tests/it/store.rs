@@ -1,6 +1,6 @@
 //! The store's behaviour, run on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Failed logins are throttled per email: brute force gets 429, the owner gets back in
 //! when the window ends.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

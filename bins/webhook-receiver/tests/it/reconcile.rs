@@ -1,7 +1,7 @@
 //! The receiver reconciles with Polar by itself: an order whose webhooks never arrived is
 //! credited, once.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! No account can read or change another account's data, on any authenticated endpoint.
 //! Runs on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,7 +1,7 @@
 //! Real browser, real chromedriver: every capture mode and every failure class.
 //! These tests never skip: without chromium they fail and say how to install it.
 
-mod common;
+use crate::common;
 
 use common::{opts, shared, ELEMENT_H, ELEMENT_W};
 

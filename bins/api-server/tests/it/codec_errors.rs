@@ -3,7 +3,7 @@
 //! contract's JSON errors with the app's security headers, from the real binary over a
 //! real socket; and the server keeps answering normal requests after each.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,6 +1,6 @@
 //! Checkouts against the fake Polar (and demo checkouts), and reconcile.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

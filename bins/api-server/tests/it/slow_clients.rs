@@ -2,7 +2,7 @@
 //! `server.request_timeout_secs` (408, JSON), while normal clients are served; and no more
 //! than `server.max_connections` connections are served at once.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

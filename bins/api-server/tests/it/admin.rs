@@ -2,7 +2,7 @@
 //! maximum hard limit, verify, and `Idempotency-Key` on every charged call. Every test runs
 //! on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

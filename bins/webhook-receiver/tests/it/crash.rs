@@ -4,7 +4,7 @@
 //! The crash is made with the test-only hook `SHOTLEDGER_TEST_CRASH_AFTER_STORE=1`, which
 //! makes the process abort right after the delivery is stored.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Exactly-once crediting and refunds, through the same path the receiver uses
 //! (`Payments::process_event`), on SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Barrier};
 

@@ -3,7 +3,7 @@
 //! SQLite file, a trigger that refuses writes, a TCP proxy it controls) and never touches
 //! the machine's PostgreSQL server itself.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -1,6 +1,6 @@
 //! The receiver over real HTTP, fed by the fake Polar, on SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Barrier};
 

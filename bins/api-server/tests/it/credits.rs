@@ -1,7 +1,7 @@
 //! Credits (seed 000), the balance in other shapes (seeds 001 and 004) and the usage ledger
 //! by month (seed 003). Every test runs on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ledger_core::Credits;

@@ -2,7 +2,7 @@
 //! too large, a head that cannot be parsed), are the contract's JSON errors, from the real
 //! binary over a real socket; and the receiver keeps answering normal requests after each.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

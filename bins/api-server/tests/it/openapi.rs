@@ -3,7 +3,7 @@
 //! enforce (read from the document and tried against the server), the capture options,
 //! optional bodies. `scripts/fuzz-api.sh` fuzzes the server against the same document.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

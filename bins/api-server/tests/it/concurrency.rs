@@ -1,7 +1,7 @@
 //! Many clients at once, through real HTTP: debits never overdraw an account, and the same
 //! `Idempotency-Key` sent in parallel charges once. On SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Barrier};
 

@@ -1,0 +1,19 @@
+//! The integration tests of `api-server`, as one test binary (each binary links the
+//! whole dependency graph, so one per crate keeps the build short).
+
+mod common;
+mod accounts;
+mod admin;
+mod binary;
+mod codec_errors;
+mod concurrency;
+mod credits;
+mod errors;
+mod faults;
+mod isolation;
+mod openapi;
+mod payments;
+mod screenshots;
+mod security;
+mod slow_clients;
+mod throttle;
