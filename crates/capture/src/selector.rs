@@ -427,8 +427,20 @@ impl Parser<'_> {
 
     /// `complex [, complex]*`; stops before a `)` (for functional arguments).
     fn selector_list(&mut self, ctx: Ctx) -> Result<(), String> {
+        self.list(ctx, false)
+    }
+
+    /// A comma-separated list of complex selectors; with `relative`, each may start with a
+    /// combinator (`:has()`).
+    fn list(&mut self, ctx: Ctx, relative: bool) -> Result<(), String> {
         loop {
             self.skip_ws();
+            if relative {
+                if let Some(Tok::Delim('>' | '+' | '~')) = self.peek() {
+                    self.i += 1;
+                    self.skip_ws();
+                }
+            }
             if matches!(self.peek(), None | Some(Tok::Comma | Tok::RParen)) {
                 return Err(self.unexpected("a selector"));
             }
@@ -467,22 +479,7 @@ impl Parser<'_> {
             pseudo_elements: false,
             in_has: true,
         };
-        loop {
-            self.skip_ws();
-            if let Some(Tok::Delim('>' | '+' | '~')) = self.peek() {
-                self.i += 1;
-                self.skip_ws();
-            }
-            if matches!(self.peek(), None | Some(Tok::Comma | Tok::RParen)) {
-                return Err(self.unexpected("a selector"));
-            }
-            self.complex(ctx, false)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(Tok::Comma) => self.i += 1,
-                _ => return Ok(()),
-            }
-        }
+        self.list(ctx, true)
     }
 
     /// `compound [combinator compound]*`. With `single`, one compound only.
@@ -934,7 +931,7 @@ mod tests {
 
     /// The shared table: `valid`, `invalid` or `stricter` (refused here, accepted by
     /// Chromium), a tab, the selector. `tests/browser.rs` checks it against Chromium.
-    const TABLE: &str = include_str!("../tests/selectors.txt");
+    const TABLE: &str = include_str!("../tests/it/selectors.txt");
 
     fn table() -> impl Iterator<Item = (&'static str, &'static str)> {
         TABLE

@@ -294,7 +294,7 @@ async fn failures_after_a_redirect_are_classified_in_the_browser() {
     }
 }
 
-/// The selector table the option check is tested with (`tests/selectors.txt`) is what
+/// The selector table the option check is tested with (`tests/it/selectors.txt`) is what
 /// Chromium itself does: every `valid` entry is accepted by `document.querySelector`, every
 /// `invalid` one throws, every `stricter` one (refused by us on purpose) is accepted. The
 /// page paints one pixel per selector, green when it parsed, red when it threw, and the
