@@ -934,7 +934,7 @@ mod tests {
 
     /// The shared table: `valid`, `invalid` or `stricter` (refused here, accepted by
     /// Chromium), a tab, the selector. `tests/browser.rs` checks it against Chromium.
-    const TABLE: &str = include_str!("../tests/selectors.txt");
+    const TABLE: &str = include_str!("../tests/it/selectors.txt");
 
     fn table() -> impl Iterator<Item = (&'static str, &'static str)> {
         TABLE

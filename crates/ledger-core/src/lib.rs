@@ -21,6 +21,7 @@ pub mod ids;
 pub mod overage;
 pub mod pack;
 pub mod page;
+pub mod pool;
 pub mod time;
 
 pub use amount::{AmountError, Cents, Credits};
@@ -34,4 +35,5 @@ pub use ids::{AccountId, EntryId, GrantId, HoldId, IdKind, IdSource, PackId, Seq
 pub use overage::OveragePolicy;
 pub use pack::{Catalogue, CatalogueError, CreditPack};
 pub use page::Page;
+pub use pool::PoolOptions;
 pub use time::{Retention, Timestamp, YearMonth};

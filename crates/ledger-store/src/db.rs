@@ -1,6 +1,6 @@
 //! Connections: one `MultiConnection` over SQLite and PostgreSQL, chosen by the URL's
-//! scheme; an r2d2 pool; migrations embedded per backend and run before the pool is
-//! handed out.
+//! scheme; an r2d2 pool; one migrations tree, embedded and run before the pool is handed
+//! out.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +12,14 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::error::StoreError;
 
-pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
-pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// The one migrations tree (`migrations/`), run on both backends: its SQL is written in the
+/// dialect SQLite and PostgreSQL share. Folder names, and so versions, are those of the two
+/// former per-backend trees, so databases they migrated find nothing new to run.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+/// The migrations run on SQLite (the one tree).
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = MIGRATIONS;
+/// The migrations run on PostgreSQL (the one tree).
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = MIGRATIONS;
 
 /// A connection to either backend. Queries written once with Diesel's DSL run on both.
 #[derive(diesel::MultiConnection)]
@@ -159,34 +165,9 @@ impl DatabaseUrl {
     }
 }
 
-/// Pool sizing and timeouts.
-#[derive(Debug, Clone)]
-pub struct PoolOptions {
-    /// Connections open at most.
-    pub max_connections: u32,
-    /// Connections kept open while idle; the others open when needed.
-    pub min_connections: u32,
-    /// How long opening one new connection may take (PostgreSQL's `connect_timeout`; at
-    /// start, the first connection).
-    pub connect_timeout: Duration,
-    /// How long a caller waits for a pooled connection before the store answers
-    /// [`StoreError::Unavailable`].
-    pub acquire_timeout: Duration,
-    /// SQLite: how long a writer waits for another process's write lock.
-    pub busy_timeout: Duration,
-}
-
-impl Default for PoolOptions {
-    fn default() -> Self {
-        PoolOptions {
-            max_connections: 16,
-            min_connections: 1,
-            connect_timeout: Duration::from_secs(10),
-            acquire_timeout: Duration::from_secs(5),
-            busy_timeout: Duration::from_secs(10),
-        }
-    }
-}
+/// Pool sizing and timeouts: declared in the core, so that the configuration shares the
+/// declaration without depending on the store.
+pub use ledger_core::PoolOptions;
 
 #[derive(Debug)]
 struct SqlitePragmas {
