@@ -11,9 +11,12 @@
 //! - [`Catalogue`] of credit packs; [`OveragePolicy`] rounding extra usage up to 1,000s.
 //! - [`YearMonth`], [`Retention`] and [`Page`] for history queries.
 //! - [`idempotency`]: one effect per key.
+//! - [`DatabaseUrl`] and [`PoolOptions`]: the database a deployment names, checked the same
+//!   way by the configuration and the store.
 
 pub mod amount;
 pub mod book;
+pub mod database;
 pub mod entry;
 pub mod error;
 pub mod idempotency;
@@ -21,11 +24,11 @@ pub mod ids;
 pub mod overage;
 pub mod pack;
 pub mod page;
-pub mod pool;
 pub mod time;
 
 pub use amount::{AmountError, Cents, Credits};
 pub use book::{Book, BookState, Changeset, Memo, SpendPolicy};
+pub use database::{DatabaseUrl, PoolOptions};
 pub use entry::{
     Allocation, Entry, EntryKind, Grant, GrantSource, GrantSpec, Hold, HoldStatus, Lot,
 };
@@ -35,5 +38,4 @@ pub use ids::{AccountId, EntryId, GrantId, HoldId, IdKind, IdSource, PackId, Seq
 pub use overage::OveragePolicy;
 pub use pack::{Catalogue, CatalogueError, CreditPack};
 pub use page::Page;
-pub use pool::PoolOptions;
 pub use time::{Retention, Timestamp, YearMonth};

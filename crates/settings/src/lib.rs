@@ -402,7 +402,8 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        database_scheme(&self.database.url)?;
+        ledger_core::DatabaseUrl::parse(&self.database.url)
+            .map_err(|e| SettingsError(e.to_string()))?;
         if self.database.max_connections == 0 {
             return Err(SettingsError::key(
                 "database.max_connections",
@@ -561,23 +562,6 @@ fn parse_bind(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {
     })
 }
 
-/// The schemes the store opens (`ledger_store::DatabaseUrl::parse` checks the rest when
-/// the store opens), so that a wrong one fails at load, naming `database.url`.
-fn database_scheme(url: &str) -> Result<(), SettingsError> {
-    let url = url.trim();
-    if ["sqlite://", "postgres://", "postgresql://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
-    {
-        return Ok(());
-    }
-    let shown = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    Err(SettingsError::key(
-        "database.url",
-        format!("unsupported database `{shown}`: the URL must start with sqlite:// (embedded file) or postgres:// (PostgreSQL)"),
-    ))
-}
-
 fn http_url(key: &str, value: &str) -> Result<(), SettingsError> {
     let rest = value
         .strip_prefix("http://")
@@ -686,6 +670,7 @@ mod tests {
                 "server.bind",
             ),
             (None, &[("DATABASE_URL", "mysql://x")], "database.url"),
+            (None, &[("DATABASE_URL", "sqlite://")], "database.url"),
             (
                 None,
                 &[("SHOTLEDGER__ADMIN__TOKEN", "short")],
