@@ -98,13 +98,14 @@ fn former_tree_database_is_current(conn: &mut DbConnection, backend: &str) {
     run_migrations(conn).unwrap();
 }
 
-#[test]
-fn sqlite_databases_of_the_former_tree_are_current() {
+/// Runs `migrate` on a fresh SQLite file, then checks that the store opens the result
+/// as a working ledger.
+fn on_a_fresh_sqlite_file(migrate: fn(&mut DbConnection)) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
     let mut conn =
         DbConnection::Sqlite(SqliteConnection::establish(path.to_str().unwrap()).unwrap());
-    former_tree_database_is_current(&mut conn, "sqlite");
+    migrate(&mut conn);
     drop(conn);
     let store = Store::open(
         &format!("sqlite://{}", path.display()),
@@ -114,16 +115,26 @@ fn sqlite_databases_of_the_former_tree_are_current() {
     assert!(store.verify().unwrap().ok);
 }
 
-#[test]
-fn postgres_databases_of_the_former_tree_are_current() {
+/// The same on a fresh PostgreSQL schema.
+fn on_a_fresh_postgres_schema(migrate: fn(&mut DbConnection)) {
     let (url, admin, schema) = postgres_schema();
     let mut conn = DbConnection::Postgres(PgConnection::establish(&url).unwrap());
-    former_tree_database_is_current(&mut conn, "postgres");
+    migrate(&mut conn);
     drop(conn);
     let store = Store::open(&url, &PoolOptions::default()).unwrap();
     assert!(store.verify().unwrap().ok);
     drop(store);
     drop_postgres_schema(&admin, &schema);
+}
+
+#[test]
+fn sqlite_databases_of_the_former_tree_are_current() {
+    on_a_fresh_sqlite_file(|conn| former_tree_database_is_current(conn, "sqlite"));
+}
+
+#[test]
+fn postgres_databases_of_the_former_tree_are_current() {
+    on_a_fresh_postgres_schema(|conn| former_tree_database_is_current(conn, "postgres"));
 }
 
 fn up_down_up(conn: &mut DbConnection) {
@@ -133,33 +144,15 @@ fn up_down_up(conn: &mut DbConnection) {
     run_migrations(conn).unwrap();
 }
 
+/// The migrated database is a working ledger.
 #[test]
 fn sqlite_migrations_go_up_down_and_up_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.db");
-    let mut conn =
-        DbConnection::Sqlite(SqliteConnection::establish(path.to_str().unwrap()).unwrap());
-    up_down_up(&mut conn);
-    drop(conn);
-    // The migrated file is a working ledger.
-    let store = Store::open(
-        &format!("sqlite://{}", path.display()),
-        &PoolOptions::default(),
-    )
-    .unwrap();
-    assert!(store.verify().unwrap().ok);
+    on_a_fresh_sqlite_file(up_down_up);
 }
 
 #[test]
 fn postgres_migrations_go_up_down_and_up_again() {
-    let (url, admin, schema) = postgres_schema();
-    let mut conn = DbConnection::Postgres(PgConnection::establish(&url).unwrap());
-    up_down_up(&mut conn);
-    drop(conn);
-    let store = Store::open(&url, &PoolOptions::default()).unwrap();
-    assert!(store.verify().unwrap().ok);
-    drop(store);
-    drop_postgres_schema(&admin, &schema);
+    on_a_fresh_postgres_schema(up_down_up);
 }
 
 #[test]
