@@ -12,18 +12,28 @@ default:
 setup:
     bash scripts/setup.sh
 
-# Formatting, clippy with warnings as errors, and the core's purity.
-lint: check-core-purity
+# Formatting, clippy with warnings as errors, the crate-edge table, the toolchain pin and
+# the drift check of schema.rs against the migrations.
+lint: check-crate-edges check-toolchain check-schema
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# ledger-core must not depend on any I/O crate.
-check-core-purity:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    bad=$(cargo tree -p ledger-core -e normal --prefix none | grep -oE '^(diesel|actix-web|actix-rt|tokio|fantoccini|reqwest|hyper|r2d2|libsqlite3-sys|pq-sys) ' | sort -u || true)
-    if [ -n "$bad" ]; then echo "ledger-core depends on I/O crates: $bad"; exit 1; fi
-    echo "ledger-core is pure"
+# The crate-edge table (scripts/check-crate-edges.sh): ledger-core depends on no I/O
+# crate, settings not on ledger-store, capture not on ledger-*, and so on.
+check-crate-edges:
+    bash scripts/check-crate-edges.sh
+
+# The old name of the core's purity check, now one row of the crate-edge table.
+check-core-purity: check-crate-edges
+
+# rust-toolchain.toml, the workspace's rust-version and the lockfile agree.
+check-toolchain:
+    bash scripts/check-toolchain.sh
+
+# schema.rs declares exactly the tables and columns the migrations create, on a fresh
+# SQLite file and a fresh PostgreSQL schema (setup starts PostgreSQL).
+check-schema: setup
+    cargo test -p ledger-store --test it migrations::schema_rs_matches_what_the_migrations_create -- --exact
 
 # Every test, on SQLite and PostgreSQL, with a real browser for captures; then the schema fuzzer.
 test: setup

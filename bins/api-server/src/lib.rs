@@ -22,7 +22,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpRequest};
 
 use crate::error::ApiError;
-pub use crate::server::{capture_config, init_logging, open_store, run};
+pub use crate::server::{init_logging, open_store, run};
 pub use crate::state::{system_clock, AppState, Clock};
 
 /// No route took the request: a known path with a method it does not have is `405` with

@@ -230,7 +230,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = open_store(&settings)?;
     let bind = settings.server.bind.clone();
     let workers = worker_count(&settings);
-    let capture_config = capture_config(&settings.capture);
+    let capture_config = settings.capture.clone();
     let payments = std::sync::Arc::new(payments::Payments::new(&settings, store.clone())?);
     let mut state = AppState::new(store, settings, system_clock())?.with_payments(payments);
     match capture::CaptureService::start(capture_config).await {
@@ -445,26 +445,6 @@ fn spawn_compaction(state: &AppState) {
         })
         .map(|_| ())
         .unwrap_or_else(|e| tracing::warn!(error = %e, "could not start the compaction thread"));
-}
-
-/// The capture crate's configuration from the `[capture]` settings.
-pub fn capture_config(c: &settings::CaptureSettings) -> capture::CaptureConfig {
-    let defaults = capture::CaptureConfig::default();
-    capture::CaptureConfig {
-        webdriver_url: Some(c.webdriver_url.clone()).filter(|u| !u.trim().is_empty()),
-        chromedriver_path: c.chromedriver_path.clone().into(),
-        chromium_path: Some(c.chromium_path.clone().into()),
-        pool_size: if c.pool_size == 0 {
-            defaults.pool_size
-        } else {
-            c.pool_size
-        },
-        max_uses_per_session: c.max_uses_per_session,
-        queue_capacity: c.queue_capacity,
-        allow_private_targets: c.allow_private_targets,
-        default_timeout_secs: c.default_timeout_secs,
-        ..defaults
-    }
 }
 
 /// Logs as text to stderr; `RUST_LOG` filters (default `info`).

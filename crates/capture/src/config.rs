@@ -8,19 +8,27 @@ use serde::Deserialize;
 use crate::error::CaptureError;
 use crate::guard::TargetPolicy;
 
-/// Configuration of a [`crate::CaptureService`]. Every key has a default; see the README.
+/// Configuration of a [`crate::CaptureService`], and the `[capture]` section of Shotledger's
+/// settings as it is (every key is documented, with its default, in `config/default.toml`).
+///
+/// Every key has a default. Unknown keys are refused, so a typo fails naming the key. For
+/// the optional keys an empty string means unset (an environment variable cannot be
+/// removed by a later layer, only emptied); `pool_size = 0` means one per CPU.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
     /// A WebDriver endpoint (chromedriver or a Selenium Grid router), `http://` only.
     /// Unset: start and supervise our own chromedriver on a free 127.0.0.1 port.
+    #[serde(deserialize_with = "empty_is_none")]
     pub webdriver_url: Option<String>,
     /// chromedriver binary, used when `webdriver_url` is unset.
     pub chromedriver_path: PathBuf,
     /// Browser binary passed as `goog:chromeOptions.binary`. Unset: `/usr/bin/chromium` with
     /// our own chromedriver, and the driver's own choice with a `webdriver_url`.
+    #[serde(deserialize_with = "empty_is_none")]
     pub chromium_path: Option<PathBuf>,
-    /// Number of browser sessions (default: the number of CPUs).
+    /// Number of browser sessions (default, and `0`: the number of CPUs, at most 64).
+    #[serde(deserialize_with = "zero_is_one_per_cpu")]
     pub pool_size: usize,
     /// A session is closed and replaced after this many captures.
     pub max_uses_per_session: u32,
@@ -30,7 +38,9 @@ pub struct CaptureConfig {
     pub queue_timeout_ms: u64,
     /// Allow loopback/private/link-local targets (development and tests only).
     pub allow_private_targets: bool,
-    /// Exact `ip:port` pairs allowed even when private targets are not.
+    /// Exact `ip:port` pairs allowed even when private targets are not (empty items are
+    /// skipped, so an empty environment variable means none).
+    #[serde(deserialize_with = "socket_addresses")]
     pub allowed_private_addresses: Vec<SocketAddr>,
     /// Time budget of a capture whose options give no `timeout`, in seconds (1..=60).
     pub default_timeout_secs: u64,
@@ -38,6 +48,7 @@ pub struct CaptureConfig {
     pub proxy_bind: IpAddr,
     /// Host name or IP the browser uses to reach the proxy (default: `proxy_bind`). With a
     /// remote Grid this must be an address of this machine that the Grid nodes can reach.
+    #[serde(deserialize_with = "empty_is_none")]
     pub proxy_advertised_host: Option<String>,
     /// Open sessions ahead of demand (and again right after a session is recycled).
     pub prewarm: bool,
@@ -51,7 +62,7 @@ impl Default for CaptureConfig {
             webdriver_url: None,
             chromedriver_path: PathBuf::from("/usr/bin/chromedriver"),
             chromium_path: None,
-            pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            pool_size: one_per_cpu(),
             max_uses_per_session: 50,
             queue_capacity: 32,
             queue_timeout_ms: 30_000,
@@ -64,6 +75,43 @@ impl Default for CaptureConfig {
             runtime_threads: 2,
         }
     }
+}
+
+/// The default `pool_size`: one session per CPU, within what `validate` accepts.
+fn one_per_cpu() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(64))
+}
+
+/// An optional key: an empty (or blank) string is unset.
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let value = Option::<String>::deserialize(d)?;
+    Ok(value.filter(|v| !v.trim().is_empty()).map(T::from))
+}
+
+/// `pool_size`: `0` is one per CPU.
+fn zero_is_one_per_cpu<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    Ok(if n == 0 { one_per_cpu() } else { n })
+}
+
+/// `allowed_private_addresses`: `ip:port` strings; empty items are skipped.
+fn socket_addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not an address like 10.0.0.5:8080 (allowed_private_addresses)"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Default browser binary when we run our own chromedriver.
@@ -86,7 +134,7 @@ pub fn default_chromium() -> std::path::PathBuf {
 }
 
 impl CaptureConfig {
-    /// Check ranges; the error names the key.
+    /// Checks ranges; the error names the key (`capture.<key>`).
     pub fn validate(&self) -> Result<(), CaptureError> {
         let bad = |key: &'static str, what: &str| CaptureError::InvalidConfig {
             key,
@@ -163,5 +211,26 @@ mod tests {
             .policy()
             .check("10.1.2.3:8080".parse().unwrap())
             .is_ok());
+    }
+
+    #[test]
+    fn empty_optional_keys_zero_pool_and_unknown_keys() {
+        let parsed: CaptureConfig = serde_json::from_str(
+            r#"{"webdriver_url": "", "chromium_path": " ", "proxy_advertised_host": "",
+                "pool_size": 0, "allowed_private_addresses": ["", "10.0.0.1:80"]}"#,
+        )
+        .unwrap();
+        assert_eq!((parsed.webdriver_url, parsed.chromium_path), (None, None));
+        assert_eq!(parsed.proxy_advertised_host, None);
+        assert_eq!(parsed.pool_size, CaptureConfig::default().pool_size);
+        assert_eq!(
+            parsed.allowed_private_addresses,
+            vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]
+        );
+        let e = serde_json::from_str::<CaptureConfig>(r#"{"pool_sise": 2}"#).unwrap_err();
+        assert!(e.to_string().contains("pool_sise"), "{e}");
+        let e = serde_json::from_str::<CaptureConfig>(r#"{"allowed_private_addresses": ["x"]}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("allowed_private_addresses"), "{e}");
     }
 }

@@ -11,9 +11,12 @@
 //! - [`Catalogue`] of credit packs; [`OveragePolicy`] rounding extra usage up to 1,000s.
 //! - [`YearMonth`], [`Retention`] and [`Page`] for history queries.
 //! - [`idempotency`]: one effect per key.
+//! - [`DatabaseUrl`] and [`PoolOptions`]: the database a deployment names, checked the same
+//!   way by the configuration and the store.
 
 pub mod amount;
 pub mod book;
+pub mod database;
 pub mod entry;
 pub mod error;
 pub mod idempotency;
@@ -25,6 +28,7 @@ pub mod time;
 
 pub use amount::{AmountError, Cents, Credits};
 pub use book::{Book, BookState, Changeset, Memo, SpendPolicy};
+pub use database::{DatabaseUrl, PoolOptions};
 pub use entry::{
     Allocation, Entry, EntryKind, Grant, GrantSource, GrantSpec, Hold, HoldStatus, Lot,
 };

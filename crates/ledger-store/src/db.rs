@@ -1,8 +1,7 @@
 //! Connections: one `MultiConnection` over SQLite and PostgreSQL, chosen by the URL's
-//! scheme; an r2d2 pool; migrations embedded per backend and run before the pool is
-//! handed out.
+//! scheme; an r2d2 pool; one migrations tree, embedded and run before the pool is handed
+//! out.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -12,8 +11,14 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::error::StoreError;
 
-pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
-pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// The one migrations tree (`migrations/`), run on both backends: its SQL is written in the
+/// dialect SQLite and PostgreSQL share. Folder names, and so versions, are those of the two
+/// former per-backend trees, so databases they migrated find nothing new to run.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+/// The migrations run on SQLite (the one tree).
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = MIGRATIONS;
+/// The migrations run on PostgreSQL (the one tree).
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = MIGRATIONS;
 
 /// A connection to either backend. Queries written once with Diesel's DSL run on both.
 #[derive(diesel::MultiConnection)]
@@ -36,9 +41,9 @@ pub struct Manager {
 
 impl Manager {
     fn new(url: &DatabaseUrl, connect_timeout: Duration) -> Manager {
-        let connect_target = match url.backend {
-            Backend::Sqlite => url.target.clone(),
-            Backend::Postgres => with_connect_timeout(&url.target, connect_timeout),
+        let connect_target = match url.backend() {
+            Backend::Sqlite => url.target().to_owned(),
+            Backend::Postgres => with_connect_timeout(url.target(), connect_timeout),
         };
         Manager {
             url: url.clone(),
@@ -52,7 +57,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<DbConnection, Self::Error> {
-        let conn = match self.url.backend {
+        let conn = match self.url.backend() {
             Backend::Sqlite => {
                 SqliteConnection::establish(&self.connect_target).map(DbConnection::Sqlite)
             }
@@ -83,110 +88,17 @@ fn with_connect_timeout(url: &str, timeout: Duration) -> String {
     format!("{url}{sep}connect_timeout={secs}")
 }
 
-/// Which backend a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use ledger_core::database::{Backend, DatabaseUrl};
 
-/// A parsed `database.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatabaseUrl {
-    backend: Backend,
-    /// What Diesel connects with: a file path for SQLite, the URL itself for PostgreSQL.
-    target: String,
-}
-
-impl DatabaseUrl {
-    /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `postgres://...` or
-    /// `postgresql://...`. Anything else is refused, never taken as a file name.
-    pub fn parse(url: &str) -> Result<DatabaseUrl, StoreError> {
-        let url = url.trim();
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() || path == ":memory:" || path.starts_with('?') {
-                return Err(StoreError::BadUrl {
-                    reason: format!(
-                        "`{url}` names no file; use sqlite://data/shotledger.db (relative) or sqlite:///var/lib/shotledger.db (absolute)"
-                    ),
-                });
-            }
-            return Ok(DatabaseUrl {
-                backend: Backend::Sqlite,
-                target: path.to_owned(),
-            });
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(DatabaseUrl {
-                backend: Backend::Postgres,
-                target: url.to_owned(),
-            });
-        }
-        let shown = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-        Err(StoreError::BadUrl {
-            reason: format!(
-                "unsupported database `{shown}`: the URL must start with sqlite:// (embedded file) or postgres:// (PostgreSQL)"
-            ),
-        })
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    /// For SQLite, the database file.
-    pub fn sqlite_path(&self) -> Option<PathBuf> {
-        (self.backend == Backend::Sqlite).then(|| PathBuf::from(&self.target))
-    }
-
-    /// The database in words, for errors and logs: the SQLite file, or PostgreSQL's
-    /// host, port and database (never the user or the password).
-    pub fn describe(&self) -> String {
-        match self.backend {
-            Backend::Sqlite => format!("the SQLite database {}", self.target),
-            Backend::Postgres => {
-                let rest = self.target.split_once("://").map_or("", |(_, r)| r);
-                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-                let rest = rest.split('?').next().unwrap_or(rest);
-                let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
-                let host = if host.is_empty() { "localhost" } else { host };
-                match db {
-                    "" => format!("PostgreSQL at {host}"),
-                    db => format!("PostgreSQL database {db} at {host}"),
-                }
-            }
-        }
+impl From<ledger_core::database::BadDatabaseUrl> for StoreError {
+    fn from(e: ledger_core::database::BadDatabaseUrl) -> StoreError {
+        StoreError::BadUrl { reason: e.reason }
     }
 }
 
-/// Pool sizing and timeouts.
-#[derive(Debug, Clone)]
-pub struct PoolOptions {
-    /// Connections open at most.
-    pub max_connections: u32,
-    /// Connections kept open while idle; the others open when needed.
-    pub min_connections: u32,
-    /// How long opening one new connection may take (PostgreSQL's `connect_timeout`; at
-    /// start, the first connection).
-    pub connect_timeout: Duration,
-    /// How long a caller waits for a pooled connection before the store answers
-    /// [`StoreError::Unavailable`].
-    pub acquire_timeout: Duration,
-    /// SQLite: how long a writer waits for another process's write lock.
-    pub busy_timeout: Duration,
-}
-
-impl Default for PoolOptions {
-    fn default() -> Self {
-        PoolOptions {
-            max_connections: 16,
-            min_connections: 1,
-            connect_timeout: Duration::from_secs(10),
-            acquire_timeout: Duration::from_secs(5),
-            busy_timeout: Duration::from_secs(10),
-        }
-    }
-}
+/// Pool sizing and timeouts: declared in the core, so that the configuration shares the
+/// declaration without depending on the store.
+pub use ledger_core::database::PoolOptions;
 
 #[derive(Debug)]
 struct SqlitePragmas {
@@ -388,43 +300,4 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<usize, StoreErro
     result.map_err(|e| StoreError::Migration {
         reason: e.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_choose_the_backend() {
-        let u = DatabaseUrl::parse("sqlite://data/shotledger.db").unwrap();
-        assert_eq!(
-            (u.backend(), u.sqlite_path()),
-            (Backend::Sqlite, Some(PathBuf::from("data/shotledger.db")))
-        );
-        let u = DatabaseUrl::parse("sqlite:///var/lib/x.db").unwrap();
-        assert_eq!(u.sqlite_path(), Some(PathBuf::from("/var/lib/x.db")));
-        assert_eq!(
-            DatabaseUrl::parse("postgres://u@h/db").unwrap().backend(),
-            Backend::Postgres
-        );
-        assert_eq!(
-            DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(),
-            Backend::Postgres
-        );
-        for bad in [
-            "mysql://x/y",
-            "data/shotledger.db",
-            "sqlite://",
-            "sqlite://:memory:",
-            "",
-            "http://x",
-        ] {
-            let e = DatabaseUrl::parse(bad).unwrap_err().to_string();
-            assert!(e.starts_with("database.url:"), "{bad}: {e}");
-        }
-        assert!(DatabaseUrl::parse("mysql://secret@x/y")
-            .unwrap_err()
-            .to_string()
-            .contains("unsupported database `mysql`"));
-    }
 }

@@ -210,8 +210,8 @@ impl Payments {
         let catalogue = settings
             .catalogue()
             .map_err(|e| PaymentsError::Config(e.to_string()))?;
-        let configured = settings.polar.webhook_secret.trim();
-        let token = settings.polar.access_token.trim();
+        let configured = settings.polar.webhook_secret.expose().trim();
+        let token = settings.polar.access_token.expose().trim();
         let chosen = settings
             .payment_provider()
             .map_err(|e| PaymentsError::Config(e.to_string()))?;

@@ -9,13 +9,19 @@
 //!    `database.url`.
 //!
 //! Unknown keys are refused (a typo must not silently fall back to a default), and
-//! [`Settings::validate`] names the key of any bad value.
+//! [`Settings::validate`] names the key of any bad value. Secrets ([`Secret`], and the
+//! password in `database.url`) never appear in `Debug` output.
+//!
+//! `[capture]` is the capture crate's own [`CaptureConfig`]; the pool keys of
+//! `[database]` become the store's [`PoolOptions`] in [`DatabaseSettings::pool_options`].
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
+pub use capture::CaptureConfig;
+pub use ledger_core::PoolOptions;
 use ledger_core::{Catalogue, Cents, CreditPack, Credits, PackId};
-use ledger_store::DatabaseUrl;
 use serde::Deserialize;
 
 /// The defaults, as shipped.
@@ -45,7 +51,7 @@ pub struct Settings {
     pub plans: Vec<PlanSettings>,
     pub payments: PaymentSettings,
     pub polar: PolarSettings,
-    pub capture: CaptureSettings,
+    pub capture: CaptureConfig,
     pub screenshots: ScreenshotSettings,
 }
 
@@ -75,9 +81,11 @@ pub struct WebhookSettings {
     pub public_url: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[database]`: where the ledger lives and every knob of the store's connection pool.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
+    /// `sqlite://path` or `postgres://...`; may hold a password, so `Debug` hides it.
     pub url: String,
     pub max_connections: u32,
     /// Connections kept open when idle; the rest open on demand.
@@ -86,18 +94,94 @@ pub struct DatabaseSettings {
     pub connect_timeout_secs: u64,
     /// Seconds a request waits for a pooled connection before it answers 503.
     pub acquire_timeout_secs: u64,
+    /// SQLite: milliseconds a writer waits for another process's write lock.
+    pub busy_timeout_ms: u64,
 }
 
 impl DatabaseSettings {
-    /// The store's pool options from these settings (both programs open their pool so).
-    pub fn pool_options(&self) -> ledger_store::PoolOptions {
-        ledger_store::PoolOptions {
+    /// The store's pool options from these settings: the one translation, used by both
+    /// programs to open their pool.
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
             max_connections: self.max_connections,
             min_connections: self.min_connections,
-            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
-            acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs),
-            ..ledger_store::PoolOptions::default()
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            acquire_timeout: Duration::from_secs(self.acquire_timeout_secs),
+            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
         }
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced; other URLs as they are.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..end].rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let hidden = if userinfo.contains(':') {
+        ":[redacted]"
+    } else {
+        ""
+    };
+    format!("{scheme}://{user}{hidden}@{host}{}", &rest[end..])
+}
+
+/// A configured secret (a token, a signing secret). `Debug` and `Display` print
+/// `[redacted]`; [`Secret::expose`] reads it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Unset (empty or blank).
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_owned())
     }
 }
 
@@ -105,7 +189,7 @@ impl DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Empty: the admin API is off.
-    pub token: String,
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,28 +266,13 @@ pub enum PaymentProvider {
 pub struct PolarSettings {
     pub api_url: String,
     /// Empty: no Polar (see [`Settings::payment_provider`]).
-    pub access_token: String,
+    pub access_token: Secret,
     /// The demo provider signs with a local secret instead.
-    pub webhook_secret: String,
+    pub webhook_secret: Secret,
     pub success_url: String,
     pub timeout_secs: u64,
     /// How often the webhook-receiver asks Polar for paid orders it missed (0: never).
     pub reconcile_interval_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaptureSettings {
-    /// Empty: start and supervise our own chromedriver.
-    pub webdriver_url: String,
-    pub chromedriver_path: String,
-    pub chromium_path: String,
-    /// 0: one per CPU.
-    pub pool_size: usize,
-    pub max_uses_per_session: u32,
-    pub queue_capacity: usize,
-    pub allow_private_targets: bool,
-    pub default_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +326,9 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // Lists from the environment are comma-separated; only list keys split.
+                .list_separator(",")
+                .with_list_parse_key("capture.allowed_private_addresses")
                 .source(Some(env)),
         );
         if let Some((_, url)) = sources
@@ -330,7 +402,8 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        DatabaseUrl::parse(&self.database.url).map_err(|e| SettingsError(e.to_string()))?;
+        ledger_core::DatabaseUrl::parse(&self.database.url)
+            .map_err(|e| SettingsError(e.to_string()))?;
         if self.database.max_connections == 0 {
             return Err(SettingsError::key(
                 "database.max_connections",
@@ -343,7 +416,13 @@ impl Settings {
                 "must not exceed database.max_connections",
             ));
         }
-        let token = self.admin.token.trim();
+        if self.database.busy_timeout_ms > 3_600_000 {
+            return Err(SettingsError::key(
+                "database.busy_timeout_ms",
+                "must be at most 3600000 (an hour)",
+            ));
+        }
+        let token = self.admin.token.expose().trim();
         if !token.is_empty() && token.len() < 16 {
             return Err(SettingsError::key(
                 "admin.token",
@@ -397,7 +476,8 @@ impl Settings {
         self.payment_provider()?;
         http_url("polar.api_url", &self.polar.api_url)?;
         http_url("polar.success_url", &self.polar.success_url)?;
-        if !self.polar.webhook_secret.is_empty() && !self.polar.webhook_secret.starts_with("whsec_")
+        if !self.polar.webhook_secret.is_empty()
+            && !self.polar.webhook_secret.expose().starts_with("whsec_")
         {
             // Polar's secrets are used as given; a missing prefix is usually a copy error.
             return Err(SettingsError::key(
@@ -405,21 +485,9 @@ impl Settings {
                 "must start with whsec_ (copy it whole from Polar)",
             ));
         }
-        if !self.capture.webdriver_url.is_empty() {
-            http_url("capture.webdriver_url", &self.capture.webdriver_url)?;
-        }
-        if self.capture.queue_capacity == 0 {
-            return Err(SettingsError::key(
-                "capture.queue_capacity",
-                "must be at least 1",
-            ));
-        }
-        if !(1..=60).contains(&self.capture.default_timeout_secs) {
-            return Err(SettingsError::key(
-                "capture.default_timeout_secs",
-                "must be from 1 to 60",
-            ));
-        }
+        self.capture
+            .validate()
+            .map_err(|e| SettingsError(e.to_string()))?;
         for (key, cost) in [
             ("screenshots.base_cost", self.screenshots.base_cost),
             (
@@ -456,14 +524,14 @@ impl Settings {
 
     /// The admin token, when the admin API is on.
     pub fn admin_token(&self) -> Option<&str> {
-        Some(self.admin.token.trim()).filter(|t| !t.is_empty())
+        Some(self.admin.token.expose().trim()).filter(|t| !t.is_empty())
     }
 
     /// The payment provider: `payments.provider` when set (`demo` must be asked for by
     /// name), otherwise Polar when `polar.access_token` is set, otherwise none. The
     /// built-in default never mints credits.
     pub fn payment_provider(&self) -> Result<PaymentProvider, SettingsError> {
-        let has_token = !self.polar.access_token.trim().is_empty();
+        let has_token = !self.polar.access_token.is_empty();
         match self.payments.provider.trim() {
             "" if has_token => Ok(PaymentProvider::Polar),
             "" | "none" => Ok(PaymentProvider::None),
@@ -602,6 +670,7 @@ mod tests {
                 "server.bind",
             ),
             (None, &[("DATABASE_URL", "mysql://x")], "database.url"),
+            (None, &[("DATABASE_URL", "sqlite://")], "database.url"),
             (
                 None,
                 &[("SHOTLEDGER__ADMIN__TOKEN", "short")],
@@ -628,10 +697,191 @@ mod tests {
                 &[("SHOTLEDGER__CAPTURE__DEFAULT_TIMEOUT_SECS", "600")],
                 "capture.default_timeout_secs",
             ),
+            (
+                None,
+                &[("SHOTLEDGER__CAPTURE__QUEUE_CAPACITY", "0")],
+                "capture.queue_capacity",
+            ),
+            (Some("[capture]\npool_sise = 3\n"), &[], "pool_sise"),
+            (
+                None,
+                &[("SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES", "10.0.0.1")],
+                "allowed_private_addresses",
+            ),
+            (
+                None,
+                &[("SHOTLEDGER__DATABASE__BUSY_TIMEOUT_MS", "99999999")],
+                "database.busy_timeout_ms",
+            ),
         ];
         for (file, env, key) in cases {
             let e = load(*file, env).unwrap_err().to_string();
             assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn every_capture_key_is_settable_from_the_environment() {
+        let env = [
+            ("SHOTLEDGER__CAPTURE__WEBDRIVER_URL", "http://grid:4444"),
+            ("SHOTLEDGER__CAPTURE__CHROMEDRIVER_PATH", "/opt/cd"),
+            ("SHOTLEDGER__CAPTURE__CHROMIUM_PATH", "/opt/chrome"),
+            ("SHOTLEDGER__CAPTURE__POOL_SIZE", "3"),
+            ("SHOTLEDGER__CAPTURE__MAX_USES_PER_SESSION", "7"),
+            ("SHOTLEDGER__CAPTURE__QUEUE_CAPACITY", "9"),
+            ("SHOTLEDGER__CAPTURE__QUEUE_TIMEOUT_MS", "1500"),
+            ("SHOTLEDGER__CAPTURE__ALLOW_PRIVATE_TARGETS", "true"),
+            (
+                "SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES",
+                "10.1.2.3:8080,192.168.0.9:80",
+            ),
+            ("SHOTLEDGER__CAPTURE__DEFAULT_TIMEOUT_SECS", "12"),
+            ("SHOTLEDGER__CAPTURE__PROXY_BIND", "0.0.0.0"),
+            (
+                "SHOTLEDGER__CAPTURE__PROXY_ADVERTISED_HOST",
+                "shotledger.internal",
+            ),
+            ("SHOTLEDGER__CAPTURE__PREWARM", "false"),
+            ("SHOTLEDGER__CAPTURE__RUNTIME_THREADS", "4"),
+        ];
+        let s = load(None, &env).unwrap();
+        let expected = CaptureConfig {
+            webdriver_url: Some("http://grid:4444".into()),
+            chromedriver_path: "/opt/cd".into(),
+            chromium_path: Some("/opt/chrome".into()),
+            pool_size: 3,
+            max_uses_per_session: 7,
+            queue_capacity: 9,
+            queue_timeout_ms: 1500,
+            allow_private_targets: true,
+            allowed_private_addresses: vec![
+                "10.1.2.3:8080".parse().unwrap(),
+                "192.168.0.9:80".parse().unwrap(),
+            ],
+            default_timeout_secs: 12,
+            proxy_bind: "0.0.0.0".parse().unwrap(),
+            proxy_advertised_host: Some("shotledger.internal".into()),
+            prewarm: false,
+            runtime_threads: 4,
+        };
+        assert_eq!(s.capture, expected);
+        // This test names every field: a key added to CaptureConfig without one here
+        // fails to compile (the struct literal above must be complete), and every key
+        // must be documented in config/default.toml.
+        for (key, _) in env {
+            let key = key
+                .strip_prefix("SHOTLEDGER__CAPTURE__")
+                .unwrap()
+                .to_lowercase();
+            assert!(
+                DEFAULTS.contains(&format!("\n{key} = ")),
+                "capture.{key} is not documented in config/default.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn capture_defaults_are_the_capture_crates_own() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.capture, CaptureConfig::default());
+        // "" unsets an optional key, and a single address is a list of one.
+        let s = load(
+            Some("[capture]\nwebdriver_url = \"http://grid:4444\"\n"),
+            &[
+                ("SHOTLEDGER__CAPTURE__WEBDRIVER_URL", ""),
+                (
+                    "SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES",
+                    "10.0.0.5:8080",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.capture.webdriver_url, None);
+        assert_eq!(
+            s.capture.allowed_private_addresses,
+            vec!["10.0.0.5:8080".parse::<SocketAddr>().unwrap()]
+        );
+        let s = load(
+            None,
+            &[("SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES", "")],
+        )
+        .unwrap();
+        assert!(s.capture.allowed_private_addresses.is_empty());
+    }
+
+    #[test]
+    fn every_database_key_is_settable_from_the_environment() {
+        let env = [
+            ("SHOTLEDGER__DATABASE__URL", "postgres://u@h/db"),
+            ("SHOTLEDGER__DATABASE__MAX_CONNECTIONS", "40"),
+            ("SHOTLEDGER__DATABASE__MIN_CONNECTIONS", "4"),
+            ("SHOTLEDGER__DATABASE__CONNECT_TIMEOUT_SECS", "3"),
+            ("SHOTLEDGER__DATABASE__ACQUIRE_TIMEOUT_SECS", "2"),
+            ("SHOTLEDGER__DATABASE__BUSY_TIMEOUT_MS", "750"),
+        ];
+        let s = load(None, &env).unwrap();
+        assert_eq!(s.database.url, "postgres://u@h/db");
+        assert_eq!(
+            s.database.pool_options(),
+            PoolOptions {
+                max_connections: 40,
+                min_connections: 4,
+                connect_timeout: Duration::from_secs(3),
+                acquire_timeout: Duration::from_secs(2),
+                busy_timeout: Duration::from_millis(750),
+            }
+        );
+        for (key, _) in env {
+            let key = key
+                .strip_prefix("SHOTLEDGER__DATABASE__")
+                .unwrap()
+                .to_lowercase();
+            assert!(
+                DEFAULTS.contains(&format!("\n{key} = ")),
+                "database.{key} is not documented in config/default.toml"
+            );
+        }
+        // The shipped defaults are the store's own.
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.database.pool_options(), PoolOptions::default());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secrets = [
+            ("SHOTLEDGER__ADMIN__TOKEN", "admin-token-0123456789"),
+            ("SHOTLEDGER__POLAR__ACCESS_TOKEN", "polar_oat_secret_value"),
+            (
+                "SHOTLEDGER__POLAR__WEBHOOK_SECRET",
+                "whsec_c2VjcmV0LXZhbHVl",
+            ),
+        ];
+        let mut env = secrets.to_vec();
+        env.push((
+            "DATABASE_URL",
+            "postgres://ledger:pa55word@db:5432/shotledger",
+        ));
+        let s = load(None, &env).unwrap();
+        let printed = format!("{s:?} {s:#?}");
+        for (key, value) in secrets {
+            assert!(!printed.contains(value), "{key} printed in: {printed}");
+        }
+        assert!(!printed.contains("pa55word"), "{printed}");
+        assert!(printed.contains("postgres://ledger:[redacted]@db:5432/shotledger"));
+        // They are still there to use.
+        assert_eq!(s.admin_token(), Some("admin-token-0123456789"));
+        assert_eq!(s.polar.access_token.expose(), "polar_oat_secret_value");
+        assert_eq!(s.polar.webhook_secret.to_string(), "[redacted]");
+        for (url, shown) in [
+            ("sqlite://data/x.db", "sqlite://data/x.db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://u:p@h/db?x=@y",
+                "postgres://u:[redacted]@h/db?x=@y",
+            ),
+            ("postgres://u:p:q@h", "postgres://u:[redacted]@h"),
+        ] {
+            assert_eq!(redact_url_password(url), shown);
         }
     }
 

@@ -55,7 +55,7 @@ fn every_admin_call(account: &str) -> Vec<Req> {
 }
 
 async fn the_admin_api_is_off_without_a_token(backend: &'static str) {
-    let app = TestApp::with(backend, |s| s.admin.token = String::new()).await;
+    let app = TestApp::with(backend, |s| s.admin.token = String::new().into()).await;
     let (auth, id) = app.user("noadmin@example.com").await;
     for req in every_admin_call(&id) {
         for auth in [Auth::Admin, Auth::None, Auth::Bearer(String::new())] {

@@ -1,11 +1,12 @@
 //! The integration tests of `api-server`, as one test binary (each binary links the
 //! whole dependency graph, so one per crate keeps the build short).
 
+#[macro_use]
+mod common;
 mod accounts;
 mod admin;
 mod binary;
 mod codec_errors;
-mod common;
 mod concurrency;
 mod credits;
 mod errors;
