@@ -53,7 +53,7 @@ fn sqlite_migrations_go_up_down_and_up_again() {
         &PoolOptions::default(),
     )
     .unwrap();
-    assert!(store.verify().unwrap().ok);
+    assert!(store.maintenance().verify().unwrap().ok);
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn postgres_migrations_go_up_down_and_up_again() {
     up_down_up(&mut conn);
     drop(conn);
     let store = Store::open(&url, &PoolOptions::default()).unwrap();
-    assert!(store.verify().unwrap().ok);
+    assert!(store.maintenance().verify().unwrap().ok);
     drop(store);
     drop_postgres_schema(&admin, &schema);
 }
@@ -122,13 +122,13 @@ fn new_sqlite_connections_open_while_another_process_holds_the_write_lock() {
     let held: Vec<_> = (0..3)
         .map(|i| {
             store
-                .connection()
+                .hold_connection_for_test()
                 .unwrap_or_else(|e| panic!("connection {i} while the lock is held: {e}"))
         })
         .collect();
     other.batch_execute("ROLLBACK;").unwrap();
     drop(held);
-    assert!(store.verify().unwrap().ok);
+    assert!(store.maintenance().verify().unwrap().ok);
 }
 
 /// `just run` starts the api-server and the webhook-receiver on the same new SQLite file
