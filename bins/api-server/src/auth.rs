@@ -285,17 +285,19 @@ impl FromRequest for Authed {
                 .blocking(move |store| {
                     let found = if is_session {
                         store
+                            .access()
                             .session_account(&hash, now)?
                             .map(|a| (a, Credential::Session(hash)))
                     } else {
                         store
+                            .access()
                             .api_key_account(&hash, now)?
                             .map(|(a, id)| (a, Credential::ApiKey(id)))
                     };
                     let Some((account_id, credential)) = found else {
                         return Ok(None);
                     };
-                    let exists = store.account(&account_id)?.is_some();
+                    let exists = store.ledger().account(&account_id)?.is_some();
                     Ok(Some((account_id, credential, exists)))
                 })
                 .await?;

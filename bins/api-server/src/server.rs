@@ -430,7 +430,7 @@ fn spawn_compaction(state: &AppState) {
     std::thread::Builder::new()
         .name("compaction".into())
         .spawn(move || loop {
-            match store.compact(retention, clock()) {
+            match store.maintenance().compact(retention, clock()) {
                 Ok(r) if r.entries_removed > 0 => {
                     tracing::info!(
                         accounts = r.accounts,

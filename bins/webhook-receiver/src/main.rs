@@ -24,11 +24,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if subcommand(&args).as_deref() == Some("refused") {
-        for r in payments.store().refusals(10_000)? {
+        for r in payments.store().orders().refusals(10_000)? {
             let line = serde_json::json!({
                 "orderId": r.order_id,
                 "reason": r.reason,
-                "source": r.source,
+                "source": r.source.as_str(),
                 "checkoutId": r.checkout_id,
                 "accountId": r.account_id,
                 "firstSeenAt": ledger_core::Timestamp::from_millis(r.first_seen_at).rfc3339(),

@@ -13,20 +13,32 @@
 //! - [`idempotency`]: one effect per key.
 //! - [`DatabaseUrl`] and [`PoolOptions`]: the database a deployment names, checked the same
 //!   way by the configuration and the store.
+//! - [`Operation`] and [`Book::apply`]: one operation with what it needs loaded, giving
+//!   its outcome and the [`Effect`]s the caller persists with it.
+//! - [`topup`] (when a charge starts an auto top-up), [`orders`] (refund shares and
+//!   clawback, ADR 0200), [`audit`] (every invariant `verify` checks), [`pricing`]
+//!   (screenshot prices and hold lifetime) and [`subscription`] statuses.
 
 pub mod amount;
+pub mod audit;
 pub mod book;
 pub mod database;
 pub mod entry;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod operation;
+pub mod orders;
 pub mod overage;
 pub mod pack;
 pub mod page;
+pub mod pricing;
+pub mod subscription;
 pub mod time;
+pub mod topup;
 
 pub use amount::{AmountError, Cents, Credits};
+pub use audit::AccountTotals;
 pub use book::{Book, BookState, Changeset, Memo, SpendPolicy};
 pub use database::{DatabaseUrl, PoolOptions};
 pub use entry::{
@@ -35,7 +47,12 @@ pub use entry::{
 pub use error::{LedgerError, QueryError};
 pub use idempotency::{Fingerprint, IdempotencyKey};
 pub use ids::{AccountId, EntryId, GrantId, HoldId, IdKind, IdSource, PackId, SequentialIds};
+pub use operation::{Applied, Context, Effect, Needs, Operation, Outcome, RefundOf, Spend};
+pub use orders::{OrderError, OrderState, Settlement};
 pub use overage::OveragePolicy;
 pub use pack::{Catalogue, CatalogueError, CreditPack};
 pub use page::Page;
+pub use pricing::{CaptureKind, ScreenshotPrices};
+pub use subscription::SubscriptionStatus;
 pub use time::{Retention, Timestamp, YearMonth};
+pub use topup::{AutoTopup, ChargeStatus, TopupStart, TopupStatus};

@@ -27,8 +27,12 @@ fn now() -> Timestamp {
 }
 
 fn account(store: &Store, credits: i64) -> AccountId {
-    let (a, _) = store.create_account(NewAccount::default(), now()).unwrap();
+    let (a, _) = store
+        .ledger()
+        .create_account(NewAccount::default(), now())
+        .unwrap();
     store
+        .ledger()
         .apply(
             &a.id,
             None,
@@ -88,7 +92,7 @@ fn run_threads(
                 let mut lat = Vec::with_capacity(per_thread);
                 for _ in 0..per_thread {
                     let t = Instant::now();
-                    let r = s.apply(&a, None, debit(), now()).unwrap();
+                    let r = s.ledger().apply(&a, None, debit(), now()).unwrap();
                     assert!(r.result.is_ok());
                     lat.push(t.elapsed());
                 }
@@ -145,7 +149,7 @@ fn bench(db: &TestDb, ops: usize) -> Vec<Row> {
                 operation: debit(),
             })
             .collect();
-        let out = s.apply_batch(items, now()).unwrap();
+        let out = s.ledger().apply_batch(items, now()).unwrap();
         assert!(out.iter().all(|r| r.as_ref().unwrap().result.is_ok()));
         let per_op = t.elapsed() / 100;
         latencies.extend(std::iter::repeat_n(per_op, 100));
@@ -163,6 +167,7 @@ fn bench(db: &TestDb, ops: usize) -> Vec<Row> {
     for _ in 0..ops / 2 {
         let t = Instant::now();
         let held = s
+            .ledger()
             .apply(
                 &a,
                 None,
@@ -178,17 +183,18 @@ fn bench(db: &TestDb, ops: usize) -> Vec<Row> {
         let Ok(Outcome::Hold(h)) = held.result else {
             panic!("hold refused")
         };
-        s.apply(
-            &a,
-            None,
-            Operation::Capture {
-                hold_id: h.id,
-                amount: None,
-                memo: None,
-            },
-            now(),
-        )
-        .unwrap();
+        s.ledger()
+            .apply(
+                &a,
+                None,
+                Operation::Capture {
+                    hold_id: h.id,
+                    amount: None,
+                    memo: None,
+                },
+                now(),
+            )
+            .unwrap();
         latencies.push(t.elapsed() / 2);
         latencies.push(t.elapsed() / 2);
     }
@@ -198,7 +204,7 @@ fn bench(db: &TestDb, ops: usize) -> Vec<Row> {
         elapsed: start.elapsed(),
         latencies,
     });
-    assert!(s.verify().unwrap().ok);
+    assert!(s.maintenance().verify().unwrap().ok);
     rows
 }
 

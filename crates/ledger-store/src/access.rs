@@ -2,7 +2,7 @@
 //! and the account's subscription and limits.
 
 use diesel::prelude::*;
-use ledger_core::{AccountId, Credits, Timestamp};
+use ledger_core::{AccountId, Credits, SubscriptionStatus, Timestamp};
 
 use crate::error::StoreError;
 use crate::ids::new_id;
@@ -10,40 +10,84 @@ use crate::schema::{account_limits, accounts, api_keys, sessions, subscriptions}
 use crate::Store;
 
 /// An API key as listed (the key itself is never stored).
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = api_keys)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
     pub id: String,
     pub account_id: String,
     pub name: String,
     pub prefix: String,
-    #[diesel(column_name = created_at)]
     pub created_at_ms: i64,
-    #[diesel(column_name = last_used_at)]
     pub last_used_at_ms: Option<i64>,
 }
 
-/// Subscription statuses of the contract.
-pub const SUBSCRIPTION_STATUSES: [&str; 4] = ["active", "inactive", "cancelled", "past_due"];
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+struct ApiKeyRow {
+    id: String,
+    account_id: String,
+    name: String,
+    prefix: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl From<ApiKeyRow> for ApiKey {
+    fn from(r: ApiKeyRow) -> ApiKey {
+        ApiKey {
+            id: r.id,
+            account_id: r.account_id,
+            name: r.name,
+            prefix: r.prefix,
+            created_at_ms: r.created_at,
+            last_used_at_ms: r.last_used_at,
+        }
+    }
+}
 
 /// An account's subscription to a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = subscriptions)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     pub account_id: String,
     pub id: String,
     pub plan_id: String,
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub hard_limit: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = subscriptions)]
+struct SubscriptionRow {
+    account_id: String,
+    id: String,
+    plan_id: String,
+    status: String,
+    hard_limit: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<SubscriptionRow> for Subscription {
+    type Error = StoreError;
+    fn try_from(r: SubscriptionRow) -> Result<Subscription, StoreError> {
+        Ok(Subscription {
+            status: r.status.parse().map_err(StoreError::corrupt)?,
+            account_id: r.account_id,
+            id: r.id,
+            plan_id: r.plan_id,
+            hard_limit: r.hard_limit,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
 }
 
 /// How often `last_used_at` of a key is written at most (a write per request would make
 /// every read a write).
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
-impl Store {
+impl Access<'_> {
     pub fn create_session(
         &self,
         account: &AccountId,
@@ -51,7 +95,7 @@ impl Store {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         diesel::insert_into(sessions::table)
             .values((
                 sessions::token_hash.eq(token_hash),
@@ -69,7 +113,7 @@ impl Store {
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<AccountId>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         Ok(sessions::table
             .filter(sessions::token_hash.eq(token_hash))
             .filter(sessions::revoked_at.is_null())
@@ -81,7 +125,7 @@ impl Store {
     }
 
     pub fn revoke_session(&self, token_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         let n = diesel::update(
             sessions::table
                 .filter(sessions::token_hash.eq(token_hash))
@@ -100,7 +144,7 @@ impl Store {
         key_hash: &str,
         now: Timestamp,
     ) -> Result<ApiKey, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         let id = new_id("key_");
         diesel::insert_into(api_keys::table)
             .values((
@@ -124,13 +168,16 @@ impl Store {
 
     /// The account's live keys, newest first.
     pub fn api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         Ok(api_keys::table
             .filter(api_keys::account_id.eq(account.as_str()))
             .filter(api_keys::revoked_at.is_null())
             .order((api_keys::created_at.desc(), api_keys::id.desc()))
-            .select(ApiKey::as_select())
-            .load(&mut *conn)?)
+            .select(ApiKeyRow::as_select())
+            .load(&mut *conn)?
+            .into_iter()
+            .map(ApiKey::from)
+            .collect())
     }
 
     /// Revokes one of the account's keys; false when it has no such live key.
@@ -140,7 +187,7 @@ impl Store {
         key_id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         let n = diesel::update(
             api_keys::table
                 .filter(api_keys::id.eq(key_id))
@@ -163,7 +210,7 @@ impl Store {
         key_hash: &str,
         now: Timestamp,
     ) -> Result<Option<(AccountId, String)>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         let found: Option<(String, String, Option<i64>)> = api_keys::table
             .filter(api_keys::key_hash.eq(key_hash))
             .filter(api_keys::revoked_at.is_null())
@@ -174,7 +221,7 @@ impl Store {
             return Ok(None);
         };
         if last_used.is_none_or(|t| now.millis() - t >= LAST_USED_RESOLUTION_MS) {
-            if let Some(_gate) = self.try_write_gate() {
+            if let Some(_gate) = self.store.try_write_gate() {
                 let noted = diesel::update(api_keys::table.filter(api_keys::id.eq(&id)))
                     .set(api_keys::last_used_at.eq(now.millis()))
                     .execute(&mut *conn);
@@ -187,12 +234,14 @@ impl Store {
     }
 
     pub fn subscription(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
-        let mut conn = self.pool.get()?;
-        Ok(subscriptions::table
+        let mut conn = self.store.conn()?;
+        subscriptions::table
             .filter(subscriptions::account_id.eq(account.as_str()))
-            .select(Subscription::as_select())
+            .select(SubscriptionRow::as_select())
             .first(&mut *conn)
-            .optional()?)
+            .optional()?
+            .map(Subscription::try_from)
+            .transpose()
     }
 
     /// Creates or changes the account's subscription (its id stays the same), and stamps
@@ -202,16 +251,16 @@ impl Store {
         account: &AccountId,
         plan_id: &str,
         plan_name: &str,
-        status: &str,
+        status: SubscriptionStatus,
         now: Timestamp,
     ) -> Result<Subscription, StoreError> {
-        self.write(|conn| {
+        self.store.write(|conn| {
             // Also orders this change with the account's ledger operations.
             crate::ledger::lock_account(conn, account)?;
-            let current: Option<Subscription> = subscriptions::table
+            let current = subscriptions::table
                 .filter(subscriptions::account_id.eq(account.as_str()))
-                .select(Subscription::as_select())
-                .first(conn)
+                .select(subscriptions::id)
+                .first::<String>(conn)
                 .optional()?;
             match &current {
                 Some(_) => {
@@ -220,7 +269,7 @@ impl Store {
                     )
                     .set((
                         subscriptions::plan_id.eq(plan_id),
-                        subscriptions::status.eq(status),
+                        subscriptions::status.eq(status.as_str()),
                         subscriptions::updated_at.eq(now.millis()),
                     ))
                     .execute(conn)?;
@@ -231,27 +280,28 @@ impl Store {
                             subscriptions::account_id.eq(account.as_str()),
                             subscriptions::id.eq(new_id("sub_")),
                             subscriptions::plan_id.eq(plan_id),
-                            subscriptions::status.eq(status),
+                            subscriptions::status.eq(status.as_str()),
                             subscriptions::created_at.eq(now.millis()),
                             subscriptions::updated_at.eq(now.millis()),
                         ))
                         .execute(conn)?;
                 }
             }
-            let stamped = (status == "active" || status == "past_due").then_some(plan_name);
+            let stamped = status.stamps_plan().then_some(plan_name);
             diesel::update(accounts::table.filter(accounts::id.eq(account.as_str())))
                 .set(accounts::plan_name.eq(stamped))
                 .execute(conn)?;
             Ok(subscriptions::table
                 .filter(subscriptions::account_id.eq(account.as_str()))
-                .select(Subscription::as_select())
-                .first(conn)?)
+                .select(SubscriptionRow::as_select())
+                .first(conn)?
+                .try_into()?)
         })
     }
 
     /// The account's maximum hard limit, when an operator set one.
     pub fn max_hard_limit(&self, account: &AccountId) -> Result<Option<Credits>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         Ok(account_limits::table
             .filter(account_limits::account_id.eq(account.as_str()))
             .select(account_limits::max_hard_limit)
@@ -266,7 +316,7 @@ impl Store {
         limit: Credits,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.write(|conn| {
+        self.store.write(|conn| {
             // Also orders this change with the account's ledger operations.
             crate::ledger::lock_account(conn, account)?;
             let n = diesel::update(
@@ -288,5 +338,18 @@ impl Store {
             }
             Ok(())
         })
+    }
+}
+
+/// Sessions, API keys, subscriptions and limits: `store.access()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    store: &'a Store,
+}
+
+impl Store {
+    /// Sessions, API keys, subscriptions and limits
+    pub fn access(&self) -> Access<'_> {
+        Access { store: self }
     }
 }

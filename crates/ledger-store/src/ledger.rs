@@ -6,15 +6,15 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ledger_core::idempotency::{decide, Decision};
 use ledger_core::{
-    AccountId, Book, BookState, Changeset, Credits, Entry, EntryId, EntryKind, Fingerprint, Grant,
-    GrantId, GrantSource, GrantSpec, Hold, HoldId, HoldStatus, IdempotencyKey, LedgerError, Lot,
-    Memo, Page, SpendPolicy, Timestamp, YearMonth,
+    AccountId, Book, BookState, Changeset, Context, Credits, Effect, Entry, EntryId, Fingerprint,
+    Grant, GrantId, GrantSource, GrantSpec, Hold, HoldId, HoldStatus, IdempotencyKey, LedgerError,
+    Lot, Memo, Operation, Outcome, Page, RefundOf, Timestamp, YearMonth,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::db::{Backend, DbConnection};
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
+use crate::outcome::StoredOutcome;
 use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
 use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
 use crate::Store;
@@ -63,71 +63,7 @@ pub struct Balance {
     pub held: Credits,
 }
 
-/// Whether a debit may use the account's overdraft allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spend {
-    /// Never below zero.
-    Strict,
-    /// Up to the account's `overdraft_limit` (plans that charge extra).
-    WithinAccountLimit,
-}
-
-/// One ledger operation on one account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operation {
-    /// Adds credits as a new grant (purchase, bonus, allowance, positive adjustment...).
-    Credit { spec: GrantSpec, memo: Memo },
-    /// Takes credits at once: `usage`, or a negative `adjustment`.
-    Debit {
-        kind: EntryKind,
-        amount: Credits,
-        spend: Spend,
-        memo: Memo,
-    },
-    /// Reserves credits until `ttl_ms` from now.
-    Reserve {
-        amount: Credits,
-        ttl_ms: i64,
-        spend: Spend,
-        memo: Memo,
-    },
-    /// Charges all (`None`) or part of a hold.
-    Capture {
-        hold_id: HoldId,
-        amount: Option<Credits>,
-        memo: Option<Memo>,
-    },
-    /// Ends a hold with nothing charged.
-    Release { hold_id: HoldId },
-    /// Gives back all that is refundable (`None`) or part of a `usage` entry.
-    Refund {
-        entry_id: EntryId,
-        amount: Option<Credits>,
-        memo: Memo,
-    },
-    /// Only settles expiries (grants and holds past their time).
-    Sweep,
-}
-
-impl Operation {
-    fn hold_id(&self) -> Option<&HoldId> {
-        match self {
-            Operation::Capture { hold_id, .. } | Operation::Release { hold_id } => Some(hold_id),
-            _ => None,
-        }
-    }
-}
-
-/// What an operation produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Entry(Entry),
-    Hold(Hold),
-    /// A sweep, or a release (which writes no entry): nothing to show but the balance.
-    Settled,
-}
-
-/// The result of [`Store::apply`].
+/// The result of [`Ledger::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The operation's outcome, or the ledger rule that refused it (nothing changed then).
@@ -163,16 +99,6 @@ pub struct BatchItem {
     pub account_id: AccountId,
     pub idempotency: Option<Idempotency>,
     pub operation: Operation,
-}
-
-/// What an idempotency row remembers.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StoredOutcome {
-    Entry(String),
-    Hold(String),
-    Settled,
-    Rejected(LedgerError),
 }
 
 fn is_unique_violation(e: &DieselError) -> bool {
@@ -224,7 +150,22 @@ impl Store {
             })
             .map_err(|e| e.0)
     }
+}
 
+/// Accounts, the ledger's operations and its reads: `store.ledger()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledger<'a> {
+    store: &'a Store,
+}
+
+impl Store {
+    /// Accounts, the ledger's operations and its reads.
+    pub fn ledger(&self) -> Ledger<'_> {
+        Ledger { store: self }
+    }
+}
+
+impl Ledger<'_> {
     /// Creates an account and grants its signup bonus (`signup_bonus`, `Welcome bonus`)
     /// in the same transaction.
     pub fn create_account(
@@ -233,7 +174,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<(Account, Credits), StoreError> {
         let email = new.email.clone();
-        let result = self.write(|conn| {
+        let result = self.store.write(|conn| {
             let row = AccountRow {
                 id: new_id(AccountId::PREFIX),
                 email: new.email,
@@ -273,7 +214,7 @@ impl Store {
     }
 
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         let row = accounts::table
             .filter(accounts::id.eq(id.as_str()))
             .select(AccountRow::as_select())
@@ -283,7 +224,7 @@ impl Store {
     }
 
     pub fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         let row = accounts::table
             .filter(accounts::email.eq(email))
             .select(AccountRow::as_select())
@@ -300,7 +241,7 @@ impl Store {
         plan_name: Option<&str>,
         overdraft_limit: Credits,
     ) -> Result<(), StoreError> {
-        self.write(|conn| {
+        self.store.write(|conn| {
             lock_account(conn, id)?;
             diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
                 .set((
@@ -317,7 +258,7 @@ impl Store {
 
     /// The account's balances now (expired grants and holds already count as settled).
     pub fn balance(&self, id: &AccountId, now: Timestamp) -> Result<Balance, StoreError> {
-        self.read(|conn| {
+        self.store.read(|conn| {
             let (book, _) = load_book(conn, id, None, &[])?;
             balance_of(&book, now)
         })
@@ -331,7 +272,8 @@ impl Store {
         operation: Operation,
         now: Timestamp,
     ) -> Result<Applied, StoreError> {
-        self.write(|conn| apply_in_tx(conn, account_id, idempotency, operation, now))
+        self.store
+            .write(|conn| apply_in_tx(conn, account_id, idempotency, operation, now))
     }
 
     /// Applies many operations (of one or many accounts) in one transaction, in order.
@@ -343,7 +285,7 @@ impl Store {
         items: Vec<BatchItem>,
         now: Timestamp,
     ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-        self.write(|conn| {
+        self.store.write(|conn| {
             let ids: BTreeSet<&AccountId> = items.iter().map(|i| &i.account_id).collect();
             for id in ids {
                 match lock_account(conn, id) {
@@ -374,7 +316,7 @@ impl Store {
 
     /// The account a hold belongs to.
     pub fn hold_account(&self, hold_id: &HoldId) -> Result<AccountId, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         holds::table
             .filter(holds::id.eq(hold_id.as_str()))
             .select(holds::account_id)
@@ -387,7 +329,7 @@ impl Store {
     }
 
     pub fn hold(&self, hold_id: &HoldId) -> Result<Option<Hold>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         holds::table
             .filter(holds::id.eq(hold_id.as_str()))
             .select(HoldRow::as_select())
@@ -403,13 +345,13 @@ impl Store {
         account_id: &AccountId,
         entry_id: &EntryId,
     ) -> Result<Option<Entry>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         load_entry(&mut conn, account_id, entry_id)
     }
 
     /// History, newest first.
     pub fn history(&self, account_id: &AccountId, page: Page) -> Result<Vec<Entry>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         entries::table
             .filter(entries::account_id.eq(account_id.as_str()))
             .order(entries::seq.desc())
@@ -428,7 +370,7 @@ impl Store {
         account_id: &AccountId,
         month: YearMonth,
     ) -> Result<Vec<Entry>, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.store.conn()?;
         entries::table
             .filter(entries::account_id.eq(account_id.as_str()))
             .filter(entries::created_at.ge(month.start().millis()))
@@ -626,18 +568,18 @@ fn replay(
     id: &AccountId,
     stored: &str,
 ) -> Result<Result<Outcome, LedgerError>, TxError> {
-    let stored: StoredOutcome = serde_json::from_str(stored)
+    let stored = StoredOutcome::decode(stored)
         .map_err(|e| StoreError::corrupt(format!("idempotency outcome: {e}")))?;
     Ok(match stored {
         StoredOutcome::Entry(e) => {
-            let entry = load_entry(conn, id, &EntryId::new(e.clone()))?.ok_or_else(|| {
+            let entry = load_entry(conn, id, &e)?.ok_or_else(|| {
                 StoreError::corrupt(format!("idempotency outcome names missing entry {e}"))
             })?;
             Ok(Outcome::Entry(entry))
         }
         StoredOutcome::Hold(h) => {
             let row = holds::table
-                .filter(holds::id.eq(&h))
+                .filter(holds::id.eq(h.as_str()))
                 .select(HoldRow::as_select())
                 .first(conn)
                 .optional()?
@@ -691,10 +633,12 @@ fn apply_in_tx(
         }
     }
 
-    // A refund needs its original entry, its earlier refunds and the grants it drew from.
-    let mut refund_context: Option<(Entry, Credits)> = None;
+    // Load what the operation needs; the core decides everything else.
+    let needs = operation.needs();
+    let extra_hold = needs.hold.cloned();
+    let mut context = Context::default();
     let mut extra_grants = Vec::new();
-    if let Operation::Refund { entry_id, .. } = &operation {
+    if let Some(entry_id) = needs.refund_of {
         let original =
             load_entry(conn, id, entry_id)?.ok_or_else(|| StoreError::EntryNotFound {
                 entry_id: entry_id.clone(),
@@ -717,69 +661,18 @@ fn apply_in_tx(
             .ok_or_else(|| {
                 StoreError::corrupt(format!("the refunds of {entry_id} add up past an i64"))
             })?;
-        refund_context = Some((original, Credits::from_millis(earlier)));
+        context.refund = Some(RefundOf {
+            original,
+            already_refunded: Credits::from_millis(earlier),
+        });
     }
-
-    // A charge that leaves the balance below an account's auto top-up threshold starts one
-    // top-up, recorded in this same transaction (see `payments::after_charge`).
-    let charges = matches!(
-        operation,
-        Operation::Debit {
-            kind: EntryKind::Usage,
-            ..
-        } | Operation::Capture { .. }
-    );
-    let (mut book, overdraft_limit) = load_book(conn, id, operation.hold_id(), &extra_grants)?;
-    book.sweep(now, &mut RandomIds);
-    let policy = |spend: Spend| match spend {
-        Spend::Strict => SpendPolicy::STRICT,
-        Spend::WithinAccountLimit => {
-            SpendPolicy::with_overdraft(Credits::from_millis(overdraft_limit))
-        }
-    };
-    let ids = &mut RandomIds;
-    let result: Result<Outcome, LedgerError> = match operation {
-        Operation::Credit { spec, memo } => book
-            .credit(spec, memo, now, ids)
-            .map(|e| Outcome::Entry(e.clone())),
-        Operation::Debit {
-            kind,
-            amount,
-            spend,
-            memo,
-        } => book
-            .debit(kind, amount, policy(spend), memo, now, ids)
-            .map(|e| Outcome::Entry(e.clone())),
-        Operation::Reserve {
-            amount,
-            ttl_ms,
-            spend,
-            memo,
-        } => book
-            .reserve(
-                amount,
-                now.plus_millis(ttl_ms),
-                policy(spend),
-                memo,
-                now,
-                ids,
-            )
-            .map(|h| Outcome::Hold(h.clone())),
-        Operation::Capture {
-            hold_id,
-            amount,
-            memo,
-        } => book
-            .capture(&hold_id, amount, memo, now, ids)
-            .map(|e| Outcome::Entry(e.clone())),
-        Operation::Release { hold_id } => book.release(&hold_id, now).map(|_| Outcome::Settled),
-        Operation::Refund { amount, memo, .. } => {
-            let (original, earlier) = refund_context.take().expect("loaded above");
-            book.refund(&original, earlier, amount, memo, now, ids)
-                .map(|e| Outcome::Entry(e.clone()))
-        }
-        Operation::Sweep => Ok(Outcome::Settled),
-    };
+    if needs.auto_topup {
+        context.auto_topup = crate::orders::topups::settings_in_tx(conn, id)?;
+    }
+    let (mut book, overdraft_limit) = load_book(conn, id, extra_hold.as_ref(), &extra_grants)?;
+    context.overdraft_limit = Credits::from_millis(overdraft_limit);
+    let applied = book.apply(operation, &context, now, &mut RandomIds);
+    let (result, available) = (applied.result, applied.available);
     // Capturing or releasing an unknown hold is reported as the store's "not found".
     if let Err(LedgerError::HoldNotFound { hold_id }) = &result {
         return Err(StoreError::HoldNotFound {
@@ -787,15 +680,19 @@ fn apply_in_tx(
         }
         .into());
     }
-    let available = book.available(now);
     persist(conn, id, book.take_changes())?;
-    if charges && result.is_ok() {
-        crate::payments::after_charge(conn, id, available, now)?;
+    // The effects commit (or roll back) with the entries that called for them.
+    for effect in &applied.effects {
+        match effect {
+            Effect::StartTopup(start) => {
+                crate::orders::topups::start_in_tx(conn, start, now)?;
+            }
+        }
     }
     if let Some(idem) = idempotency {
         let stored = match &result {
-            Ok(Outcome::Entry(e)) => StoredOutcome::Entry(e.id.as_str().to_owned()),
-            Ok(Outcome::Hold(h)) => StoredOutcome::Hold(h.id.as_str().to_owned()),
+            Ok(Outcome::Entry(e)) => StoredOutcome::Entry(e.id.clone()),
+            Ok(Outcome::Hold(h)) => StoredOutcome::Hold(h.id.clone()),
             Ok(Outcome::Settled) => StoredOutcome::Settled,
             Err(e) => StoredOutcome::Rejected(e.clone()),
         };
@@ -805,7 +702,7 @@ fn apply_in_tx(
                 scope: idem.scope.clone(),
                 key: idem.key.as_str().to_owned(),
                 fingerprint: idem.fingerprint.as_str().to_owned(),
-                outcome: serde_json::to_string(&stored).expect("outcomes serialize"),
+                outcome: stored.encode(),
                 created_at: now.millis(),
             })
             .execute(conn)?;

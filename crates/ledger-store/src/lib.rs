@@ -12,7 +12,12 @@
 //!    (entries are only ever inserted).
 //!
 //! Step 3 works on a connection that is already inside a transaction, so many callers'
-//! operations can share one transaction ([`Store::apply_batch`]).
+//! operations can share one transaction ([`Ledger::apply_batch`]).
+//!
+//! The store is persistence only: the rules are `ledger-core`'s. Its API is one small
+//! repository per area, each borrowing the [`Store`]: [`Store::ledger`], [`Store::access`],
+//! [`Store::orders`] (payments), [`Store::screenshots`] and [`Store::maintenance`]. No
+//! Diesel type (row, connection, table) leaves the crate.
 
 mod access;
 mod db;
@@ -20,6 +25,8 @@ mod error;
 mod ids;
 mod ledger;
 mod maintenance;
+mod orders;
+mod outcome;
 pub mod payments;
 mod rows;
 mod schema;
@@ -27,19 +34,24 @@ mod screenshots;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use access::{ApiKey, Subscription, SUBSCRIPTION_STATUSES};
+pub use access::{Access, ApiKey, Subscription};
+/// A raw connection, for the migration tests only (not API: nothing outside the crate
+/// names Diesel).
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub use db::DbConnection;
 pub use db::{
-    revert_all_migrations, run_migrations, Backend, DatabaseUrl, DbConnection, PoolOptions,
-    POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS,
+    revert_all_migrations, run_migrations, Backend, DatabaseUrl, PoolOptions, POSTGRES_MIGRATIONS,
+    SQLITE_MIGRATIONS,
 };
 pub use error::StoreError;
 pub use ids::{new_id, RandomIds};
-pub use ledger::{
-    Account, Applied, Balance, BatchItem, Idempotency, NewAccount, Operation, Outcome, Spend,
-};
-pub use maintenance::{CompactReport, VerifyReport, Violation};
-pub use payments::after_charge;
-pub use screenshots::{Claim, ScreenshotAnswer};
+pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, Ledger, NewAccount};
+/// The operation types are the core's; re-exported under their old names here.
+pub use ledger_core::{Operation, Outcome, Spend};
+pub use maintenance::{CompactReport, Maintenance, VerifyReport, Violation};
+pub use orders::Orders;
+pub use screenshots::{Claim, ScreenshotAnswer, Screenshots};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -77,8 +89,8 @@ impl Store {
         self.backend
     }
 
-    /// A pooled connection, for callers that run their own queries (tests, tools).
-    pub fn connection(&self) -> Result<db::PooledConnection, StoreError> {
+    /// One pooled connection, for the repositories.
+    fn conn(&self) -> Result<db::PooledConnection, StoreError> {
         Ok(self.pool.get()?)
     }
 
@@ -106,14 +118,33 @@ impl Store {
     #[cfg(feature = "test-support")]
     pub fn execute_batch(&self, sql: &str) -> Result<(), StoreError> {
         use diesel::connection::SimpleConnection;
-        (*self.connection()?).batch_execute(sql)?;
+        (*self.conn()?).batch_execute(sql)?;
         Ok(())
+    }
+
+    /// Takes one pooled connection and keeps it until the guard is dropped (tests that
+    /// need the pool's next connection to be opened under changed conditions).
+    #[cfg(feature = "test-support")]
+    pub fn hold_connection_for_test(&self) -> Result<HeldConnection, StoreError> {
+        Ok(HeldConnection(self.pool.get()?))
     }
 
     /// Whether the database answers.
     pub fn ping(&self) -> Result<(), StoreError> {
         use diesel::connection::SimpleConnection;
-        (*self.connection()?).batch_execute("SELECT 1")?;
+        (*self.conn()?).batch_execute("SELECT 1")?;
         Ok(())
+    }
+}
+
+/// A pooled connection held by a test ([`Store::hold_connection_for_test`]); it goes
+/// back to the pool when dropped.
+#[cfg(feature = "test-support")]
+pub struct HeldConnection(#[allow(dead_code)] db::PooledConnection);
+
+#[cfg(feature = "test-support")]
+impl std::fmt::Debug for HeldConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldConnection")
     }
 }

@@ -1,13 +1,9 @@
 //! Whole-database upkeep: `verify` checks every invariant; `compact` drops history older
 //! than the retention window while keeping every balance exact.
 
-use std::collections::HashMap;
-
 use diesel::prelude::*;
-use ledger_core::{
-    AccountId, Book, BookState, Credits, Entry, EntryKind, Grant, Hold, HoldStatus, Retention,
-    Timestamp,
-};
+use ledger_core::audit::{self, AccountTotals};
+use ledger_core::{AccountId, Book, BookState, Credits, Grant, Hold, Retention, Timestamp};
 use serde::Serialize;
 
 use crate::error::StoreError;
@@ -24,7 +20,7 @@ pub struct Violation {
     pub message: String,
 }
 
-/// The answer of [`Store::verify`].
+/// The answer of [`Maintenance::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
@@ -34,7 +30,7 @@ pub struct VerifyReport {
     pub violations: Vec<Violation>,
 }
 
-/// The answer of [`Store::compact`].
+/// The answer of [`Maintenance::compact`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CompactReport {
     pub accounts: u64,
@@ -42,7 +38,7 @@ pub struct CompactReport {
     pub idempotency_keys_removed: u64,
 }
 
-impl Store {
+impl Maintenance<'_> {
     /// Checks every invariant of every account, reading one consistent snapshot:
     /// - entries are numbered 1.. without gaps (after any compacted prefix), each carries
     ///   the running balance, and the last one the account's balance;
@@ -58,7 +54,7 @@ impl Store {
     /// It answers on any database: every sum is checked (an overflow is a violation, not a
     /// panic) and a row that does not decode is a violation naming it, not an error.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        self.read(|conn| {
+        self.store.read(|conn| {
             let accounts: Vec<AccountRow> = accounts::table
                 .order(accounts::id)
                 .select(AccountRow::as_select())
@@ -95,25 +91,24 @@ impl Store {
                 let grants: Vec<Grant> =
                     decode_all("grant", grant_rows, |r| r.id.clone(), &mut say);
                 let holds: Vec<Hold> = decode_all("hold", hold_rows, |r| r.id.clone(), &mut say);
-                check_entries(&account, &entries, &mut say);
-                check_holds(&entries, &holds, &mut say);
+                let totals = AccountTotals {
+                    balance: Credits::from_millis(account.balance),
+                    last_seq: account.last_seq,
+                    compacted_balance: Credits::from_millis(account.compacted_balance),
+                    compacted_seq: account.compacted_seq,
+                    overdraft_limit: Credits::from_millis(account.overdraft_limit),
+                };
                 let book = Book::new(BookState {
                     account_id: id,
-                    balance: Credits::from_millis(account.balance),
+                    balance: totals.balance,
                     overdraft: Credits::from_millis(account.overdraft),
                     last_seq: account.last_seq,
                     plan: account.plan_name.clone(),
                     grants,
                     holds,
                 });
-                for v in book.violations() {
+                for v in audit::violations(&totals, &entries, &book) {
                     say(v);
-                }
-                if account.overdraft_limit == 0 && account.balance < 0 {
-                    say(format!(
-                        "balance {} is negative without an overdraft allowance",
-                        Credits::from_millis(account.balance)
-                    ));
                 }
             }
             report.ok = report.violations.is_empty();
@@ -130,7 +125,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<CompactReport, StoreError> {
         let cutoff = retention.cutoff(now).millis();
-        self.write(|conn| {
+        self.store.write(|conn| {
             let mut report = CompactReport::default();
             let candidates: Vec<String> = entries::table
                 .filter(entries::created_at.lt(cutoff))
@@ -213,143 +208,15 @@ where
     out
 }
 
-fn check_entries(account: &AccountRow, entries: &[Entry], say: &mut impl FnMut(String)) {
-    let max = Credits::MAX_BALANCE;
-    let compacted = Credits::from_millis(account.compacted_balance);
-    let mut running = Some(compacted);
-    // Sequence numbers are compared as i128 so that no stored value can overflow them.
-    let mut expected_seq = i128::from(account.compacted_seq) + 1;
-    for e in entries {
-        if i128::from(e.seq) != expected_seq {
-            say(format!(
-                "entry {} has seq {}, expected {}",
-                e.id, e.seq, expected_seq
-            ));
-            expected_seq = i128::from(e.seq);
-        }
-        expected_seq += 1;
-        if e.amount
-            .checked_abs()
-            .is_none_or(|a| a > Credits::MAX_AMOUNT)
-        {
-            say(format!(
-                "entry {} moves {}, past the maximum amount {}",
-                e.id,
-                e.amount,
-                Credits::MAX_AMOUNT
-            ));
-        }
-        if !e.balance_after.within_balance_limit() {
-            say(format!(
-                "entry {} leaves the balance at {}, past the maximum of ±{max}",
-                e.id, e.balance_after
-            ));
-        }
-        running = running.and_then(|r| r.checked_add(e.amount));
-        match running {
-            Some(r) if r == e.balance_after => {}
-            Some(r) => say(format!(
-                "entry {} says balance {} but the entries add up to {}",
-                e.id, e.balance_after, r
-            )),
-            None => say(format!(
-                "entry {}: the running balance overflows an i64 (it says {})",
-                e.id, e.balance_after
-            )),
-        }
-        if running != Some(e.balance_after) {
-            running = Some(e.balance_after);
-        }
-        let moved = Credits::checked_sum(e.allocations.iter().map(|a| a.amount));
-        match (moved, e.amount.checked_abs()) {
-            (Some(m), Some(a)) if m == a => {}
-            (Some(m), _) => say(format!(
-                "entry {} moves {} but its amount is {}",
-                e.id, m, e.amount
-            )),
-            (None, _) => say(format!(
-                "entry {}: its allocations overflow an i64 when added up (its amount is {})",
-                e.id, e.amount
-            )),
-        }
-    }
-    if expected_seq - 1 != i128::from(account.last_seq) {
-        say(format!(
-            "last entry seq {} but account says {}",
-            expected_seq - 1,
-            account.last_seq
-        ));
-    }
-    let balance = Credits::from_millis(account.balance);
-    if !balance.within_balance_limit() {
-        say(format!(
-            "account balance {balance} is past the maximum of ±{max}"
-        ));
-    }
-    match Credits::checked_sum(entries.iter().map(|e| e.amount))
-        .and_then(|s| s.checked_add(compacted))
-    {
-        Some(sum) if sum == balance => {}
-        Some(sum) => say(format!(
-            "account balance {balance} differs from the sum of its entries {sum}"
-        )),
-        None => say(format!(
-            "account balance {balance} cannot be checked: the sum of its entries overflows an i64"
-        )),
-    }
-    let mut refunded: HashMap<&str, Option<Credits>> = HashMap::new();
-    for e in entries.iter().filter(|e| e.kind == EntryKind::Refund) {
-        if let Some(of) = &e.refund_of {
-            let total = refunded.entry(of.as_str()).or_insert(Some(Credits::ZERO));
-            *total = total.and_then(|t| t.checked_add(e.amount));
-        }
-    }
-    for (of, total) in refunded {
-        let Some(original) = entries.iter().find(|e| e.id.as_str() == of) else {
-            continue;
-        };
-        let charge = original.amount.checked_neg();
-        match (total, charge) {
-            (Some(total), Some(charge)) if total > charge => say(format!(
-                "refunds of {of} add up to {total}, more than its charge {charge}"
-            )),
-            (None, _) => say(format!("refunds of {of} overflow an i64 when added up")),
-            _ => {}
-        }
-    }
+/// Whole-database upkeep (verify, compact): `store.maintenance()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Maintenance<'a> {
+    store: &'a Store,
 }
 
-fn check_holds(entries: &[Entry], holds: &[Hold], say: &mut impl FnMut(String)) {
-    let mut usage_by_hold: HashMap<&str, Vec<&Entry>> = HashMap::new();
-    for e in entries {
-        if let Some(h) = &e.hold_id {
-            usage_by_hold.entry(h.as_str()).or_default().push(e);
-        }
-    }
-    for h in holds {
-        let charged = usage_by_hold
-            .get(h.id.as_str())
-            .map_or(&[][..], |v| v.as_slice());
-        match h.status {
-            HoldStatus::Captured => {
-                if charged.len() > 1 {
-                    say(format!("hold {} was charged {} times", h.id, charged.len()));
-                }
-                if let [only] = charged {
-                    if only.amount.checked_neg() != Some(h.captured) {
-                        say(format!(
-                            "hold {} captured {} but its entry says {}",
-                            h.id, h.captured, only.amount
-                        ));
-                    }
-                }
-            }
-            _ if !charged.is_empty() => say(format!(
-                "hold {} is {} but has a usage entry",
-                h.id,
-                h.status.as_str()
-            )),
-            _ => {}
-        }
+impl Store {
+    /// Whole-database upkeep (verify, compact)
+    pub fn maintenance(&self) -> Maintenance<'_> {
+        Maintenance { store: self }
     }
 }

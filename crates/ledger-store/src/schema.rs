@@ -1,4 +1,4 @@
-//! Diesel's view of the tables (see `migrations/`). Shared by both backends.
+//! Diesel's view of every table (see `migrations/`). Shared by both backends.
 
 diesel::table! {
     accounts (id) {
@@ -129,3 +129,134 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     account_limits
 );
+
+// Payments (`migrations/*/2026-11-21-000003_payments`,
+// `migrations/*/2026-12-01-000802_payment_refusals`).
+
+diesel::table! {
+    payment_secrets (name) {
+        name -> Text,
+        value -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    payment_checkouts (id) {
+        id -> Text,
+        provider -> Text,
+        account_id -> Text,
+        pack_id -> Text,
+        credits -> BigInt,
+        price_cents -> BigInt,
+        url -> Text,
+        status -> Text,
+        order_id -> Nullable<Text>,
+        created_at -> BigInt,
+        paid_at -> Nullable<BigInt>,
+        product_id -> Nullable<Text>,
+        currency -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    payment_refusals (order_id) {
+        order_id -> Text,
+        source -> Text,
+        reason -> Text,
+        checkout_id -> Nullable<Text>,
+        account_id -> Nullable<Text>,
+        order_json -> Text,
+        first_seen_at -> BigInt,
+        last_seen_at -> BigInt,
+        times_seen -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (webhook_id) {
+        webhook_id -> Text,
+        event_type -> Text,
+        body -> Text,
+        received_at -> BigInt,
+        attempts -> BigInt,
+        processed_at -> Nullable<BigInt>,
+        outcome -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    payment_orders (order_id) {
+        order_id -> Text,
+        kind -> Text,
+        account_id -> Nullable<Text>,
+        pack_id -> Nullable<Text>,
+        paid_cents -> Nullable<BigInt>,
+        credits -> BigInt,
+        credit_entry_id -> Nullable<Text>,
+        paid_at -> Nullable<BigInt>,
+        refunded_cents -> BigInt,
+        clawed_back -> BigInt,
+        owed -> BigInt,
+        version -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    payment_refunds (refund_id) {
+        refund_id -> Text,
+        order_id -> Text,
+        amount_cents -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    auto_topups (account_id) {
+        account_id -> Text,
+        enabled -> Bool,
+        threshold -> BigInt,
+        pack_id -> Text,
+        credits -> BigInt,
+        price_cents -> BigInt,
+        status -> Text,
+        paused_reason -> Nullable<Text>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    auto_topup_charges (id) {
+        id -> Text,
+        account_id -> Text,
+        pack_id -> Text,
+        credits -> BigInt,
+        price_cents -> BigInt,
+        status -> Text,
+        reason -> Nullable<Text>,
+        created_at -> BigInt,
+        settled_at -> Nullable<BigInt>,
+    }
+}
+
+// Keyed screenshot requests.
+
+diesel::table! {
+    screenshot_requests (account_id, idempotency_key) {
+        account_id -> Text,
+        idempotency_key -> Text,
+        fingerprint -> Text,
+        state -> Text,
+        status_code -> Nullable<BigInt>,
+        content_type -> Nullable<Text>,
+        object -> Nullable<Text>,
+        error_body -> Nullable<Text>,
+        charged -> BigInt,
+        cache_status -> Nullable<Text>,
+        screenshot_id -> Text,
+        created_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}

@@ -7,25 +7,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ledger_core::{AccountId, Credits, Timestamp};
 
 use crate::error::StoreError;
+use crate::schema::screenshot_requests;
 use crate::Store;
-
-diesel::table! {
-    screenshot_requests (account_id, idempotency_key) {
-        account_id -> Text,
-        idempotency_key -> Text,
-        fingerprint -> Text,
-        state -> Text,
-        status_code -> Nullable<BigInt>,
-        content_type -> Nullable<Text>,
-        object -> Nullable<Text>,
-        error_body -> Nullable<Text>,
-        charged -> BigInt,
-        cache_status -> Nullable<Text>,
-        screenshot_id -> Text,
-        created_at -> BigInt,
-        finished_at -> Nullable<BigInt>,
-    }
-}
 
 /// How long a claimed key whose request never finished (the server died) blocks retries.
 /// Its hold has expired by then, so nothing was charged.
@@ -48,7 +31,7 @@ pub struct ScreenshotAnswer {
 /// What to do with a keyed screenshot request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is now ours: do the work, then [`Store::finish_screenshot_request`].
+    /// The key is now ours: do the work, then [`Screenshots::finish_screenshot_request`].
     Fresh,
     /// Answered before: send this again.
     Replay(ScreenshotAnswer),
@@ -72,7 +55,7 @@ struct Row {
     created_at: i64,
 }
 
-impl Store {
+impl Screenshots<'_> {
     /// Claims `key` for a request, or says why not.
     pub fn claim_screenshot_request(
         &self,
@@ -83,8 +66,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<Claim, StoreError> {
         use screenshot_requests::dsl as t;
-        let _gate = self.write_gate();
-        let mut conn = self.pool.get()?;
+        let _gate = self.store.write_gate();
+        let mut conn = self.store.conn()?;
         let inserted = diesel::insert_into(t::screenshot_requests)
             .values((
                 t::account_id.eq(account.as_str()),
@@ -164,8 +147,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         use screenshot_requests::dsl as t;
-        let _gate = self.write_gate();
-        let mut conn = self.pool.get()?;
+        let _gate = self.store.write_gate();
+        let mut conn = self.store.conn()?;
         diesel::update(
             t::screenshot_requests
                 .filter(t::account_id.eq(account.as_str()))
@@ -193,8 +176,8 @@ impl Store {
         key: &str,
     ) -> Result<(), StoreError> {
         use screenshot_requests::dsl as t;
-        let _gate = self.write_gate();
-        let mut conn = self.pool.get()?;
+        let _gate = self.store.write_gate();
+        let mut conn = self.store.conn()?;
         diesel::delete(
             t::screenshot_requests
                 .filter(t::account_id.eq(account.as_str()))
@@ -203,5 +186,18 @@ impl Store {
         )
         .execute(&mut *conn)?;
         Ok(())
+    }
+}
+
+/// Keyed screenshot requests: `store.screenshots()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Screenshots<'a> {
+    store: &'a Store,
+}
+
+impl Store {
+    /// Keyed screenshot requests
+    pub fn screenshots(&self) -> Screenshots<'_> {
+        Screenshots { store: self }
     }
 }

@@ -6,8 +6,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ledger_core::{AccountId, Catalogue, CreditPack, Credits, Timestamp};
 use ledger_store::payments::{
-    AutoTopupRow, CheckoutRecord, DeliveryReceipt, NewRefusal, OrderKind, PaidOrder, PaidOutcome,
-    RefundAmount, RefundOutcome, RefusalOutcome, TopupCharge, TopupPack,
+    AutoTopupSettings, CheckoutProvider, CheckoutRecord, CheckoutStatus, DeliveryReceipt,
+    DeliveryState, NewRefusal, OrderKind, PaidOrder, PaidOutcome, RefundAmount, RefundOutcome,
+    RefusalOutcome, RefusalSource, TopupCharge, TopupPack, TopupStatus,
 };
 use ledger_store::{new_id, Store, StoreError};
 use serde::Serialize;
@@ -52,10 +53,15 @@ enum Provider {
 impl Provider {
     /// The name checkouts are recorded under.
     fn name(&self) -> &'static str {
+        self.kind().map_or("none", CheckoutProvider::as_str)
+    }
+
+    /// The provider checkouts record; `None` sells nothing.
+    fn kind(&self) -> Option<CheckoutProvider> {
         match self {
-            Provider::None => "none",
-            Provider::Polar(_) => "polar",
-            Provider::Demo => "demo",
+            Provider::None => None,
+            Provider::Polar(_) => Some(CheckoutProvider::Polar),
+            Provider::Demo => Some(CheckoutProvider::Demo),
         }
     }
 }
@@ -68,11 +74,15 @@ enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    fn stored(self) -> RefusalSource {
         match self {
-            Source::Webhook => "webhook",
-            Source::Reconcile => "reconcile",
+            Source::Webhook => RefusalSource::Webhook,
+            Source::Reconcile => RefusalSource::Reconcile,
         }
+    }
+
+    fn as_str(self) -> &'static str {
+        self.stored().as_str()
     }
 }
 
@@ -121,7 +131,7 @@ pub struct AutoTopupView {
 }
 
 impl AutoTopupView {
-    fn of(row: Option<AutoTopupRow>) -> AutoTopupView {
+    fn of(row: Option<AutoTopupSettings>) -> AutoTopupView {
         match row {
             None => AutoTopupView {
                 enabled: false,
@@ -131,14 +141,14 @@ impl AutoTopupView {
                 paused_reason: None,
             },
             Some(r) => AutoTopupView {
-                enabled: r.enabled,
-                threshold_credits: Credits::from_millis(r.threshold),
-                pack_id: Some(r.pack_id),
-                status: match (r.enabled, r.status.as_str()) {
-                    (_, "paused") => "paused".into(),
-                    (_, "pending") => "pending".into(),
-                    (false, _) => "disabled".into(),
-                    (true, _) => "active".into(),
+                enabled: r.topup.enabled,
+                threshold_credits: r.topup.threshold,
+                pack_id: Some(r.topup.pack_id.into_string()),
+                status: match (r.topup.enabled, r.topup.status) {
+                    (_, TopupStatus::Paused) => "paused".into(),
+                    (_, TopupStatus::Pending) => "pending".into(),
+                    (false, TopupStatus::Idle) => "disabled".into(),
+                    (true, TopupStatus::Idle) => "active".into(),
                 },
                 paused_reason: r.paused_reason,
             },
@@ -223,7 +233,9 @@ impl Payments {
                     getrandom::fill(&mut key)
                         .map_err(|e| PaymentsError::Config(format!("no random source: {e}")))?;
                     let candidate = format!("whsec_{}", STANDARD.encode(key));
-                    store.payment_secret(DEMO_SECRET_NAME, &candidate, now())?
+                    store
+                        .orders()
+                        .payment_secret(DEMO_SECRET_NAME, &candidate, now())?
                 } else {
                     configured.to_owned()
                 };
@@ -346,13 +358,13 @@ impl Payments {
                 }
                 let record = CheckoutRecord {
                     id: checkout.id.clone(),
-                    provider: "polar".into(),
-                    account_id: account.as_str().to_owned(),
-                    pack_id: pack.id.as_str().to_owned(),
+                    provider: CheckoutProvider::Polar,
+                    account_id: account.clone(),
+                    pack_id: pack.id.clone(),
                     credits: pack.credits.millis(),
                     price_cents: pack.price.get(),
                     url: checkout.url.clone(),
-                    status: "open".into(),
+                    status: CheckoutStatus::Open,
                     order_id: None,
                     created_at: now().millis(),
                     paid_at: None,
@@ -365,21 +377,21 @@ impl Payments {
                 };
                 // Crediting depends on this row: without it, the URL is not handed out
                 // (the open checkout at Polar expires unpaid).
-                self.store.record_checkout(&record)?;
+                self.store.orders().record_checkout(&record)?;
                 Ok(checkout.url)
             }
             Provider::Demo => {
                 let id = new_id("demo_chk_");
                 let url = format!("{}/demo/checkout/{id}", self.public_url);
-                self.store.record_checkout(&CheckoutRecord {
+                self.store.orders().record_checkout(&CheckoutRecord {
                     id,
-                    provider: "demo".into(),
-                    account_id: account.as_str().to_owned(),
-                    pack_id: pack.id.as_str().to_owned(),
+                    provider: CheckoutProvider::Demo,
+                    account_id: account.clone(),
+                    pack_id: pack.id.clone(),
                     credits: pack.credits.millis(),
                     price_cents: pack.price.get(),
                     url: url.clone(),
-                    status: "open".into(),
+                    status: CheckoutStatus::Open,
                     order_id: None,
                     created_at: now().millis(),
                     paid_at: None,
@@ -418,9 +430,10 @@ impl Payments {
             serde_json::from_str(text).map_err(|e| PaymentsError::MalformedEvent {
                 reason: e.to_string(),
             })?;
-        let receipt = self
-            .store
-            .store_delivery(&webhook_id, &envelope.event_type, text, now)?;
+        let receipt =
+            self.store
+                .orders()
+                .store_delivery(&webhook_id, &envelope.event_type, text, now)?;
         Ok(Received {
             webhook_id,
             event_type: envelope.event_type,
@@ -435,16 +448,18 @@ impl Payments {
         webhook_id: &str,
         now: Timestamp,
     ) -> Result<String, PaymentsError> {
-        let Some(delivery) = self.store.delivery(webhook_id)? else {
+        let Some(delivery) = self.store.orders().delivery(webhook_id)? else {
             return Ok("unknown delivery".into());
         };
-        if delivery.processed_at.is_some() {
-            return Ok(delivery.outcome.unwrap_or_default());
+        if let DeliveryState::Processed { outcome, .. } = delivery.state() {
+            return Ok(outcome);
         }
-        self.store.note_delivery_attempt(webhook_id)?;
+        self.store.orders().note_delivery_attempt(webhook_id)?;
         match self.process_event(&delivery.event_type, &delivery.body, now) {
             Ok(outcome) => {
-                self.store.finish_delivery(webhook_id, &outcome, now)?;
+                self.store
+                    .orders()
+                    .finish_delivery(webhook_id, &outcome, now)?;
                 tracing::info!(webhook_id, event_type = %delivery.event_type, outcome = %outcome, "webhook processed");
                 Ok(outcome)
             }
@@ -464,7 +479,10 @@ impl Payments {
     ) -> Result<usize, PaymentsError> {
         let mut done = 0;
         loop {
-            let batch = self.store.unprocessed_deliveries(received_before, 100)?;
+            let batch = self
+                .store
+                .orders()
+                .unprocessed_deliveries(received_before, 100)?;
             if batch.is_empty() {
                 return Ok(done);
             }
@@ -502,7 +520,7 @@ impl Payments {
             }
             "order.refunded" => {
                 let order: Order = serde_json::from_value(envelope.data).map_err(malformed)?;
-                let outcome = self.store.apply_refund(
+                let outcome = self.store.orders().apply_refund(
                     &order.id,
                     &RefundAmount::Cumulative {
                         cents: order.refunded_amount,
@@ -519,7 +537,7 @@ impl Payments {
                 if refund.status != "succeeded" {
                     return Ok(format!("ignored: refund {}", refund.status));
                 }
-                let outcome = self.store.apply_refund(
+                let outcome = self.store.orders().apply_refund(
                     order_id,
                     &RefundAmount::Single {
                         refund_id: refund.id.clone(),
@@ -555,7 +573,7 @@ impl Payments {
         }
         let checkout_id = order.checkout_id.as_deref().filter(|s| !s.is_empty());
         let record = match checkout_id {
-            Some(id) => self.store.checkout(id)?,
+            Some(id) => self.store.orders().checkout(id)?,
             None => None,
         };
         let Some(record) = record else {
@@ -573,12 +591,12 @@ impl Payments {
             return self.refuse(order, Some(&record), &reason, source, now);
         }
         let credits = Credits::from_millis(record.credits);
-        let applied = self.store.apply_paid_order(
+        let applied = self.store.orders().apply_paid_order(
             &PaidOrder {
                 order_id: order.id.clone(),
                 kind: OrderKind::Purchase,
-                account_id: AccountId::new(record.account_id.clone()),
-                pack_id: ledger_core::PackId::new(record.pack_id.clone()),
+                account_id: record.account_id.clone(),
+                pack_id: record.pack_id.clone(),
                 credits,
                 paid_cents: record.price_cents,
                 description: format!("Purchased {} credits", credits.grouped()),
@@ -637,7 +655,7 @@ impl Payments {
         };
         // An order fetched later (reconcile) may carry refunds already.
         if order.refunded_amount > 0 {
-            let r = self.store.apply_refund(
+            let r = self.store.orders().apply_refund(
                 &order.id,
                 &RefundAmount::Cumulative {
                     cents: order.refunded_amount,
@@ -655,7 +673,7 @@ impl Payments {
     /// exactly the recorded price (checkouts allow no discount codes); the currency (when
     /// present) the checkout's. `Err` says what differs.
     fn check_order(&self, order: &Order, record: &CheckoutRecord) -> Result<(), String> {
-        if record.provider != self.provider.name() {
+        if Some(record.provider) != self.provider.kind() {
             return Err(format!(
                 "its checkout {} was made by the {} provider, but {} is in force",
                 record.id,
@@ -664,7 +682,7 @@ impl Payments {
             ));
         }
         if let Some(named) = order.metadata_str(META_ACCOUNT) {
-            if named != record.account_id {
+            if named != record.account_id.as_str() {
                 return Err(format!(
                     "its metadata names account {named}, but checkout {} is account {}'s",
                     record.id, record.account_id
@@ -672,7 +690,7 @@ impl Payments {
             }
         }
         if let Some(named) = order.metadata_str(META_PACK) {
-            if named != record.pack_id {
+            if named != record.pack_id.as_str() {
                 return Err(format!(
                     "its metadata names pack {named}, but checkout {} is for {}",
                     record.id, record.pack_id
@@ -681,7 +699,7 @@ impl Payments {
         }
         let expected_product = record.product_id.clone().or_else(|| {
             self.catalogue
-                .find(&record.pack_id)
+                .find(record.pack_id.as_str())
                 .and_then(|p| p.product_id.clone())
         });
         match (
@@ -744,13 +762,13 @@ impl Payments {
     ) -> Result<String, PaymentsError> {
         let refusal = NewRefusal {
             order_id: order.id.clone(),
-            source: source.as_str().to_owned(),
+            source: source.stored(),
             reason: reason.to_owned(),
             checkout_id: order.checkout_id.clone(),
-            account_id: record.map(|r| r.account_id.clone()),
+            account_id: record.map(|r| r.account_id.as_str().to_owned()),
             order_json: serde_json::to_string(order).unwrap_or_default(),
         };
-        match self.store.refuse_order(&refusal, now)? {
+        match self.store.orders().refuse_order(&refusal, now)? {
             RefusalOutcome::Recorded { first } => {
                 if first {
                     tracing::error!(
@@ -803,19 +821,24 @@ impl Payments {
         if !self.is_demo() {
             return Ok(None);
         }
-        let Some(c) = self.store.checkout(id)?.filter(|c| c.provider == "demo") else {
+        let Some(c) = self
+            .store
+            .orders()
+            .checkout(id)?
+            .filter(|c| c.provider == CheckoutProvider::Demo)
+        else {
             return Ok(None);
         };
         let name = self
             .catalogue
-            .find(&c.pack_id)
-            .map_or_else(|| c.pack_id.clone(), |p| p.name.clone());
+            .find(c.pack_id.as_str())
+            .map_or_else(|| c.pack_id.as_str().to_owned(), |p| p.name.clone());
         Ok(Some(DemoCheckout {
             id: c.id,
             pack_name: name,
             credits: Credits::from_millis(c.credits),
             price_cents: c.price_cents,
-            paid: c.status == "paid",
+            paid: c.status == CheckoutStatus::Paid,
         }))
     }
 
@@ -833,8 +856,9 @@ impl Payments {
         };
         let Some(c) = self
             .store
+            .orders()
             .checkout(checkout_id)?
-            .filter(|c| c.provider == "demo")
+            .filter(|c| c.provider == CheckoutProvider::Demo)
         else {
             return Ok(None);
         };
@@ -855,8 +879,8 @@ impl Payments {
             "currency": "usd",
             "product_id": null,
             "checkout_id": c.id,
-            "metadata": { META_ACCOUNT: c.account_id, META_PACK: c.pack_id },
-            "customer": { "id": c.account_id, "external_id": c.account_id },
+            "metadata": { META_ACCOUNT: c.account_id.as_str(), META_PACK: c.pack_id.as_str() },
+            "customer": { "id": c.account_id.as_str(), "external_id": c.account_id.as_str() },
             "description": format!("{} credits (test payment)", Credits::from_millis(c.credits)),
         });
         let secret = WebhookSecret::new(raw);
@@ -877,6 +901,7 @@ impl Payments {
     /// Marks a demo checkout paid (after its deliveries were accepted).
     pub fn demo_mark_paid(&self, checkout_id: &str, now: Timestamp) -> Result<(), PaymentsError> {
         self.store
+            .orders()
             .mark_checkout_paid(checkout_id, &demo_order_id(checkout_id), now)?;
         Ok(())
     }
@@ -884,7 +909,7 @@ impl Payments {
     // -- auto top-up -------------------------------------------------------------------
 
     pub fn get_auto_topup(&self, account: &AccountId) -> Result<AutoTopupView, PaymentsError> {
-        Ok(AutoTopupView::of(self.store.auto_topup(account)?))
+        Ok(AutoTopupView::of(self.store.orders().auto_topup(account)?))
     }
 
     /// Saves auto top-up settings. Unknown or inactive pack: [`PaymentsError::UnknownPack`]
@@ -911,7 +936,7 @@ impl Payments {
             }
             _ => {}
         }
-        let row = self.store.put_auto_topup(
+        let row = self.store.orders().put_auto_topup(
             account,
             request.enabled,
             request.threshold_credits,
@@ -943,20 +968,23 @@ impl Payments {
         now: Timestamp,
     ) -> Result<usize, PaymentsError> {
         let mut settled = 0;
-        for charge in self.store.pending_topup_charges(100)? {
+        for charge in self.store.orders().pending_topup_charges(100)? {
             match charger.charge(&charge) {
                 ChargeResult::Paid => {
-                    let credits = Credits::from_millis(charge.credits);
+                    let credits = charge.credits;
                     let description =
                         format!("Auto top-up: purchased {} credits", credits.grouped());
-                    let outcome = self
-                        .store
-                        .confirm_topup_charge(&charge.id, &description, now)?;
+                    let outcome =
+                        self.store
+                            .orders()
+                            .confirm_topup_charge(&charge.id, &description, now)?;
                     tracing::info!(charge_id = %charge.id, account = %charge.account_id, ?outcome, "auto top-up paid");
                     settled += 1;
                 }
                 ChargeResult::Declined(reason) => {
-                    self.store.fail_topup_charge(&charge.id, &reason, now)?;
+                    self.store
+                        .orders()
+                        .fail_topup_charge(&charge.id, &reason, now)?;
                     tracing::warn!(charge_id = %charge.id, account = %charge.account_id, reason = %reason, "auto top-up declined; paused");
                     settled += 1;
                 }

@@ -27,10 +27,10 @@ pub async fn account_credits(
 pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let credits = available(&state, &who).await?;
     let sub = state
-        .blocking(move |s| Ok(s.subscription(&who.account_id)?))
+        .blocking(move |s| Ok(s.access().subscription(&who.account_id)?))
         .await?;
     let (subscription_status, subscription_id) = match sub {
-        Some(s) => (s.status, Some(s.id)),
+        Some(s) => (s.status.as_str().to_owned(), Some(s.id)),
         None => ("inactive".to_owned(), None),
     };
     Ok(HttpResponse::Ok().json(CreditsV1 {

@@ -3,8 +3,9 @@
 //! Every call that moves credits honours `Idempotency-Key`.
 
 use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
+use ledger_core::SubscriptionStatus;
 use ledger_core::{AccountId, Credits, EntryId, EntryKind, GrantSource, GrantSpec, HoldId, Memo};
-use ledger_store::{NewAccount, Operation, Outcome, Spend, SUBSCRIPTION_STATUSES};
+use ledger_store::{NewAccount, Operation, Outcome, Spend};
 
 use crate::auth::{hash_password, Admin};
 use crate::body::{idempotency, JsonBody};
@@ -53,7 +54,7 @@ async fn apply(
     let idem = idempotency(req, raw)?;
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.apply(&account, idem.as_ref(), operation, now)?))
+        .blocking(move |s| Ok(s.ledger().apply(&account, idem.as_ref(), operation, now)?))
         .await
 }
 
@@ -113,7 +114,7 @@ pub async fn create_account(
     let (account, balance) = state
         .blocking(move |s| {
             let password_hash = password.as_deref().map(hash_password).transpose()?;
-            Ok(s.create_account(
+            Ok(s.ledger().create_account(
                 NewAccount {
                     email,
                     password_hash,
@@ -243,10 +244,12 @@ async fn settle(
 ) -> Result<HttpResponse, ApiError> {
     let lookup = hold_id.clone();
     let account = state
-        .blocking(move |s| Ok(s.hold_account(&lookup)?))
+        .blocking(move |s| Ok(s.ledger().hold_account(&lookup)?))
         .await?;
     let applied = apply(state, req, raw, account, operation).await?;
-    let settled = state.blocking(move |s| Ok(s.hold(&hold_id)?)).await?;
+    let settled = state
+        .blocking(move |s| Ok(s.ledger().hold(&hold_id)?))
+        .await?;
     let settled = settled.ok_or_else(|| ApiError::internal("a settled hold vanished"))?;
     metered(applied, |o| {
         let (transaction, charged) = match &o {
@@ -341,7 +344,7 @@ async fn subscription_view(
     let plan = state.settings.plan(&sub.plan_id);
     let account = AccountId::new(sub.account_id.clone());
     let max = state
-        .blocking(move |s| Ok(s.max_hard_limit(&account)?))
+        .blocking(move |s| Ok(s.access().max_hard_limit(&account)?))
         .await?;
     Ok(SubscriptionView {
         id: sub.id,
@@ -349,7 +352,7 @@ async fn subscription_view(
         plan_name: plan.map_or_else(|| sub.plan_id.clone(), |p| p.name.clone()),
         plan_limit: plan.map_or(Credits::ZERO, |p| p.monthly_credits),
         plan_id: sub.plan_id,
-        status: sub.status,
+        status: sub.status.as_str().to_owned(),
         max_hard_limit: max.unwrap_or(DEFAULT_MAX_HARD_LIMIT),
     })
 }
@@ -377,17 +380,20 @@ pub async fn subscription(
                 known.join(", ")
             ))
         })?;
-    let status = body.value.status.clone().unwrap_or_else(|| "active".into());
-    if !SUBSCRIPTION_STATUSES.contains(&status.as_str()) {
+    let status = body.value.status.as_deref().unwrap_or("active");
+    let Some(status) = SubscriptionStatus::parse(status) else {
         return Err(ApiError::invalid(
             "status",
             "status must be one of active, inactive, cancelled, past_due",
         ));
-    }
+    };
     let account = AccountId::new(id.into_inner());
     let now = state.now();
     let sub = state
-        .blocking(move |s| Ok(s.put_subscription(&account, &plan.id, &plan.name, &status, now)?))
+        .blocking(move |s| {
+            Ok(s.access()
+                .put_subscription(&account, &plan.id, &plan.name, status, now)?)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(subscription_view(&state, sub).await?))
 }
@@ -408,7 +414,7 @@ pub async fn max_hard_limit(
     let now = state.now();
     let shown = account.clone();
     state
-        .blocking(move |s| Ok(s.set_max_hard_limit(&account, limit, now)?))
+        .blocking(move |s| Ok(s.access().set_max_hard_limit(&account, limit, now)?))
         .await?;
     Ok(HttpResponse::Ok().json(MaxHardLimitView {
         account_id: shown.into_string(),
@@ -421,6 +427,6 @@ pub async fn max_hard_limit(
     responses((status = 200, description = "{ok, accounts, entries, violations}"), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/admin/v1/verify")]
 pub async fn verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
-    let report = state.blocking(|s| Ok(s.verify()?)).await?;
+    let report = state.blocking(|s| Ok(s.maintenance().verify()?)).await?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -32,7 +32,10 @@ pub async fn create(
     let hash = sha256_hex(&key);
     let now = state.now();
     let stored = state
-        .blocking(move |s| Ok(s.create_api_key(&who.account_id, &name, &prefix, &hash, now)?))
+        .blocking(move |s| {
+            Ok(s.access()
+                .create_api_key(&who.account_id, &name, &prefix, &hash, now)?)
+        })
         .await?;
     Ok(HttpResponse::Created().json(KeyCreated {
         id: stored.id,
@@ -49,7 +52,7 @@ pub async fn create(
 #[get("/api/v1/api-keys")]
 pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let keys = state
-        .blocking(move |s| Ok(s.api_keys(&who.account_id)?))
+        .blocking(move |s| Ok(s.access().api_keys(&who.account_id)?))
         .await?;
     let view: Vec<KeyView> = keys
         .into_iter()
@@ -78,7 +81,7 @@ pub async fn delete(
     let now = state.now();
     let shown = id.clone();
     let revoked = state
-        .blocking(move |s| Ok(s.revoke_api_key(&who.account_id, &id, now)?))
+        .blocking(move |s| Ok(s.access().revoke_api_key(&who.account_id, &id, now)?))
         .await?;
     if revoked {
         Ok(HttpResponse::NoContent().finish())

@@ -107,7 +107,7 @@ async fn start_session(
     let now = state.now();
     let expires = now.plus_secs(state.settings.auth.session_ttl_hours as i64 * 3600);
     state
-        .blocking(move |s| Ok(s.create_session(&account, &hash, now, expires)?))
+        .blocking(move |s| Ok(s.access().create_session(&account, &hash, now, expires)?))
         .await?;
     Ok(session_cookie(state, token))
 }
@@ -128,7 +128,7 @@ pub async fn signup(
     let (account, balance) = state
         .blocking(move |s| {
             let hash = hash_password(&password)?;
-            Ok(s.create_account(
+            Ok(s.ledger().create_account(
                 NewAccount {
                     email: Some(email),
                     password_hash: Some(hash),
@@ -165,14 +165,14 @@ pub async fn login(
     let key = email.clone();
     let found = state
         .blocking(move |s| {
-            let account = s.account_by_email(&email)?;
+            let account = s.ledger().account_by_email(&email)?;
             let ok = verify_password(
                 &password,
                 account.as_ref().and_then(|a| a.password_hash.as_deref()),
             );
             match account {
                 Some(a) if ok => {
-                    let balance = s.balance(&a.id, now)?.available;
+                    let balance = s.ledger().balance(&a.id, now)?.available;
                     Ok(Some((a, balance)))
                 }
                 _ => Ok(None),
@@ -200,7 +200,7 @@ pub async fn logout(state: web::Data<AppState>, who: Authed) -> Result<HttpRespo
     if let Credential::Session(hash) = who.credential {
         let now = state.now();
         state
-            .blocking(move |s| Ok(s.revoke_session(&hash, now)?))
+            .blocking(move |s| Ok(s.access().revoke_session(&hash, now)?))
             .await?;
     }
     let mut gone = Cookie::build(SESSION_COOKIE, "").path("/").finish();

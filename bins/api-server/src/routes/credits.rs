@@ -18,7 +18,7 @@ pub async fn available(state: &AppState, who: &Authed) -> Result<ledger_core::Cr
     let id = who.account_id.clone();
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.balance(&id, now)?.available))
+        .blocking(move |s| Ok(s.ledger().balance(&id, now)?.available))
         .await
 }
 
@@ -103,7 +103,7 @@ pub async fn transactions(
         query.get("offset").map(String::as_str),
     )?;
     let entries = state
-        .blocking(move |s| Ok(s.history(&who.account_id, page)?))
+        .blocking(move |s| Ok(s.ledger().history(&who.account_id, page)?))
         .await?;
     let view: Vec<TransactionView> = entries.iter().map(TransactionView::from).collect();
     Ok(HttpResponse::Ok().json(view))
@@ -132,7 +132,7 @@ pub async fn usage(
         return Ok(HttpResponse::Ok().json(Vec::<UsageView>::new()));
     }
     let entries = state
-        .blocking(move |s| Ok(s.month(&who.account_id, month)?))
+        .blocking(move |s| Ok(s.ledger().month(&who.account_id, month)?))
         .await?;
     let view: Vec<UsageView> = entries.iter().map(UsageView::from).collect();
     Ok(HttpResponse::Ok().json(view))

@@ -99,7 +99,7 @@ async fn balance(state: &AppState, account: &AccountId) -> Option<Credits> {
     let id = account.clone();
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.balance(&id, now)?.available))
+        .blocking(move |s| Ok(s.ledger().balance(&id, now)?.available))
         .await
         .ok()
 }
@@ -157,7 +157,7 @@ async fn settle(
     };
     let (id, op, now) = (account.clone(), op(hold), state.now());
     match state
-        .blocking(move |s| Ok(s.apply(&id, None, op, now)?))
+        .blocking(move |s| Ok(s.ledger().apply(&id, None, op, now)?))
         .await
     {
         Ok(applied) => Some(applied.available),
@@ -251,7 +251,7 @@ async fn work(
         };
         let id = account.clone();
         let reserved = state
-            .blocking(move |s| Ok(s.apply(&id, None, op, now)?))
+            .blocking(move |s| Ok(s.ledger().apply(&id, None, op, now)?))
             .await;
         match reserved {
             Ok(applied) => match applied.result {
@@ -379,7 +379,10 @@ async fn shoot(
             state.now(),
         );
         let claim = state
-            .blocking(move |s| Ok(s.claim_screenshot_request(&id, &k, &fp, &sid, now)?))
+            .blocking(move |s| {
+                Ok(s.screenshots()
+                    .claim_screenshot_request(&id, &k, &fp, &sid, now)?)
+            })
             .await;
         match claim {
             Ok(Claim::Fresh) => {}
@@ -446,9 +449,10 @@ async fn shoot(
         let recorded = state
             .blocking(move |s| {
                 if retryable {
-                    Ok(s.forget_screenshot_request(&id, &k)?)
+                    Ok(s.screenshots().forget_screenshot_request(&id, &k)?)
                 } else {
-                    Ok(s.finish_screenshot_request(&id, &k, &answer, now)?)
+                    Ok(s.screenshots()
+                        .finish_screenshot_request(&id, &k, &answer, now)?)
                 }
             })
             .await;

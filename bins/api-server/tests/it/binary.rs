@@ -302,7 +302,7 @@ fn sigterm_answers_every_request_already_sent_and_applies_only_those() {
         &ledger_store::PoolOptions::default(),
     )
     .unwrap();
-    let report = store.verify().unwrap();
+    let report = store.maintenance().verify().unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.entries, 2 + N as u64, "{report:?}");
 }

@@ -674,7 +674,12 @@ async fn purchase_without_a_payment_provider_is_503_and_mints_nothing(backend: &
     assert_eq!(app.balance(&auth).await, json!(5));
     let account = ledger_core::AccountId::new(id);
     assert!(
-        app.db.store.checkouts_of(&account).unwrap().is_empty(),
+        app.db
+            .store
+            .orders()
+            .checkouts_of(&account)
+            .unwrap()
+            .is_empty(),
         "a checkout was written"
     );
 }

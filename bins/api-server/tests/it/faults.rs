@@ -61,6 +61,7 @@ fn sqlite_file() -> (tempfile::TempDir, PathBuf, String) {
 
 fn write_something(store: &Store) -> Result<(), ledger_store::StoreError> {
     store
+        .ledger()
         .create_account(
             ledger_store::NewAccount {
                 email: None,
@@ -112,7 +113,7 @@ fn a_connection_that_cannot_write_is_never_kept_in_the_pool() {
     write_something(&store).expect("a write while writable");
     // Hold the pool's only connection, so the next one is opened while the file is
     // unwritable (SQLite then opens it read-only, silently).
-    let held = store.connection().unwrap();
+    let held = store.hold_connection_for_test().unwrap();
     let guard = Immutable::set(&path);
     let during = write_something(&store);
     assert!(

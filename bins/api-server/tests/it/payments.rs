@@ -52,6 +52,7 @@ fn world(db: TestDb, env: &[(&str, &str)]) -> World {
     let now = Timestamp::from_millis(NOW);
     let (account, _) = db
         .store
+        .ledger()
         .create_account(
             NewAccount {
                 signup_bonus: Credits::whole(5),
@@ -62,6 +63,7 @@ fn world(db: TestDb, env: &[(&str, &str)]) -> World {
         .unwrap();
     let (key, prefix) = new_api_key();
     db.store
+        .access()
         .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)
         .unwrap();
     World {
@@ -98,6 +100,7 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
     );
     let balance =
         w.db.store
+            .ledger()
             .balance(&w.account, Timestamp::from_millis(NOW))
             .unwrap()
             .available;
@@ -169,7 +172,11 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
         0,
         "nothing left to do"
     );
-    let history = w.db.store.history(&w.account, Page::default()).unwrap();
+    let history =
+        w.db.store
+            .ledger()
+            .history(&w.account, Page::default())
+            .unwrap();
     let topups: Vec<_> = history
         .iter()
         .filter(|e| e.kind == EntryKind::AutoTopup)
@@ -178,6 +185,7 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
     assert_eq!(topups[0].amount, Credits::whole(100));
     let balance =
         w.db.store
+            .ledger()
             .balance(&w.account, Timestamp::from_millis(NOW + 3_000))
             .unwrap()
             .available;
@@ -188,7 +196,7 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
     )
     .await;
     assert_eq!(after["status"], "active");
-    assert!(w.db.store.verify().unwrap().ok);
+    assert!(w.db.store.maintenance().verify().unwrap().ok);
 }
 
 async fn polar_cannot_auto_topup(db: TestDb) {
@@ -277,6 +285,7 @@ async fn no_provider_mints_nothing(db: TestDb) {
     // declines it (and pauses auto top-up); no credits appear.
     let now = Timestamp::from_millis(NOW);
     w.db.store
+        .orders()
         .put_auto_topup(
             &w.account,
             true,
@@ -292,11 +301,17 @@ async fn no_provider_mints_nothing(db: TestDb) {
     assert!(w
         .db
         .store
+        .orders()
         .after_charge_standalone(&w.account, now)
         .unwrap()
         .is_some());
     assert_eq!(w.payments.run_auto_topups(now).unwrap(), 1);
-    let balance = w.db.store.balance(&w.account, now).unwrap().available;
+    let balance =
+        w.db.store
+            .ledger()
+            .balance(&w.account, now)
+            .unwrap()
+            .available;
     assert_eq!(balance, Credits::whole(5));
     let view: serde_json::Value = test::call_and_read_body_json(
         &app,
@@ -307,7 +322,7 @@ async fn no_provider_mints_nothing(db: TestDb) {
     )
     .await;
     assert_eq!(view["status"], "paused", "{view}");
-    assert!(w.db.store.verify().unwrap().ok);
+    assert!(w.db.store.maintenance().verify().unwrap().ok);
 }
 
 both!(

@@ -109,6 +109,7 @@ fn world(db: TestDb, service: CaptureService, credits: i64) -> World {
         .with_capture(service);
     let now = Timestamp::from_millis(1_800_000_000_000);
     let (account, _) = store
+        .ledger()
         .create_account(
             NewAccount {
                 signup_bonus: Credits::whole(credits),
@@ -119,6 +120,7 @@ fn world(db: TestDb, service: CaptureService, credits: i64) -> World {
         .unwrap();
     let (key, prefix) = new_api_key();
     store
+        .access()
         .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)
         .unwrap();
     World {
@@ -134,6 +136,7 @@ impl World {
     fn available(&self) -> Credits {
         self.db
             .store
+            .ledger()
             .balance(&self.account, Timestamp::from_millis(1_800_000_000_000))
             .unwrap()
             .available
@@ -142,6 +145,7 @@ impl World {
     fn usage_entries(&self) -> usize {
         self.db
             .store
+            .ledger()
             .history(&self.account, Page::new(100, 0).unwrap())
             .unwrap()
             .iter()
@@ -154,6 +158,7 @@ impl World {
         let b = self
             .db
             .store
+            .ledger()
             .balance(&self.account, Timestamp::from_millis(1_800_000_000_000))
             .unwrap();
         assert_eq!(
@@ -162,7 +167,10 @@ impl World {
             "{what}: balance changed"
         );
         assert_eq!(self.usage_entries(), 0, "{what}: a usage entry remains");
-        assert!(self.db.store.verify().unwrap().ok, "{what}: verify");
+        assert!(
+            self.db.store.maintenance().verify().unwrap().ok,
+            "{what}: verify"
+        );
     }
 }
 
@@ -218,6 +226,7 @@ async fn charged_once_and_cached(db: TestDb) {
     let entry = &w
         .db
         .store
+        .ledger()
         .history(&w.account, Page::new(1, 0).unwrap())
         .unwrap()[0];
     assert_eq!(
@@ -232,7 +241,7 @@ async fn charged_once_and_cached(db: TestDb) {
         (200, "1".into())
     );
     assert_eq!(w.available(), Credits::whole(3));
-    assert!(w.db.store.verify().unwrap().ok);
+    assert!(w.db.store.maintenance().verify().unwrap().ok);
     w.state.capture.as_ref().unwrap().shutdown().await;
 }
 
@@ -389,7 +398,7 @@ async fn no_credits_is_402_and_replays_never_charge_twice(db: TestDb) {
     let quote: serde_json::Value = test::call_and_read_body_json(&app, quote).await;
     assert_eq!(quote["credits"], 1);
     assert_eq!(w.usage_entries(), 1);
-    assert!(w.db.store.verify().unwrap().ok);
+    assert!(w.db.store.maintenance().verify().unwrap().ok);
     w.state.capture.as_ref().unwrap().shutdown().await;
 }
 
@@ -426,7 +435,7 @@ async fn twenty_at_once_through_two_browsers(db: TestDb) {
         "the ledger matches the captures exactly"
     );
     assert_eq!(w.usage_entries(), ok);
-    assert!(w.db.store.verify().unwrap().ok);
+    assert!(w.db.store.maintenance().verify().unwrap().ok);
     w.state.capture.as_ref().unwrap().shutdown().await;
 }
 
@@ -510,7 +519,7 @@ async fn post_json_html_and_formats(db: TestDb) {
         Credits::whole(1),
         "four captures were charged, nothing else"
     );
-    assert!(w.db.store.verify().unwrap().ok);
+    assert!(w.db.store.maintenance().verify().unwrap().ok);
     w.state.capture.as_ref().unwrap().shutdown().await;
 }
 
@@ -579,7 +588,7 @@ async fn pages_with_dialogs_are_captured_and_charged_once(db: TestDb) {
     assert_eq!(image_size(&test::read_body(res).await), (200, 100));
     assert_eq!(w.available(), Credits::whole(4));
     assert_eq!(w.usage_entries(), 1);
-    assert!(w.db.store.verify().unwrap().ok);
+    assert!(w.db.store.maintenance().verify().unwrap().ok);
     let after = service.stats();
     assert_eq!(after.sessions_opened, before.sessions_opened, "{after:?}");
     service.shutdown().await;

@@ -37,6 +37,7 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     assert!(!exit.success());
     let stored = db
         .store
+        .orders()
         .delivery(&paid.webhook_id)
         .unwrap()
         .expect("stored before the crash");
@@ -49,6 +50,7 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
         available(&db.store, &acct) == c(1000)
             && db
                 .store
+                .orders()
                 .delivery(&paid.webhook_id)
                 .unwrap()
                 .is_some_and(|d| d.processed_at.is_some())
@@ -57,7 +59,12 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     assert_eq!(fake.send(&paid, &url), 200);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(available(&db.store, &acct), c(1000));
-    let stored = db.store.delivery(&paid.webhook_id).unwrap().unwrap();
+    let stored = db
+        .store
+        .orders()
+        .delivery(&paid.webhook_id)
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.outcome.as_deref(), Some("credited 1000"));
     assert_verified(&db.store);
 }

@@ -13,6 +13,7 @@ use payments::{Payments, SignedDelivery};
 
 fn purchases(db: &TestDb, acct: &ledger_core::AccountId) -> usize {
     db.store
+        .ledger()
         .history(acct, Page::new(100, 0).unwrap())
         .unwrap()
         .iter()
@@ -42,7 +43,12 @@ fn a_paid_checkout_credits_once(db: TestDb) {
         );
         assert_eq!(statuses, vec![200]);
     }
-    let stored = db.store.delivery(&events[2].webhook_id).unwrap().unwrap();
+    let stored = db
+        .store
+        .orders()
+        .delivery(&events[2].webhook_id)
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.event_type, "order.paid");
     assert_eq!(stored.outcome.as_deref(), Some("credited 1000"));
     assert_eq!(available(&db.store, &acct), c(1000));
@@ -153,10 +159,14 @@ fn bad_deliveries_change_nothing(db: TestDb) {
         "empty signature",
     );
     for id in &tried {
-        assert!(db.store.delivery(id).unwrap().is_none(), "{id} was stored");
+        assert!(
+            db.store.orders().delivery(id).unwrap().is_none(),
+            "{id} was stored"
+        );
     }
     assert!(db
         .store
+        .orders()
         .payment_order(order["id"].as_str().unwrap())
         .unwrap()
         .is_none());
@@ -188,6 +198,7 @@ fn reordered_refunds_and_unhandled_events(db: TestDb) {
     assert_eq!(fake.send(&other, &rx.webhook_url()), 200);
     assert_eq!(
         db.store
+            .orders()
             .delivery(&other.webhook_id)
             .unwrap()
             .unwrap()
@@ -198,6 +209,7 @@ fn reordered_refunds_and_unhandled_events(db: TestDb) {
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
     let back: Credits = db
         .store
+        .ledger()
         .history(&acct, Page::new(100, 0).unwrap())
         .unwrap()
         .iter()
@@ -306,15 +318,16 @@ fn without_a_provider_there_are_no_demo_pages(db: TestDb) {
     let acct = account(&db.store);
     // A demo checkout left over from a time when demo payments were on.
     db.store
+        .orders()
         .record_checkout(&ledger_store::payments::CheckoutRecord {
             id: "demo_chk_left_over".into(),
-            provider: "demo".into(),
-            account_id: acct.as_str().to_owned(),
+            provider: ledger_store::payments::CheckoutProvider::Demo,
+            account_id: acct.clone(),
             pack_id: "pack_enterprise".into(),
             credits: c(25_000).millis(),
             price_cents: 50_000,
             url: "http://localhost:8081/demo/checkout/demo_chk_left_over".into(),
-            status: "open".into(),
+            status: ledger_store::payments::CheckoutStatus::Open,
             order_id: None,
             created_at: now().millis(),
             paid_at: None,
@@ -412,7 +425,7 @@ fn every_answer_is_a_json_error(db: TestDb) {
     assert_eq!(r.status().as_u16(), 413);
     let body = json_of(&mut r);
     assert_eq!(body["code"], "PAYLOAD_TOO_LARGE", "{body}");
-    assert!(db.store.delivery("msg_big").unwrap().is_none());
+    assert!(db.store.orders().delivery("msg_big").unwrap().is_none());
 }
 
 fn a_cross_account_order_is_refused_and_kept_for_an_operator(db: TestDb) {
@@ -429,7 +442,12 @@ fn a_cross_account_order_is_refused_and_kept_for_an_operator(db: TestDb) {
     assert_eq!(fake.send(&paid, &rx.webhook_url()), 200);
     assert_eq!(available(&db.store, &b), Credits::ZERO);
     assert_eq!(available(&db.store, &a), Credits::ZERO);
-    let stored = db.store.delivery(&paid.webhook_id).unwrap().unwrap();
+    let stored = db
+        .store
+        .orders()
+        .delivery(&paid.webhook_id)
+        .unwrap()
+        .unwrap();
     assert!(
         stored
             .outcome
@@ -441,6 +459,7 @@ fn a_cross_account_order_is_refused_and_kept_for_an_operator(db: TestDb) {
     // Kept for an operator, with what our checkout said and the order as sent.
     let refusal = db
         .store
+        .orders()
         .refusal(order["id"].as_str().unwrap())
         .unwrap()
         .expect("the refused order is recorded");

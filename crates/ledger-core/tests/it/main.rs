@@ -2,4 +2,5 @@
 //! whole dependency graph, so one per crate keeps the build short).
 
 mod book;
+mod orders;
 mod properties;

@@ -64,6 +64,17 @@ struct Run {
     usage: Vec<Entry>,
     refunded: HashMap<EntryId, Credits>,
     settle_attempts: HashMap<HoldId, usize>,
+    /// Every grant and hold written, in its latest state (what `verify` loads).
+    grants: Vec<Grant>,
+    all_holds: Vec<Hold>,
+}
+
+/// Keeps the latest version of each lot.
+fn upsert<T, K: PartialEq>(all: &mut Vec<T>, item: T, key: impl Fn(&T) -> &K) {
+    match all.iter().position(|x| key(x) == key(&item)) {
+        Some(i) => all[i] = item,
+        None => all.push(item),
+    }
 }
 
 fn run(ops: &[Op], policy: SpendPolicy) -> Run {
@@ -76,6 +87,8 @@ fn run(ops: &[Op], policy: SpendPolicy) -> Run {
         usage: Vec::new(),
         refunded: HashMap::new(),
         settle_attempts: HashMap::new(),
+        grants: Vec::new(),
+        all_holds: Vec::new(),
     };
     for op in ops {
         let now = r.now;
@@ -165,7 +178,22 @@ fn run(ops: &[Op], policy: SpendPolicy) -> Run {
             }
             _ => {}
         }
-        r.entries.extend(r.book.take_changes().entries);
+        let changes = r.book.take_changes();
+        r.entries.extend(changes.entries);
+        for g in changes
+            .grants_inserted
+            .into_iter()
+            .chain(changes.grants_updated)
+        {
+            upsert(&mut r.grants, g, |g| &g.id);
+        }
+        for h in changes
+            .holds_inserted
+            .into_iter()
+            .chain(changes.holds_updated)
+        {
+            upsert(&mut r.all_holds, h, |h| &h.id);
+        }
         let v = r.book.violations();
         assert!(v.is_empty(), "after {op:?}: {v:?}");
     }
@@ -197,6 +225,20 @@ fn check(r: &Run, policy: SpendPolicy) {
     }
     // A hold settles once.
     assert!(r.settle_attempts.values().all(|n| *n == 1));
+    // What `GET /admin/v1/verify` checks holds over every entry, grant and hold written.
+    let totals = AccountTotals {
+        balance: r.book.balance(),
+        last_seq: r.book.state().last_seq,
+        overdraft_limit: policy.overdraft_limit,
+        ..AccountTotals::default()
+    };
+    let stored = Book::new(BookState {
+        grants: r.grants.clone(),
+        holds: r.all_holds.clone(),
+        ..r.book.state().clone()
+    });
+    let v = audit::violations(&totals, &r.entries, &stored);
+    assert!(v.is_empty(), "verify finds {v:?}");
 }
 
 proptest! {

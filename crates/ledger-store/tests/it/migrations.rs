@@ -112,7 +112,7 @@ fn on_a_fresh_sqlite_file(migrate: fn(&mut DbConnection)) {
         &PoolOptions::default(),
     )
     .unwrap();
-    assert!(store.verify().unwrap().ok);
+    assert!(store.maintenance().verify().unwrap().ok);
 }
 
 /// The same on a fresh PostgreSQL schema.
@@ -122,7 +122,7 @@ fn on_a_fresh_postgres_schema(migrate: fn(&mut DbConnection)) {
     migrate(&mut conn);
     drop(conn);
     let store = Store::open(&url, &PoolOptions::default()).unwrap();
-    assert!(store.verify().unwrap().ok);
+    assert!(store.maintenance().verify().unwrap().ok);
     drop(store);
     drop_postgres_schema(&admin, &schema);
 }
@@ -209,13 +209,13 @@ fn new_sqlite_connections_open_while_another_process_holds_the_write_lock() {
     let held: Vec<_> = (0..3)
         .map(|i| {
             store
-                .connection()
+                .hold_connection_for_test()
                 .unwrap_or_else(|e| panic!("connection {i} while the lock is held: {e}"))
         })
         .collect();
     other.batch_execute("ROLLBACK;").unwrap();
     drop(held);
-    assert!(store.verify().unwrap().ok);
+    assert!(store.maintenance().verify().unwrap().ok);
 }
 
 /// `just run` starts the api-server and the webhook-receiver on the same new SQLite file

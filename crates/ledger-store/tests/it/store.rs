@@ -35,6 +35,7 @@ on_both_backends!(
 fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
     let s = &db.store;
     let (account, available) = s
+        .ledger()
         .create_account(
             ledger_store::NewAccount {
                 email: Some("a@example.com".into()),
@@ -45,7 +46,7 @@ fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
         )
         .unwrap();
     assert_eq!(available, c(5));
-    let history = s.history(&account.id, Page::default()).unwrap();
+    let history = s.ledger().history(&account.id, Page::default()).unwrap();
     assert_eq!(history.len(), 1);
     let bonus = &history[0];
     assert_eq!(
@@ -57,7 +58,7 @@ fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
         ),
         (EntryKind::SignupBonus, c(5), "Welcome bonus", None)
     );
-    let again = s.create_account(
+    let again = s.ledger().create_account(
         ledger_store::NewAccount {
             email: Some("a@example.com".into()),
             password_hash: None,
@@ -69,9 +70,13 @@ fn signup_bonus_is_granted_once_with_the_account(db: TestDb) {
         matches!(again, Err(StoreError::EmailTaken { .. })),
         "{again:?}"
     );
-    assert_eq!(s.verify().unwrap().accounts, 1);
+    assert_eq!(s.maintenance().verify().unwrap().accounts, 1);
     let no_bonus = account_with(s, 0);
-    assert!(s.history(&no_bonus, Page::default()).unwrap().is_empty());
+    assert!(s
+        .ledger()
+        .history(&no_bonus, Page::default())
+        .unwrap()
+        .is_empty());
     assert_clean(s);
 }
 
@@ -83,7 +88,8 @@ fn debits_never_overdraw_and_rejections_change_nothing(db: TestDb) {
     let s = &db.store;
     let a = account(s, 5);
     let e = entry(
-        s.apply(&a, None, debit_op(Credits::from_millis(600)), at(1))
+        s.ledger()
+            .apply(&a, None, debit_op(Credits::from_millis(600)), at(1))
             .unwrap(),
     );
     assert_eq!(
@@ -94,7 +100,7 @@ fn debits_never_overdraw_and_rejections_change_nothing(db: TestDb) {
             "Screenshot"
         )
     );
-    let refused = s.apply(&a, None, debit_op(c(5)), at(2)).unwrap();
+    let refused = s.ledger().apply(&a, None, debit_op(c(5)), at(2)).unwrap();
     assert_eq!(
         refused.result,
         Err(LedgerError::InsufficientCredits {
@@ -103,10 +109,10 @@ fn debits_never_overdraw_and_rejections_change_nothing(db: TestDb) {
         })
     );
     assert_eq!(
-        s.balance(&a, at(3)).unwrap().available,
+        s.ledger().balance(&a, at(3)).unwrap().available,
         Credits::from_millis(4400)
     );
-    assert_eq!(s.history(&a, Page::default()).unwrap().len(), 2);
+    assert_eq!(s.ledger().history(&a, Page::default()).unwrap().len(), 2);
     assert_clean(s);
 }
 
@@ -115,43 +121,49 @@ fn holds_capture_part_and_release(db: TestDb) {
     let a = account(s, 10);
     let reserve = |n: i64, now| {
         hold(
-            s.apply(
-                &a,
-                None,
-                Operation::Reserve {
-                    amount: c(n),
-                    ttl_ms: 600_000,
-                    spend: Spend::Strict,
-                    memo: Memo::new("Screenshot captured").reference("scr_1"),
-                },
-                now,
-            )
-            .unwrap(),
+            s.ledger()
+                .apply(
+                    &a,
+                    None,
+                    Operation::Reserve {
+                        amount: c(n),
+                        ttl_ms: 600_000,
+                        spend: Spend::Strict,
+                        memo: Memo::new("Screenshot captured").reference("scr_1"),
+                    },
+                    now,
+                )
+                .unwrap(),
         )
     };
     let h = reserve(4, at(1));
-    let b = s.balance(&a, at(1)).unwrap();
+    let b = s.ledger().balance(&a, at(1)).unwrap();
     assert_eq!((b.available, b.book, b.held), (c(6), c(10), c(4)));
     let e = entry(
-        s.apply(
-            &a,
-            None,
-            Operation::Capture {
-                hold_id: h.id.clone(),
-                amount: Some(c(1)),
-                memo: None,
-            },
-            at(2),
-        )
-        .unwrap(),
+        s.ledger()
+            .apply(
+                &a,
+                None,
+                Operation::Capture {
+                    hold_id: h.id.clone(),
+                    amount: Some(c(1)),
+                    memo: None,
+                },
+                at(2),
+            )
+            .unwrap(),
     );
     assert_eq!(
         (e.kind, e.amount, e.reference_id.as_deref()),
         (EntryKind::Usage, c(-1), Some("scr_1"))
     );
-    assert_eq!(s.balance(&a, at(2)).unwrap().available, c(9));
-    assert_eq!(s.hold(&h.id).unwrap().unwrap().status, HoldStatus::Captured);
+    assert_eq!(s.ledger().balance(&a, at(2)).unwrap().available, c(9));
+    assert_eq!(
+        s.ledger().hold(&h.id).unwrap().unwrap().status,
+        HoldStatus::Captured
+    );
     let again = s
+        .ledger()
         .apply(
             &a,
             None,
@@ -167,10 +179,14 @@ fn holds_capture_part_and_release(db: TestDb) {
     );
     let h2 = reserve(9, at(4));
     assert!(matches!(
-        s.apply(&a, None, debit_op(c(1)), at(4)).unwrap().result,
+        s.ledger()
+            .apply(&a, None, debit_op(c(1)), at(4))
+            .unwrap()
+            .result,
         Err(LedgerError::InsufficientCredits { .. })
     ));
     let released = s
+        .ledger()
         .apply(
             &a,
             None,
@@ -185,26 +201,27 @@ fn holds_capture_part_and_release(db: TestDb) {
         (Ok(Outcome::Settled), c(9))
     );
     // A release writes no entry: only the bonus and the one capture remain.
-    assert_eq!(s.history(&a, Page::default()).unwrap().len(), 2);
+    assert_eq!(s.ledger().history(&a, Page::default()).unwrap().len(), 2);
     assert_clean(s);
 }
 
 fn refunds_are_capped_by_the_charge(db: TestDb) {
     let s = &db.store;
     let a = account(s, 10);
-    let usage = entry(s.apply(&a, None, debit_op(c(4)), at(1)).unwrap());
+    let usage = entry(s.ledger().apply(&a, None, debit_op(c(4)), at(1)).unwrap());
     let refund = |amount: Option<i64>, now| {
-        s.apply(
-            &a,
-            None,
-            Operation::Refund {
-                entry_id: usage.id.clone(),
-                amount: amount.map(c),
-                memo: Memo::new("Refund for failed work"),
-            },
-            now,
-        )
-        .unwrap()
+        s.ledger()
+            .apply(
+                &a,
+                None,
+                Operation::Refund {
+                    entry_id: usage.id.clone(),
+                    amount: amount.map(c),
+                    memo: Memo::new("Refund for failed work"),
+                },
+                now,
+            )
+            .unwrap()
     };
     let r = entry(refund(Some(1), at(2)));
     assert_eq!(
@@ -220,9 +237,15 @@ fn refunds_are_capped_by_the_charge(db: TestDb) {
         refund(None, at(5)).result,
         Err(LedgerError::RefundExceedsCharge { .. })
     ));
-    assert_eq!(s.balance(&a, at(6)).unwrap().available, c(10));
-    let bonus = s.history(&a, Page::default()).unwrap().pop().unwrap();
+    assert_eq!(s.ledger().balance(&a, at(6)).unwrap().available, c(10));
+    let bonus = s
+        .ledger()
+        .history(&a, Page::default())
+        .unwrap()
+        .pop()
+        .unwrap();
     let not_usage = s
+        .ledger()
         .apply(
             &a,
             None,
@@ -247,18 +270,22 @@ fn history_is_newest_first_with_limit_and_offset(db: TestDb) {
     for i in 0..7 {
         credit(s, &a, i + 1, at(i));
     }
-    let all = s.history(&a, Page::default()).unwrap();
+    let all = s.ledger().history(&a, Page::default()).unwrap();
     let amounts: Vec<_> = all.iter().map(|e| e.amount).collect();
     assert_eq!(amounts, (1..=7).rev().map(c).collect::<Vec<_>>());
-    let page = s.history(&a, Page::new(2, 3).unwrap()).unwrap();
+    let page = s.ledger().history(&a, Page::new(2, 3).unwrap()).unwrap();
     assert_eq!(
         page.iter().map(|e| e.amount).collect::<Vec<_>>(),
         vec![c(4), c(3)]
     );
-    assert!(s.history(&a, Page::new(10, 7).unwrap()).unwrap().is_empty());
+    assert!(s
+        .ledger()
+        .history(&a, Page::new(10, 7).unwrap())
+        .unwrap()
+        .is_empty());
     // Another account sees none of it.
     let b = account(s, 0);
-    assert!(s.history(&b, Page::default()).unwrap().is_empty());
+    assert!(s.ledger().history(&b, Page::default()).unwrap().is_empty());
 }
 
 fn month_history_is_a_half_open_utc_range(db: TestDb) {
@@ -270,48 +297,64 @@ fn month_history_is_a_half_open_utc_range(db: TestDb) {
     credit(s, &a, 3, Timestamp::from_millis(march.end().millis() - 1));
     credit(s, &a, 4, march.end());
     let got: Vec<_> = s
+        .ledger()
         .month(&a, march)
         .unwrap()
         .iter()
         .map(|e| e.amount)
         .collect();
     assert_eq!(got, vec![c(3), c(2)]);
-    assert_eq!(s.month(&a, march.next()).unwrap().len(), 1);
+    assert_eq!(s.ledger().month(&a, march.next()).unwrap().len(), 1);
 }
 
 fn idempotent_requests_have_one_effect(db: TestDb) {
     let s = &db.store;
     let a = account(s, 3);
     let key = idem("k-1", "debit|2");
-    let first = s.apply(&a, Some(&key), debit_op(c(2)), at(1)).unwrap();
-    let again = s.apply(&a, Some(&key), debit_op(c(2)), at(2)).unwrap();
+    let first = s
+        .ledger()
+        .apply(&a, Some(&key), debit_op(c(2)), at(1))
+        .unwrap();
+    let again = s
+        .ledger()
+        .apply(&a, Some(&key), debit_op(c(2)), at(2))
+        .unwrap();
     assert!(!first.replayed && again.replayed);
     assert_eq!(
         first.result, again.result,
         "a replay answers as the first time"
     );
-    assert_eq!(s.balance(&a, at(3)).unwrap().available, c(1));
-    let conflict = s.apply(&a, Some(&idem("k-1", "debit|1")), debit_op(c(1)), at(3));
+    assert_eq!(s.ledger().balance(&a, at(3)).unwrap().available, c(1));
+    let conflict = s
+        .ledger()
+        .apply(&a, Some(&idem("k-1", "debit|1")), debit_op(c(1)), at(3));
     assert!(
         matches!(conflict, Err(StoreError::IdempotencyConflict { .. })),
         "{conflict:?}"
     );
     // A rejection stays a rejection, even after credits arrive.
     let k2 = idem("k-2", "debit|5");
-    let refused = s.apply(&a, Some(&k2), debit_op(c(5)), at(4)).unwrap();
+    let refused = s
+        .ledger()
+        .apply(&a, Some(&k2), debit_op(c(5)), at(4))
+        .unwrap();
     assert!(matches!(
         refused.result,
         Err(LedgerError::InsufficientCredits { .. })
     ));
     credit(s, &a, 100, at(5));
-    let replay = s.apply(&a, Some(&k2), debit_op(c(5)), at(6)).unwrap();
+    let replay = s
+        .ledger()
+        .apply(&a, Some(&k2), debit_op(c(5)), at(6))
+        .unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.result, refused.result);
-    assert_eq!(s.balance(&a, at(7)).unwrap().available, c(101));
+    assert_eq!(s.ledger().balance(&a, at(7)).unwrap().available, c(101));
     // Keys belong to one account.
     let b = account(s, 3);
     assert!(
-        !s.apply(&b, Some(&key), debit_op(c(2)), at(8))
+        !s.ledger()
+            .apply(&b, Some(&key), debit_op(c(2)), at(8))
             .unwrap()
             .replayed
     );
@@ -321,44 +364,51 @@ fn idempotent_requests_have_one_effect(db: TestDb) {
 fn expired_grants_and_holds_settle_on_the_next_operation(db: TestDb) {
     let s = &db.store;
     let a = account(s, 2);
-    s.apply(
-        &a,
-        None,
-        Operation::Credit {
-            spec: GrantSpec::new(GrantSource::Allowance, c(10)).expiring(at(100)),
-            memo: Memo::new("Credits reset at the start of the billing cycle"),
-        },
-        at(0),
-    )
-    .unwrap();
-    let h = hold(
-        s.apply(
+    s.ledger()
+        .apply(
             &a,
             None,
-            Operation::Reserve {
-                amount: c(3),
-                ttl_ms: 50_000,
-                spend: Spend::Strict,
-                memo: Memo::new("job"),
+            Operation::Credit {
+                spec: GrantSpec::new(GrantSource::Allowance, c(10)).expiring(at(100)),
+                memo: Memo::new("Credits reset at the start of the billing cycle"),
             },
-            at(1),
+            at(0),
         )
-        .unwrap(),
+        .unwrap();
+    let h = hold(
+        s.ledger()
+            .apply(
+                &a,
+                None,
+                Operation::Reserve {
+                    amount: c(3),
+                    ttl_ms: 50_000,
+                    spend: Spend::Strict,
+                    memo: Memo::new("job"),
+                },
+                at(1),
+            )
+            .unwrap(),
     );
-    assert_eq!(s.balance(&a, at(2)).unwrap().available, c(9));
+    assert_eq!(s.ledger().balance(&a, at(2)).unwrap().available, c(9));
     assert_eq!(
-        s.balance(&a, at(51)).unwrap().available,
+        s.ledger().balance(&a, at(51)).unwrap().available,
         c(12),
         "an expired hold's credits are back"
     );
     assert_eq!(
-        s.balance(&a, at(100)).unwrap().available,
+        s.ledger().balance(&a, at(100)).unwrap().available,
         c(2),
         "the allowance expired"
     );
-    s.apply(&a, None, Operation::Sweep, at(100)).unwrap();
-    assert_eq!(s.hold(&h.id).unwrap().unwrap().status, HoldStatus::Expired);
-    let newest = &s.history(&a, Page::default()).unwrap()[0];
+    s.ledger()
+        .apply(&a, None, Operation::Sweep, at(100))
+        .unwrap();
+    assert_eq!(
+        s.ledger().hold(&h.id).unwrap().unwrap().status,
+        HoldStatus::Expired
+    );
+    let newest = &s.ledger().history(&a, Page::default()).unwrap()[0];
     assert_eq!(
         (newest.kind, newest.amount, newest.balance_after),
         (EntryKind::Expiry, c(-10), c(2))
@@ -370,33 +420,35 @@ fn overdraft_only_within_the_account_limit(db: TestDb) {
     let s = &db.store;
     let a = account(s, 1);
     let over = |n: i64, now| {
-        s.apply(
-            &a,
-            None,
-            Operation::Debit {
-                kind: EntryKind::Usage,
-                amount: c(n),
-                spend: Spend::WithinAccountLimit,
-                memo: Memo::new("w"),
-            },
-            now,
-        )
-        .unwrap()
+        s.ledger()
+            .apply(
+                &a,
+                None,
+                Operation::Debit {
+                    kind: EntryKind::Usage,
+                    amount: c(n),
+                    spend: Spend::WithinAccountLimit,
+                    memo: Memo::new("w"),
+                },
+                now,
+            )
+            .unwrap()
     };
     assert!(over(2, at(1)).result.is_err(), "no allowance yet");
-    s.set_plan(&a, Some("Basic"), c(5)).unwrap();
+    s.ledger().set_plan(&a, Some("Basic"), c(5)).unwrap();
     let e = entry(over(3, at(2)));
     assert_eq!((e.balance_after, e.plan.as_deref()), (c(-2), Some("Basic")));
     assert!(over(4, at(3)).result.is_err());
     assert!(
-        s.apply(&a, None, debit_op(c(1)), at(3))
+        s.ledger()
+            .apply(&a, None, debit_op(c(1)), at(3))
             .unwrap()
             .result
             .is_err(),
         "strict debits stay strict"
     );
     credit(s, &a, 10, at(4));
-    assert_eq!(s.balance(&a, at(5)).unwrap().available, c(8));
+    assert_eq!(s.ledger().balance(&a, at(5)).unwrap().available, c(8));
     assert_clean(s);
 }
 
@@ -426,7 +478,7 @@ fn batches_apply_many_operations_in_one_transaction(db: TestDb) {
             operation: debit_op(c(1)),
         },
     ];
-    let out = s.apply_batch(items, at(1)).unwrap();
+    let out = s.ledger().apply_batch(items, at(1)).unwrap();
     assert!(out[0].as_ref().unwrap().result.is_ok());
     assert!(out[1].as_ref().unwrap().result.is_ok());
     assert!(matches!(
@@ -434,8 +486,8 @@ fn batches_apply_many_operations_in_one_transaction(db: TestDb) {
         Err(LedgerError::InsufficientCredits { .. })
     ));
     assert!(matches!(out[3], Err(StoreError::AccountNotFound { .. })));
-    assert_eq!(s.balance(&a, at(2)).unwrap().available, c(1));
-    assert_eq!(s.balance(&b, at(2)).unwrap().available, c(0));
+    assert_eq!(s.ledger().balance(&a, at(2)).unwrap().available, c(1));
+    assert_eq!(s.ledger().balance(&b, at(2)).unwrap().available, c(0));
     assert_clean(s);
 }
 
@@ -445,25 +497,27 @@ fn compaction_keeps_every_balance_exact(db: TestDb) {
     let day = 86_400;
     for i in 0..20 {
         credit(s, &a, 2, at(i * 30 * day));
-        s.apply(&a, None, debit_op(c(1)), at(i * 30 * day + 1))
+        s.ledger()
+            .apply(&a, None, debit_op(c(1)), at(i * 30 * day + 1))
             .unwrap();
     }
-    let before = s.balance(&a, at(600 * day)).unwrap();
+    let before = s.ledger().balance(&a, at(600 * day)).unwrap();
     let now = at(600 * day);
-    let report = s.compact(Retention::default(), now).unwrap();
+    let report = s.maintenance().compact(Retention::default(), now).unwrap();
     assert!(report.entries_removed > 0);
-    let after = s.balance(&a, now).unwrap();
+    let after = s.ledger().balance(&a, now).unwrap();
     assert_eq!(before, after);
     let cutoff = Retention::default().cutoff(now);
-    let kept = s.history(&a, Page::new(100, 0).unwrap()).unwrap();
+    let kept = s.ledger().history(&a, Page::new(100, 0).unwrap()).unwrap();
     assert!(kept.iter().all(|e| e.created_at >= cutoff));
     assert_eq!(kept[0].balance_after, after.book);
     assert_clean(s);
     // More operations after a compaction keep the chain whole.
-    s.apply(&a, None, debit_op(c(1)), now).unwrap();
+    s.ledger().apply(&a, None, debit_op(c(1)), now).unwrap();
     assert_clean(s);
     assert_eq!(
-        s.compact(Retention::default(), now)
+        s.maintenance()
+            .compact(Retention::default(), now)
             .unwrap()
             .entries_removed,
         0
@@ -471,18 +525,15 @@ fn compaction_keeps_every_balance_exact(db: TestDb) {
 }
 
 fn verify_finds_tampering(db: TestDb) {
-    use diesel::connection::SimpleConnection;
     let s = &db.store;
     let a = account(s, 5);
-    s.apply(&a, None, debit_op(c(1)), at(1)).unwrap();
+    s.ledger().apply(&a, None, debit_op(c(1)), at(1)).unwrap();
     assert_clean(s);
-    let mut conn = s.connection().unwrap();
-    (*conn)
-        .batch_execute(&format!(
-            "UPDATE accounts SET balance = balance + 1000 WHERE id = '{a}'"
-        ))
-        .unwrap();
-    let report = s.verify().unwrap();
+    s.execute_batch(&format!(
+        "UPDATE accounts SET balance = balance + 1000 WHERE id = '{a}'"
+    ))
+    .unwrap();
+    let report = s.maintenance().verify().unwrap();
     assert!(!report.ok);
     assert!(
         report
@@ -491,17 +542,15 @@ fn verify_finds_tampering(db: TestDb) {
             .any(|v| v.message.contains("differs from the sum of its entries")),
         "{report:?}"
     );
-    (*conn)
-        .batch_execute(&format!(
-            "UPDATE accounts SET balance = balance - 1000 WHERE id = '{a}'"
-        ))
-        .unwrap();
-    (*conn)
-        .batch_execute(&format!(
-            "UPDATE grants SET remaining = remaining - 1000 WHERE account_id = '{a}'"
-        ))
-        .unwrap();
-    let report = s.verify().unwrap();
+    s.execute_batch(&format!(
+        "UPDATE accounts SET balance = balance - 1000 WHERE id = '{a}'"
+    ))
+    .unwrap();
+    s.execute_batch(&format!(
+        "UPDATE grants SET remaining = remaining - 1000 WHERE account_id = '{a}'"
+    ))
+    .unwrap();
+    let report = s.maintenance().verify().unwrap();
     assert!(
         report
             .violations
@@ -521,7 +570,7 @@ fn concurrent_debits_never_overdraw(db: TestDb) {
             let (s, a, ok) = (s.clone(), a.clone(), ok.clone());
             std::thread::spawn(move || {
                 for _ in 0..500 {
-                    let r = s.apply(&a, None, debit_op(c(1)), at(1)).unwrap();
+                    let r = s.ledger().apply(&a, None, debit_op(c(1)), at(1)).unwrap();
                     assert!(r.available >= Credits::ZERO);
                     if r.result.is_ok() {
                         ok.fetch_add(1, Ordering::Relaxed);
@@ -534,9 +583,9 @@ fn concurrent_debits_never_overdraw(db: TestDb) {
         t.join().unwrap();
     }
     assert_eq!(ok.load(Ordering::Relaxed), 4_000);
-    let b = s.balance(&a, at(2)).unwrap();
+    let b = s.ledger().balance(&a, at(2)).unwrap();
     assert_eq!((b.available, b.book), (c(0), c(0)));
-    let entries = s.history(&a, Page::new(1, 0).unwrap()).unwrap();
+    let entries = s.ledger().history(&a, Page::new(1, 0).unwrap()).unwrap();
     assert_eq!(entries[0].seq, 4_001);
     assert_clean(&s);
 }
@@ -552,6 +601,7 @@ fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
             std::thread::spawn(move || {
                 for i in 0..150 {
                     let r = s
+                        .ledger()
                         .apply(
                             &a,
                             None,
@@ -581,7 +631,7 @@ fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
                             memo: None,
                         },
                     };
-                    let done = s.apply(&a, None, op, at(2)).unwrap();
+                    let done = s.ledger().apply(&a, None, op, at(2)).unwrap();
                     if let Ok(Outcome::Entry(e)) = done.result {
                         charged.fetch_add((-e.amount.millis() / 1000) as usize, Ordering::Relaxed);
                     }
@@ -592,7 +642,7 @@ fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
     for t in threads {
         t.join().unwrap();
     }
-    let b = s.balance(&a, at(3)).unwrap();
+    let b = s.ledger().balance(&a, at(3)).unwrap();
     assert!(b.available >= Credits::ZERO);
     assert_eq!(b.held, c(0));
     assert_eq!(
@@ -609,7 +659,8 @@ fn the_same_key_from_many_threads_charges_once(db: TestDb) {
         .map(|_| {
             let (s, a) = (s.clone(), a.clone());
             std::thread::spawn(move || {
-                s.apply(&a, Some(&idem("same", "debit|3")), debit_op(c(3)), at(1))
+                s.ledger()
+                    .apply(&a, Some(&idem("same", "debit|3")), debit_op(c(3)), at(1))
                     .unwrap()
             })
         })
@@ -621,7 +672,7 @@ fn the_same_key_from_many_threads_charges_once(db: TestDb) {
         results.iter().all(|r| &r.result == first),
         "every answer is the first one"
     );
-    assert_eq!(s.balance(&a, at(2)).unwrap().available, c(7));
+    assert_eq!(s.ledger().balance(&a, at(2)).unwrap().available, c(7));
     assert_clean(&s);
 }
 
@@ -629,14 +680,14 @@ fn unknown_accounts_holds_and_entries_are_reported(db: TestDb) {
     let s = &db.store;
     let ghost = AccountId::new("acct_ghost");
     assert!(matches!(
-        s.apply(&ghost, None, debit_op(c(1)), at(0)),
+        s.ledger().apply(&ghost, None, debit_op(c(1)), at(0)),
         Err(StoreError::AccountNotFound { .. })
     ));
-    assert!(s.account(&ghost).unwrap().is_none());
+    assert!(s.ledger().account(&ghost).unwrap().is_none());
     let a = account(s, 1);
     let missing_hold = HoldId::new("hold_nope");
     assert!(matches!(
-        s.apply(
+        s.ledger().apply(
             &a,
             None,
             Operation::Release {
@@ -647,11 +698,11 @@ fn unknown_accounts_holds_and_entries_are_reported(db: TestDb) {
         Err(StoreError::HoldNotFound { .. })
     ));
     assert!(matches!(
-        s.hold_account(&missing_hold),
+        s.ledger().hold_account(&missing_hold),
         Err(StoreError::HoldNotFound { .. })
     ));
     assert!(matches!(
-        s.apply(
+        s.ledger().apply(
             &a,
             None,
             Operation::Refund {
@@ -666,21 +717,23 @@ fn unknown_accounts_holds_and_entries_are_reported(db: TestDb) {
     // Another account's hold is not found through this account.
     let b = account(s, 5);
     let h = hold(
-        s.apply(
-            &b,
-            None,
-            Operation::Reserve {
-                amount: c(1),
-                ttl_ms: 1000,
-                spend: Spend::Strict,
-                memo: Memo::new("x"),
-            },
-            at(0),
-        )
-        .unwrap(),
+        s.ledger()
+            .apply(
+                &b,
+                None,
+                Operation::Reserve {
+                    amount: c(1),
+                    ttl_ms: 1000,
+                    spend: Spend::Strict,
+                    memo: Memo::new("x"),
+                },
+                at(0),
+            )
+            .unwrap(),
     );
     assert!(matches!(
-        s.apply(&a, None, Operation::Release { hold_id: h.id }, at(0)),
+        s.ledger()
+            .apply(&a, None, Operation::Release { hold_id: h.id }, at(0)),
         Err(StoreError::HoldNotFound { .. })
     ));
 }
@@ -698,10 +751,11 @@ fn balances_stop_at_the_maximum(db: TestDb) {
         spec: GrantSpec::new(GrantSource::Adjustment, amount),
         memo: Memo::new("Big"),
     };
-    let first = s.apply(&a, None, grant(largest), at(1)).unwrap();
+    let first = s.ledger().apply(&a, None, grant(largest), at(1)).unwrap();
     assert!(first.result.is_ok(), "{first:?}");
     assert_eq!(first.available, largest);
     let refused = s
+        .ledger()
         .apply(&a, None, grant(Credits::from_millis(1)), at(2))
         .unwrap();
     assert_eq!(
@@ -718,19 +772,24 @@ fn balances_stop_at_the_maximum(db: TestDb) {
             operation: grant(largest),
         })
         .collect();
-    let answers = s.apply_batch(items, at(3)).unwrap();
+    let answers = s.ledger().apply_batch(items, at(3)).unwrap();
     assert!(answers.iter().all(|r| matches!(
         r,
         Ok(applied) if applied.result == Err(LedgerError::BalanceLimit { max: largest })
     )));
-    let b = s.balance(&a, at(4)).unwrap();
+    let b = s.ledger().balance(&a, at(4)).unwrap();
     assert_eq!((b.book, b.available), (largest, largest));
-    assert_eq!(s.history(&a, Page::default()).unwrap().len(), 1);
+    assert_eq!(s.ledger().history(&a, Page::default()).unwrap().len(), 1);
     assert_clean(s);
     // Spending and refunding near the limit stays exact.
-    let charge = entry(s.apply(&a, None, debit_op(largest), at(5)).unwrap());
-    assert_eq!(s.balance(&a, at(5)).unwrap().book, Credits::ZERO);
-    s.apply(&a, None, grant(Credits::from_millis(MAX_MILLIS - 1)), at(6))
+    let charge = entry(
+        s.ledger()
+            .apply(&a, None, debit_op(largest), at(5))
+            .unwrap(),
+    );
+    assert_eq!(s.ledger().balance(&a, at(5)).unwrap().book, Credits::ZERO);
+    s.ledger()
+        .apply(&a, None, grant(Credits::from_millis(MAX_MILLIS - 1)), at(6))
         .unwrap()
         .result
         .unwrap();
@@ -739,24 +798,24 @@ fn balances_stop_at_the_maximum(db: TestDb) {
         amount,
         memo: Memo::new("Refund"),
     };
-    let over = s.apply(&a, None, refund(None), at(7)).unwrap();
+    let over = s.ledger().apply(&a, None, refund(None), at(7)).unwrap();
     assert_eq!(over.result, Err(LedgerError::BalanceLimit { max: largest }));
     entry(
-        s.apply(&a, None, refund(Some(Credits::from_millis(1))), at(8))
+        s.ledger()
+            .apply(&a, None, refund(Some(Credits::from_millis(1))), at(8))
             .unwrap(),
     );
-    assert_eq!(s.balance(&a, at(8)).unwrap().book, largest);
+    assert_eq!(s.ledger().balance(&a, at(8)).unwrap().book, largest);
     assert_clean(s);
     let now = at(800 * 86_400);
-    s.compact(Retention::default(), now).unwrap();
-    assert_eq!(s.balance(&a, now).unwrap().book, largest);
+    s.maintenance().compact(Retention::default(), now).unwrap();
+    assert_eq!(s.ledger().balance(&a, now).unwrap().book, largest);
     assert_clean(s);
 }
 
 /// `verify` reads any database it is given: sums that overflow an i64 and rows that do
 /// not decode are reported as violations, never a panic or a failed verify.
 fn verify_reports_overflow_instead_of_panicking(db: TestDb) {
-    use diesel::connection::SimpleConnection;
     let s = &db.store;
     let a = account(s, 5);
     for i in 0..3 {
@@ -768,13 +827,11 @@ fn verify_reports_overflow_instead_of_panicking(db: TestDb) {
         spend: Spend::Strict,
         memo: Memo::new("Render"),
     };
-    hold(s.apply(&a, None, hold_op, at(5)).unwrap());
+    hold(s.ledger().apply(&a, None, hold_op, at(5)).unwrap());
     let b = account(s, 5);
     assert_clean(s);
     let max = i64::MAX;
-    let mut conn = s.connection().unwrap();
-    (*conn)
-        .batch_execute(&format!(
+    s.execute_batch(&format!(
             "UPDATE entries SET amount = {max}, balance_after = {max} WHERE account_id = '{a}';
              UPDATE grants SET amount = {max}, remaining = {max} WHERE account_id = '{a}';
              UPDATE holds SET amount = {max} WHERE account_id = '{a}';
@@ -782,7 +839,10 @@ fn verify_reports_overflow_instead_of_panicking(db: TestDb) {
              UPDATE entries SET allocations = '[{{\"lot\":{{\"lot\":\"overdraft\"}},\"amount\":1e30}}]' WHERE account_id = '{b}';"
         ))
         .unwrap();
-    let report = s.verify().expect("verify answers on any database");
+    let report = s
+        .maintenance()
+        .verify()
+        .expect("verify answers on any database");
     assert!(!report.ok);
     assert_eq!(report.accounts, 2);
     let of = |id: &AccountId| -> Vec<&str> {
@@ -815,23 +875,28 @@ fn overdraft_allowances_stop_at_the_maximum(db: TestDb) {
     let s = &db.store;
     let a = account(s, 0);
     let largest = Credits::from_millis(MAX_MILLIS);
-    s.set_plan(&a, Some("Huge"), Credits::from_millis(i64::MAX))
+    s.ledger()
+        .set_plan(&a, Some("Huge"), Credits::from_millis(i64::MAX))
         .unwrap();
-    assert_eq!(s.account(&a).unwrap().unwrap().overdraft_limit, largest);
+    assert_eq!(
+        s.ledger().account(&a).unwrap().unwrap().overdraft_limit,
+        largest
+    );
     let spend = |amount: Credits| Operation::Debit {
         kind: EntryKind::Usage,
         amount,
         spend: Spend::WithinAccountLimit,
         memo: Memo::new("Usage"),
     };
-    entry(s.apply(&a, None, spend(largest), at(1)).unwrap());
+    entry(s.ledger().apply(&a, None, spend(largest), at(1)).unwrap());
     let more = s
+        .ledger()
         .apply(&a, None, spend(Credits::from_millis(1)), at(2))
         .unwrap();
     assert!(
         matches!(more.result, Err(LedgerError::InsufficientCredits { .. })),
         "{more:?}"
     );
-    assert_eq!(s.balance(&a, at(3)).unwrap().book, -largest);
+    assert_eq!(s.ledger().balance(&a, at(3)).unwrap().book, -largest);
     assert_clean(s);
 }

@@ -21,6 +21,7 @@ impl SavedMethodCharger for Declines {
 
 fn spend(db: &TestDb, acct: &ledger_core::AccountId, n: i64) {
     db.store
+        .ledger()
         .apply(
             acct,
             None,
@@ -69,7 +70,10 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
             .unwrap();
     }
     assert_eq!(
-        db.store.after_charge_standalone(&acct, now()).unwrap(),
+        db.store
+            .orders()
+            .after_charge_standalone(&acct, now())
+            .unwrap(),
         None,
         "100 is above the threshold"
     );
@@ -78,13 +82,19 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
     spend(&db, &acct, 60);
     assert_eq!(p.get_auto_topup(&acct).unwrap().status, "pending");
     assert_eq!(
-        db.store.after_charge_standalone(&acct, now()).unwrap(),
+        db.store
+            .orders()
+            .after_charge_standalone(&acct, now())
+            .unwrap(),
         None,
         "the charge already started one"
     );
     spend(&db, &acct, 10);
     assert_eq!(
-        db.store.after_charge_standalone(&acct, now()).unwrap(),
+        db.store
+            .orders()
+            .after_charge_standalone(&acct, now())
+            .unwrap(),
         None,
         "one in flight at most"
     );
@@ -94,7 +104,7 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
         c(30),
         "no credits before the payment is confirmed"
     );
-    let pending = db.store.pending_topup_charges(10).unwrap();
+    let pending = db.store.orders().pending_topup_charges(10).unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(p.run_auto_topups(now()).unwrap(), 1);
     assert_eq!(available(&db.store, &acct), c(130));
@@ -119,7 +129,10 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
     );
     assert_eq!(available(&db.store, &acct), c(30));
     assert_eq!(
-        db.store.after_charge_standalone(&acct, now()).unwrap(),
+        db.store
+            .orders()
+            .after_charge_standalone(&acct, now())
+            .unwrap(),
         None,
         "paused"
     );
@@ -132,6 +145,7 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
     );
     assert!(db
         .store
+        .orders()
         .after_charge_standalone(&acct, now())
         .unwrap()
         .is_some());
@@ -177,20 +191,27 @@ fn a_top_up_credits_once_and_pays_owed_refunds_first(db: TestDb) {
     // the 10 left are taken back and 90 are owed.
     spend(&db, &acct, 90);
     db.store
+        .orders()
         .apply_refund(&order_id, &RefundAmount::Cumulative { cents: 500 }, now())
         .unwrap();
     assert_eq!(available(&db.store, &acct), c(0));
-    let charge = db.store.pending_topup_charges(10).unwrap().remove(0);
+    let charge = db
+        .store
+        .orders()
+        .pending_topup_charges(10)
+        .unwrap()
+        .remove(0);
     assert_eq!(p.run_auto_topups(now()).unwrap(), 1);
     // The top-up's 100 pay the 90 owed first.
     assert_eq!(available(&db.store, &acct), c(10));
-    let row = db.store.payment_order(&order_id).unwrap().unwrap();
+    let row = db.store.orders().payment_order(&order_id).unwrap().unwrap();
     assert_eq!((row.clawed_back, row.owed), (c(100).millis(), 0));
     // A second confirmation of the same charge changes nothing.
     let first = of_kind(&db.store, &acct, EntryKind::AutoTopup);
     assert_eq!(first.len(), 1);
     match db
         .store
+        .orders()
         .confirm_topup_charge(&charge.id, "again", now())
         .unwrap()
     {

@@ -39,7 +39,7 @@ fn a_checkout_carries_everything_polar_needs(db: TestDb) {
     assert_eq!(req.body["allow_discount_codes"], false);
     // Recorded before the URL is handed out (a paid order is credited from it); Polar's
     // own view agrees.
-    let record = db.store.checkout(&id).unwrap().unwrap();
+    let record = db.store.orders().checkout(&id).unwrap().unwrap();
     assert_eq!(
         (record.provider.as_str(), record.pack_id.as_str()),
         ("polar", "pack_pro")
@@ -212,7 +212,7 @@ fn no_provider_sells_nothing_and_receives_nothing(db: TestDb) {
     assert!(matches!(e, PaymentsError::NotConfigured), "{e}");
     assert!(e.to_string().contains("polar.access_token"), "{e}");
     assert!(e.to_string().contains("payments.provider"), "{e}");
-    assert!(db.store.checkouts_of(&acct).unwrap().is_empty());
+    assert!(db.store.orders().checkouts_of(&acct).unwrap().is_empty());
     let h = payments::SignedHeaders {
         id: Some("msg_1"),
         timestamp: Some("1"),
@@ -220,7 +220,7 @@ fn no_provider_sells_nothing_and_receives_nothing(db: TestDb) {
     };
     let e = p.receive(h, b"{}", now()).unwrap_err();
     assert!(matches!(e, PaymentsError::NotConfigured), "{e}");
-    assert!(db.store.delivery("msg_1").unwrap().is_none());
+    assert!(db.store.orders().delivery("msg_1").unwrap().is_none());
     assert!(p.reconcile_every().is_none(), "nothing to reconcile with");
     assert!(p.reconcile(now()).is_err());
     let on = payments::AutoTopupRequest {

@@ -128,6 +128,7 @@ fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     let order_id = order["id"].as_str().unwrap().to_owned();
     process(&p, &fake.paid_events(&order)[2]);
     db.store
+        .ledger()
         .apply(
             &acct,
             None,
@@ -147,7 +148,7 @@ fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     }
     // 20 credits were left: taken; 80 are owed, and the balance never went negative.
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
-    let row = db.store.payment_order(&order_id).unwrap().unwrap();
+    let row = db.store.orders().payment_order(&order_id).unwrap().unwrap();
     assert_eq!(
         (row.clawed_back, row.owed),
         (c(20).millis(), c(80).millis())
@@ -157,7 +158,7 @@ fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     let next = paid_order(&fake, &p, &acct, "pack_starter");
     process(&p, &fake.paid_events(&next)[2]);
     assert_eq!(available(&db.store, &acct), c(20));
-    let row = db.store.payment_order(&order_id).unwrap().unwrap();
+    let row = db.store.orders().payment_order(&order_id).unwrap().unwrap();
     assert_eq!((row.clawed_back, row.owed), (c(100).millis(), 0));
     let back: Credits = of_kind(&db.store, &acct, EntryKind::PurchaseRefund)
         .iter()
@@ -189,6 +190,7 @@ fn orders_we_cannot_match_credit_nothing(db: TestDb) {
     assert!(outcome.starts_with("refused before"), "{outcome}");
     let refusal = db
         .store
+        .orders()
         .refusal(other_product["id"].as_str().unwrap())
         .unwrap()
         .unwrap();
@@ -213,7 +215,7 @@ fn orders_we_cannot_match_credit_nothing(db: TestDb) {
         "ignored"
     );
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
-    assert_eq!(db.store.refusals(10).unwrap().len(), 3);
+    assert_eq!(db.store.orders().refusals(10).unwrap().len(), 3);
     assert_verified(&db.store);
 }
 
@@ -310,6 +312,7 @@ fn a_cross_account_order_credits_nobody(db: TestDb) {
     assert_eq!(available(&db.store, &a), Credits::ZERO, "A got credits");
     let refusal = db
         .store
+        .orders()
         .refusal(order["id"].as_str().unwrap())
         .unwrap()
         .unwrap();
@@ -335,6 +338,7 @@ fn one_checkout_buys_one_pack(db: TestDb) {
     assert_eq!(available(&db.store, &acct), c(1000));
     let record = db
         .store
+        .orders()
         .checkout(order["checkout_id"].as_str().unwrap())
         .unwrap()
         .unwrap();
@@ -376,6 +380,7 @@ fn an_order_of_no_checkout_of_ours_is_refused(db: TestDb) {
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
     let refusal = db
         .store
+        .orders()
         .refusal(stray["id"].as_str().unwrap())
         .unwrap()
         .unwrap();
@@ -399,6 +404,7 @@ fn an_order_past_the_balance_maximum_is_refused_and_kept(db: TestDb) {
     let acct = account(&db.store);
     let near_max = Credits::MAX_BALANCE.checked_sub(c(50)).unwrap();
     db.store
+        .ledger()
         .apply(
             &acct,
             None,
@@ -417,10 +423,16 @@ fn an_order_past_the_balance_maximum_is_refused_and_kept(db: TestDb) {
     assert!(outcome.contains("the most the ledger keeps"), "{outcome}");
     assert_eq!(available(&db.store, &acct), near_max, "credits moved");
     let order_id = order["id"].as_str().unwrap();
-    let refusal = db.store.refusal(order_id).unwrap().expect("a refusal kept");
+    let refusal = db
+        .store
+        .orders()
+        .refusal(order_id)
+        .unwrap()
+        .expect("a refusal kept");
     assert_eq!(refusal.account_id.as_deref(), Some(acct.as_str()));
     let record = db
         .store
+        .orders()
         .checkout(order["checkout_id"].as_str().unwrap())
         .unwrap()
         .unwrap();

@@ -80,6 +80,7 @@ pub fn now() -> Timestamp {
 
 pub fn account(store: &Store) -> AccountId {
     store
+        .ledger()
         .create_account(NewAccount::default(), now())
         .expect("account")
         .0
@@ -87,7 +88,11 @@ pub fn account(store: &Store) -> AccountId {
 }
 
 pub fn available(store: &Store, id: &AccountId) -> Credits {
-    store.balance(id, now()).expect("balance").available
+    store
+        .ledger()
+        .balance(id, now())
+        .expect("balance")
+        .available
 }
 
 pub fn c(n: i64) -> Credits {
@@ -95,7 +100,7 @@ pub fn c(n: i64) -> Credits {
 }
 
 pub fn assert_verified(store: &Store) {
-    let report = store.verify().expect("verify");
+    let report = store.maintenance().verify().expect("verify");
     assert!(report.ok, "ledger violations: {:?}", report.violations);
 }
 

@@ -15,6 +15,7 @@ pub fn c(n: i64) -> Credits {
 
 pub fn account(store: &Store, bonus: i64) -> AccountId {
     store
+        .ledger()
         .create_account(
             NewAccount {
                 signup_bonus: c(bonus),
@@ -30,6 +31,7 @@ pub fn account(store: &Store, bonus: i64) -> AccountId {
 pub fn credit(store: &Store, id: &AccountId, n: i64, now: Timestamp) -> Entry {
     entry(
         store
+            .ledger()
             .apply(
                 id,
                 None,
@@ -74,6 +76,6 @@ pub fn idem(key: &str, fingerprint: &str) -> Idempotency {
 }
 
 pub fn assert_clean(store: &Store) {
-    let report = store.verify().unwrap();
+    let report = store.maintenance().verify().unwrap();
     assert!(report.ok, "verify found: {:?}", report.violations);
 }

@@ -59,6 +59,7 @@ pub fn now() -> Timestamp {
 
 pub fn account(store: &Store) -> AccountId {
     store
+        .ledger()
         .create_account(NewAccount::default(), now())
         .expect("account")
         .0
@@ -66,7 +67,11 @@ pub fn account(store: &Store) -> AccountId {
 }
 
 pub fn available(store: &Store, id: &AccountId) -> Credits {
-    store.balance(id, now()).expect("balance").available
+    store
+        .ledger()
+        .balance(id, now())
+        .expect("balance")
+        .available
 }
 
 pub fn c(n: i64) -> Credits {
@@ -79,6 +84,7 @@ pub fn pack(p: &Payments, id: &str) -> CreditPack {
 
 pub fn entries(store: &Store, id: &AccountId) -> Vec<Entry> {
     store
+        .ledger()
         .history(id, Page::new(100, 0).unwrap())
         .expect("history")
 }
@@ -91,7 +97,7 @@ pub fn of_kind(store: &Store, id: &AccountId, kind: EntryKind) -> Vec<Entry> {
 }
 
 pub fn assert_verified(store: &Store) {
-    let report = store.verify().expect("verify");
+    let report = store.maintenance().verify().expect("verify");
     assert!(report.ok, "ledger violations: {:?}", report.violations);
 }
 

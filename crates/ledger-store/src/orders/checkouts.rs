@@ -1,0 +1,116 @@
+//! Checkouts we created, and the payment secrets (the demo provider's signing secret).
+
+use diesel::prelude::*;
+use ledger_core::{AccountId, Timestamp};
+
+use super::{is_unique_violation, Orders};
+use crate::db::DbConnection;
+use crate::error::StoreError;
+use crate::ledger::TxError;
+use crate::payments::{CheckoutRecord, CheckoutStatus};
+use crate::rows::CheckoutRow;
+use crate::schema::{payment_checkouts, payment_secrets};
+use crate::Store;
+
+/// Marks an open checkout paid by `order_id`; false when it was not open (paid before).
+pub(super) fn mark_paid(
+    conn: &mut DbConnection,
+    id: &str,
+    order_id: &str,
+    now: Timestamp,
+) -> Result<bool, TxError> {
+    let n = diesel::update(
+        payment_checkouts::table
+            .filter(payment_checkouts::id.eq(id))
+            .filter(payment_checkouts::status.eq(CheckoutStatus::Open.as_str())),
+    )
+    .set((
+        payment_checkouts::status.eq(CheckoutStatus::Paid.as_str()),
+        payment_checkouts::order_id.eq(order_id),
+        payment_checkouts::paid_at.eq(now.millis()),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+impl Orders<'_> {
+    pub fn record_checkout(&self, checkout: &CheckoutRecord) -> Result<(), StoreError> {
+        self.store.write(|conn| {
+            diesel::insert_into(payment_checkouts::table)
+                .values(CheckoutRow::from(checkout))
+                .execute(conn)?;
+            Ok(())
+        })
+    }
+
+    /// An account's checkouts, newest first.
+    pub fn checkouts_of(&self, account: &AccountId) -> Result<Vec<CheckoutRecord>, StoreError> {
+        let mut conn = self.store.conn()?;
+        payment_checkouts::table
+            .filter(payment_checkouts::account_id.eq(account.as_str()))
+            .order((payment_checkouts::created_at.desc(), payment_checkouts::id))
+            .select(CheckoutRow::as_select())
+            .load(&mut *conn)?
+            .into_iter()
+            .map(CheckoutRecord::try_from)
+            .collect()
+    }
+
+    pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>, StoreError> {
+        let mut conn = self.store.conn()?;
+        payment_checkouts::table
+            .filter(payment_checkouts::id.eq(id))
+            .select(CheckoutRow::as_select())
+            .first(&mut *conn)
+            .optional()?
+            .map(CheckoutRecord::try_from)
+            .transpose()
+    }
+
+    /// Marks an open checkout paid by `order_id`; false when it was not open (paid before).
+    pub fn mark_checkout_paid(
+        &self,
+        id: &str,
+        order_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.store.write(|conn| mark_paid(conn, id, order_id, now))
+    }
+
+    /// The secret stored under `name`; `candidate` is stored first when there is none
+    /// (the first process to store one wins, every process then reads the same).
+    pub fn payment_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+        now: Timestamp,
+    ) -> Result<String, StoreError> {
+        let read = |store: &Store| -> Result<Option<String>, StoreError> {
+            let mut conn = store.pool.get()?;
+            Ok(payment_secrets::table
+                .filter(payment_secrets::name.eq(name))
+                .select(payment_secrets::value)
+                .first(&mut *conn)
+                .optional()?)
+        };
+        if let Some(v) = read(self.store)? {
+            return Ok(v);
+        }
+        let inserted = self.store.write(|conn| {
+            diesel::insert_into(payment_secrets::table)
+                .values((
+                    payment_secrets::name.eq(name),
+                    payment_secrets::value.eq(candidate),
+                    payment_secrets::created_at.eq(now.millis()),
+                ))
+                .execute(conn)?;
+            Ok(())
+        });
+        match inserted {
+            Ok(()) => Ok(candidate.to_owned()),
+            Err(e) if is_unique_violation(&e) => read(self.store)?
+                .ok_or_else(|| StoreError::corrupt(format!("payment secret {name} vanished"))),
+            Err(e) => Err(e),
+        }
+    }
+}
