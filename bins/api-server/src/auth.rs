@@ -237,21 +237,28 @@ pub enum AuthError {
     BadCsrfToken,
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Api(e) => e,
+            other => ApiError::Unproven(other.to_string()),
+        }
+    }
+}
+
+/// Answered as [`ApiError`] answers.
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         match self {
             AuthError::Api(e) => e.status_code(),
-            _ => StatusCode::UNAUTHORIZED,
+            other => ApiError::Unproven(other.to_string()).status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
             AuthError::Api(e) => e.error_response(),
-            other => HttpResponse::Unauthorized().json(serde_json::json!({
-                "error": other.to_string(),
-                "code": "CSRF_TOKEN_REQUIRED",
-            })),
+            other => ApiError::Unproven(other.to_string()).error_response(),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use capture::CaptureError;
 use ledger_core::{Credits, LedgerError, QueryError};
 use ledger_store::StoreError;
 use serde_json::json;
@@ -24,6 +25,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("Invalid email or password")]
     BadLogin,
+    /// A session cookie without the proof of intent the call needs (ADR 5): 401
+    /// `CSRF_TOKEN_REQUIRED`, the message saying what to send instead.
+    #[error("{0}")]
+    Unproven(String),
     #[error("User not found")]
     UserNotFound,
     #[error("{0}")]
@@ -53,12 +58,31 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A capture that failed (or was refused) in the browser pool; nothing was charged.
+    #[error("{}", capture_message(.0))]
+    Capture(#[source] CaptureError),
+    /// An answer stored for an `Idempotency-Key`, sent again as it was first sent.
+    #[error("a stored answer (HTTP {status})")]
+    Stored { status: u16, body: String },
     /// A 500 whose message is part of the contract (e.g. an unconfigured pack).
     #[error("{0}")]
     Misconfigured(String),
-    /// Anything unexpected; the cause is logged, never shown.
-    #[error("internal: {0}")]
-    Internal(String),
+    /// Anything unexpected; the cause is logged (with its chain), never shown.
+    #[error("internal: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// What a client is told about a failed capture.
+fn capture_message(e: &CaptureError) -> String {
+    if e.is_safe_to_show() {
+        format!("{e}; nothing was charged")
+    } else {
+        "The capture failed unexpectedly; nothing was charged. The x-request-id header identifies it in our logs".into()
+    }
 }
 
 impl ApiError {
@@ -69,14 +93,42 @@ impl ApiError {
         }
     }
 
+    /// An unexpected failure described by `cause` (a message, no error to chain).
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        ApiError::Internal(cause.to_string())
+        ApiError::Internal {
+            message: cause.to_string(),
+            source: None,
+        }
+    }
+
+    /// An unexpected failure caused by `e`, kept as the source so the log shows its chain.
+    pub fn internal_from(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+        ApiError::Internal {
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// The error and every cause under it, `outer: inner: ...`, for the log.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            let shown = e.to_string();
+            if !text.ends_with(&shown) {
+                text.push_str(": ");
+                text.push_str(&shown);
+            }
+            cause = e.source();
+        }
+        text
     }
 
     /// The machine-readable code of the answer.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized | ApiError::BadLogin => "UNAUTHORIZED",
+            ApiError::Unproven(_) => "CSRF_TOKEN_REQUIRED",
             ApiError::UserNotFound | ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Invalid { .. } => "INVALID_REQUEST",
             ApiError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
@@ -86,7 +138,9 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             ApiError::BadGateway(_) => "PAYMENT_PROVIDER_ERROR",
             ApiError::Unavailable { code, .. } => code,
-            ApiError::Misconfigured(_) | ApiError::Internal(_) => "INTERNAL",
+            ApiError::Capture(e) => e.code(),
+            ApiError::Stored { .. } => "STORED",
+            ApiError::Misconfigured(_) | ApiError::Internal { .. } => "INTERNAL",
         }
     }
 }
@@ -94,7 +148,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized | ApiError::BadLogin => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadLogin | ApiError::Unproven(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::UserNotFound | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -104,12 +160,48 @@ impl ResponseError for ApiError {
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Misconfigured(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Capture(e) => {
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            ApiError::Stored { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            ApiError::Misconfigured(_) | ApiError::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = match self {
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after_secs() {
+            res.insert_header(("retry-after", secs.to_string()));
+        }
+        match self {
+            ApiError::Stored { body, .. } => res
+                .content_type("application/json")
+                .body(body.clone()),
+            other => res.json(other.body()),
+        }
+    }
+}
+
+impl ApiError {
+    /// Seconds the client is asked to wait before trying again (`Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyAttempts { retry_after_secs }
+            | ApiError::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            ApiError::Capture(e) => e.retry_after_secs(),
+            _ => None,
+        }
+    }
+
+    /// The JSON body of the answer (also what is stored for an idempotent replay).
+    pub fn body(&self) -> serde_json::Value {
+        match self {
             ApiError::InsufficientCredits { required, balance } => json!({
                 "error": "Insufficient credits",
                 "code": self.code(),
@@ -122,7 +214,10 @@ impl ResponseError for ApiError {
                 "code": self.code(),
                 "field": field,
             }),
-            ApiError::Internal(_) => json!({
+            ApiError::Stored { body, .. } => {
+                serde_json::from_str(body).unwrap_or_else(|_| json!({ "error": body }))
+            }
+            ApiError::Internal { .. } => json!({
                 "error": "Internal server error; the x-request-id header identifies this failure in our logs",
                 "code": self.code(),
             }),
@@ -131,16 +226,7 @@ impl ResponseError for ApiError {
                 json!({ "error": self.to_string() })
             }
             other => json!({ "error": other.to_string(), "code": other.code() }),
-        };
-        let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyAttempts { retry_after_secs }
-        | ApiError::Unavailable {
-            retry_after_secs, ..
-        } = self
-        {
-            res.insert_header(("retry-after", retry_after_secs.to_string()));
         }
-        res.json(body)
     }
 }
 
@@ -187,7 +273,7 @@ impl From<StoreError> for ApiError {
                 ),
             },
             StoreError::Refused(rule) => ApiError::from(rule),
-            other => ApiError::internal(other),
+            other => ApiError::internal_from(other),
         }
     }
 }
@@ -229,6 +315,19 @@ impl From<LedgerError> for ApiError {
 
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> ApiError {
-        ApiError::internal(e)
+        ApiError::internal_from(e)
+    }
+}
+
+impl From<CaptureError> for ApiError {
+    fn from(e: CaptureError) -> ApiError {
+        ApiError::Capture(e)
+    }
+}
+
+impl From<capture::OptionError> for ApiError {
+    /// A capture option that failed validation: the usual 400 naming the field.
+    fn from(e: capture::OptionError) -> ApiError {
+        ApiError::invalid(e.field(), e.message())
     }
 }

@@ -4,6 +4,7 @@
 //! everything else lives here so tests build the same app in-process with [`app`].
 
 pub mod auth;
+pub mod blocking;
 pub mod body;
 pub mod cache;
 pub mod checkout;
@@ -13,6 +14,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod throttle;
 pub mod wire;

@@ -94,7 +94,7 @@ fn entry_response(
 }
 
 /// Creates an account (the signup bonus applies).
-#[utoipa::path(post, path = "/admin/v1/accounts", tag = "admin", request_body = AdminNewAccount,
+#[utoipa::path(tag = "admin", request_body = AdminNewAccount,
     security(("admin" = [])),
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts")]
@@ -131,7 +131,7 @@ pub async fn create_account(
 }
 
 /// Grants (positive) or takes away (negative, never below zero) credits: an `adjustment`.
-#[utoipa::path(post, path = "/admin/v1/accounts/{id}/credits", tag = "admin", request_body = AdjustmentRequest,
+#[utoipa::path(tag = "admin", request_body = AdjustmentRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), (status = 400, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts/{id}/credits")]
@@ -163,7 +163,7 @@ pub async fn adjust(
 }
 
 /// Charges usage at once; 402 when not covered.
-#[utoipa::path(post, path = "/admin/v1/accounts/{id}/debits", tag = "admin", request_body = DebitRequest,
+#[utoipa::path(tag = "admin", request_body = DebitRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), (status = 400, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts/{id}/debits")]
@@ -186,7 +186,7 @@ pub async fn debit(
 }
 
 /// Reserves credits for work in progress; 402 when not covered.
-#[utoipa::path(post, path = "/admin/v1/accounts/{id}/holds", tag = "admin", request_body = HoldRequest,
+#[utoipa::path(tag = "admin", request_body = HoldRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = HoldView), (status = 400, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts/{id}/holds")]
@@ -261,10 +261,10 @@ async fn settle(
 }
 
 /// Charges all of a hold, or part (the rest returns); 409 when settled or expired.
-#[utoipa::path(post, path = "/admin/v1/holds/{holdId}/capture", tag = "admin", request_body = CaptureRequest,
+#[utoipa::path(tag = "admin", request_body = CaptureRequest,
     security(("admin" = [])), params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = HoldView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
-#[post("/admin/v1/holds/{hold_id}/capture")]
+#[post("/admin/v1/holds/{holdId}/capture")]
 pub async fn capture(
     state: web::Data<AppState>,
     _: Admin,
@@ -287,10 +287,10 @@ pub async fn capture(
 }
 
 /// Ends a hold with nothing charged; 409 when settled or expired.
-#[utoipa::path(post, path = "/admin/v1/holds/{holdId}/release", tag = "admin",
+#[utoipa::path(tag = "admin",
     security(("admin" = [])), params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = HoldView), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
-#[post("/admin/v1/holds/{hold_id}/release")]
+#[post("/admin/v1/holds/{holdId}/release")]
 pub async fn release(
     state: web::Data<AppState>,
     _: Admin,
@@ -305,7 +305,7 @@ pub async fn release(
 }
 
 /// Gives back all or part of a usage charge; 409 beyond what was charged.
-#[utoipa::path(post, path = "/admin/v1/accounts/{id}/refunds", tag = "admin", request_body = RefundRequest,
+#[utoipa::path(tag = "admin", request_body = RefundRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts/{id}/refunds")]
@@ -355,7 +355,7 @@ async fn subscription_view(
 }
 
 /// Subscribes the account to a configured plan (or changes plan or status).
-#[utoipa::path(put, path = "/admin/v1/accounts/{id}/subscription", tag = "admin", request_body = SubscriptionRequest,
+#[utoipa::path(tag = "admin", request_body = SubscriptionRequest,
     security(("admin" = [])), params(("id" = String, Path)),
     responses((status = 200, body = SubscriptionView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
 #[put("/admin/v1/accounts/{id}/subscription")]
@@ -393,7 +393,7 @@ pub async fn subscription(
 }
 
 /// Raises (or lowers) how high the account owner may set the hard limit.
-#[utoipa::path(put, path = "/admin/v1/accounts/{id}/max-hard-limit", tag = "admin", request_body = MaxHardLimitRequest,
+#[utoipa::path(tag = "admin", request_body = MaxHardLimitRequest,
     security(("admin" = [])), params(("id" = String, Path)),
     responses((status = 200, body = MaxHardLimitView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
 #[put("/admin/v1/accounts/{id}/max-hard-limit")]
@@ -417,7 +417,7 @@ pub async fn max_hard_limit(
 }
 
 /// Checks every ledger invariant over the whole database.
-#[utoipa::path(get, path = "/admin/v1/verify", tag = "admin", security(("admin" = [])),
+#[utoipa::path(tag = "admin", security(("admin" = [])),
     responses((status = 200, description = "{ok, accounts, entries, violations}"), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/admin/v1/verify")]
 pub async fn verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {

@@ -13,7 +13,7 @@ use crate::wire::{KeyCreated, KeyView, NewKey};
 pub const NAME_MAX_CHARS: usize = 100;
 
 /// Creates a key. The `key` field appears only in this answer.
-#[utoipa::path(post, path = "/api/v1/api-keys", tag = "accounts", request_body = NewKey,
+#[utoipa::path(tag = "accounts", request_body = NewKey,
     responses((status = 201, body = KeyCreated), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/api-keys")]
 pub async fn create(
@@ -44,7 +44,7 @@ pub async fn create(
 }
 
 /// The account's live keys (never the keys themselves).
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "accounts",
+#[utoipa::path(tag = "accounts",
     responses((status = 200, body = [KeyView]), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/api-keys")]
 pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
@@ -65,7 +65,7 @@ pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
 }
 
 /// Revokes a key; it stops working at once.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "accounts",
+#[utoipa::path(tag = "accounts",
     params(("id" = String, Path, description = "The key's id")),
     responses((status = 204, description = "Revoked"), (status = 404, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[delete("/api/v1/api-keys/{id}")]

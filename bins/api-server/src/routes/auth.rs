@@ -113,7 +113,7 @@ async fn start_session(
 }
 
 /// Creates an account, grants the signup bonus once, and logs in.
-#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "accounts", request_body = Credentials,
+#[utoipa::path(tag = "accounts", request_body = Credentials,
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/signup")]
 pub async fn signup(
@@ -147,7 +147,7 @@ pub async fn signup(
 }
 
 /// Logs in with email and password.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts", request_body = Credentials,
+#[utoipa::path(tag = "accounts", request_body = Credentials,
     responses((status = 200, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 429, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/login")]
 pub async fn login(
@@ -193,7 +193,7 @@ pub async fn login(
 }
 
 /// Ends the session (revoked server-side: the cookie stops working everywhere).
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts",
+#[utoipa::path(tag = "accounts",
     responses((status = 204, description = "Logged out"), (status = 401, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/logout")]
 pub async fn logout(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {

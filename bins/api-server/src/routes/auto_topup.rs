@@ -45,7 +45,7 @@ fn map(e: PaymentsError) -> ApiError {
 }
 
 /// The account's auto top-up: `{"enabled","thresholdCredits","packId","status","pausedReason"}`.
-#[utoipa::path(get, path = "/api/v1/credits/auto-topup", tag = "credits",
+#[utoipa::path(tag = "credits",
     responses((status = 200, description = "The settings and status"), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/credits/auto-topup")]
 pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
@@ -58,7 +58,7 @@ pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse
 
 /// Sets auto top-up. Unknown pack: 404; a provider that cannot charge a saved payment
 /// method: 409 saying why; no payment provider at all: 503 `PAYMENTS_NOT_CONFIGURED`.
-#[utoipa::path(put, path = "/api/v1/credits/auto-topup", tag = "credits", request_body = AutoTopupBody,
+#[utoipa::path(tag = "credits", request_body = AutoTopupBody,
     responses((status = 200, description = "The settings and status"), (status = 400, body = crate::wire::ErrorBody),
         (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
         (status = 503, body = crate::wire::ErrorBody)))]

@@ -23,7 +23,7 @@ pub async fn available(state: &AppState, who: &Authed) -> Result<ledger_core::Cr
 }
 
 /// What can be spent now: usable credits minus active holds. Never consumes credits.
-#[utoipa::path(get, path = "/api/v1/credits", tag = "credits",
+#[utoipa::path(tag = "credits",
     responses((status = 200, body = BalanceView), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/credits")]
 pub async fn balance(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
@@ -32,7 +32,7 @@ pub async fn balance(state: web::Data<AppState>, who: Authed) -> Result<HttpResp
 }
 
 /// Active packs, ordered by credits. Public.
-#[utoipa::path(get, path = "/api/v1/credits/packs", tag = "credits", responses((status = 200, body = [PackView])))]
+#[utoipa::path(tag = "credits", responses((status = 200, body = [PackView])))]
 #[get("/api/v1/credits/packs")]
 pub async fn packs(state: web::Data<AppState>) -> HttpResponse {
     let view: Vec<PackView> = state
@@ -46,7 +46,7 @@ pub async fn packs(state: web::Data<AppState>) -> HttpResponse {
 
 /// Starts a checkout for a pack; credits arrive only with the provider's signed webhook.
 /// No payment provider configured: 503 `PAYMENTS_NOT_CONFIGURED`, nothing written.
-#[utoipa::path(post, path = "/api/v1/credits/purchase", tag = "credits", request_body = PurchaseRequest,
+#[utoipa::path(tag = "credits", request_body = PurchaseRequest,
     responses((status = 200, body = CheckoutView), (status = 404, body = crate::wire::ErrorBody),
         (status = 500, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
         (status = 503, body = crate::wire::ErrorBody)))]
@@ -89,7 +89,7 @@ pub fn not_configured() -> ApiError {
 }
 
 /// History, newest first. `limit` 1..=100 (default 50), `offset` from 0.
-#[utoipa::path(get, path = "/api/v1/credits/transactions", tag = "credits",
+#[utoipa::path(tag = "credits",
     params(("limit" = Option<u32>, Query, description = "1 to 100, default 50"), ("offset" = Option<u64>, Query, description = "default 0")),
     responses((status = 200, body = [TransactionView]), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/credits/transactions")]
@@ -111,7 +111,7 @@ pub async fn transactions(
 
 /// Every entry of a calendar month (UTC), newest first; credits and debits with positive
 /// amounts. No parameters: this month; `month` alone: that month of this year.
-#[utoipa::path(get, path = "/api/v1/credits/usage", tag = "credits",
+#[utoipa::path(tag = "credits",
     params(("year" = Option<i32>, Query, description = "needs month"), ("month" = Option<u32>, Query, description = "1 to 12")),
     responses((status = 200, body = [UsageView]), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/credits/usage")]

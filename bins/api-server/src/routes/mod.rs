@@ -18,9 +18,11 @@ use ledger_store::Applied;
 
 use crate::error::ApiError;
 
-/// Declares every route once. From that one list come the actix registration
-/// ([`configure`]), the OpenAPI paths ([`documented`]) and the methods each path allows
-/// ([`table`], for `405` with `Allow`).
+/// Declares every route once. Each handler's method and path are written once, in its
+/// actix attribute (`#[get("/healthz")]`); its `#[utoipa::path]` reads them from there
+/// (no `path =` of its own), so the document cannot drift from what is served. From this
+/// one list of handlers come the actix registration ([`configure`]), the OpenAPI paths
+/// ([`documented`]) and the methods each path allows ([`table`], for `405` with `Allow`).
 macro_rules! routes {
     ($($module:ident :: $handler:ident),* $(,)?) => {
         pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -9,7 +9,7 @@ use crate::state::AppState;
 
 /// 200 once the database answers; 503 (with `Retry-After` and the failing check) while
 /// it does not, within `database.acquire_timeout_secs`.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses(
+#[utoipa::path(tag = "system", responses(
     (status = 200, description = "Ready: every check passed"),
     (status = 503, description = "Not ready: `checks` names the failing one", body = crate::wire::ErrorBody)))]
 #[get("/healthz")]
@@ -36,7 +36,7 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// This API, described by OpenAPI 3.1, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "The OpenAPI document")))]
+#[utoipa::path(tag = "system", responses((status = 200, description = "The OpenAPI document")))]
 #[get("/openapi.json")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
