@@ -2,4 +2,6 @@
 //! [`AppState`](crate::state::AppState), testable without HTTP. Handlers in `routes`
 //! extract, call one of these, and convert the result.
 
+pub mod accounts;
+pub mod metering;
 pub mod screenshot;

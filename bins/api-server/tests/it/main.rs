@@ -1,6 +1,7 @@
 //! The integration tests of `api-server`, as one test binary (each binary links the
 //! whole dependency graph, so one per crate keeps the build short).
 
+#[macro_use]
 mod common;
 mod accounts;
 mod admin;
@@ -15,5 +16,6 @@ mod openapi;
 mod payments;
 mod screenshots;
 mod security;
+mod service_screenshot;
 mod slow_clients;
 mod throttle;
