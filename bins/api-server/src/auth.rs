@@ -286,26 +286,7 @@ impl FromRequest for Authed {
             if secret.is_empty() || secret.contains('\0') {
                 return Err(ApiError::Unauthorized.into());
             }
-            let hash = sha256_hex(&secret);
-            let now = state.now();
-            let found = state
-                .blocking(move |store| {
-                    let found = if is_session {
-                        store
-                            .session_account(&hash, now)?
-                            .map(|a| (a, Credential::Session(hash)))
-                    } else {
-                        store
-                            .api_key_account(&hash, now)?
-                            .map(|(a, id)| (a, Credential::ApiKey(id)))
-                    };
-                    let Some((account_id, credential)) = found else {
-                        return Ok(None);
-                    };
-                    let exists = store.account(&account_id)?.is_some();
-                    Ok(Some((account_id, credential, exists)))
-                })
-                .await?;
+            let found = crate::service::accounts::authenticate(&state, is_session, &secret).await?;
             match found {
                 None => Err(ApiError::Unauthorized.into()),
                 Some((_, _, false)) => Err(ApiError::UserNotFound.into()),

@@ -39,19 +39,18 @@ impl Blocking {
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-            .await
-        {
-            Ok(Ok(permit)) => permit,
-            // The semaphore is never closed; a timeout is the pool being saturated.
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!(
-                    waited_ms = self.wait.as_millis() as u64,
-                    "every database connection is in use; answering 503"
-                );
-                return Err(ApiError::database_unavailable());
-            }
-        };
+        let permit =
+            match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                // The semaphore is never closed; a timeout is the pool being saturated.
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(
+                        waited_ms = self.wait.as_millis() as u64,
+                        "every database connection is in use; answering 503"
+                    );
+                    return Err(ApiError::database_unavailable());
+                }
+            };
         self.run(move || {
             let _permit = permit;
             f()
@@ -65,7 +64,9 @@ impl Blocking {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        actix_web::web::block(f).await.map_err(ApiError::internal_from)
+        actix_web::web::block(f)
+            .await
+            .map_err(ApiError::internal_from)
     }
 
     /// Store permits free now (tests).

@@ -58,6 +58,11 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// `/healthz` while the database does not answer: 503 with the failing check.
+    #[error(
+        "Not ready: the database does not answer; try again in {DATABASE_RETRY_AFTER_SECS} seconds"
+    )]
+    NotReady,
     /// A capture that failed (or was refused) in the browser pool; nothing was charged.
     #[error("{}", capture_message(.0))]
     Capture(#[source] CaptureError),
@@ -109,6 +114,15 @@ impl ApiError {
         }
     }
 
+    /// True for failures of something we call (a capture target, the browser, the payment
+    /// provider), or a stored answer sent again: logged as warnings, not as our errors.
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Capture(_) | ApiError::BadGateway(_) | ApiError::Stored { .. }
+        )
+    }
+
     /// The error and every cause under it, `outer: inner: ...`, for the log.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();
@@ -138,6 +152,7 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             ApiError::BadGateway(_) => "PAYMENT_PROVIDER_ERROR",
             ApiError::Unavailable { code, .. } => code,
+            ApiError::NotReady => "DATABASE_UNAVAILABLE",
             ApiError::Capture(e) => e.code(),
             ApiError::Stored { .. } => "STORED",
             ApiError::Misconfigured(_) | ApiError::Internal { .. } => "INTERNAL",
@@ -159,7 +174,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Capture(e) => {
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -178,9 +193,9 @@ impl ResponseError for ApiError {
             res.insert_header(("retry-after", secs.to_string()));
         }
         match self {
-            ApiError::Stored { body, .. } => res
-                .content_type("application/json")
-                .body(body.clone()),
+            ApiError::Stored { body, .. } => {
+                res.content_type("application/json").body(body.clone())
+            }
             other => res.json(other.body()),
         }
     }
@@ -195,6 +210,7 @@ impl ApiError {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ApiError::Capture(e) => e.retry_after_secs(),
+            ApiError::NotReady => Some(DATABASE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -213,6 +229,12 @@ impl ApiError {
                 "message": message,
                 "code": self.code(),
                 "field": field,
+            }),
+            ApiError::NotReady => json!({
+                "status": "unavailable",
+                "error": self.to_string(),
+                "code": self.code(),
+                "checks": { "database": { "ok": false, "error": "does not answer" } },
             }),
             ApiError::Stored { body, .. } => {
                 serde_json::from_str(body).unwrap_or_else(|_| json!({ "error": body }))
@@ -329,5 +351,37 @@ impl From<capture::OptionError> for ApiError {
     /// A capture option that failed validation: the usual 400 naming the field.
     fn from(e: capture::OptionError) -> ApiError {
         ApiError::invalid(e.field(), e.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the query failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_500_keeps_its_cause_chain_and_shows_none_of_it() {
+        let e = ApiError::internal_from(Outer(std::io::Error::other("disk full")));
+        assert_eq!(e.chain(), "internal: the query failed: disk full");
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = e.body().to_string();
+        assert!(!body.contains("disk") && !body.contains("query"), "{body}");
+    }
+
+    #[test]
+    fn a_capture_failure_says_nothing_was_charged() {
+        let e = ApiError::from(CaptureError::Busy {
+            retry_after_secs: 3,
+        });
+        assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after_secs(), Some(3));
+        assert_eq!(e.body()["code"], "BUSY");
+        assert!(e.body()["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("; nothing was charged"));
     }
 }

@@ -26,9 +26,7 @@ pub async fn account_credits(
 #[get("/v1/credits")]
 pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let credits = available(&state, &who).await?;
-    let sub = state
-        .blocking(move |s| Ok(s.subscription(&who.account_id)?))
-        .await?;
+    let sub = crate::service::accounts::subscription(&state, who.account_id).await?;
     let (subscription_status, subscription_id) = match sub {
         Some(s) => (s.status, Some(s.id)),
         None => ("inactive".to_owned(), None),

@@ -35,10 +35,19 @@ async fn created_entry(
     let applied = service::apply(state, AccountId::new(account), idem, operation).await?;
     metered(applied, |outcome| match outcome {
         Outcome::Entry(e) => {
-            let charged = if e.kind == EntryKind::Usage { -e.amount } else { Credits::ZERO };
-            Ok((HttpResponse::build(StatusCode::CREATED).json(TransactionView::from(&e)), charged))
+            let charged = if e.kind == EntryKind::Usage {
+                -e.amount
+            } else {
+                Credits::ZERO
+            };
+            Ok((
+                HttpResponse::build(StatusCode::CREATED).json(TransactionView::from(&e)),
+                charged,
+            ))
         }
-        other => Err(ApiError::internal(format!("expected an entry, got {other:?}"))),
+        other => Err(ApiError::internal(format!(
+            "expected an entry, got {other:?}"
+        ))),
     })
 }
 
@@ -49,7 +58,10 @@ fn settled(applied: Applied, after: &ledger_core::Hold) -> Result<HttpResponse, 
             Outcome::Entry(e) => (Some(TransactionView::from(e)), -e.amount),
             _ => (None, Credits::ZERO),
         };
-        Ok((HttpResponse::Ok().json(HoldView::new(after, transaction)), charged))
+        Ok((
+            HttpResponse::Ok().json(HoldView::new(after, transaction)),
+            charged,
+        ))
     })
 }
 
@@ -118,14 +130,24 @@ pub async fn hold(
     body: JsonBody<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let v = &body.value;
-    let operation =
-        service::hold(&state, v.amount, v.ttl_seconds, &v.description, v.reference_id.clone())?;
+    let (amount, ttl, reference) = (v.amount, v.ttl_seconds, v.reference_id.clone());
+    let operation = service::hold(&state, amount, ttl, &v.description, reference)?;
     let idem = idempotency(&req, &body.raw)?;
     let applied = service::apply(&state, AccountId::new(id.into_inner()), idem, operation).await?;
-    metered(applied, |o| match o {
-        Outcome::Hold(h) => Ok((HttpResponse::Created().json(HoldView::new(&h, None)), Credits::ZERO)),
-        other => Err(ApiError::internal(format!("expected a hold, got {other:?}"))),
-    })
+    metered(applied, created_hold)
+}
+
+/// `201` with the new hold; a hold charges nothing yet.
+fn created_hold(outcome: Outcome) -> Result<(HttpResponse, Credits), ApiError> {
+    match outcome {
+        Outcome::Hold(h) => Ok((
+            HttpResponse::Created().json(HoldView::new(&h, None)),
+            Credits::ZERO,
+        )),
+        other => Err(ApiError::internal(format!(
+            "expected a hold, got {other:?}"
+        ))),
+    }
 }
 
 /// Charges all of a hold, or part (the rest returns); 409 when settled or expired.
@@ -142,7 +164,8 @@ pub async fn capture(
 ) -> Result<HttpResponse, ApiError> {
     let how = Settlement::capture(body.value.amount)?;
     let idem = idempotency(&req, &body.raw)?;
-    let (applied, after) = service::settle(&state, HoldId::new(hold_id.into_inner()), how, idem).await?;
+    let (applied, after) =
+        service::settle(&state, HoldId::new(hold_id.into_inner()), how, idem).await?;
     settled(applied, &after)
 }
 

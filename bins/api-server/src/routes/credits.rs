@@ -3,23 +3,20 @@
 use std::collections::HashMap;
 
 use actix_web::{get, post, web, HttpResponse};
-use ledger_core::{Page, Retention, YearMonth};
+use ledger_core::Page;
 
 use crate::auth::Authed;
 use crate::body::JsonBody;
-use crate::checkout::CheckoutFailure;
 use crate::error::ApiError;
+use crate::service::accounts;
 use crate::state::AppState;
 use crate::wire::{
     BalanceView, CheckoutView, PackView, PurchaseRequest, TransactionView, UsageView,
 };
 
+/// What `who` can spend now.
 pub async fn available(state: &AppState, who: &Authed) -> Result<ledger_core::Credits, ApiError> {
-    let id = who.account_id.clone();
-    let now = state.now();
-    state
-        .blocking(move |s| Ok(s.balance(&id, now)?.available))
-        .await
+    accounts::available(state, &who.account_id).await
 }
 
 /// What can be spent now: usable credits minus active holds. Never consumes credits.
@@ -56,37 +53,11 @@ pub async fn purchase(
     who: Authed,
     body: JsonBody<PurchaseRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let pack = state
-        .catalogue
-        .find_active(body.value.pack_id.trim())
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound("Credit pack not found".into()))?;
-    let provider = state.checkout.clone();
-    let account = who.account_id.clone();
-    let url = web::block(move || provider.create_checkout(&account, &pack)).await?;
-    match url {
-        Ok(checkout_url) => Ok(HttpResponse::Ok().json(CheckoutView { checkout_url })),
-        Err(CheckoutFailure::ProductNotConfigured) => Err(ApiError::Misconfigured(
-            "Product not configured for this pack".into(),
-        )),
-        Err(CheckoutFailure::Provider(why)) => Err(ApiError::BadGateway(format!(
-            "The payment provider could not start a checkout ({why}); try again in a moment"
-        ))),
-        Err(CheckoutFailure::NotConfigured) => Err(not_configured()),
-        Err(CheckoutFailure::Internal(why)) => Err(ApiError::internal(why)),
-    }
+    let checkout_url = accounts::purchase(&state, who.account_id, &body.value.pack_id).await?;
+    Ok(HttpResponse::Ok().json(CheckoutView { checkout_url }))
 }
 
-/// 503 `PAYMENTS_NOT_CONFIGURED`: no payment provider is configured (the built-in
-/// default), so nothing can be bought. The message names the settings to set; retrying
-/// helps only once an operator has set them.
-pub fn not_configured() -> ApiError {
-    ApiError::Unavailable {
-        code: "PAYMENTS_NOT_CONFIGURED",
-        message: payments::PAYMENTS_NOT_CONFIGURED.into(),
-        retry_after_secs: 3600,
-    }
-}
+pub use crate::service::accounts::payments_not_configured as not_configured;
 
 /// History, newest first. `limit` 1..=100 (default 50), `offset` from 0.
 #[utoipa::path(tag = "credits",
@@ -98,13 +69,9 @@ pub async fn transactions(
     who: Authed,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let page = Page::parse(
-        query.get("limit").map(String::as_str),
-        query.get("offset").map(String::as_str),
-    )?;
-    let entries = state
-        .blocking(move |s| Ok(s.history(&who.account_id, page)?))
-        .await?;
+    let q = |name: &str| query.get(name).map(String::as_str);
+    let page = Page::parse(q("limit"), q("offset"))?;
+    let entries = accounts::history(&state, who.account_id, page).await?;
     let view: Vec<TransactionView> = entries.iter().map(TransactionView::from).collect();
     Ok(HttpResponse::Ok().json(view))
 }
@@ -120,20 +87,8 @@ pub async fn usage(
     who: Authed,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = state.now();
-    let month = YearMonth::from_query(
-        query.get("year").map(String::as_str),
-        query.get("month").map(String::as_str),
-        now,
-    )?;
-    let retention =
-        Retention::months(state.settings.credits.retention_months).map_err(ApiError::internal)?;
-    if !retention.contains(month, now) {
-        return Ok(HttpResponse::Ok().json(Vec::<UsageView>::new()));
-    }
-    let entries = state
-        .blocking(move |s| Ok(s.month(&who.account_id, month)?))
-        .await?;
+    let q = |name: &str| query.get(name).map(String::as_str);
+    let entries = accounts::month(&state, who.account_id, q("year"), q("month")).await?;
     let view: Vec<UsageView> = entries.iter().map(UsageView::from).collect();
     Ok(HttpResponse::Ok().json(view))
 }

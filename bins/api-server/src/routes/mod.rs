@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod auto_topup;
 pub mod credits;
+pub mod docs;
 pub mod screenshot;
 pub mod system;
 
@@ -25,8 +26,10 @@ use crate::error::ApiError;
 /// ([`documented`]) and the methods each path allows ([`table`], for `405` with `Allow`).
 macro_rules! routes {
     ($($module:ident :: $handler:ident),* $(,)?) => {
+        /// Mounts every API route, and the reference page ([`docs`]).
         pub fn configure(cfg: &mut web::ServiceConfig) {
             $( cfg.service($module::$handler); )*
+            docs::configure(cfg);
         }
 
         /// The OpenAPI paths of every registered route.

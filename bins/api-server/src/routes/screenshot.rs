@@ -42,7 +42,10 @@ fn render(shot: Shot) -> HttpResponse {
         HeaderName::from_static("x-cache"),
         HeaderValue::from_static(if shot.cache_hit { "HIT" } else { "MISS" }),
     );
-    if let Some(id) = shot.screenshot_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+    if let Some(id) = shot
+        .screenshot_id
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+    {
         h.insert(HeaderName::from_static("x-screenshot-id"), id);
     }
     if shot.replayed {
@@ -61,6 +64,18 @@ fn with_metering_charged_only(mut res: HttpResponse) -> HttpResponse {
         HeaderValue::from_static("0"),
     );
     res
+}
+
+fn shot_request(
+    req: &HttpRequest,
+    who: crate::auth::Authed,
+    options: Result<RawCaptureOptions, ApiError>,
+) -> ShotRequest {
+    ShotRequest {
+        account: who.account_id,
+        options,
+        key: idempotency_key(req),
+    }
 }
 
 /// A caller that is not allowed to spend: refused before anything else.
@@ -164,11 +179,7 @@ pub async fn take_get(
         Ok(who) => who,
         Err(e) => return unauthorized(e),
     };
-    let request = ShotRequest {
-        account: who.account_id,
-        options: query.into_inner(),
-        key: idempotency_key(&req),
-    };
+    let request = shot_request(&req, who, Ok(query.into_inner()));
     render(service::take(&state, request).await)
 }
 
@@ -196,16 +207,11 @@ pub async fn take_post(
     };
     // A JSON body is typed: `"width": "800"` is a wrong type (the query string of a GET
     // carries only text).
-    let options = parse_json::<RawCaptureOptions>(&body)
-        .and_then(|raw| raw.check_json_types().map(|()| raw).map_err(ApiError::from));
-    let shot = match options {
-        Ok(options) => {
-            let key = idempotency_key(&req);
-            service::take(&state, ShotRequest { account: who.account_id, options, key }).await
-        }
-        Err(e) => service::refuse(&state, &who.account_id, e).await,
-    };
-    render(shot)
+    let options = parse_json::<RawCaptureOptions>(&body).and_then(|raw| {
+        raw.check_json_types()?;
+        Ok(raw)
+    });
+    render(service::take(&state, shot_request(&req, who, options)).await)
 }
 
 /// What a capture would cost.

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use ledger_core::{AccountId, Credits, Entry, Page, Retention, Timestamp, YearMonth};
+use ledger_core::{AccountId, Credits, Entry, Page, Retention, YearMonth};
 use ledger_store::{Account, ApiKey, NewAccount, Subscription};
 use payments::{AutoTopupRequest, AutoTopupView, PaymentsError};
 
-use crate::auth::{hash_password, new_api_key, new_session_token, sha256_hex, verify_password};
+use crate::auth::{
+    hash_password, new_api_key, new_session_token, sha256_hex, verify_password, Credential,
+};
 use crate::checkout::CheckoutFailure;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -48,6 +50,35 @@ pub fn valid_password(password: &str) -> Result<(), ApiError> {
             "password must be 8 to 1024 characters long",
         ))
     }
+}
+
+/// The account a session token or API key belongs to, how it was proven, and whether
+/// the account still exists; `None` for a secret nobody holds.
+pub async fn authenticate(
+    state: &AppState,
+    is_session: bool,
+    secret: &str,
+) -> Result<Option<(AccountId, Credential, bool)>, ApiError> {
+    let hash = sha256_hex(secret);
+    let now = state.now();
+    state
+        .blocking(move |store| {
+            let found = if is_session {
+                store
+                    .session_account(&hash, now)?
+                    .map(|a| (a, Credential::Session(hash)))
+            } else {
+                store
+                    .api_key_account(&hash, now)?
+                    .map(|(a, id)| (a, Credential::ApiKey(id)))
+            };
+            let Some((account_id, credential)) = found else {
+                return Ok(None);
+            };
+            let exists = store.account(&account_id)?.is_some();
+            Ok(Some((account_id, credential, exists)))
+        })
+        .await
 }
 
 /// A new session: the token for the cookie (only its hash is stored).
@@ -175,7 +206,11 @@ pub async fn api_keys(state: &AppState, account: AccountId) -> Result<Vec<ApiKey
 }
 
 /// Revokes one of the account's keys; 404 when it has no such key.
-pub async fn revoke_api_key(state: &AppState, account: AccountId, id: String) -> Result<(), ApiError> {
+pub async fn revoke_api_key(
+    state: &AppState,
+    account: AccountId,
+    id: String,
+) -> Result<(), ApiError> {
     let now = state.now();
     let shown = id.clone();
     let revoked = state
@@ -205,8 +240,14 @@ pub async fn subscription(
 }
 
 /// One page of history, newest first.
-pub async fn history(state: &AppState, account: AccountId, page: Page) -> Result<Vec<Entry>, ApiError> {
-    state.blocking(move |s| Ok(s.history(&account, page)?)).await
+pub async fn history(
+    state: &AppState,
+    account: AccountId,
+    page: Page,
+) -> Result<Vec<Entry>, ApiError> {
+    state
+        .blocking(move |s| Ok(s.history(&account, page)?))
+        .await
 }
 
 /// Every entry of a calendar month; empty beyond the retention window.
@@ -238,7 +279,11 @@ pub fn payments_not_configured() -> ApiError {
 }
 
 /// Starts a checkout for an active pack; returns the provider's checkout URL.
-pub async fn purchase(state: &AppState, account: AccountId, pack_id: &str) -> Result<String, ApiError> {
+pub async fn purchase(
+    state: &AppState,
+    account: AccountId,
+    pack_id: &str,
+) -> Result<String, ApiError> {
     let pack = state
         .catalogue
         .find_active(pack_id.trim())
@@ -296,7 +341,6 @@ pub async fn set_auto_topup(
     state: &AppState,
     account: AccountId,
     request: AutoTopupRequest,
-    now: Timestamp,
 ) -> Result<AutoTopupView, ApiError> {
     if request.threshold_credits.is_negative() {
         return Err(ApiError::invalid(
@@ -304,9 +348,12 @@ pub async fn set_auto_topup(
             "thresholdCredits must not be negative",
         ));
     }
-    let p = payments(state)?;
+    let (p, now) = (payments(state)?, state.now());
     state
         .blocking
-        .store(move || p.put_auto_topup(&account, &request, now).map_err(payments_error))
+        .store(move || {
+            p.put_auto_topup(&account, &request, now)
+                .map_err(payments_error)
+        })
         .await
 }

@@ -226,13 +226,17 @@ pub async fn subscribe(
     plan_id: &str,
     status: Option<String>,
 ) -> Result<SubscriptionState, ApiError> {
-    let plan = state.settings.plan(plan_id.trim()).cloned().ok_or_else(|| {
-        let known: Vec<&str> = state.settings.plans.iter().map(|p| p.id.as_str()).collect();
-        ApiError::NotFound(format!(
-            "Plan `{plan_id}` not found; configured plans: {}",
-            known.join(", ")
-        ))
-    })?;
+    let plan = state
+        .settings
+        .plan(plan_id.trim())
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<&str> = state.settings.plans.iter().map(|p| p.id.as_str()).collect();
+            ApiError::NotFound(format!(
+                "Plan `{plan_id}` not found; configured plans: {}",
+                known.join(", ")
+            ))
+        })?;
     let status = status.unwrap_or_else(|| "active".into());
     if !SUBSCRIPTION_STATUSES.contains(&status.as_str()) {
         return Err(ApiError::invalid(
@@ -273,4 +277,3 @@ pub async fn set_max_hard_limit(
 pub async fn verify(state: &AppState) -> Result<VerifyReport, ApiError> {
     state.blocking(|s| Ok(s.verify()?)).await
 }
-

@@ -5,3 +5,4 @@
 pub mod accounts;
 pub mod metering;
 pub mod screenshot;
+pub mod system;

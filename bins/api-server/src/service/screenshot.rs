@@ -11,8 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use capture::{CaptureError, CaptureOptions, Captured, RawCaptureOptions};
-use ledger_core::{AccountId, Credits, HoldId, Memo};
 use ledger_core::IdempotencyKey;
+use ledger_core::{AccountId, Credits, HoldId, Memo};
 use ledger_store::{new_id, Claim, Operation, Outcome, ScreenshotAnswer, Spend};
 
 use crate::error::ApiError;
@@ -113,7 +113,8 @@ impl Shot {
 #[derive(Debug)]
 pub struct ShotRequest {
     pub account: AccountId,
-    pub options: RawCaptureOptions,
+    /// The options, or why the body holding them was refused.
+    pub options: Result<RawCaptureOptions, ApiError>,
     /// The `Idempotency-Key` header (an invalid one is refused after the options are).
     pub key: Result<Option<IdempotencyKey>, ApiError>,
 }
@@ -127,9 +128,8 @@ pub async fn balance(state: &AppState, account: &AccountId) -> Option<Credits> {
         .ok()
 }
 
-/// A request refused before it reached the flow (a body that does not parse): nothing
-/// charged, the balance as it is.
-pub async fn refuse(state: &AppState, account: &AccountId, error: ApiError) -> Shot {
+/// A request refused before any work: nothing charged, the balance as it is.
+async fn refuse(state: &AppState, account: &AccountId, error: ApiError) -> Shot {
     Shot::refused(error, balance(state, account).await)
 }
 
@@ -151,6 +151,10 @@ pub async fn take(state: &AppState, request: ShotRequest) -> Shot {
         options,
         key,
     } = request;
+    let options = match options {
+        Ok(o) => o,
+        Err(e) => return refuse(state, &account, e).await,
+    };
     let fingerprint = format!(
         "screenshot\n{}",
         serde_json::to_string(&options).unwrap_or_default()
@@ -212,7 +216,12 @@ async fn replay(
     let bytes = match &answer.object {
         Some(object) => {
             let (cache, object) = (state.cache.clone(), object.clone());
-            state.blocking.run(move || cache.object(&object)).await.ok().flatten()
+            state
+                .blocking
+                .run(move || cache.object(&object))
+                .await
+                .ok()
+                .flatten()
         }
         None => None,
     };
@@ -432,7 +441,11 @@ async fn work(
             })
             .await;
             let content_type = shot.content_type.to_owned();
-            let (cache, ct, bytes) = (state.cache.clone(), content_type.clone(), shot.bytes.clone());
+            let (cache, ct, bytes) = (
+                state.cache.clone(),
+                content_type.clone(),
+                shot.bytes.clone(),
+            );
             let store_in_cache = opts.cache();
             let object = state
                 .blocking

@@ -9,6 +9,7 @@ mod binary;
 mod codec_errors;
 mod concurrency;
 mod credits;
+mod docs_page;
 mod errors;
 mod faults;
 mod isolation;

@@ -116,7 +116,7 @@ impl World {
         let options: RawCaptureOptions = serde_json::from_value(options).unwrap();
         let request = ShotRequest {
             account: self.account.clone(),
-            options,
+            options: Ok(options),
             key: Ok(key.map(|k| IdempotencyKey::parse(k).unwrap())),
         };
         screenshot::take(&self.state, request).await
@@ -124,7 +124,11 @@ impl World {
 
     fn available(&self) -> Credits {
         let now = Timestamp::from_millis(NOW);
-        self.state.store.balance(&self.account, now).unwrap().available
+        self.state
+            .store
+            .balance(&self.account, now)
+            .unwrap()
+            .available
     }
 
     fn usage_entries(&self) -> usize {
@@ -133,7 +137,10 @@ impl World {
             .store
             .history(&self.account, Page::parse(None, None).unwrap())
             .unwrap();
-        entries.iter().filter(|e| e.kind == EntryKind::Usage).count()
+        entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Usage)
+            .count()
     }
 
     fn verified(&self) {
@@ -159,7 +166,10 @@ async fn a_capture_charges_once(backend: &'static str) {
     let shot = w.take(uncached(), None).await;
     assert_eq!(status(&shot), 200, "{:?}", shot.answer.as_ref().err());
     let image = shot.answer.as_ref().unwrap();
-    assert_eq!((image.bytes.as_slice(), image.content_type.as_str()), (PNG, "image/png"));
+    assert_eq!(
+        (image.bytes.as_slice(), image.content_type.as_str()),
+        (PNG, "image/png")
+    );
     assert!(image.file_name.starts_with("scr_") && image.file_name.ends_with(".png"));
     assert_eq!(shot.charged, Credits::whole(1));
     assert_eq!(shot.remaining, Some(Credits::whole(4)));
@@ -180,10 +190,16 @@ async fn a_failed_capture_releases_its_hold(backend: &'static str) {
     let body = shot.answer.as_ref().unwrap_err().body();
     assert_eq!(body["code"], "TIMEOUT", "{body}");
     assert!(
-        body["error"].as_str().unwrap().ends_with("nothing was charged"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("nothing was charged"),
         "{body}"
     );
-    assert_eq!((shot.charged, shot.remaining), (Credits::ZERO, Some(Credits::whole(5))));
+    assert_eq!(
+        (shot.charged, shot.remaining),
+        (Credits::ZERO, Some(Credits::whole(5)))
+    );
     assert_eq!(w.available(), Credits::whole(5));
     assert_eq!((w.usage_entries(), w.browser.captures()), (0, 1));
     w.verified();
@@ -204,8 +220,15 @@ async fn credits_that_do_not_cover_are_402_before_the_browser(backend: &'static 
         (Some(1.0), Some(0.0)),
         "{body}"
     );
-    assert_eq!((shot.charged, shot.remaining), (Credits::ZERO, Some(Credits::ZERO)));
-    assert_eq!(w.browser.captures(), 0, "the browser ran for an unpaid capture");
+    assert_eq!(
+        (shot.charged, shot.remaining),
+        (Credits::ZERO, Some(Credits::ZERO))
+    );
+    assert_eq!(
+        w.browser.captures(),
+        0,
+        "the browser ran for an unpaid capture"
+    );
     w.verified();
 }
 
@@ -227,7 +250,10 @@ async fn an_idempotent_retry_answers_the_same_and_charges_once(backend: &'static
     assert_eq!((w.usage_entries(), w.browser.captures()), (1, 1));
     // The same key with other options is a conflict, and charges nothing either.
     let other = w
-        .take(json!({"url": "https://example.org/", "cache": false}), Some("retry-1"))
+        .take(
+            json!({"url": "https://example.org/", "cache": false}),
+            Some("retry-1"),
+        )
         .await;
     assert_eq!(status(&other), 409);
     assert_eq!(other.answer.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
@@ -257,7 +283,10 @@ async fn a_forbidden_target_is_refused_before_any_credit_moves(backend: &'static
     assert_eq!(shot.answer.as_ref().unwrap_err().code(), "FORBIDDEN_TARGET");
     assert_eq!(shot.charged, Credits::ZERO);
     assert_eq!(
-        (w.browser.checks.load(Ordering::SeqCst), w.browser.captures()),
+        (
+            w.browser.checks.load(Ordering::SeqCst),
+            w.browser.captures()
+        ),
         (1, 0)
     );
     assert_eq!(w.available(), Credits::whole(5));
