@@ -14,6 +14,7 @@ mod errors;
 mod faults;
 mod isolation;
 mod openapi;
+mod overload;
 mod payments;
 mod screenshots;
 mod security;
