@@ -45,6 +45,13 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Forbidden(String),
+    /// A known path without this method: 405 with `Allow` (the methods it has).
+    #[error("{method} is not allowed on {path}; use {allow} (see /openapi.json)")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
     #[error("Request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("Too many failed logins; try again in {retry_after_secs} seconds")]
@@ -148,6 +155,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
             ApiError::Conflict { code, .. } => code,
             ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             ApiError::BadGateway(_) => "PAYMENT_PROVIDER_ERROR",
@@ -171,6 +179,7 @@ impl ResponseError for ApiError {
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -191,6 +200,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         if let Some(secs) = self.retry_after_secs() {
             res.insert_header(("retry-after", secs.to_string()));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            res.insert_header((actix_web::http::header::ALLOW, allow.clone()));
         }
         match self {
             ApiError::Stored { body, .. } => {

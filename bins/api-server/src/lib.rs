@@ -21,7 +21,7 @@ pub mod wire;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpRequest};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 
 use crate::error::ApiError;
 pub use crate::server::{capture_config, init_logging, open_store, run};
@@ -29,10 +29,19 @@ pub use crate::state::{system_clock, AppState, Clock};
 
 /// No route took the request: a known path with a method it does not have is `405` with
 /// `Allow` (the methods registered on it); anything else is the JSON `404`.
-async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+async fn not_found(req: HttpRequest) -> HttpResponse {
     match routes::route_of(req.path()) {
-        Some(route) => middleware::method_not_allowed(req.method(), req.path(), &route.methods),
-        None => actix_web::ResponseError::error_response(&ApiError::NotFound(format!(
+        Some(route) => HttpResponse::from_error(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+            allow: route
+                .methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        None => HttpResponse::from_error(ApiError::NotFound(format!(
             "No such endpoint: {} {}; see /openapi.json",
             req.method(),
             req.path()

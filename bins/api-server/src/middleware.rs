@@ -114,25 +114,6 @@ fn framework_error(
     HttpResponse::build(status).json(serde_json::json!({ "error": message, "code": code }))
 }
 
-/// `405` with `Allow`: `path` exists, but not with `method`.
-pub fn method_not_allowed(
-    method: &actix_web::http::Method,
-    path: &str,
-    allowed: &[actix_web::http::Method],
-) -> HttpResponse {
-    let allow = allowed
-        .iter()
-        .map(|m| m.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    HttpResponse::MethodNotAllowed()
-        .insert_header((actix_web::http::header::ALLOW, allow.clone()))
-        .json(serde_json::json!({
-            "error": format!("{method} is not allowed on {path}; use {allow} (see /openapi.json)"),
-            "code": "METHOD_NOT_ALLOWED",
-        }))
-}
-
 /// A 400 for a NUL character (`%00`) in the path (naming the path parameter) or in the
 /// query string (naming the query parameter). PostgreSQL cannot store one, and no value
 /// of this API has one, so it is refused alike on both backends.
