@@ -2,6 +2,10 @@
 //!
 //! The HTTP face of the ledger. `main.rs` only reads the configuration and calls [`run`];
 //! everything else lives here so tests build the same app in-process with [`app`].
+//!
+//! The flows are in [`service`] (testable without HTTP); the handlers in [`routes`] only
+//! extract, call a service and convert; [`error::ApiError`] makes every error status;
+//! [`blocking`] is the one bridge to the blocking pool.
 
 pub mod auth;
 pub mod blocking;
