@@ -237,21 +237,28 @@ pub enum AuthError {
     BadCsrfToken,
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Api(e) => e,
+            other => ApiError::Unproven(other.to_string()),
+        }
+    }
+}
+
+/// Answered as [`ApiError`] answers.
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         match self {
             AuthError::Api(e) => e.status_code(),
-            _ => StatusCode::UNAUTHORIZED,
+            other => ApiError::Unproven(other.to_string()).status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
             AuthError::Api(e) => e.error_response(),
-            other => HttpResponse::Unauthorized().json(serde_json::json!({
-                "error": other.to_string(),
-                "code": "CSRF_TOKEN_REQUIRED",
-            })),
+            other => ApiError::Unproven(other.to_string()).error_response(),
         }
     }
 }
@@ -279,28 +286,7 @@ impl FromRequest for Authed {
             if secret.is_empty() || secret.contains('\0') {
                 return Err(ApiError::Unauthorized.into());
             }
-            let hash = sha256_hex(&secret);
-            let now = state.now();
-            let found = state
-                .blocking(move |store| {
-                    let found = if is_session {
-                        store
-                            .access()
-                            .session_account(&hash, now)?
-                            .map(|a| (a, Credential::Session(hash)))
-                    } else {
-                        store
-                            .access()
-                            .api_key_account(&hash, now)?
-                            .map(|(a, id)| (a, Credential::ApiKey(id)))
-                    };
-                    let Some((account_id, credential)) = found else {
-                        return Ok(None);
-                    };
-                    let exists = store.ledger().account(&account_id)?.is_some();
-                    Ok(Some((account_id, credential, exists)))
-                })
-                .await?;
+            let found = crate::service::accounts::authenticate(&state, is_session, &secret).await?;
             match found {
                 None => Err(ApiError::Unauthorized.into()),
                 Some((_, _, false)) => Err(ApiError::UserNotFound.into()),

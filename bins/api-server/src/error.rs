@@ -14,6 +14,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use capture::CaptureError;
 use ledger_core::{Credits, LedgerError, QueryError};
 use ledger_store::StoreError;
 use serde_json::json;
@@ -24,6 +25,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("Invalid email or password")]
     BadLogin,
+    /// A session cookie without the proof of intent the call needs (ADR 5): 401
+    /// `CSRF_TOKEN_REQUIRED`, the message saying what to send instead.
+    #[error("{0}")]
+    Unproven(String),
     #[error("User not found")]
     UserNotFound,
     #[error("{0}")]
@@ -40,6 +45,13 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Forbidden(String),
+    /// A known path without this method: 405 with `Allow` (the methods it has).
+    #[error("{method} is not allowed on {path}; use {allow} (see /openapi.json)")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
     #[error("Request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("Too many failed logins; try again in {retry_after_secs} seconds")]
@@ -53,12 +65,36 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// `/healthz` while the database does not answer: 503 with the failing check.
+    #[error(
+        "Not ready: the database does not answer; try again in {DATABASE_RETRY_AFTER_SECS} seconds"
+    )]
+    NotReady,
+    /// A capture that failed (or was refused) in the browser pool; nothing was charged.
+    #[error("{}", capture_message(.0))]
+    Capture(#[source] CaptureError),
+    /// An answer stored for an `Idempotency-Key`, sent again as it was first sent.
+    #[error("a stored answer (HTTP {status})")]
+    Stored { status: u16, body: String },
     /// A 500 whose message is part of the contract (e.g. an unconfigured pack).
     #[error("{0}")]
     Misconfigured(String),
-    /// Anything unexpected; the cause is logged, never shown.
-    #[error("internal: {0}")]
-    Internal(String),
+    /// Anything unexpected; the cause is logged (with its chain), never shown.
+    #[error("internal: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// What a client is told about a failed capture.
+fn capture_message(e: &CaptureError) -> String {
+    if e.is_safe_to_show() {
+        format!("{e}; nothing was charged")
+    } else {
+        "The capture failed unexpectedly; nothing was charged. The x-request-id header identifies it in our logs".into()
+    }
 }
 
 impl ApiError {
@@ -69,24 +105,65 @@ impl ApiError {
         }
     }
 
+    /// An unexpected failure described by `cause` (a message, no error to chain).
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        ApiError::Internal(cause.to_string())
+        ApiError::Internal {
+            message: cause.to_string(),
+            source: None,
+        }
+    }
+
+    /// An unexpected failure caused by `e`, kept as the source so the log shows its chain.
+    pub fn internal_from(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+        ApiError::Internal {
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// True for failures of something we call (a capture target, the browser, the payment
+    /// provider), or a stored answer sent again: logged as warnings, not as our errors.
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Capture(_) | ApiError::BadGateway(_) | ApiError::Stored { .. }
+        )
+    }
+
+    /// The error and every cause under it, `outer: inner: ...`, for the log.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            let shown = e.to_string();
+            if !text.ends_with(&shown) {
+                text.push_str(": ");
+                text.push_str(&shown);
+            }
+            cause = e.source();
+        }
+        text
     }
 
     /// The machine-readable code of the answer.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized | ApiError::BadLogin => "UNAUTHORIZED",
+            ApiError::Unproven(_) => "CSRF_TOKEN_REQUIRED",
             ApiError::UserNotFound | ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Invalid { .. } => "INVALID_REQUEST",
             ApiError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
             ApiError::Conflict { code, .. } => code,
             ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             ApiError::BadGateway(_) => "PAYMENT_PROVIDER_ERROR",
             ApiError::Unavailable { code, .. } => code,
-            ApiError::Misconfigured(_) | ApiError::Internal(_) => "INTERNAL",
+            ApiError::NotReady => "DATABASE_UNAVAILABLE",
+            ApiError::Capture(e) => e.code(),
+            ApiError::Stored { .. } => "STORED",
+            ApiError::Misconfigured(_) | ApiError::Internal { .. } => "INTERNAL",
         }
     }
 }
@@ -94,22 +171,65 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized | ApiError::BadLogin => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadLogin | ApiError::Unproven(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::UserNotFound | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Misconfigured(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Capture(e) => {
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            ApiError::Stored { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            ApiError::Misconfigured(_) | ApiError::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = match self {
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after_secs() {
+            res.insert_header(("retry-after", secs.to_string()));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            res.insert_header((actix_web::http::header::ALLOW, allow.clone()));
+        }
+        match self {
+            ApiError::Stored { body, .. } => {
+                res.content_type("application/json").body(body.clone())
+            }
+            other => res.json(other.body()),
+        }
+    }
+}
+
+impl ApiError {
+    /// Seconds the client is asked to wait before trying again (`Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyAttempts { retry_after_secs }
+            | ApiError::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            ApiError::Capture(e) => e.retry_after_secs(),
+            ApiError::NotReady => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
+    /// The JSON body of the answer (also what is stored for an idempotent replay).
+    pub fn body(&self) -> serde_json::Value {
+        match self {
             ApiError::InsufficientCredits { required, balance } => json!({
                 "error": "Insufficient credits",
                 "code": self.code(),
@@ -122,7 +242,16 @@ impl ResponseError for ApiError {
                 "code": self.code(),
                 "field": field,
             }),
-            ApiError::Internal(_) => json!({
+            ApiError::NotReady => json!({
+                "status": "unavailable",
+                "error": self.to_string(),
+                "code": self.code(),
+                "checks": { "database": { "ok": false, "error": "does not answer" } },
+            }),
+            ApiError::Stored { body, .. } => {
+                serde_json::from_str(body).unwrap_or_else(|_| json!({ "error": body }))
+            }
+            ApiError::Internal { .. } => json!({
                 "error": "Internal server error; the x-request-id header identifies this failure in our logs",
                 "code": self.code(),
             }),
@@ -131,16 +260,7 @@ impl ResponseError for ApiError {
                 json!({ "error": self.to_string() })
             }
             other => json!({ "error": other.to_string(), "code": other.code() }),
-        };
-        let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyAttempts { retry_after_secs }
-        | ApiError::Unavailable {
-            retry_after_secs, ..
-        } = self
-        {
-            res.insert_header(("retry-after", retry_after_secs.to_string()));
         }
-        res.json(body)
     }
 }
 
@@ -187,7 +307,7 @@ impl From<StoreError> for ApiError {
                 ),
             },
             StoreError::Refused(rule) => ApiError::from(rule),
-            other => ApiError::internal(other),
+            other => ApiError::internal_from(other),
         }
     }
 }
@@ -229,6 +349,51 @@ impl From<LedgerError> for ApiError {
 
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> ApiError {
-        ApiError::internal(e)
+        ApiError::internal_from(e)
+    }
+}
+
+impl From<CaptureError> for ApiError {
+    fn from(e: CaptureError) -> ApiError {
+        ApiError::Capture(e)
+    }
+}
+
+impl From<capture::OptionError> for ApiError {
+    /// A capture option that failed validation: the usual 400 naming the field.
+    fn from(e: capture::OptionError) -> ApiError {
+        ApiError::invalid(e.field(), e.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the query failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_500_keeps_its_cause_chain_and_shows_none_of_it() {
+        let e = ApiError::internal_from(Outer(std::io::Error::other("disk full")));
+        assert_eq!(e.chain(), "internal: the query failed: disk full");
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = e.body().to_string();
+        assert!(!body.contains("disk") && !body.contains("query"), "{body}");
+    }
+
+    #[test]
+    fn a_capture_failure_says_nothing_was_charged() {
+        let e = ApiError::from(CaptureError::Busy {
+            retry_after_secs: 3,
+        });
+        assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after_secs(), Some(3));
+        assert_eq!(e.body()["code"], "BUSY");
+        assert!(e.body()["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("; nothing was charged"));
     }
 }

@@ -2,8 +2,13 @@
 //!
 //! The HTTP face of the ledger. `main.rs` only reads the configuration and calls [`run`];
 //! everything else lives here so tests build the same app in-process with [`app`].
+//!
+//! The flows are in [`service`] (testable without HTTP); the handlers in [`routes`] only
+//! extract, call a service and convert; [`error::ApiError`] makes every error status;
+//! [`blocking`] is the one bridge to the blocking pool.
 
 pub mod auth;
+pub mod blocking;
 pub mod body;
 pub mod cache;
 pub mod checkout;
@@ -13,13 +18,14 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod throttle;
 pub mod wire;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpRequest};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 
 use crate::error::ApiError;
 pub use crate::server::{init_logging, open_store, run};
@@ -27,10 +33,19 @@ pub use crate::state::{system_clock, AppState, Clock};
 
 /// No route took the request: a known path with a method it does not have is `405` with
 /// `Allow` (the methods registered on it); anything else is the JSON `404`.
-async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+async fn not_found(req: HttpRequest) -> HttpResponse {
     match routes::route_of(req.path()) {
-        Some(route) => middleware::method_not_allowed(req.method(), req.path(), &route.methods),
-        None => actix_web::ResponseError::error_response(&ApiError::NotFound(format!(
+        Some(route) => HttpResponse::from_error(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+            allow: route
+                .methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        None => HttpResponse::from_error(ApiError::NotFound(format!(
             "No such endpoint: {} {}; see /openapi.json",
             req.method(),
             req.path()

@@ -1,6 +1,7 @@
 //! Request ids, JSON for every error, NUL characters in the URL, security headers.
 //!
-//! Every answer carries `x-request-id`. A 5xx is logged with its request id and cause.
+//! Every answer carries `x-request-id`. A 5xx is logged with its request id and its
+//! cause chain ([`ApiError::chain`]).
 //! Errors produced by the framework itself (unknown route, wrong method, malformed query
 //! string) are turned into the contract's JSON shape. A NUL (`%00`) anywhere in the path or
 //! the query string is a 400 naming the parameter before any handler runs. Every answer
@@ -33,11 +34,21 @@ pub async fn request_id(
     };
     let status = res.status();
     if status.is_server_error() {
-        match res.response().error() {
-            Some(e) => {
-                tracing::error!(request_id = %id, %method, %path, status = status.as_u16(), cause = ?e, "request failed")
+        let error = res.response().error();
+        let api = error.and_then(|e| e.as_error::<ApiError>());
+        let cause = match (api, error) {
+            (Some(api), _) => Some(api.chain()),
+            (None, Some(e)) => Some(format!("{e:?}")),
+            (None, None) => None,
+        };
+        match cause {
+            // A target or provider that failed: not our failure.
+            Some(cause) if api.is_some_and(ApiError::is_upstream) => {
+                tracing::warn!(request_id = %id, %method, %path, status = status.as_u16(), %cause, "upstream failure")
             }
-            // An upstream failure answered on purpose (a target or provider that failed).
+            Some(cause) => {
+                tracing::error!(request_id = %id, %method, %path, status = status.as_u16(), %cause, "request failed")
+            }
             None => {
                 tracing::warn!(request_id = %id, %method, %path, status = status.as_u16(), "upstream failure")
             }
@@ -101,25 +112,6 @@ fn framework_error(
         ),
     };
     HttpResponse::build(status).json(serde_json::json!({ "error": message, "code": code }))
-}
-
-/// `405` with `Allow`: `path` exists, but not with `method`.
-pub fn method_not_allowed(
-    method: &actix_web::http::Method,
-    path: &str,
-    allowed: &[actix_web::http::Method],
-) -> HttpResponse {
-    let allow = allowed
-        .iter()
-        .map(|m| m.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    HttpResponse::MethodNotAllowed()
-        .insert_header((actix_web::http::header::ALLOW, allow.clone()))
-        .json(serde_json::json!({
-            "error": format!("{method} is not allowed on {path}; use {allow} (see /openapi.json)"),
-            "code": "METHOD_NOT_ALLOWED",
-        }))
 }
 
 /// A 400 for a NUL character (`%00`) in the path (naming the path parameter) or in the
@@ -186,9 +178,10 @@ fn decode_name(text: &str) -> String {
 /// - `X-Content-Type-Options: nosniff`: a browser never second-guesses a content type
 ///   (a JSON error is never run as script, an image never as HTML).
 /// - `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'; base-uri
-///   'none'; form-action 'none'` and `X-Frame-Options: DENY`: this service serves no pages;
-///   whatever a browser renders from it (an error, a PDF it was sent to) may load, run,
-///   frame or post nothing, and no site may frame it.
+///   'none'; form-action 'none'` and `X-Frame-Options: DENY`: whatever a browser renders
+///   from this service (an error, a PDF it was sent to) may load, run, frame or post
+///   nothing, and no site may frame it. The one page, the API reference (`/docs`), sets
+///   its own policy, which allows scripts, styles and requests of this origin only.
 /// - `Referrer-Policy: no-referrer`: an API has no page whose address a link should pass
 ///   on, while its URLs can carry what must not leak (capture options, signed-URL
 ///   signatures); a capture opened in a browser sends no `Referer` to the sites it links.
@@ -210,12 +203,17 @@ pub async fn security_headers(
         .cookies()
         .any(|c| c.name() == crate::auth::SESSION_COOKIE);
     let h = res.headers_mut();
+    // The reference page sets its own (still same-origin only) policy.
+    let page_csp = h.get(header::CONTENT_SECURITY_POLICY).cloned();
     // The same list the HTTP parser's own answers get (`http_edge`).
     for (name, value) in http_edge::SECURITY_HEADERS {
         h.insert(
             header::HeaderName::from_static(name),
             HeaderValue::from_static(value),
         );
+    }
+    if let Some(csp) = page_csp {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     if sets_session || !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

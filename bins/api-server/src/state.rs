@@ -7,9 +7,11 @@ use ledger_core::{Catalogue, Timestamp};
 use ledger_store::Store;
 use settings::Settings;
 
+use crate::blocking::Blocking;
 use crate::cache::DiskCache;
 use crate::checkout::{CheckoutProvider, NoProvider};
 use crate::error::ApiError;
+use crate::service::screenshot::Capturer;
 
 /// The time source (tests pin it).
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -32,14 +34,19 @@ pub struct AppState {
     pub catalogue: Arc<Catalogue>,
     pub clock: Clock,
     pub checkout: Arc<dyn CheckoutProvider>,
-    /// The browser pool; `None` when no browser could be started.
+    /// The browser pool; `None` when no browser could be started. Kept for its shutdown
+    /// and statistics; captures go through [`AppState::capturer`].
     pub capture: Option<capture::CaptureService>,
+    /// What takes screenshots: the browser pool, or a fake in tests.
+    pub capturer: Option<Arc<dyn Capturer>>,
     /// Why `capture` is `None`, shown in 503 answers.
     pub capture_unavailable: Option<String>,
     pub cache: DiskCache,
     /// Payments (checkouts, auto top-up); `None` in tests that do not need them.
     pub payments: Option<Arc<payments::Payments>>,
     pub login_throttle: Arc<crate::throttle::LoginThrottle>,
+    /// The bridge to the blocking pool, bounded to the database pool's size.
+    pub blocking: Blocking,
 }
 
 impl AppState {
@@ -54,6 +61,10 @@ impl AppState {
             settings.auth.max_failed_logins,
             settings.auth.lockout_secs,
         ));
+        let blocking = Blocking::new(
+            settings.database.max_connections as usize,
+            std::time::Duration::from_secs(settings.database.acquire_timeout_secs),
+        );
         Ok(AppState {
             store,
             settings: Arc::new(settings),
@@ -61,16 +72,26 @@ impl AppState {
             clock,
             checkout: Arc::new(NoProvider),
             capture: None,
+            capturer: None,
             capture_unavailable: Some("the capture service was not started".into()),
             cache: DiskCache::new(&settings_cache_dir),
             payments: None,
             login_throttle,
+            blocking,
         })
     }
 
     /// Takes screenshots with `service`.
     pub fn with_capture(mut self, service: capture::CaptureService) -> AppState {
+        self.capturer = Some(Arc::new(service.clone()));
         self.capture = Some(service);
+        self.capture_unavailable = None;
+        self
+    }
+
+    /// Takes screenshots with `capturer` (tests: a fake browser).
+    pub fn with_capturer(mut self, capturer: Arc<dyn Capturer>) -> AppState {
+        self.capturer = Some(capturer);
         self.capture_unavailable = None;
         self
     }
@@ -92,13 +113,14 @@ impl AppState {
         (self.clock)()
     }
 
-    /// Runs blocking store work on actix's thread pool.
+    /// Runs blocking store work through [`Blocking::store`] (bounded; a quick 503 when
+    /// every database connection is taken).
     pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
         let store = self.store.clone();
-        actix_web::web::block(move || f(&store)).await?
+        self.blocking.store(move || f(&store)).await
     }
 }

@@ -9,7 +9,7 @@ use crate::state::AppState;
 use crate::wire::{BalanceView, CreditsV1};
 
 /// `{"balance": 47}` (seed 001).
-#[utoipa::path(get, path = "/api/v1/account/credits", tag = "credits",
+#[utoipa::path(tag = "credits",
     responses((status = 200, body = BalanceView), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/account/credits")]
 pub async fn account_credits(
@@ -21,16 +21,14 @@ pub async fn account_credits(
 }
 
 /// Credits with subscription status (seed 004). No subscription: `inactive`, no id.
-#[utoipa::path(get, path = "/v1/credits", tag = "credits",
+#[utoipa::path(tag = "credits",
     responses((status = 200, body = CreditsV1), (status = 401, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
 #[get("/v1/credits")]
 pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let credits = available(&state, &who).await?;
-    let sub = state
-        .blocking(move |s| Ok(s.access().subscription(&who.account_id)?))
-        .await?;
+    let sub = crate::service::accounts::subscription(&state, who.account_id).await?;
     let (subscription_status, subscription_id) = match sub {
-        Some(s) => (s.status.as_str().to_owned(), Some(s.id)),
+        Some(s) => (s.status, Some(s.id)),
         None => ("inactive".to_owned(), None),
     };
     Ok(HttpResponse::Ok().json(CreditsV1 {
@@ -51,7 +49,7 @@ pub struct CsrfTokenView {
 /// The CSRF token of the caller's session (the same one login and signup return in
 /// `X-CSRF-Token`), for a page that lost it. Only a page of this origin can read the answer:
 /// the service grants no CORS.
-#[utoipa::path(get, path = "/api/v1/account/csrf-token", tag = "accounts",
+#[utoipa::path(tag = "accounts",
     security(("session" = [])),
     responses((status = 200, body = CsrfTokenView), (status = 400, body = crate::wire::ErrorBody),
         (status = 401, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]

@@ -3,17 +3,17 @@
 use actix_web::{delete, get, post, web, HttpResponse};
 use ledger_core::Timestamp;
 
-use crate::auth::{new_api_key, sha256_hex, Authed};
+use crate::auth::Authed;
 use crate::body::JsonBody;
 use crate::error::ApiError;
+use crate::service::accounts;
 use crate::state::AppState;
 use crate::wire::{KeyCreated, KeyView, NewKey};
 
-/// The longest key name, in characters.
-pub const NAME_MAX_CHARS: usize = 100;
+pub use crate::service::accounts::NAME_MAX_CHARS;
 
 /// Creates a key. The `key` field appears only in this answer.
-#[utoipa::path(post, path = "/api/v1/api-keys", tag = "accounts", request_body = NewKey,
+#[utoipa::path(tag = "accounts", request_body = NewKey,
     responses((status = 201, body = KeyCreated), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/api-keys")]
 pub async fn create(
@@ -21,22 +21,7 @@ pub async fn create(
     who: Authed,
     body: JsonBody<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = body.value.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
-        return Err(ApiError::invalid(
-            "name",
-            format!("name must be 1 to {NAME_MAX_CHARS} characters"),
-        ));
-    }
-    let (key, prefix) = new_api_key();
-    let hash = sha256_hex(&key);
-    let now = state.now();
-    let stored = state
-        .blocking(move |s| {
-            Ok(s.access()
-                .create_api_key(&who.account_id, &name, &prefix, &hash, now)?)
-        })
-        .await?;
+    let (key, stored) = accounts::create_api_key(&state, who.account_id, &body.value.name).await?;
     Ok(HttpResponse::Created().json(KeyCreated {
         id: stored.id,
         name: stored.name,
@@ -47,13 +32,11 @@ pub async fn create(
 }
 
 /// The account's live keys (never the keys themselves).
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "accounts",
+#[utoipa::path(tag = "accounts",
     responses((status = 200, body = [KeyView]), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/api-keys")]
 pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
-    let keys = state
-        .blocking(move |s| Ok(s.access().api_keys(&who.account_id)?))
-        .await?;
+    let keys = accounts::api_keys(&state, who.account_id).await?;
     let view: Vec<KeyView> = keys
         .into_iter()
         .map(|k| KeyView {
@@ -68,7 +51,7 @@ pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
 }
 
 /// Revokes a key; it stops working at once.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "accounts",
+#[utoipa::path(tag = "accounts",
     params(("id" = String, Path, description = "The key's id")),
     responses((status = 204, description = "Revoked"), (status = 404, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[delete("/api/v1/api-keys/{id}")]
@@ -77,15 +60,6 @@ pub async fn delete(
     who: Authed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let now = state.now();
-    let shown = id.clone();
-    let revoked = state
-        .blocking(move |s| Ok(s.access().revoke_api_key(&who.account_id, &id, now)?))
-        .await?;
-    if revoked {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound(format!("API key {shown} not found")))
-    }
+    accounts::revoke_api_key(&state, who.account_id, id.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -5,52 +5,18 @@ use std::pin::Pin;
 
 use actix_web::cookie::{time::Duration, Cookie, SameSite};
 use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
 use actix_web::{post, web, FromRequest, HttpRequest, HttpResponse};
-use ledger_store::NewAccount;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{
-    hash_password, new_session_token, sha256_hex, verify_password, Authed, Credential,
-    SESSION_COOKIE,
-};
+use crate::auth::{Authed, Credential, SESSION_COOKIE};
 use crate::body::JsonBody;
 use crate::error::ApiError;
+use crate::service::accounts::{self, LoggedIn};
 use crate::state::AppState;
 use crate::wire::{AccountView, Credentials};
 
-/// Checks an email address enough to catch typos; returns it trimmed and lowercased.
-pub fn valid_email(email: &str) -> Result<String, ApiError> {
-    let email = email.trim().to_lowercase();
-    let ok = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.contains(char::is_whitespace)
-        && email.matches('@').count() == 1;
-    if ok {
-        Ok(email)
-    } else {
-        Err(ApiError::invalid(
-            "email",
-            "email must be an address like name@example.com",
-        ))
-    }
-}
-
-pub fn valid_password(password: &str) -> Result<(), ApiError> {
-    let n = password.chars().count();
-    if (8..=1024).contains(&n) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "password",
-            "password must be 8 to 1024 characters long",
-        ))
-    }
-}
+pub use crate::service::accounts::{valid_email, valid_password};
 
 /// The JSON body of signup and login, which anyone may send: at most
 /// `server.auth_max_body_bytes` (a 413 beyond, checked on the declared length first and
@@ -98,110 +64,48 @@ fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
         .finish()
 }
 
-async fn start_session(
-    state: &AppState,
-    account: ledger_core::AccountId,
-) -> Result<Cookie<'static>, ApiError> {
-    let token = new_session_token();
-    let hash = sha256_hex(&token);
-    let now = state.now();
-    let expires = now.plus_secs(state.settings.auth.session_ttl_hours as i64 * 3600);
-    state
-        .blocking(move |s| Ok(s.access().create_session(&account, &hash, now, expires)?))
-        .await?;
-    Ok(session_cookie(state, token))
+/// The answer that logs `who` in: their account and the session cookie.
+fn logged_in(state: &AppState, status: StatusCode, who: LoggedIn) -> HttpResponse {
+    HttpResponse::build(status)
+        .cookie(session_cookie(state, who.session_token))
+        .json(AccountView {
+            account_id: who.account.id.into_string(),
+            email: who.account.email,
+            balance: who.balance,
+        })
 }
 
 /// Creates an account, grants the signup bonus once, and logs in.
-#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "accounts", request_body = Credentials,
+#[utoipa::path(tag = "accounts", request_body = Credentials,
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/signup")]
 pub async fn signup(
     state: web::Data<AppState>,
     AuthBody(body): AuthBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = valid_email(&body.value.email)?;
-    valid_password(&body.value.password)?;
-    let password = body.value.password.clone();
-    let bonus = state.settings.credits.signup_bonus;
-    let now = state.now();
-    let (account, balance) = state
-        .blocking(move |s| {
-            let hash = hash_password(&password)?;
-            Ok(s.ledger().create_account(
-                NewAccount {
-                    email: Some(email),
-                    password_hash: Some(hash),
-                    signup_bonus: bonus,
-                },
-                now,
-            )?)
-        })
-        .await?;
-    let cookie = start_session(&state, account.id.clone()).await?;
-    Ok(HttpResponse::Created().cookie(cookie).json(AccountView {
-        account_id: account.id.into_string(),
-        email: account.email,
-        balance,
-    }))
+    let who = accounts::signup(&state, &body.value.email, &body.value.password).await?;
+    Ok(logged_in(&state, StatusCode::CREATED, who))
 }
 
 /// Logs in with email and password.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts", request_body = Credentials,
+#[utoipa::path(tag = "accounts", request_body = Credentials,
     responses((status = 200, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 429, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
     AuthBody(body): AuthBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    // Checked before anything is counted or kept: the throttle only ever sees addresses.
-    let email = valid_email(&body.value.email)?;
-    let password = body.value.password.clone();
-    let now = state.now();
-    let throttle = state.login_throttle.clone();
-    if let Err(retry_after_secs) = throttle.check(&email, now) {
-        return Err(ApiError::TooManyAttempts { retry_after_secs });
-    }
-    let key = email.clone();
-    let found = state
-        .blocking(move |s| {
-            let account = s.ledger().account_by_email(&email)?;
-            let ok = verify_password(
-                &password,
-                account.as_ref().and_then(|a| a.password_hash.as_deref()),
-            );
-            match account {
-                Some(a) if ok => {
-                    let balance = s.ledger().balance(&a.id, now)?.available;
-                    Ok(Some((a, balance)))
-                }
-                _ => Ok(None),
-            }
-        })
-        .await?;
-    let Some((account, balance)) = found else {
-        throttle.failed(&key, now);
-        return Err(ApiError::BadLogin);
-    };
-    throttle.succeeded(&key);
-    let cookie = start_session(&state, account.id.clone()).await?;
-    Ok(HttpResponse::Ok().cookie(cookie).json(AccountView {
-        account_id: account.id.into_string(),
-        email: account.email,
-        balance,
-    }))
+    let who = accounts::login(&state, &body.value.email, &body.value.password).await?;
+    Ok(logged_in(&state, StatusCode::OK, who))
 }
 
 /// Ends the session (revoked server-side: the cookie stops working everywhere).
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts",
+#[utoipa::path(tag = "accounts",
     responses((status = 204, description = "Logged out"), (status = 401, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/logout")]
 pub async fn logout(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     if let Credential::Session(hash) = who.credential {
-        let now = state.now();
-        state
-            .blocking(move |s| Ok(s.access().revoke_session(&hash, now)?))
-            .await?;
+        accounts::logout(&state, hash).await?;
     }
     let mut gone = Cookie::build(SESSION_COOKIE, "").path("/").finish();
     gone.make_removal();

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod auto_topup;
 pub mod credits;
+pub mod docs;
 pub mod screenshot;
 pub mod system;
 
@@ -18,13 +19,17 @@ use ledger_store::Applied;
 
 use crate::error::ApiError;
 
-/// Declares every route once. From that one list come the actix registration
-/// ([`configure`]), the OpenAPI paths ([`documented`]) and the methods each path allows
-/// ([`table`], for `405` with `Allow`).
+/// Declares every route once. Each handler's method and path are written once, in its
+/// actix attribute (`#[get("/healthz")]`); its `#[utoipa::path]` reads them from there
+/// (no `path =` of its own), so the document cannot drift from what is served. From this
+/// one list of handlers come the actix registration ([`configure`]), the OpenAPI paths
+/// ([`documented`]) and the methods each path allows ([`table`], for `405` with `Allow`).
 macro_rules! routes {
     ($($module:ident :: $handler:ident),* $(,)?) => {
+        /// Mounts every API route, and the reference page ([`docs`]).
         pub fn configure(cfg: &mut web::ServiceConfig) {
             $( cfg.service($module::$handler); )*
+            docs::configure(cfg);
         }
 
         /// The OpenAPI paths of every registered route.

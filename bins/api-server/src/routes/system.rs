@@ -9,34 +9,20 @@ use crate::state::AppState;
 
 /// 200 once the database answers; 503 (with `Retry-After` and the failing check) while
 /// it does not, within `database.acquire_timeout_secs`.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses(
+#[utoipa::path(tag = "system", responses(
     (status = 200, description = "Ready: every check passed"),
     (status = 503, description = "Not ready: `checks` names the failing one", body = crate::wire::ErrorBody)))]
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let database = state.blocking(|s| Ok(s.ping())).await?;
-    match database {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "checks": { "database": { "ok": true } },
-        }))),
-        Err(error) => {
-            tracing::warn!(%error, "health check: the database does not answer");
-            let retry = crate::error::DATABASE_RETRY_AFTER_SECS;
-            Ok(HttpResponse::ServiceUnavailable()
-                .insert_header(("retry-after", retry.to_string()))
-                .json(json!({
-                    "status": "unavailable",
-                    "error": format!("Not ready: the database does not answer; try again in {retry} seconds"),
-                    "code": "DATABASE_UNAVAILABLE",
-                    "checks": { "database": { "ok": false, "error": "does not answer" } },
-                })))
-        }
-    }
+    crate::service::system::ready(&state).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "checks": { "database": { "ok": true } },
+    })))
 }
 
 /// This API, described by OpenAPI 3.1, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "The OpenAPI document")))]
+#[utoipa::path(tag = "system", responses((status = 200, description = "The OpenAPI document")))]
 #[get("/openapi.json")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())

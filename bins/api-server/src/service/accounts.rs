@@ -1,0 +1,359 @@
+//! An account holder's flows: signup, login and sessions, API keys, balances and
+//! history, purchases and auto top-up. The handlers in `routes` only convert.
+
+use std::sync::Arc;
+
+use ledger_core::{AccountId, Credits, Entry, Page, Retention, YearMonth};
+use ledger_store::{Account, ApiKey, NewAccount, Subscription};
+use payments::{AutoTopupRequest, AutoTopupView, PaymentsError};
+
+use crate::auth::{
+    hash_password, new_api_key, new_session_token, sha256_hex, verify_password, Credential,
+};
+use crate::checkout::CheckoutFailure;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The longest key name, in characters.
+pub const NAME_MAX_CHARS: usize = 100;
+
+/// Checks an email address enough to catch typos; returns it trimmed and lowercased.
+pub fn valid_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim().to_lowercase();
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.contains(char::is_whitespace)
+        && email.matches('@').count() == 1;
+    if ok {
+        Ok(email)
+    } else {
+        Err(ApiError::invalid(
+            "email",
+            "email must be an address like name@example.com",
+        ))
+    }
+}
+
+/// 8 to 1024 characters.
+pub fn valid_password(password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if (8..=1024).contains(&n) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "password",
+            "password must be 8 to 1024 characters long",
+        ))
+    }
+}
+
+/// The account a session token or API key belongs to, how it was proven, and whether
+/// the account still exists; `None` for a secret nobody holds.
+pub async fn authenticate(
+    state: &AppState,
+    is_session: bool,
+    secret: &str,
+) -> Result<Option<(AccountId, Credential, bool)>, ApiError> {
+    let hash = sha256_hex(secret);
+    let now = state.now();
+    state
+        .blocking(move |store| {
+            let found = if is_session {
+                store
+                    .session_account(&hash, now)?
+                    .map(|a| (a, Credential::Session(hash)))
+            } else {
+                store
+                    .api_key_account(&hash, now)?
+                    .map(|(a, id)| (a, Credential::ApiKey(id)))
+            };
+            let Some((account_id, credential)) = found else {
+                return Ok(None);
+            };
+            let exists = store.account(&account_id)?.is_some();
+            Ok(Some((account_id, credential, exists)))
+        })
+        .await
+}
+
+/// A new session: the token for the cookie (only its hash is stored).
+pub async fn start_session(state: &AppState, account: AccountId) -> Result<String, ApiError> {
+    let token = new_session_token();
+    let hash = sha256_hex(&token);
+    let now = state.now();
+    let expires = now.plus_secs(state.settings.auth.session_ttl_hours as i64 * 3600);
+    state
+        .blocking(move |s| Ok(s.create_session(&account, &hash, now, expires)?))
+        .await?;
+    Ok(token)
+}
+
+/// A logged-in account: who, the balance, and the session token for the cookie.
+#[derive(Debug)]
+pub struct LoggedIn {
+    pub account: Account,
+    pub balance: Credits,
+    pub session_token: String,
+}
+
+/// Creates an account, grants the signup bonus once, and starts a session.
+pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<LoggedIn, ApiError> {
+    let email = valid_email(email)?;
+    valid_password(password)?;
+    let password = password.to_owned();
+    let bonus = state.settings.credits.signup_bonus;
+    let now = state.now();
+    let (account, balance) = state
+        .blocking(move |s| {
+            let hash = hash_password(&password)?;
+            Ok(s.create_account(
+                NewAccount {
+                    email: Some(email),
+                    password_hash: Some(hash),
+                    signup_bonus: bonus,
+                },
+                now,
+            )?)
+        })
+        .await?;
+    let session_token = start_session(state, account.id.clone()).await?;
+    Ok(LoggedIn {
+        account,
+        balance,
+        session_token,
+    })
+}
+
+/// Logs in with email and password; failed attempts count towards the lockout.
+pub async fn login(state: &AppState, email: &str, password: &str) -> Result<LoggedIn, ApiError> {
+    // Checked before anything is counted or kept: the throttle only ever sees addresses.
+    let email = valid_email(email)?;
+    let password = password.to_owned();
+    let now = state.now();
+    let throttle = state.login_throttle.clone();
+    if let Err(retry_after_secs) = throttle.check(&email, now) {
+        return Err(ApiError::TooManyAttempts { retry_after_secs });
+    }
+    let key = email.clone();
+    let found = state
+        .blocking(move |s| {
+            let account = s.account_by_email(&email)?;
+            let ok = verify_password(
+                &password,
+                account.as_ref().and_then(|a| a.password_hash.as_deref()),
+            );
+            match account {
+                Some(a) if ok => {
+                    let balance = s.balance(&a.id, now)?.available;
+                    Ok(Some((a, balance)))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await?;
+    let Some((account, balance)) = found else {
+        throttle.failed(&key, now);
+        return Err(ApiError::BadLogin);
+    };
+    throttle.succeeded(&key);
+    let session_token = start_session(state, account.id.clone()).await?;
+    Ok(LoggedIn {
+        account,
+        balance,
+        session_token,
+    })
+}
+
+/// Revokes the session whose token hashes to `hash`.
+pub async fn logout(state: &AppState, hash: String) -> Result<(), ApiError> {
+    let now = state.now();
+    state
+        .blocking(move |s| Ok(s.revoke_session(&hash, now)?))
+        .await?;
+    Ok(())
+}
+
+/// A new API key: the key itself (shown once) and what is stored of it.
+pub async fn create_api_key(
+    state: &AppState,
+    account: AccountId,
+    name: &str,
+) -> Result<(String, ApiKey), ApiError> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
+        return Err(ApiError::invalid(
+            "name",
+            format!("name must be 1 to {NAME_MAX_CHARS} characters"),
+        ));
+    }
+    let (key, prefix) = new_api_key();
+    let hash = sha256_hex(&key);
+    let now = state.now();
+    let stored = state
+        .blocking(move |s| Ok(s.create_api_key(&account, &name, &prefix, &hash, now)?))
+        .await?;
+    Ok((key, stored))
+}
+
+/// The account's live keys.
+pub async fn api_keys(state: &AppState, account: AccountId) -> Result<Vec<ApiKey>, ApiError> {
+    state.blocking(move |s| Ok(s.api_keys(&account)?)).await
+}
+
+/// Revokes one of the account's keys; 404 when it has no such key.
+pub async fn revoke_api_key(
+    state: &AppState,
+    account: AccountId,
+    id: String,
+) -> Result<(), ApiError> {
+    let now = state.now();
+    let shown = id.clone();
+    let revoked = state
+        .blocking(move |s| Ok(s.revoke_api_key(&account, &id, now)?))
+        .await?;
+    if revoked {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("API key {shown} not found")))
+    }
+}
+
+/// What can be spent now: usable credits minus active holds.
+pub async fn available(state: &AppState, account: &AccountId) -> Result<Credits, ApiError> {
+    let (id, now) = (account.clone(), state.now());
+    state
+        .blocking(move |s| Ok(s.balance(&id, now)?.available))
+        .await
+}
+
+/// The account's subscription, if any.
+pub async fn subscription(
+    state: &AppState,
+    account: AccountId,
+) -> Result<Option<Subscription>, ApiError> {
+    state.blocking(move |s| Ok(s.subscription(&account)?)).await
+}
+
+/// One page of history, newest first.
+pub async fn history(
+    state: &AppState,
+    account: AccountId,
+    page: Page,
+) -> Result<Vec<Entry>, ApiError> {
+    state
+        .blocking(move |s| Ok(s.history(&account, page)?))
+        .await
+}
+
+/// Every entry of a calendar month; empty beyond the retention window.
+pub async fn month(
+    state: &AppState,
+    account: AccountId,
+    year: Option<&str>,
+    month: Option<&str>,
+) -> Result<Vec<Entry>, ApiError> {
+    let now = state.now();
+    let month = YearMonth::from_query(year, month, now)?;
+    let retention =
+        Retention::months(state.settings.credits.retention_months).map_err(ApiError::internal)?;
+    if !retention.contains(month, now) {
+        return Ok(Vec::new());
+    }
+    state.blocking(move |s| Ok(s.month(&account, month)?)).await
+}
+
+/// 503 `PAYMENTS_NOT_CONFIGURED`: no payment provider is configured (the built-in
+/// default), so nothing can be bought. The message names the settings to set; retrying
+/// helps only once an operator has set them.
+pub fn payments_not_configured() -> ApiError {
+    ApiError::Unavailable {
+        code: "PAYMENTS_NOT_CONFIGURED",
+        message: payments::PAYMENTS_NOT_CONFIGURED.into(),
+        retry_after_secs: 3600,
+    }
+}
+
+/// Starts a checkout for an active pack; returns the provider's checkout URL.
+pub async fn purchase(
+    state: &AppState,
+    account: AccountId,
+    pack_id: &str,
+) -> Result<String, ApiError> {
+    let pack = state
+        .catalogue
+        .find_active(pack_id.trim())
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound("Credit pack not found".into()))?;
+    let provider = state.checkout.clone();
+    let url = state
+        .blocking
+        .store(move || Ok(provider.create_checkout(&account, &pack)))
+        .await?;
+    url.map_err(|failure| match failure {
+        CheckoutFailure::ProductNotConfigured => {
+            ApiError::Misconfigured("Product not configured for this pack".into())
+        }
+        CheckoutFailure::Provider(why) => ApiError::BadGateway(format!(
+            "The payment provider could not start a checkout ({why}); try again in a moment"
+        )),
+        CheckoutFailure::NotConfigured => payments_not_configured(),
+        CheckoutFailure::Internal(why) => ApiError::internal(why),
+    })
+}
+
+/// The payments service; none wired in (only tests build such a state): payments are off.
+fn payments(state: &AppState) -> Result<Arc<payments::Payments>, ApiError> {
+    state.payments.clone().ok_or_else(payments_not_configured)
+}
+
+/// No provider: turning auto top-up on answers 503 `PAYMENTS_NOT_CONFIGURED` (as a
+/// purchase does), since nothing could pay for a top-up; Polar: 409, it cannot charge a
+/// saved payment method.
+fn payments_error(e: PaymentsError) -> ApiError {
+    match e {
+        PaymentsError::NotConfigured => payments_not_configured(),
+        PaymentsError::UnknownPack { .. } => ApiError::NotFound("Credit pack not found".into()),
+        PaymentsError::AutoTopupUnsupported { reason } => ApiError::Conflict {
+            code: "AUTO_TOPUP_UNSUPPORTED",
+            message: reason,
+        },
+        PaymentsError::Store(s) => ApiError::from(s),
+        other => ApiError::internal_from(other),
+    }
+}
+
+/// The account's auto top-up settings and status.
+pub async fn auto_topup(state: &AppState, account: AccountId) -> Result<AutoTopupView, ApiError> {
+    let p = payments(state)?;
+    state
+        .blocking
+        .store(move || p.get_auto_topup(&account).map_err(payments_error))
+        .await
+}
+
+/// Sets auto top-up.
+pub async fn set_auto_topup(
+    state: &AppState,
+    account: AccountId,
+    request: AutoTopupRequest,
+) -> Result<AutoTopupView, ApiError> {
+    if request.threshold_credits.is_negative() {
+        return Err(ApiError::invalid(
+            "thresholdCredits",
+            "thresholdCredits must not be negative",
+        ));
+    }
+    let (p, now) = (payments(state)?, state.now());
+    state
+        .blocking
+        .store(move || {
+            p.put_auto_topup(&account, &request, now)
+                .map_err(payments_error)
+        })
+        .await
+}
