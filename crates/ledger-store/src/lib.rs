@@ -24,8 +24,6 @@ pub mod payments;
 mod rows;
 mod schema;
 mod screenshots;
-#[cfg(feature = "test-support")]
-pub mod testing;
 
 pub use access::{ApiKey, Subscription, SUBSCRIPTION_STATUSES};
 pub use db::{

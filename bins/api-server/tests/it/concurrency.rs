@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 
 use api_server::AppState;
 use common::*;
-use ledger_store::testing::TestDb;
+use test_support::TestDb;
 use serde_json::json;
 
 fn serve(backend: &str) -> (TestDb, LiveServer) {

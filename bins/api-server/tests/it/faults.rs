@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use api_server::AppState;
 use common::*;
-use ledger_store::testing::{drop_postgres_schema, postgres_schema};
+use test_support::{drop_postgres_schema, postgres_schema};
 use ledger_store::{PoolOptions, Store};
 use serde_json::json;
 

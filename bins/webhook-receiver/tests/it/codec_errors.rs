@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ledger_store::testing::TestDb;
+use test_support::TestDb;
 
 fn healthy(port: u16) -> bool {
     agent()

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use diesel::{Connection, PgConnection, SqliteConnection};
-use ledger_store::testing::{drop_postgres_schema, postgres_schema};
+use test_support::{drop_postgres_schema, postgres_schema};
 use ledger_store::{revert_all_migrations, run_migrations, DbConnection, PoolOptions, Store};
 
 fn folders(backend: &str) -> BTreeSet<String> {

@@ -7,10 +7,10 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use ledger_core::{Credits, EntryKind, Memo};
-use ledger_store::on_both_backends;
-use ledger_store::testing::TestDb;
+use test_support::on_both_backends;
+use test_support::TestDb;
 use ledger_store::{Operation, Spend};
-use payments::fake::Event;
+use test_support::fake_polar::Event;
 use serde_json::Value;
 
 fn process(p: &payments::Payments, e: &Event) -> String {
@@ -20,7 +20,7 @@ fn process(p: &payments::Payments, e: &Event) -> String {
 
 /// An order paid for a checkout `p` made (as every purchase through the api-server is).
 fn paid_order(
-    fake: &payments::fake::FakePolar,
+    fake: &test_support::fake_polar::FakePolar,
     p: &payments::Payments,
     account: &ledger_core::AccountId,
     pack: &str,
@@ -281,7 +281,7 @@ fn fifty_purchases_in_random_order_with_duplicates(db: TestDb) {
 
 /// Account A's checkout of `pack`, paid at the fake: the order Polar would send.
 fn checkout_paid(
-    fake: &payments::fake::FakePolar,
+    fake: &test_support::fake_polar::FakePolar,
     p: &payments::Payments,
     acct: &ledger_core::AccountId,
     pack_id: &str,
