@@ -3,9 +3,9 @@
 use ledger_core::*;
 use ledger_store::{Applied, Idempotency, Operation, Outcome, Spend, Store};
 pub use test_support::assert_verified as assert_clean;
-pub use test_support::{at, c, on_both_backends, TestDb, T0};
+pub use test_support::{at, c, on_both_backends, TestDb};
 
-/// An account opened at [`T0`] with a signup bonus of `bonus` credits.
+/// An account opened at `at(0)` with a signup bonus of `bonus` credits.
 pub fn account(store: &Store, bonus: i64) -> AccountId {
     test_support::account_at(store, c(bonus), at(0))
 }
