@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use ledger_core::{AccountId, Credits, EntryKind, GrantSource, GrantSpec, Memo, Timestamp};
-use test_support::TestDb;
 use ledger_store::{BatchItem, NewAccount, Operation, Outcome, Spend, Store};
+use test_support::TestDb;
 
 fn now() -> Timestamp {
     Timestamp::from_millis(

@@ -7,7 +7,7 @@
 //! `accept-encoding` header, keeps every response header as received (repeated ones
 //! included), and closes the connection after each request.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -262,4 +262,52 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// Where [`exchange`] connects: an address, or a port on 127.0.0.1.
+pub trait Peer {
+    fn socket_addr(&self) -> SocketAddr;
+}
+
+impl Peer for SocketAddr {
+    fn socket_addr(&self) -> SocketAddr {
+        *self
+    }
+}
+
+impl Peer for u16 {
+    fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], *self))
+    }
+}
+
+/// Sends `raw` as it is on a new connection (while reading, so a large request cannot
+/// block on a full window), then reads until the server closes or 15 seconds pass;
+/// returns what arrived. For tests of what the server's HTTP parser answers by itself.
+pub fn exchange(peer: impl Peer, raw: &[u8]) -> Vec<u8> {
+    let stream = TcpStream::connect(peer.socket_addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    let mut reader = stream.try_clone().expect("a second handle");
+    let raw = raw.to_vec();
+    let mut writer = stream;
+    let sending = std::thread::spawn(move || {
+        for chunk in raw.chunks(16 * 1024) {
+            if writer.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = sending.join();
+    got
 }

@@ -19,7 +19,9 @@ pub mod polar;
 
 pub use db::{drop_postgres_schema, postgres_admin_url, postgres_schema, TestBackend, TestDb};
 pub use fixtures::*;
-pub use http::{agent, free_port, http, send_only, wait_healthy, Auth, Method, Req, Resp, ADMIN};
+pub use http::{
+    agent, exchange, free_port, http, send_only, wait_healthy, Auth, Method, Req, Resp, ADMIN,
+};
 
 /// Declares each listed test function twice, in a `sqlite` and a `postgres` module.
 ///

@@ -7,10 +7,10 @@ use actix_web::test;
 use api_server::auth::{new_api_key, sha256_hex};
 use api_server::{app, AppState};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
-use test_support::on_both_backends as both;
-use test_support::TestDb;
 use ledger_store::NewAccount;
 use settings::{Settings, Sources};
+use test_support::on_both_backends as both;
+use test_support::TestDb;
 
 const NOW: i64 = 1_800_000_000_000;
 

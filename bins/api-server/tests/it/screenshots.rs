@@ -11,10 +11,10 @@ use api_server::auth::{new_api_key, sha256_hex};
 use api_server::{app, AppState};
 use capture::{CaptureConfig, CaptureService};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
-use test_support::on_both_backends as both;
-use test_support::TestDb;
 use ledger_store::NewAccount;
 use settings::{Settings, Sources};
+use test_support::on_both_backends as both;
+use test_support::TestDb;
 
 /// A tiny HTTP server for fixture pages, on 127.0.0.1.
 fn fixtures() -> String {

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use diesel::{Connection, PgConnection, SqliteConnection};
-use test_support::{drop_postgres_schema, postgres_schema};
 use ledger_store::{revert_all_migrations, run_migrations, DbConnection, PoolOptions, Store};
+use test_support::{drop_postgres_schema, postgres_schema};
 
 fn folders(backend: &str) -> BTreeSet<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

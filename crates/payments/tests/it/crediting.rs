@@ -7,11 +7,11 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use ledger_core::{Credits, EntryKind, Memo};
+use ledger_store::{Operation, Spend};
+use serde_json::Value;
+use test_support::fake_polar::Event;
 use test_support::on_both_backends;
 use test_support::TestDb;
-use ledger_store::{Operation, Spend};
-use test_support::fake_polar::Event;
-use serde_json::Value;
 
 fn process(p: &payments::Payments, e: &Event) -> String {
     p.process_event(&e.event_type, &e.body, now())

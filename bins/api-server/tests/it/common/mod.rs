@@ -17,7 +17,8 @@ use ledger_core::Timestamp;
 use serde_json::Value;
 use settings::{Settings, Sources};
 pub use test_support::{
-    free_port, http, on_both_backends, send_only, wait_healthy, Auth, Req, Resp, TestDb, ADMIN,
+    exchange, free_port, http, on_both_backends, send_only, wait_healthy, Auth, Req, Resp, TestDb,
+    ADMIN,
 };
 /// A password good enough for signups.
 pub const PASSWORD: &str = "correct horse battery";
@@ -327,10 +328,12 @@ impl Drop for Running {
     }
 }
 
-/// The binary on a fresh SQLite file in `dir`, without a browser (these tests are about
-/// HTTP and the database), the admin token set and `server` added to its `[server]`
-/// settings; returns once it is healthy.
-pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr) {
+/// Writes `server.toml` in `dir` for the binary on a free port over the SQLite file
+/// `ledger.db` in `dir`, with the admin token set, `server` added to its `[server]`
+/// settings and no browser (these tests are about HTTP and the database, and start in a
+/// second instead of waiting for a browser pool on a busy machine): the file and the
+/// address the binary will listen on.
+pub fn config_in(dir: &std::path::Path, server: &str) -> (std::path::PathBuf, SocketAddr) {
     let port = free_port();
     let config = dir.join("server.toml");
     std::fs::write(
@@ -339,10 +342,16 @@ pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr
             "[server]\nbind = \"127.0.0.1:{port}\"\n{server}\n\n\
              [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
              [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
-            dir.join("server.db").display()
+            dir.join("ledger.db").display()
         ),
     )
-    .unwrap();
+    .expect("write the test configuration");
+    (config, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The binary as [`config_in`] configures it; returns once it is healthy.
+pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr) {
+    let (config, addr) = config_in(dir, server);
     let child = binary_command(dir)
         .stderr(std::process::Stdio::null())
         .arg("--config")
@@ -350,7 +359,6 @@ pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr
         .spawn()
         .expect("start the api-server");
     let running = Running(Some(child));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_healthy(addr, Duration::from_secs(30)).expect("the server starts");
     (running, addr)
 }

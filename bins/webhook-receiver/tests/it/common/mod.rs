@@ -8,7 +8,9 @@ use test_support::TestDb;
 use webhook_receiver::RunningReceiver;
 
 pub use test_support::polar::{bought, demo_settings, TOKEN};
-pub use test_support::{account, agent, assert_verified, available, c, eventually, free_port, now};
+pub use test_support::{
+    account, agent, assert_verified, available, c, eventually, exchange, free_port, now,
+};
 
 /// A legacy-mode Polar secret (the key is the UTF-8 of the whole string).
 pub const SECRET: &str = "whsec_ovyN6cPrTv56AApvzCaJno08SSmGJmgbWilb33N2JuK";

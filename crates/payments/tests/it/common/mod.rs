@@ -5,10 +5,10 @@ use ledger_store::Store;
 use payments::Payments;
 use settings::Settings;
 use test_support::fake_polar::{FakePolar, KeyMode};
-use test_support::polar::{polar_env, polar_payments, settings_from};
 pub use test_support::polar::{bought, demo_settings, TOKEN};
-pub use test_support::{account, assert_verified, available, c, now};
+use test_support::polar::{polar_env, polar_payments, settings_from};
 use test_support::TestDb;
+pub use test_support::{account, assert_verified, available, c, now};
 
 /// A Standard-mode secret (bytes 0..31).
 pub const SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -16,7 +16,10 @@ pub const SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Default settings on `db`; with `polar_url`, Polar mode against it (every pack gets a
 /// product id `prod_<pack id>`), else no payment provider (the built-in default).
 pub fn settings(db: &TestDb, polar_url: Option<&str>) -> Settings {
-    settings_from(polar_env(&db.url, polar_url, SECRET, 1), polar_url.is_some())
+    settings_from(
+        polar_env(&db.url, polar_url, SECRET, 1),
+        polar_url.is_some(),
+    )
 }
 
 /// A fake Polar and Payments in Polar mode on `db`; the fake charges each pack's price.
