@@ -87,3 +87,26 @@ pub mod __private {
         fn run(&self) {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::__private::{Body, RunAsync as _, RunSync as _};
+
+    #[test]
+    fn an_async_body_is_run_to_its_end() {
+        static RAN: AtomicBool = AtomicBool::new(false);
+        (&Body::new(async {
+            actix_web::rt::spawn(async {}).await.unwrap();
+            RAN.store(true, Ordering::SeqCst);
+        }))
+            .run();
+        assert!(RAN.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_plain_body_has_run() {
+        (&Body::new(())).run();
+    }
+}
