@@ -97,11 +97,11 @@ mod tests {
     #[test]
     fn an_async_body_is_run_to_its_end() {
         static RAN: AtomicBool = AtomicBool::new(false);
-        (&Body::new(async {
+        Body::new(async {
             actix_web::rt::spawn(async {}).await.unwrap();
             RAN.store(true, Ordering::SeqCst);
-        }))
-            .run();
+        })
+        .run();
         assert!(RAN.load(Ordering::SeqCst));
     }
 
