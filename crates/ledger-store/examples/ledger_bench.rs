@@ -1,6 +1,6 @@
 //! Ledger throughput on SQLite and PostgreSQL (a benchmark, not a test).
 //!
-//! `cargo run --release -p ledger-store --features test-support --example ledger_bench [OPS]`
+//! `cargo run --release -p ledger-store --example ledger_bench [OPS]`
 //!
 //! Scenarios, each on a fresh database:
 //! - one thread debiting one account, one operation per transaction;
@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use ledger_core::{AccountId, Credits, EntryKind, GrantSource, GrantSpec, Memo, Timestamp};
-use ledger_store::testing::TestDb;
 use ledger_store::{BatchItem, NewAccount, Operation, Outcome, Spend, Store};
+use test_support::TestDb;
 
 fn now() -> Timestamp {
     Timestamp::from_millis(

@@ -31,8 +31,6 @@ pub mod payments;
 mod rows;
 mod schema;
 mod screenshots;
-#[cfg(feature = "test-support")]
-pub mod testing;
 
 pub use access::{Access, ApiKey, Subscription};
 /// A raw connection, for the migration tests only (not API: nothing outside the crate

@@ -10,7 +10,6 @@
 //!   (Polar when its access token is set; local demo checkouts only when
 //!   `payments.provider = "demo"` asks for them; otherwise none, and nothing can be
 //!   bought), storing and processing deliveries, reconcile, and auto top-up.
-//! - `fake` (feature `test-support`): a fake Polar HTTP server for tests.
 //!
 //! Exactly-once crediting is the store's job (`ledger_store::payments`): one row per
 //! order id, locked by every event about that order, written in the same transaction as
@@ -21,9 +20,6 @@ mod error;
 pub mod polar;
 mod service;
 pub mod signature;
-
-#[cfg(feature = "test-support")]
-pub mod fake;
 
 pub use delivery::{envelope, new_webhook_id, SignedDelivery};
 pub use error::{CheckoutError, PaymentsError, PAYMENTS_NOT_CONFIGURED};

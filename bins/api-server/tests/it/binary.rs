@@ -144,26 +144,6 @@ fn a_bad_configuration_value_stops_the_binary_naming_the_key() {
     assert!(!dir.path().join("data").exists());
 }
 
-/// Writes a config file for a server on a free port over an SQLite file in `dir`.
-fn config_in(dir: &std::path::Path, extra_server: &str) -> (std::path::PathBuf, SocketAddr) {
-    let port = free_port();
-    let db = dir.join("ledger.db");
-    let config = dir.join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\n{extra_server}\n\n\
-             [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
-             [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
-            // No browser: these tests are about HTTP and the database, and start in a
-            // second instead of waiting for a browser pool on a busy machine.
-            db.display()
-        ),
-    )
-    .unwrap();
-    (config, format!("127.0.0.1:{port}").parse().unwrap())
-}
-
 fn start_server(dir: &std::path::Path, config: &std::path::Path, addr: SocketAddr) -> Running {
     let child = binary_command(dir)
         .env("RUST_LOG", "warn,api_server::server=info,actix_server=info")

@@ -7,39 +7,9 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-/// Sends `raw` (while reading, so a large request cannot block on a full window), then
-/// reads until the server closes; returns what arrived.
-fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = stream.try_clone().unwrap();
-    let raw = raw.to_vec();
-    let mut writer = stream;
-    let sending = std::thread::spawn(move || {
-        for chunk in raw.chunks(16 * 1024) {
-            if writer.write_all(chunk).is_err() {
-                break;
-            }
-        }
-    });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 8192];
-    let until = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < until {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    let _ = sending.join();
-    got
-}
 
 struct Answer {
     status: u16,

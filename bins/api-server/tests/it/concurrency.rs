@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 
 use api_server::AppState;
 use common::*;
-use ledger_store::testing::TestDb;
 use serde_json::json;
+use test_support::TestDb;
 
 fn serve(backend: &str) -> (TestDb, LiveServer) {
     let db = TestDb::of(backend);

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use api_server::AppState;
 use common::*;
-use ledger_store::testing::{drop_postgres_schema, postgres_schema};
 use ledger_store::{PoolOptions, Store};
 use serde_json::json;
+use test_support::{drop_postgres_schema, postgres_schema};
 
 // ---- an SQLite file root cannot write ----
 

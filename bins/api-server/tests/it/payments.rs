@@ -7,9 +7,10 @@ use actix_web::test;
 use api_server::auth::{new_api_key, sha256_hex};
 use api_server::{app, AppState};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
-use ledger_store::testing::TestDb;
 use ledger_store::NewAccount;
 use settings::{Settings, Sources};
+use test_support::on_both_backends as both;
+use test_support::TestDb;
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -243,13 +244,6 @@ async fn polar_cannot_auto_topup(db: TestDb) {
         body,
         serde_json::json!({"error": "Product not configured for this pack"})
     );
-}
-
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod sqlite { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::sqlite()).await } )* }
-        mod postgres { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::postgres()).await } )* }
-    };
 }
 
 async fn no_provider_mints_nothing(db: TestDb) {

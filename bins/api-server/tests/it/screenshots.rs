@@ -11,9 +11,10 @@ use api_server::auth::{new_api_key, sha256_hex};
 use api_server::{app, AppState};
 use capture::{CaptureConfig, CaptureService};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
-use ledger_store::testing::TestDb;
 use ledger_store::NewAccount;
 use settings::{Settings, Sources};
+use test_support::on_both_backends as both;
+use test_support::TestDb;
 
 /// A tiny HTTP server for fixture pages, on 127.0.0.1.
 fn fixtures() -> String {
@@ -592,13 +593,6 @@ async fn pages_with_dialogs_are_captured_and_charged_once(db: TestDb) {
     let after = service.stats();
     assert_eq!(after.sessions_opened, before.sessions_opened, "{after:?}");
     service.shutdown().await;
-}
-
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod sqlite { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::sqlite()).await } )* }
-        mod postgres { $( #[actix_rt::test] async fn $name() { super::$name(ledger_store::testing::TestDb::postgres()).await } )* }
-    };
 }
 
 both!(

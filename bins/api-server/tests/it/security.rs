@@ -690,7 +690,7 @@ async fn a_wrong_method_is_405_with_the_registered_methods(backend: &'static str
 mod over_a_socket {
     use super::*;
     use api_server::AppState;
-    use ledger_store::testing::TestDb;
+    use test_support::TestDb;
 
     fn serve(backend: &str) -> (TestDb, LiveServer) {
         let db = TestDb::of(backend);

@@ -6,46 +6,16 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use ledger_store::testing::TestDb;
+use test_support::TestDb;
 
 fn healthy(port: u16) -> bool {
     agent()
         .get(format!("http://127.0.0.1:{port}/healthz"))
         .call()
         .is_ok_and(|r| r.status().as_u16() == 200)
-}
-
-/// Sends `raw` (while reading, so a large request cannot block on a full window), then
-/// reads until the receiver closes; returns what arrived.
-fn exchange(port: u16, raw: &[u8]) -> Vec<u8> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = stream.try_clone().unwrap();
-    let raw = raw.to_vec();
-    let mut writer = stream;
-    let sending = std::thread::spawn(move || {
-        for chunk in raw.chunks(16 * 1024) {
-            if writer.write_all(chunk).is_err() {
-                break;
-            }
-        }
-    });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 8192];
-    let until = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < until {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    let _ = sending.join();
-    got
 }
 
 /// Checks `raw` is one JSON error answer with `status` and `code`.

@@ -9,9 +9,9 @@ use crate::common;
 use std::time::Duration;
 
 use common::*;
-use ledger_store::on_both_backends;
-use ledger_store::testing::TestDb;
-use payments::fake::{FakePolar, KeyMode};
+use test_support::fake_polar::{FakePolar, KeyMode};
+use test_support::on_both_backends;
+use test_support::TestDb;
 
 fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);

@@ -6,10 +6,10 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ledger_store::on_both_backends;
-use ledger_store::testing::TestDb;
-use payments::fake::{FakePolar, KeyMode};
 use payments::Payments;
+use test_support::fake_polar::{FakePolar, KeyMode};
+use test_support::on_both_backends;
+use test_support::TestDb;
 
 fn a_missed_order_is_credited_by_the_periodic_reconcile(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);

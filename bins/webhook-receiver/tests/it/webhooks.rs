@@ -6,10 +6,10 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use ledger_core::{Credits, EntryKind, Page};
-use ledger_store::on_both_backends;
-use ledger_store::testing::TestDb;
 use ledger_store::Store;
 use payments::{Payments, SignedDelivery};
+use test_support::on_both_backends;
+use test_support::TestDb;
 
 fn purchases(db: &TestDb, acct: &ledger_core::AccountId) -> usize {
     db.store
@@ -490,10 +490,14 @@ on_both_backends!(
 /// the running receiver, which an open SQLite file cannot be made to do.
 #[test]
 fn a_delivery_that_cannot_be_stored_is_answered_503() {
-    use ledger_store::testing::{drop_postgres_schema, postgres_schema};
+    use test_support::{drop_postgres_schema, postgres_schema};
     let (url, admin, schema) = postgres_schema();
     let store = Store::open(&url, &ledger_store::PoolOptions::default()).unwrap();
-    let fake = payments::fake::FakePolar::start(TOKEN, SECRET, payments::fake::KeyMode::Legacy);
+    let fake = test_support::fake_polar::FakePolar::start(
+        TOKEN,
+        SECRET,
+        test_support::fake_polar::KeyMode::Legacy,
+    );
     let mut s = settings_for(&url, Some(&fake.url()));
     for p in &mut s.credits.packs {
         p.polar_product_id = Some(format!("prod_{}", p.id));

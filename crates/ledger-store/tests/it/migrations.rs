@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
-use ledger_store::testing::{drop_postgres_schema, postgres_schema};
 use ledger_store::{
     revert_all_migrations, run_migrations, DbConnection, PoolOptions, Store,
     SQLITE_MIGRATIONS as MIGRATIONS,
 };
+use test_support::{drop_postgres_schema, postgres_schema};
 
 fn migrations_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")

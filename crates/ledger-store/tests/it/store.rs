@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use ledger_core::*;
-use ledger_store::testing::TestDb;
-use ledger_store::{on_both_backends, BatchItem, Operation, Outcome, Spend, StoreError};
+use ledger_store::{BatchItem, Operation, Outcome, Spend, StoreError};
 
 on_both_backends!(
     signup_bonus_is_granted_once_with_the_account,

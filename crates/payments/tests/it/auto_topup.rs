@@ -5,11 +5,11 @@ use crate::common;
 
 use common::*;
 use ledger_core::{EntryKind, Memo};
-use ledger_store::on_both_backends;
 use ledger_store::payments::{PaidOutcome, RefundAmount, TopupCharge};
-use ledger_store::testing::TestDb;
 use ledger_store::{Operation, Spend};
 use payments::{AutoTopupRequest, ChargeResult, Payments, PaymentsError, SavedMethodCharger};
+use test_support::on_both_backends;
+use test_support::TestDb;
 
 struct Declines;
 

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ledger_core::EntryKind;
-use ledger_store::on_both_backends;
-use ledger_store::testing::TestDb;
-use payments::fake::{Failure, FakePolar, KeyMode};
 use payments::{Payments, PaymentsError};
+use test_support::fake_polar::{Failure, FakePolar, KeyMode};
+use test_support::on_both_backends;
+use test_support::TestDb;
 
 fn a_checkout_carries_everything_polar_needs(db: TestDb) {
     let (fake, p) = polar(&db);

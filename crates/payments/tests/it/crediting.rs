@@ -7,11 +7,11 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use ledger_core::{Credits, EntryKind, Memo};
-use ledger_store::on_both_backends;
-use ledger_store::testing::TestDb;
 use ledger_store::{Operation, Spend};
-use payments::fake::Event;
 use serde_json::Value;
+use test_support::fake_polar::Event;
+use test_support::on_both_backends;
+use test_support::TestDb;
 
 fn process(p: &payments::Payments, e: &Event) -> String {
     p.process_event(&e.event_type, &e.body, now())
@@ -20,7 +20,7 @@ fn process(p: &payments::Payments, e: &Event) -> String {
 
 /// An order paid for a checkout `p` made (as every purchase through the api-server is).
 fn paid_order(
-    fake: &payments::fake::FakePolar,
+    fake: &test_support::fake_polar::FakePolar,
     p: &payments::Payments,
     account: &ledger_core::AccountId,
     pack: &str,
@@ -283,7 +283,7 @@ fn fifty_purchases_in_random_order_with_duplicates(db: TestDb) {
 
 /// Account A's checkout of `pack`, paid at the fake: the order Polar would send.
 fn checkout_paid(
-    fake: &payments::fake::FakePolar,
+    fake: &test_support::fake_polar::FakePolar,
     p: &payments::Payments,
     acct: &ledger_core::AccountId,
     pack_id: &str,

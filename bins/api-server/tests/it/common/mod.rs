@@ -1,42 +1,27 @@
 //! Shared by the api-server's tests: an in-process app on a fresh database with a pinned
-//! clock, a tiny blocking HTTP/1.1 client, and an in-process server on a real port.
+//! clock, an in-process server on a real port and the real binary. Requests, answers and
+//! the socket client are test-support's.
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::Method;
 use actix_web::test::{self, TestRequest};
 use api_server::{app, AppState, Clock};
 use ledger_core::Timestamp;
-use ledger_store::testing::TestDb;
 use serde_json::Value;
 use settings::{Settings, Sources};
-
-/// The admin token every test harness configures.
-pub const ADMIN: &str = "test-admin-token-0123456789";
+pub use test_support::{
+    exchange, free_port, http, on_both_backends, send_only, wait_healthy, Auth, Req, Resp, TestDb,
+    ADMIN,
+};
 /// A password good enough for signups.
 pub const PASSWORD: &str = "correct horse battery";
-
-/// Declares each listed `async fn name(backend: &'static str)` as a test on SQLite and on
-/// PostgreSQL.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[actix_rt::test] async fn $name() { super::$name("sqlite").await } )*
-        }
-        mod postgres {
-            $( #[actix_rt::test] async fn $name() { super::$name("postgres").await } )*
-        }
-    };
-}
 
 /// A clock the test moves by hand.
 #[derive(Clone)]
@@ -81,152 +66,6 @@ pub fn settings() -> Settings {
 
 /// The instant every harness starts at.
 pub const START: &str = "2026-03-15T12:00:00.000Z";
-
-/// An answer, from the in-process app or from a real socket.
-#[derive(Debug, Clone)]
-pub struct Resp {
-    pub status: u16,
-    /// Names in lower case, in the order received.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn all_headers(&self, name: &str) -> Vec<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): status {} body {:?}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-
-    /// Asserts the status, showing the body when it differs; returns the JSON body (or
-    /// `Null` for an empty one).
-    #[track_caller]
-    pub fn expect(&self, status: u16) -> Value {
-        assert_eq!(
-            self.status,
-            status,
-            "unexpected status; body: {}",
-            self.text()
-        );
-        if self.body.is_empty() {
-            Value::Null
-        } else {
-            self.json()
-        }
-    }
-
-    /// The value of the `session` cookie this answer sets, with the cookie's attributes.
-    pub fn session_cookie(&self) -> Option<(String, String)> {
-        self.all_headers("set-cookie").into_iter().find_map(|c| {
-            let rest = c.strip_prefix("session=")?;
-            let value = rest.split(';').next().unwrap_or("").to_owned();
-            Some((value, c.to_owned()))
-        })
-    }
-}
-
-/// How a request proves who it is.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    None,
-    Cookie(String),
-    Key(String),
-    Bearer(String),
-    RawAuthorization(String),
-    Admin,
-    Header(&'static str, String),
-}
-
-impl Auth {
-    pub fn headers(&self) -> Vec<(String, String)> {
-        match self {
-            Auth::None => vec![],
-            Auth::Cookie(s) => vec![("cookie".into(), format!("session={s}"))],
-            Auth::Key(k) => vec![("x-api-key".into(), k.clone())],
-            Auth::Bearer(k) => vec![("authorization".into(), format!("Bearer {k}"))],
-            Auth::RawAuthorization(k) => vec![("authorization".into(), k.clone())],
-            Auth::Admin => vec![("authorization".into(), format!("Bearer {ADMIN}"))],
-            Auth::Header(n, v) => vec![((*n).into(), v.clone())],
-        }
-    }
-}
-
-/// One request.
-#[derive(Debug, Clone)]
-pub struct Req {
-    pub method: Method,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Vec<u8>>,
-}
-
-impl Req {
-    pub fn new(method: Method, path: impl Into<String>) -> Req {
-        Req {
-            method,
-            path: path.into(),
-            headers: vec![],
-            body: None,
-        }
-    }
-    pub fn get(path: impl Into<String>) -> Req {
-        Req::new(Method::GET, path)
-    }
-    pub fn post(path: impl Into<String>) -> Req {
-        Req::new(Method::POST, path)
-    }
-    pub fn put(path: impl Into<String>) -> Req {
-        Req::new(Method::PUT, path)
-    }
-    pub fn delete(path: impl Into<String>) -> Req {
-        Req::new(Method::DELETE, path)
-    }
-    pub fn auth(mut self, auth: &Auth) -> Req {
-        self.headers.extend(auth.headers());
-        self
-    }
-    pub fn header(mut self, name: &str, value: impl Into<String>) -> Req {
-        self.headers.push((name.to_owned(), value.into()));
-        self
-    }
-    pub fn idem(self, key: &str) -> Req {
-        self.header("idempotency-key", key)
-    }
-    pub fn json(mut self, body: Value) -> Req {
-        self.body = Some(body.to_string().into_bytes());
-        self.header("content-type", "application/json")
-    }
-    /// A body sent as is, with the given content type.
-    pub fn raw(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Req {
-        self.body = Some(body.into());
-        self.header("content-type", content_type)
-    }
-}
 
 type Call = Rc<dyn Fn(Req) -> Pin<Box<dyn Future<Output = Resp>>>>;
 
@@ -412,121 +251,6 @@ impl TestApp {
 
 // ---- over a real socket ----
 
-/// Sends `req` whole on a new connection (`Connection: close`) and returns the connection,
-/// to read the answer from later.
-pub fn send_only(addr: SocketAddr, req: &Req) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-    let body = req.body.clone().unwrap_or_default();
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        req.method,
-        req.path,
-        body.len()
-    );
-    for (n, v) in &req.headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&body)?;
-    stream.flush()?;
-    Ok(stream)
-}
-
-/// One request over a new connection (`Connection: close`), read to the end.
-pub fn http(addr: SocketAddr, req: &Req) -> std::io::Result<Resp> {
-    let mut stream = send_only(addr, req)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn bad(why: impl Into<String>) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, why.into())
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers are not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &raw[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
-        let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
-        rest.get(..len)
-            .ok_or_else(|| bad("body shorter than content-length"))?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("bad chunk"))?;
-        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| bad("bad chunk"))?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| bad("bad chunk size"))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(data.get(..size).ok_or_else(|| bad("short chunk"))?);
-        data = data.get(size + 2..).ok_or_else(|| bad("short chunk"))?;
-    }
-}
-
-/// Polls `GET /healthz` until it answers 200.
-pub fn wait_healthy(addr: SocketAddr, within: Duration) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + within;
-    let mut last = String::from("never tried");
-    while std::time::Instant::now() < deadline {
-        match http(addr, &Req::get("/healthz")) {
-            Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => last = format!("status {}", r.status),
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!("not healthy within {within:?}: {last}"))
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// The app served on 127.0.0.1 (a free port) by a real actix server on a thread of its
 /// own; stopped (gracefully) when dropped.
 pub struct LiveServer {
@@ -604,10 +328,12 @@ impl Drop for Running {
     }
 }
 
-/// The binary on a fresh SQLite file in `dir`, without a browser (these tests are about
-/// HTTP and the database), the admin token set and `server` added to its `[server]`
-/// settings; returns once it is healthy.
-pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr) {
+/// Writes `server.toml` in `dir` for the binary on a free port over the SQLite file
+/// `ledger.db` in `dir`, with the admin token set, `server` added to its `[server]`
+/// settings and no browser (these tests are about HTTP and the database, and start in a
+/// second instead of waiting for a browser pool on a busy machine): the file and the
+/// address the binary will listen on.
+pub fn config_in(dir: &std::path::Path, server: &str) -> (std::path::PathBuf, SocketAddr) {
     let port = free_port();
     let config = dir.join("server.toml");
     std::fs::write(
@@ -616,10 +342,16 @@ pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr
             "[server]\nbind = \"127.0.0.1:{port}\"\n{server}\n\n\
              [database]\nurl = \"sqlite://{}\"\n\n[admin]\ntoken = \"{ADMIN}\"\n\n\
              [capture]\nchromedriver_path = \"/nonexistent/chromedriver\"\n",
-            dir.join("server.db").display()
+            dir.join("ledger.db").display()
         ),
     )
-    .unwrap();
+    .expect("write the test configuration");
+    (config, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The binary as [`config_in`] configures it; returns once it is healthy.
+pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr) {
+    let (config, addr) = config_in(dir, server);
     let child = binary_command(dir)
         .stderr(std::process::Stdio::null())
         .arg("--config")
@@ -627,7 +359,6 @@ pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr
         .spawn()
         .expect("start the api-server");
     let running = Running(Some(child));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_healthy(addr, Duration::from_secs(30)).expect("the server starts");
     (running, addr)
 }

@@ -1,37 +1,18 @@
 #![allow(dead_code)]
 
 use ledger_core::*;
-use ledger_store::{Applied, Idempotency, NewAccount, Operation, Outcome, Spend, Store};
+use ledger_store::{Applied, Idempotency, Operation, Outcome, Spend, Store};
+pub use test_support::assert_verified as assert_clean;
+pub use test_support::{at, c, on_both_backends, TestDb};
 
-pub const T0: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
-
-pub fn at(secs: i64) -> Timestamp {
-    Timestamp::from_millis(T0 + secs * 1000)
-}
-
-pub fn c(n: i64) -> Credits {
-    Credits::whole(n)
-}
-
+/// An account opened at `at(0)` with a signup bonus of `bonus` credits.
 pub fn account(store: &Store, bonus: i64) -> AccountId {
-    store
-        .ledger()
-        .create_account(
-            NewAccount {
-                signup_bonus: c(bonus),
-                ..NewAccount::default()
-            },
-            at(0),
-        )
-        .unwrap()
-        .0
-        .id
+    test_support::account_at(store, c(bonus), at(0))
 }
 
 pub fn credit(store: &Store, id: &AccountId, n: i64, now: Timestamp) -> Entry {
     entry(
         store
-            .ledger()
             .apply(
                 id,
                 None,
@@ -73,9 +54,4 @@ pub fn idem(key: &str, fingerprint: &str) -> Idempotency {
         IdempotencyKey::parse(key).unwrap(),
         Fingerprint::new(fingerprint),
     )
-}
-
-pub fn assert_clean(store: &Store) {
-    let report = store.maintenance().verify().unwrap();
-    assert!(report.ok, "verify found: {:?}", report.violations);
 }

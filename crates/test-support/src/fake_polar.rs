@@ -1,4 +1,4 @@
-//! A fake Polar for tests (feature `test-support`): a real HTTP server on
+//! A fake Polar for tests: a real HTTP server on
 //! `127.0.0.1:0` with Polar's checkout and order endpoints, and a webhook sender that
 //! behaves like Polar's (compact JSON envelopes, a fresh webhook id per event, the same id
 //! re-signed with a fresh timestamp on every retry), plus the faults tests need: duplicate,
@@ -16,9 +16,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::delivery::{envelope, new_webhook_id, SignedDelivery};
-use crate::service::now;
-use crate::signature::WebhookSecret;
+use payments::{envelope, new_webhook_id, now, SignedDelivery, WebhookSecret};
 
 /// How the fake derives its HMAC key from its secret (Polar's two ways).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +166,7 @@ impl FakePolar {
     /// `payments` makes for `account`, paid here. Returns the paid order.
     pub fn buy(
         &self,
-        payments: &crate::Payments,
+        payments: &payments::Payments,
         account: &ledger_core::AccountId,
         pack_id: &str,
     ) -> Value {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
-use crate::{new_id, PoolOptions, Store};
+use ledger_store::{new_id, PoolOptions, Store};
 
 const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -66,9 +66,38 @@ impl TestDb {
     /// A store on the named backend (`"sqlite"` or `"postgres"`).
     pub fn of(backend: &str) -> TestDb {
         match backend {
-            "sqlite" => TestDb::sqlite(),
-            "postgres" => TestDb::postgres(),
+            "sqlite" => TestBackend::Sqlite.into(),
+            "postgres" => TestBackend::Postgres.into(),
             other => panic!("unknown test backend {other}"),
+        }
+    }
+}
+
+/// One of the two backends every store test runs on (see [`on_both_backends!`]).
+///
+/// [`on_both_backends!`]: crate::on_both_backends
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test that takes a [`TestDb`] gets a fresh one.
+impl From<TestBackend> for TestDb {
+    fn from(backend: TestBackend) -> TestDb {
+        match backend {
+            TestBackend::Sqlite => TestDb::sqlite(),
+            TestBackend::Postgres => TestDb::postgres(),
+        }
+    }
+}
+
+/// A test that takes the backend's name opens its database itself ([`TestDb::of`]).
+impl From<TestBackend> for &'static str {
+    fn from(backend: TestBackend) -> &'static str {
+        match backend {
+            TestBackend::Sqlite => "sqlite",
+            TestBackend::Postgres => "postgres",
         }
     }
 }
@@ -211,18 +240,4 @@ fn start_throwaway_cluster() -> Result<String, String> {
         ],
     )?;
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
-}
-
-/// Declares each listed test function `fn name(db: TestDb)` twice: in a `sqlite` and a
-/// `postgres` module.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name($crate::testing::TestDb::sqlite()) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { super::$name($crate::testing::TestDb::postgres()) } )*
-        }
-    };
 }
