@@ -26,6 +26,7 @@ pub fn c(n: i64) -> Credits {
 /// A new account created at `when` with a signup bonus of `bonus` (zero grants nothing).
 pub fn account_at(store: &Store, bonus: Credits, when: Timestamp) -> AccountId {
     store
+        .ledger()
         .create_account(
             NewAccount {
                 signup_bonus: bonus,
@@ -45,13 +46,17 @@ pub fn account(store: &Store) -> AccountId {
 
 /// What the account can spend now.
 pub fn available(store: &Store, id: &AccountId) -> Credits {
-    store.balance(id, now()).expect("balance").available
+    store
+        .ledger()
+        .balance(id, now())
+        .expect("balance")
+        .available
 }
 
 /// The whole ledger passes `verify` (what `GET /admin/v1/verify` checks).
 #[track_caller]
 pub fn assert_verified(store: &Store) {
-    let report = store.verify().expect("verify");
+    let report = store.maintenance().verify().expect("verify");
     assert!(report.ok, "ledger violations: {:?}", report.violations);
 }
 

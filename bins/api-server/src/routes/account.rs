@@ -29,11 +29,11 @@ pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpR
     let sub = crate::service::accounts::subscription(&state, who.account_id).await?;
     let (subscription_status, subscription_id) = match sub {
         Some(s) => (s.status, Some(s.id)),
-        None => ("inactive".to_owned(), None),
+        None => (ledger_core::SubscriptionStatus::Inactive, None),
     };
     Ok(HttpResponse::Ok().json(CreditsV1 {
         credits,
-        subscription_status,
+        subscription_status: subscription_status.as_str().to_owned(),
         subscription_id,
     }))
 }

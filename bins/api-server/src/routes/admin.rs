@@ -224,7 +224,7 @@ pub async fn subscription(
         plan_name: plan.map_or_else(|| sub.plan_id.clone(), |p| p.name.clone()),
         plan_limit: plan.map_or(Credits::ZERO, |p| p.monthly_credits),
         plan_id: sub.plan_id,
-        status: sub.status,
+        status: sub.status.as_str().to_owned(),
         max_hard_limit: now.max_hard_limit,
     }))
 }

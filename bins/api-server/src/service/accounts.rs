@@ -65,17 +65,19 @@ pub async fn authenticate(
         .blocking(move |store| {
             let found = if is_session {
                 store
+                    .access()
                     .session_account(&hash, now)?
                     .map(|a| (a, Credential::Session(hash)))
             } else {
                 store
+                    .access()
                     .api_key_account(&hash, now)?
                     .map(|(a, id)| (a, Credential::ApiKey(id)))
             };
             let Some((account_id, credential)) = found else {
                 return Ok(None);
             };
-            let exists = store.account(&account_id)?.is_some();
+            let exists = store.ledger().account(&account_id)?.is_some();
             Ok(Some((account_id, credential, exists)))
         })
         .await
@@ -88,7 +90,7 @@ pub async fn start_session(state: &AppState, account: AccountId) -> Result<Strin
     let now = state.now();
     let expires = now.plus_secs(state.settings.auth.session_ttl_hours as i64 * 3600);
     state
-        .blocking(move |s| Ok(s.create_session(&account, &hash, now, expires)?))
+        .blocking(move |s| Ok(s.access().create_session(&account, &hash, now, expires)?))
         .await?;
     Ok(token)
 }
@@ -111,7 +113,7 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<Log
     let (account, balance) = state
         .blocking(move |s| {
             let hash = hash_password(&password)?;
-            Ok(s.create_account(
+            Ok(s.ledger().create_account(
                 NewAccount {
                     email: Some(email),
                     password_hash: Some(hash),
@@ -142,14 +144,14 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Logg
     let key = email.clone();
     let found = state
         .blocking(move |s| {
-            let account = s.account_by_email(&email)?;
+            let account = s.ledger().account_by_email(&email)?;
             let ok = verify_password(
                 &password,
                 account.as_ref().and_then(|a| a.password_hash.as_deref()),
             );
             match account {
                 Some(a) if ok => {
-                    let balance = s.balance(&a.id, now)?.available;
+                    let balance = s.ledger().balance(&a.id, now)?.available;
                     Ok(Some((a, balance)))
                 }
                 _ => Ok(None),
@@ -173,7 +175,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Logg
 pub async fn logout(state: &AppState, hash: String) -> Result<(), ApiError> {
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.revoke_session(&hash, now)?))
+        .blocking(move |s| Ok(s.access().revoke_session(&hash, now)?))
         .await?;
     Ok(())
 }
@@ -195,14 +197,19 @@ pub async fn create_api_key(
     let hash = sha256_hex(&key);
     let now = state.now();
     let stored = state
-        .blocking(move |s| Ok(s.create_api_key(&account, &name, &prefix, &hash, now)?))
+        .blocking(move |s| {
+            Ok(s.access()
+                .create_api_key(&account, &name, &prefix, &hash, now)?)
+        })
         .await?;
     Ok((key, stored))
 }
 
 /// The account's live keys.
 pub async fn api_keys(state: &AppState, account: AccountId) -> Result<Vec<ApiKey>, ApiError> {
-    state.blocking(move |s| Ok(s.api_keys(&account)?)).await
+    state
+        .blocking(move |s| Ok(s.access().api_keys(&account)?))
+        .await
 }
 
 /// Revokes one of the account's keys; 404 when it has no such key.
@@ -214,7 +221,7 @@ pub async fn revoke_api_key(
     let now = state.now();
     let shown = id.clone();
     let revoked = state
-        .blocking(move |s| Ok(s.revoke_api_key(&account, &id, now)?))
+        .blocking(move |s| Ok(s.access().revoke_api_key(&account, &id, now)?))
         .await?;
     if revoked {
         Ok(())
@@ -227,7 +234,7 @@ pub async fn revoke_api_key(
 pub async fn available(state: &AppState, account: &AccountId) -> Result<Credits, ApiError> {
     let (id, now) = (account.clone(), state.now());
     state
-        .blocking(move |s| Ok(s.balance(&id, now)?.available))
+        .blocking(move |s| Ok(s.ledger().balance(&id, now)?.available))
         .await
 }
 
@@ -236,7 +243,9 @@ pub async fn subscription(
     state: &AppState,
     account: AccountId,
 ) -> Result<Option<Subscription>, ApiError> {
-    state.blocking(move |s| Ok(s.subscription(&account)?)).await
+    state
+        .blocking(move |s| Ok(s.access().subscription(&account)?))
+        .await
 }
 
 /// One page of history, newest first.
@@ -246,7 +255,7 @@ pub async fn history(
     page: Page,
 ) -> Result<Vec<Entry>, ApiError> {
     state
-        .blocking(move |s| Ok(s.history(&account, page)?))
+        .blocking(move |s| Ok(s.ledger().history(&account, page)?))
         .await
 }
 
@@ -264,7 +273,9 @@ pub async fn month(
     if !retention.contains(month, now) {
         return Ok(Vec::new());
     }
-    state.blocking(move |s| Ok(s.month(&account, month)?)).await
+    state
+        .blocking(move |s| Ok(s.ledger().month(&account, month)?))
+        .await
 }
 
 /// 503 `PAYMENTS_NOT_CONFIGURED`: no payment provider is configured (the built-in

@@ -4,10 +4,10 @@
 
 use ledger_core::{
     AccountId, Credits, EntryId, EntryKind, GrantSource, GrantSpec, Hold, HoldId, Memo,
+    SubscriptionStatus,
 };
 use ledger_store::{
     Account, Applied, Idempotency, NewAccount, Operation, Spend, Subscription, VerifyReport,
-    SUBSCRIPTION_STATUSES,
 };
 
 use crate::auth::hash_password;
@@ -54,7 +54,10 @@ pub async fn apply(
 ) -> Result<Applied, ApiError> {
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.apply(&account, idempotency.as_ref(), operation, now)?))
+        .blocking(move |s| {
+            Ok(s.ledger()
+                .apply(&account, idempotency.as_ref(), operation, now)?)
+        })
         .await
 }
 
@@ -175,10 +178,12 @@ pub async fn settle(
     };
     let lookup = hold_id.clone();
     let account = state
-        .blocking(move |s| Ok(s.hold_account(&lookup)?))
+        .blocking(move |s| Ok(s.ledger().hold_account(&lookup)?))
         .await?;
     let applied = apply(state, account, idempotency, operation).await?;
-    let settled = state.blocking(move |s| Ok(s.hold(&hold_id)?)).await?;
+    let settled = state
+        .blocking(move |s| Ok(s.ledger().hold(&hold_id)?))
+        .await?;
     let settled = settled.ok_or_else(|| ApiError::internal("a settled hold vanished"))?;
     Ok((applied, settled))
 }
@@ -198,7 +203,7 @@ pub async fn create_account(
     state
         .blocking(move |s| {
             let password_hash = password.as_deref().map(hash_password).transpose()?;
-            Ok(s.create_account(
+            Ok(s.ledger().create_account(
                 NewAccount {
                     email,
                     password_hash,
@@ -237,20 +242,25 @@ pub async fn subscribe(
                 known.join(", ")
             ))
         })?;
-    let status = status.unwrap_or_else(|| "active".into());
-    if !SUBSCRIPTION_STATUSES.contains(&status.as_str()) {
+    let status = status
+        .as_deref()
+        .unwrap_or(SubscriptionStatus::Active.as_str());
+    let Some(status) = SubscriptionStatus::parse(status) else {
         return Err(ApiError::invalid(
             "status",
             "status must be one of active, inactive, cancelled, past_due",
         ));
-    }
+    };
     let now = state.now();
     let (id, plan_name, plan_key) = (account.clone(), plan.name.clone(), plan.id.clone());
     let subscription = state
-        .blocking(move |s| Ok(s.put_subscription(&id, &plan_key, &plan_name, &status, now)?))
+        .blocking(move |s| {
+            Ok(s.access()
+                .put_subscription(&id, &plan_key, &plan_name, status, now)?)
+        })
         .await?;
     let max = state
-        .blocking(move |s| Ok(s.max_hard_limit(&account)?))
+        .blocking(move |s| Ok(s.access().max_hard_limit(&account)?))
         .await?;
     Ok(SubscriptionState {
         plan: state.settings.plan(&subscription.plan_id).cloned(),
@@ -268,12 +278,12 @@ pub async fn set_max_hard_limit(
     let limit = positive("maxHardLimit", limit)?;
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.set_max_hard_limit(&account, limit, now)?))
+        .blocking(move |s| Ok(s.access().set_max_hard_limit(&account, limit, now)?))
         .await?;
     Ok(limit)
 }
 
 /// Checks every ledger invariant over the whole database.
 pub async fn verify(state: &AppState) -> Result<VerifyReport, ApiError> {
-    state.blocking(|s| Ok(s.verify()?)).await
+    state.blocking(|s| Ok(s.maintenance().verify()?)).await
 }

@@ -123,7 +123,7 @@ pub struct ShotRequest {
 pub async fn balance(state: &AppState, account: &AccountId) -> Option<Credits> {
     let (id, now) = (account.clone(), state.now());
     state
-        .blocking(move |s| Ok(s.balance(&id, now)?.available))
+        .blocking(move |s| Ok(s.ledger().balance(&id, now)?.available))
         .await
         .ok()
 }
@@ -177,7 +177,10 @@ pub async fn take(state: &AppState, request: ShotRequest) -> Shot {
             state.now(),
         );
         let claim = state
-            .blocking(move |s| Ok(s.claim_screenshot_request(&id, &k, &fp, &sid, now)?))
+            .blocking(move |s| {
+                Ok(s.screenshots()
+                    .claim_screenshot_request(&id, &k, &fp, &sid, now)?)
+            })
             .await;
         match claim {
             Ok(Claim::Fresh) => {}
@@ -305,9 +308,10 @@ async fn record(state: &AppState, account: &AccountId, key: String, worked: &Wor
     let recorded = state
         .blocking(move |s| {
             if retryable {
-                Ok(s.forget_screenshot_request(&id, &key)?)
+                Ok(s.screenshots().forget_screenshot_request(&id, &key)?)
             } else {
-                Ok(s.finish_screenshot_request(&id, &key, &answer, now)?)
+                Ok(s.screenshots()
+                    .finish_screenshot_request(&id, &key, &answer, now)?)
             }
         })
         .await;
@@ -330,7 +334,7 @@ async fn settle(
     };
     let (id, op, now) = (account.clone(), op(hold), state.now());
     match state
-        .blocking(move |s| Ok(s.apply(&id, None, op, now)?))
+        .blocking(move |s| Ok(s.ledger().apply(&id, None, op, now)?))
         .await
     {
         Ok(applied) => Some(applied.available),
@@ -360,7 +364,7 @@ async fn reserve(
     };
     let (id, now) = (account.clone(), state.now());
     let applied = state
-        .blocking(move |s| Ok(s.apply(&id, None, op, now)?))
+        .blocking(move |s| Ok(s.ledger().apply(&id, None, op, now)?))
         .await
         .map_err(|e| (e, None))?;
     match applied.result {

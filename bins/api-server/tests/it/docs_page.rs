@@ -3,7 +3,7 @@
 
 use actix_web::test;
 use api_server::{app, AppState};
-use ledger_store::testing::TestDb;
+use test_support::TestDb;
 
 fn header<'a, B>(res: &'a actix_web::dev::ServiceResponse<B>, name: &str) -> &'a str {
     res.headers()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::test;
 use api_server::{app, AppState};
-use ledger_store::testing::TestDb;
+use test_support::{on_both_backends, TestDb};
 
 on_both_backends!(every_connection_taken_is_a_quick_503);
 

@@ -9,9 +9,9 @@ use api_server::service::screenshot::{self, CaptureFuture, Capturer, Shot, ShotR
 use api_server::AppState;
 use capture::{CaptureError, CaptureOptions, Captured, RawCaptureOptions};
 use ledger_core::{AccountId, Credits, EntryKind, IdempotencyKey, Page, Timestamp};
-use ledger_store::testing::TestDb;
 use ledger_store::NewAccount;
 use serde_json::json;
+use test_support::{on_both_backends, TestDb};
 
 on_both_backends!(
     a_capture_charges_once,
@@ -94,6 +94,7 @@ fn world(backend: &str, credits: i64) -> World {
         .with_capturer(browser.clone());
     let (account, _) = db
         .store
+        .ledger()
         .create_account(
             NewAccount {
                 signup_bonus: Credits::whole(credits),
@@ -126,6 +127,7 @@ impl World {
         let now = Timestamp::from_millis(NOW);
         self.state
             .store
+            .ledger()
             .balance(&self.account, now)
             .unwrap()
             .available
@@ -135,6 +137,7 @@ impl World {
         let entries = self
             .state
             .store
+            .ledger()
             .history(&self.account, Page::parse(None, None).unwrap())
             .unwrap();
         entries
@@ -144,7 +147,7 @@ impl World {
     }
 
     fn verified(&self) {
-        let report = self.state.store.verify().unwrap();
+        let report = self.state.store.maintenance().verify().unwrap();
         let report = serde_json::to_value(&report).unwrap();
         assert_eq!(report["ok"], true, "{report}");
     }

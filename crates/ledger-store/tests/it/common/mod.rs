@@ -13,6 +13,7 @@ pub fn account(store: &Store, bonus: i64) -> AccountId {
 pub fn credit(store: &Store, id: &AccountId, n: i64, now: Timestamp) -> Entry {
     entry(
         store
+            .ledger()
             .apply(
                 id,
                 None,

@@ -35,6 +35,7 @@ pub fn pack(p: &Payments, id: &str) -> CreditPack {
 
 pub fn entries(store: &Store, id: &AccountId) -> Vec<Entry> {
     store
+        .ledger()
         .history(id, Page::new(100, 0).unwrap())
         .expect("history")
 }
