@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use capture::{CaptureError, CaptureOptions, Captured, RawCaptureOptions};
 use ledger_core::IdempotencyKey;
-use ledger_core::{AccountId, Credits, HoldId, Memo};
+use ledger_core::{pricing, AccountId, Credits, HoldId, Memo};
 use ledger_store::{new_id, Claim, Operation, Outcome, ScreenshotAnswer, Spend};
 
 use crate::error::ApiError;
@@ -40,27 +40,27 @@ impl Capturer for capture::CaptureService {
     }
 }
 
-/// The cost of a capture with these options.
+/// The price of a capture with these options (the rule: `ledger_core::pricing`).
 pub fn price(opts: &CaptureOptions, costs: &settings::ScreenshotSettings) -> Credits {
-    let mut cost = costs.base_cost;
-    if opts.full_page() {
-        cost += costs.full_page_cost;
-    }
-    if opts.format() == capture::Format::Pdf {
-        cost += costs.pdf_cost;
-    }
-    cost
+    let prices = pricing::ScreenshotPrices {
+        base: costs.base_cost,
+        full_page: costs.full_page_cost,
+        pdf: costs.pdf_cost,
+    };
+    prices.price(pricing::CaptureKind {
+        full_page: opts.full_page(),
+        pdf: opts.format() == capture::Format::Pdf,
+    })
 }
 
-/// How long a capture's hold lives: the capture's whole time budget plus a minute, and
-/// never less than `credits.hold_ttl_secs`.
+/// How long a capture's hold lives (the rule: `ledger_core::pricing::hold_ttl_ms`).
 pub fn hold_ttl_ms(opts: &CaptureOptions, settings: &settings::Settings) -> i64 {
-    let budget_secs = opts
-        .timeout_secs()
-        .unwrap_or(settings.capture.default_timeout_secs)
-        + opts.delay_ms() / 1000
-        + 60;
-    budget_secs.max(settings.credits.hold_ttl_secs) as i64 * 1000
+    pricing::hold_ttl_ms(
+        opts.timeout_secs()
+            .unwrap_or(settings.capture.default_timeout_secs),
+        opts.delay_ms(),
+        settings.credits.hold_ttl_secs,
+    )
 }
 
 /// What a screenshot's `usage` entry says.
