@@ -19,6 +19,46 @@
 //!   clawback, ADR 0200), [`audit`] (every invariant `verify` checks), [`pricing`]
 //!   (screenshot prices and hold lifetime) and [`subscription`] statuses.
 
+/// `as_str`, `Display`, `FromStr` and comparison with `&str` for a status enum, from its
+/// variants' stored spellings (`Variant => "spelling"`). For the core's and the store's
+/// status enums; not API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! spelled_enum {
+    ($ty:ident, $what:literal, $($variant:ident => $text:literal),+ $(,)?) => {
+        impl $ty {
+            /// The stored spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text,)+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = ::std::string::String;
+            fn from_str(s: &str) -> ::std::result::Result<$ty, ::std::string::String> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(format!(concat!("unknown ", $what, " `{}`"), other)),
+                }
+            }
+        }
+
+        impl ::std::cmp::PartialEq<&str> for $ty {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 pub mod amount;
 pub mod audit;
 pub mod book;

@@ -4,9 +4,6 @@
 //! ([`crate::operation::Effect::StartTopup`]) in the charge's own transaction, so a
 //! top-up is started exactly once per crossing of the threshold.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::amount::{Cents, Credits};
 use crate::ids::{AccountId, PackId};
 
@@ -32,37 +29,8 @@ pub enum ChargeStatus {
     Failed,
 }
 
-macro_rules! status_strings {
-    ($ty:ident, $what:literal, $($variant:ident => $text:literal),+ $(,)?) => {
-        impl $ty {
-            /// The stored (and wire) spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $text,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<$ty, String> {
-                match s {
-                    $($text => Ok($ty::$variant),)+
-                    other => Err(format!(concat!("unknown ", $what, " `{}`"), other)),
-                }
-            }
-        }
-    };
-}
-
-status_strings!(TopupStatus, "auto top-up status", Idle => "idle", Pending => "pending", Paused => "paused");
-status_strings!(ChargeStatus, "auto top-up charge status", Pending => "pending", Paid => "paid", Failed => "failed");
+crate::spelled_enum!(TopupStatus, "auto top-up status", Idle => "idle", Pending => "pending", Paused => "paused");
+crate::spelled_enum!(ChargeStatus, "auto top-up charge status", Pending => "pending", Paid => "paid", Failed => "failed");
 
 /// An account's saved auto top-up settings and state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,48 +3,9 @@
 //! them are in `ledger_core::orders` and `ledger_core::topup` (and `crates/payments`);
 //! the repository is [`crate::Orders`] (`store.orders()`).
 
-use std::fmt;
-use std::str::FromStr;
-
 use ledger_core::{AccountId, AutoTopup, Cents, Credits, EntryId, PackId, Timestamp};
 
 pub use ledger_core::{ChargeStatus, TopupStatus};
-
-/// `as_str`, `Display`, `FromStr` and comparison with the stored spelling of a status enum.
-macro_rules! spelled {
-    ($ty:ident, $what:literal, $($variant:ident => $text:literal),+ $(,)?) => {
-        impl $ty {
-            /// The stored spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $text,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<$ty, String> {
-                match s {
-                    $($text => Ok($ty::$variant),)+
-                    other => Err(format!(concat!("unknown ", $what, " `{}`"), other)),
-                }
-            }
-        }
-
-        impl PartialEq<&str> for $ty {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------
 // Deliveries
@@ -104,7 +65,7 @@ pub enum OrderKind {
     AutoTopup,
 }
 
-spelled!(OrderKind, "order kind", Purchase => "purchase", AutoTopup => "auto_topup");
+ledger_core::spelled_enum!(OrderKind, "order kind", Purchase => "purchase", AutoTopup => "auto_topup");
 
 impl OrderKind {
     pub(crate) fn grant_source(self) -> ledger_core::GrantSource {
@@ -207,7 +168,7 @@ pub enum CheckoutProvider {
     Demo,
 }
 
-spelled!(CheckoutProvider, "payment provider", Polar => "polar", Demo => "demo");
+ledger_core::spelled_enum!(CheckoutProvider, "payment provider", Polar => "polar", Demo => "demo");
 
 /// Where a checkout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +178,7 @@ pub enum CheckoutStatus {
     Paid,
 }
 
-spelled!(CheckoutStatus, "checkout status", Open => "open", Paid => "paid");
+ledger_core::spelled_enum!(CheckoutStatus, "checkout status", Open => "open", Paid => "paid");
 
 /// A checkout we created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +213,7 @@ pub enum RefusalSource {
     Reconcile,
 }
 
-spelled!(RefusalSource, "refusal source", Webhook => "webhook", Reconcile => "reconcile");
+ledger_core::spelled_enum!(RefusalSource, "refusal source", Webhook => "webhook", Reconcile => "reconcile");
 
 /// A paid order that did not match our checkout record (or matched none), to keep for an
 /// operator.

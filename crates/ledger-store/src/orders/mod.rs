@@ -78,13 +78,13 @@ fn load_book(conn: &mut DbConnection, id: &AccountId, now: Timestamp) -> Result<
 
 /// The order row `order_id`, if there is one.
 fn order_row(conn: &mut DbConnection, order_id: &str) -> Result<Option<PaymentOrder>, StoreError> {
-    Ok(payment_orders::table
+    payment_orders::table
         .filter(payment_orders::order_id.eq(order_id))
         .select(PaymentOrderRow::as_select())
         .first(conn)
         .optional()?
         .map(PaymentOrder::try_from)
-        .transpose()?)
+        .transpose()
 }
 
 impl Orders<'_> {
