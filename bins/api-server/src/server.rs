@@ -37,7 +37,7 @@ use crate::{app, deadline, system_clock, AppState};
 /// database and the cause, when it cannot be reached within `connect_timeout_secs` or
 /// (SQLite) cannot be written.
 pub fn open_store(settings: &Settings) -> Result<Store, ledger_store::StoreError> {
-    Store::open(&settings.database.url, &settings.database.pool_options())
+    startup::open_store(settings)
 }
 
 /// The HTTP workers `server.workers` asks for (0: one per CPU).
@@ -231,7 +231,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let bind = settings.server.bind.clone();
     let workers = worker_count(&settings);
     let capture_config = settings.capture.clone();
-    let payments = std::sync::Arc::new(payments::Payments::new(&settings, store.clone())?);
+    let payments = std::sync::Arc::new(startup::payments(&settings, store.clone())?);
     let mut state = AppState::new(store, settings, system_clock())?.with_payments(payments);
     match capture::CaptureService::start(capture_config).await {
         Ok(service) => state = state.with_capture(service),

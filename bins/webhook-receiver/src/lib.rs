@@ -51,7 +51,7 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use ledger_core::Timestamp;
 use ledger_store::payments::DeliveryReceipt;
-use ledger_store::{Store, StoreError};
+use ledger_store::StoreError;
 use payments::{Payments, PaymentsError, SignedHeaders};
 use serde_json::json;
 use settings::Settings;
@@ -94,8 +94,8 @@ pub struct AppState {
 /// Opens the database (migrating it) and builds the payments facade; refuses a Polar
 /// configuration without a webhook secret.
 pub fn open(settings: &Settings) -> Result<Payments, ReceiverError> {
-    let store = Store::open(&settings.database.url, &settings.database.pool_options())?;
-    let payments = Payments::new(settings, store)?;
+    let store = startup::open_store(settings)?;
+    let payments = startup::payments(settings, store)?;
     if !payments.is_configured() {
         tracing::warn!("no payment provider is configured: Polar's webhooks are answered 503 PAYMENTS_NOT_CONFIGURED and nothing can be credited");
     }

@@ -6,6 +6,8 @@
 //! - [`signature`]: Standard Webhooks verification over the raw body (both of Polar's
 //!   secret encodings, several signatures per header, ±5 minutes, constant time).
 //! - [`polar`]: Polar's API (checkouts, orders) and the payload types we read.
+//! - [`PaymentsConfig`]: what it is configured with, as plain values (the programs build it
+//!   from their settings; this crate does not read the configuration).
 //! - [`Payments`]: the facade the api-server and the webhook receiver call: checkouts
 //!   (Polar when its access token is set; local demo checkouts only when
 //!   `payments.provider = "demo"` asks for them; otherwise none, and nothing can be
@@ -15,12 +17,14 @@
 //! order id, locked by every event about that order, written in the same transaction as
 //! the ledger entry. See README.md.
 
+mod config;
 mod delivery;
 mod error;
 pub mod polar;
 mod service;
 pub mod signature;
 
+pub use config::{PaymentsConfig, ProviderChoice};
 pub use delivery::{envelope, new_webhook_id, SignedDelivery};
 pub use error::{CheckoutError, PaymentsError, PAYMENTS_NOT_CONFIGURED};
 pub use service::{

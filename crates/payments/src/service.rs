@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::{PaymentsConfig, ProviderChoice};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ledger_core::{AccountId, Catalogue, CreditPack, Credits, Timestamp};
@@ -13,7 +14,6 @@ use ledger_store::payments::{
 use ledger_store::{new_id, Store, StoreError};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use settings::{PaymentProvider, Settings};
 
 use crate::delivery::{envelope, new_webhook_id, SignedDelivery};
 use crate::error::{CheckoutError, PaymentsError};
@@ -209,24 +209,20 @@ pub struct Payments {
 }
 
 impl Payments {
-    /// The provider [`Settings::payment_provider`] names: Polar when `polar.access_token`
-    /// is set, the demo provider only when `payments.provider = "demo"` asks for it, else
-    /// none (nothing can be bought; nothing mints credits). In demo mode the webhook
+    /// The provider `config.provider` names (from the settings' `payment_provider`: Polar
+    /// when `polar.access_token` is set, the demo provider only when `payments.provider =
+    /// "demo"` asks for it, else none: nothing can be bought, nothing mints credits). In
+    /// demo mode the webhook
     /// secret is `polar.webhook_secret` when set, else one generated on first start and
     /// kept in the database (so every process of the deployment shares it), and a loud
     /// warning ([`DEMO_WARNING`]) is logged: both programs build their `Payments` here at
     /// start.
-    pub fn new(settings: &Settings, store: Store) -> Result<Payments, PaymentsError> {
-        let catalogue = settings
-            .catalogue()
-            .map_err(|e| PaymentsError::Config(e.to_string()))?;
-        let configured = settings.polar.webhook_secret.expose().trim();
-        let token = settings.polar.access_token.expose().trim();
-        let chosen = settings
-            .payment_provider()
-            .map_err(|e| PaymentsError::Config(e.to_string()))?;
-        let (provider, secret, demo_secret) = match chosen {
-            PaymentProvider::Demo => {
+    pub fn new(config: &PaymentsConfig, store: Store) -> Result<Payments, PaymentsError> {
+        let catalogue = config.catalogue.clone();
+        let configured = config.webhook_secret.trim();
+        let token = config.access_token.trim();
+        let (provider, secret, demo_secret) = match config.provider {
+            ProviderChoice::Demo => {
                 tracing::warn!("{DEMO_WARNING}");
                 let raw = if configured.is_empty() {
                     let mut key = [0u8; 32];
@@ -241,16 +237,16 @@ impl Payments {
                 };
                 (Provider::Demo, Some(WebhookSecret::new(&raw)), Some(raw))
             }
-            PaymentProvider::Polar => {
+            ProviderChoice::Polar => {
                 let client = PolarClient::new(
-                    &settings.polar.api_url,
+                    &config.polar_api_url,
                     token,
-                    Duration::from_secs(settings.polar.timeout_secs.max(1)),
+                    Duration::from_secs(config.timeout_secs.max(1)),
                 );
                 let secret = (!configured.is_empty()).then(|| WebhookSecret::new(configured));
                 (Provider::Polar(client), secret, None)
             }
-            PaymentProvider::None => {
+            ProviderChoice::None => {
                 tracing::warn!("payments are off: no payment provider is configured, so credit packs cannot be bought and webhooks are refused (set polar.access_token and polar.webhook_secret for Polar, or payments.provider = \"demo\" for local test payments)");
                 (Provider::None, None, None)
             }
@@ -261,13 +257,9 @@ impl Payments {
             provider,
             secret,
             demo_secret,
-            public_url: settings
-                .webhooks
-                .public_url
-                .trim_end_matches('/')
-                .to_owned(),
-            success_url: settings.polar.success_url.clone(),
-            reconcile_every: Some(settings.polar.reconcile_interval_secs)
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            success_url: config.success_url.clone(),
+            reconcile_every: Some(config.reconcile_interval_secs)
                 .filter(|s| *s > 0)
                 .map(std::time::Duration::from_secs),
         })

@@ -61,7 +61,7 @@ pub fn demo_settings(db: &TestDb) -> Settings {
 /// Payments with `settings` (Polar mode against `fake`) on `store`; the fake charges each
 /// pack's price.
 pub fn polar_payments(fake: &FakePolar, settings: &Settings, store: Store) -> Payments {
-    let payments = Payments::new(settings, store).expect("payments");
+    let payments = startup::payments(settings, store).expect("payments");
     for p in payments.catalogue().all() {
         fake.set_price(
             p.product_id.as_deref().expect("a pack sold on Polar"),

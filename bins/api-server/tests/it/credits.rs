@@ -634,7 +634,7 @@ async fn with_payments(
     edit: impl FnOnce(&mut settings::Settings),
 ) -> TestApp {
     TestApp::build_with_state(backend, START, edit, |state| {
-        let p = payments::Payments::new(&state.settings, state.store.clone())
+        let p = startup::payments(&state.settings, state.store.clone())
             .expect("payments from the test settings");
         state.with_payments(std::sync::Arc::new(p))
     })

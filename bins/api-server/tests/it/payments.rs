@@ -45,7 +45,7 @@ fn world(db: TestDb, env: &[(&str, &str)]) -> World {
         ..Sources::default()
     })
     .unwrap();
-    let payments = Arc::new(payments::Payments::new(&settings, db.store.clone()).unwrap());
+    let payments = Arc::new(startup::payments(&settings, db.store.clone()).unwrap());
     let clock: api_server::Clock = Arc::new(|| Timestamp::from_millis(NOW));
     let state = AppState::new(db.store.clone(), settings, clock)
         .unwrap()

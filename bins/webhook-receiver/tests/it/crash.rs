@@ -17,8 +17,8 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
     let acct = account(&db.store);
     // Bought through a checkout our settings make (as the api-server would).
-    let payments = payments::Payments::new(&settings(&db, Some(&fake.url())), db.store.clone())
-        .expect("payments");
+    let payments =
+        startup::payments(&settings(&db, Some(&fake.url())), db.store.clone()).expect("payments");
     fake.set_price("prod_pack_pro", 3500);
     let order = bought(&fake, &payments, &acct, "pack_pro");
     let paid = fake.paid_events(&order).remove(2);

@@ -6,7 +6,6 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use payments::Payments;
 use test_support::fake_polar::{FakePolar, KeyMode};
 use test_support::on_both_backends;
 use test_support::TestDb;
@@ -15,7 +14,7 @@ fn a_missed_order_is_credited_by_the_periodic_reconcile(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
     let mut s = settings(&db, Some(&fake.url()));
     s.polar.reconcile_interval_secs = 1;
-    let payments = Payments::new(&s, db.store.clone()).expect("payments");
+    let payments = startup::payments(&s, db.store.clone()).expect("payments");
     for p in payments.catalogue().all() {
         fake.set_price(p.product_id.as_deref().unwrap(), p.price.get());
     }

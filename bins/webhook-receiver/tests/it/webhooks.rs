@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use common::*;
 use ledger_core::{Credits, EntryKind, Page};
 use ledger_store::Store;
-use payments::{Payments, SignedDelivery};
+use payments::SignedDelivery;
 use test_support::on_both_backends;
 use test_support::TestDb;
 
@@ -248,7 +248,7 @@ fn health_and_unknown_routes(db: TestDb) {
 
 fn the_demo_checkout_pays_through_a_signed_webhook(db: TestDb) {
     let s = demo_settings(&db);
-    let payments = Payments::new(&s, db.store.clone()).unwrap();
+    let payments = startup::payments(&s, db.store.clone()).unwrap();
     let rx = webhook_receiver::spawn(payments.clone()).unwrap();
     let acct = account(&db.store);
     let url = payments
@@ -313,7 +313,7 @@ fn the_demo_checkout_pays_through_a_signed_webhook(db: TestDb) {
 
 fn without_a_provider_there_are_no_demo_pages(db: TestDb) {
     // The built-in defaults: no polar.access_token, no payments.provider.
-    let payments = Payments::new(&settings(&db, None), db.store.clone()).unwrap();
+    let payments = startup::payments(&settings(&db, None), db.store.clone()).unwrap();
     let rx = webhook_receiver::spawn(payments).unwrap();
     let acct = account(&db.store);
     // A demo checkout left over from a time when demo payments were on.
@@ -502,7 +502,7 @@ fn a_delivery_that_cannot_be_stored_is_answered_503() {
     for p in &mut s.credits.packs {
         p.polar_product_id = Some(format!("prod_{}", p.id));
     }
-    let payments = Payments::new(&s, store.clone()).unwrap();
+    let payments = startup::payments(&s, store.clone()).unwrap();
     fake.set_price("prod_pack_pro", 3500);
     let acct = account(&store);
     let order = bought(&fake, &payments, &acct, "pack_pro");

@@ -7,7 +7,7 @@ use common::*;
 use ledger_core::{EntryKind, Memo};
 use ledger_store::payments::{PaidOutcome, RefundAmount, TopupCharge};
 use ledger_store::{Operation, Spend};
-use payments::{AutoTopupRequest, ChargeResult, Payments, PaymentsError, SavedMethodCharger};
+use payments::{AutoTopupRequest, ChargeResult, PaymentsError, SavedMethodCharger};
 use test_support::on_both_backends;
 use test_support::TestDb;
 
@@ -47,7 +47,7 @@ fn request(enabled: bool, threshold: i64, pack: &str) -> AutoTopupRequest {
 }
 
 fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
-    let p = Payments::new(&demo_settings(&db), db.store.clone()).unwrap();
+    let p = startup::payments(&demo_settings(&db), db.store.clone()).unwrap();
     let acct = account(&db.store);
     assert_eq!(p.get_auto_topup(&acct).unwrap().status, "disabled");
     assert!(matches!(
@@ -171,7 +171,7 @@ fn polar_cannot_charge_a_saved_method(db: TestDb) {
 /// ADR 0203: a confirmed top-up is credited once, keyed by its charge id; ADR 0200: it
 /// first pays back credits owed by an earlier refund.
 fn a_top_up_credits_once_and_pays_owed_refunds_first(db: TestDb) {
-    let p = Payments::new(&demo_settings(&db), db.store.clone()).unwrap();
+    let p = startup::payments(&demo_settings(&db), db.store.clone()).unwrap();
     let acct = account(&db.store);
     p.put_auto_topup(&acct, &request(true, 50, "pack_starter"), now())
         .unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ledger_core::EntryKind;
-use payments::{Payments, PaymentsError};
+use payments::PaymentsError;
 use test_support::fake_polar::{Failure, FakePolar, KeyMode};
 use test_support::on_both_backends;
 use test_support::TestDb;
@@ -90,7 +90,7 @@ fn polar_failures_are_provider_errors(db: TestDb) {
     // A wrong token: Polar's 401.
     let mut s = settings(&db, Some(&fake.url()));
     s.polar.access_token = "polar_oat_wrong".into();
-    let wrong = Payments::new(&s, db.store.clone()).unwrap();
+    let wrong = startup::payments(&s, db.store.clone()).unwrap();
     match wrong.create_checkout(&acct, &pro) {
         Err(PaymentsError::Provider {
             status: Some(401),
@@ -103,7 +103,7 @@ fn polar_failures_are_provider_errors(db: TestDb) {
     drop(fake);
     let mut s = settings(&db, Some(&gone));
     s.polar.timeout_secs = 1;
-    let nobody = Payments::new(&s, db.store.clone()).unwrap();
+    let nobody = startup::payments(&s, db.store.clone()).unwrap();
     assert!(matches!(
         nobody.create_checkout(&acct, &pro),
         Err(PaymentsError::Provider { status: None, .. })
@@ -122,7 +122,7 @@ fn a_pack_without_a_product_is_not_configured(db: TestDb) {
 
 fn demo_checkouts_are_local_and_need_no_product(db: TestDb) {
     let s = demo_settings(&db);
-    let p = Payments::new(&s, db.store.clone()).unwrap();
+    let p = startup::payments(&s, db.store.clone()).unwrap();
     assert!(p.is_demo());
     let acct = account(&db.store);
     let starter = pack(&p, "pack_starter");
@@ -142,7 +142,7 @@ fn demo_checkouts_are_local_and_need_no_product(db: TestDb) {
         ("Starter", c(100), 500, false)
     );
     // The generated secret is kept: a second process signs and verifies with the same.
-    let again = Payments::new(&s, db.store.clone()).unwrap();
+    let again = startup::payments(&s, db.store.clone()).unwrap();
     let deliveries = p.demo_pay(id, now()).unwrap().unwrap();
     assert_eq!(deliveries.len(), 3);
     for d in &deliveries {
@@ -188,7 +188,7 @@ fn reconcile_applies_missed_orders_once(db: TestDb) {
 
 fn reconcile_pages_through_every_order(db: TestDb) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
-    let p = Payments::new(&settings(&db, Some(&fake.url())), db.store.clone()).unwrap();
+    let p = startup::payments(&settings(&db, Some(&fake.url())), db.store.clone()).unwrap();
     fake.set_price("prod_pack_starter", 500);
     let acct = account(&db.store);
     for _ in 0..105 {
@@ -203,7 +203,7 @@ fn reconcile_pages_through_every_order(db: TestDb) {
 fn no_provider_sells_nothing_and_receives_nothing(db: TestDb) {
     let mut s = settings(&db, None);
     s.polar.reconcile_interval_secs = 60;
-    let p = Payments::new(&s, db.store.clone()).unwrap();
+    let p = startup::payments(&s, db.store.clone()).unwrap();
     assert!(!p.is_configured() && !p.is_demo());
     let acct = account(&db.store);
     let e = p
