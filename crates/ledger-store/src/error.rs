@@ -19,11 +19,11 @@ pub enum StoreError {
     #[error("Idempotency-Key `{key}` was already used with a different request")]
     IdempotencyConflict { key: String },
     #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    Database(DatabaseError),
     #[error("database connection error: {0}")]
-    Connection(#[from] diesel::ConnectionError),
+    Connection(ConnectionError),
     #[error("connection pool error: {0}")]
-    Pool(#[from] r2d2::Error),
+    Pool(PoolError),
     /// The database cannot be reached or does not answer; the reason names it.
     #[error("database unavailable: {reason}")]
     Unavailable { reason: String },
@@ -43,6 +43,53 @@ pub enum StoreError {
     Corrupt { reason: String },
 }
 
+/// Wraps an error of the database driver, so that no driver type is part of the store's
+/// API (callers see its message, and `std::error::Error::source`).
+macro_rules! opaque_error {
+    ($(#[$doc:meta])* $variant:ident: $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub(crate) $inner);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+
+        impl From<$inner> for StoreError {
+            fn from(e: $inner) -> StoreError {
+                StoreError::$variant(e.into())
+            }
+        }
+
+        impl From<$inner> for $name {
+            fn from(e: $inner) -> $name {
+                $name(e)
+            }
+        }
+    };
+}
+
+opaque_error!(
+    /// A query or transaction failed.
+    Database: DatabaseError(diesel::result::Error)
+);
+opaque_error!(
+    /// A connection could not be established.
+    Connection: ConnectionError(diesel::ConnectionError)
+);
+opaque_error!(
+    /// The pool gave no connection.
+    Pool: PoolError(r2d2::Error)
+);
+
 impl StoreError {
     /// Whether the failure is the database's being unreachable, down or unable to write
     /// for now (a retry later may succeed), rather than a fault of the request or a bug.
@@ -53,13 +100,13 @@ impl StoreError {
             | StoreError::Unavailable { .. }
             | StoreError::Unwritable { .. }
             | StoreError::Connection(_) => true,
-            StoreError::Database(Error::DatabaseError(kind, info)) => {
+            StoreError::Database(DatabaseError(Error::DatabaseError(kind, info))) => {
                 matches!(
                     kind,
                     DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
                 ) || storage_fault(info.message())
             }
-            StoreError::Database(Error::BrokenTransactionManager) => true,
+            StoreError::Database(DatabaseError(Error::BrokenTransactionManager)) => true,
             _ => false,
         }
     }

@@ -12,7 +12,7 @@ use ledger_core::{
 };
 
 use crate::db::{Backend, DbConnection};
-use crate::error::StoreError;
+use crate::error::{DatabaseError, StoreError};
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
 use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
@@ -116,7 +116,7 @@ impl From<StoreError> for TxError {
 }
 impl From<DieselError> for TxError {
     fn from(e: DieselError) -> TxError {
-        TxError(StoreError::Database(e))
+        TxError(StoreError::Database(e.into()))
     }
 }
 #[derive(Debug)]
@@ -204,7 +204,7 @@ impl Ledger<'_> {
             Ok((Account::from(row), available))
         });
         match result {
-            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+            Err(StoreError::Database(DatabaseError(e))) if is_unique_violation(&e) => {
                 Err(StoreError::EmailTaken {
                     email: email.unwrap_or_default(),
                 })

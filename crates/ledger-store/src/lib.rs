@@ -42,7 +42,7 @@ pub use db::{
     revert_all_migrations, run_migrations, Backend, DatabaseUrl, PoolOptions, POSTGRES_MIGRATIONS,
     SQLITE_MIGRATIONS,
 };
-pub use error::StoreError;
+pub use error::{ConnectionError, DatabaseError, PoolError, StoreError};
 pub use ids::{new_id, RandomIds};
 pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, Ledger, NewAccount};
 /// The operation types are the core's; re-exported under their old names here.

@@ -53,10 +53,10 @@ impl Store {
 fn is_unique_violation(e: &StoreError) -> bool {
     matches!(
         e,
-        StoreError::Database(DieselError::DatabaseError(
+        StoreError::Database(crate::error::DatabaseError(DieselError::DatabaseError(
             DatabaseErrorKind::UniqueViolation,
             _
-        ))
+        )))
     )
 }
 
