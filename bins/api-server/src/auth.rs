@@ -27,10 +27,10 @@ pub const SESSION_COOKIE: &str = "session";
 /// The readable prefix of every API key.
 pub const KEY_PREFIX: &str = "sk_live_";
 
-fn random_hex(bytes: usize) -> String {
+fn random_hex(bytes: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("the operating system's random source is available");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut buf).map_err(ApiError::internal)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn sha256_hex(secret: &str) -> String {
@@ -40,16 +40,16 @@ pub fn sha256_hex(secret: &str) -> String {
         .collect()
 }
 
-/// A new session token.
-pub fn new_session_token() -> String {
+/// A new session token (fails only without the operating system's random source).
+pub fn new_session_token() -> Result<String, ApiError> {
     random_hex(32)
 }
 
 /// A new API key and the prefix shown in listings (`sk_live_` + 4 characters).
-pub fn new_api_key() -> (String, String) {
-    let key = format!("{KEY_PREFIX}{}", random_hex(32));
+pub fn new_api_key() -> Result<(String, String), ApiError> {
+    let key = format!("{KEY_PREFIX}{}", random_hex(32)?);
     let prefix = key[..KEY_PREFIX.len() + 4].to_owned();
-    (key, prefix)
+    Ok((key, prefix))
 }
 
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
@@ -385,8 +385,8 @@ mod tests {
 
     #[test]
     fn keys_have_a_readable_prefix_and_are_unique() {
-        let (a, pa) = new_api_key();
-        let (b, _) = new_api_key();
+        let (a, pa) = new_api_key().unwrap();
+        let (b, _) = new_api_key().unwrap();
         assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_PREFIX.len() + 64);
         assert!(a.starts_with(&pa) && pa.len() == KEY_PREFIX.len() + 4);
         assert_ne!(a, b);

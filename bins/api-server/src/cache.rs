@@ -89,7 +89,7 @@ impl DiskCache {
     /// Stores bytes as an object (once) and returns its name.
     pub fn put_object(&self, bytes: &[u8]) -> std::io::Result<String> {
         let object = hex(&Sha256::digest(bytes));
-        let path = self.object_path(&object).expect("a sha256 name");
+        let path = sharded(&self.dir.join("objects"), &object);
         if !path.is_file() {
             write_atomically(&path, bytes)?;
         }
@@ -109,10 +109,7 @@ impl DiskCache {
             content_type: content_type.to_owned(),
             created_at_ms: now.millis(),
         };
-        write_atomically(
-            &self.key_path(key),
-            &serde_json::to_vec(&record).expect("serializes"),
-        )
+        write_atomically(&self.key_path(key), &serde_json::to_vec(&record)?)
     }
 
     pub fn object(&self, object: &str) -> Option<Vec<u8>> {

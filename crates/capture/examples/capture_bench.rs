@@ -10,6 +10,9 @@
 //! every chromium process of that service's chromedriver group (RSS, and PSS which divides
 //! shared pages fairly), divided by the number of sessions.
 
+// A benchmark, not a program: a failed step should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

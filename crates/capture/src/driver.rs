@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,10 +31,14 @@ impl DriverUrl {
         Self(Arc::new(RwLock::new(url)))
     }
     pub(crate) fn get(&self) -> String {
-        self.0.read().expect("driver url lock").clone()
+        // A poisoned lock still holds a whole url: it is only ever replaced.
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
     fn set(&self, url: String) {
-        *self.0.write().expect("driver url lock") = url;
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = url;
     }
 }
 

@@ -43,3 +43,11 @@ pub use guard::{classify_ip, TargetPolicy};
 pub use options::{CaptureOptions, Format, RawCaptureOptions, RawValue, Target};
 pub use service::{CaptureService, ServiceStats};
 pub use shoot::Captured;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks `m`, and goes on if an earlier holder panicked: every critical section in this
+/// crate is one take, assignment, push or copy, so the data is whole even then.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -361,6 +361,9 @@ impl CaptureOptions {
             selector: self.selector.as_deref(),
             dark_mode: self.dark_mode,
         };
+        // Derived `Serialize` over strings, integers, booleans and a unit enum, with no
+        // maps: serde_json has nothing to fail on.
+        #[allow(clippy::expect_used)]
         let json = serde_json::to_string(&canon).expect("canonical options serialize");
         hex(&Sha256::digest(json.as_bytes()))
     }

@@ -212,17 +212,12 @@ impl Proxy {
 
     /// Forget every recorded event (done before each navigation).
     pub fn clear_log(&self) {
-        self.log.lock().expect("proxy log lock").clear();
+        crate::lock(&self.log).clear();
     }
 
     /// A copy of the recorded events, oldest first.
     pub fn events(&self) -> Vec<ProxyEvent> {
-        self.log
-            .lock()
-            .expect("proxy log lock")
-            .iter()
-            .cloned()
-            .collect()
+        crate::lock(&self.log).iter().cloned().collect()
     }
 
     /// The latest failure recorded for `host:port` (host as [`normalize_host`] prints it).
@@ -237,9 +232,7 @@ impl Proxy {
     }
 
     fn latest_failure(&self, wanted: impl Fn(&ProxyEvent) -> bool) -> Option<ProxyEvent> {
-        self.log
-            .lock()
-            .expect("proxy log lock")
+        crate::lock(&self.log)
             .iter()
             .rev()
             .find(|e| e.outcome.is_failure() && wanted(e))
@@ -261,7 +254,7 @@ fn record(
     port: u16,
     outcome: ProxyOutcome,
 ) {
-    let mut log = log.lock().expect("proxy log lock");
+    let mut log = crate::lock(log);
     if log.len() >= LOG_CAPACITY {
         log.pop_front();
     }

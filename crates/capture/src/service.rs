@@ -102,10 +102,10 @@ struct DriverTask {
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(d) = self.driver.lock().expect("driver lock").take() {
+        if let Some(d) = crate::lock(&self.driver).take() {
             let _ = d.stop.send(true);
         }
-        if let Some(rt) = self.runtime.lock().expect("runtime lock").take() {
+        if let Some(rt) = crate::lock(&self.runtime).take() {
             // Dropping the tasks drops chromedriver's `Child` (kill_on_drop) and the
             // watchdog's pipe, which ends every browser.
             rt.shutdown_background();
@@ -250,9 +250,8 @@ impl CaptureService {
             return;
         }
         let _ = self.inner.stop.send(true);
-        let workers: Vec<_> =
-            std::mem::take(&mut *self.inner.workers.lock().expect("workers lock"));
-        let driver = self.inner.driver.lock().expect("driver lock").take();
+        let workers: Vec<_> = std::mem::take(&mut *crate::lock(&self.inner.workers));
+        let driver = crate::lock(&self.inner.driver).take();
         let (tx, rx) = oneshot::channel();
         self.inner.handle.spawn(async move {
             for t in workers {
@@ -493,7 +492,7 @@ async fn worker(
                 Ok(r) => r,
                 Err(_) => Err(CaptureError::Timeout {
                     timeout_secs: budget.as_secs(),
-                    stage: (*task_stage.lock().expect("stage lock")).to_owned(),
+                    stage: (*crate::lock(&task_stage)).to_owned(),
                 }),
             };
             let origin = opts.url().map(|u| u.origin().ascii_serialization());
@@ -528,7 +527,7 @@ async fn worker(
                 (
                     Err(CaptureError::Timeout {
                         timeout_secs: budget.as_secs(),
-                        stage: (*stage.lock().expect("stage lock")).to_owned(),
+                        stage: (*crate::lock(&stage)).to_owned(),
                     }),
                     None,
                 )

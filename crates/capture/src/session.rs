@@ -31,7 +31,9 @@ pub(crate) struct SessionSettings {
 /// drop guard spawns the close on the current runtime.
 #[derive(Debug)]
 pub(crate) struct Session {
-    client: Option<Client>,
+    client: Client,
+    /// Set by [`Session::close`], so the drop guard does not close the session again.
+    closed: bool,
     profile: Option<tempfile::TempDir>,
     /// Captures done with this session.
     pub uses: u32,
@@ -204,7 +206,8 @@ impl Session {
         let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(id, "browser session opened");
         let mut session = Self {
-            client: Some(client),
+            client,
+            closed: false,
             profile,
             uses: 0,
             cdp: true,
@@ -226,7 +229,7 @@ impl Session {
     }
 
     pub(crate) fn client(&self) -> &Client {
-        self.client.as_ref().expect("session used after close")
+        &self.client
     }
 
     /// Run a CDP command through chromedriver.
@@ -280,9 +283,8 @@ impl Session {
 
     /// Close the session (ends the browser) and remove its profile.
     pub(crate) async fn close(mut self) {
-        if let Some(client) = self.client.take() {
-            close_client(client, self.profile.take(), self.id).await;
-        }
+        self.closed = true;
+        close_client(self.client.clone(), self.profile.take(), self.id).await;
     }
 }
 
@@ -297,7 +299,8 @@ async fn close_client(client: Client, profile: Option<tempfile::TempDir>, id: u6
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
+        if !self.closed {
+            let client = self.client.clone();
             let profile = self.profile.take();
             let id = self.id;
             match tokio::runtime::Handle::try_current() {

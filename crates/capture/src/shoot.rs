@@ -37,7 +37,7 @@ pub struct Captured {
 pub(crate) type Stage = Arc<Mutex<&'static str>>;
 
 fn set_stage(stage: &Stage, s: &'static str) {
-    *stage.lock().expect("stage lock") = s;
+    *crate::lock(stage) = s;
 }
 
 /// Run one capture. `deadline` bounds every wait; the caller also puts a hard timeout

@@ -349,12 +349,18 @@ const OVERFLOW: &str = "credits overflow: use the checked_* methods for amounts 
 impl Add for Credits {
     type Output = Credits;
     fn add(self, o: Credits) -> Credits {
+        // An operator has no error channel: overflow panics as integer overflow does under
+        // `overflow-checks`; amounts that can be large go through the checked_* methods.
+        #[allow(clippy::expect_used)]
         self.checked_add(o).expect(OVERFLOW)
     }
 }
 impl Sub for Credits {
     type Output = Credits;
     fn sub(self, o: Credits) -> Credits {
+        // An operator has no error channel: overflow panics as integer overflow does under
+        // `overflow-checks`; amounts that can be large go through the checked_* methods.
+        #[allow(clippy::expect_used)]
         self.checked_sub(o).expect(OVERFLOW)
     }
 }
@@ -371,11 +377,17 @@ impl SubAssign for Credits {
 impl Neg for Credits {
     type Output = Credits;
     fn neg(self) -> Credits {
+        // An operator has no error channel: overflow panics as integer overflow does under
+        // `overflow-checks`; amounts that can be large go through the checked_* methods.
+        #[allow(clippy::expect_used)]
         self.checked_neg().expect(OVERFLOW)
     }
 }
 impl std::iter::Sum for Credits {
     fn sum<I: Iterator<Item = Credits>>(iter: I) -> Credits {
+        // An operator has no error channel: overflow panics as integer overflow does under
+        // `overflow-checks`; amounts that can be large go through the checked_* methods.
+        #[allow(clippy::expect_used)]
         Credits::checked_sum(iter).expect(OVERFLOW)
     }
 }
@@ -425,6 +437,9 @@ impl Add for Cents {
     type Output = Cents;
     /// Panics on overflow (never wraps); see [`Cents::checked_add`].
     fn add(self, o: Cents) -> Cents {
+        // An operator has no error channel: overflow panics as integer overflow does under
+        // `overflow-checks`; see `Cents::checked_add`.
+        #[allow(clippy::expect_used)]
         self.checked_add(o)
             .expect("cents overflow: use Cents::checked_add")
     }

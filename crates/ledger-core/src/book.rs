@@ -274,7 +274,7 @@ impl Book {
         now: Timestamp,
         ids: &mut dyn IdSource,
         allocations: Vec<Allocation>,
-    ) -> &Entry {
+    ) -> &mut Entry {
         self.state.balance += amount;
         self.state.last_seq += 1;
         let entry = Entry {
@@ -295,8 +295,7 @@ impl Book {
             refund_of: None,
             allocations,
         };
-        self.entries.push(entry);
-        self.entries.last().expect("just pushed")
+        self.entries.push_mut(entry)
     }
 
     /// Settles what time has decided: holds past their expiry return their credits, and
@@ -504,8 +503,7 @@ impl Book {
             allocations,
         };
         self.new_holds.insert(hold.id.clone());
-        self.state.holds.push(hold);
-        Ok(self.state.holds.last().expect("just pushed"))
+        Ok(self.state.holds.push_mut(hold))
     }
 
     fn active_hold(&self, id: &HoldId, now: Timestamp) -> Result<&Hold, LedgerError> {
@@ -606,8 +604,7 @@ impl Book {
             source: None,
         });
         let kept = self.settle_hold(hold_id, HoldStatus::Captured, amount, now);
-        self.push_entry(EntryKind::Usage, -amount, memo, now, ids, kept);
-        let entry = self.entries.last_mut().expect("just pushed");
+        let entry = self.push_entry(EntryKind::Usage, -amount, memo, now, ids, kept);
         entry.hold_id = Some(hold_id.clone());
         Ok(entry)
     }
@@ -616,7 +613,10 @@ impl Book {
     pub fn release(&mut self, hold_id: &HoldId, now: Timestamp) -> Result<&Hold, LedgerError> {
         self.active_hold(hold_id, now)?;
         self.settle_hold(hold_id, HoldStatus::Released, Credits::ZERO, now);
-        Ok(self.hold(hold_id).expect("exists"))
+        // `active_hold` found it, and settling never removes a hold.
+        self.hold(hold_id).ok_or_else(|| LedgerError::HoldNotFound {
+            hold_id: hold_id.clone(),
+        })
     }
 
     /// Gives back `amount` (all that is still refundable when `None`) of a `usage` entry.
@@ -725,8 +725,7 @@ impl Book {
             self.new_grants.insert(grant.id.clone());
             self.state.grants.push(grant);
         }
-        self.push_entry(EntryKind::Refund, amount, memo, now, ids, back);
-        let entry = self.entries.last_mut().expect("just pushed");
+        let entry = self.push_entry(EntryKind::Refund, amount, memo, now, ids, back);
         entry.refund_of = Some(original.id.clone());
         Ok(entry)
     }

@@ -32,6 +32,8 @@ impl OveragePolicy {
     /// Panics only if the rounded amount does not fit in an `i64` (see
     /// [`OveragePolicy::checked_billable`]).
     pub fn billable(&self, extra: Credits) -> Credits {
+        // The documented panicking form of `checked_billable`, as `Credits`' operators are.
+        #[allow(clippy::expect_used)]
         self.checked_billable(extra)
             .expect("billable credits overflow")
     }
@@ -53,6 +55,8 @@ impl OveragePolicy {
     /// The money owed for extra usage. Panics only on overflow (see
     /// [`OveragePolicy::checked_charge`]).
     pub fn charge(&self, extra: Credits) -> Cents {
+        // The documented panicking form of `checked_charge`, as `Credits`' operators are.
+        #[allow(clippy::expect_used)]
         self.checked_charge(extra)
             .expect("overage charge overflows")
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
 use serde::{Serialize, Serializer};
 
 use crate::error::QueryError;
@@ -106,11 +106,17 @@ impl YearMonth {
         self.month
     }
 
+    /// The first instant of the month. The month is always 1..=12; a year beyond the
+    /// calendar's range (±262,000, reachable only by stepping past it) saturates, as
+    /// [`Timestamp::to_datetime`] does.
     pub fn start(self) -> Timestamp {
-        let date = NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("validated month");
-        Timestamp::from_datetime(
-            Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight")),
-        )
+        match NaiveDate::from_ymd_opt(self.year, self.month, 1) {
+            Some(date) => {
+                Timestamp::from_datetime(Utc.from_utc_datetime(&date.and_time(NaiveTime::MIN)))
+            }
+            None if self.year > 0 => Timestamp::MAX,
+            None => Timestamp::from_millis(i64::MIN),
+        }
     }
 
     /// The first instant of the next month (exclusive end).

@@ -11,6 +11,9 @@
 //!
 //! Prints a Markdown table: operations/s and per-operation latency p50/p99.
 
+// A benchmark, not a program: a failed step should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use ledger_core::{AccountId, Credits, EntryKind, GrantSource, GrantSpec, Memo, Timestamp};

@@ -11,6 +11,9 @@
 //!
 //! A dev-dependency only: nothing here is part of a program.
 
+// Test helpers panic loudly on a failed step; the lints are for production paths.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod db;
 pub mod fake_polar;
 pub mod fixtures;

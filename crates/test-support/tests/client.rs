@@ -1,6 +1,9 @@
 //! The socket client changes nothing a test asserts on, and `on_both_backends!` runs
 //! plain and `async` tests on both backends.
 
+// Tests and their helpers panic loudly on a failed step; the lints are for production paths.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 

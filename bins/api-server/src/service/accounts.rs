@@ -85,7 +85,7 @@ pub async fn authenticate(
 
 /// A new session: the token for the cookie (only its hash is stored).
 pub async fn start_session(state: &AppState, account: AccountId) -> Result<String, ApiError> {
-    let token = new_session_token();
+    let token = new_session_token()?;
     let hash = sha256_hex(&token);
     let now = state.now();
     let expires = now.plus_secs(state.settings.auth.session_ttl_hours as i64 * 3600);
@@ -193,7 +193,7 @@ pub async fn create_api_key(
             format!("name must be 1 to {NAME_MAX_CHARS} characters"),
         ));
     }
-    let (key, prefix) = new_api_key();
+    let (key, prefix) = new_api_key()?;
     let hash = sha256_hex(&key);
     let now = state.now();
     let stored = state

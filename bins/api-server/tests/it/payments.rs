@@ -62,7 +62,7 @@ fn world(db: TestDb, env: &[(&str, &str)]) -> World {
             now,
         )
         .unwrap();
-    let (key, prefix) = new_api_key();
+    let (key, prefix) = new_api_key().unwrap();
     db.store
         .access()
         .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)

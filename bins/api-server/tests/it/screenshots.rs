@@ -119,7 +119,7 @@ fn world(db: TestDb, service: CaptureService, credits: i64) -> World {
             now,
         )
         .unwrap();
-    let (key, prefix) = new_api_key();
+    let (key, prefix) = new_api_key().unwrap();
     store
         .access()
         .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)
