@@ -1,6 +1,9 @@
 //! The integration tests of `payments`, as one test binary (each binary links the
 //! whole dependency graph, so one per crate keeps the build short).
 
+// Tests and their helpers panic loudly on a failed step; the lints are for production paths.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod auto_topup;
 mod checkout;
 mod common;
