@@ -28,18 +28,9 @@ done
 
 cargo build --release -p api-server >&2
 BIN=target/release/api-server
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/lib/server.sh
+. scripts/lib/server.sh
+scratch_and_stop_on_exit
 
 # wrk's --latency output → "rps p50 p99" (latencies in ms).
 summarise() {
@@ -58,7 +49,7 @@ summarise() {
     ' "$1"
 }
 
-cat >"$WORK/debit.lua" <<EOF
+cat >"$work/debit.lua" <<EOF
 wrk.method = "POST"
 wrk.body = '{"amount":1,"description":"bench debit"}'
 wrk.headers["Content-Type"] = "application/json"
@@ -72,7 +63,7 @@ for backend in $BACKENDS; do
     port=$(free_port)
     base="http://127.0.0.1:$port"
     case $backend in
-        sqlite) url="sqlite://$WORK/bench.db" ;;
+        sqlite) url="sqlite://$work/bench.db" ;;
         postgres)
             dropdb --if-exists -h 127.0.0.1 -U postgres "$PG_DB" 2>/dev/null || true
             createdb -h 127.0.0.1 -U postgres "$PG_DB"
@@ -80,7 +71,7 @@ for backend in $BACKENDS; do
             ;;
         *) echo "unknown backend $backend" >&2; exit 1 ;;
     esac
-    cat >"$WORK/$backend.toml" <<EOF
+    cat >"$work/$backend.toml" <<EOF
 [server]
 bind = "127.0.0.1:$port"
 [database]
@@ -91,8 +82,8 @@ token = "$TOKEN"
 # Screenshots are not measured here: point capture at a closed port so no browser starts.
 webdriver_url = "http://127.0.0.1:9"
 EOF
-    RUST_LOG=warn "$BIN" --config "$WORK/$backend.toml" 2>"$WORK/$backend.log" &
-    SERVER_PID=$!
+    RUST_LOG=warn "$BIN" --config "$work/$backend.toml" 2>"$work/$backend.log" &
+    server_pid=$!
     for _ in $(seq 1 100); do
         curl -fsS "$base/healthz" >/dev/null 2>&1 && break
         sleep 0.1
@@ -100,27 +91,27 @@ EOF
     curl -fsS "$base/healthz" >/dev/null
 
     # One account with a key and a billion credits.
-    id=$(curl -fsS -c "$WORK/jar" -H 'content-type: application/json' \
+    id=$(curl -fsS -c "$work/jar" -H 'content-type: application/json' \
         -d '{"email":"bench@example.com","password":"bench password"}' \
         "$base/api/v1/auth/signup" | jq -r .accountId)
-    key=$(curl -fsS -b "$WORK/jar" -H 'content-type: application/json' -d '{"name":"bench"}' \
+    key=$(curl -fsS -b "$work/jar" -H 'content-type: application/json' -d '{"name":"bench"}' \
         "$base/api/v1/api-keys" | jq -r .key)
     curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
         -d '{"amount":1000000000,"description":"bench credits"}' "$base/admin/v1/accounts/$id/credits"
 
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "x-api-key: $key" \
-        "$base/api/v1/credits" >"$WORK/$backend-balance.txt"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/debit.lua" \
-        "$base/admin/v1/accounts/$id/debits" >"$WORK/$backend-debit.txt"
+        "$base/api/v1/credits" >"$work/$backend-balance.txt"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/debit.lua" \
+        "$base/admin/v1/accounts/$id/debits" >"$work/$backend-debit.txt"
 
-    hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
+    hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")
     balance=$(curl -fsS -H "x-api-key: $key" "$base/api/v1/credits" | jq -r .balance)
     verify=$(curl -fsS -H "authorization: Bearer $TOKEN" "$base/admin/v1/verify" | jq -c '{ok, entries}')
-    kill -TERM "$SERVER_PID"
-    wait "$SERVER_PID"
-    SERVER_PID=
+    kill -TERM "$server_pid"
+    wait "$server_pid"
+    server_pid=
     for load in balance debit; do
-        read -r rps p50 p99 non2xx < <(summarise "$WORK/$backend-$load.txt")
+        read -r rps p50 p99 non2xx < <(summarise "$work/$backend-$load.txt")
         case $load in
             balance) what='`GET /api/v1/credits` (x-api-key)' ;;
             debit) what='`POST /admin/v1/accounts/{id}/debits` (1 credit)' ;;

@@ -46,18 +46,11 @@ fi
 # 2. The server: the debug binary on a free port, a fresh database, an admin token.
 cargo build -q -p api-server --bin api-server
 bin=target/debug/api-server
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib/server.sh
+. scripts/lib/server.sh
+scratch_and_stop_on_exit
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 admin_token="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
 base="http://127.0.0.1:$port"
 # A WebDriver URL nothing answers at: no browser is started, screenshots answer 503.

@@ -140,29 +140,21 @@ pub fn server(
                 .wrap(json_errors())
                 .wrap(security_headers())
                 .app_data(state.clone())
-                .service(
-                    web::resource("/api/webhooks/polar")
-                        .route(web::post().to(polar_webhook))
-                        .default_service(web::to(|| method_not_allowed("POST"))),
-                )
-                .service(
-                    web::resource("/healthz")
-                        .route(web::get().to(healthz))
-                        .default_service(web::to(|| method_not_allowed("GET"))),
-                );
+                .service(only(
+                    "/api/webhooks/polar",
+                    "POST",
+                    web::post().to(polar_webhook),
+                ))
+                .service(only("/healthz", "GET", web::get().to(healthz)));
             // The demo pages exist only when demo payments were asked for by name.
             if demo {
                 app = app
-                    .service(
-                        web::resource("/demo/checkout/{id}")
-                            .route(web::get().to(demo_page))
-                            .default_service(web::to(|| method_not_allowed("GET"))),
-                    )
-                    .service(
-                        web::resource("/demo/checkout/{id}/pay")
-                            .route(web::post().to(demo_pay))
-                            .default_service(web::to(|| method_not_allowed("POST"))),
-                    );
+                    .service(only("/demo/checkout/{id}", "GET", web::get().to(demo_page)))
+                    .service(only(
+                        "/demo/checkout/{id}/pay",
+                        "POST",
+                        web::post().to(demo_pay),
+                    ));
             }
             app.default_service(web::to(not_found))
         }
@@ -257,6 +249,13 @@ fn internal() -> HttpResponse {
 }
 
 /// `405` with `Allow` for a known path asked with another method.
+/// The resource at `path` served by `route` (method `allow`); any other method is `405`.
+fn only(path: &str, allow: &'static str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move || method_not_allowed(allow)))
+}
+
 async fn method_not_allowed(allow: &'static str) -> HttpResponse {
     HttpResponse::MethodNotAllowed()
         .insert_header((header::ALLOW, allow))

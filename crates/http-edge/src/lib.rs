@@ -59,6 +59,27 @@ impl Default for H1Limits {
     }
 }
 
+/// Declares a trait `$name<$b>` that stands for `$bounds`, implemented for every type
+/// that meets them: one place for a bound list several functions share.
+macro_rules! bound_alias {
+    ($(#[$doc:meta])* $name:ident<$b:ident> = $($bounds:tt)+) => {
+        $(#[$doc])*
+        pub trait $name<$b>: $($bounds)+ {}
+        impl<T, $b> $name<$b> for T where T: $($bounds)+ {}
+    };
+}
+
+bound_alias! {
+    /// What an actix-web `App<T>` is built over: the bounds [`h1`] and [`serve`] put on `T`.
+    AppFactory<B> = ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+        InitError = (),
+    > + 'static
+}
+
 /// Notes each request's method for the connection's [`CodecErrorsIo`] (outermost, so every
 /// request that reaches the app is noted, in order).
 async fn note_method<B: MessageBody + 'static>(
@@ -90,13 +111,7 @@ pub fn h1<T, B>(
     InitError = (),
 >
 where
-    T: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
+    T: AppFactory<B>,
     B: MessageBody + 'static,
 {
     let app = app
@@ -152,13 +167,7 @@ pub fn serve<F, T, B>(
 ) -> std::io::Result<actix_server::Server>
 where
     F: Fn() -> App<T> + Send + Clone + 'static,
-    T: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
+    T: AppFactory<B>,
     B: MessageBody + 'static,
 {
     let mut builder = actix_server::Server::build()

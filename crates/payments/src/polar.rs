@@ -185,34 +185,33 @@ impl PolarClient {
 
     /// `GET /v1/checkouts/{id}`.
     pub fn checkout(&self, id: &str) -> Result<Checkout, PaymentsError> {
-        let response = self
-            .agent
-            .get(format!("{}/v1/checkouts/{id}", self.api_url))
-            .header("Authorization", self.bearer())
-            .call();
-        read(response, "get checkout")
+        self.get(&format!("/v1/checkouts/{id}"), &[], "get checkout")
     }
 
     /// `GET /v1/orders/{id}`.
     pub fn order(&self, id: &str) -> Result<Order, PaymentsError> {
-        let response = self
-            .agent
-            .get(format!("{}/v1/orders/{id}", self.api_url))
-            .header("Authorization", self.bearer())
-            .call();
-        read(response, "get order")
+        self.get(&format!("/v1/orders/{id}"), &[], "get order")
     }
 
     /// `GET /v1/orders/?page=..&limit=..` (newest first, as Polar sorts by default).
     pub fn orders(&self, page: i64, limit: i64) -> Result<OrderPage, PaymentsError> {
-        let response = self
-            .agent
-            .get(format!("{}/v1/orders/", self.api_url))
-            .query("page", page.to_string())
-            .query("limit", limit.to_string())
-            .header("Authorization", self.bearer())
-            .call();
-        read(response, "list orders")
+        let query = [("page", page.to_string()), ("limit", limit.to_string())];
+        self.get("/v1/orders/", &query, "list orders")
+    }
+
+    /// `GET {api_url}{path}` with `query`, authorised, read as `T` (`what` names the call
+    /// in errors).
+    fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> Result<T, PaymentsError> {
+        let mut request = self.agent.get(format!("{}{path}", self.api_url));
+        for (name, value) in query {
+            request = request.query(*name, value);
+        }
+        read(request.header("Authorization", self.bearer()).call(), what)
     }
 
     /// Every paid one-time purchase, walking all pages (`limit` 100).

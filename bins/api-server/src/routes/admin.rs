@@ -3,15 +3,19 @@
 //! Every call that moves credits honours `Idempotency-Key`. The flows are
 //! [`crate::service::metering`]; these handlers extract and convert.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, put, web, FromRequest, HttpRequest, HttpResponse};
 use ledger_core::{AccountId, Credits, EntryKind, HoldId};
 use ledger_store::{Applied, Operation, Outcome};
 
 use crate::auth::Admin;
 use crate::body::{idempotency, JsonBody};
 use crate::error::ApiError;
-use crate::routes::metered;
+use crate::routes::{metered, CreditWriteErrors};
 use crate::service::metering::{self as service, Settlement};
 use crate::state::AppState;
 use crate::wire::{
@@ -22,17 +26,55 @@ use crate::wire::{
 
 pub use crate::service::metering::DEFAULT_MAX_HARD_LIMIT;
 
-/// Applies an operation that writes one entry, answered `201` with that entry.
-async fn created_entry(
-    state: &AppState,
-    req: &HttpRequest,
-    raw: &[u8],
+/// What an admin call on one account with a JSON body extracts, in this order: the
+/// operator's token, the account (`{id}`), and the body (its raw bytes are what
+/// `Idempotency-Key` is checked against).
+pub struct OnAccount<T> {
+    req: HttpRequest,
     account: String,
+    body: JsonBody<T>,
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for OnAccount<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<OnAccount<T>, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let admin = Admin::from_request(req, payload);
+        let account = web::Path::<String>::from_request(req, payload);
+        let body = JsonBody::<T>::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            admin.await?;
+            let account = account.await?.into_inner();
+            let body = body.await?;
+            Ok(OnAccount { req, account, body })
+        })
+    }
+}
+
+impl<T> OnAccount<T> {
+    /// Applies `operation` (built from the body) to the account, under the call's
+    /// `Idempotency-Key`.
+    async fn apply(
+        &self,
+        state: &AppState,
+        operation: Result<Operation, ApiError>,
+    ) -> Result<Applied, ApiError> {
+        let operation = operation?;
+        let idem = idempotency(&self.req, &self.body.raw)?;
+        let account = AccountId::new(self.account.clone());
+        service::apply(state, account, idem, operation).await
+    }
+}
+
+/// Applies an operation that writes one entry, answered `201` with that entry.
+async fn created_entry<T>(
+    state: &AppState,
+    call: &OnAccount<T>,
     operation: Result<Operation, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let operation = operation?;
-    let idem = idempotency(req, raw)?;
-    let applied = service::apply(state, AccountId::new(account), idem, operation).await?;
+    let applied = call.apply(state, operation).await?;
     metered(applied, |outcome| match outcome {
         Outcome::Entry(e) => {
             let charged = if e.kind == EntryKind::Usage {
@@ -87,54 +129,44 @@ pub async fn create_account(
 /// Grants (positive) or takes away (negative, never below zero) credits: an `adjustment`.
 #[utoipa::path(tag = "admin", request_body = AdjustmentRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = TransactionView), (status = 400, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/credits")]
 pub async fn adjust(
     state: web::Data<AppState>,
-    _: Admin,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: JsonBody<AdjustmentRequest>,
+    call: OnAccount<AdjustmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let operation = service::adjustment(body.value.amount, &body.value.description);
-    created_entry(&state, &req, &body.raw, id.into_inner(), operation).await
+    let v = &call.body.value;
+    let operation = service::adjustment(v.amount, &v.description);
+    created_entry(&state, &call, operation).await
 }
 
 /// Charges usage at once; 402 when not covered.
 #[utoipa::path(tag = "admin", request_body = DebitRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = TransactionView), (status = 400, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/debits")]
 pub async fn debit(
     state: web::Data<AppState>,
-    _: Admin,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: JsonBody<DebitRequest>,
+    call: OnAccount<DebitRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let v = &body.value;
+    let v = &call.body.value;
     let operation = service::debit(v.amount, &v.description, v.reference_id.clone());
-    created_entry(&state, &req, &body.raw, id.into_inner(), operation).await
+    created_entry(&state, &call, operation).await
 }
 
 /// Reserves credits for work in progress; 402 when not covered.
 #[utoipa::path(tag = "admin", request_body = HoldRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = HoldView), (status = 400, body = crate::wire::ErrorBody), (status = 402, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    responses((status = 201, body = HoldView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/holds")]
 pub async fn hold(
     state: web::Data<AppState>,
-    _: Admin,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: JsonBody<HoldRequest>,
+    call: OnAccount<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let v = &body.value;
+    let v = &call.body.value;
     let (amount, ttl, reference) = (v.amount, v.ttl_seconds, v.reference_id.clone());
-    let operation = service::hold(&state, amount, ttl, &v.description, reference)?;
-    let idem = idempotency(&req, &body.raw)?;
-    let applied = service::apply(&state, AccountId::new(id.into_inner()), idem, operation).await?;
-    metered(applied, created_hold)
+    let operation = service::hold(&state, amount, ttl, &v.description, reference);
+    metered(call.apply(&state, operation).await?, created_hold)
 }
 
 /// `201` with the new hold; a hold charges nothing yet.
@@ -193,14 +225,11 @@ pub async fn release(
 #[post("/admin/v1/accounts/{id}/refunds")]
 pub async fn refund(
     state: web::Data<AppState>,
-    _: Admin,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: JsonBody<RefundRequest>,
+    call: OnAccount<RefundRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let v = &body.value;
+    let v = &call.body.value;
     let operation = service::refund(&v.transaction_id, v.amount, v.description.as_deref());
-    created_entry(&state, &req, &body.raw, id.into_inner(), operation).await
+    created_entry(&state, &call, operation).await
 }
 
 /// Subscribes the account to a configured plan (or changes plan or status).
@@ -210,12 +239,10 @@ pub async fn refund(
 #[put("/admin/v1/accounts/{id}/subscription")]
 pub async fn subscription(
     state: web::Data<AppState>,
-    _: Admin,
-    id: web::Path<String>,
-    body: JsonBody<SubscriptionRequest>,
+    call: OnAccount<SubscriptionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let SubscriptionRequest { plan_id, status } = body.value;
-    let account = AccountId::new(id.into_inner());
+    let SubscriptionRequest { plan_id, status } = call.body.value;
+    let account = AccountId::new(call.account);
     let now = service::subscribe(&state, account, &plan_id, status).await?;
     let (sub, plan) = (now.subscription, now.plan.as_ref());
     Ok(HttpResponse::Ok().json(SubscriptionView {
@@ -236,13 +263,12 @@ pub async fn subscription(
 #[put("/admin/v1/accounts/{id}/max-hard-limit")]
 pub async fn max_hard_limit(
     state: web::Data<AppState>,
-    _: Admin,
-    id: web::Path<String>,
-    body: JsonBody<MaxHardLimitRequest>,
+    call: OnAccount<MaxHardLimitRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = AccountId::new(id.into_inner());
+    let account = AccountId::new(call.account);
     let shown = account.as_str().to_owned();
-    let limit = service::set_max_hard_limit(&state, account, body.value.max_hard_limit).await?;
+    let limit =
+        service::set_max_hard_limit(&state, account, call.body.value.max_hard_limit).await?;
     Ok(HttpResponse::Ok().json(MaxHardLimitView {
         account_id: shown,
         max_hard_limit: limit,

@@ -62,7 +62,7 @@ pub use crate::service::accounts::payments_not_configured as not_configured;
 /// History, newest first. `limit` 1..=100 (default 50), `offset` from 0.
 #[utoipa::path(tag = "credits",
     params(("limit" = Option<u32>, Query, description = "1 to 100, default 50"), ("offset" = Option<u64>, Query, description = "default 0")),
-    responses((status = 200, body = [TransactionView]), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = [TransactionView]), crate::routes::ReadErrors))]
 #[get("/api/v1/credits/transactions")]
 pub async fn transactions(
     state: web::Data<AppState>,
@@ -80,7 +80,7 @@ pub async fn transactions(
 /// amounts. No parameters: this month; `month` alone: that month of this year.
 #[utoipa::path(tag = "credits",
     params(("year" = Option<i32>, Query, description = "needs month"), ("month" = Option<u32>, Query, description = "1 to 12")),
-    responses((status = 200, body = [UsageView]), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = [UsageView]), crate::routes::ReadErrors))]
 #[get("/api/v1/credits/usage")]
 pub async fn usage(
     state: web::Data<AppState>,

@@ -48,6 +48,44 @@ macro_rules! routes {
     };
 }
 
+/// Declares types that list the error answers of several operations, for their
+/// `#[utoipa::path(responses(..))]`: each status is the contract's JSON error
+/// (`ErrorBody`), as `(status = N, body = ErrorBody)` would document it.
+macro_rules! error_answers {
+    ($($(#[$doc:meta])* $name:ident = [$($status:literal),+];)+) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+            > {
+                use utoipa::openapi::{Content, Ref, ResponseBuilder};
+                [$($status),+]
+                    .into_iter()
+                    .map(|status: u16| {
+                        let body = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+                        let answer = ResponseBuilder::new().content("application/json", body);
+                        (status.to_string(), answer.into())
+                    })
+                    .collect()
+            }
+        }
+    )+};
+}
+
+error_answers! {
+    /// An admin write to an account's credits: bad input, not covered, no such account,
+    /// an idempotency or state conflict.
+    CreditWriteErrors = [400, 402, 404, 409];
+    /// A screenshot: bad input, credentials, not covered, an idempotency conflict, a page
+    /// that cannot be captured, and the browser's failures (down, unavailable, too slow).
+    ScreenshotErrors = [400, 401, 402, 409, 422, 502, 503, 504];
+    /// A read: bad parameters, credentials.
+    ReadErrors = [400, 401];
+}
+
 routes! {
     system::healthz,
     system::openapi,

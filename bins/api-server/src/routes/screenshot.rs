@@ -164,10 +164,7 @@ pub struct ScreenshotOptions {
     params(ScreenshotOptions, ("Idempotency-Key" = Option<String>, Header, description = "Repeat a capture without paying twice (1 to 255 visible ASCII characters)")),
     responses((status = 200, description = "The image or PDF", content(
             (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "application/pdf"))),
-        (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody),
-        (status = 402, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
-        (status = 422, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
-        (status = 503, body = crate::wire::ErrorBody), (status = 504, body = crate::wire::ErrorBody)))]
+        crate::routes::ScreenshotErrors))]
 #[get("/api/v1/screenshot")]
 pub async fn take_get(
     state: web::Data<AppState>,
@@ -189,10 +186,7 @@ pub async fn take_get(
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a capture without paying twice (1 to 255 visible ASCII characters)")),
     responses((status = 200, description = "The image or PDF", content(
             (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "application/pdf"))),
-        (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody),
-        (status = 402, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
-        (status = 422, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
-        (status = 503, body = crate::wire::ErrorBody), (status = 504, body = crate::wire::ErrorBody)))]
+        crate::routes::ScreenshotErrors))]
 #[post("/api/v1/screenshot")]
 pub async fn take_post(
     state: web::Data<AppState>,
@@ -224,7 +218,7 @@ pub struct QuoteView {
 /// What a screenshot with these options would cost. Charges nothing.
 #[utoipa::path(tag = "screenshots",
     params(ScreenshotOptions),
-    responses((status = 200, body = QuoteView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = QuoteView), crate::routes::ReadErrors))]
 #[get("/api/v1/screenshot/quote")]
 pub async fn quote_get(
     state: web::Data<AppState>,
