@@ -91,14 +91,7 @@ async fn the_admin_api_needs_the_bearer_token(backend: &'static str) {
     for req in every_admin_call(&id) {
         for auth in &wrong {
             let res = app.send(req.clone().auth(auth)).await;
-            assert_eq!(
-                res.status,
-                401,
-                "{} {} with {auth:?}: {}",
-                req.method,
-                req.path,
-                res.text()
-            );
+            assert_401(&res, &req, auth);
             assert!(res.json()["error"].is_string());
         }
     }
@@ -151,10 +144,7 @@ async fn accounts_are_created_with_the_signup_bonus(backend: &'static str) {
         .await;
     assert_eq!(login.expect(200)["accountId"], with_pw["accountId"]);
     let (cookie, _) = login.session_cookie().unwrap();
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&Auth::Cookie(cookie)))
-        .await
-        .expect(200);
+    let txns = app.transactions(&Auth::Cookie(cookie)).await;
     assert_eq!(txns.as_array().unwrap().len(), 1);
     assert_eq!(txns[0]["type"], "signup_bonus");
     assert_eq!(txns[0]["description"], "Welcome bonus");
@@ -300,17 +290,7 @@ async fn debits_charge_or_answer_402_with_metering_headers(backend: &'static str
     let entry = res.expect(201);
     let mut keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "amount",
-            "createdAt",
-            "description",
-            "id",
-            "referenceId",
-            "type"
-        ]
-    );
+    assert_eq!(keys, ENTRY_FIELDS);
     assert_eq!(entry["type"], "usage");
     assert_eq!(entry["amount"], -2);
     assert_eq!(entry["referenceId"], "job_1");
@@ -338,10 +318,7 @@ async fn debits_charge_or_answer_402_with_metering_headers(backend: &'static str
     res.expect(402);
     assert_eq!(res.header("x-credits-remaining"), Some("0"));
     // Only the two debits and the bonus exist; no entry for the refusals.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     let amounts: Vec<&Value> = txns
         .as_array()
         .unwrap()
@@ -490,9 +467,8 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     .await
     .expect(404);
     let usage: Vec<Value> = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .transactions(&auth)
         .await
-        .expect(200)
         .as_array()
         .unwrap()
         .iter()
@@ -551,10 +527,7 @@ async fn settled_and_expired_holds_are_409(backend: &'static str) {
     app.send(capture(&long)).await.expect(200);
     assert_eq!(app.balance(&auth).await, json!(3));
     // Nothing was charged for the expired one.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     let usage: Vec<&Value> = txns
         .as_array()
         .unwrap()
@@ -606,10 +579,7 @@ async fn refunds_are_capped_by_the_charge(backend: &'static str) {
         .await
         .expect(409);
     // Only usage can be refunded: the bonus, an adjustment, a refund are 409.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     for t in txns.as_array().unwrap() {
         if t["type"] != "usage" {
             let res = app
@@ -774,29 +744,30 @@ async fn twice(app: &TestApp, req: Req) -> (Resp, Resp) {
     (first, second)
 }
 
+/// `twice` for a POST of `body` to `path` under the idempotency key `key`.
+async fn twice_post(app: &TestApp, path: String, body: Value, key: &str) -> (Resp, Resp) {
+    twice(app, post(path, body).idem(key)).await
+}
+
 async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (auth, id) = app.user("idem@example.com").await;
     // Adjustment.
-    let (first, _) = twice(
+    let (first, _) = twice_post(
         &app,
-        post(
-            format!("/admin/v1/accounts/{id}/credits"),
-            json!({"amount": 20, "description": "Grant"}),
-        )
-        .idem("grant-1"),
+        format!("/admin/v1/accounts/{id}/credits"),
+        json!({"amount": 20, "description": "Grant"}),
+        "grant-1",
     )
     .await;
     assert_eq!(first.expect(201)["amount"], 20);
     assert_eq!(app.balance(&auth).await, json!(25));
     // Debit.
-    let (first, second) = twice(
+    let (first, second) = twice_post(
         &app,
-        post(
-            format!("/admin/v1/accounts/{id}/debits"),
-            json!({"amount": 2, "description": "Job"}),
-        )
-        .idem("debit-1"),
+        format!("/admin/v1/accounts/{id}/debits"),
+        json!({"amount": 2, "description": "Job"}),
+        "debit-1",
     )
     .await;
     first.expect(201);
@@ -819,44 +790,35 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     assert_eq!(same.header("idempotent-replayed"), Some("true"));
     assert_eq!(app.balance(&auth).await, json!(23));
     // Hold.
-    let (first, _) = twice(
+    let (first, _) = twice_post(
         &app,
-        post(
-            format!("/admin/v1/accounts/{id}/holds"),
-            json!({"amount": 5, "description": "Render"}),
-        )
-        .idem("hold-1"),
+        format!("/admin/v1/accounts/{id}/holds"),
+        json!({"amount": 5, "description": "Render"}),
+        "hold-1",
     )
     .await;
     let hold_id = first.expect(201)["holdId"].as_str().unwrap().to_owned();
     assert_eq!(app.balance(&auth).await, json!(18), "one hold, not two");
     // Capture.
-    let (first, _) = twice(
+    let (first, _) = twice_post(
         &app,
-        post(
-            format!("/admin/v1/holds/{hold_id}/capture"),
-            json!({"amount": 4}),
-        )
-        .idem("capture-1"),
+        format!("/admin/v1/holds/{hold_id}/capture"),
+        json!({"amount": 4}),
+        "capture-1",
     )
     .await;
     assert_eq!(first.expect(200)["captured"], 4);
     assert_eq!(app.balance(&auth).await, json!(19));
     // Refund.
-    let debit_id = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200)[0]["id"]
+    let debit_id = app.transactions(&auth).await[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let (first, _) = twice(
+    let (first, _) = twice_post(
         &app,
-        post(
-            format!("/admin/v1/accounts/{id}/refunds"),
-            json!({"transactionId": debit_id, "amount": 1}),
-        )
-        .idem("refund-1"),
+        format!("/admin/v1/accounts/{id}/refunds"),
+        json!({"transactionId": debit_id, "amount": 1}),
+        "refund-1",
     )
     .await;
     assert_eq!(first.expect(201)["type"], "refund");
@@ -881,10 +843,7 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     assert_eq!(first.expect(200)["status"], "released");
     assert_eq!(app.balance(&auth).await, json!(20));
     // One entry per effect: bonus, grant, debit, capture, refund.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     let kinds: Vec<&str> = txns
         .as_array()
         .unwrap()

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::common::account_with_key;
 use actix_web::test;
-use api_server::auth::{new_api_key, sha256_hex};
 use api_server::{app, AppState};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
-use ledger_store::NewAccount;
 use settings::{Settings, Sources};
 use test_support::on_both_backends as both;
 use test_support::TestDb;
@@ -51,30 +50,25 @@ fn world(db: TestDb, env: &[(&str, &str)]) -> World {
         .unwrap()
         .with_payments(payments.clone());
     let now = Timestamp::from_millis(NOW);
-    let (account, _) = db
-        .store
-        .ledger()
-        .create_account(
-            NewAccount {
-                signup_bonus: Credits::whole(5),
-                ..NewAccount::default()
-            },
-            now,
-        )
-        .unwrap();
-    let (key, prefix) = new_api_key();
-    db.store
-        .access()
-        .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)
-        .unwrap();
+    let (account, key) = account_with_key(&db.store, 5, now);
     World {
         db,
         state,
         payments,
         key,
-        account: account.id,
+        account,
         _dir: dir,
     }
+}
+
+/// `PUT /api/v1/credits/auto-topup` as `key`: on, below 3 credits, the Starter pack.
+fn auto_topup_on(key: &str) -> test::TestRequest {
+    test::TestRequest::put()
+        .uri("/api/v1/credits/auto-topup")
+        .insert_header(("x-api-key", key))
+        .set_json(
+            serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}),
+        )
 }
 
 async fn demo_purchase_and_auto_topup(db: TestDb) {
@@ -209,15 +203,7 @@ async fn polar_cannot_auto_topup(db: TestDb) {
         ],
     );
     let app = test::init_service(app(w.state.clone())).await;
-    let res = test::call_service(
-        &app,
-        test::TestRequest::put()
-            .uri("/api/v1/credits/auto-topup")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, auto_topup_on(&w.key).to_request()).await;
     assert_eq!(res.status(), 409);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert!(
@@ -263,15 +249,7 @@ async fn no_provider_mints_nothing(db: TestDb) {
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");
     // Auto top-up cannot be turned on: nothing could pay for it.
-    let res = test::call_service(
-        &app,
-        test::TestRequest::put()
-            .uri("/api/v1/credits/auto-topup")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, auto_topup_on(&w.key).to_request()).await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");

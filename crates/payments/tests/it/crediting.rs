@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use ledger_core::{Credits, EntryKind, Memo};
-use ledger_store::{Operation, Spend};
+use ledger_store::Operation;
 use serde_json::Value;
 use test_support::fake_polar::Event;
 use test_support::on_both_backends;
@@ -127,22 +127,7 @@ fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     let order = paid_order(&fake, &p, &acct, "pack_starter");
     let order_id = order["id"].as_str().unwrap().to_owned();
     process(&p, &fake.paid_events(&order)[2]);
-    db.store
-        .ledger()
-        .apply(
-            &acct,
-            None,
-            Operation::Debit {
-                kind: EntryKind::Usage,
-                amount: c(80),
-                spend: Spend::Strict,
-                memo: Memo::new("Screenshot captured"),
-            },
-            now(),
-        )
-        .unwrap()
-        .result
-        .unwrap();
+    spend(&db.store, &acct, 80);
     for e in fake.refund(&order_id, 500) {
         process(&p, &e);
     }
@@ -188,12 +173,7 @@ fn orders_we_cannot_match_credit_nothing(db: TestDb) {
     other_product["product_id"] = "prod_pack_enterprise".into();
     let outcome = process(&p, &fake.event("order.paid", &other_product));
     assert!(outcome.starts_with("refused before"), "{outcome}");
-    let refusal = db
-        .store
-        .orders()
-        .refusal(other_product["id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let refusal = refusal(&db.store, other_product["id"].as_str().unwrap()).unwrap();
     assert_eq!(refusal.source, "webhook");
     assert_eq!(refusal.times_seen, 1);
     let mut subscription = paid_order(&fake, &p, &acct, "pack_pro");
@@ -310,12 +290,7 @@ fn a_cross_account_order_credits_nobody(db: TestDb) {
     assert!(outcome.starts_with("refused"), "{outcome}");
     assert_eq!(available(&db.store, &b), Credits::ZERO, "B got credits");
     assert_eq!(available(&db.store, &a), Credits::ZERO, "A got credits");
-    let refusal = db
-        .store
-        .orders()
-        .refusal(order["id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let refusal = refusal(&db.store, order["id"].as_str().unwrap()).unwrap();
     assert_eq!(refusal.account_id.as_deref(), Some(a.as_str()));
     assert!(refusal.reason.contains(b.as_str()), "{}", refusal.reason);
     assert_verified(&db.store);
@@ -378,12 +353,7 @@ fn an_order_of_no_checkout_of_ours_is_refused(db: TestDb) {
     let report = p.reconcile(now()).unwrap();
     assert_eq!((report.orders, report.credited, report.refused), (1, 0, 1));
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
-    let refusal = db
-        .store
-        .orders()
-        .refusal(stray["id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let refusal = refusal(&db.store, stray["id"].as_str().unwrap()).unwrap();
     assert_eq!(
         (refusal.source.as_str(), refusal.times_seen),
         ("reconcile", 2)
@@ -423,12 +393,7 @@ fn an_order_past_the_balance_maximum_is_refused_and_kept(db: TestDb) {
     assert!(outcome.contains("the most the ledger keeps"), "{outcome}");
     assert_eq!(available(&db.store, &acct), near_max, "credits moved");
     let order_id = order["id"].as_str().unwrap();
-    let refusal = db
-        .store
-        .orders()
-        .refusal(order_id)
-        .unwrap()
-        .expect("a refusal kept");
+    let refusal = refusal(&db.store, order_id).expect("a refusal kept");
     assert_eq!(refusal.account_id.as_deref(), Some(acct.as_str()));
     let record = db
         .store
