@@ -752,24 +752,15 @@ async fn twice_post(app: &TestApp, path: String, body: Value, key: &str) -> (Res
 async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (auth, id) = app.user("idem@example.com").await;
+    let acct = format!("/admin/v1/accounts/{id}");
     // Adjustment.
-    let (first, _) = twice_post(
-        &app,
-        format!("/admin/v1/accounts/{id}/credits"),
-        json!({"amount": 20, "description": "Grant"}),
-        "grant-1",
-    )
-    .await;
+    let body = json!({"amount": 20, "description": "Grant"});
+    let (first, _) = twice_post(&app, format!("{acct}/credits"), body, "grant-1").await;
     assert_eq!(first.expect(201)["amount"], 20);
     assert_eq!(app.balance(&auth).await, json!(25));
     // Debit.
-    let (first, second) = twice_post(
-        &app,
-        format!("/admin/v1/accounts/{id}/debits"),
-        json!({"amount": 2, "description": "Job"}),
-        "debit-1",
-    )
-    .await;
+    let body = json!({"amount": 2, "description": "Job"});
+    let (first, second) = twice_post(&app, format!("{acct}/debits"), body, "debit-1").await;
     first.expect(201);
     assert_eq!(first.header("x-credits-charged"), Some("2"));
     assert_eq!(second.header("x-credits-remaining"), Some("23"));
@@ -790,20 +781,16 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     assert_eq!(same.header("idempotent-replayed"), Some("true"));
     assert_eq!(app.balance(&auth).await, json!(23));
     // Hold.
-    let (first, _) = twice_post(
-        &app,
-        format!("/admin/v1/accounts/{id}/holds"),
-        json!({"amount": 5, "description": "Render"}),
-        "hold-1",
-    )
-    .await;
+    let body = json!({"amount": 5, "description": "Render"});
+    let (first, _) = twice_post(&app, format!("{acct}/holds"), body, "hold-1").await;
     let hold_id = first.expect(201)["holdId"].as_str().unwrap().to_owned();
     assert_eq!(app.balance(&auth).await, json!(18), "one hold, not two");
     // Capture.
+    let body = json!({"amount": 4});
     let (first, _) = twice_post(
         &app,
         format!("/admin/v1/holds/{hold_id}/capture"),
-        json!({"amount": 4}),
+        body,
         "capture-1",
     )
     .await;
@@ -814,13 +801,8 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
         .as_str()
         .unwrap()
         .to_owned();
-    let (first, _) = twice_post(
-        &app,
-        format!("/admin/v1/accounts/{id}/refunds"),
-        json!({"transactionId": debit_id, "amount": 1}),
-        "refund-1",
-    )
-    .await;
+    let body = json!({"transactionId": debit_id, "amount": 1});
+    let (first, _) = twice_post(&app, format!("{acct}/refunds"), body, "refund-1").await;
     assert_eq!(first.expect(201)["type"], "refund");
     assert_eq!(app.balance(&auth).await, json!(20));
     // Release.
