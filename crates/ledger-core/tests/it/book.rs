@@ -57,7 +57,7 @@ fn spend<'b>(
 }
 
 /// A hold under the strict policy.
-fn hold<'b>(
+fn reserve<'b>(
     b: &'b mut Book,
     ids: &mut SequentialIds,
     amount: Credits,
@@ -165,7 +165,7 @@ fn sweep_writes_one_expiry_entry_per_expired_grant() {
 fn hold_capture_part_returns_the_rest() {
     let (mut b, mut ids) = book();
     grant(&mut b, &mut ids, purchase(10), at(0));
-    let hold = hold(&mut b, &mut ids, c(4), at(600), "job", at(0))
+    let hold = reserve(&mut b, &mut ids, c(4), at(600), "job", at(0))
         .unwrap()
         .id
         .clone();
@@ -194,7 +194,7 @@ fn hold_capture_part_returns_the_rest() {
 fn capture_never_exceeds_its_hold() {
     let (mut b, mut ids) = book();
     grant(&mut b, &mut ids, purchase(10), at(0));
-    let hold = hold(&mut b, &mut ids, c(2), at(600), "job", at(0))
+    let hold = reserve(&mut b, &mut ids, c(2), at(600), "job", at(0))
         .unwrap()
         .id
         .clone();
@@ -213,17 +213,17 @@ fn capture_never_exceeds_its_hold() {
 fn released_and_expired_holds_return_everything() {
     let (mut b, mut ids) = book();
     grant(&mut b, &mut ids, purchase(5), at(0));
-    let h1 = hold(&mut b, &mut ids, c(5), at(60), "a", at(0))
+    let h1 = reserve(&mut b, &mut ids, c(5), at(60), "a", at(0))
         .unwrap()
         .id
         .clone();
     assert!(matches!(
-        hold(&mut b, &mut ids, c(1), at(60), "b", at(0)),
+        reserve(&mut b, &mut ids, c(1), at(60), "b", at(0)),
         Err(LedgerError::InsufficientCredits { .. })
     ));
     b.release(&h1, at(1)).unwrap();
     assert_eq!(b.available(at(1)), c(5));
-    let h2 = hold(&mut b, &mut ids, c(5), at(60), "c", at(1))
+    let h2 = reserve(&mut b, &mut ids, c(5), at(60), "c", at(1))
         .unwrap()
         .id
         .clone();
@@ -243,7 +243,7 @@ fn released_and_expired_holds_return_everything() {
 fn a_hold_keeps_credits_of_a_grant_that_expires_meanwhile() {
     let (mut b, mut ids) = book();
     grant(&mut b, &mut ids, allowance_until(3, 10), at(0));
-    let h = hold(&mut b, &mut ids, c(3), at(600), "a", at(0))
+    let h = reserve(&mut b, &mut ids, c(3), at(600), "a", at(0))
         .unwrap()
         .id
         .clone();
@@ -262,40 +262,33 @@ fn refunds_go_back_to_their_lots_and_never_exceed_the_charge() {
     let allowance = grant(&mut b, &mut ids, allowance_until(2, 100), at(0));
     let bought = grant(&mut b, &mut ids, purchase(10), at(0));
     let usage = spend(&mut b, &mut ids, c(5), "w", at(1)).unwrap().clone();
-    assert_eq!(
-        (remaining(&b, &allowance), remaining(&b, &bought)),
-        (c(0), c(7))
-    );
+    // What is left in the allowance and in the purchase.
+    let left = |b: &Book| (remaining(b, &allowance), remaining(b, &bought));
+    assert_eq!(left(&b), (c(0), c(7)));
     // Partial refund: last drawn (the purchase) first.
-    let r1 = b
-        .refund(
-            &usage,
-            c(0),
-            Some(c(2)),
-            Memo::new("partial"),
-            at(2),
-            &mut ids,
-        )
-        .unwrap()
-        .clone();
+    let r1 = b.refund(
+        &usage,
+        c(0),
+        Some(c(2)),
+        Memo::new("partial"),
+        at(2),
+        &mut ids,
+    );
+    let r1 = r1.unwrap().clone();
     assert_eq!(
         (r1.kind, r1.amount, r1.refund_of.clone()),
         (EntryKind::Refund, c(2), Some(usage.id.clone()))
     );
-    assert_eq!(
-        (remaining(&b, &allowance), remaining(&b, &bought)),
-        (c(0), c(9))
+    assert_eq!(left(&b), (c(0), c(9)));
+    let err = b.refund(
+        &usage,
+        c(2),
+        Some(c(4)),
+        Memo::new("too much"),
+        at(3),
+        &mut ids,
     );
-    let err = b
-        .refund(
-            &usage,
-            c(2),
-            Some(c(4)),
-            Memo::new("too much"),
-            at(3),
-            &mut ids,
-        )
-        .unwrap_err();
+    let err = err.unwrap_err();
     assert_eq!(
         err,
         LedgerError::RefundExceedsCharge {
@@ -307,10 +300,7 @@ fn refunds_go_back_to_their_lots_and_never_exceed_the_charge() {
     // The rest: one more purchased credit, then the allowance's two.
     b.refund(&usage, c(2), None, Memo::new("rest"), at(3), &mut ids)
         .unwrap();
-    assert_eq!(
-        (remaining(&b, &allowance), remaining(&b, &bought)),
-        (c(2), c(10))
-    );
+    assert_eq!(left(&b), (c(2), c(10)));
     assert!(matches!(
         b.refund(&usage, c(5), None, Memo::new("again"), at(4), &mut ids),
         Err(LedgerError::RefundExceedsCharge { .. })
@@ -444,7 +434,7 @@ fn changes_list_exactly_what_moved() {
         ),
         (1, 1, 0)
     );
-    hold(&mut b, &mut ids, c(1), at(60), "h", at(0)).unwrap();
+    reserve(&mut b, &mut ids, c(1), at(60), "h", at(0)).unwrap();
     let second = b.take_changes();
     assert_eq!(
         (
