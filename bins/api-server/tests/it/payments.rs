@@ -71,6 +71,14 @@ fn auto_topup_on(key: &str) -> test::TestRequest {
         )
 }
 
+/// `POST /api/v1/credits/purchase` of `pack` as `key`.
+fn purchase(key: &str, pack: &str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/api/v1/credits/purchase")
+        .insert_header(("x-api-key", key))
+        .set_json(serde_json::json!({"packId": pack}))
+}
+
 async fn demo_purchase_and_auto_topup(db: TestDb) {
     let w = world(db, &[("SHOTLEDGER__PAYMENTS__PROVIDER", "demo")]);
     let app = test::init_service(app(w.state.clone())).await;
@@ -79,13 +87,7 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
     };
 
     // A purchase is a checkout URL; no credits until payment is confirmed.
-    let res = test::call_service(
-        &app,
-        req(test::TestRequest::post(), "/api/v1/credits/purchase")
-            .set_json(serde_json::json!({"packId": "pack_pro"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, purchase(&w.key, "pack_pro").to_request()).await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = test::read_body_json(res).await;
     let url = body["checkoutUrl"].as_str().unwrap().to_owned();
@@ -100,13 +102,7 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
             .unwrap()
             .available;
     assert_eq!(balance, Credits::whole(5), "no credits before payment");
-    let missing = test::call_service(
-        &app,
-        req(test::TestRequest::post(), "/api/v1/credits/purchase")
-            .set_json(serde_json::json!({"packId": "pack_nope"}))
-            .to_request(),
-    )
-    .await;
+    let missing = test::call_service(&app, purchase(&w.key, "pack_nope").to_request()).await;
     assert_eq!(missing.status(), 404);
 
     // Auto top-up: unknown pack 404, bad threshold 400, then on.
@@ -215,15 +211,7 @@ async fn polar_cannot_auto_topup(db: TestDb) {
         "{body}"
     );
     // A pack without a Polar product cannot be bought: the contract's 500.
-    let res = test::call_service(
-        &app,
-        test::TestRequest::post()
-            .uri("/api/v1/credits/purchase")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"packId": "pack_pro"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, purchase(&w.key, "pack_pro").to_request()).await;
     assert_eq!(res.status(), 500);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(
@@ -236,15 +224,7 @@ async fn no_provider_mints_nothing(db: TestDb) {
     // The built-in defaults: no polar.access_token, no payments.provider.
     let w = world(db, &[]);
     let app = test::init_service(app(w.state.clone())).await;
-    let res = test::call_service(
-        &app,
-        test::TestRequest::post()
-            .uri("/api/v1/credits/purchase")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"packId": "pack_enterprise"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, purchase(&w.key, "pack_enterprise").to_request()).await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");
