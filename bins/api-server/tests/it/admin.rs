@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use actix_web::http::Method;
 use common::*;
 use serde_json::{json, Value};
 
@@ -26,6 +27,13 @@ on_both_backends!(
 
 fn admin(method: actix_web::http::Method, path: String) -> Req {
     Req::new(method, path).auth(&Auth::Admin)
+}
+
+/// `GET /admin/v1/verify`, answered 200: the report.
+async fn verify(app: &TestApp) -> Value {
+    app.send(admin(Method::GET, "/admin/v1/verify".into()))
+        .await
+        .expect(200)
 }
 
 fn post(path: String, body: Value) -> Req {
@@ -96,13 +104,7 @@ async fn the_admin_api_needs_the_bearer_token(backend: &'static str) {
         }
     }
     assert_eq!(app.balance(&auth).await, json!(5));
-    let v = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let v = verify(&app).await;
     assert_eq!(v["accounts"], 1, "no account was created by refused calls");
 }
 
@@ -168,13 +170,7 @@ async fn accounts_are_created_with_the_signup_bonus(backend: &'static str) {
         .await
         .expect(400);
     assert_eq!(err["field"], "password");
-    let v = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let v = verify(&app).await;
     assert_eq!(
         (v["accounts"].clone(), v["entries"].clone()),
         (json!(3), json!(3))
@@ -394,7 +390,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     let h3 = app.send(hold(json!(3), None)).await.expect(201);
     let h3_id = h3["holdId"].as_str().unwrap();
     app.send(admin(
-        actix_web::http::Method::POST,
+        Method::POST,
         format!("/admin/v1/holds/{h3_id}/capture"),
     ))
     .await
@@ -415,7 +411,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     // Release: nothing charged, the credits return.
     let res = app
         .send(admin(
-            actix_web::http::Method::POST,
+            Method::POST,
             format!("/admin/v1/holds/{h4_id}/release"),
         ))
         .await;
@@ -461,7 +457,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
         .await
         .expect(404);
     app.send(admin(
-        actix_web::http::Method::POST,
+        Method::POST,
         "/admin/v1/holds/hold_nope/release".into(),
     ))
     .await
@@ -489,12 +485,7 @@ async fn settled_and_expired_holds_are_409(backend: &'static str) {
         )
     };
     let capture = |h: &str| post(format!("/admin/v1/holds/{h}/capture"), json!({}));
-    let release = |h: &str| {
-        admin(
-            actix_web::http::Method::POST,
-            format!("/admin/v1/holds/{h}/release"),
-        )
-    };
+    let release = |h: &str| admin(Method::POST, format!("/admin/v1/holds/{h}/release"));
     let captured = app.send(new_hold(1, 600)).await.expect(201);
     let captured = captured["holdId"].as_str().unwrap().to_owned();
     app.send(capture(&captured)).await.expect(200);
@@ -699,13 +690,7 @@ async fn subscriptions_and_the_maximum_hard_limit(backend: &'static str) {
 
 async fn verify_reports_a_clean_ledger(backend: &'static str) {
     let app = TestApp::new(backend).await;
-    let empty = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let empty = verify(&app).await;
     assert_eq!(
         empty,
         json!({"ok": true, "accounts": 0, "entries": 0, "violations": []})
@@ -715,13 +700,7 @@ async fn verify_reports_a_clean_ledger(backend: &'static str) {
     app.debit(&a, json!(1)).await.expect(201);
     app.adjust(&b, json!(3)).await.expect(201);
     app.debit(&b, json!(100)).await.expect(402);
-    let v = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let v = verify(&app).await;
     assert_eq!(
         v,
         json!({"ok": true, "accounts": 2, "entries": 4, "violations": []})
@@ -816,7 +795,7 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     let (first, _) = twice(
         &app,
         admin(
-            actix_web::http::Method::POST,
+            Method::POST,
             format!("/admin/v1/holds/{}/release", h2["holdId"].as_str().unwrap()),
         )
         .idem("release-1"),
@@ -1086,8 +1065,8 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
         json!(null),
         json!([true]),
     ];
-    let put = actix_web::http::Method::PUT;
-    let post_m = actix_web::http::Method::POST;
+    let put = Method::PUT;
+    let post_m = Method::POST;
     let admin_auth = Auth::Admin;
     let user_auth = Auth::Cookie(session.clone());
     type Case<'a> = (

@@ -18,6 +18,18 @@ fn process(p: &payments::Payments, e: &Event) -> String {
         .expect("processed")
 }
 
+/// The checkout record `order` names.
+fn checkout_of(
+    store: &ledger_store::Store,
+    order: &Value,
+) -> ledger_store::payments::CheckoutRecord {
+    store
+        .orders()
+        .checkout(order["checkout_id"].as_str().unwrap())
+        .unwrap()
+        .unwrap()
+}
+
 fn created_and_updated_never_credit(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
@@ -284,12 +296,7 @@ fn one_checkout_buys_one_pack(db: TestDb) {
     assert!(outcome.starts_with("refused: "), "{outcome}");
     assert!(outcome.contains(order["id"].as_str().unwrap()), "{outcome}");
     assert_eq!(available(&db.store, &acct), c(1000));
-    let record = db
-        .store
-        .orders()
-        .checkout(order["checkout_id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let record = checkout_of(&db.store, &order);
     assert_eq!(record.status, "paid");
     assert_eq!(record.order_id.as_deref(), order["id"].as_str());
     assert_verified(&db.store);
@@ -368,12 +375,7 @@ fn an_order_past_the_balance_maximum_is_refused_and_kept(db: TestDb) {
     let order_id = order["id"].as_str().unwrap();
     let refusal = refusal(&db.store, order_id).expect("a refusal kept");
     assert_eq!(refusal.account_id.as_deref(), Some(acct.as_str()));
-    let record = db
-        .store
-        .orders()
-        .checkout(order["checkout_id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let record = checkout_of(&db.store, &order);
     assert_eq!(
         record.status, "open",
         "the checkout was marked paid: {record:?}"
