@@ -75,6 +75,20 @@ fn reserve<'b>(
     )
 }
 
+/// A refund of `amount` (all that is left when `None`) of `usage`, of which `refunded`
+/// was refunded before.
+fn refund<'b>(
+    b: &'b mut Book,
+    ids: &mut SequentialIds,
+    usage: &Entry,
+    refunded: Credits,
+    amount: Option<Credits>,
+    memo: &str,
+    now: Timestamp,
+) -> Result<&'b Entry, LedgerError> {
+    b.refund(usage, refunded, amount, Memo::new(memo), now, ids)
+}
+
 fn remaining(b: &Book, id: &GrantId) -> Credits {
     b.grant(id).unwrap().remaining
 }
@@ -266,27 +280,21 @@ fn refunds_go_back_to_their_lots_and_never_exceed_the_charge() {
     let left = |b: &Book| (remaining(b, &allowance), remaining(b, &bought));
     assert_eq!(left(&b), (c(0), c(7)));
     // Partial refund: last drawn (the purchase) first.
-    let r1 = b.refund(
-        &usage,
-        c(0),
-        Some(c(2)),
-        Memo::new("partial"),
-        at(2),
-        &mut ids,
-    );
+    let r1 = refund(&mut b, &mut ids, &usage, c(0), Some(c(2)), "partial", at(2));
     let r1 = r1.unwrap().clone();
     assert_eq!(
         (r1.kind, r1.amount, r1.refund_of.clone()),
         (EntryKind::Refund, c(2), Some(usage.id.clone()))
     );
     assert_eq!(left(&b), (c(0), c(9)));
-    let err = b.refund(
+    let err = refund(
+        &mut b,
+        &mut ids,
         &usage,
         c(2),
         Some(c(4)),
-        Memo::new("too much"),
+        "too much",
         at(3),
-        &mut ids,
     );
     let err = err.unwrap_err();
     assert_eq!(
