@@ -29,6 +29,11 @@ fn admin(method: actix_web::http::Method, path: String) -> Req {
     Req::new(method, path).auth(&Auth::Admin)
 }
 
+/// `POST /admin/v1/holds/{hold_id}/capture` of `body`, as the admin.
+fn capture(hold_id: &str, body: Value) -> Req {
+    post(format!("/admin/v1/holds/{hold_id}/capture"), body)
+}
+
 /// `GET /admin/v1/verify`, answered 200: the report.
 async fn verify(app: &TestApp) -> Value {
     app.send(admin(Method::GET, "/admin/v1/verify".into()))
@@ -359,12 +364,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     assert_eq!(app.balance(&auth).await, json!(85));
 
     // Capture all: charged 10, one usage entry.
-    let res = app
-        .send(post(
-            format!("/admin/v1/holds/{hold_id}/capture"),
-            json!({}),
-        ))
-        .await;
+    let res = app.send(capture(&hold_id, json!({}))).await;
     let cap = res.expect(200);
     assert_eq!(cap["holdId"], hold_id.as_str());
     assert_eq!(cap["status"], "captured");
@@ -375,12 +375,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     assert_eq!(res.header("x-credits-remaining"), Some("85"));
     // Capture part: the rest returns.
     let h2_id = h2["holdId"].as_str().unwrap();
-    let res = app
-        .send(post(
-            format!("/admin/v1/holds/{h2_id}/capture"),
-            json!({"amount": 2}),
-        ))
-        .await;
+    let res = app.send(capture(h2_id, json!({"amount": 2}))).await;
     let cap = res.expect(200);
     assert_eq!(cap["captured"], 2);
     assert_eq!(cap["transaction"]["amount"], -2);
@@ -400,10 +395,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     let h4 = app.send(hold(json!(4), None)).await.expect(201);
     let h4_id = h4["holdId"].as_str().unwrap();
     let err = app
-        .send(post(
-            format!("/admin/v1/holds/{h4_id}/capture"),
-            json!({"amount": 5}),
-        ))
+        .send(capture(h4_id, json!({"amount": 5})))
         .await
         .expect(400);
     assert_eq!(err["field"], "amount");
@@ -484,16 +476,16 @@ async fn settled_and_expired_holds_are_409(backend: &'static str) {
             json!({"amount": amount, "description": "Render", "ttlSeconds": ttl}),
         )
     };
-    let capture = |h: &str| post(format!("/admin/v1/holds/{h}/capture"), json!({}));
+    let capture_all = |h: &str| capture(h, json!({}));
     let release = |h: &str| admin(Method::POST, format!("/admin/v1/holds/{h}/release"));
     let captured = app.send(new_hold(1, 600)).await.expect(201);
     let captured = captured["holdId"].as_str().unwrap().to_owned();
-    app.send(capture(&captured)).await.expect(200);
+    app.send(capture_all(&captured)).await.expect(200);
     let released = app.send(new_hold(1, 600)).await.expect(201);
     let released = released["holdId"].as_str().unwrap().to_owned();
     app.send(release(&released)).await.expect(200);
     for h in [&captured, &released] {
-        for req in [capture(h), release(h)] {
+        for req in [capture_all(h), release(h)] {
             let res = app.send(req).await;
             let body = res.expect(409);
             assert!(body["error"].is_string(), "{body}");
@@ -512,10 +504,10 @@ async fn settled_and_expired_holds_are_409(backend: &'static str) {
     assert_eq!(app.balance(&auth).await, json!(0), "not yet");
     app.clock.advance_secs(1);
     assert_eq!(app.balance(&auth).await, json!(3), "expired at expiresAt");
-    app.send(capture(&short)).await.expect(409);
+    app.send(capture_all(&short)).await.expect(409);
     app.send(release(&short)).await.expect(409);
     // The other hold is still live and capturable.
-    app.send(capture(&long)).await.expect(200);
+    app.send(capture_all(&long)).await.expect(200);
     assert_eq!(app.balance(&auth).await, json!(3));
     // Nothing was charged for the expired one.
     let txns = app.transactions(&auth).await;
@@ -1309,10 +1301,7 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
     // Nothing changed: the balance, the hold, the ledger.
     assert_eq!(app.balance(&auth).await, balance);
     let still = app
-        .send(post(
-            format!("/admin/v1/holds/{hold_id}/capture"),
-            json!({"amount": 1}),
-        ))
+        .send(capture(&hold_id, json!({"amount": 1})))
         .await
         .expect(200);
     assert_eq!(still["status"], "captured");
