@@ -130,8 +130,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     account_limits
 );
 
-// Payments (`migrations/*/2026-11-21-000003_payments`,
-// `migrations/*/2026-12-01-000802_payment_refusals`).
+// Payments (`migrations/2026-11-21-000003_payments`,
+// `migrations/2026-12-01-000802_payment_refusals`).
 
 diesel::table! {
     payment_secrets (name) {

@@ -311,3 +311,47 @@ pub fn exchange(peer: impl Peer, raw: &[u8]) -> Vec<u8> {
     let _ = sending.join();
     got
 }
+
+/// An HTTP/1 answer as read off a socket byte for byte, for tests of what the server's
+/// own parser sends before any service runs.
+pub struct RawAnswer {
+    pub status: u16,
+    /// Names lower-cased, values trimmed, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// Splits `raw` into status, headers and body; panics on an incomplete head.
+    pub fn parse(raw: &[u8]) -> RawAnswer {
+        let text = String::from_utf8_lossy(raw);
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no complete answer: {text:?}"));
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {text:?}"));
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        RawAnswer {
+            status,
+            headers,
+            body: raw[end + 4..].to_vec(),
+        }
+    }
+
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}

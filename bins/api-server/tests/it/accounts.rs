@@ -43,10 +43,7 @@ async fn signup_grants_the_bonus_once_and_logs_in(backend: &'static str) {
     // The cookie works at once, and the bonus is there exactly once.
     let me = Auth::Cookie(session.clone());
     assert_eq!(app.balance(&me).await, json!(5));
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&me))
-        .await
-        .expect(200);
+    let txns = app.transactions(&me).await;
     let txns = txns.as_array().unwrap();
     assert_eq!(txns.len(), 1, "{txns:?}");
     assert_eq!(txns[0]["type"], "signup_bonus");
@@ -72,10 +69,7 @@ async fn signup_grants_the_bonus_once_and_logs_in(backend: &'static str) {
     )
     .await
     .expect(200);
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&me))
-        .await
-        .expect(200);
+    let txns = app.transactions(&me).await;
     assert_eq!(txns.as_array().unwrap().len(), 1);
     assert_eq!(app.balance(&me).await, json!(5));
     let v = app
@@ -383,26 +377,10 @@ async fn every_way_of_presenting_a_key_works(backend: &'static str) {
         let v1 = app.send(get("/v1/credits")).await.expect(200);
         assert_eq!(v1["credits"], 3, "{way:?}");
         assert_eq!(v1["subscriptionStatus"], "active");
-        assert_eq!(
-            app.send(get("/api/v1/credits/transactions"))
-                .await
-                .expect(200)
-                .as_array()
-                .unwrap()
-                .len(),
-            2,
-            "{way:?}"
-        );
-        assert_eq!(
-            app.send(get("/api/v1/credits/usage"))
-                .await
-                .expect(200)
-                .as_array()
-                .unwrap()
-                .len(),
-            2,
-            "{way:?}"
-        );
+        for path in ["/api/v1/credits/transactions", "/api/v1/credits/usage"] {
+            let listed = app.send(get(path)).await.expect(200);
+            assert_eq!(listed.as_array().unwrap().len(), 2, "{path} {way:?}");
+        }
         assert!(app
             .send(get("/api/v1/api-keys"))
             .await
@@ -480,14 +458,7 @@ async fn missing_or_wrong_credentials_are_the_contract_401(backend: &'static str
     for auth in &wrong {
         for req in &endpoints {
             let res = app.send(req.clone().auth(auth)).await;
-            assert_eq!(
-                res.status,
-                401,
-                "{} {} with {auth:?}: {}",
-                req.method,
-                req.path,
-                res.text()
-            );
+            assert_401(&res, req, auth);
             assert_eq!(res.text(), UNAUTHORIZED, "{} {}", req.method, req.path);
             assert!(res.header("x-request-id").is_some());
         }

@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use actix_web::http::Method;
 use common::*;
 use serde_json::{json, Value};
 
@@ -26,6 +27,18 @@ on_both_backends!(
 
 fn admin(method: actix_web::http::Method, path: String) -> Req {
     Req::new(method, path).auth(&Auth::Admin)
+}
+
+/// `POST /admin/v1/holds/{hold_id}/capture` of `body`, as the admin.
+fn capture(hold_id: &str, body: Value) -> Req {
+    post(format!("/admin/v1/holds/{hold_id}/capture"), body)
+}
+
+/// `GET /admin/v1/verify`, answered 200: the report.
+async fn verify(app: &TestApp) -> Value {
+    app.send(admin(Method::GET, "/admin/v1/verify".into()))
+        .await
+        .expect(200)
 }
 
 fn post(path: String, body: Value) -> Req {
@@ -91,25 +104,12 @@ async fn the_admin_api_needs_the_bearer_token(backend: &'static str) {
     for req in every_admin_call(&id) {
         for auth in &wrong {
             let res = app.send(req.clone().auth(auth)).await;
-            assert_eq!(
-                res.status,
-                401,
-                "{} {} with {auth:?}: {}",
-                req.method,
-                req.path,
-                res.text()
-            );
+            assert_401(&res, &req, auth);
             assert!(res.json()["error"].is_string());
         }
     }
     assert_eq!(app.balance(&auth).await, json!(5));
-    let v = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let v = verify(&app).await;
     assert_eq!(v["accounts"], 1, "no account was created by refused calls");
 }
 
@@ -151,10 +151,7 @@ async fn accounts_are_created_with_the_signup_bonus(backend: &'static str) {
         .await;
     assert_eq!(login.expect(200)["accountId"], with_pw["accountId"]);
     let (cookie, _) = login.session_cookie().unwrap();
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&Auth::Cookie(cookie)))
-        .await
-        .expect(200);
+    let txns = app.transactions(&Auth::Cookie(cookie)).await;
     assert_eq!(txns.as_array().unwrap().len(), 1);
     assert_eq!(txns[0]["type"], "signup_bonus");
     assert_eq!(txns[0]["description"], "Welcome bonus");
@@ -178,13 +175,7 @@ async fn accounts_are_created_with_the_signup_bonus(backend: &'static str) {
         .await
         .expect(400);
     assert_eq!(err["field"], "password");
-    let v = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let v = verify(&app).await;
     assert_eq!(
         (v["accounts"].clone(), v["entries"].clone()),
         (json!(3), json!(3))
@@ -300,17 +291,7 @@ async fn debits_charge_or_answer_402_with_metering_headers(backend: &'static str
     let entry = res.expect(201);
     let mut keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "amount",
-            "createdAt",
-            "description",
-            "id",
-            "referenceId",
-            "type"
-        ]
-    );
+    assert_eq!(keys, ENTRY_FIELDS);
     assert_eq!(entry["type"], "usage");
     assert_eq!(entry["amount"], -2);
     assert_eq!(entry["referenceId"], "job_1");
@@ -338,10 +319,7 @@ async fn debits_charge_or_answer_402_with_metering_headers(backend: &'static str
     res.expect(402);
     assert_eq!(res.header("x-credits-remaining"), Some("0"));
     // Only the two debits and the bonus exist; no entry for the refusals.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     let amounts: Vec<&Value> = txns
         .as_array()
         .unwrap()
@@ -386,12 +364,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     assert_eq!(app.balance(&auth).await, json!(85));
 
     // Capture all: charged 10, one usage entry.
-    let res = app
-        .send(post(
-            format!("/admin/v1/holds/{hold_id}/capture"),
-            json!({}),
-        ))
-        .await;
+    let res = app.send(capture(&hold_id, json!({}))).await;
     let cap = res.expect(200);
     assert_eq!(cap["holdId"], hold_id.as_str());
     assert_eq!(cap["status"], "captured");
@@ -402,12 +375,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     assert_eq!(res.header("x-credits-remaining"), Some("85"));
     // Capture part: the rest returns.
     let h2_id = h2["holdId"].as_str().unwrap();
-    let res = app
-        .send(post(
-            format!("/admin/v1/holds/{h2_id}/capture"),
-            json!({"amount": 2}),
-        ))
-        .await;
+    let res = app.send(capture(h2_id, json!({"amount": 2}))).await;
     let cap = res.expect(200);
     assert_eq!(cap["captured"], 2);
     assert_eq!(cap["transaction"]["amount"], -2);
@@ -417,7 +385,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     let h3 = app.send(hold(json!(3), None)).await.expect(201);
     let h3_id = h3["holdId"].as_str().unwrap();
     app.send(admin(
-        actix_web::http::Method::POST,
+        Method::POST,
         format!("/admin/v1/holds/{h3_id}/capture"),
     ))
     .await
@@ -427,10 +395,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     let h4 = app.send(hold(json!(4), None)).await.expect(201);
     let h4_id = h4["holdId"].as_str().unwrap();
     let err = app
-        .send(post(
-            format!("/admin/v1/holds/{h4_id}/capture"),
-            json!({"amount": 5}),
-        ))
+        .send(capture(h4_id, json!({"amount": 5})))
         .await
         .expect(400);
     assert_eq!(err["field"], "amount");
@@ -438,7 +403,7 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     // Release: nothing charged, the credits return.
     let res = app
         .send(admin(
-            actix_web::http::Method::POST,
+            Method::POST,
             format!("/admin/v1/holds/{h4_id}/release"),
         ))
         .await;
@@ -484,15 +449,14 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
         .await
         .expect(404);
     app.send(admin(
-        actix_web::http::Method::POST,
+        Method::POST,
         "/admin/v1/holds/hold_nope/release".into(),
     ))
     .await
     .expect(404);
     let usage: Vec<Value> = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
+        .transactions(&auth)
         .await
-        .expect(200)
         .as_array()
         .unwrap()
         .iter()
@@ -512,21 +476,16 @@ async fn settled_and_expired_holds_are_409(backend: &'static str) {
             json!({"amount": amount, "description": "Render", "ttlSeconds": ttl}),
         )
     };
-    let capture = |h: &str| post(format!("/admin/v1/holds/{h}/capture"), json!({}));
-    let release = |h: &str| {
-        admin(
-            actix_web::http::Method::POST,
-            format!("/admin/v1/holds/{h}/release"),
-        )
-    };
+    let capture_all = |h: &str| capture(h, json!({}));
+    let release = |h: &str| admin(Method::POST, format!("/admin/v1/holds/{h}/release"));
     let captured = app.send(new_hold(1, 600)).await.expect(201);
     let captured = captured["holdId"].as_str().unwrap().to_owned();
-    app.send(capture(&captured)).await.expect(200);
+    app.send(capture_all(&captured)).await.expect(200);
     let released = app.send(new_hold(1, 600)).await.expect(201);
     let released = released["holdId"].as_str().unwrap().to_owned();
     app.send(release(&released)).await.expect(200);
     for h in [&captured, &released] {
-        for req in [capture(h), release(h)] {
+        for req in [capture_all(h), release(h)] {
             let res = app.send(req).await;
             let body = res.expect(409);
             assert!(body["error"].is_string(), "{body}");
@@ -545,16 +504,13 @@ async fn settled_and_expired_holds_are_409(backend: &'static str) {
     assert_eq!(app.balance(&auth).await, json!(0), "not yet");
     app.clock.advance_secs(1);
     assert_eq!(app.balance(&auth).await, json!(3), "expired at expiresAt");
-    app.send(capture(&short)).await.expect(409);
+    app.send(capture_all(&short)).await.expect(409);
     app.send(release(&short)).await.expect(409);
     // The other hold is still live and capturable.
-    app.send(capture(&long)).await.expect(200);
+    app.send(capture_all(&long)).await.expect(200);
     assert_eq!(app.balance(&auth).await, json!(3));
     // Nothing was charged for the expired one.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     let usage: Vec<&Value> = txns
         .as_array()
         .unwrap()
@@ -606,10 +562,7 @@ async fn refunds_are_capped_by_the_charge(backend: &'static str) {
         .await
         .expect(409);
     // Only usage can be refunded: the bonus, an adjustment, a refund are 409.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     for t in txns.as_array().unwrap() {
         if t["type"] != "usage" {
             let res = app
@@ -729,13 +682,7 @@ async fn subscriptions_and_the_maximum_hard_limit(backend: &'static str) {
 
 async fn verify_reports_a_clean_ledger(backend: &'static str) {
     let app = TestApp::new(backend).await;
-    let empty = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let empty = verify(&app).await;
     assert_eq!(
         empty,
         json!({"ok": true, "accounts": 0, "entries": 0, "violations": []})
@@ -745,13 +692,7 @@ async fn verify_reports_a_clean_ledger(backend: &'static str) {
     app.debit(&a, json!(1)).await.expect(201);
     app.adjust(&b, json!(3)).await.expect(201);
     app.debit(&b, json!(100)).await.expect(402);
-    let v = app
-        .send(admin(
-            actix_web::http::Method::GET,
-            "/admin/v1/verify".into(),
-        ))
-        .await
-        .expect(200);
+    let v = verify(&app).await;
     assert_eq!(
         v,
         json!({"ok": true, "accounts": 2, "entries": 4, "violations": []})
@@ -774,31 +715,23 @@ async fn twice(app: &TestApp, req: Req) -> (Resp, Resp) {
     (first, second)
 }
 
+/// `twice` for a POST of `body` to `path` under the idempotency key `key`.
+async fn twice_post(app: &TestApp, path: String, body: Value, key: &str) -> (Resp, Resp) {
+    twice(app, post(path, body).idem(key)).await
+}
+
 async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (auth, id) = app.user("idem@example.com").await;
+    let acct = format!("/admin/v1/accounts/{id}");
     // Adjustment.
-    let (first, _) = twice(
-        &app,
-        post(
-            format!("/admin/v1/accounts/{id}/credits"),
-            json!({"amount": 20, "description": "Grant"}),
-        )
-        .idem("grant-1"),
-    )
-    .await;
+    let body = json!({"amount": 20, "description": "Grant"});
+    let (first, _) = twice_post(&app, format!("{acct}/credits"), body, "grant-1").await;
     assert_eq!(first.expect(201)["amount"], 20);
     assert_eq!(app.balance(&auth).await, json!(25));
     // Debit.
-    let (first, second) = twice(
-        &app,
-        post(
-            format!("/admin/v1/accounts/{id}/debits"),
-            json!({"amount": 2, "description": "Job"}),
-        )
-        .idem("debit-1"),
-    )
-    .await;
+    let body = json!({"amount": 2, "description": "Job"});
+    let (first, second) = twice_post(&app, format!("{acct}/debits"), body, "debit-1").await;
     first.expect(201);
     assert_eq!(first.header("x-credits-charged"), Some("2"));
     assert_eq!(second.header("x-credits-remaining"), Some("23"));
@@ -819,46 +752,28 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     assert_eq!(same.header("idempotent-replayed"), Some("true"));
     assert_eq!(app.balance(&auth).await, json!(23));
     // Hold.
-    let (first, _) = twice(
-        &app,
-        post(
-            format!("/admin/v1/accounts/{id}/holds"),
-            json!({"amount": 5, "description": "Render"}),
-        )
-        .idem("hold-1"),
-    )
-    .await;
+    let body = json!({"amount": 5, "description": "Render"});
+    let (first, _) = twice_post(&app, format!("{acct}/holds"), body, "hold-1").await;
     let hold_id = first.expect(201)["holdId"].as_str().unwrap().to_owned();
     assert_eq!(app.balance(&auth).await, json!(18), "one hold, not two");
     // Capture.
-    let (first, _) = twice(
+    let body = json!({"amount": 4});
+    let (first, _) = twice_post(
         &app,
-        post(
-            format!("/admin/v1/holds/{hold_id}/capture"),
-            json!({"amount": 4}),
-        )
-        .idem("capture-1"),
+        format!("/admin/v1/holds/{hold_id}/capture"),
+        body,
+        "capture-1",
     )
     .await;
     assert_eq!(first.expect(200)["captured"], 4);
     assert_eq!(app.balance(&auth).await, json!(19));
     // Refund.
-    let debit_id = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200)[0]["id"]
+    let debit_id = app.transactions(&auth).await[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let (first, _) = twice(
-        &app,
-        post(
-            format!("/admin/v1/accounts/{id}/refunds"),
-            json!({"transactionId": debit_id, "amount": 1}),
-        )
-        .idem("refund-1"),
-    )
-    .await;
+    let body = json!({"transactionId": debit_id, "amount": 1});
+    let (first, _) = twice_post(&app, format!("{acct}/refunds"), body, "refund-1").await;
     assert_eq!(first.expect(201)["type"], "refund");
     assert_eq!(app.balance(&auth).await, json!(20));
     // Release.
@@ -872,7 +787,7 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     let (first, _) = twice(
         &app,
         admin(
-            actix_web::http::Method::POST,
+            Method::POST,
             format!("/admin/v1/holds/{}/release", h2["holdId"].as_str().unwrap()),
         )
         .idem("release-1"),
@@ -881,10 +796,7 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     assert_eq!(first.expect(200)["status"], "released");
     assert_eq!(app.balance(&auth).await, json!(20));
     // One entry per effect: bonus, grant, debit, capture, refund.
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     let kinds: Vec<&str> = txns
         .as_array()
         .unwrap()
@@ -1145,8 +1057,8 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
         json!(null),
         json!([true]),
     ];
-    let put = actix_web::http::Method::PUT;
-    let post_m = actix_web::http::Method::POST;
+    let put = Method::PUT;
+    let post_m = Method::POST;
     let admin_auth = Auth::Admin;
     let user_auth = Auth::Cookie(session.clone());
     type Case<'a> = (
@@ -1389,10 +1301,7 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
     // Nothing changed: the balance, the hold, the ledger.
     assert_eq!(app.balance(&auth).await, balance);
     let still = app
-        .send(post(
-            format!("/admin/v1/holds/{hold_id}/capture"),
-            json!({"amount": 1}),
-        ))
+        .send(capture(&hold_id, json!({"amount": 1})))
         .await
         .expect(200);
     assert_eq!(still["status"], "captured");

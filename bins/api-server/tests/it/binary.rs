@@ -189,12 +189,7 @@ fn sigterm_answers_every_request_already_sent_and_applies_only_those() {
     let (config, addr) = config_in(dir.path(), "workers = 2\nshutdown_timeout_secs = 20");
     let mut running = start_server(dir.path(), &config, addr);
     let send = |req: Req| http(addr, &req).expect("an answer");
-    let id = send(
-        Req::post("/admin/v1/accounts")
-            .auth(&Auth::Admin)
-            .json(json!({})),
-    )
-    .expect(201)["accountId"]
+    let id = send(new_account_req()).expect(201)["accountId"]
         .as_str()
         .unwrap()
         .to_owned();

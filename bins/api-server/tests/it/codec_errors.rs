@@ -10,49 +10,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
-
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn parse(raw: &[u8]) -> Answer {
-    let text = String::from_utf8_lossy(raw);
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete answer: {text:?}"));
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: raw[end + 4..].to_vec(),
-    }
-}
+use test_support::http::RawAnswer;
 
 fn assert_json_error(raw: &[u8], status: u16, code: &str) {
     let text = String::from_utf8_lossy(raw).into_owned();
-    let a = parse(raw);
+    let a = RawAnswer::parse(raw);
     assert_eq!(a.status, status, "{text}");
     assert_eq!(a.header("content-type"), Some("application/json"), "{text}");
     assert_eq!(
@@ -90,7 +52,7 @@ fn still_serving(addr: SocketAddr) {
         addr,
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
-    let a = parse(&raw);
+    let a = RawAnswer::parse(&raw);
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&raw));
 }
 
@@ -144,7 +106,7 @@ fn answers_below_the_app_are_json_errors() {
     // A head that never completes: answered at request_timeout_secs.
     let raw = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
     assert_json_error(&raw, 408, "REQUEST_TIMEOUT");
-    let body = String::from_utf8_lossy(&parse(&raw).body).into_owned();
+    let body = String::from_utf8_lossy(&RawAnswer::parse(&raw).body).into_owned();
     assert!(body.contains("2 seconds"), "{body}");
     still_serving(addr);
 
@@ -168,7 +130,7 @@ fn answers_below_the_app_are_json_errors() {
         raw.windows(4)
             .position(|w| w == b"\r\n\r\n")
             .is_some_and(|end| {
-                let a = parse(raw);
+                let a = RawAnswer::parse(raw);
                 let len: usize = a.header("content-length").unwrap().parse().unwrap();
                 raw.len() >= end + 4 + len
             })
@@ -176,7 +138,7 @@ fn answers_below_the_app_are_json_errors() {
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     read_until(&mut conn, &mut seen, &whole);
-    let first = parse(&seen);
+    let first = RawAnswer::parse(&seen);
     assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&seen));
     seen.clear();
     conn.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -184,7 +146,7 @@ fn answers_below_the_app_are_json_errors() {
     read_until(&mut conn, &mut seen, &|raw: &[u8]| {
         raw.ends_with(b"\r\n\r\n")
     });
-    let second = parse(&seen);
+    let second = RawAnswer::parse(&seen);
     assert_eq!(second.status, 405, "{}", String::from_utf8_lossy(&seen));
     assert!(second.body.is_empty());
     seen.clear();

@@ -19,13 +19,7 @@ fn serve(backend: &str) -> (TestDb, LiveServer) {
 }
 
 fn account_with(server: &LiveServer, credits: i64) -> String {
-    let id = server
-        .send(
-            &Req::post("/admin/v1/accounts")
-                .auth(&Auth::Admin)
-                .json(json!({})),
-        )
-        .expect(201)["accountId"]
+    let id = server.send(&new_account_req()).expect(201)["accountId"]
         .as_str()
         .unwrap()
         .to_owned();

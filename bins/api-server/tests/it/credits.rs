@@ -214,10 +214,7 @@ async fn balances_in_three_shapes_count_holds_and_never_charge(backend: &'static
     for _ in 0..3 {
         assert_eq!(app.balance(&auth).await, json!(847));
     }
-    let txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&auth))
-        .await
-        .expect(200);
+    let txns = app.transactions(&auth).await;
     assert_eq!(txns.as_array().unwrap().len(), 3);
 
     // An active hold is not spendable: every shape shows usable minus holds.
@@ -329,17 +326,7 @@ async fn transactions_are_newest_first_with_limit_and_offset(backend: &'static s
     assert_eq!(all.len(), 50, "limit defaults to 50");
     // Newest first, with the exact shape.
     let first = &all[0];
-    assert_eq!(
-        fields(first),
-        [
-            "amount",
-            "createdAt",
-            "description",
-            "id",
-            "referenceId",
-            "type"
-        ]
-    );
+    assert_eq!(fields(first), ENTRY_FIELDS);
     assert_eq!(first["type"], "usage");
     assert_eq!(first["amount"], -1);
     assert_eq!(first["description"], "Screenshot captured 119");

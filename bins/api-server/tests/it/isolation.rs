@@ -59,10 +59,7 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
     .await
     .expect(200);
     let (a_key2, a_key2_id) = app.new_key(&a_session, "alice-ci").await;
-    let a_txns = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&a))
-        .await
-        .expect(200);
+    let a_txns = app.transactions(&a).await;
     let a_txn_ids = ids(&a_txns, "id");
     assert_eq!(
         a_txn_ids.len(),
@@ -166,10 +163,7 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
     ] {
         assert_eq!(app.balance(&auth).await, json!(88));
     }
-    let after = app
-        .send(Req::get("/api/v1/credits/transactions").auth(&a))
-        .await
-        .expect(200);
+    let after = app.transactions(&a).await;
     assert_eq!(after, a_txns, "nothing Bob did shows in Alice's history");
     let a_keys = app
         .send(Req::get("/api/v1/api-keys").auth(&a))

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::common::account_with_key;
 use actix_web::test;
-use api_server::auth::{new_api_key, sha256_hex};
 use api_server::{app, AppState};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
-use ledger_store::NewAccount;
 use settings::{Settings, Sources};
 use test_support::on_both_backends as both;
 use test_support::TestDb;
@@ -51,30 +50,33 @@ fn world(db: TestDb, env: &[(&str, &str)]) -> World {
         .unwrap()
         .with_payments(payments.clone());
     let now = Timestamp::from_millis(NOW);
-    let (account, _) = db
-        .store
-        .ledger()
-        .create_account(
-            NewAccount {
-                signup_bonus: Credits::whole(5),
-                ..NewAccount::default()
-            },
-            now,
-        )
-        .unwrap();
-    let (key, prefix) = new_api_key().unwrap();
-    db.store
-        .access()
-        .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)
-        .unwrap();
+    let (account, key) = account_with_key(&db.store, 5, now);
     World {
         db,
         state,
         payments,
         key,
-        account: account.id,
+        account,
         _dir: dir,
     }
+}
+
+/// `PUT /api/v1/credits/auto-topup` as `key`: on, below 3 credits, the Starter pack.
+fn auto_topup_on(key: &str) -> test::TestRequest {
+    test::TestRequest::put()
+        .uri("/api/v1/credits/auto-topup")
+        .insert_header(("x-api-key", key))
+        .set_json(
+            serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}),
+        )
+}
+
+/// `POST /api/v1/credits/purchase` of `pack` as `key`.
+fn purchase(key: &str, pack: &str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/api/v1/credits/purchase")
+        .insert_header(("x-api-key", key))
+        .set_json(serde_json::json!({"packId": pack}))
 }
 
 async fn demo_purchase_and_auto_topup(db: TestDb) {
@@ -85,13 +87,7 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
     };
 
     // A purchase is a checkout URL; no credits until payment is confirmed.
-    let res = test::call_service(
-        &app,
-        req(test::TestRequest::post(), "/api/v1/credits/purchase")
-            .set_json(serde_json::json!({"packId": "pack_pro"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, purchase(&w.key, "pack_pro").to_request()).await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = test::read_body_json(res).await;
     let url = body["checkoutUrl"].as_str().unwrap().to_owned();
@@ -106,13 +102,7 @@ async fn demo_purchase_and_auto_topup(db: TestDb) {
             .unwrap()
             .available;
     assert_eq!(balance, Credits::whole(5), "no credits before payment");
-    let missing = test::call_service(
-        &app,
-        req(test::TestRequest::post(), "/api/v1/credits/purchase")
-            .set_json(serde_json::json!({"packId": "pack_nope"}))
-            .to_request(),
-    )
-    .await;
+    let missing = test::call_service(&app, purchase(&w.key, "pack_nope").to_request()).await;
     assert_eq!(missing.status(), 404);
 
     // Auto top-up: unknown pack 404, bad threshold 400, then on.
@@ -209,15 +199,7 @@ async fn polar_cannot_auto_topup(db: TestDb) {
         ],
     );
     let app = test::init_service(app(w.state.clone())).await;
-    let res = test::call_service(
-        &app,
-        test::TestRequest::put()
-            .uri("/api/v1/credits/auto-topup")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, auto_topup_on(&w.key).to_request()).await;
     assert_eq!(res.status(), 409);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert!(
@@ -229,15 +211,7 @@ async fn polar_cannot_auto_topup(db: TestDb) {
         "{body}"
     );
     // A pack without a Polar product cannot be bought: the contract's 500.
-    let res = test::call_service(
-        &app,
-        test::TestRequest::post()
-            .uri("/api/v1/credits/purchase")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"packId": "pack_pro"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, purchase(&w.key, "pack_pro").to_request()).await;
     assert_eq!(res.status(), 500);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(
@@ -250,28 +224,12 @@ async fn no_provider_mints_nothing(db: TestDb) {
     // The built-in defaults: no polar.access_token, no payments.provider.
     let w = world(db, &[]);
     let app = test::init_service(app(w.state.clone())).await;
-    let res = test::call_service(
-        &app,
-        test::TestRequest::post()
-            .uri("/api/v1/credits/purchase")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"packId": "pack_enterprise"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, purchase(&w.key, "pack_enterprise").to_request()).await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");
     // Auto top-up cannot be turned on: nothing could pay for it.
-    let res = test::call_service(
-        &app,
-        test::TestRequest::put()
-            .uri("/api/v1/credits/auto-topup")
-            .insert_header(("x-api-key", w.key.as_str()))
-            .set_json(serde_json::json!({"enabled": true, "thresholdCredits": 3, "packId": "pack_starter"}))
-            .to_request(),
-    )
-    .await;
+    let res = test::call_service(&app, auto_topup_on(&w.key).to_request()).await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = test::read_body_json(res).await;
     assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");

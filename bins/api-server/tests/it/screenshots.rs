@@ -6,12 +6,11 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::account_with_key;
 use actix_web::test;
-use api_server::auth::{new_api_key, sha256_hex};
 use api_server::{app, AppState};
 use capture::{CaptureConfig, CaptureService};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
-use ledger_store::NewAccount;
 use settings::{Settings, Sources};
 use test_support::on_both_backends as both;
 use test_support::TestDb;
@@ -109,26 +108,12 @@ fn world(db: TestDb, service: CaptureService, credits: i64) -> World {
         .unwrap()
         .with_capture(service);
     let now = Timestamp::from_millis(1_800_000_000_000);
-    let (account, _) = store
-        .ledger()
-        .create_account(
-            NewAccount {
-                signup_bonus: Credits::whole(credits),
-                ..NewAccount::default()
-            },
-            now,
-        )
-        .unwrap();
-    let (key, prefix) = new_api_key().unwrap();
-    store
-        .access()
-        .create_api_key(&account.id, "t", &prefix, &sha256_hex(&key), now)
-        .unwrap();
+    let (account, key) = account_with_key(&store, credits, now);
     World {
         db,
         state,
         key,
-        account: account.id,
+        account,
         _cache: cache,
     }
 }

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
+use test_support::http::RawAnswer;
 use test_support::TestDb;
 
 fn healthy(port: u16) -> bool {
@@ -21,28 +22,9 @@ fn healthy(port: u16) -> bool {
 /// Checks `raw` is one JSON error answer with `status` and `code`.
 fn assert_json_error(raw: &[u8], status: u16, code: &str) {
     let text = String::from_utf8_lossy(raw).into_owned();
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete answer: {text:?}"));
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let got_status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let body = &raw[end + 4..];
+    let a = RawAnswer::parse(raw);
+    let header = |name: &str| a.header(name);
+    let (got_status, body) = (a.status, a.body.as_slice());
     assert_eq!(got_status, status, "{text}");
     assert_eq!(header("content-type"), Some("application/json"), "{text}");
     assert_eq!(

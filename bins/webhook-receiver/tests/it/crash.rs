@@ -35,12 +35,7 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     assert_eq!(status, 0, "the process dies before answering");
     let exit = crashing.0.wait().unwrap();
     assert!(!exit.success());
-    let stored = db
-        .store
-        .orders()
-        .delivery(&paid.webhook_id)
-        .unwrap()
-        .expect("stored before the crash");
+    let stored = delivery(&db.store, &paid.webhook_id).expect("stored before the crash");
     assert!(stored.processed_at.is_none());
     assert_eq!(available(&db.store, &acct), c(0));
     drop(crashing);
@@ -48,23 +43,13 @@ fn a_crash_after_storing_is_finished_on_restart(db: TestDb) {
     let _restarted = start_program(&db, Some(&fake.url()), port, &[]);
     eventually(10, "start-up recovery to credit the order", || {
         available(&db.store, &acct) == c(1000)
-            && db
-                .store
-                .orders()
-                .delivery(&paid.webhook_id)
-                .unwrap()
-                .is_some_and(|d| d.processed_at.is_some())
+            && delivery(&db.store, &paid.webhook_id).is_some_and(|d| d.processed_at.is_some())
     });
     // Polar's retry of the delivery it never got an answer for: acknowledged, no effect.
     assert_eq!(fake.send(&paid, &url), 200);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(available(&db.store, &acct), c(1000));
-    let stored = db
-        .store
-        .orders()
-        .delivery(&paid.webhook_id)
-        .unwrap()
-        .unwrap();
+    let stored = delivery(&db.store, &paid.webhook_id).unwrap();
     assert_eq!(stored.outcome.as_deref(), Some("credited 1000"));
     assert_verified(&db.store);
 }

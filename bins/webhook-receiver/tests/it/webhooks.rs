@@ -43,12 +43,7 @@ fn a_paid_checkout_credits_once(db: TestDb) {
         );
         assert_eq!(statuses, vec![200]);
     }
-    let stored = db
-        .store
-        .orders()
-        .delivery(&events[2].webhook_id)
-        .unwrap()
-        .unwrap();
+    let stored = delivery(&db.store, &events[2].webhook_id).unwrap();
     assert_eq!(stored.event_type, "order.paid");
     assert_eq!(stored.outcome.as_deref(), Some("credited 1000"));
     assert_eq!(available(&db.store, &acct), c(1000));
@@ -159,10 +154,7 @@ fn bad_deliveries_change_nothing(db: TestDb) {
         "empty signature",
     );
     for id in &tried {
-        assert!(
-            db.store.orders().delivery(id).unwrap().is_none(),
-            "{id} was stored"
-        );
+        assert!(delivery(&db.store, id).is_none(), "{id} was stored");
     }
     assert!(db
         .store
@@ -197,10 +189,7 @@ fn reordered_refunds_and_unhandled_events(db: TestDb) {
     );
     assert_eq!(fake.send(&other, &rx.webhook_url()), 200);
     assert_eq!(
-        db.store
-            .orders()
-            .delivery(&other.webhook_id)
-            .unwrap()
+        delivery(&db.store, &other.webhook_id)
             .unwrap()
             .outcome
             .as_deref(),
@@ -425,7 +414,7 @@ fn every_answer_is_a_json_error(db: TestDb) {
     assert_eq!(r.status().as_u16(), 413);
     let body = json_of(&mut r);
     assert_eq!(body["code"], "PAYLOAD_TOO_LARGE", "{body}");
-    assert!(db.store.orders().delivery("msg_big").unwrap().is_none());
+    assert!(delivery(&db.store, "msg_big").is_none());
 }
 
 fn a_cross_account_order_is_refused_and_kept_for_an_operator(db: TestDb) {
@@ -442,12 +431,7 @@ fn a_cross_account_order_is_refused_and_kept_for_an_operator(db: TestDb) {
     assert_eq!(fake.send(&paid, &rx.webhook_url()), 200);
     assert_eq!(available(&db.store, &b), Credits::ZERO);
     assert_eq!(available(&db.store, &a), Credits::ZERO);
-    let stored = db
-        .store
-        .orders()
-        .delivery(&paid.webhook_id)
-        .unwrap()
-        .unwrap();
+    let stored = delivery(&db.store, &paid.webhook_id).unwrap();
     assert!(
         stored
             .outcome

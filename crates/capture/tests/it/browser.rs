@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{opts, shared, ELEMENT_H, ELEMENT_W};
+use common::{opts, shared, shoot, ELEMENT_H, ELEMENT_W};
 
 fn decode(bytes: &[u8]) -> image::DynamicImage {
     image::load_from_memory(bytes).expect("the capture decodes as an image")
@@ -12,12 +12,7 @@ fn decode(bytes: &[u8]) -> image::DynamicImage {
 #[tokio::test]
 async fn viewport_size_times_scale() {
     let (svc, fx) = shared();
-    let shot = svc
-        .capture(&opts(&[
-            ("url", &fx.url("/")),
-            ("width", "640"),
-            ("height", "400"),
-        ]))
+    let shot = shoot(svc, fx, "/", &[("width", "640"), ("height", "400")])
         .await
         .unwrap();
     assert_eq!(shot.content_type, "image/png");
@@ -28,15 +23,18 @@ async fn viewport_size_times_scale() {
     let p = img.to_rgb8().get_pixel(600, 380).0;
     assert_eq!(p, [0x33, 0x66, 0xcc]);
 
-    let shot = svc
-        .capture(&opts(&[
-            ("url", &fx.url("/")),
+    let shot = shoot(
+        svc,
+        fx,
+        "/",
+        &[
             ("width", "320"),
             ("height", "200"),
             ("deviceScaleFactor", "2"),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await
+    .unwrap();
     let img = decode(&shot.bytes);
     assert_eq!((img.width(), img.height()), (640, 400));
 }
@@ -44,15 +42,14 @@ async fn viewport_size_times_scale() {
 #[tokio::test]
 async fn full_page_is_taller_than_the_viewport() {
     let (svc, fx) = shared();
-    let shot = svc
-        .capture(&opts(&[
-            ("url", &fx.url("/tall")),
-            ("width", "500"),
-            ("height", "400"),
-            ("fullPage", "true"),
-        ]))
-        .await
-        .unwrap();
+    let shot = shoot(
+        svc,
+        fx,
+        "/tall",
+        &[("width", "500"), ("height", "400"), ("fullPage", "true")],
+    )
+    .await
+    .unwrap();
     let img = decode(&shot.bytes);
     assert_eq!(img.width(), 500);
     assert!(img.height() >= 3000, "full page height {}", img.height());
@@ -62,25 +59,21 @@ async fn full_page_is_taller_than_the_viewport() {
 async fn element_capture_has_the_element_size() {
     let (svc, fx) = shared();
     for scale in ["1", "2"] {
-        let shot = svc
-            .capture(&opts(&[
-                ("url", &fx.url("/element")),
-                ("selector", "#box"),
-                ("deviceScaleFactor", scale),
-            ]))
-            .await
-            .unwrap();
+        let shot = shoot(
+            svc,
+            fx,
+            "/element",
+            &[("selector", "#box"), ("deviceScaleFactor", scale)],
+        )
+        .await
+        .unwrap();
         let img = decode(&shot.bytes);
         let s: u32 = scale.parse().unwrap();
         assert_eq!((img.width(), img.height()), (ELEMENT_W * s, ELEMENT_H * s));
         let p = img.to_rgb8().get_pixel(10, 10).0;
         assert_eq!(p, [0xcc, 0, 0], "the box is red");
     }
-    let err = svc
-        .capture(&opts(&[
-            ("url", &fx.url("/element")),
-            ("selector", "#nope"),
-        ]))
+    let err = shoot(svc, fx, "/element", &[("selector", "#nope")])
         .await
         .unwrap_err();
     assert_eq!(err.code(), "SELECTOR_NOT_FOUND", "{err}");
@@ -90,23 +83,17 @@ async fn element_capture_has_the_element_size() {
 #[tokio::test]
 async fn dark_mode_changes_a_known_pixel() {
     let (svc, fx) = shared();
-    let light = svc
-        .capture(&opts(&[
-            ("url", &fx.url("/dark")),
-            ("width", "300"),
-            ("height", "200"),
-        ]))
+    let light = shoot(svc, fx, "/dark", &[("width", "300"), ("height", "200")])
         .await
         .unwrap();
-    let dark = svc
-        .capture(&opts(&[
-            ("url", &fx.url("/dark")),
-            ("width", "300"),
-            ("height", "200"),
-            ("darkMode", "1"),
-        ]))
-        .await
-        .unwrap();
+    let dark = shoot(
+        svc,
+        fx,
+        "/dark",
+        &[("width", "300"), ("height", "200"), ("darkMode", "1")],
+    )
+    .await
+    .unwrap();
     let px = |b: &[u8]| decode(b).to_rgb8().get_pixel(150, 100).0;
     assert_eq!(px(&light.bytes), [255, 255, 255]);
     assert_eq!(px(&dark.bytes), [0, 0, 0]);
@@ -115,24 +102,24 @@ async fn dark_mode_changes_a_known_pixel() {
 #[tokio::test]
 async fn pdf_jpeg_and_webp() {
     let (svc, fx) = shared();
-    let pdf = svc
-        .capture(&opts(&[("url", &fx.url("/")), ("format", "pdf")]))
-        .await
-        .unwrap();
+    let pdf = shoot(svc, fx, "/", &[("format", "pdf")]).await.unwrap();
     assert!(pdf.bytes.starts_with(b"%PDF"));
     assert_eq!(pdf.content_type, "application/pdf");
 
     for (format, ctype) in [("jpeg", "image/jpeg"), ("webp", "image/webp")] {
-        let shot = svc
-            .capture(&opts(&[
-                ("url", &fx.url("/")),
+        let shot = shoot(
+            svc,
+            fx,
+            "/",
+            &[
                 ("format", format),
                 ("quality", "60"),
                 ("width", "400"),
                 ("height", "300"),
-            ]))
-            .await
-            .unwrap();
+            ],
+        )
+        .await
+        .unwrap();
         assert_eq!(shot.content_type, ctype);
         let img = decode(&shot.bytes);
         assert_eq!((img.width(), img.height()), (400, 300), "{format}");
@@ -158,20 +145,17 @@ async fn html_input_and_wait_for_selector_and_delay() {
     assert_eq!((img.width(), img.height()), (200, 100));
     assert_eq!(img.to_rgb8().get_pixel(190, 90).0, [0, 128, 0]);
 
-    svc.capture(&opts(&[
-        ("url", &fx.url("/late")),
-        ("waitForSelector", "#late"),
-    ]))
-    .await
-    .unwrap();
-    let err = svc
-        .capture(&opts(&[
-            ("url", &fx.url("/")),
-            ("waitForSelector", "#never"),
-            ("timeout", "2"),
-        ]))
+    shoot(svc, fx, "/late", &[("waitForSelector", "#late")])
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = shoot(
+        svc,
+        fx,
+        "/",
+        &[("waitForSelector", "#never"), ("timeout", "2")],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "SELECTOR_NOT_FOUND", "{err}");
 }
 
@@ -219,10 +203,7 @@ async fn connection_refused() {
 async fn target_http_errors_carry_the_status() {
     let (svc, fx) = shared();
     for (path, status, http) in [("/404", 404, 422), ("/500", 500, 502)] {
-        let err = svc
-            .capture(&opts(&[("url", &fx.url(path))]))
-            .await
-            .unwrap_err();
+        let err = shoot(svc, fx, path, &[]).await.unwrap_err();
         assert_eq!(err.code(), "TARGET_HTTP_ERROR", "{err}");
         assert!(
             matches!(err, capture::CaptureError::TargetHttpError { status: s, .. } if s == status),
@@ -236,8 +217,7 @@ async fn target_http_errors_carry_the_status() {
 async fn slow_page_times_out() {
     let (svc, fx) = shared();
     let started = std::time::Instant::now();
-    let err = svc
-        .capture(&opts(&[("url", &fx.url("/slow")), ("timeout", "2")]))
+    let err = shoot(svc, fx, "/slow", &[("timeout", "2")])
         .await
         .unwrap_err();
     assert_eq!(err.code(), "TIMEOUT", "{err}");
@@ -248,7 +228,7 @@ async fn slow_page_times_out() {
         started.elapsed()
     );
     // The pool recovers: the next capture works.
-    svc.capture(&opts(&[("url", &fx.url("/"))])).await.unwrap();
+    shoot(svc, fx, "/", &[]).await.unwrap();
 }
 
 /// The pre-check only resolves the first URL; failures after a redirect are classified from

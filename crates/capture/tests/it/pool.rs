@@ -6,17 +6,15 @@ use crate::common;
 use std::time::Duration;
 
 use capture::{CaptureConfig, CaptureService};
-use common::{opts, start_fixture, start_service};
+use common::{local_config, opts, shoot, start_fixture, start_service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_captures_succeed_or_get_busy() {
     let fx = start_fixture();
     let svc = start_service(CaptureConfig {
-        pool_size: 2,
         queue_capacity: 3,
         max_uses_per_session: 2,
-        allow_private_targets: true,
-        ..Default::default()
+        ..local_config(2)
     });
     let url = fx.url("/");
     let mut handles = Vec::new();
@@ -69,10 +67,8 @@ async fn twenty_concurrent_captures_succeed_or_get_busy() {
 async fn a_session_is_replaced_after_max_uses() {
     let fx = start_fixture();
     let svc = start_service(CaptureConfig {
-        pool_size: 1,
         max_uses_per_session: 2,
-        allow_private_targets: true,
-        ..Default::default()
+        ..local_config(1)
     });
     let o = opts(&[("url", &fx.url("/")), ("width", "320"), ("height", "240")]);
     for _ in 0..5 {
@@ -88,10 +84,8 @@ async fn a_session_is_replaced_after_max_uses() {
 async fn a_job_that_waited_longer_than_the_queue_timeout_is_busy() {
     let fx = start_fixture();
     let svc = start_service(CaptureConfig {
-        pool_size: 1,
         queue_timeout_ms: 300,
-        allow_private_targets: true,
-        ..Default::default()
+        ..local_config(1)
     });
     let slow = {
         let svc = svc.clone();
@@ -100,10 +94,7 @@ async fn a_job_that_waited_longer_than_the_queue_timeout_is_busy() {
     };
     // Let the slow capture take the only session; the next job waits behind it.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let err = svc
-        .capture(&opts(&[("url", &fx.url("/"))]))
-        .await
-        .unwrap_err();
+    let err = shoot(&svc, &fx, "/", &[]).await.unwrap_err();
     assert_eq!(err.code(), "BUSY", "{err}");
     assert!(err.retry_after_secs().unwrap() >= 1);
     let slow = slow.await.unwrap().unwrap_err();
@@ -183,11 +174,7 @@ fn browsers_end_when_the_owner_panics() {
 #[tokio::test]
 async fn a_dead_chromedriver_is_restarted() {
     let fx = start_fixture();
-    let svc = start_service(CaptureConfig {
-        pool_size: 1,
-        allow_private_targets: true,
-        ..Default::default()
-    });
+    let svc = start_service(local_config(1));
     let o = opts(&[("url", &fx.url("/"))]);
     svc.capture(&o).await.unwrap();
     let before = svc.webdriver_url();
@@ -236,11 +223,7 @@ async fn a_dead_chromedriver_is_restarted() {
 #[tokio::test]
 async fn page_level_failures_keep_the_session() {
     let fx = start_fixture();
-    let svc = start_service(CaptureConfig {
-        pool_size: 1,
-        allow_private_targets: true,
-        ..Default::default()
-    });
+    let svc = start_service(local_config(1));
     let green = "style='margin:0;background:rgb(0,128,0)'";
     let dialogs = [
         format!("<body {green}><script>alert('hi')</script>x</body>"),
@@ -305,12 +288,11 @@ async fn page_level_failures_keep_the_session() {
         Err(e) => assert!(matches!(e.code(), "PAGE_ERROR" | "TIMEOUT"), "{e}"),
     }
     // A page slower than the budget is a timeout; the browser recovers and is kept.
-    let err = svc
-        .capture(&opts(&[("url", &fx.url("/slow")), ("timeout", "1")]))
+    let err = shoot(&svc, &fx, "/slow", &[("timeout", "1")])
         .await
         .unwrap_err();
     assert_eq!(err.code(), "TIMEOUT", "{err}");
-    svc.capture(&opts(&[("url", &fx.url("/"))])).await.unwrap();
+    shoot(&svc, &fx, "/", &[]).await.unwrap();
     let stats = svc.stats();
     assert_eq!(stats.captures_started, 2 * (dialogs.len() as u64 + 5) + 3);
     assert_eq!(
@@ -327,11 +309,7 @@ async fn page_level_failures_keep_the_session() {
 #[tokio::test]
 async fn only_captures_go_through_the_proxy() {
     let fx = start_fixture();
-    let svc = start_service(CaptureConfig {
-        pool_size: 1,
-        allow_private_targets: true,
-        ..Default::default()
-    });
+    let svc = start_service(local_config(1));
     // A freshly started browser, idle for a few seconds.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let idle = svc.stats();

@@ -30,6 +30,65 @@ fn grant(b: &mut Book, ids: &mut SequentialIds, spec: GrantSpec, now: Timestamp)
     }
 }
 
+fn purchase(n: i64) -> GrantSpec {
+    GrantSpec::new(GrantSource::Purchase, c(n))
+}
+
+fn allowance_until(n: i64, expires: i64) -> GrantSpec {
+    GrantSpec::new(GrantSource::Allowance, c(n)).expiring(at(expires))
+}
+
+/// A usage debit under the strict policy.
+fn spend<'b>(
+    b: &'b mut Book,
+    ids: &mut SequentialIds,
+    amount: Credits,
+    memo: &str,
+    now: Timestamp,
+) -> Result<&'b Entry, LedgerError> {
+    b.debit(
+        EntryKind::Usage,
+        amount,
+        SpendPolicy::STRICT,
+        Memo::new(memo),
+        now,
+        ids,
+    )
+}
+
+/// A hold under the strict policy.
+fn reserve<'b>(
+    b: &'b mut Book,
+    ids: &mut SequentialIds,
+    amount: Credits,
+    expires_at: Timestamp,
+    memo: &str,
+    now: Timestamp,
+) -> Result<&'b Hold, LedgerError> {
+    b.reserve(
+        amount,
+        expires_at,
+        SpendPolicy::STRICT,
+        Memo::new(memo),
+        now,
+        ids,
+    )
+}
+
+/// A refund of `amount` (all that is left when `None`) of `usage`, of which `refunded`
+/// was refunded before.
+fn refund<'b>(
+    b: &'b mut Book,
+    ids: &mut SequentialIds,
+    usage: &Entry,
+    refunded: Credits,
+    amount: Option<Credits>,
+    memo: &str,
+    now: Timestamp,
+) -> Result<&'b Entry, LedgerError> {
+    b.refund(usage, refunded, amount, Memo::new(memo), now, ids)
+}
+
 fn remaining(b: &Book, id: &GrantId) -> Credits {
     b.grant(id).unwrap().remaining
 }
@@ -44,35 +103,12 @@ fn burn_down_order_is_priority_then_expiry_then_age_then_id() {
         GrantSpec::new(GrantSource::SignupBonus, c(5)),
         now,
     );
-    let late = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(10)).expiring(at(900)),
-        at(1),
-    );
-    let soon = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(10)).expiring(at(500)),
-        at(2),
-    );
-    let allowance = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Allowance, c(3)).expiring(at(1000)),
-        at(3),
-    );
+    let late = grant(&mut b, &mut ids, purchase(10).expiring(at(900)), at(1));
+    let soon = grant(&mut b, &mut ids, purchase(10).expiring(at(500)), at(2));
+    let allowance = grant(&mut b, &mut ids, allowance_until(3, 1000), at(3));
     // Allowance first (priority 0), then the sooner expiry, then the later, then the
     // non-expiring bonus.
-    b.debit(
-        EntryKind::Usage,
-        c(15),
-        SpendPolicy::STRICT,
-        Memo::new("work"),
-        at(10),
-        &mut ids,
-    )
-    .unwrap();
+    spend(&mut b, &mut ids, c(15), "work", at(10)).unwrap();
     assert_eq!(remaining(&b, &allowance), c(0));
     assert_eq!(remaining(&b, &soon), c(0));
     assert_eq!(remaining(&b, &late), c(8));
@@ -83,51 +119,15 @@ fn burn_down_order_is_priority_then_expiry_then_age_then_id() {
 #[test]
 fn equal_priority_and_expiry_draws_oldest_then_id() {
     let (mut b, mut ids) = book();
-    let old = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(2)),
-        at(0),
-    );
-    let new = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(2)),
-        at(5),
-    );
-    b.debit(
-        EntryKind::Usage,
-        c(1),
-        SpendPolicy::STRICT,
-        Memo::new("w"),
-        at(6),
-        &mut ids,
-    )
-    .unwrap();
+    let old = grant(&mut b, &mut ids, purchase(2), at(0));
+    let new = grant(&mut b, &mut ids, purchase(2), at(5));
+    spend(&mut b, &mut ids, c(1), "w", at(6)).unwrap();
     assert_eq!((remaining(&b, &old), remaining(&b, &new)), (c(1), c(2)));
     let (mut b, mut ids) = book();
-    let first = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(2)),
-        at(0),
-    );
-    let second = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(2)),
-        at(0),
-    );
+    let first = grant(&mut b, &mut ids, purchase(2), at(0));
+    let second = grant(&mut b, &mut ids, purchase(2), at(0));
     assert!(first < second);
-    b.debit(
-        EntryKind::Usage,
-        c(1),
-        SpendPolicy::STRICT,
-        Memo::new("w"),
-        at(0),
-        &mut ids,
-    )
-    .unwrap();
+    spend(&mut b, &mut ids, c(1), "w", at(0)).unwrap();
     assert_eq!(
         (remaining(&b, &first), remaining(&b, &second)),
         (c(1), c(2))
@@ -137,30 +137,11 @@ fn equal_priority_and_expiry_draws_oldest_then_id() {
 #[test]
 fn expired_and_future_grants_are_never_drawn() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Allowance, c(10)).expiring(at(100)),
-        at(0),
-    );
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(7)).effective(at(500)),
-        at(0),
-    );
+    grant(&mut b, &mut ids, allowance_until(10, 100), at(0));
+    grant(&mut b, &mut ids, purchase(7).effective(at(500)), at(0));
     assert_eq!(b.available(at(50)), c(10));
     assert_eq!(b.available(at(100)), c(0));
-    let err = b
-        .debit(
-            EntryKind::Usage,
-            c(1),
-            SpendPolicy::STRICT,
-            Memo::new("w"),
-            at(100),
-            &mut ids,
-        )
-        .unwrap_err();
+    let err = spend(&mut b, &mut ids, c(1), "w", at(100)).unwrap_err();
     assert_eq!(
         err,
         LedgerError::InsufficientCredits {
@@ -174,27 +155,9 @@ fn expired_and_future_grants_are_never_drawn() {
 #[test]
 fn sweep_writes_one_expiry_entry_per_expired_grant() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Allowance, c(10)).expiring(at(100)),
-        at(0),
-    );
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(4)),
-        at(0),
-    );
-    b.debit(
-        EntryKind::Usage,
-        c(3),
-        SpendPolicy::STRICT,
-        Memo::new("w"),
-        at(10),
-        &mut ids,
-    )
-    .unwrap();
+    grant(&mut b, &mut ids, allowance_until(10, 100), at(0));
+    grant(&mut b, &mut ids, purchase(4), at(0));
+    spend(&mut b, &mut ids, c(3), "w", at(10)).unwrap();
     b.take_changes();
     assert!(b.sweep(at(99), &mut ids).is_empty());
     let swept = b.sweep(at(100), &mut ids);
@@ -215,21 +178,8 @@ fn sweep_writes_one_expiry_entry_per_expired_grant() {
 #[test]
 fn hold_capture_part_returns_the_rest() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(10)),
-        at(0),
-    );
-    let hold = b
-        .reserve(
-            c(4),
-            at(600),
-            SpendPolicy::STRICT,
-            Memo::new("job"),
-            at(0),
-            &mut ids,
-        )
+    grant(&mut b, &mut ids, purchase(10), at(0));
+    let hold = reserve(&mut b, &mut ids, c(4), at(600), "job", at(0))
         .unwrap()
         .id
         .clone();
@@ -257,21 +207,8 @@ fn hold_capture_part_returns_the_rest() {
 #[test]
 fn capture_never_exceeds_its_hold() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(10)),
-        at(0),
-    );
-    let hold = b
-        .reserve(
-            c(2),
-            at(600),
-            SpendPolicy::STRICT,
-            Memo::new("job"),
-            at(0),
-            &mut ids,
-        )
+    grant(&mut b, &mut ids, purchase(10), at(0));
+    let hold = reserve(&mut b, &mut ids, c(2), at(600), "job", at(0))
         .unwrap()
         .id
         .clone();
@@ -289,46 +226,18 @@ fn capture_never_exceeds_its_hold() {
 #[test]
 fn released_and_expired_holds_return_everything() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(5)),
-        at(0),
-    );
-    let h1 = b
-        .reserve(
-            c(5),
-            at(60),
-            SpendPolicy::STRICT,
-            Memo::new("a"),
-            at(0),
-            &mut ids,
-        )
+    grant(&mut b, &mut ids, purchase(5), at(0));
+    let h1 = reserve(&mut b, &mut ids, c(5), at(60), "a", at(0))
         .unwrap()
         .id
         .clone();
     assert!(matches!(
-        b.reserve(
-            c(1),
-            at(60),
-            SpendPolicy::STRICT,
-            Memo::new("b"),
-            at(0),
-            &mut ids
-        ),
+        reserve(&mut b, &mut ids, c(1), at(60), "b", at(0)),
         Err(LedgerError::InsufficientCredits { .. })
     ));
     b.release(&h1, at(1)).unwrap();
     assert_eq!(b.available(at(1)), c(5));
-    let h2 = b
-        .reserve(
-            c(5),
-            at(60),
-            SpendPolicy::STRICT,
-            Memo::new("c"),
-            at(1),
-            &mut ids,
-        )
+    let h2 = reserve(&mut b, &mut ids, c(5), at(60), "c", at(1))
         .unwrap()
         .id
         .clone();
@@ -347,21 +256,8 @@ fn released_and_expired_holds_return_everything() {
 #[test]
 fn a_hold_keeps_credits_of_a_grant_that_expires_meanwhile() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Allowance, c(3)).expiring(at(10)),
-        at(0),
-    );
-    let h = b
-        .reserve(
-            c(3),
-            at(600),
-            SpendPolicy::STRICT,
-            Memo::new("a"),
-            at(0),
-            &mut ids,
-        )
+    grant(&mut b, &mut ids, allowance_until(3, 10), at(0));
+    let h = reserve(&mut b, &mut ids, c(3), at(600), "a", at(0))
         .unwrap()
         .id
         .clone();
@@ -377,63 +273,30 @@ fn a_hold_keeps_credits_of_a_grant_that_expires_meanwhile() {
 #[test]
 fn refunds_go_back_to_their_lots_and_never_exceed_the_charge() {
     let (mut b, mut ids) = book();
-    let allowance = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Allowance, c(2)).expiring(at(100)),
-        at(0),
-    );
-    let bought = grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(10)),
-        at(0),
-    );
-    let usage = b
-        .debit(
-            EntryKind::Usage,
-            c(5),
-            SpendPolicy::STRICT,
-            Memo::new("w"),
-            at(1),
-            &mut ids,
-        )
-        .unwrap()
-        .clone();
-    assert_eq!(
-        (remaining(&b, &allowance), remaining(&b, &bought)),
-        (c(0), c(7))
-    );
+    let allowance = grant(&mut b, &mut ids, allowance_until(2, 100), at(0));
+    let bought = grant(&mut b, &mut ids, purchase(10), at(0));
+    let usage = spend(&mut b, &mut ids, c(5), "w", at(1)).unwrap().clone();
+    // What is left in the allowance and in the purchase.
+    let left = |b: &Book| (remaining(b, &allowance), remaining(b, &bought));
+    assert_eq!(left(&b), (c(0), c(7)));
     // Partial refund: last drawn (the purchase) first.
-    let r1 = b
-        .refund(
-            &usage,
-            c(0),
-            Some(c(2)),
-            Memo::new("partial"),
-            at(2),
-            &mut ids,
-        )
-        .unwrap()
-        .clone();
+    let r1 = refund(&mut b, &mut ids, &usage, c(0), Some(c(2)), "partial", at(2));
+    let r1 = r1.unwrap().clone();
     assert_eq!(
         (r1.kind, r1.amount, r1.refund_of.clone()),
         (EntryKind::Refund, c(2), Some(usage.id.clone()))
     );
-    assert_eq!(
-        (remaining(&b, &allowance), remaining(&b, &bought)),
-        (c(0), c(9))
+    assert_eq!(left(&b), (c(0), c(9)));
+    let err = refund(
+        &mut b,
+        &mut ids,
+        &usage,
+        c(2),
+        Some(c(4)),
+        "too much",
+        at(3),
     );
-    let err = b
-        .refund(
-            &usage,
-            c(2),
-            Some(c(4)),
-            Memo::new("too much"),
-            at(3),
-            &mut ids,
-        )
-        .unwrap_err();
+    let err = err.unwrap_err();
     assert_eq!(
         err,
         LedgerError::RefundExceedsCharge {
@@ -445,10 +308,7 @@ fn refunds_go_back_to_their_lots_and_never_exceed_the_charge() {
     // The rest: one more purchased credit, then the allowance's two.
     b.refund(&usage, c(2), None, Memo::new("rest"), at(3), &mut ids)
         .unwrap();
-    assert_eq!(
-        (remaining(&b, &allowance), remaining(&b, &bought)),
-        (c(2), c(10))
-    );
+    assert_eq!(left(&b), (c(2), c(10)));
     assert!(matches!(
         b.refund(&usage, c(5), None, Memo::new("again"), at(4), &mut ids),
         Err(LedgerError::RefundExceedsCharge { .. })
@@ -459,23 +319,8 @@ fn refunds_go_back_to_their_lots_and_never_exceed_the_charge() {
 #[test]
 fn refund_of_an_expired_lot_becomes_a_non_expiring_refund_grant() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Allowance, c(2)).expiring(at(100)),
-        at(0),
-    );
-    let usage = b
-        .debit(
-            EntryKind::Usage,
-            c(2),
-            SpendPolicy::STRICT,
-            Memo::new("w"),
-            at(1),
-            &mut ids,
-        )
-        .unwrap()
-        .clone();
+    grant(&mut b, &mut ids, allowance_until(2, 100), at(0));
+    let usage = spend(&mut b, &mut ids, c(2), "w", at(1)).unwrap().clone();
     b.sweep(at(200), &mut ids);
     let r = b
         .refund(&usage, c(0), None, Memo::new("failed"), at(200), &mut ids)
@@ -513,12 +358,7 @@ fn only_usage_can_be_refunded() {
 #[test]
 fn overdraft_only_within_the_policy_and_repaid_by_new_credits() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(2)),
-        at(0),
-    );
+    grant(&mut b, &mut ids, purchase(2), at(0));
     let policy = SpendPolicy::with_overdraft(c(5));
     b.debit(
         EntryKind::Usage,
@@ -583,14 +423,7 @@ fn non_positive_amounts_are_refused() {
         Err(LedgerError::InvalidAmount { .. })
     ));
     assert!(matches!(
-        b.debit(
-            EntryKind::Usage,
-            c(-1),
-            SpendPolicy::STRICT,
-            Memo::new("p"),
-            at(0),
-            &mut ids
-        ),
+        spend(&mut b, &mut ids, c(-1), "p", at(0)),
         Err(LedgerError::InvalidAmount { .. })
     ));
     assert!(b.take_changes().is_empty());
@@ -599,12 +432,7 @@ fn non_positive_amounts_are_refused() {
 #[test]
 fn changes_list_exactly_what_moved() {
     let (mut b, mut ids) = book();
-    grant(
-        &mut b,
-        &mut ids,
-        GrantSpec::new(GrantSource::Purchase, c(5)),
-        at(0),
-    );
+    grant(&mut b, &mut ids, purchase(5), at(0));
     let first = b.take_changes();
     assert_eq!(
         (
@@ -614,15 +442,7 @@ fn changes_list_exactly_what_moved() {
         ),
         (1, 1, 0)
     );
-    b.reserve(
-        c(1),
-        at(60),
-        SpendPolicy::STRICT,
-        Memo::new("h"),
-        at(0),
-        &mut ids,
-    )
-    .unwrap();
+    reserve(&mut b, &mut ids, c(1), at(60), "h", at(0)).unwrap();
     let second = b.take_changes();
     assert_eq!(
         (

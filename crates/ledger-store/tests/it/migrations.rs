@@ -443,13 +443,18 @@ fn drift(backend: &str, created: &BTreeMap<String, Table>) -> Vec<String> {
     problems
 }
 
-#[test]
-fn schema_rs_matches_what_the_migrations_create() {
+/// The tables the migrations create in a new SQLite file.
+fn migrated_sqlite_tables() -> BTreeMap<String, Table> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("drift.db");
     let mut sqlite = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     sqlite.run_pending_migrations(MIGRATIONS).unwrap();
-    let sqlite_created = sqlite_tables(&mut sqlite);
+    sqlite_tables(&mut sqlite)
+}
+
+#[test]
+fn schema_rs_matches_what_the_migrations_create() {
+    let sqlite_created = migrated_sqlite_tables();
 
     let (url, admin, schema) = postgres_schema();
     let mut pg = PgConnection::establish(&url).unwrap();
@@ -478,11 +483,7 @@ fn schema_rs_matches_what_the_migrations_create() {
 /// table, each reported.
 #[test]
 fn the_drift_check_reports_differences() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("drift.db");
-    let mut sqlite = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-    sqlite.run_pending_migrations(MIGRATIONS).unwrap();
-    let mut created = sqlite_tables(&mut sqlite);
+    let mut created = migrated_sqlite_tables();
     assert_eq!(drift("sqlite", &created), Vec::<String>::new());
     let accounts = created.get_mut("accounts").unwrap();
     accounts.columns.remove("plan_name");

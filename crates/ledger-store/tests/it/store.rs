@@ -559,28 +559,33 @@ fn verify_finds_tampering(db: TestDb) {
     );
 }
 
+/// Runs `work(t)` for `t` in `0..n` on `n` threads at once; the results in that order.
+fn on_threads<R: Send>(n: usize, work: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..n)
+            .map(|t| {
+                let work = &work;
+                scope.spawn(move || work(t))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
 fn concurrent_debits_never_overdraw(db: TestDb) {
     let s = Arc::new(db.store.clone());
     let a = account(&s, 0);
     credit(&s, &a, 4_000, at(0));
     let ok = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let (s, a, ok) = (s.clone(), a.clone(), ok.clone());
-            std::thread::spawn(move || {
-                for _ in 0..500 {
-                    let r = s.ledger().apply(&a, None, debit_op(c(1)), at(1)).unwrap();
-                    assert!(r.available >= Credits::ZERO);
-                    if r.result.is_ok() {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    on_threads(16, |_| {
+        for _ in 0..500 {
+            let r = s.ledger().apply(&a, None, debit_op(c(1)), at(1)).unwrap();
+            assert!(r.available >= Credits::ZERO);
+            if r.result.is_ok() {
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     assert_eq!(ok.load(Ordering::Relaxed), 4_000);
     let b = s.ledger().balance(&a, at(2)).unwrap();
     assert_eq!((b.available, b.book), (c(0), c(0)));
@@ -594,53 +599,45 @@ fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
     let a = account(&s, 0);
     credit(&s, &a, 1_000, at(0));
     let charged = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let (s, a, charged) = (s.clone(), a.clone(), charged.clone());
-            std::thread::spawn(move || {
-                for i in 0..150 {
-                    let r = s
-                        .ledger()
-                        .apply(
-                            &a,
-                            None,
-                            Operation::Reserve {
-                                amount: c(3),
-                                ttl_ms: 600_000,
-                                spend: Spend::Strict,
-                                memo: Memo::new("job"),
-                            },
-                            at(1),
-                        )
-                        .unwrap();
-                    assert!(r.available >= Credits::ZERO);
-                    let Ok(Outcome::Hold(h)) = r.result else {
-                        continue;
-                    };
-                    let op = match (t + i) % 3 {
-                        0 => Operation::Release { hold_id: h.id },
-                        1 => Operation::Capture {
-                            hold_id: h.id,
-                            amount: Some(c(2)),
-                            memo: None,
-                        },
-                        _ => Operation::Capture {
-                            hold_id: h.id,
-                            amount: None,
-                            memo: None,
-                        },
-                    };
-                    let done = s.ledger().apply(&a, None, op, at(2)).unwrap();
-                    if let Ok(Outcome::Entry(e)) = done.result {
-                        charged.fetch_add((-e.amount.millis() / 1000) as usize, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    on_threads(8, |t| {
+        for i in 0..150 {
+            let r = s
+                .ledger()
+                .apply(
+                    &a,
+                    None,
+                    Operation::Reserve {
+                        amount: c(3),
+                        ttl_ms: 600_000,
+                        spend: Spend::Strict,
+                        memo: Memo::new("job"),
+                    },
+                    at(1),
+                )
+                .unwrap();
+            assert!(r.available >= Credits::ZERO);
+            let Ok(Outcome::Hold(h)) = r.result else {
+                continue;
+            };
+            let op = match (t + i) % 3 {
+                0 => Operation::Release { hold_id: h.id },
+                1 => Operation::Capture {
+                    hold_id: h.id,
+                    amount: Some(c(2)),
+                    memo: None,
+                },
+                _ => Operation::Capture {
+                    hold_id: h.id,
+                    amount: None,
+                    memo: None,
+                },
+            };
+            let done = s.ledger().apply(&a, None, op, at(2)).unwrap();
+            if let Ok(Outcome::Entry(e)) = done.result {
+                charged.fetch_add((-e.amount.millis() / 1000) as usize, Ordering::Relaxed);
+            }
+        }
+    });
     let b = s.ledger().balance(&a, at(3)).unwrap();
     assert!(b.available >= Credits::ZERO);
     assert_eq!(b.held, c(0));
@@ -654,17 +651,11 @@ fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
 fn the_same_key_from_many_threads_charges_once(db: TestDb) {
     let s = Arc::new(db.store.clone());
     let a = account(&s, 10);
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (s, a) = (s.clone(), a.clone());
-            std::thread::spawn(move || {
-                s.ledger()
-                    .apply(&a, Some(&idem("same", "debit|3")), debit_op(c(3)), at(1))
-                    .unwrap()
-            })
-        })
-        .collect();
-    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let results = on_threads(8, |_| {
+        s.ledger()
+            .apply(&a, Some(&idem("same", "debit|3")), debit_op(c(3)), at(1))
+            .unwrap()
+    });
     assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
     let first = &results[0].result;
     assert!(

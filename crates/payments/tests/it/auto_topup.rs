@@ -4,9 +4,8 @@
 use crate::common;
 
 use common::*;
-use ledger_core::{EntryKind, Memo};
+use ledger_core::EntryKind;
 use ledger_store::payments::{PaidOutcome, RefundAmount, TopupCharge};
-use ledger_store::{Operation, Spend};
 use payments::{AutoTopupRequest, ChargeResult, PaymentsError, SavedMethodCharger};
 use test_support::on_both_backends;
 use test_support::TestDb;
@@ -19,23 +18,22 @@ impl SavedMethodCharger for Declines {
     }
 }
 
-fn spend(db: &TestDb, acct: &ledger_core::AccountId, n: i64) {
-    db.store
-        .ledger()
-        .apply(
-            acct,
-            None,
-            Operation::Debit {
-                kind: EntryKind::Usage,
-                amount: c(n),
-                spend: Spend::Strict,
-                memo: Memo::new("Screenshot captured"),
-            },
-            now(),
-        )
+/// Buys `pack_id` in demo mode and processes every event the demo payment sends; the
+/// order id the last event names.
+fn demo_buy(p: &payments::Payments, acct: &ledger_core::AccountId, pack_id: &str) -> String {
+    let url = p.create_checkout(acct, &pack(p, pack_id)).unwrap();
+    let mut order_id = String::new();
+    for d in p
+        .demo_pay(url.rsplit('/').next().unwrap(), now())
         .unwrap()
-        .result
-        .unwrap();
+        .unwrap()
+    {
+        let e: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        order_id = e["data"]["id"].as_str().unwrap().to_owned();
+        p.process_event(e["type"].as_str().unwrap(), &d.body, now())
+            .unwrap();
+    }
+    order_id
 }
 
 fn request(enabled: bool, threshold: i64, pack: &str) -> AutoTopupRequest {
@@ -62,39 +60,24 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
         (true, "active", c(50))
     );
     // Buy 100 credits, spend 60: 40 < 50 starts exactly one top-up.
-    let url = p.create_checkout(&acct, &pack(&p, "pack_starter")).unwrap();
-    let id = url.rsplit('/').next().unwrap();
-    for d in p.demo_pay(id, now()).unwrap().unwrap() {
-        let e: serde_json::Value = serde_json::from_str(&d.body).unwrap();
-        p.process_event(e["type"].as_str().unwrap(), &d.body, now())
-            .unwrap();
-    }
+    demo_buy(&p, &acct, "pack_starter");
     assert_eq!(
-        db.store
-            .orders()
-            .after_charge_standalone(&acct, now())
-            .unwrap(),
+        standalone_topup(&db.store, &acct),
         None,
         "100 is above the threshold"
     );
     // The charge itself starts the top-up, in its own transaction (after_charge is wired
     // into the ledger's write path); a standalone check finds it already in flight.
-    spend(&db, &acct, 60);
+    spend(&db.store, &acct, 60);
     assert_eq!(p.get_auto_topup(&acct).unwrap().status, "pending");
     assert_eq!(
-        db.store
-            .orders()
-            .after_charge_standalone(&acct, now())
-            .unwrap(),
+        standalone_topup(&db.store, &acct),
         None,
         "the charge already started one"
     );
-    spend(&db, &acct, 10);
+    spend(&db.store, &acct, 10);
     assert_eq!(
-        db.store
-            .orders()
-            .after_charge_standalone(&acct, now())
-            .unwrap(),
+        standalone_topup(&db.store, &acct),
         None,
         "one in flight at most"
     );
@@ -119,7 +102,7 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
     assert_eq!(p.run_auto_topups(now()).unwrap(), 0, "nothing left to pay");
     assert_eq!(p.get_auto_topup(&acct).unwrap().status, "active");
     // Below again; this time the saved card is declined: paused with the reason.
-    spend(&db, &acct, 100);
+    spend(&db.store, &acct, 100);
     assert_eq!(p.get_auto_topup(&acct).unwrap().status, "pending");
     assert_eq!(p.run_auto_topups_with(&Declines, now()).unwrap(), 1);
     let view = p.get_auto_topup(&acct).unwrap();
@@ -128,14 +111,7 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
         ("paused", Some("card declined"))
     );
     assert_eq!(available(&db.store, &acct), c(30));
-    assert_eq!(
-        db.store
-            .orders()
-            .after_charge_standalone(&acct, now())
-            .unwrap(),
-        None,
-        "paused"
-    );
+    assert_eq!(standalone_topup(&db.store, &acct), None, "paused");
     // Saving the settings again resumes it.
     assert_eq!(
         p.put_auto_topup(&acct, &request(true, 50, "pack_starter"), now())
@@ -143,12 +119,7 @@ fn demo_auto_topup_buys_once_and_pauses_on_decline(db: TestDb) {
             .status,
         "active"
     );
-    assert!(db
-        .store
-        .orders()
-        .after_charge_standalone(&acct, now())
-        .unwrap()
-        .is_some());
+    assert!(standalone_topup(&db.store, &acct).is_some());
     assert_verified(&db.store);
 }
 
@@ -175,21 +146,10 @@ fn a_top_up_credits_once_and_pays_owed_refunds_first(db: TestDb) {
     let acct = account(&db.store);
     p.put_auto_topup(&acct, &request(true, 50, "pack_starter"), now())
         .unwrap();
-    let url = p.create_checkout(&acct, &pack(&p, "pack_starter")).unwrap();
-    let mut order_id = String::new();
-    for d in p
-        .demo_pay(url.rsplit('/').next().unwrap(), now())
-        .unwrap()
-        .unwrap()
-    {
-        let e: serde_json::Value = serde_json::from_str(&d.body).unwrap();
-        order_id = e["data"]["id"].as_str().unwrap().to_owned();
-        p.process_event(e["type"].as_str().unwrap(), &d.body, now())
-            .unwrap();
-    }
+    let order_id = demo_buy(&p, &acct, "pack_starter");
     // 100 bought, 90 spent (a top-up starts), then the purchase is refunded in full:
     // the 10 left are taken back and 90 are owed.
-    spend(&db, &acct, 90);
+    spend(&db.store, &acct, 90);
     db.store
         .orders()
         .apply_refund(&order_id, &RefundAmount::Cumulative { cents: 500 }, now())

@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use ledger_core::{Credits, EntryKind, Memo};
-use ledger_store::{Operation, Spend};
+use ledger_store::Operation;
 use serde_json::Value;
 use test_support::fake_polar::Event;
 use test_support::on_both_backends;
@@ -18,20 +18,22 @@ fn process(p: &payments::Payments, e: &Event) -> String {
         .expect("processed")
 }
 
-/// An order paid for a checkout `p` made (as every purchase through the api-server is).
-fn paid_order(
-    fake: &test_support::fake_polar::FakePolar,
-    p: &payments::Payments,
-    account: &ledger_core::AccountId,
-    pack: &str,
-) -> Value {
-    bought(fake, p, account, pack)
+/// The checkout record `order` names.
+fn checkout_of(
+    store: &ledger_store::Store,
+    order: &Value,
+) -> ledger_store::payments::CheckoutRecord {
+    store
+        .orders()
+        .checkout(order["checkout_id"].as_str().unwrap())
+        .unwrap()
+        .unwrap()
 }
 
 fn created_and_updated_never_credit(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let order = paid_order(&fake, &p, &acct, "pack_pro");
+    let order = bought(&fake, &p, &acct, "pack_pro");
     let events = fake.paid_events(&order);
     assert_eq!(process(&p, &events[0]), "ignored");
     assert_eq!(process(&p, &events[1]), "ignored");
@@ -53,7 +55,7 @@ fn created_and_updated_never_credit(db: TestDb) {
 fn the_same_paid_order_five_times_at_once_credits_once(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let order = paid_order(&fake, &p, &acct, "pack_business");
+    let order = bought(&fake, &p, &acct, "pack_business");
     let paid = fake.paid_events(&order).remove(2);
     let barrier = Arc::new(Barrier::new(5));
     let threads: Vec<_> = (0..5)
@@ -84,7 +86,7 @@ fn refunds_take_back_once_in_any_order(db: TestDb) {
     let mut rng = Rng::new(0x5eed_0001);
     for round in 0..6 {
         let acct = account(&db.store);
-        let order = paid_order(&fake, &p, &acct, "pack_pro");
+        let order = bought(&fake, &p, &acct, "pack_pro");
         let order_id = order["id"].as_str().unwrap().to_owned();
         let paid = fake.paid_events(&order);
         let first = fake.refund(&order_id, 500);
@@ -124,25 +126,10 @@ fn refunds_take_back_once_in_any_order(db: TestDb) {
 fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let order = paid_order(&fake, &p, &acct, "pack_starter");
+    let order = bought(&fake, &p, &acct, "pack_starter");
     let order_id = order["id"].as_str().unwrap().to_owned();
     process(&p, &fake.paid_events(&order)[2]);
-    db.store
-        .ledger()
-        .apply(
-            &acct,
-            None,
-            Operation::Debit {
-                kind: EntryKind::Usage,
-                amount: c(80),
-                spend: Spend::Strict,
-                memo: Memo::new("Screenshot captured"),
-            },
-            now(),
-        )
-        .unwrap()
-        .result
-        .unwrap();
+    spend(&db.store, &acct, 80);
     for e in fake.refund(&order_id, 500) {
         process(&p, &e);
     }
@@ -155,7 +142,7 @@ fn a_full_refund_takes_all_back_and_spent_credits_are_owed(db: TestDb) {
     );
     assert_verified(&db.store);
     // The next purchase pays the debt first.
-    let next = paid_order(&fake, &p, &acct, "pack_starter");
+    let next = bought(&fake, &p, &acct, "pack_starter");
     process(&p, &fake.paid_events(&next)[2]);
     assert_eq!(available(&db.store, &acct), c(20));
     let row = db.store.orders().payment_order(&order_id).unwrap().unwrap();
@@ -180,7 +167,7 @@ fn orders_we_cannot_match_credit_nothing(db: TestDb) {
     let outcome = process(&p, &fake.paid_events(&forged)[2]);
     assert!(outcome.starts_with("refused: "), "{outcome}");
     // Our checkout, but another product paid for: refused.
-    let mut other_product = paid_order(&fake, &p, &acct, "pack_enterprise");
+    let mut other_product = bought(&fake, &p, &acct, "pack_enterprise");
     other_product["product_id"] = "prod_pack_starter".into();
     let outcome = process(&p, &fake.event("order.paid", &other_product));
     assert!(outcome.starts_with("refused: "), "{outcome}");
@@ -188,15 +175,10 @@ fn orders_we_cannot_match_credit_nothing(db: TestDb) {
     other_product["product_id"] = "prod_pack_enterprise".into();
     let outcome = process(&p, &fake.event("order.paid", &other_product));
     assert!(outcome.starts_with("refused before"), "{outcome}");
-    let refusal = db
-        .store
-        .orders()
-        .refusal(other_product["id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let refusal = refusal(&db.store, other_product["id"].as_str().unwrap()).unwrap();
     assert_eq!(refusal.source, "webhook");
     assert_eq!(refusal.times_seen, 1);
-    let mut subscription = paid_order(&fake, &p, &acct, "pack_pro");
+    let mut subscription = bought(&fake, &p, &acct, "pack_pro");
     subscription["billing_reason"] = "subscription_cycle".into();
     assert!(process(&p, &fake.event("order.paid", &subscription)).starts_with("ignored"));
     // Another product of the same Polar organization, nothing of ours named: ignored.
@@ -241,7 +223,7 @@ fn fifty_purchases_in_random_order_with_duplicates(db: TestDb) {
         let who = rng.below(accounts.len());
         let pack = packs[rng.below(packs.len())];
         expected[who] += credits(pack);
-        let order = paid_order(&fake, &p, &accounts[who], pack);
+        let order = bought(&fake, &p, &accounts[who], pack);
         let evs = fake.paid_events(&order);
         for _ in 0..rng.below(3) {
             events.push(evs[2].clone());
@@ -281,41 +263,19 @@ fn fifty_purchases_in_random_order_with_duplicates(db: TestDb) {
 
 // -- issue 8, item 2: a paid order is credited from our checkout record -----------------
 
-/// Account A's checkout of `pack`, paid at the fake: the order Polar would send.
-fn checkout_paid(
-    fake: &test_support::fake_polar::FakePolar,
-    p: &payments::Payments,
-    acct: &ledger_core::AccountId,
-    pack_id: &str,
-) -> Value {
-    let url = p
-        .create_checkout(acct, &pack(p, pack_id))
-        .expect("checkout");
-    fake.pay(
-        &fake
-            .checkout_id_for_url(&url)
-            .expect("a checkout of the fake"),
-    )
-}
-
 fn a_cross_account_order_credits_nobody(db: TestDb) {
     let (fake, p) = polar(&db);
     let (a, b) = (account(&db.store), account(&db.store));
     // A's Starter checkout, paid (500 cents), but the order's metadata names B and the
     // Enterprise pack, and the product id is null (so no product to compare).
-    let mut order = checkout_paid(&fake, &p, &a, "pack_starter");
+    let mut order = bought(&fake, &p, &a, "pack_starter");
     order["metadata"] = serde_json::json!({"account_id": b.as_str(), "pack_id": "pack_enterprise"});
     order["product_id"] = Value::Null;
     let outcome = process(&p, &fake.event("order.paid", &order));
     assert!(outcome.starts_with("refused"), "{outcome}");
     assert_eq!(available(&db.store, &b), Credits::ZERO, "B got credits");
     assert_eq!(available(&db.store, &a), Credits::ZERO, "A got credits");
-    let refusal = db
-        .store
-        .orders()
-        .refusal(order["id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let refusal = refusal(&db.store, order["id"].as_str().unwrap()).unwrap();
     assert_eq!(refusal.account_id.as_deref(), Some(a.as_str()));
     assert!(refusal.reason.contains(b.as_str()), "{}", refusal.reason);
     assert_verified(&db.store);
@@ -324,7 +284,7 @@ fn a_cross_account_order_credits_nobody(db: TestDb) {
 fn one_checkout_buys_one_pack(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let order = paid_order(&fake, &p, &acct, "pack_pro");
+    let order = bought(&fake, &p, &acct, "pack_pro");
     assert_eq!(
         process(&p, &fake.event("order.paid", &order)),
         "credited 1000"
@@ -336,12 +296,7 @@ fn one_checkout_buys_one_pack(db: TestDb) {
     assert!(outcome.starts_with("refused: "), "{outcome}");
     assert!(outcome.contains(order["id"].as_str().unwrap()), "{outcome}");
     assert_eq!(available(&db.store, &acct), c(1000));
-    let record = db
-        .store
-        .orders()
-        .checkout(order["checkout_id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let record = checkout_of(&db.store, &order);
     assert_eq!(record.status, "paid");
     assert_eq!(record.order_id.as_deref(), order["id"].as_str());
     assert_verified(&db.store);
@@ -350,7 +305,7 @@ fn one_checkout_buys_one_pack(db: TestDb) {
 fn a_null_product_with_a_wrong_amount_is_refused(db: TestDb) {
     let (fake, p) = polar(&db);
     let acct = account(&db.store);
-    let mut order = checkout_paid(&fake, &p, &acct, "pack_pro");
+    let mut order = bought(&fake, &p, &acct, "pack_pro");
     order["product_id"] = Value::Null;
     for field in ["subtotal_amount", "net_amount", "total_amount"] {
         order[field] = 100.into();
@@ -359,7 +314,7 @@ fn a_null_product_with_a_wrong_amount_is_refused(db: TestDb) {
     assert!(outcome.starts_with("refused"), "{outcome}");
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
     // Another currency for the right number of cents is refused too.
-    let mut euros = checkout_paid(&fake, &p, &acct, "pack_pro");
+    let mut euros = bought(&fake, &p, &acct, "pack_pro");
     euros["currency"] = "eur".into();
     let outcome = process(&p, &fake.event("order.paid", &euros));
     assert!(outcome.starts_with("refused"), "{outcome}");
@@ -378,12 +333,7 @@ fn an_order_of_no_checkout_of_ours_is_refused(db: TestDb) {
     let report = p.reconcile(now()).unwrap();
     assert_eq!((report.orders, report.credited, report.refused), (1, 0, 1));
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
-    let refusal = db
-        .store
-        .orders()
-        .refusal(stray["id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let refusal = refusal(&db.store, stray["id"].as_str().unwrap()).unwrap();
     assert_eq!(
         (refusal.source.as_str(), refusal.times_seen),
         ("reconcile", 2)
@@ -417,25 +367,15 @@ fn an_order_past_the_balance_maximum_is_refused_and_kept(db: TestDb) {
         .unwrap()
         .result
         .unwrap();
-    let order = paid_order(&fake, &p, &acct, "pack_starter");
+    let order = bought(&fake, &p, &acct, "pack_starter");
     let outcome = process(&p, &fake.event("order.paid", &order));
     assert!(outcome.starts_with("refused"), "{outcome}");
     assert!(outcome.contains("the most the ledger keeps"), "{outcome}");
     assert_eq!(available(&db.store, &acct), near_max, "credits moved");
     let order_id = order["id"].as_str().unwrap();
-    let refusal = db
-        .store
-        .orders()
-        .refusal(order_id)
-        .unwrap()
-        .expect("a refusal kept");
+    let refusal = refusal(&db.store, order_id).expect("a refusal kept");
     assert_eq!(refusal.account_id.as_deref(), Some(acct.as_str()));
-    let record = db
-        .store
-        .orders()
-        .checkout(order["checkout_id"].as_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let record = checkout_of(&db.store, &order);
     assert_eq!(
         record.status, "open",
         "the checkout was marked paid: {record:?}"

@@ -200,34 +200,43 @@ impl TestApp {
 
     /// An account made through the admin API (no password, no argon2): its id.
     pub async fn admin_account(&self) -> String {
-        let body = self
-            .send(
-                Req::post("/admin/v1/accounts")
-                    .auth(&Auth::Admin)
-                    .json(serde_json::json!({})),
-            )
-            .await
-            .expect(201);
+        let body = self.send(new_account_req()).await.expect(201);
         body["accountId"].as_str().expect("accountId").to_owned()
     }
 
     /// Grants (or takes) credits through the admin API.
     pub async fn adjust(&self, account: &str, amount: Value) -> Resp {
+        self.admin_move(account, "credits", amount, "Test grant")
+            .await
+    }
+
+    /// Debits credits through the admin API.
+    pub async fn debit(&self, account: &str, amount: Value) -> Resp {
+        self.admin_move(account, "debits", amount, "Test debit")
+            .await
+    }
+
+    /// `POST /admin/v1/accounts/{account}/{what}` with an amount and a description.
+    async fn admin_move(
+        &self,
+        account: &str,
+        what: &str,
+        amount: Value,
+        description: &str,
+    ) -> Resp {
         self.send(
-            Req::post(format!("/admin/v1/accounts/{account}/credits"))
+            Req::post(format!("/admin/v1/accounts/{account}/{what}"))
                 .auth(&Auth::Admin)
-                .json(serde_json::json!({"amount": amount, "description": "Test grant"})),
+                .json(serde_json::json!({"amount": amount, "description": description})),
         )
         .await
     }
 
-    pub async fn debit(&self, account: &str, amount: Value) -> Resp {
-        self.send(
-            Req::post(format!("/admin/v1/accounts/{account}/debits"))
-                .auth(&Auth::Admin)
-                .json(serde_json::json!({"amount": amount, "description": "Test debit"})),
-        )
-        .await
+    /// `GET /api/v1/credits/transactions` as `auth`, answered 200: the history.
+    pub async fn transactions(&self, auth: &Auth) -> Value {
+        self.send(Req::get("/api/v1/credits/transactions").auth(auth))
+            .await
+            .expect(200)
     }
 
     /// `GET /api/v1/credits` as `auth`: the balance.
@@ -361,4 +370,64 @@ pub fn start_binary(dir: &std::path::Path, server: &str) -> (Running, SocketAddr
     let running = Running(Some(child));
     wait_healthy(addr, Duration::from_secs(30)).expect("the server starts");
     (running, addr)
+}
+
+/// The fields of a transaction, sorted.
+pub const ENTRY_FIELDS: [&str; 6] = [
+    "amount",
+    "createdAt",
+    "description",
+    "id",
+    "referenceId",
+    "type",
+];
+
+/// `POST /admin/v1/accounts` as the admin: a new account.
+pub fn new_account_req() -> Req {
+    Req::post("/admin/v1/accounts")
+        .auth(&Auth::Admin)
+        .json(serde_json::json!({}))
+}
+
+/// A new account in `store` with a signup bonus of `bonus` credits and an API key; its id
+/// and the key.
+pub fn account_with_key(
+    store: &ledger_store::Store,
+    bonus: i64,
+    now: Timestamp,
+) -> (ledger_core::AccountId, String) {
+    let (account, _) = store
+        .ledger()
+        .create_account(
+            ledger_store::NewAccount {
+                signup_bonus: ledger_core::Credits::whole(bonus),
+                ..ledger_store::NewAccount::default()
+            },
+            now,
+        )
+        .unwrap();
+    let (key, prefix) = api_server::auth::new_api_key().unwrap();
+    store
+        .access()
+        .create_api_key(
+            &account.id,
+            "t",
+            &prefix,
+            &api_server::auth::sha256_hex(&key),
+            now,
+        )
+        .unwrap();
+    (account.id, key)
+}
+
+/// Asserts `res`, the answer to `req` sent with `auth`, is a 401.
+pub fn assert_401(res: &Resp, req: &Req, auth: &Auth) {
+    assert_eq!(
+        res.status,
+        401,
+        "{} {} with {auth:?}: {}",
+        req.method,
+        req.path,
+        res.text()
+    );
 }

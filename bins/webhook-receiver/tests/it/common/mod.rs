@@ -88,3 +88,11 @@ pub fn start_program(
         .expect("the receiver to be ready");
     program
 }
+
+/// The delivery stored under `webhook_id`, if any.
+pub fn delivery(
+    store: &ledger_store::Store,
+    webhook_id: &str,
+) -> Option<ledger_store::payments::StoredDelivery> {
+    store.orders().delivery(webhook_id).unwrap()
+}

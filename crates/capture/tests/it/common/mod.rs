@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use capture::{CaptureConfig, CaptureOptions, CaptureService, RawCaptureOptions};
+use capture::{
+    CaptureConfig, CaptureError, CaptureOptions, CaptureService, Captured, RawCaptureOptions,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -255,4 +257,26 @@ pub fn group_members(pgid: u32) -> usize {
             (pg == pgid && state != "Z").then_some(())
         })
         .count()
+}
+
+/// Captures `path` of the fixture server with the options `rest`.
+pub async fn shoot(
+    svc: &CaptureService,
+    fx: &Fixture,
+    path: &str,
+    rest: &[(&str, &str)],
+) -> Result<Captured, CaptureError> {
+    let url = fx.url(path);
+    let mut pairs = vec![("url", url.as_str())];
+    pairs.extend_from_slice(rest);
+    svc.capture(&opts(&pairs)).await
+}
+
+/// A configuration of `pool_size` sessions that may capture the local fixture server.
+pub fn local_config(pool_size: usize) -> CaptureConfig {
+    CaptureConfig {
+        pool_size,
+        allow_private_targets: true,
+        ..Default::default()
+    }
 }

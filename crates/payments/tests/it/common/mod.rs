@@ -1,7 +1,8 @@
 #![allow(dead_code)]
 
-use ledger_core::{AccountId, CreditPack, Entry, EntryKind, Page};
-use ledger_store::Store;
+use ledger_core::{AccountId, CreditPack, Entry, EntryKind, Memo, Page};
+use ledger_store::payments::{Refusal, TopupCharge};
+use ledger_store::{Operation, Spend, Store};
 use payments::Payments;
 use settings::Settings;
 use test_support::fake_polar::{FakePolar, KeyMode};
@@ -38,6 +39,36 @@ pub fn entries(store: &Store, id: &AccountId) -> Vec<Entry> {
         .ledger()
         .history(id, Page::new(100, 0).unwrap())
         .expect("history")
+}
+
+/// Spends `n` credits on a screenshot, strictly.
+pub fn spend(store: &Store, acct: &AccountId, n: i64) {
+    store
+        .ledger()
+        .apply(
+            acct,
+            None,
+            Operation::Debit {
+                kind: EntryKind::Usage,
+                amount: c(n),
+                spend: Spend::Strict,
+                memo: Memo::new("Screenshot captured"),
+            },
+            now(),
+        )
+        .unwrap()
+        .result
+        .unwrap();
+}
+
+/// The refusal kept for `order_id`, if any.
+pub fn refusal(store: &Store, order_id: &str) -> Option<Refusal> {
+    store.orders().refusal(order_id).unwrap()
+}
+
+/// The top-up a standalone check starts for `acct` now, if any.
+pub fn standalone_topup(store: &Store, acct: &AccountId) -> Option<TopupCharge> {
+    store.orders().after_charge_standalone(acct, now()).unwrap()
 }
 
 pub fn of_kind(store: &Store, id: &AccountId, kind: EntryKind) -> Vec<Entry> {
