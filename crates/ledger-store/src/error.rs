@@ -91,6 +91,17 @@ opaque_error!(
 );
 
 impl StoreError {
+    /// Whether a unique index refused the write (a concurrent insert of the same key).
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(DatabaseError(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            )))
+        )
+    }
+
     /// Whether the failure is the database's being unreachable, down or unable to write
     /// for now (a retry later may succeed), rather than a fault of the request or a bug.
     pub fn is_unavailable(&self) -> bool {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use ledger_core::idempotency::{decide, Decision};
 use ledger_core::{
     AccountId, Book, BookState, Changeset, Context, Credits, Effect, Entry, EntryId, Fingerprint,
@@ -12,7 +12,7 @@ use ledger_core::{
 };
 
 use crate::db::{Backend, DbConnection};
-use crate::error::{DatabaseError, StoreError};
+use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
 use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
@@ -99,13 +99,6 @@ pub struct BatchItem {
     pub account_id: AccountId,
     pub idempotency: Option<Idempotency>,
     pub operation: Operation,
-}
-
-fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
 }
 
 /// Errors inside a transaction: the store's own, or a database error to roll back on.
@@ -204,11 +197,9 @@ impl Ledger<'_> {
             Ok((Account::from(row), available))
         });
         match result {
-            Err(StoreError::Database(DatabaseError(e))) if is_unique_violation(&e) => {
-                Err(StoreError::EmailTaken {
-                    email: email.unwrap_or_default(),
-                })
-            }
+            Err(e) if e.is_unique_violation() => Err(StoreError::EmailTaken {
+                email: email.unwrap_or_default(),
+            }),
             other => other,
         }
     }

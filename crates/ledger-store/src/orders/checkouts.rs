@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use ledger_core::{AccountId, Timestamp};
 
-use super::{is_unique_violation, Orders};
+use super::Orders;
 use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ledger::TxError;
@@ -108,7 +108,7 @@ impl Orders<'_> {
         });
         match inserted {
             Ok(()) => Ok(candidate.to_owned()),
-            Err(e) if is_unique_violation(&e) => read(self.store)?
+            Err(e) if e.is_unique_violation() => read(self.store)?
                 .ok_or_else(|| StoreError::corrupt(format!("payment secret {name} vanished"))),
             Err(e) => Err(e),
         }

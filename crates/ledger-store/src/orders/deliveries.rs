@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use ledger_core::Timestamp;
 
-use super::{is_unique_violation, Orders};
+use super::Orders;
 use crate::error::StoreError;
 use crate::payments::{DeliveryReceipt, StoredDelivery};
 use crate::rows::DeliveryRow;
@@ -42,7 +42,7 @@ impl Orders<'_> {
         });
         match inserted {
             Ok(()) => Ok(DeliveryReceipt::New),
-            Err(e) if is_unique_violation(&e) => {
+            Err(e) if e.is_unique_violation() => {
                 Ok(existing()?.unwrap_or(DeliveryReceipt::Duplicate { processed: false }))
             }
             Err(e) => Err(e),

@@ -24,7 +24,6 @@ mod paid;
 pub(crate) mod topups;
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ledger_core::{AccountId, Book, Timestamp};
 
 use crate::db::DbConnection;
@@ -48,16 +47,6 @@ impl Store {
     pub fn orders(&self) -> Orders<'_> {
         Orders { store: self }
     }
-}
-
-fn is_unique_violation(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Database(crate::error::DatabaseError(DieselError::DatabaseError(
-            DatabaseErrorKind::UniqueViolation,
-            _
-        )))
-    )
 }
 
 /// Locks the account row for the rest of the transaction; false when it does not exist.
@@ -122,7 +111,7 @@ impl Orders<'_> {
                 f(conn, row)
             });
             match result {
-                Err(e) if is_unique_violation(&e) && attempt < 5 => continue,
+                Err(e) if e.is_unique_violation() && attempt < 5 => continue,
                 other => return other,
             }
         }
