@@ -348,6 +348,49 @@ impl Book {
         now: Timestamp,
         ids: &mut dyn IdSource,
     ) -> Result<&Entry, LedgerError> {
+        self.add_grant(spec, memo, true, now, ids)
+    }
+
+    /// Adds credits as a new grant and leaves any overdraft as it is: a plan's extra is
+    /// billed in money, so credits bought later must not pay for it a second time.
+    pub fn credit_keeping_overdraft(
+        &mut self,
+        spec: GrantSpec,
+        memo: Memo,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Result<&Entry, LedgerError> {
+        self.add_grant(spec, memo, false, now, ids)
+    }
+
+    /// Brings the overdraft back to zero with one `adjustment` entry (a plan period's
+    /// extra, billed in money, closed at the period's end). `None` when there is none.
+    pub fn write_off_overdraft(
+        &mut self,
+        memo: Memo,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Option<&Entry> {
+        let owed = self.state.overdraft;
+        if !owed.is_positive() {
+            return None;
+        }
+        self.state.overdraft = Credits::ZERO;
+        let allocations = vec![Allocation {
+            lot: Lot::Overdraft,
+            amount: owed,
+        }];
+        Some(self.push_entry(EntryKind::Adjustment, owed, memo, now, ids, allocations))
+    }
+
+    fn add_grant(
+        &mut self,
+        spec: GrantSpec,
+        memo: Memo,
+        repay: bool,
+        now: Timestamp,
+        ids: &mut dyn IdSource,
+    ) -> Result<&Entry, LedgerError> {
         if !spec.amount.is_positive() {
             return Err(LedgerError::InvalidAmount {
                 reason: "amount must be greater than zero".into(),
@@ -356,7 +399,11 @@ impl Book {
         Self::within_max_amount(spec.amount)?;
         self.balance_after(spec.amount)?;
         let kind = spec.source.entry_kind();
-        let repaid = spec.amount.min(self.state.overdraft);
+        let repaid = if repay {
+            spec.amount.min(self.state.overdraft)
+        } else {
+            Credits::ZERO
+        };
         self.state.overdraft -= repaid;
         let grant = Grant {
             id: GrantId::new(ids.next_id(IdKind::Grant)),

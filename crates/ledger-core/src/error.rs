@@ -13,6 +13,13 @@ pub enum LedgerError {
         required: Credits,
         available: Credits,
     },
+    /// A plan that charges extra reached its hard limit: the period's extra would pass
+    /// `hard_limit - plan_limit`.
+    #[error("hard limit reached: {required} required, {available} available, and the period's extra is at the hard limit; the account owner can raise the hard limit")]
+    HardLimitReached {
+        required: Credits,
+        available: Credits,
+    },
     #[error("invalid amount: {reason}")]
     InvalidAmount { reason: String },
     /// The operation would take a balance past the largest the ledger keeps, or move more

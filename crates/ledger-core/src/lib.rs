@@ -72,6 +72,7 @@ pub mod orders;
 pub mod overage;
 pub mod pack;
 pub mod page;
+pub mod plan;
 pub mod pricing;
 pub mod subscription;
 pub mod time;
@@ -87,11 +88,14 @@ pub use entry::{
 pub use error::{LedgerError, QueryError};
 pub use idempotency::{Fingerprint, IdempotencyKey};
 pub use ids::{AccountId, EntryId, GrantId, HoldId, IdKind, IdSource, PackId, SequentialIds};
-pub use operation::{Applied, Context, Effect, Needs, Operation, Outcome, RefundOf, Spend};
+pub use operation::{
+    Applied, Context, Effect, Needs, Operation, Outcome, PlanContext, RefundOf, Spend,
+};
 pub use orders::{OrderError, OrderState, Settlement};
 pub use overage::OveragePolicy;
 pub use pack::{Catalogue, CatalogueError, CreditPack};
 pub use page::Page;
+pub use plan::{HardLimitRefusal, Period, Plan, PlanChange, Role, Terms};
 pub use pricing::{CaptureKind, ScreenshotPrices};
 pub use subscription::SubscriptionStatus;
 pub use time::{Retention, Timestamp, YearMonth};

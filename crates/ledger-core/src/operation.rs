@@ -10,6 +10,7 @@ use crate::book::{Book, Memo, SpendPolicy};
 use crate::entry::{Entry, EntryKind, GrantSpec, Hold};
 use crate::error::LedgerError;
 use crate::ids::{EntryId, HoldId, IdSource};
+use crate::overage::OveragePolicy;
 use crate::time::Timestamp;
 use crate::topup::{self, AutoTopup, TopupStart};
 
@@ -57,6 +58,14 @@ pub enum Operation {
     },
     /// Only settles expiries (grants and holds past their time).
     Sweep,
+    /// Opens a plan's billing period: settles expiries (the last period's allowance among
+    /// them), writes off the last period's extra (billed in money as it was used), then
+    /// grants the new period's allowance, if the plan has one.
+    StartPeriod {
+        allowance: Option<GrantSpec>,
+        allowance_memo: Memo,
+        write_off_memo: Memo,
+    },
 }
 
 /// What an operation needs loaded beyond the book's open grants and active holds.
@@ -122,6 +131,20 @@ pub struct Context {
     pub refund: Option<RefundOf>,
     /// The account's auto top-up settings, when it saved any.
     pub auto_topup: Option<AutoTopup>,
+    /// The account's plan, when it has one in force: its extra is billed in money.
+    pub plan: Option<PlanContext>,
+}
+
+/// What a plan in force adds to an operation (see [`crate::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanContext {
+    /// How extra is rounded and priced.
+    pub overage: OveragePolicy,
+    /// How much extra the period may use (`hard_limit - plan_limit`, or zero). The caller
+    /// passes the same figure as [`Context::overdraft_limit`].
+    pub wall: Credits,
+    /// Blocks of extra already billed (net of credits) this period.
+    pub billed_blocks: i64,
 }
 
 /// What an operation produced.
@@ -138,6 +161,10 @@ pub enum Outcome {
 pub enum Effect {
     /// Record one pending auto top-up charge and mark the settings pending.
     StartTopup(TopupStart),
+    /// The period's extra crossed into new blocks (`blocks` > 0: bill blocks
+    /// `first_block..first_block + blocks`, numbered from 1) or fell back below billed
+    /// ones after a refund (`blocks` < 0: credit the last `-blocks` billed blocks back).
+    BillOverage { first_block: i64, blocks: i64 },
 }
 
 /// The result of [`Book::apply`].
@@ -163,11 +190,26 @@ impl Book {
     ) -> Applied {
         self.sweep(now, ids);
         let charges = operation.charges();
+        // The operations that change a period's extra: charges, and refunds of them.
+        let moves_extra = charges || matches!(operation, Operation::Refund { .. });
+        let may_use_extra = matches!(
+            operation,
+            Operation::Debit {
+                spend: Spend::WithinAccountLimit,
+                ..
+            } | Operation::Reserve {
+                spend: Spend::WithinAccountLimit,
+                ..
+            }
+        );
         let policy = |spend: Spend| match spend {
             Spend::Strict => SpendPolicy::STRICT,
             Spend::WithinAccountLimit => SpendPolicy::with_overdraft(context.overdraft_limit),
         };
         let result = match operation {
+            Operation::Credit { spec, memo } if context.plan.is_some() => self
+                .credit_keeping_overdraft(spec, memo, now, ids)
+                .map(|e| Outcome::Entry(e.clone())),
             Operation::Credit { spec, memo } => self
                 .credit(spec, memo, now, ids)
                 .map(|e| Outcome::Entry(e.clone())),
@@ -217,6 +259,33 @@ impl Book {
                 None => Err(LedgerError::EntryNotFound { entry_id }),
             },
             Operation::Sweep => Ok(Outcome::Settled),
+            Operation::StartPeriod {
+                allowance,
+                allowance_memo,
+                write_off_memo,
+            } => {
+                self.write_off_overdraft(write_off_memo, now, ids);
+                match allowance {
+                    Some(spec) => self
+                        .credit_keeping_overdraft(spec, allowance_memo, now, ids)
+                        .map(|e| Outcome::Entry(e.clone())),
+                    None => Ok(Outcome::Settled),
+                }
+            }
+        };
+        // Past the wall of a plan that charges extra, the refusal says so.
+        let result = match (result, &context.plan) {
+            (
+                Err(LedgerError::InsufficientCredits {
+                    required,
+                    available,
+                }),
+                Some(plan),
+            ) if may_use_extra && plan.wall.is_positive() => Err(LedgerError::HardLimitReached {
+                required,
+                available,
+            }),
+            (result, _) => result,
         };
         let available = self.available(now);
         let mut effects = Vec::new();
@@ -226,6 +295,19 @@ impl Book {
                     topup::after_charge(self.account_id(), settings, available)
                         .map(Effect::StartTopup),
                 );
+            }
+        }
+        if let (Some(plan), true) = (&context.plan, result.is_ok() && moves_extra) {
+            let due = crate::plan::blocks_due(&plan.overage, self.overdraft(), plan.billed_blocks);
+            if due != 0 {
+                effects.push(Effect::BillOverage {
+                    first_block: if due > 0 {
+                        plan.billed_blocks + 1
+                    } else {
+                        plan.billed_blocks + due + 1
+                    },
+                    blocks: due,
+                });
             }
         }
         Applied {

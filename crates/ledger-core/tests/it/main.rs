@@ -6,4 +6,5 @@
 
 mod book;
 mod orders;
+mod plans;
 mod properties;
