@@ -281,6 +281,52 @@ pub fn overage_item_id(account: &str, period: Period, block: i64) -> String {
     id
 }
 
+/// What `verify` knows of one billing period of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodAudit {
+    pub period: Period,
+    /// `allowance` entries made for this period.
+    pub allowances: usize,
+    /// The period's extra: the overdraft now for the open period, what was written off
+    /// for a closed one.
+    pub extra: Credits,
+    /// The most extra the period allowed.
+    pub wall: Credits,
+    /// Billed blocks, net of blocks credited back.
+    pub billed_blocks: i64,
+}
+
+/// The invariants of plans: one allowance per account and period, extra within the wall,
+/// and billed blocks equal to the extra rounded up to the next 1,000.
+pub fn period_violations(
+    account: &str,
+    policy: &OveragePolicy,
+    audit: &PeriodAudit,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let at = audit.period.start.rfc3339();
+    if audit.allowances > 1 {
+        out.push(format!(
+            "account {account}: {} allowances granted for the period starting {at}",
+            audit.allowances
+        ));
+    }
+    if audit.extra > audit.wall {
+        out.push(format!(
+            "account {account}: extra {} in the period starting {at} is past its wall {}",
+            audit.extra, audit.wall
+        ));
+    }
+    let due = blocks_for(policy, audit.extra);
+    if audit.billed_blocks != due {
+        out.push(format!(
+            "account {account}: {} overage blocks billed in the period starting {at}, but its extra {} calls for {due}",
+            audit.billed_blocks, audit.extra
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,5 +523,38 @@ mod tests {
             ..free()
         };
         assert_eq!(allowance(&none, period), None);
+    }
+
+    #[test]
+    fn period_audits() {
+        let period = Period::monthly(
+            ts("2026-01-01T00:00:00.000Z"),
+            ts("2026-01-02T00:00:00.000Z"),
+        );
+        let ok = PeriodAudit {
+            period,
+            allowances: 1,
+            extra: Credits::whole(1_001),
+            wall: Credits::whole(5_000),
+            billed_blocks: 2,
+        };
+        let p = basic().overage;
+        assert!(period_violations("a", &p, &ok).is_empty());
+        let twice = PeriodAudit {
+            allowances: 2,
+            ..ok.clone()
+        };
+        assert_eq!(period_violations("a", &p, &twice).len(), 1);
+        let past = PeriodAudit {
+            extra: Credits::whole(5_001),
+            billed_blocks: 6,
+            ..ok.clone()
+        };
+        assert_eq!(period_violations("a", &p, &past).len(), 1);
+        let unbilled = PeriodAudit {
+            billed_blocks: 1,
+            ..ok
+        };
+        assert!(period_violations("a", &p, &unbilled)[0].contains("calls for 2"));
     }
 }
