@@ -127,6 +127,8 @@ pub struct Authed {
     pub account_id: AccountId,
     pub credential: Credential,
     pub proof: Proof,
+    /// The caller's role in the account: only owners manage billing and members.
+    pub role: ledger_core::Role,
 }
 
 /// The header that carries a session's CSRF token.
@@ -293,6 +295,7 @@ impl FromRequest for Authed {
                 Some((account_id, credential, true)) => Ok(Authed {
                     account_id,
                     credential,
+                    role: ledger_core::Role::Owner,
                     proof: match session {
                         Some(proof) => proof?,
                         None => Proof::ApiKey,

@@ -41,6 +41,9 @@ pub enum ApiError {
     },
     #[error("Insufficient credits")]
     InsufficientCredits { required: Credits, balance: Credits },
+    /// A plan that charges extra is at its hard limit (seed 002).
+    #[error("Hard limit reached")]
+    HardLimitReached { required: Credits, balance: Credits },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
@@ -153,6 +156,7 @@ impl ApiError {
             ApiError::UserNotFound | ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Invalid { .. } => "INVALID_REQUEST",
             ApiError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
+            ApiError::HardLimitReached { .. } => "HARD_LIMIT_REACHED",
             ApiError::Conflict { code, .. } => code,
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
@@ -176,7 +180,9 @@ impl ResponseError for ApiError {
             }
             ApiError::UserNotFound | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::InsufficientCredits { .. } | ApiError::HardLimitReached { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -232,6 +238,12 @@ impl ApiError {
         match self {
             ApiError::InsufficientCredits { required, balance } => json!({
                 "error": "Insufficient credits",
+                "code": self.code(),
+                "required": required,
+                "balance": balance,
+            }),
+            ApiError::HardLimitReached { required, balance } => json!({
+                "error": "Hard limit reached",
                 "code": self.code(),
                 "required": required,
                 "balance": balance,
@@ -319,6 +331,13 @@ impl From<LedgerError> for ApiError {
                 required,
                 available,
             } => ApiError::InsufficientCredits {
+                required,
+                balance: available,
+            },
+            LedgerError::HardLimitReached {
+                required,
+                available,
+            } => ApiError::HardLimitReached {
                 required,
                 balance: available,
             },

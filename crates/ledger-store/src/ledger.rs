@@ -678,6 +678,13 @@ fn apply_in_tx(
             Effect::StartTopup(start) => {
                 crate::orders::topups::start_in_tx(conn, start, now)?;
             }
+            // Only a plan in force asks for it, and this store passes none yet.
+            Effect::BillOverage { .. } => {
+                return Err(StoreError::corrupt(
+                    "an overage block without a plan context: plans are not persisted yet",
+                )
+                .into())
+            }
         }
     }
     if let Some(idem) = idempotency {

@@ -76,6 +76,14 @@ fn encode_rejection(e: &LedgerError) -> Map<String, Value> {
             "required_millis": millis(required),
             "available_millis": millis(available),
         }),
+        LedgerError::HardLimitReached {
+            required,
+            available,
+        } => json!({
+            "rule": "hard_limit_reached",
+            "required_millis": millis(required),
+            "available_millis": millis(available),
+        }),
         LedgerError::InvalidAmount { reason } => {
             json!({"rule": "invalid_amount", "reason": reason})
         }
@@ -164,6 +172,10 @@ fn decode_rejection(rule: &str, f: &Fields<'_>) -> Result<LedgerError, String> {
             required: f.credits("required")?,
             available: f.credits("available")?,
         },
+        "hard_limit_reached" => LedgerError::HardLimitReached {
+            required: f.credits("required")?,
+            available: f.credits("available")?,
+        },
         "invalid_amount" => LedgerError::InvalidAmount {
             reason: f.text("reason")?.to_owned(),
         },
@@ -244,6 +256,10 @@ mod tests {
             LedgerError::InsufficientCredits {
                 required: c(5_000),
                 available: c(-500),
+            },
+            LedgerError::HardLimitReached {
+                required: c(1_000),
+                available: c(-5_000_000),
             },
             LedgerError::InvalidAmount {
                 reason: "must be positive".into(),
