@@ -153,12 +153,10 @@ pub fn start_fixture() -> Fixture {
                         tokio::time::sleep(Duration::from_secs(20)).await;
                     }
                     let (status, ctype, body, location) = page(path, query);
-                    let reason = match status {
-                        200 => "OK",
-                        302 => "Found",
-                        404 => "Not Found",
-                        _ => "Internal Server Error",
-                    };
+                    let reason = http::StatusCode::from_u16(status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or_default();
                     let loc = location
                         .map(|l| format!("Location: {l}\r\n"))
                         .unwrap_or_default();
