@@ -661,62 +661,55 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        // (config file, environment, the key the error must name)
-        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: &[Case] = &[
+        let names = |loaded: Result<Settings, SettingsError>, key: &str| {
+            let e = loaded.unwrap_err().to_string();
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        };
+        // (environment variable, its value, the key the error must name)
+        for (var, value, key) in [
+            ("SHOTLEDGER__SERVER__BIND", "nowhere", "server.bind"),
+            ("DATABASE_URL", "mysql://x", "database.url"),
+            ("DATABASE_URL", "sqlite://", "database.url"),
+            ("SHOTLEDGER__ADMIN__TOKEN", "short", "admin.token"),
+            ("SHOTLEDGER__CREDITS__SIGNUP_BONUS", "lots", "signup_bonus"),
             (
-                None,
-                &[("SHOTLEDGER__SERVER__BIND", "nowhere")],
-                "server.bind",
-            ),
-            (None, &[("DATABASE_URL", "mysql://x")], "database.url"),
-            (None, &[("DATABASE_URL", "sqlite://")], "database.url"),
-            (
-                None,
-                &[("SHOTLEDGER__ADMIN__TOKEN", "short")],
-                "admin.token",
-            ),
-            (
-                None,
-                &[("SHOTLEDGER__CREDITS__SIGNUP_BONUS", "lots")],
-                "signup_bonus",
-            ),
-            (Some("[server]\nbindd = \"x\"\n"), &[], "bindd"),
-            (
-                Some("[[credits.packs]]\nid = \"p\"\nname = \"P\"\ncredits = 0\nprice_cents = 1\n"),
-                &[],
-                "credits.packs",
-            ),
-            (
-                None,
-                &[("SHOTLEDGER__POLAR__WEBHOOK_SECRET", "abc")],
+                "SHOTLEDGER__POLAR__WEBHOOK_SECRET",
+                "abc",
                 "polar.webhook_secret",
             ),
             (
-                None,
-                &[("SHOTLEDGER__CAPTURE__DEFAULT_TIMEOUT_SECS", "600")],
+                "SHOTLEDGER__CAPTURE__DEFAULT_TIMEOUT_SECS",
+                "600",
                 "capture.default_timeout_secs",
             ),
             (
-                None,
-                &[("SHOTLEDGER__CAPTURE__QUEUE_CAPACITY", "0")],
+                "SHOTLEDGER__CAPTURE__QUEUE_CAPACITY",
+                "0",
                 "capture.queue_capacity",
             ),
-            (Some("[capture]\npool_sise = 3\n"), &[], "pool_sise"),
             (
-                None,
-                &[("SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES", "10.0.0.1")],
+                "SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES",
+                "10.0.0.1",
                 "allowed_private_addresses",
             ),
             (
-                None,
-                &[("SHOTLEDGER__DATABASE__BUSY_TIMEOUT_MS", "99999999")],
+                "SHOTLEDGER__DATABASE__BUSY_TIMEOUT_MS",
+                "99999999",
                 "database.busy_timeout_ms",
             ),
-        ];
-        for (file, env, key) in cases {
-            let e = load(*file, env).unwrap_err().to_string();
-            assert!(e.contains(key), "expected `{key}` in: {e}");
+        ] {
+            names(load(None, &[(var, value)]), key);
+        }
+        // (config file, the key the error must name)
+        for (file, key) in [
+            ("[server]\nbindd = \"x\"\n", "bindd"),
+            (
+                "[[credits.packs]]\nid = \"p\"\nname = \"P\"\ncredits = 0\nprice_cents = 1\n",
+                "credits.packs",
+            ),
+            ("[capture]\npool_sise = 3\n", "pool_sise"),
+        ] {
+            names(load(Some(file), &[]), key);
         }
     }
 

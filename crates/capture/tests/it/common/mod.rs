@@ -19,6 +19,13 @@ use capture::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// The error has the stable `code` and suggests the HTTP `status`.
+#[track_caller]
+pub fn assert_error(err: &CaptureError, code: &str, status: u16) {
+    assert_eq!(err.code(), code, "{err}");
+    assert_eq!(err.http_status(), status, "{err}");
+}
+
 /// Fails (never skips) when the browser is not installed.
 pub fn require_browser() {
     for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
