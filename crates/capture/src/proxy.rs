@@ -543,15 +543,17 @@ async fn reply(
 ) -> std::io::Result<()> {
     let reason = status.canonical_reason().unwrap_or_default();
     let status = status.as_u16();
-    let meta = code
-        .map(|c| format!("<meta name=\"capture-proxy-error\" content=\"{c}\">"))
-        .unwrap_or_default();
+    // The code, when there is one, both in the page (for the browser's frame) and in a header.
+    let (meta, extra) = match code {
+        Some(c) => (
+            format!("<meta name=\"capture-proxy-error\" content=\"{c}\">"),
+            format!("{PROXY_ERROR_HEADER}: {c}\r\n"),
+        ),
+        None => Default::default(),
+    };
     let body = format!(
         "<!doctype html>{meta}<title>{status} {reason}</title><p>Capture proxy: {text}</p>\n"
     );
-    let extra = code
-        .map(|c| format!("{PROXY_ERROR_HEADER}: {c}\r\n"))
-        .unwrap_or_default();
     let msg = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
