@@ -73,9 +73,8 @@ async fn element_capture_has_the_element_size() {
         )
         .await
         .unwrap();
-        let img = decode(&shot.bytes);
         let s: u32 = scale.parse().unwrap();
-        assert_eq!((img.width(), img.height()), (ELEMENT_W * s, ELEMENT_H * s));
+        let img = decode_sized(&shot.bytes, (ELEMENT_W * s, ELEMENT_H * s));
         let p = img.to_rgb8().get_pixel(10, 10).0;
         assert_eq!(p, [0xcc, 0, 0], "the box is red");
     }
