@@ -38,6 +38,14 @@ impl SettingsError {
     }
 }
 
+/// `Err` naming `key` when the count `value` is zero (the default of every integer type).
+fn at_least_one<T: Default + PartialEq>(key: &str, value: T) -> Result<(), SettingsError> {
+    if value == T::default() {
+        return Err(SettingsError::key(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -396,20 +404,10 @@ impl Settings {
                 return Err(SettingsError::key(key, "must be from 1 to 3600 seconds"));
             }
         }
-        if self.server.max_connections == 0 {
-            return Err(SettingsError::key(
-                "server.max_connections",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("server.max_connections", self.server.max_connections)?;
         ledger_core::DatabaseUrl::parse(&self.database.url)
             .map_err(|e| SettingsError(e.to_string()))?;
-        if self.database.max_connections == 0 {
-            return Err(SettingsError::key(
-                "database.max_connections",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("database.max_connections", self.database.max_connections)?;
         if self.database.min_connections > self.database.max_connections {
             return Err(SettingsError::key(
                 "database.min_connections",
@@ -429,12 +427,7 @@ impl Settings {
                 "must be at least 16 characters (or empty to turn the admin API off)",
             ));
         }
-        if self.auth.session_ttl_hours == 0 {
-            return Err(SettingsError::key(
-                "auth.session_ttl_hours",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("auth.session_ttl_hours", self.auth.session_ttl_hours)?;
         if self.auth.max_failed_logins == 0 || self.auth.lockout_secs == 0 {
             return Err(SettingsError::key(
                 "auth.max_failed_logins",
@@ -447,12 +440,7 @@ impl Settings {
                 "must not be negative",
             ));
         }
-        if self.credits.hold_ttl_secs == 0 {
-            return Err(SettingsError::key(
-                "credits.hold_ttl_secs",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("credits.hold_ttl_secs", self.credits.hold_ttl_secs)?;
         ledger_core::Retention::months(self.credits.retention_months)
             .map_err(|e| SettingsError::key("credits.retention_months", e))?;
         self.catalogue()?;
@@ -713,6 +701,19 @@ mod tests {
         }
     }
 
+    /// Every `SHOTLEDGER__{SECTION}__KEY` variable of `env` names a key that
+    /// config/default.toml documents.
+    fn assert_documented(section: &str, env: &[(&str, &str)]) {
+        let prefix = format!("SHOTLEDGER__{}__", section.to_uppercase());
+        for (var, _) in env {
+            let key = var.strip_prefix(&prefix).unwrap().to_lowercase();
+            assert!(
+                DEFAULTS.contains(&format!("\n{key} = ")),
+                "{section}.{key} is not documented in config/default.toml"
+            );
+        }
+    }
+
     #[test]
     fn every_capture_key_is_settable_from_the_environment() {
         let env = [
@@ -761,16 +762,7 @@ mod tests {
         // This test names every field: a key added to CaptureConfig without one here
         // fails to compile (the struct literal above must be complete), and every key
         // must be documented in config/default.toml.
-        for (key, _) in env {
-            let key = key
-                .strip_prefix("SHOTLEDGER__CAPTURE__")
-                .unwrap()
-                .to_lowercase();
-            assert!(
-                DEFAULTS.contains(&format!("\n{key} = ")),
-                "capture.{key} is not documented in config/default.toml"
-            );
-        }
+        assert_documented("capture", &env);
     }
 
     #[test]
@@ -824,16 +816,7 @@ mod tests {
                 busy_timeout: Duration::from_millis(750),
             }
         );
-        for (key, _) in env {
-            let key = key
-                .strip_prefix("SHOTLEDGER__DATABASE__")
-                .unwrap()
-                .to_lowercase();
-            assert!(
-                DEFAULTS.contains(&format!("\n{key} = ")),
-                "database.{key} is not documented in config/default.toml"
-            );
-        }
+        assert_documented("database", &env);
         // The shipped defaults are the store's own.
         let s = load(None, &[]).unwrap();
         assert_eq!(s.database.pool_options(), PoolOptions::default());
