@@ -114,23 +114,13 @@ read -r account api_key <<<"$setup_out"
 #    checks: every one but those that need data or links this run does not set up
 #    (negative/positive data, stateful resource checks, response headers).
 cat >"$work/schemathesis.toml" <<EOF
-[checks.negative_data_rejection]
-enabled = false
-
-[checks.positive_data_acceptance]
-enabled = false
-
-[checks.missing_required_header]
-enabled = false
-
-[checks.use_after_free]
-enabled = false
-
-[checks.ensure_resource_availability]
-enabled = false
-
-[checks.response_headers_conformance]
-enabled = false
+[checks]
+negative_data_rejection.enabled = false
+positive_data_acceptance.enabled = false
+missing_required_header.enabled = false
+use_after_free.enabled = false
+ensure_resource_availability.enabled = false
+response_headers_conformance.enabled = false
 
 [auth.openapi.apiKey]
 api_key = "$api_key"

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -291,7 +292,13 @@ async fn handle(
 
     if method.eq_ignore_ascii_case("CONNECT") {
         let Some((host, port)) = parse_authority(target) else {
-            return reply(client.get_mut(), 400, "bad CONNECT target", None).await;
+            return reply(
+                client.get_mut(),
+                StatusCode::BAD_REQUEST,
+                "bad CONNECT target",
+                None,
+            )
+            .await;
         };
         let upstream = match open(&host, port, policy, log).await {
             Ok(s) => s,
@@ -318,20 +325,32 @@ async fn handle(
     let Ok(url) = Url::parse(target) else {
         return reply(
             client.get_mut(),
-            400,
+            StatusCode::BAD_REQUEST,
             "this proxy only accepts absolute-form requests",
             None,
         )
         .await;
     };
     if !matches!(url.scheme(), "http" | "ws") {
-        return reply(client.get_mut(), 400, "unsupported scheme", None).await;
+        return reply(
+            client.get_mut(),
+            StatusCode::BAD_REQUEST,
+            "unsupported scheme",
+            None,
+        )
+        .await;
     }
     let (Some(host), Some(port)) = (
         url.host().map(|h| h.to_owned()),
         url.port_or_known_default(),
     ) else {
-        return reply(client.get_mut(), 400, "missing host", None).await;
+        return reply(
+            client.get_mut(),
+            StatusCode::BAD_REQUEST,
+            "missing host",
+            None,
+        )
+        .await;
     };
     let mut upstream = match open(&host, port, policy, log).await {
         Ok(s) => s,
@@ -423,19 +442,21 @@ async fn refuse_idle(stream: TcpStream, counters: &ProxyCounters) {
     tracing::debug!(request, "proxy refused a request outside any capture");
     let _ = reply(
         client.get_mut(),
-        403,
+        StatusCode::FORBIDDEN,
         "no capture in progress",
         Some("no-capture-in-progress"),
     )
     .await;
 }
 
-fn status_for(outcome: &ProxyOutcome) -> (u16, &'static str) {
+fn status_for(outcome: &ProxyOutcome) -> (StatusCode, &'static str) {
     match outcome {
-        ProxyOutcome::Forbidden(_) => (403, "forbidden-target"),
-        ProxyOutcome::DnsFailure => (502, "dns-failure"),
-        ProxyOutcome::ConnectionRefused => (502, "connection-refused"),
-        ProxyOutcome::NetworkError(_) | ProxyOutcome::Connected(_) => (502, "network-error"),
+        ProxyOutcome::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden-target"),
+        ProxyOutcome::DnsFailure => (StatusCode::BAD_GATEWAY, "dns-failure"),
+        ProxyOutcome::ConnectionRefused => (StatusCode::BAD_GATEWAY, "connection-refused"),
+        ProxyOutcome::NetworkError(_) | ProxyOutcome::Connected(_) => {
+            (StatusCode::BAD_GATEWAY, "network-error")
+        }
     }
 }
 
@@ -516,24 +537,23 @@ async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Re
 
 async fn reply(
     w: &mut TcpStream,
-    status: u16,
+    status: StatusCode,
     text: &str,
     code: Option<&str>,
 ) -> std::io::Result<()> {
-    let reason = match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        _ => "Bad Gateway",
+    let reason = status.canonical_reason().unwrap_or_default();
+    let status = status.as_u16();
+    // The code, when there is one, both in the page (for the browser's frame) and in a header.
+    let (meta, extra) = match code {
+        Some(c) => (
+            format!("<meta name=\"capture-proxy-error\" content=\"{c}\">"),
+            format!("{PROXY_ERROR_HEADER}: {c}\r\n"),
+        ),
+        None => Default::default(),
     };
-    let meta = code
-        .map(|c| format!("<meta name=\"capture-proxy-error\" content=\"{c}\">"))
-        .unwrap_or_default();
     let body = format!(
         "<!doctype html>{meta}<title>{status} {reason}</title><p>Capture proxy: {text}</p>\n"
     );
-    let extra = code
-        .map(|c| format!("{PROXY_ERROR_HEADER}: {c}\r\n"))
-        .unwrap_or_default();
     let msg = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -546,6 +566,13 @@ async fn reply(
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    /// A proxy on loopback under `policy`.
+    async fn local_proxy(policy: TargetPolicy) -> Proxy {
+        Proxy::start("127.0.0.1".parse().unwrap(), Arc::new(policy))
+            .await
+            .unwrap()
+    }
 
     async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
         let mut v = Vec::new();
@@ -588,10 +615,7 @@ mod tests {
     async fn forwards_allowed_and_refuses_forbidden_hops() {
         let (ok_addr, ok_hits) = origin("hello").await;
         let (bad_addr, bad_hits) = origin("secret").await;
-        let policy = Arc::new(TargetPolicy::strict().with_allowed([ok_addr]));
-        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
-            .await
-            .unwrap();
+        let proxy = local_proxy(TargetPolicy::strict().with_allowed([ok_addr])).await;
         let _lease = proxy.lease();
 
         let answer = get_via(proxy.addr(), &format!("http://{ok_addr}/a?b=c")).await;
@@ -631,12 +655,7 @@ mod tests {
     #[tokio::test]
     async fn refusals_through_the_proxy_do_not_disclose_dns_answers() {
         let (bad_addr, bad_hits) = origin("secret").await;
-        let proxy = Proxy::start(
-            "127.0.0.1".parse().unwrap(),
-            Arc::new(TargetPolicy::strict()),
-        )
-        .await
-        .unwrap();
+        let proxy = local_proxy(TargetPolicy::strict()).await;
         let _lease = proxy.lease();
         let port = bad_addr.port();
         let answer = get_via(proxy.addr(), &format!("http://localhost:{port}/")).await;
@@ -680,10 +699,7 @@ mod tests {
                 });
             }
         });
-        let policy = Arc::new(TargetPolicy::strict().with_allowed([ok_addr, echo_addr]));
-        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
-            .await
-            .unwrap();
+        let proxy = local_proxy(TargetPolicy::strict().with_allowed([ok_addr, echo_addr])).await;
         let idle = get_via(proxy.addr(), &format!("http://{ok_addr}/")).await;
         assert!(idle.starts_with("HTTP/1.1 403"), "{idle}");
         assert!(idle.contains("no-capture-in-progress"), "{idle}");
@@ -732,10 +748,7 @@ mod tests {
             let (mut r, mut w) = s.split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
-        let policy = Arc::new(TargetPolicy::strict().with_allowed([echo_addr]));
-        let proxy = Proxy::start("127.0.0.1".parse().unwrap(), policy)
-            .await
-            .unwrap();
+        let proxy = local_proxy(TargetPolicy::strict().with_allowed([echo_addr])).await;
         let _lease = proxy.lease();
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         s.write_all(
@@ -758,12 +771,7 @@ mod tests {
         let refusing = tokio::net::TcpSocket::new_v4().unwrap();
         refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let port = refusing.local_addr().unwrap().port();
-        let proxy = Proxy::start(
-            "127.0.0.1".parse().unwrap(),
-            Arc::new(TargetPolicy::allow_private()),
-        )
-        .await
-        .unwrap();
+        let proxy = local_proxy(TargetPolicy::allow_private()).await;
         let _lease = proxy.lease();
         let answer = get_via(proxy.addr(), &format!("http://127.0.0.1:{port}/")).await;
         assert!(answer.contains("connection-refused"), "{answer}");

@@ -413,15 +413,16 @@ impl Parser<'_> {
         false
     }
 
-    fn expect_close(&mut self) -> Result<(), String> {
+    /// Skips white space, then the `close` of the `open` bracket, or says what stands there.
+    fn expect_close(&mut self, open: char, close: Tok) -> Result<(), String> {
         self.skip_ws();
         match self.peek() {
-            Some(Tok::RParen) => {
+            Some(t) if *t == close => {
                 self.i += 1;
                 Ok(())
             }
-            None => Err("a \"(\" is not closed".into()),
-            Some(_) => Err(self.unexpected("\")\"")),
+            None => Err(format!("a \"{open}\" is not closed")),
+            Some(_) => Err(self.unexpected(&close.describe())),
         }
     }
 
@@ -691,16 +692,8 @@ impl Parser<'_> {
                 ));
             }
             self.i += 1;
-            self.skip_ws();
         }
-        match self.peek() {
-            Some(Tok::RBracket) => {
-                self.i += 1;
-                Ok(())
-            }
-            None => Err("a \"[\" is not closed".into()),
-            _ => Err(self.unexpected("\"]\"")),
-        }
+        self.expect_close('[', Tok::RBracket)
     }
 
     fn pseudo_class(&mut self, name: &str, ctx: Ctx) -> Result<(), String> {
@@ -725,7 +718,9 @@ impl Parser<'_> {
         match name {
             "not" => self.selector_list(inner)?,
             "is" | "where" => {
-                return self.forgiving_list().and_then(|_| self.expect_close());
+                return self
+                    .forgiving_list()
+                    .and_then(|_| self.expect_close('(', Tok::RParen));
             }
             "has" => {
                 if ctx.in_has {
@@ -770,7 +765,7 @@ impl Parser<'_> {
             }
             _ => return Err(format!("unknown pseudo-class :{name}()")),
         }
-        self.expect_close()
+        self.expect_close('(', Tok::RParen)
     }
 
     fn pseudo_element(&mut self, name: &str) -> Result<(), String> {
@@ -822,7 +817,7 @@ impl Parser<'_> {
             }
             _ => return Err(format!("unknown pseudo-element ::{name}()")),
         }
-        self.expect_close()
+        self.expect_close('(', Tok::RParen)
     }
 
     /// Names separated by white space (`::part(a b)`), or exactly one with `single`.

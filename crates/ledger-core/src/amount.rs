@@ -270,7 +270,7 @@ impl Serialize for Credits {
 /// `#[serde(deserialize_with = "ledger_core::amount::number_or_text")]`.
 impl<'de> Deserialize<'de> for Credits {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Credits, D::Error> {
-        d.deserialize_any(NumberVisitor)
+        d.deserialize_any(CreditsVisitor { text: false })
     }
 }
 
@@ -278,15 +278,22 @@ impl<'de> Deserialize<'de> for Credits {
 /// configuration read from files and environment variables. Wire bodies use the strict
 /// [`Deserialize`] impl of [`Credits`].
 pub fn number_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<Credits, D::Error> {
-    d.deserialize_any(NumberOrTextVisitor)
+    d.deserialize_any(CreditsVisitor { text: true })
 }
 
-struct NumberVisitor;
+/// Reads credits from a number, and from decimal text too when `text` is set.
+struct CreditsVisitor {
+    text: bool,
+}
 
-impl Visitor<'_> for NumberVisitor {
+impl Visitor<'_> for CreditsVisitor {
     type Value = Credits;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number of credits (a JSON number, not a string) with at most three decimals")
+        f.write_str(if self.text {
+            "a number of credits with at most three decimals"
+        } else {
+            "a number of credits (a JSON number, not a string) with at most three decimals"
+        })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Credits, E> {
         v.to_string().parse().map_err(E::custom)
@@ -315,32 +322,12 @@ impl Visitor<'_> for NumberVisitor {
         // decimals); it is then parsed exactly.
         format!("{v}").parse().map_err(E::custom)
     }
-}
-
-struct NumberOrTextVisitor;
-
-impl Visitor<'_> for NumberOrTextVisitor {
-    type Value = Credits;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number of credits with at most three decimals")
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Credits, E> {
-        NumberVisitor.visit_i64(v)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Credits, E> {
-        NumberVisitor.visit_u64(v)
-    }
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Credits, E> {
-        NumberVisitor.visit_i128(v)
-    }
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Credits, E> {
-        NumberVisitor.visit_u128(v)
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Credits, E> {
-        NumberVisitor.visit_f64(v)
-    }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Credits, E> {
-        v.trim().parse().map_err(E::custom)
+        if self.text {
+            v.trim().parse().map_err(E::custom)
+        } else {
+            Err(E::invalid_type(de::Unexpected::Str(v), &self))
+        }
     }
 }
 

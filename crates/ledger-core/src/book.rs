@@ -779,27 +779,18 @@ impl Book {
 
     /// Everything changed since the book was loaded (or since the last call).
     pub fn take_changes(&mut self) -> Changeset {
-        let pick_grants =
-            |ids: &BTreeSet<GrantId>, skip: Option<&BTreeSet<GrantId>>| -> Vec<Grant> {
-                self.state
-                    .grants
-                    .iter()
-                    .filter(|g| ids.contains(&g.id) && skip.is_none_or(|s| !s.contains(&g.id)))
-                    .cloned()
-                    .collect()
-            };
-        let grants_inserted = pick_grants(&self.new_grants, None);
-        let grants_updated = pick_grants(&self.touched_grants, Some(&self.new_grants));
-        let pick_holds = |ids: &BTreeSet<HoldId>, skip: Option<&BTreeSet<HoldId>>| -> Vec<Hold> {
-            self.state
-                .holds
-                .iter()
-                .filter(|h| ids.contains(&h.id) && skip.is_none_or(|s| !s.contains(&h.id)))
-                .cloned()
-                .collect()
-        };
-        let holds_inserted = pick_holds(&self.new_holds, None);
-        let holds_updated = pick_holds(&self.touched_holds, Some(&self.new_holds));
+        let (grants_inserted, grants_updated) = inserted_and_updated(
+            &self.state.grants,
+            |g| &g.id,
+            &self.new_grants,
+            &self.touched_grants,
+        );
+        let (holds_inserted, holds_updated) = inserted_and_updated(
+            &self.state.holds,
+            |h| &h.id,
+            &self.new_holds,
+            &self.touched_holds,
+        );
         let changes = Changeset {
             entries: std::mem::take(&mut self.entries),
             grants_inserted,
@@ -907,4 +898,18 @@ impl Book {
         }
         out
     }
+}
+
+/// The items `new` names, and the others `touched` names, each in their order in `items`.
+fn inserted_and_updated<T: Clone, K: Ord>(
+    items: &[T],
+    id: impl Fn(&T) -> &K,
+    new: &BTreeSet<K>,
+    touched: &BTreeSet<K>,
+) -> (Vec<T>, Vec<T>) {
+    let pick = |keep: &dyn Fn(&K) -> bool| items.iter().filter(|t| keep(id(t))).cloned().collect();
+    (
+        pick(&|k| new.contains(k)),
+        pick(&|k| touched.contains(k) && !new.contains(k)),
+    )
 }

@@ -1,8 +1,5 @@
 //! Ledger entries (what clients see as transactions), lots of credits (grants) and holds.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::amount::Credits;
@@ -37,20 +34,6 @@ impl EntryKind {
         EntryKind::PurchaseRefund,
     ];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Purchase => "purchase",
-            EntryKind::AutoTopup => "auto_topup",
-            EntryKind::Usage => "usage",
-            EntryKind::SignupBonus => "signup_bonus",
-            EntryKind::Refund => "refund",
-            EntryKind::Allowance => "allowance",
-            EntryKind::Expiry => "expiry",
-            EntryKind::Adjustment => "adjustment",
-            EntryKind::PurchaseRefund => "purchase_refund",
-        }
-    }
-
     /// The short human label of the usage-by-month view (`source`), when the caller
     /// gives none.
     pub fn default_source(self) -> &'static str {
@@ -68,21 +51,19 @@ impl EntryKind {
     }
 }
 
-impl fmt::Display for EntryKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EntryKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<EntryKind, String> {
-        EntryKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown entry kind `{s}`"))
-    }
-}
+crate::spelled_enum!(
+    EntryKind,
+    "entry kind",
+    Purchase => "purchase",
+    AutoTopup => "auto_topup",
+    Usage => "usage",
+    SignupBonus => "signup_bonus",
+    Refund => "refund",
+    Allowance => "allowance",
+    Expiry => "expiry",
+    Adjustment => "adjustment",
+    PurchaseRefund => "purchase_refund",
+);
 
 /// Where a slice of credits came from or went to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -150,17 +131,6 @@ impl GrantSource {
         GrantSource::Refund,
     ];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantSource::Allowance => "allowance",
-            GrantSource::Purchase => "purchase",
-            GrantSource::AutoTopup => "auto_topup",
-            GrantSource::SignupBonus => "signup_bonus",
-            GrantSource::Adjustment => "adjustment",
-            GrantSource::Refund => "refund",
-        }
-    }
-
     /// Lower is drawn first: a period's allowance before purchased and bonus credits.
     pub fn default_priority(self) -> i32 {
         match self {
@@ -182,15 +152,16 @@ impl GrantSource {
     }
 }
 
-impl FromStr for GrantSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<GrantSource, String> {
-        GrantSource::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown grant source `{s}`"))
-    }
-}
+crate::spelled_enum!(
+    GrantSource,
+    "grant source",
+    Allowance => "allowance",
+    Purchase => "purchase",
+    AutoTopup => "auto_topup",
+    SignupBonus => "signup_bonus",
+    Adjustment => "adjustment",
+    Refund => "refund",
+);
 
 /// A lot of credits: drawn in burn-down order, never below zero, never above `amount`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,31 +247,14 @@ pub enum HoldStatus {
     Expired,
 }
 
-impl HoldStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HoldStatus::Active => "active",
-            HoldStatus::Captured => "captured",
-            HoldStatus::Released => "released",
-            HoldStatus::Expired => "expired",
-        }
-    }
-}
-
-impl FromStr for HoldStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<HoldStatus, String> {
-        [
-            HoldStatus::Active,
-            HoldStatus::Captured,
-            HoldStatus::Released,
-            HoldStatus::Expired,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown hold status `{s}`"))
-    }
-}
+crate::spelled_enum!(
+    HoldStatus,
+    "hold status",
+    Active => "active",
+    Captured => "captured",
+    Released => "released",
+    Expired => "expired",
+);
 
 /// Credits reserved for work in progress. The reserved credits are taken out of their
 /// grants at once (so an expiring grant cannot strand a hold) and go back on release.

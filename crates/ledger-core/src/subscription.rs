@@ -1,8 +1,5 @@
 //! Subscription statuses, and which of them put the plan's name on new entries.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// Where an account's subscription stands (the contract's spellings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SubscriptionStatus {
@@ -21,21 +18,9 @@ impl SubscriptionStatus {
         SubscriptionStatus::PastDue,
     ];
 
-    /// The contract's (and the database's) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubscriptionStatus::Active => "active",
-            SubscriptionStatus::Inactive => "inactive",
-            SubscriptionStatus::Cancelled => "cancelled",
-            SubscriptionStatus::PastDue => "past_due",
-        }
-    }
-
     /// The status spelled `text`, if it is one.
     pub fn parse(text: &str) -> Option<SubscriptionStatus> {
-        SubscriptionStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        text.parse().ok()
     }
 
     /// Whether the plan's name is stamped on the account's new entries: a subscription
@@ -48,18 +33,15 @@ impl SubscriptionStatus {
     }
 }
 
-impl fmt::Display for SubscriptionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SubscriptionStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<SubscriptionStatus, String> {
-        SubscriptionStatus::parse(s).ok_or_else(|| format!("unknown subscription status `{s}`"))
-    }
-}
+// The contract's (and the database's) spellings.
+crate::spelled_enum!(
+    SubscriptionStatus,
+    "subscription status",
+    Active => "active",
+    Inactive => "inactive",
+    Cancelled => "cancelled",
+    PastDue => "past_due",
+);
 
 #[cfg(test)]
 mod tests {

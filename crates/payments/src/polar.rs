@@ -27,11 +27,8 @@ pub struct Envelope {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Customer {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub external_id: Option<String>,
-    #[serde(default)]
     pub email: Option<String>,
 }
 
@@ -57,13 +54,10 @@ pub struct Order {
     pub refunded_amount: i64,
     #[serde(default)]
     pub currency: String,
-    #[serde(default)]
     pub product_id: Option<String>,
-    #[serde(default)]
     pub checkout_id: Option<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
-    #[serde(default)]
     pub customer: Option<Customer>,
 }
 
@@ -93,7 +87,6 @@ pub struct Refund {
     pub status: String,
     #[serde(default)]
     pub amount: i64,
-    #[serde(default)]
     pub order_id: Option<String>,
 }
 
@@ -105,15 +98,11 @@ pub struct Checkout {
     pub url: String,
     #[serde(default)]
     pub status: String,
-    #[serde(default)]
     pub product_id: Option<String>,
-    #[serde(default)]
     pub external_customer_id: Option<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
-    #[serde(default)]
     pub currency: Option<String>,
-    #[serde(default)]
     pub total_amount: Option<i64>,
 }
 
@@ -131,18 +120,16 @@ pub struct CheckoutCreate {
 
 /// One page of `GET /v1/orders/`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct OrderPage {
-    #[serde(default)]
     pub items: Vec<Order>,
-    #[serde(default)]
     pub pagination: Pagination,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct Pagination {
-    #[serde(default)]
     pub total_count: i64,
-    #[serde(default)]
     pub max_page: i64,
 }
 

@@ -808,17 +808,22 @@ impl Payments {
 
     // -- demo --------------------------------------------------------------------------
 
-    /// A demo checkout, for its page.
-    pub fn demo_checkout(&self, id: &str) -> Result<Option<DemoCheckout>, PaymentsError> {
+    /// The stored demo checkout `id`; `None` when the provider is not the demo or there is
+    /// no such demo checkout.
+    fn demo_checkout_record(&self, id: &str) -> Result<Option<CheckoutRecord>, PaymentsError> {
         if !self.is_demo() {
             return Ok(None);
         }
-        let Some(c) = self
+        Ok(self
             .store
             .orders()
             .checkout(id)?
-            .filter(|c| c.provider == CheckoutProvider::Demo)
-        else {
+            .filter(|c| c.provider == CheckoutProvider::Demo))
+    }
+
+    /// A demo checkout, for its page.
+    pub fn demo_checkout(&self, id: &str) -> Result<Option<DemoCheckout>, PaymentsError> {
+        let Some(c) = self.demo_checkout_record(id)? else {
             return Ok(None);
         };
         let name = self
@@ -843,15 +848,10 @@ impl Payments {
         checkout_id: &str,
         now: Timestamp,
     ) -> Result<Option<Vec<SignedDelivery>>, PaymentsError> {
-        let (Some(raw), true) = (&self.demo_secret, self.is_demo()) else {
+        let Some(raw) = &self.demo_secret else {
             return Ok(None);
         };
-        let Some(c) = self
-            .store
-            .orders()
-            .checkout(checkout_id)?
-            .filter(|c| c.provider == CheckoutProvider::Demo)
-        else {
+        let Some(c) = self.demo_checkout_record(checkout_id)? else {
             return Ok(None);
         };
         let order_id = demo_order_id(&c.id);

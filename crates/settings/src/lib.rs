@@ -38,6 +38,14 @@ impl SettingsError {
     }
 }
 
+/// `Err` naming `key` when the count `value` is zero (the default of every integer type).
+fn at_least_one<T: Default + PartialEq>(key: &str, value: T) -> Result<(), SettingsError> {
+    if value == T::default() {
+        return Err(SettingsError::key(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -396,20 +404,10 @@ impl Settings {
                 return Err(SettingsError::key(key, "must be from 1 to 3600 seconds"));
             }
         }
-        if self.server.max_connections == 0 {
-            return Err(SettingsError::key(
-                "server.max_connections",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("server.max_connections", self.server.max_connections)?;
         ledger_core::DatabaseUrl::parse(&self.database.url)
             .map_err(|e| SettingsError(e.to_string()))?;
-        if self.database.max_connections == 0 {
-            return Err(SettingsError::key(
-                "database.max_connections",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("database.max_connections", self.database.max_connections)?;
         if self.database.min_connections > self.database.max_connections {
             return Err(SettingsError::key(
                 "database.min_connections",
@@ -429,12 +427,7 @@ impl Settings {
                 "must be at least 16 characters (or empty to turn the admin API off)",
             ));
         }
-        if self.auth.session_ttl_hours == 0 {
-            return Err(SettingsError::key(
-                "auth.session_ttl_hours",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("auth.session_ttl_hours", self.auth.session_ttl_hours)?;
         if self.auth.max_failed_logins == 0 || self.auth.lockout_secs == 0 {
             return Err(SettingsError::key(
                 "auth.max_failed_logins",
@@ -447,12 +440,7 @@ impl Settings {
                 "must not be negative",
             ));
         }
-        if self.credits.hold_ttl_secs == 0 {
-            return Err(SettingsError::key(
-                "credits.hold_ttl_secs",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("credits.hold_ttl_secs", self.credits.hold_ttl_secs)?;
         ledger_core::Retention::months(self.credits.retention_months)
             .map_err(|e| SettingsError::key("credits.retention_months", e))?;
         self.catalogue()?;
@@ -661,62 +649,68 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        // (config file, environment, the key the error must name)
-        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: &[Case] = &[
+        let names = |loaded: Result<Settings, SettingsError>, key: &str| {
+            let e = loaded.unwrap_err().to_string();
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        };
+        // (environment variable, its value, the key the error must name)
+        for (var, value, key) in [
+            ("SHOTLEDGER__SERVER__BIND", "nowhere", "server.bind"),
+            ("DATABASE_URL", "mysql://x", "database.url"),
+            ("DATABASE_URL", "sqlite://", "database.url"),
+            ("SHOTLEDGER__ADMIN__TOKEN", "short", "admin.token"),
+            ("SHOTLEDGER__CREDITS__SIGNUP_BONUS", "lots", "signup_bonus"),
             (
-                None,
-                &[("SHOTLEDGER__SERVER__BIND", "nowhere")],
-                "server.bind",
-            ),
-            (None, &[("DATABASE_URL", "mysql://x")], "database.url"),
-            (None, &[("DATABASE_URL", "sqlite://")], "database.url"),
-            (
-                None,
-                &[("SHOTLEDGER__ADMIN__TOKEN", "short")],
-                "admin.token",
-            ),
-            (
-                None,
-                &[("SHOTLEDGER__CREDITS__SIGNUP_BONUS", "lots")],
-                "signup_bonus",
-            ),
-            (Some("[server]\nbindd = \"x\"\n"), &[], "bindd"),
-            (
-                Some("[[credits.packs]]\nid = \"p\"\nname = \"P\"\ncredits = 0\nprice_cents = 1\n"),
-                &[],
-                "credits.packs",
-            ),
-            (
-                None,
-                &[("SHOTLEDGER__POLAR__WEBHOOK_SECRET", "abc")],
+                "SHOTLEDGER__POLAR__WEBHOOK_SECRET",
+                "abc",
                 "polar.webhook_secret",
             ),
             (
-                None,
-                &[("SHOTLEDGER__CAPTURE__DEFAULT_TIMEOUT_SECS", "600")],
+                "SHOTLEDGER__CAPTURE__DEFAULT_TIMEOUT_SECS",
+                "600",
                 "capture.default_timeout_secs",
             ),
             (
-                None,
-                &[("SHOTLEDGER__CAPTURE__QUEUE_CAPACITY", "0")],
+                "SHOTLEDGER__CAPTURE__QUEUE_CAPACITY",
+                "0",
                 "capture.queue_capacity",
             ),
-            (Some("[capture]\npool_sise = 3\n"), &[], "pool_sise"),
             (
-                None,
-                &[("SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES", "10.0.0.1")],
+                "SHOTLEDGER__CAPTURE__ALLOWED_PRIVATE_ADDRESSES",
+                "10.0.0.1",
                 "allowed_private_addresses",
             ),
             (
-                None,
-                &[("SHOTLEDGER__DATABASE__BUSY_TIMEOUT_MS", "99999999")],
+                "SHOTLEDGER__DATABASE__BUSY_TIMEOUT_MS",
+                "99999999",
                 "database.busy_timeout_ms",
             ),
-        ];
-        for (file, env, key) in cases {
-            let e = load(*file, env).unwrap_err().to_string();
-            assert!(e.contains(key), "expected `{key}` in: {e}");
+        ] {
+            names(load(None, &[(var, value)]), key);
+        }
+        // (config file, the key the error must name)
+        for (file, key) in [
+            ("[server]\nbindd = \"x\"\n", "bindd"),
+            (
+                "[[credits.packs]]\nid = \"p\"\nname = \"P\"\ncredits = 0\nprice_cents = 1\n",
+                "credits.packs",
+            ),
+            ("[capture]\npool_sise = 3\n", "pool_sise"),
+        ] {
+            names(load(Some(file), &[]), key);
+        }
+    }
+
+    /// Every `SHOTLEDGER__{SECTION}__KEY` variable of `env` names a key that
+    /// config/default.toml documents.
+    fn assert_documented(section: &str, env: &[(&str, &str)]) {
+        let prefix = format!("SHOTLEDGER__{}__", section.to_uppercase());
+        for (var, _) in env {
+            let key = var.strip_prefix(&prefix).unwrap().to_lowercase();
+            assert!(
+                DEFAULTS.contains(&format!("\n{key} = ")),
+                "{section}.{key} is not documented in config/default.toml"
+            );
         }
     }
 
@@ -768,16 +762,7 @@ mod tests {
         // This test names every field: a key added to CaptureConfig without one here
         // fails to compile (the struct literal above must be complete), and every key
         // must be documented in config/default.toml.
-        for (key, _) in env {
-            let key = key
-                .strip_prefix("SHOTLEDGER__CAPTURE__")
-                .unwrap()
-                .to_lowercase();
-            assert!(
-                DEFAULTS.contains(&format!("\n{key} = ")),
-                "capture.{key} is not documented in config/default.toml"
-            );
-        }
+        assert_documented("capture", &env);
     }
 
     #[test]
@@ -831,16 +816,7 @@ mod tests {
                 busy_timeout: Duration::from_millis(750),
             }
         );
-        for (key, _) in env {
-            let key = key
-                .strip_prefix("SHOTLEDGER__DATABASE__")
-                .unwrap()
-                .to_lowercase();
-            assert!(
-                DEFAULTS.contains(&format!("\n{key} = ")),
-                "database.{key} is not documented in config/default.toml"
-            );
-        }
+        assert_documented("database", &env);
         // The shipped defaults are the store's own.
         let s = load(None, &[]).unwrap();
         assert_eq!(s.database.pool_options(), PoolOptions::default());

@@ -5,20 +5,36 @@ use crate::common;
 use std::sync::{Arc, Barrier};
 
 use common::*;
-use ledger_core::{Credits, EntryKind, Page};
+use ledger_core::{AccountId, Credits, EntryKind, Page};
 use ledger_store::Store;
 use payments::SignedDelivery;
+use serde_json::Value;
+use test_support::fake_polar::FakePolar;
 use test_support::on_both_backends;
 use test_support::TestDb;
+use webhook_receiver::RunningReceiver;
 
-fn purchases(db: &TestDb, acct: &ledger_core::AccountId) -> usize {
-    db.store
+/// The receiver fed by the fake Polar, and an account that has bought `pack_pro` there
+/// (the order's webhooks not sent yet).
+fn pro_order(db: &TestDb) -> (FakePolar, RunningReceiver, AccountId, Value) {
+    let (fake, payments, rx) = polar_receiver(db);
+    let acct = account(&db.store);
+    let order = bought(&fake, &payments, &acct, "pack_pro");
+    (fake, rx, acct, order)
+}
+
+/// The account was credited by exactly one purchase, and the ledger verifies.
+fn assert_purchased_once(db: &TestDb, acct: &AccountId) {
+    let purchases = db
+        .store
         .ledger()
         .history(acct, Page::new(100, 0).unwrap())
         .unwrap()
         .iter()
         .filter(|e| e.kind == EntryKind::Purchase)
-        .count()
+        .count();
+    assert_eq!(purchases, 1);
+    assert_verified(&db.store);
 }
 
 fn a_paid_checkout_credits_once(db: TestDb) {
@@ -47,14 +63,11 @@ fn a_paid_checkout_credits_once(db: TestDb) {
     assert_eq!(stored.event_type, "order.paid");
     assert_eq!(stored.outcome.as_deref(), Some("credited 1000"));
     assert_eq!(available(&db.store, &acct), c(1000));
-    assert_eq!(purchases(&db, &acct), 1);
-    assert_verified(&db.store);
+    assert_purchased_once(&db, &acct);
 }
 
 fn the_same_delivery_five_times_at_once_credits_once(db: TestDb) {
-    let (fake, payments, rx) = polar_receiver(&db);
-    let acct = account(&db.store);
-    let order = bought(&fake, &payments, &acct, "pack_pro");
+    let (fake, rx, acct, order) = pro_order(&db);
     let paid = fake.paid_events(&order).remove(2);
     let fake = Arc::new(fake);
     let barrier = Arc::new(Barrier::new(5));
@@ -77,14 +90,11 @@ fn the_same_delivery_five_times_at_once_credits_once(db: TestDb) {
         assert!((200..300).contains(&status), "{status}");
     }
     eventually(5, "the credit", || available(&db.store, &acct) == c(1000));
-    assert_eq!(purchases(&db, &acct), 1);
-    assert_verified(&db.store);
+    assert_purchased_once(&db, &acct);
 }
 
 fn bad_deliveries_change_nothing(db: TestDb) {
-    let (fake, payments, rx) = polar_receiver(&db);
-    let acct = account(&db.store);
-    let order = bought(&fake, &payments, &acct, "pack_pro");
+    let (fake, rx, acct, order) = pro_order(&db);
     let url = rx.webhook_url();
     let mut tried = Vec::new();
     let mut check = |status: u16, expected: u16, id: &str, what: &str| {
@@ -169,9 +179,7 @@ fn bad_deliveries_change_nothing(db: TestDb) {
 }
 
 fn reordered_refunds_and_unhandled_events(db: TestDb) {
-    let (fake, payments, rx) = polar_receiver(&db);
-    let acct = account(&db.store);
-    let order = bought(&fake, &payments, &acct, "pack_pro");
+    let (fake, rx, acct, order) = pro_order(&db);
     let id = order["id"].as_str().unwrap().to_owned();
     let mut paid = fake.paid_events(&order);
     let refund = fake.refund(&id, 3500);
@@ -294,8 +302,7 @@ fn the_demo_checkout_pays_through_a_signed_webhook(db: TestDb) {
         .read_to_string()
         .unwrap();
     assert!(html.contains("is paid"));
-    assert_eq!(purchases(&db, &acct), 1);
-    assert_verified(&db.store);
+    assert_purchased_once(&db, &acct);
 }
 
 // -- issue 8 ------------------------------------------------------------------------------
@@ -326,20 +333,19 @@ fn without_a_provider_there_are_no_demo_pages(db: TestDb) {
         .unwrap();
     let a = agent();
     for id in ["demo_chk_left_over", "x"] {
-        let mut page = a
+        let page = a
             .get(format!("{}/demo/checkout/{id}", rx.url()))
             .call()
             .unwrap();
-        assert_eq!(page.status().as_u16(), 404, "page of {id}");
-        let body: serde_json::Value = page.body_mut().read_json().unwrap();
-        assert!(body["error"].is_string(), "{body}");
-        let mut pay = a
+        let pay = a
             .post(format!("{}/demo/checkout/{id}/pay", rx.url()))
             .send_empty()
             .unwrap();
-        assert_eq!(pay.status().as_u16(), 404, "pay of {id}");
-        let body: serde_json::Value = pay.body_mut().read_json().unwrap();
-        assert!(body["error"].is_string(), "{body}");
+        for (what, mut answer) in [("page", page), ("pay", pay)] {
+            assert_eq!(answer.status().as_u16(), 404, "{what} of {id}");
+            let body: serde_json::Value = answer.body_mut().read_json().unwrap();
+            assert!(body["error"].is_string(), "{body}");
+        }
     }
     assert_eq!(available(&db.store, &acct), Credits::ZERO);
 }

@@ -3,10 +3,18 @@
 
 use crate::common;
 
-use common::{opts, shared, shoot, ELEMENT_H, ELEMENT_W};
+use common::{assert_error, opts, shared, shoot, ELEMENT_H, ELEMENT_W};
 
 fn decode(bytes: &[u8]) -> image::DynamicImage {
     image::load_from_memory(bytes).expect("the capture decodes as an image")
+}
+
+/// The capture decoded, after checking that it is `size` (width, height) pixels.
+#[track_caller]
+fn decode_sized(bytes: &[u8], size: (u32, u32)) -> image::DynamicImage {
+    let img = decode(bytes);
+    assert_eq!((img.width(), img.height()), size);
+    img
 }
 
 #[tokio::test]
@@ -16,8 +24,7 @@ async fn viewport_size_times_scale() {
         .await
         .unwrap();
     assert_eq!(shot.content_type, "image/png");
-    let img = decode(&shot.bytes);
-    assert_eq!((img.width(), img.height()), (640, 400));
+    let img = decode_sized(&shot.bytes, (640, 400));
     assert_eq!((shot.width, shot.height), (640, 400));
     // The fixture's background is #3366cc.
     let p = img.to_rgb8().get_pixel(600, 380).0;
@@ -35,8 +42,7 @@ async fn viewport_size_times_scale() {
     )
     .await
     .unwrap();
-    let img = decode(&shot.bytes);
-    assert_eq!((img.width(), img.height()), (640, 400));
+    decode_sized(&shot.bytes, (640, 400));
 }
 
 #[tokio::test]
@@ -67,17 +73,15 @@ async fn element_capture_has_the_element_size() {
         )
         .await
         .unwrap();
-        let img = decode(&shot.bytes);
         let s: u32 = scale.parse().unwrap();
-        assert_eq!((img.width(), img.height()), (ELEMENT_W * s, ELEMENT_H * s));
+        let img = decode_sized(&shot.bytes, (ELEMENT_W * s, ELEMENT_H * s));
         let p = img.to_rgb8().get_pixel(10, 10).0;
         assert_eq!(p, [0xcc, 0, 0], "the box is red");
     }
     let err = shoot(svc, fx, "/element", &[("selector", "#nope")])
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "SELECTOR_NOT_FOUND", "{err}");
-    assert_eq!(err.http_status(), 422);
+    assert_error(&err, "SELECTOR_NOT_FOUND", 422);
 }
 
 #[tokio::test]
@@ -141,8 +145,7 @@ async fn html_input_and_wait_for_selector_and_delay() {
         ]))
         .await
         .unwrap();
-    let img = decode(&shot.bytes);
-    assert_eq!((img.width(), img.height()), (200, 100));
+    let img = decode_sized(&shot.bytes, (200, 100));
     assert_eq!(img.to_rgb8().get_pixel(190, 90).0, [0, 128, 0]);
 
     shoot(svc, fx, "/late", &[("waitForSelector", "#late")])
@@ -184,8 +187,7 @@ async fn dns_failure() {
         .capture(&opts(&[("url", "http://no-such-host.invalid/")]))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "DNS_FAILURE", "{err}");
-    assert_eq!(err.http_status(), 502);
+    assert_error(&err, "DNS_FAILURE", 502);
 }
 
 #[tokio::test]
@@ -220,8 +222,7 @@ async fn slow_page_times_out() {
     let err = shoot(svc, fx, "/slow", &[("timeout", "2")])
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "TIMEOUT", "{err}");
-    assert_eq!(err.http_status(), 504);
+    assert_error(&err, "TIMEOUT", 504);
     assert!(
         started.elapsed().as_secs() < 10,
         "took {:?}",

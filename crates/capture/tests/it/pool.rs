@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use capture::{CaptureConfig, CaptureService};
-use common::{local_config, opts, shoot, start_fixture, start_service};
+use common::{assert_error, local_config, opts, shoot, start_fixture, start_service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_captures_succeed_or_get_busy() {
@@ -31,8 +31,7 @@ async fn twenty_concurrent_captures_succeed_or_get_busy() {
                 ok += 1;
             }
             Err(e) => {
-                assert_eq!(e.code(), "BUSY", "{e}");
-                assert_eq!(e.http_status(), 503);
+                assert_error(&e, "BUSY", 503);
                 assert!(e.retry_after_secs().unwrap() >= 1);
                 busy += 1;
             }

@@ -2,6 +2,16 @@
 
 use ledger_core::*;
 
+/// Asserts that an operation was refused with the named `LedgerError` variant.
+macro_rules! assert_refused {
+    ($op:expr, $variant:ident) => {
+        match $op {
+            Err(LedgerError::$variant { .. }) => {}
+            other => panic!("expected {}, got {other:?}", stringify!($variant)),
+        }
+    };
+}
+
 const T0: i64 = 1_770_000_000_000;
 
 fn at(secs: i64) -> Timestamp {
@@ -19,11 +29,26 @@ fn book() -> (Book, SequentialIds) {
     )
 }
 
+/// A book with one grant of `spec`, made at 0.
+fn book_with(spec: GrantSpec) -> (Book, SequentialIds) {
+    let (mut b, mut ids) = book();
+    grant(&mut b, &mut ids, spec, at(0));
+    (b, ids)
+}
+
+/// The entry of a credit of `spec`.
+fn credit(
+    b: &mut Book,
+    ids: &mut SequentialIds,
+    spec: GrantSpec,
+    memo: &str,
+    now: Timestamp,
+) -> Entry {
+    b.credit(spec, Memo::new(memo), now, ids).unwrap().clone()
+}
+
 fn grant(b: &mut Book, ids: &mut SequentialIds, spec: GrantSpec, now: Timestamp) -> GrantId {
-    let e = b
-        .credit(spec, Memo::new("grant"), now, ids)
-        .unwrap()
-        .clone();
+    let e = credit(b, ids, spec, "grant", now);
     match &e.allocations.last().unwrap().lot {
         Lot::Grant(id) => id.clone(),
         Lot::Overdraft => panic!("no grant"),
@@ -56,23 +81,24 @@ fn spend<'b>(
     )
 }
 
-/// A hold under the strict policy.
-fn reserve<'b>(
-    b: &'b mut Book,
+/// A hold under the strict policy: its id.
+fn reserve(
+    b: &mut Book,
     ids: &mut SequentialIds,
     amount: Credits,
     expires_at: Timestamp,
     memo: &str,
     now: Timestamp,
-) -> Result<&'b Hold, LedgerError> {
-    b.reserve(
+) -> Result<HoldId, LedgerError> {
+    let hold = b.reserve(
         amount,
         expires_at,
         SpendPolicy::STRICT,
         Memo::new(memo),
         now,
         ids,
-    )
+    )?;
+    Ok(hold.id.clone())
 }
 
 /// A refund of `amount` (all that is left when `None`) of `usage`, of which `refunded`
@@ -136,8 +162,7 @@ fn equal_priority_and_expiry_draws_oldest_then_id() {
 
 #[test]
 fn expired_and_future_grants_are_never_drawn() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, allowance_until(10, 100), at(0));
+    let (mut b, mut ids) = book_with(allowance_until(10, 100));
     grant(&mut b, &mut ids, purchase(7).effective(at(500)), at(0));
     assert_eq!(b.available(at(50)), c(10));
     assert_eq!(b.available(at(100)), c(0));
@@ -154,8 +179,7 @@ fn expired_and_future_grants_are_never_drawn() {
 
 #[test]
 fn sweep_writes_one_expiry_entry_per_expired_grant() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, allowance_until(10, 100), at(0));
+    let (mut b, mut ids) = book_with(allowance_until(10, 100));
     grant(&mut b, &mut ids, purchase(4), at(0));
     spend(&mut b, &mut ids, c(3), "w", at(10)).unwrap();
     b.take_changes();
@@ -177,12 +201,8 @@ fn sweep_writes_one_expiry_entry_per_expired_grant() {
 
 #[test]
 fn hold_capture_part_returns_the_rest() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, purchase(10), at(0));
-    let hold = reserve(&mut b, &mut ids, c(4), at(600), "job", at(0))
-        .unwrap()
-        .id
-        .clone();
+    let (mut b, mut ids) = book_with(purchase(10));
+    let hold = reserve(&mut b, &mut ids, c(4), at(600), "job", at(0)).unwrap();
     assert_eq!(b.available(at(1)), c(6));
     assert_eq!(b.balance(), c(10), "a hold writes no entry");
     let entry = b.capture(&hold, Some(c(1)), None, at(2), &mut ids).unwrap();
@@ -193,60 +213,40 @@ fn hold_capture_part_returns_the_rest() {
     assert_eq!(b.available(at(3)), c(9));
     assert_eq!(b.hold(&hold).unwrap().status, HoldStatus::Captured);
     // Exactly one terminal state.
-    assert!(matches!(
-        b.release(&hold, at(4)),
-        Err(LedgerError::HoldSettled { .. })
-    ));
-    assert!(matches!(
-        b.capture(&hold, None, None, at(4), &mut ids),
-        Err(LedgerError::HoldSettled { .. })
-    ));
+    assert_refused!(b.release(&hold, at(4)), HoldSettled);
+    assert_refused!(b.capture(&hold, None, None, at(4), &mut ids), HoldSettled);
     assert!(b.violations().is_empty());
 }
 
 #[test]
 fn capture_never_exceeds_its_hold() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, purchase(10), at(0));
-    let hold = reserve(&mut b, &mut ids, c(2), at(600), "job", at(0))
-        .unwrap()
-        .id
-        .clone();
-    assert!(matches!(
+    let (mut b, mut ids) = book_with(purchase(10));
+    let hold = reserve(&mut b, &mut ids, c(2), at(600), "job", at(0)).unwrap();
+    assert_refused!(
         b.capture(&hold, Some(c(3)), None, at(1), &mut ids),
-        Err(LedgerError::CaptureExceedsHold { .. })
-    ));
-    assert!(matches!(
+        CaptureExceedsHold
+    );
+    assert_refused!(
         b.capture(&hold, Some(c(0)), None, at(1), &mut ids),
-        Err(LedgerError::InvalidAmount { .. })
-    ));
+        InvalidAmount
+    );
     assert_eq!(b.hold(&hold).unwrap().status, HoldStatus::Active);
 }
 
 #[test]
 fn released_and_expired_holds_return_everything() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, purchase(5), at(0));
-    let h1 = reserve(&mut b, &mut ids, c(5), at(60), "a", at(0))
-        .unwrap()
-        .id
-        .clone();
-    assert!(matches!(
+    let (mut b, mut ids) = book_with(purchase(5));
+    let h1 = reserve(&mut b, &mut ids, c(5), at(60), "a", at(0)).unwrap();
+    assert_refused!(
         reserve(&mut b, &mut ids, c(1), at(60), "b", at(0)),
-        Err(LedgerError::InsufficientCredits { .. })
-    ));
+        InsufficientCredits
+    );
     b.release(&h1, at(1)).unwrap();
     assert_eq!(b.available(at(1)), c(5));
-    let h2 = reserve(&mut b, &mut ids, c(5), at(60), "c", at(1))
-        .unwrap()
-        .id
-        .clone();
+    let h2 = reserve(&mut b, &mut ids, c(5), at(60), "c", at(1)).unwrap();
     // Past expiry the credits already count as back, before any sweep.
     assert_eq!(b.available(at(60)), c(5));
-    assert!(matches!(
-        b.capture(&h2, None, None, at(60), &mut ids),
-        Err(LedgerError::HoldSettled { .. })
-    ));
+    assert_refused!(b.capture(&h2, None, None, at(60), &mut ids), HoldSettled);
     b.sweep(at(60), &mut ids);
     assert_eq!(b.hold(&h2).unwrap().status, HoldStatus::Expired);
     assert_eq!(b.available(at(61)), c(5));
@@ -255,12 +255,8 @@ fn released_and_expired_holds_return_everything() {
 
 #[test]
 fn a_hold_keeps_credits_of_a_grant_that_expires_meanwhile() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, allowance_until(3, 10), at(0));
-    let h = reserve(&mut b, &mut ids, c(3), at(600), "a", at(0))
-        .unwrap()
-        .id
-        .clone();
+    let (mut b, mut ids) = book_with(allowance_until(3, 10));
+    let h = reserve(&mut b, &mut ids, c(3), at(600), "a", at(0)).unwrap();
     b.sweep(at(20), &mut ids);
     let e = b.capture(&h, Some(c(2)), None, at(20), &mut ids).unwrap();
     assert_eq!(e.amount, c(-2));
@@ -309,17 +305,16 @@ fn refunds_go_back_to_their_lots_and_never_exceed_the_charge() {
     b.refund(&usage, c(2), None, Memo::new("rest"), at(3), &mut ids)
         .unwrap();
     assert_eq!(left(&b), (c(2), c(10)));
-    assert!(matches!(
+    assert_refused!(
         b.refund(&usage, c(5), None, Memo::new("again"), at(4), &mut ids),
-        Err(LedgerError::RefundExceedsCharge { .. })
-    ));
+        RefundExceedsCharge
+    );
     assert!(b.violations().is_empty());
 }
 
 #[test]
 fn refund_of_an_expired_lot_becomes_a_non_expiring_refund_grant() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, allowance_until(2, 100), at(0));
+    let (mut b, mut ids) = book_with(allowance_until(2, 100));
     let usage = spend(&mut b, &mut ids, c(2), "w", at(1)).unwrap().clone();
     b.sweep(at(200), &mut ids);
     let r = b
@@ -340,25 +335,16 @@ fn refund_of_an_expired_lot_becomes_a_non_expiring_refund_grant() {
 #[test]
 fn only_usage_can_be_refunded() {
     let (mut b, mut ids) = book();
-    let e = b
-        .credit(
-            GrantSpec::new(GrantSource::Purchase, c(3)),
-            Memo::new("p"),
-            at(0),
-            &mut ids,
-        )
-        .unwrap()
-        .clone();
-    assert!(matches!(
+    let e = credit(&mut b, &mut ids, purchase(3), "p", at(0));
+    assert_refused!(
         b.refund(&e, c(0), None, Memo::new("r"), at(1), &mut ids),
-        Err(LedgerError::NotRefundable { .. })
-    ));
+        NotRefundable
+    );
 }
 
 #[test]
 fn overdraft_only_within_the_policy_and_repaid_by_new_credits() {
-    let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, purchase(2), at(0));
+    let (mut b, mut ids) = book_with(purchase(2));
     let policy = SpendPolicy::with_overdraft(c(5));
     b.debit(
         EntryKind::Usage,
@@ -373,7 +359,7 @@ fn overdraft_only_within_the_policy_and_repaid_by_new_credits() {
         (b.balance(), b.overdraft(), b.available(at(1))),
         (c(-4), c(4), c(-4))
     );
-    assert!(matches!(
+    assert_refused!(
         b.debit(
             EntryKind::Usage,
             c(2),
@@ -382,8 +368,8 @@ fn overdraft_only_within_the_policy_and_repaid_by_new_credits() {
             at(2),
             &mut ids
         ),
-        Err(LedgerError::InsufficientCredits { .. })
-    ));
+        InsufficientCredits
+    );
     let h = b
         .reserve(c(1), at(60), policy, Memo::new("h"), at(2), &mut ids)
         .unwrap()
@@ -396,13 +382,7 @@ fn overdraft_only_within_the_policy_and_repaid_by_new_credits() {
     );
     b.capture(&h, None, None, at(3), &mut ids).unwrap();
     assert_eq!(b.overdraft(), c(5));
-    b.credit(
-        GrantSpec::new(GrantSource::Purchase, c(100)),
-        Memo::new("buy"),
-        at(4),
-        &mut ids,
-    )
-    .unwrap();
+    credit(&mut b, &mut ids, purchase(100), "buy", at(4));
     assert_eq!(
         (b.balance(), b.overdraft(), b.available(at(4))),
         (c(95), c(0), c(95))
@@ -413,45 +393,31 @@ fn overdraft_only_within_the_policy_and_repaid_by_new_credits() {
 #[test]
 fn non_positive_amounts_are_refused() {
     let (mut b, mut ids) = book();
-    assert!(matches!(
-        b.credit(
-            GrantSpec::new(GrantSource::Purchase, c(0)),
-            Memo::new("p"),
-            at(0),
-            &mut ids
-        ),
-        Err(LedgerError::InvalidAmount { .. })
-    ));
-    assert!(matches!(
-        spend(&mut b, &mut ids, c(-1), "p", at(0)),
-        Err(LedgerError::InvalidAmount { .. })
-    ));
+    assert_refused!(
+        b.credit(purchase(0), Memo::new("p"), at(0), &mut ids),
+        InvalidAmount
+    );
+    assert_refused!(spend(&mut b, &mut ids, c(-1), "p", at(0)), InvalidAmount);
     assert!(b.take_changes().is_empty());
 }
 
 #[test]
 fn changes_list_exactly_what_moved() {
     let (mut b, mut ids) = book();
-    grant(&mut b, &mut ids, purchase(5), at(0));
-    let first = b.take_changes();
-    assert_eq!(
+    // (entries, grants inserted, grants updated, holds inserted)
+    let counts = |c: &Changeset| {
         (
-            first.entries.len(),
-            first.grants_inserted.len(),
-            first.grants_updated.len()
-        ),
-        (1, 1, 0)
-    );
+            c.entries.len(),
+            c.grants_inserted.len(),
+            c.grants_updated.len(),
+            c.holds_inserted.len(),
+        )
+    };
+    grant(&mut b, &mut ids, purchase(5), at(0));
+    assert_eq!(counts(&b.take_changes()), (1, 1, 0, 0));
     reserve(&mut b, &mut ids, c(1), at(60), "h", at(0)).unwrap();
     let second = b.take_changes();
-    assert_eq!(
-        (
-            second.entries.len(),
-            second.grants_updated.len(),
-            second.holds_inserted.len()
-        ),
-        (0, 1, 1)
-    );
+    assert_eq!(counts(&second), (0, 0, 1, 1));
     assert_eq!(second.last_seq, 1);
 }
 
@@ -459,15 +425,8 @@ fn changes_list_exactly_what_moved() {
 fn entries_carry_seq_balance_plan_and_source() {
     let (mut b, mut ids) = book();
     b.set_plan(Some("Basic".into()));
-    let e = b
-        .credit(
-            GrantSpec::new(GrantSource::SignupBonus, c(5)),
-            Memo::new("Welcome bonus"),
-            at(0),
-            &mut ids,
-        )
-        .unwrap()
-        .clone();
+    let bonus = GrantSpec::new(GrantSource::SignupBonus, c(5));
+    let e = credit(&mut b, &mut ids, bonus, "Welcome bonus", at(0));
     assert_eq!(
         (e.seq, e.balance_after, e.source.as_str(), e.plan.as_deref()),
         (1, c(5), "Signup Bonus", Some("Basic"))

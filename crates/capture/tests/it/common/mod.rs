@@ -19,6 +19,13 @@ use capture::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// The error has the stable `code` and suggests the HTTP `status`.
+#[track_caller]
+pub fn assert_error(err: &CaptureError, code: &str, status: u16) {
+    assert_eq!(err.code(), code, "{err}");
+    assert_eq!(err.http_status(), status, "{err}");
+}
+
 /// Fails (never skips) when the browser is not installed.
 pub fn require_browser() {
     for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
@@ -153,12 +160,10 @@ pub fn start_fixture() -> Fixture {
                         tokio::time::sleep(Duration::from_secs(20)).await;
                     }
                     let (status, ctype, body, location) = page(path, query);
-                    let reason = match status {
-                        200 => "OK",
-                        302 => "Found",
-                        404 => "Not Found",
-                        _ => "Internal Server Error",
-                    };
+                    let reason = http::StatusCode::from_u16(status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or_default();
                     let loc = location
                         .map(|l| format!("Location: {l}\r\n"))
                         .unwrap_or_default();
