@@ -106,6 +106,13 @@ impl ApiError {
     }
 
     /// An unexpected failure described by `cause` (a message, no error to chain).
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         ApiError::Internal {
             message: cause.to_string(),
@@ -314,6 +321,7 @@ impl From<StoreError> for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
+        let message = e.to_string();
         match e {
             LedgerError::InsufficientCredits {
                 required,
@@ -323,26 +331,20 @@ impl From<LedgerError> for ApiError {
                 balance: available,
             },
             LedgerError::InvalidAmount { reason } => ApiError::invalid("amount", reason),
-            LedgerError::BalanceLimit { .. } => ApiError::invalid("amount", e.to_string()),
+            LedgerError::BalanceLimit { .. } | LedgerError::CaptureExceedsHold { .. } => {
+                ApiError::invalid("amount", message)
+            }
             LedgerError::HoldNotFound { hold_id } => {
                 ApiError::NotFound(format!("Hold {hold_id} not found"))
             }
-            LedgerError::HoldSettled { .. } => ApiError::Conflict {
-                code: "HOLD_SETTLED",
-                message: e.to_string(),
-            },
-            LedgerError::CaptureExceedsHold { .. } => ApiError::invalid("amount", e.to_string()),
             LedgerError::EntryNotFound { entry_id } => {
                 ApiError::NotFound(format!("Transaction {entry_id} not found"))
             }
-            LedgerError::NotRefundable { .. } => ApiError::Conflict {
-                code: "NOT_REFUNDABLE",
-                message: e.to_string(),
-            },
-            LedgerError::RefundExceedsCharge { .. } => ApiError::Conflict {
-                code: "REFUND_EXCEEDS_CHARGE",
-                message: e.to_string(),
-            },
+            LedgerError::HoldSettled { .. } => ApiError::conflict("HOLD_SETTLED", message),
+            LedgerError::NotRefundable { .. } => ApiError::conflict("NOT_REFUNDABLE", message),
+            LedgerError::RefundExceedsCharge { .. } => {
+                ApiError::conflict("REFUND_EXCEEDS_CHARGE", message)
+            }
         }
     }
 }

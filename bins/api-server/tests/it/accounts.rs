@@ -20,12 +20,7 @@ const UNAUTHORIZED: &str = r#"{"error":"Unauthorized - Invalid or missing API ke
 
 async fn signup_grants_the_bonus_once_and_logs_in(backend: &'static str) {
     let app = TestApp::new(backend).await;
-    let res = app
-        .send(
-            Req::post("/api/v1/auth/signup")
-                .json(json!({"email": "Ada@Example.com", "password": PASSWORD})),
-        )
-        .await;
+    let res = app.send(signup_req("Ada@Example.com")).await;
     let body = res.expect(201);
     let id = body["accountId"].as_str().unwrap().to_owned();
     assert!(!id.is_empty());
@@ -133,13 +128,7 @@ async fn signup_refuses_bad_input_naming_the_field(backend: &'static str) {
         .await
         .expect(200);
     assert_eq!(v["accounts"], 0, "{v}");
-    let res = app
-        .send(
-            Req::post("/api/v1/auth/signup")
-                .json(json!({"email": "ok@example.com", "password": PASSWORD})),
-        )
-        .await
-        .expect(201);
+    let res = app.send(signup_req("ok@example.com")).await.expect(201);
     assert_eq!(res["balance"], 7);
 }
 
@@ -216,13 +205,7 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     let me = Auth::Cookie(session.clone());
     let csrf = csrf_token(&session);
 
-    let res = app
-        .send(
-            Req::post("/api/v1/api-keys")
-                .auth(&me)
-                .json(json!({"name": "CI"})),
-        )
-        .await;
+    let res = app.send(new_key_req(&me, "CI")).await;
     let created = res.expect(201);
     let mut keys: Vec<&str> = created
         .as_object()
@@ -398,14 +381,7 @@ async fn every_way_of_presenting_a_key_works(backend: &'static str) {
             json!({"error": "Product not configured for this pack"})
         );
         assert_eq!(purchase.status, 500);
-        let made = app
-            .send(
-                Req::post("/api/v1/api-keys")
-                    .auth(way)
-                    .json(json!({"name": "tmp"})),
-            )
-            .await
-            .expect(201);
+        let made = app.send(new_key_req(way, "tmp")).await.expect(201);
         // (with the cookie, a DELETE carries the session's CSRF token)
         app.send(
             Req::delete(format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()))

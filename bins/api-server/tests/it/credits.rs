@@ -376,6 +376,14 @@ async fn transactions_are_newest_first_with_limit_and_offset(backend: &'static s
     app.assert_verified().await;
 }
 
+/// `GET {path}?{q}` is answered 200 for each of `queries`.
+async fn all_accepted(app: &TestApp, auth: &Auth, path: &str, queries: &[&str]) {
+    for q in queries {
+        let res = app.send(Req::get(format!("{path}?{q}")).auth(auth)).await;
+        res.expect(200);
+    }
+}
+
 async fn transactions_refuse_bad_paging_with_invalid_request(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (auth, _) = app.user("paging@example.com").await;
@@ -399,11 +407,8 @@ async fn transactions_refuse_bad_paging_with_invalid_request(backend: &'static s
         assert!(res.header("x-request-id").is_some());
     }
     // Edges that are fine.
-    for q in ["limit=1", "limit=100", "offset=0", "limit=50&offset=0"] {
-        app.send(Req::get(format!("/api/v1/credits/transactions?{q}")).auth(&auth))
-            .await
-            .expect(200);
-    }
+    let fine = ["limit=1", "limit=100", "offset=0", "limit=50&offset=0"];
+    all_accepted(&app, &auth, "/api/v1/credits/transactions", &fine).await;
 }
 
 async fn usage_by_month_follows_the_calendar_and_the_retention_window(backend: &'static str) {
@@ -571,11 +576,8 @@ async fn usage_refuses_bad_months(backend: &'static str) {
         assert_eq!(err["code"], "INVALID_REQUEST", "{q}: {err}");
         assert!(err["error"].is_string(), "{q}: {err}");
     }
-    for q in ["month=1", "month=12", "year=2026&month=3", "month=03"] {
-        app.send(Req::get(format!("/api/v1/credits/usage?{q}")).auth(&auth))
-            .await
-            .expect(200);
-    }
+    let fine = ["month=1", "month=12", "year=2026&month=3", "month=03"];
+    all_accepted(&app, &auth, "/api/v1/credits/usage", &fine).await;
 }
 
 async fn fractional_credits_print_exactly(backend: &'static str) {

@@ -21,39 +21,17 @@ async fn malformed_json_wrong_types_and_missing_fields_name_the_field(backend: &
     let app = TestApp::new(backend).await;
     let (auth, id) = app.user("json@example.com").await;
     let debits = format!("/admin/v1/accounts/{id}/debits");
+    let debit = || Req::post(&debits).auth(&Auth::Admin);
+    let raw_debit = |body: &str| debit().raw("application/json", body);
+    let json_debit = |body: Value| debit().json(body);
     let cases: Vec<(Req, &str)> = vec![
         // Malformed JSON names the body.
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "{\"amount\": 1,"),
-            "body",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "not json"),
-            "body",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "[1, 2]"),
-            "body",
-        ),
+        (raw_debit("{\"amount\": 1,"), "body"),
+        (raw_debit("not json"), "body"),
+        (raw_debit("[1, 2]"), "body"),
         // (an array is no object even when its items would fit the fields in order)
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "[1, \"x\"]"),
-            "body",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "\"text\""),
-            "body",
-        ),
+        (raw_debit("[1, \"x\"]"), "body"),
+        (raw_debit("\"text\""), "body"),
         (
             Req::post("/api/v1/auth/signup").raw("application/json", "{email:1}"),
             "body",
@@ -66,27 +44,19 @@ async fn malformed_json_wrong_types_and_missing_fields_name_the_field(backend: &
         ),
         // A wrong type names the field.
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": "lots", "description": "x"})),
+            json_debit(json!({"amount": "lots", "description": "x"})),
             "amount",
         ),
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": [1], "description": "x"})),
+            json_debit(json!({"amount": [1], "description": "x"})),
             "amount",
         ),
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1, "description": {"a": 1}})),
+            json_debit(json!({"amount": 1, "description": {"a": 1}})),
             "description",
         ),
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1, "description": "x", "referenceId": 5})),
+            json_debit(json!({"amount": 1, "description": "x", "referenceId": 5})),
             "referenceId",
         ),
         (
@@ -102,36 +72,19 @@ async fn malformed_json_wrong_types_and_missing_fields_name_the_field(backend: &
             "packId",
         ),
         // A missing field names the field.
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1})),
-            "description",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"description": "x"})),
-            "amount",
-        ),
+        (json_debit(json!({"amount": 1})), "description"),
+        (json_debit(json!({"description": "x"})), "amount"),
         (
             Req::post("/api/v1/auth/login").json(json!({"password": PASSWORD})),
             "email",
         ),
         // So does an unknown one (a typo must not be ignored silently).
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1, "description": "x", "ammount": 2})),
+            json_debit(json!({"amount": 1, "description": "x", "ammount": 2})),
             "ammount",
         ),
         // Not JSON at all.
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("text/plain", "amount=1"),
-            "content-type",
-        ),
+        (debit().raw("text/plain", "amount=1"), "content-type"),
     ];
     for (req, field) in cases {
         let label = format!(

@@ -369,10 +369,7 @@ fn a_database_outage_answers_503_with_retry_after_and_healthz_says_so() {
     let clock = PinnedClock::at(START);
     let state = AppState::new(store, s, clock.clock()).unwrap();
     let server = LiveServer::start(state, 2);
-    let res = server.send(
-        &Req::post("/api/v1/auth/signup")
-            .json(json!({"email": "outage@example.com", "password": PASSWORD})),
-    );
+    let res = server.send(&signup_req("outage@example.com"));
     res.expect(201);
     let (session, _) = res.session_cookie().unwrap();
     let read = Req::get("/api/v1/credits").auth(&Auth::Cookie(session));

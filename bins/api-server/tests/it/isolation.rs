@@ -111,14 +111,7 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
             .expect(404);
         }
         // A key Bob makes is his alone.
-        let made = app
-            .send(
-                Req::post("/api/v1/api-keys")
-                    .auth(b)
-                    .json(json!({"name": "tmp"})),
-            )
-            .await
-            .expect(201);
+        let made = app.send(new_key_req(b, "tmp")).await.expect(201);
         let a_keys = app
             .send(Req::get("/api/v1/api-keys").auth(&a))
             .await

@@ -159,12 +159,7 @@ impl TestApp {
 
     /// Signs up `email` and returns the session cookie's value and the account id.
     pub async fn signup(&self, email: &str) -> (String, String) {
-        let res = self
-            .send(
-                Req::post("/api/v1/auth/signup")
-                    .json(serde_json::json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
+        let res = self.send(signup_req(email)).await;
         let body = res.expect(201);
         let (cookie, _) = res
             .session_cookie()
@@ -178,11 +173,7 @@ impl TestApp {
     /// Creates an API key with the session and returns the key.
     pub async fn new_key(&self, session: &str, name: &str) -> (String, String) {
         let body = self
-            .send(
-                Req::post("/api/v1/api-keys")
-                    .auth(&Auth::Cookie(session.into()))
-                    .json(serde_json::json!({ "name": name })),
-            )
+            .send(new_key_req(&Auth::Cookie(session.into()), name))
             .await
             .expect(201);
         (
@@ -381,6 +372,18 @@ pub const ENTRY_FIELDS: [&str; 6] = [
     "referenceId",
     "type",
 ];
+
+/// `POST /api/v1/auth/signup` of `email` with [`PASSWORD`].
+pub fn signup_req(email: &str) -> Req {
+    Req::post("/api/v1/auth/signup").json(serde_json::json!({"email": email, "password": PASSWORD}))
+}
+
+/// `POST /api/v1/api-keys` of a key named `name`, as `auth`.
+pub fn new_key_req(auth: &Auth, name: &str) -> Req {
+    Req::post("/api/v1/api-keys")
+        .auth(auth)
+        .json(serde_json::json!({ "name": name }))
+}
 
 /// `POST /admin/v1/accounts` as the admin: a new account.
 pub fn new_account_req() -> Req {
