@@ -15,7 +15,7 @@ use ledger_store::{Applied, Operation, Outcome};
 use crate::auth::Admin;
 use crate::body::{idempotency, JsonBody};
 use crate::error::ApiError;
-use crate::routes::{metered, CreditWriteErrors};
+use crate::routes::{metered, AccountSettingErrors, CreditWriteErrors, SettleErrors};
 use crate::service::metering::{self as service, Settlement};
 use crate::state::AppState;
 use crate::wire::{
@@ -185,7 +185,7 @@ fn created_hold(outcome: Outcome) -> Result<(HttpResponse, Credits), ApiError> {
 /// Charges all of a hold, or part (the rest returns); 409 when settled or expired.
 #[utoipa::path(tag = "admin", request_body = CaptureRequest,
     security(("admin" = [])), params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = HoldView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = HoldView), SettleErrors))]
 #[post("/admin/v1/holds/{holdId}/capture")]
 pub async fn capture(
     state: web::Data<AppState>,
@@ -221,7 +221,7 @@ pub async fn release(
 /// Gives back all or part of a usage charge; 409 beyond what was charged.
 #[utoipa::path(tag = "admin", request_body = RefundRequest,
     security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = TransactionView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    responses((status = 201, body = TransactionView), SettleErrors))]
 #[post("/admin/v1/accounts/{id}/refunds")]
 pub async fn refund(
     state: web::Data<AppState>,
@@ -235,7 +235,7 @@ pub async fn refund(
 /// Subscribes the account to a configured plan (or changes plan or status).
 #[utoipa::path(tag = "admin", request_body = SubscriptionRequest,
     security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = SubscriptionView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = SubscriptionView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/subscription")]
 pub async fn subscription(
     state: web::Data<AppState>,
@@ -259,7 +259,7 @@ pub async fn subscription(
 /// Raises (or lowers) how high the account owner may set the hard limit.
 #[utoipa::path(tag = "admin", request_body = MaxHardLimitRequest,
     security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = MaxHardLimitView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = MaxHardLimitView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/max-hard-limit")]
 pub async fn max_hard_limit(
     state: web::Data<AppState>,
@@ -277,7 +277,7 @@ pub async fn max_hard_limit(
 
 /// Checks every ledger invariant over the whole database.
 #[utoipa::path(tag = "admin", security(("admin" = [])),
-    responses((status = 200, description = "{ok, accounts, entries, violations}"), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, description = "{ok, accounts, entries, violations}"), crate::routes::AuthErrors))]
 #[get("/admin/v1/verify")]
 pub async fn verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service::verify(&state).await?))

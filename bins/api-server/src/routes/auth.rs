@@ -95,7 +95,7 @@ pub async fn login(
 
 /// Ends the session (revoked server-side: the cookie stops working everywhere).
 #[utoipa::path(tag = "accounts",
-    responses((status = 204, description = "Logged out"), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 204, description = "Logged out"), crate::routes::AuthErrors))]
 #[post("/api/v1/auth/logout")]
 pub async fn logout(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     if let Credential::Session(hash) = who.credential {

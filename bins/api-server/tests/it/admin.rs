@@ -143,12 +143,7 @@ async fn accounts_are_created_with_the_signup_bonus(backend: &'static str) {
         ))
         .await
         .expect(201);
-    let login = app
-        .send(
-            Req::post("/api/v1/auth/login")
-                .json(json!({"email": "pw@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let login = app.send(login_req("pw@example.com")).await;
     assert_eq!(login.expect(200)["accountId"], with_pw["accountId"]);
     let (cookie, _) = login.session_cookie().unwrap();
     let txns = app.transactions(&Auth::Cookie(cookie)).await;

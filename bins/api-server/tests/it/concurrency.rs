@@ -34,13 +34,6 @@ fn account_with(server: &LiveServer, credits: i64) -> String {
     id
 }
 
-/// An operator's debit of `body` from account `id`.
-fn debit(id: &str, body: serde_json::Value) -> Req {
-    Req::post(format!("/admin/v1/accounts/{id}/debits"))
-        .auth(&Auth::Admin)
-        .json(body)
-}
-
 /// Runs `work` on `threads` threads released together; their results in thread order.
 fn at_once<T: Send>(threads: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let barrier = Barrier::new(threads);
@@ -64,7 +57,7 @@ fn at_once<T: Send>(threads: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> 
 fn balance_of(server: &LiveServer, id: &str) -> serde_json::Value {
     // The operator reads a balance with a debit that can never be covered: the 402 shows
     // the balance and changes nothing.
-    let res = server.send(&debit(
+    let res = server.send(&debit_req(
         id,
         json!({"amount": 1_000_000, "description": "probe"}),
     ));
@@ -81,7 +74,7 @@ fn many_debits_never_overdraw(backend: &str) {
     let counts = at_once(THREADS, |t| {
         let (mut ok, mut refused): (usize, usize) = (0, 0);
         for i in 0..EACH {
-            let res = server.send(&debit(
+            let res = server.send(&debit_req(
                 &id,
                 json!({"amount": 1, "description": format!("t{t} #{i}")}),
             ));
@@ -120,7 +113,7 @@ fn the_same_key_in_parallel_charges_once(backend: &str) {
     let id = account_with(&server, 100);
     const THREADS: usize = 8;
     let answers = at_once(THREADS, |_| {
-        server.send(&debit(&id, json!({"amount": 7, "description": "once"})).idem("parallel-1"))
+        server.send(&debit_req(&id, json!({"amount": 7, "description": "once"})).idem("parallel-1"))
     });
     for a in &answers {
         assert_eq!(a.status, 201, "{}", a.text());

@@ -180,9 +180,7 @@ async fn oversized_bodies_are_413_json(backend: &'static str) {
         Req::post("/api/v1/api-keys")
             .auth(&auth)
             .json(json!({"name": big})),
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(json!({"amount": 1, "description": big})),
+        debit_req(&id, json!({"amount": 1, "description": big})),
         Req::post(format!("/admin/v1/accounts/{id}/credits"))
             .auth(&Auth::Admin)
             .raw("application/json", vec![b' '; 5000]),
@@ -198,13 +196,7 @@ async fn oversized_bodies_are_413_json(backend: &'static str) {
     let desc = "y".repeat(400);
     let body = json!({"amount": 1, "description": desc});
     assert!(body.to_string().len() < 1024);
-    app.send(
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(body),
-    )
-    .await
-    .expect(201);
+    app.send(debit_req(&id, body)).await.expect(201);
     assert_eq!(app.balance(&auth).await, json!(4));
 }
 
@@ -219,19 +211,11 @@ async fn every_answer_has_a_request_id(backend: &'static str) {
         Req::get("/api/v1/credits/packs"),
         Req::get("/api/v1/credits").auth(&auth),
         Req::get("/api/v1/credits"),
-        Req::post("/api/v1/credits/purchase")
-            .auth(&auth)
-            .json(json!({"packId": "pack_pro"})),
-        Req::post("/api/v1/credits/purchase")
-            .auth(&auth)
-            .json(json!({"packId": "nope"})),
+        purchase_req(&auth, "pack_pro"),
+        purchase_req(&auth, "nope"),
         Req::get("/api/v1/credits/transactions?limit=0").auth(&auth),
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(json!({"amount": 1, "description": "x"})),
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(json!({"amount": 100, "description": "x"})),
+        debit_req(&id, json!({"amount": 1, "description": "x"})),
+        debit_req(&id, json!({"amount": 100, "description": "x"})),
         Req::delete(format!("/api/v1/api-keys/{key_id}"))
             .header("x-csrf-token", api_server::auth::csrf_token(&session))
             .auth(&Auth::Cookie(session)),
