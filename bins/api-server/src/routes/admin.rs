@@ -109,7 +109,6 @@ fn settled(applied: Applied, after: &ledger_core::Hold) -> Result<HttpResponse, 
 
 /// Creates an account (the signup bonus applies).
 #[utoipa::path(tag = "admin", request_body = AdminNewAccount,
-    security(("admin" = [])),
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts")]
 pub async fn create_account(
@@ -128,7 +127,7 @@ pub async fn create_account(
 
 /// Grants (positive) or takes away (negative, never below zero) credits: an `adjustment`.
 #[utoipa::path(tag = "admin", request_body = AdjustmentRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/credits")]
 pub async fn adjust(
@@ -142,7 +141,7 @@ pub async fn adjust(
 
 /// Charges usage at once; 402 when not covered.
 #[utoipa::path(tag = "admin", request_body = DebitRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/debits")]
 pub async fn debit(
@@ -156,7 +155,7 @@ pub async fn debit(
 
 /// Reserves credits for work in progress; 402 when not covered.
 #[utoipa::path(tag = "admin", request_body = HoldRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = HoldView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/holds")]
 pub async fn hold(
@@ -184,7 +183,7 @@ fn created_hold(outcome: Outcome) -> Result<(HttpResponse, Credits), ApiError> {
 
 /// Charges all of a hold, or part (the rest returns); 409 when settled or expired.
 #[utoipa::path(tag = "admin", request_body = CaptureRequest,
-    security(("admin" = [])), params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = HoldView), SettleErrors))]
 #[post("/admin/v1/holds/{holdId}/capture")]
 pub async fn capture(
@@ -203,7 +202,7 @@ pub async fn capture(
 
 /// Ends a hold with nothing charged; 409 when settled or expired.
 #[utoipa::path(tag = "admin",
-    security(("admin" = [])), params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = HoldView), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/holds/{holdId}/release")]
 pub async fn release(
@@ -220,7 +219,7 @@ pub async fn release(
 
 /// Gives back all or part of a usage charge; 409 beyond what was charged.
 #[utoipa::path(tag = "admin", request_body = RefundRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), SettleErrors))]
 #[post("/admin/v1/accounts/{id}/refunds")]
 pub async fn refund(
@@ -234,7 +233,7 @@ pub async fn refund(
 
 /// Subscribes the account to a configured plan (or changes plan or status).
 #[utoipa::path(tag = "admin", request_body = SubscriptionRequest,
-    security(("admin" = [])), params(("id" = String, Path)),
+    params(("id" = String, Path)),
     responses((status = 200, body = SubscriptionView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/subscription")]
 pub async fn subscription(
@@ -258,7 +257,7 @@ pub async fn subscription(
 
 /// Raises (or lowers) how high the account owner may set the hard limit.
 #[utoipa::path(tag = "admin", request_body = MaxHardLimitRequest,
-    security(("admin" = [])), params(("id" = String, Path)),
+    params(("id" = String, Path)),
     responses((status = 200, body = MaxHardLimitView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/max-hard-limit")]
 pub async fn max_hard_limit(
@@ -276,7 +275,7 @@ pub async fn max_hard_limit(
 }
 
 /// Checks every ledger invariant over the whole database.
-#[utoipa::path(tag = "admin", security(("admin" = [])),
+#[utoipa::path(tag = "admin",
     responses((status = 200, description = "{ok, accounts, entries, violations}"), crate::routes::AuthErrors))]
 #[get("/admin/v1/verify")]
 pub async fn verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
