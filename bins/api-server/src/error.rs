@@ -105,7 +105,7 @@ impl ApiError {
         }
     }
 
-    /// An unexpected failure described by `cause` (a message, no error to chain).
+    /// A `409` with its `code`: the request conflicts with the state it met.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::Conflict {
             code,
@@ -113,6 +113,7 @@ impl ApiError {
         }
     }
 
+    /// An unexpected failure described by `cause` (a message, no error to chain).
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         ApiError::Internal {
             message: cause.to_string(),
@@ -303,16 +304,16 @@ impl From<StoreError> for ApiError {
             StoreError::AccountNotFound { account_id } => ApiError::NotFound(format!("Account {account_id} not found")),
             StoreError::HoldNotFound { hold_id } => ApiError::NotFound(format!("Hold {hold_id} not found")),
             StoreError::EntryNotFound { entry_id } => ApiError::NotFound(format!("Transaction {entry_id} not found")),
-            StoreError::EmailTaken { .. } => ApiError::Conflict {
-                code: "EMAIL_TAKEN",
-                message: "An account with this email already exists; log in instead".into(),
-            },
-            StoreError::IdempotencyConflict { key } => ApiError::Conflict {
-                code: "IDEMPOTENCY_CONFLICT",
-                message: format!(
+            StoreError::EmailTaken { .. } => ApiError::conflict(
+                "EMAIL_TAKEN",
+                "An account with this email already exists; log in instead",
+            ),
+            StoreError::IdempotencyConflict { key } => ApiError::conflict(
+                "IDEMPOTENCY_CONFLICT",
+                format!(
                     "Idempotency-Key `{key}` was already used with a different request; use a new key for a new request"
                 ),
-            },
+            ),
             StoreError::Refused(rule) => ApiError::from(rule),
             other => ApiError::internal_from(other),
         }
