@@ -93,15 +93,24 @@ async fn created_entry<T>(
     })
 }
 
-/// A settled hold, `200` with the hold and the entry a capture wrote.
-fn settled(applied: Applied, after: &ledger_core::Hold) -> Result<HttpResponse, ApiError> {
+/// Settles the hold `hold_id` `how`, under the call's `Idempotency-Key` (checked against
+/// the body's `raw` bytes): `200` with the hold and the entry a capture wrote.
+async fn settle(
+    state: &AppState,
+    req: &HttpRequest,
+    hold_id: String,
+    how: Settlement,
+    raw: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let idem = idempotency(req, raw)?;
+    let (applied, after) = service::settle(state, HoldId::new(hold_id), how, idem).await?;
     metered(applied, |o| {
         let (transaction, charged) = match &o {
             Outcome::Entry(e) => (Some(TransactionView::from(e)), -e.amount),
             _ => (None, Credits::ZERO),
         };
         Ok((
-            HttpResponse::Ok().json(HoldView::new(after, transaction)),
+            HttpResponse::Ok().json(HoldView::new(&after, transaction)),
             charged,
         ))
     })
@@ -194,10 +203,7 @@ pub async fn capture(
     body: JsonBody<CaptureRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let how = Settlement::capture(body.value.amount)?;
-    let idem = idempotency(&req, &body.raw)?;
-    let (applied, after) =
-        service::settle(&state, HoldId::new(hold_id.into_inner()), how, idem).await?;
-    settled(applied, &after)
+    settle(&state, &req, hold_id.into_inner(), how, &body.raw).await
 }
 
 /// Ends a hold with nothing charged; 409 when settled or expired.
@@ -211,10 +217,7 @@ pub async fn release(
     req: HttpRequest,
     hold_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let idem = idempotency(&req, b"")?;
-    let hold_id = HoldId::new(hold_id.into_inner());
-    let (applied, after) = service::settle(&state, hold_id, Settlement::Release, idem).await?;
-    settled(applied, &after)
+    settle(&state, &req, hold_id.into_inner(), Settlement::Release, b"").await
 }
 
 /// Gives back all or part of a usage charge; 409 beyond what was charged.
