@@ -175,11 +175,7 @@ fn is_safe(method: &Method) -> bool {
 /// True when the request's body is declared as JSON (`application/json`, or any
 /// `application/*+json`): a type no cross-site form or simple request can send.
 pub fn declares_json(req: &HttpRequest) -> bool {
-    let Some(value) = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = crate::body::header(req, CONTENT_TYPE) else {
         return false;
     };
     let essence = value
@@ -358,10 +354,7 @@ impl FromRequest for Admin {
             let token = state.settings.admin_token().ok_or_else(|| {
                 ApiError::NotFound("The admin API is off: set admin.token to turn it on".into())
             })?;
-            let given = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
+            let given = crate::body::header(req, "authorization")
                 .and_then(|v| v.trim().strip_prefix("Bearer "))
                 .ok_or(ApiError::Unauthorized)?;
             if secrets_equal(given.trim(), token) {

@@ -4,11 +4,13 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
+use actix_web::http::header::AsHeaderName;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use ledger_core::{Fingerprint, IdempotencyKey};
 use ledger_store::Idempotency;
 use serde::de::DeserializeOwned;
+use settings::ServerSettings;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -147,19 +149,24 @@ pub async fn read_limited(payload: &mut Payload, limit: usize) -> Result<web::By
     Ok(buf.freeze())
 }
 
+/// A request header's value, when it is visible text.
+pub fn header(req: &HttpRequest, name: impl AsHeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A body limit from the server settings (`fallback` without an [`AppState`]).
+pub fn body_limit(req: &HttpRequest, fallback: usize, pick: fn(&ServerSettings) -> usize) -> usize {
+    req.app_data::<web::Data<AppState>>()
+        .map_or(fallback, |s| pick(&s.settings.server))
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<JsonBody<T>, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(256 * 1024, |s| s.settings.server.max_body_bytes);
-        let content_type = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.to_ascii_lowercase());
+        let limit = body_limit(req, 256 * 1024, |s| s.max_body_bytes);
+        let content_type = header(req, "content-type").map(str::to_ascii_lowercase);
         let mut payload = payload.take();
         Box::pin(async move {
             if let Some(ct) = &content_type {

@@ -108,6 +108,14 @@ impl ApiError {
         }
     }
 
+    /// A `409` with its `code`: the request conflicts with the state it met.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// An unexpected failure described by `cause` (a message, no error to chain).
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         ApiError::Internal {
@@ -308,16 +316,16 @@ impl From<StoreError> for ApiError {
             StoreError::AccountNotFound { account_id } => ApiError::NotFound(format!("Account {account_id} not found")),
             StoreError::HoldNotFound { hold_id } => ApiError::NotFound(format!("Hold {hold_id} not found")),
             StoreError::EntryNotFound { entry_id } => ApiError::NotFound(format!("Transaction {entry_id} not found")),
-            StoreError::EmailTaken { .. } => ApiError::Conflict {
-                code: "EMAIL_TAKEN",
-                message: "An account with this email already exists; log in instead".into(),
-            },
-            StoreError::IdempotencyConflict { key } => ApiError::Conflict {
-                code: "IDEMPOTENCY_CONFLICT",
-                message: format!(
+            StoreError::EmailTaken { .. } => ApiError::conflict(
+                "EMAIL_TAKEN",
+                "An account with this email already exists; log in instead",
+            ),
+            StoreError::IdempotencyConflict { key } => ApiError::conflict(
+                "IDEMPOTENCY_CONFLICT",
+                format!(
                     "Idempotency-Key `{key}` was already used with a different request; use a new key for a new request"
                 ),
-            },
+            ),
             StoreError::Refused(rule) => ApiError::from(rule),
             other => ApiError::internal_from(other),
         }
@@ -326,6 +334,7 @@ impl From<StoreError> for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
+        let message = e.to_string();
         match e {
             LedgerError::InsufficientCredits {
                 required,
@@ -342,26 +351,20 @@ impl From<LedgerError> for ApiError {
                 balance: available,
             },
             LedgerError::InvalidAmount { reason } => ApiError::invalid("amount", reason),
-            LedgerError::BalanceLimit { .. } => ApiError::invalid("amount", e.to_string()),
+            LedgerError::BalanceLimit { .. } | LedgerError::CaptureExceedsHold { .. } => {
+                ApiError::invalid("amount", message)
+            }
             LedgerError::HoldNotFound { hold_id } => {
                 ApiError::NotFound(format!("Hold {hold_id} not found"))
             }
-            LedgerError::HoldSettled { .. } => ApiError::Conflict {
-                code: "HOLD_SETTLED",
-                message: e.to_string(),
-            },
-            LedgerError::CaptureExceedsHold { .. } => ApiError::invalid("amount", e.to_string()),
             LedgerError::EntryNotFound { entry_id } => {
                 ApiError::NotFound(format!("Transaction {entry_id} not found"))
             }
-            LedgerError::NotRefundable { .. } => ApiError::Conflict {
-                code: "NOT_REFUNDABLE",
-                message: e.to_string(),
-            },
-            LedgerError::RefundExceedsCharge { .. } => ApiError::Conflict {
-                code: "REFUND_EXCEEDS_CHARGE",
-                message: e.to_string(),
-            },
+            LedgerError::HoldSettled { .. } => ApiError::conflict("HOLD_SETTLED", message),
+            LedgerError::NotRefundable { .. } => ApiError::conflict("NOT_REFUNDABLE", message),
+            LedgerError::RefundExceedsCharge { .. } => {
+                ApiError::conflict("REFUND_EXCEEDS_CHARGE", message)
+            }
         }
     }
 }

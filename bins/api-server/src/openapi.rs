@@ -42,8 +42,8 @@ impl Modify for Registered {
 ///   body, and a GET that can spend credits (one that documents `402`).
 /// - `admin` is the operator's token (`Authorization: Bearer <admin.token>`).
 ///
-/// An operation that declares no security and is not [`PUBLIC`] takes an account's
-/// credentials.
+/// An operation that declares no security and is not [`PUBLIC`] takes the operator's token
+/// under `/admin/`, and an account's credentials elsewhere.
 struct Security;
 
 /// The operations anyone may call.
@@ -93,8 +93,16 @@ impl Modify for Security {
             if PUBLIC.contains(&path.as_str()) {
                 continue;
             }
+            let operator = path.starts_with("/admin/");
             for (is_get, op) in operations(item) {
                 if op.security.is_some() {
+                    continue;
+                }
+                if operator {
+                    op.security = Some(vec![SecurityRequirement::new(
+                        "admin",
+                        Vec::<String>::new(),
+                    )]);
                     continue;
                 }
                 let spends_on_get = is_get && op.responses.responses.contains_key("402");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ledger_core::{Catalogue, Timestamp};
-use ledger_store::Store;
+use ledger_store::{Store, StoreError};
 use settings::Settings;
 
 use crate::blocking::Blocking;
@@ -122,5 +122,15 @@ impl AppState {
     {
         let store = self.store.clone();
         self.blocking.store(move || f(&store)).await
+    }
+
+    /// [`AppState::blocking`] for store work alone: its error answers as [`ApiError`]'s
+    /// conversion of [`StoreError`] says.
+    pub async fn in_store<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.blocking(move |s| Ok(f(s)?)).await
     }
 }

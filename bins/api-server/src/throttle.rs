@@ -160,6 +160,13 @@ mod tests {
         Timestamp::from_millis(1_000_000 + s * 1000)
     }
 
+    /// `times` failed logins of `email`, all at `when`.
+    fn fail(t: &LoginThrottle, email: &str, times: usize, when: Timestamp) {
+        for _ in 0..times {
+            t.failed(email, when);
+        }
+    }
+
     #[test]
     fn locks_out_after_the_limit_until_the_window_ends() {
         let t = LoginThrottle::new(3, 60);
@@ -208,9 +215,7 @@ mod tests {
         assert!(t.check("victim@x.io", at(5)).is_err(), "still locked out");
         // Evicting it takes locking out `capacity` others first.
         for i in 0..10 {
-            for _ in 0..3 {
-                t.failed(&format!("locked{i}@x.io"), at(6));
-            }
+            fail(&t, &format!("locked{i}@x.io"), 3, at(6));
         }
         assert!(t.check("victim@x.io", at(7)).is_ok());
         assert_eq!(t.tracked(), 10);
@@ -219,9 +224,7 @@ mod tests {
     #[test]
     fn ended_windows_make_room_before_anything_else() {
         let t = LoginThrottle::with_capacity(3, 60, 2);
-        for _ in 0..3 {
-            t.failed("old@x.io", at(0));
-        }
+        fail(&t, "old@x.io", 3, at(0));
         t.failed("one@x.io", at(30));
         // old@'s window has ended at 61: it goes, not one@ (fewer failures).
         t.failed("two@x.io", at(61));

@@ -10,7 +10,7 @@ use crate::wire::{BalanceView, CreditsV1};
 
 /// `{"balance": 47}` (seed 001).
 #[utoipa::path(tag = "credits",
-    responses((status = 200, body = BalanceView), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = BalanceView), crate::routes::AuthErrors))]
 #[get("/api/v1/account/credits")]
 pub async fn account_credits(
     state: web::Data<AppState>,
@@ -22,7 +22,7 @@ pub async fn account_credits(
 
 /// Credits with subscription status (seed 004). No subscription: `inactive`, no id.
 #[utoipa::path(tag = "credits",
-    responses((status = 200, body = CreditsV1), (status = 401, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = CreditsV1), crate::routes::OwnedErrors))]
 #[get("/v1/credits")]
 pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let credits = available(&state, &who).await?;

@@ -15,7 +15,7 @@ use ledger_store::{Applied, Operation, Outcome};
 use crate::auth::Admin;
 use crate::body::{idempotency, JsonBody};
 use crate::error::ApiError;
-use crate::routes::{metered, CreditWriteErrors};
+use crate::routes::{metered, AccountSettingErrors, CreditWriteErrors, SettleErrors};
 use crate::service::metering::{self as service, Settlement};
 use crate::state::AppState;
 use crate::wire::{
@@ -93,15 +93,24 @@ async fn created_entry<T>(
     })
 }
 
-/// A settled hold, `200` with the hold and the entry a capture wrote.
-fn settled(applied: Applied, after: &ledger_core::Hold) -> Result<HttpResponse, ApiError> {
+/// Settles the hold `hold_id` `how`, under the call's `Idempotency-Key` (checked against
+/// the body's `raw` bytes): `200` with the hold and the entry a capture wrote.
+async fn settle(
+    state: &AppState,
+    req: &HttpRequest,
+    hold_id: String,
+    how: Settlement,
+    raw: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let idem = idempotency(req, raw)?;
+    let (applied, after) = service::settle(state, HoldId::new(hold_id), how, idem).await?;
     metered(applied, |o| {
         let (transaction, charged) = match &o {
             Outcome::Entry(e) => (Some(TransactionView::from(e)), -e.amount),
             _ => (None, Credits::ZERO),
         };
         Ok((
-            HttpResponse::Ok().json(HoldView::new(after, transaction)),
+            HttpResponse::Ok().json(HoldView::new(&after, transaction)),
             charged,
         ))
     })
@@ -109,7 +118,6 @@ fn settled(applied: Applied, after: &ledger_core::Hold) -> Result<HttpResponse, 
 
 /// Creates an account (the signup bonus applies).
 #[utoipa::path(tag = "admin", request_body = AdminNewAccount,
-    security(("admin" = [])),
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts")]
 pub async fn create_account(
@@ -128,7 +136,7 @@ pub async fn create_account(
 
 /// Grants (positive) or takes away (negative, never below zero) credits: an `adjustment`.
 #[utoipa::path(tag = "admin", request_body = AdjustmentRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/credits")]
 pub async fn adjust(
@@ -142,7 +150,7 @@ pub async fn adjust(
 
 /// Charges usage at once; 402 when not covered.
 #[utoipa::path(tag = "admin", request_body = DebitRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/debits")]
 pub async fn debit(
@@ -156,7 +164,7 @@ pub async fn debit(
 
 /// Reserves credits for work in progress; 402 when not covered.
 #[utoipa::path(tag = "admin", request_body = HoldRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = HoldView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/holds")]
 pub async fn hold(
@@ -184,8 +192,8 @@ fn created_hold(outcome: Outcome) -> Result<(HttpResponse, Credits), ApiError> {
 
 /// Charges all of a hold, or part (the rest returns); 409 when settled or expired.
 #[utoipa::path(tag = "admin", request_body = CaptureRequest,
-    security(("admin" = [])), params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = HoldView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = HoldView), SettleErrors))]
 #[post("/admin/v1/holds/{holdId}/capture")]
 pub async fn capture(
     state: web::Data<AppState>,
@@ -195,15 +203,12 @@ pub async fn capture(
     body: JsonBody<CaptureRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let how = Settlement::capture(body.value.amount)?;
-    let idem = idempotency(&req, &body.raw)?;
-    let (applied, after) =
-        service::settle(&state, HoldId::new(hold_id.into_inner()), how, idem).await?;
-    settled(applied, &after)
+    settle(&state, &req, hold_id.into_inner(), how, &body.raw).await
 }
 
 /// Ends a hold with nothing charged; 409 when settled or expired.
 #[utoipa::path(tag = "admin",
-    security(("admin" = [])), params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = HoldView), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/holds/{holdId}/release")]
 pub async fn release(
@@ -212,16 +217,13 @@ pub async fn release(
     req: HttpRequest,
     hold_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let idem = idempotency(&req, b"")?;
-    let hold_id = HoldId::new(hold_id.into_inner());
-    let (applied, after) = service::settle(&state, hold_id, Settlement::Release, idem).await?;
-    settled(applied, &after)
+    settle(&state, &req, hold_id.into_inner(), Settlement::Release, b"").await
 }
 
 /// Gives back all or part of a usage charge; 409 beyond what was charged.
 #[utoipa::path(tag = "admin", request_body = RefundRequest,
-    security(("admin" = [])), params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = TransactionView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = TransactionView), SettleErrors))]
 #[post("/admin/v1/accounts/{id}/refunds")]
 pub async fn refund(
     state: web::Data<AppState>,
@@ -234,8 +236,8 @@ pub async fn refund(
 
 /// Subscribes the account to a configured plan (or changes plan or status).
 #[utoipa::path(tag = "admin", request_body = SubscriptionRequest,
-    security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = SubscriptionView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
+    params(("id" = String, Path)),
+    responses((status = 200, body = SubscriptionView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/subscription")]
 pub async fn subscription(
     state: web::Data<AppState>,
@@ -258,8 +260,8 @@ pub async fn subscription(
 
 /// Raises (or lowers) how high the account owner may set the hard limit.
 #[utoipa::path(tag = "admin", request_body = MaxHardLimitRequest,
-    security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = MaxHardLimitView), (status = 400, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
+    params(("id" = String, Path)),
+    responses((status = 200, body = MaxHardLimitView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/max-hard-limit")]
 pub async fn max_hard_limit(
     state: web::Data<AppState>,
@@ -276,8 +278,8 @@ pub async fn max_hard_limit(
 }
 
 /// Checks every ledger invariant over the whole database.
-#[utoipa::path(tag = "admin", security(("admin" = [])),
-    responses((status = 200, description = "{ok, accounts, entries, violations}"), (status = 401, body = crate::wire::ErrorBody)))]
+#[utoipa::path(tag = "admin",
+    responses((status = 200, description = "{ok, accounts, entries, violations}"), crate::routes::AuthErrors))]
 #[get("/admin/v1/verify")]
 pub async fn verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service::verify(&state).await?))

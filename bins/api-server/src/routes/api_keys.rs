@@ -33,7 +33,7 @@ pub async fn create(
 
 /// The account's live keys (never the keys themselves).
 #[utoipa::path(tag = "accounts",
-    responses((status = 200, body = [KeyView]), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = [KeyView]), crate::routes::AuthErrors))]
 #[get("/api/v1/api-keys")]
 pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let keys = accounts::api_keys(&state, who.account_id).await?;
@@ -53,7 +53,7 @@ pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
 /// Revokes a key; it stops working at once.
 #[utoipa::path(tag = "accounts",
     params(("id" = String, Path, description = "The key's id")),
-    responses((status = 204, description = "Revoked"), (status = 404, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 204, description = "Revoked"), crate::routes::OwnedErrors))]
 #[delete("/api/v1/api-keys/{id}")]
 pub async fn delete(
     state: web::Data<AppState>,

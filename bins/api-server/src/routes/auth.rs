@@ -10,7 +10,7 @@ use actix_web::{post, web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Authed, Credential, SESSION_COOKIE};
-use crate::body::JsonBody;
+use crate::body::{body_limit, header, read_limited, JsonBody};
 use crate::error::ApiError;
 use crate::service::accounts::{self, LoggedIn};
 use crate::state::AppState;
@@ -29,21 +29,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for AuthBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<AuthBody<T>, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(4096, |s| s.settings.server.auth_max_body_bytes);
-        let declared = req
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let limit = body_limit(req, 4096, |s| s.auth_max_body_bytes);
+        let declared = header(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|n| n > limit as u64) {
                 return Err(ApiError::TooLarge { limit });
             }
-            let body = crate::body::read_limited(&mut payload, limit).await?;
+            let body = read_limited(&mut payload, limit).await?;
             let mut whole = Payload::from(body);
             JsonBody::<T>::from_request(&req, &mut whole)
                 .await
@@ -101,7 +95,7 @@ pub async fn login(
 
 /// Ends the session (revoked server-side: the cookie stops working everywhere).
 #[utoipa::path(tag = "accounts",
-    responses((status = 204, description = "Logged out"), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 204, description = "Logged out"), crate::routes::AuthErrors))]
 #[post("/api/v1/auth/logout")]
 pub async fn logout(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     if let Credential::Session(hash) = who.credential {

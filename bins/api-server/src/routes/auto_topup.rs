@@ -23,7 +23,7 @@ pub struct AutoTopupBody {
 
 /// The account's auto top-up: `{"enabled","thresholdCredits","packId","status","pausedReason"}`.
 #[utoipa::path(tag = "credits",
-    responses((status = 200, description = "The settings and status"), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, description = "The settings and status"), crate::routes::AuthErrors))]
 #[get("/api/v1/credits/auto-topup")]
 pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let view = accounts::auto_topup(&state, who.account_id).await?;

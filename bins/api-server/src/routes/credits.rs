@@ -21,7 +21,7 @@ pub async fn available(state: &AppState, who: &Authed) -> Result<ledger_core::Cr
 
 /// What can be spent now: usable credits minus active holds. Never consumes credits.
 #[utoipa::path(tag = "credits",
-    responses((status = 200, body = BalanceView), (status = 401, body = crate::wire::ErrorBody)))]
+    responses((status = 200, body = BalanceView), crate::routes::AuthErrors))]
 #[get("/api/v1/credits")]
 pub async fn balance(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let balance = available(&state, &who).await?;

@@ -84,6 +84,15 @@ error_answers! {
     ScreenshotErrors = [400, 401, 402, 409, 422, 502, 503, 504];
     /// A read: bad parameters, credentials.
     ReadErrors = [400, 401];
+    /// Credentials: missing, wrong or revoked.
+    AuthErrors = [401];
+    /// Credentials, or no such thing of the caller's.
+    OwnedErrors = [401, 404];
+    /// An operator's setting on an account: bad input, no such account.
+    AccountSettingErrors = [400, 404];
+    /// An operator settling a hold or refunding a charge: bad input, no such hold or
+    /// transaction, a state conflict.
+    SettleErrors = [400, 404, 409];
 }
 
 routes! {

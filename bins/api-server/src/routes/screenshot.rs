@@ -5,15 +5,18 @@
 //! `x-credits-remaining` when the balance could be read, `x-request-id` from the
 //! middleware); a replay also `idempotent-replayed: true`.
 
+use std::collections::BTreeMap;
+
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use capture::RawCaptureOptions;
 use ledger_core::Credits;
+use utoipa::openapi::{Content, RefOr, Response, ResponseBuilder};
 
 use crate::auth::{AuthError, Spender};
 use crate::body::{idempotency_key, parse_json};
 use crate::error::ApiError;
-use crate::routes::with_metering;
+use crate::routes::{with_metering, ScreenshotErrors};
 use crate::service::screenshot::{self as service, Shot, ShotRequest};
 use crate::state::AppState;
 
@@ -158,13 +161,29 @@ pub struct ScreenshotOptions {
     pub cache_ttl: Option<u64>,
 }
 
+/// What a screenshot answers: the image or PDF (200), or one of [`ScreenshotErrors`].
+pub struct ScreenshotAnswers;
+
+impl utoipa::IntoResponses for ScreenshotAnswers {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let bytes = || Content::new(Some(<Vec<u8> as utoipa::PartialSchema>::schema()));
+        let image = ["image/png", "image/jpeg", "image/webp", "application/pdf"]
+            .into_iter()
+            .fold(
+                ResponseBuilder::new().description("The image or PDF"),
+                |r, ct| r.content(ct, bytes()),
+            );
+        let mut answers = ScreenshotErrors::responses();
+        answers.insert("200".into(), image.build().into());
+        answers
+    }
+}
+
 /// Takes a screenshot (options in the query string). Charged only when it succeeds and
 /// was not served from the cache.
 #[utoipa::path(tag = "screenshots",
     params(ScreenshotOptions, ("Idempotency-Key" = Option<String>, Header, description = "Repeat a capture without paying twice (1 to 255 visible ASCII characters)")),
-    responses((status = 200, description = "The image or PDF", content(
-            (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "application/pdf"))),
-        crate::routes::ScreenshotErrors))]
+    responses(ScreenshotAnswers))]
 #[get("/api/v1/screenshot")]
 pub async fn take_get(
     state: web::Data<AppState>,
@@ -184,9 +203,7 @@ pub async fn take_get(
 #[utoipa::path(tag = "screenshots",
     request_body(content = ScreenshotOptions, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a capture without paying twice (1 to 255 visible ASCII characters)")),
-    responses((status = 200, description = "The image or PDF", content(
-            (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp"), (Vec<u8> = "application/pdf"))),
-        crate::routes::ScreenshotErrors))]
+    responses(ScreenshotAnswers))]
 #[post("/api/v1/screenshot")]
 pub async fn take_post(
     state: web::Data<AppState>,

@@ -90,7 +90,7 @@ pub async fn start_session(state: &AppState, account: AccountId) -> Result<Strin
     let now = state.now();
     let expires = now.plus_secs(state.settings.auth.session_ttl_hours as i64 * 3600);
     state
-        .blocking(move |s| Ok(s.access().create_session(&account, &hash, now, expires)?))
+        .in_store(move |s| s.access().create_session(&account, &hash, now, expires))
         .await?;
     Ok(token)
 }
@@ -175,7 +175,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Logg
 pub async fn logout(state: &AppState, hash: String) -> Result<(), ApiError> {
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.access().revoke_session(&hash, now)?))
+        .in_store(move |s| s.access().revoke_session(&hash, now))
         .await?;
     Ok(())
 }
@@ -197,9 +197,9 @@ pub async fn create_api_key(
     let hash = sha256_hex(&key);
     let now = state.now();
     let stored = state
-        .blocking(move |s| {
-            Ok(s.access()
-                .create_api_key(&account, &name, &prefix, &hash, now)?)
+        .in_store(move |s| {
+            s.access()
+                .create_api_key(&account, &name, &prefix, &hash, now)
         })
         .await?;
     Ok((key, stored))
@@ -207,9 +207,7 @@ pub async fn create_api_key(
 
 /// The account's live keys.
 pub async fn api_keys(state: &AppState, account: AccountId) -> Result<Vec<ApiKey>, ApiError> {
-    state
-        .blocking(move |s| Ok(s.access().api_keys(&account)?))
-        .await
+    state.in_store(move |s| s.access().api_keys(&account)).await
 }
 
 /// Revokes one of the account's keys; 404 when it has no such key.
@@ -221,7 +219,7 @@ pub async fn revoke_api_key(
     let now = state.now();
     let shown = id.clone();
     let revoked = state
-        .blocking(move |s| Ok(s.access().revoke_api_key(&account, &id, now)?))
+        .in_store(move |s| s.access().revoke_api_key(&account, &id, now))
         .await?;
     if revoked {
         Ok(())
@@ -234,7 +232,7 @@ pub async fn revoke_api_key(
 pub async fn available(state: &AppState, account: &AccountId) -> Result<Credits, ApiError> {
     let (id, now) = (account.clone(), state.now());
     state
-        .blocking(move |s| Ok(s.ledger().balance(&id, now)?.available))
+        .in_store(move |s| s.ledger().balance(&id, now).map(|b| b.available))
         .await
 }
 
@@ -244,7 +242,7 @@ pub async fn subscription(
     account: AccountId,
 ) -> Result<Option<Subscription>, ApiError> {
     state
-        .blocking(move |s| Ok(s.access().subscription(&account)?))
+        .in_store(move |s| s.access().subscription(&account))
         .await
 }
 
@@ -255,7 +253,7 @@ pub async fn history(
     page: Page,
 ) -> Result<Vec<Entry>, ApiError> {
     state
-        .blocking(move |s| Ok(s.ledger().history(&account, page)?))
+        .in_store(move |s| s.ledger().history(&account, page))
         .await
 }
 
@@ -274,7 +272,7 @@ pub async fn month(
         return Ok(Vec::new());
     }
     state
-        .blocking(move |s| Ok(s.ledger().month(&account, month)?))
+        .in_store(move |s| s.ledger().month(&account, month))
         .await
 }
 
@@ -329,10 +327,9 @@ fn payments_error(e: PaymentsError) -> ApiError {
     match e {
         PaymentsError::NotConfigured => payments_not_configured(),
         PaymentsError::UnknownPack { .. } => ApiError::NotFound("Credit pack not found".into()),
-        PaymentsError::AutoTopupUnsupported { reason } => ApiError::Conflict {
-            code: "AUTO_TOPUP_UNSUPPORTED",
-            message: reason,
-        },
+        PaymentsError::AutoTopupUnsupported { reason } => {
+            ApiError::conflict("AUTO_TOPUP_UNSUPPORTED", reason)
+        }
         PaymentsError::Store(s) => ApiError::from(s),
         other => ApiError::internal_from(other),
     }

@@ -54,9 +54,9 @@ pub async fn apply(
 ) -> Result<Applied, ApiError> {
     let now = state.now();
     state
-        .blocking(move |s| {
-            Ok(s.ledger()
-                .apply(&account, idempotency.as_ref(), operation, now)?)
+        .in_store(move |s| {
+            s.ledger()
+                .apply(&account, idempotency.as_ref(), operation, now)
         })
         .await
 }
@@ -178,12 +178,10 @@ pub async fn settle(
     };
     let lookup = hold_id.clone();
     let account = state
-        .blocking(move |s| Ok(s.ledger().hold_account(&lookup)?))
+        .in_store(move |s| s.ledger().hold_account(&lookup))
         .await?;
     let applied = apply(state, account, idempotency, operation).await?;
-    let settled = state
-        .blocking(move |s| Ok(s.ledger().hold(&hold_id)?))
-        .await?;
+    let settled = state.in_store(move |s| s.ledger().hold(&hold_id)).await?;
     let settled = settled.ok_or_else(|| ApiError::internal("a settled hold vanished"))?;
     Ok((applied, settled))
 }
@@ -254,13 +252,13 @@ pub async fn subscribe(
     let now = state.now();
     let (id, plan_name, plan_key) = (account.clone(), plan.name.clone(), plan.id.clone());
     let subscription = state
-        .blocking(move |s| {
-            Ok(s.access()
-                .put_subscription(&id, &plan_key, &plan_name, status, now)?)
+        .in_store(move |s| {
+            s.access()
+                .put_subscription(&id, &plan_key, &plan_name, status, now)
         })
         .await?;
     let max = state
-        .blocking(move |s| Ok(s.access().max_hard_limit(&account)?))
+        .in_store(move |s| s.access().max_hard_limit(&account))
         .await?;
     Ok(SubscriptionState {
         plan: state.settings.plan(&subscription.plan_id).cloned(),
@@ -278,12 +276,12 @@ pub async fn set_max_hard_limit(
     let limit = positive("maxHardLimit", limit)?;
     let now = state.now();
     state
-        .blocking(move |s| Ok(s.access().set_max_hard_limit(&account, limit, now)?))
+        .in_store(move |s| s.access().set_max_hard_limit(&account, limit, now))
         .await?;
     Ok(limit)
 }
 
 /// Checks every ledger invariant over the whole database.
 pub async fn verify(state: &AppState) -> Result<VerifyReport, ApiError> {
-    state.blocking(|s| Ok(s.maintenance().verify()?)).await
+    state.in_store(|s| s.maintenance().verify()).await
 }

@@ -123,7 +123,7 @@ pub struct ShotRequest {
 pub async fn balance(state: &AppState, account: &AccountId) -> Option<Credits> {
     let (id, now) = (account.clone(), state.now());
     state
-        .blocking(move |s| Ok(s.ledger().balance(&id, now)?.available))
+        .in_store(move |s| s.ledger().balance(&id, now).map(|b| b.available))
         .await
         .ok()
 }
@@ -177,26 +177,26 @@ pub async fn take(state: &AppState, request: ShotRequest) -> Shot {
             state.now(),
         );
         let claim = state
-            .blocking(move |s| {
-                Ok(s.screenshots()
-                    .claim_screenshot_request(&id, &k, &fp, &sid, now)?)
+            .in_store(move |s| {
+                s.screenshots()
+                    .claim_screenshot_request(&id, &k, &fp, &sid, now)
             })
             .await;
         match claim {
             Ok(Claim::Fresh) => {}
             Ok(Claim::Replay(answer)) => return replay(state, &account, &opts, answer).await,
             Ok(Claim::InProgress) => {
-                let e = ApiError::Conflict {
-                    code: "IDEMPOTENCY_IN_PROGRESS",
-                    message: "A request with this Idempotency-Key is still running; retry when it has finished".into(),
-                };
+                let e = ApiError::conflict(
+                    "IDEMPOTENCY_IN_PROGRESS",
+                    "A request with this Idempotency-Key is still running; retry when it has finished",
+                );
                 return refuse(state, &account, e).await;
             }
             Ok(Claim::Conflict) => {
-                let e = ApiError::Conflict {
-                    code: "IDEMPOTENCY_CONFLICT",
-                    message: "This Idempotency-Key was already used with different options; use a new key for a new request".into(),
-                };
+                let e = ApiError::conflict(
+                    "IDEMPOTENCY_CONFLICT",
+                    "This Idempotency-Key was already used with different options; use a new key for a new request",
+                );
                 return refuse(state, &account, e).await;
             }
             Err(e) => return Shot::refused(e, None),
@@ -240,10 +240,10 @@ async fn replay(
         }),
         // A success whose image is gone (or was never stored).
         (None, _) => {
-            let e = ApiError::Conflict {
-                code: "REPLAY_UNAVAILABLE",
-                message: "The first answer to this Idempotency-Key is no longer stored; it was charged once. Use a new key to capture again".into(),
-            };
+            let e = ApiError::conflict(
+                "REPLAY_UNAVAILABLE",
+                "The first answer to this Idempotency-Key is no longer stored; it was charged once. Use a new key to capture again",
+            );
             return refuse(state, account, e).await;
         }
     };
@@ -306,12 +306,12 @@ async fn record(state: &AppState, account: &AccountId, key: String, worked: &Wor
     let (id, now, retryable) = (account.clone(), state.now(), worked.retryable);
     let answer = worked.answer();
     let recorded = state
-        .blocking(move |s| {
+        .in_store(move |s| {
             if retryable {
-                Ok(s.screenshots().forget_screenshot_request(&id, &key)?)
+                s.screenshots().forget_screenshot_request(&id, &key)
             } else {
-                Ok(s.screenshots()
-                    .finish_screenshot_request(&id, &key, &answer, now)?)
+                s.screenshots()
+                    .finish_screenshot_request(&id, &key, &answer, now)
             }
         })
         .await;
@@ -334,7 +334,7 @@ async fn settle(
     };
     let (id, op, now) = (account.clone(), op(hold), state.now());
     match state
-        .blocking(move |s| Ok(s.ledger().apply(&id, None, op, now)?))
+        .in_store(move |s| s.ledger().apply(&id, None, op, now))
         .await
     {
         Ok(applied) => Some(applied.available),
@@ -364,7 +364,7 @@ async fn reserve(
     };
     let (id, now) = (account.clone(), state.now());
     let applied = state
-        .blocking(move |s| Ok(s.ledger().apply(&id, None, op, now)?))
+        .in_store(move |s| s.ledger().apply(&id, None, op, now))
         .await
         .map_err(|e| (e, None))?;
     match applied.result {

@@ -20,12 +20,7 @@ const UNAUTHORIZED: &str = r#"{"error":"Unauthorized - Invalid or missing API ke
 
 async fn signup_grants_the_bonus_once_and_logs_in(backend: &'static str) {
     let app = TestApp::new(backend).await;
-    let res = app
-        .send(
-            Req::post("/api/v1/auth/signup")
-                .json(json!({"email": "Ada@Example.com", "password": PASSWORD})),
-        )
-        .await;
+    let res = app.send(signup_req("Ada@Example.com")).await;
     let body = res.expect(201);
     let id = body["accountId"].as_str().unwrap().to_owned();
     assert!(!id.is_empty());
@@ -63,12 +58,7 @@ async fn signup_grants_the_bonus_once_and_logs_in(backend: &'static str) {
         assert!(dup.session_cookie().is_none());
     }
     // Logging in again grants nothing either.
-    app.send(
-        Req::post("/api/v1/auth/login")
-            .json(json!({"email": "ada@example.com", "password": PASSWORD})),
-    )
-    .await
-    .expect(200);
+    app.send(login_req("ada@example.com")).await.expect(200);
     let txns = app.transactions(&me).await;
     assert_eq!(txns.as_array().unwrap().len(), 1);
     assert_eq!(app.balance(&me).await, json!(5));
@@ -133,13 +123,7 @@ async fn signup_refuses_bad_input_naming_the_field(backend: &'static str) {
         .await
         .expect(200);
     assert_eq!(v["accounts"], 0, "{v}");
-    let res = app
-        .send(
-            Req::post("/api/v1/auth/signup")
-                .json(json!({"email": "ok@example.com", "password": PASSWORD})),
-        )
-        .await
-        .expect(201);
+    let res = app.send(signup_req("ok@example.com")).await.expect(201);
     assert_eq!(res["balance"], 7);
 }
 
@@ -147,12 +131,7 @@ async fn login_and_logout_with_server_side_sessions(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (first, id) = app.signup("grace@example.com").await;
 
-    let res = app
-        .send(
-            Req::post("/api/v1/auth/login")
-                .json(json!({"email": "Grace@Example.com", "password": PASSWORD})),
-        )
-        .await;
+    let res = app.send(login_req("Grace@Example.com")).await;
     let body = res.expect(200);
     assert_eq!(body["accountId"], id.as_str());
     assert_eq!(body["balance"], 5);
@@ -205,9 +184,7 @@ async fn login_and_logout_with_server_side_sessions(backend: &'static str) {
     app.send(Req::post("/api/v1/auth/logout")).await.expect(401);
     // A session also expires by itself (auth.session_ttl_hours, default 720).
     app.clock.advance_secs(720 * 3600 + 1);
-    app.send(Req::get("/api/v1/credits").auth(&Auth::Cookie(first)))
-        .await
-        .expect(401);
+    app.assert_refused(&Auth::Cookie(first)).await;
 }
 
 async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
@@ -216,13 +193,7 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     let me = Auth::Cookie(session.clone());
     let csrf = csrf_token(&session);
 
-    let res = app
-        .send(
-            Req::post("/api/v1/api-keys")
-                .auth(&me)
-                .json(json!({"name": "CI"})),
-        )
-        .await;
+    let res = app.send(new_key_req(&me, "CI")).await;
     let created = res.expect(201);
     let mut keys: Vec<&str> = created
         .as_object()
@@ -291,13 +262,9 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     }
 
     // Deleting: 204, then the key is refused at once; the other key still works.
-    app.send(
-        Req::delete(format!("/api/v1/api-keys/{key_id}"))
-            .auth(&me)
-            .header("x-csrf-token", csrf.clone()),
-    )
-    .await
-    .expect(204);
+    app.send(delete_key_req(&me, &key_id, csrf.clone()))
+        .await
+        .expect(204);
     for auth in [
         Auth::Key(key.clone()),
         Auth::Bearer(key.clone()),
@@ -309,13 +276,9 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     }
     assert_eq!(app.balance(&Auth::Key(other_key.clone())).await, json!(5));
     // Deleting it again, or an id that never existed: 404.
-    app.send(
-        Req::delete(format!("/api/v1/api-keys/{key_id}"))
-            .auth(&me)
-            .header("x-csrf-token", csrf.clone()),
-    )
-    .await
-    .expect(404);
+    app.send(delete_key_req(&me, &key_id, csrf.clone()))
+        .await
+        .expect(404);
     app.send(
         Req::delete("/api/v1/api-keys/key_doesnotexist")
             .auth(&me)
@@ -335,9 +298,7 @@ async fn api_keys_are_shown_once_and_revoked_at_once(backend: &'static str) {
     )
     .await
     .expect(204);
-    app.send(Req::get("/api/v1/credits").auth(&Auth::Key(other_key)))
-        .await
-        .expect(401);
+    app.assert_refused(&Auth::Key(other_key)).await;
 }
 
 async fn every_way_of_presenting_a_key_works(backend: &'static str) {
@@ -354,13 +315,7 @@ async fn every_way_of_presenting_a_key_works(backend: &'static str) {
         Auth::RawAuthorization(key.clone()),
     ];
     app.debit(&id, json!(2)).await.expect(201);
-    app.send(
-        Req::put(format!("/admin/v1/accounts/{id}/subscription"))
-            .auth(&Auth::Admin)
-            .json(json!({"planId": "free"})),
-    )
-    .await
-    .expect(200);
+    app.send(subscribe_req(&id, "free")).await.expect(200);
     for way in &ways {
         // Every authenticated endpoint, with this credential.
         let get = |path: &str| Req::get(path).auth(way);
@@ -386,32 +341,19 @@ async fn every_way_of_presenting_a_key_works(backend: &'static str) {
             .await
             .expect(200)
             .is_array());
-        let purchase = app
-            .send(
-                Req::post("/api/v1/credits/purchase")
-                    .auth(way)
-                    .json(json!({"packId": "pack_pro"})),
-            )
-            .await;
+        let purchase = app.send(purchase_req(way, "pack_pro")).await;
         assert_eq!(
             purchase.json(),
             json!({"error": "Product not configured for this pack"})
         );
         assert_eq!(purchase.status, 500);
-        let made = app
-            .send(
-                Req::post("/api/v1/api-keys")
-                    .auth(way)
-                    .json(json!({"name": "tmp"})),
-            )
-            .await
-            .expect(201);
+        let made = app.send(new_key_req(way, "tmp")).await.expect(201);
         // (with the cookie, a DELETE carries the session's CSRF token)
-        app.send(
-            Req::delete(format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()))
-                .auth(way)
-                .header("x-csrf-token", csrf_token(&session)),
-        )
+        app.send(delete_key_req(
+            way,
+            made["id"].as_str().unwrap(),
+            csrf_token(&session),
+        ))
         .await
         .expect(204);
     }

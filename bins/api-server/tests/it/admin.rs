@@ -143,12 +143,7 @@ async fn accounts_are_created_with_the_signup_bonus(backend: &'static str) {
         ))
         .await
         .expect(201);
-    let login = app
-        .send(
-            Req::post("/api/v1/auth/login")
-                .json(json!({"email": "pw@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let login = app.send(login_req("pw@example.com")).await;
     assert_eq!(login.expect(200)["accountId"], with_pw["accountId"]);
     let (cookie, _) = login.session_cookie().unwrap();
     let txns = app.transactions(&Auth::Cookie(cookie)).await;
@@ -956,41 +951,18 @@ async fn balances_stop_at_the_maximum(backend: &'static str) {
 /// The amount parser over HTTP: the largest amount accepted and at most three decimals,
 /// each refused with a message that says what is allowed.
 async fn amounts_past_the_parser_limits_say_what_is_allowed(app: &TestApp, id: &str) {
-    let too_large = json!(MAX_BALANCE + 1);
-    let too_precise = json!(1.0005);
-    let cases: [(String, Value, &str); 6] = [
-        (
-            format!("/admin/v1/accounts/{id}/credits"),
-            json!({"amount": too_large, "description": "x"}),
-            "1000000000000 credits",
-        ),
-        (
-            format!("/admin/v1/accounts/{id}/credits"),
-            json!({"amount": 1e300, "description": "x"}),
-            "1000000000000 credits",
-        ),
-        (
-            format!("/admin/v1/accounts/{id}/debits"),
-            json!({"amount": too_large, "description": "x"}),
-            "1000000000000 credits",
-        ),
-        (
-            format!("/admin/v1/accounts/{id}/holds"),
-            json!({"amount": too_large, "description": "x"}),
-            "1000000000000 credits",
-        ),
-        (
-            format!("/admin/v1/accounts/{id}/credits"),
-            json!({"amount": too_precise, "description": "x"}),
-            "three decimals",
-        ),
-        (
-            format!("/admin/v1/accounts/{id}/debits"),
-            json!({"amount": 0.0001, "description": "x"}),
-            "three decimals",
-        ),
+    let (too_large, too_precise) = ("1000000000000 credits", "three decimals");
+    let cases = [
+        ("credits", json!(MAX_BALANCE + 1), too_large),
+        ("credits", json!(1e300), too_large),
+        ("debits", json!(MAX_BALANCE + 1), too_large),
+        ("holds", json!(MAX_BALANCE + 1), too_large),
+        ("credits", json!(1.0005), too_precise),
+        ("debits", json!(0.0001), too_precise),
     ];
-    for (path, body, says) in cases {
+    for (write, amount, says) in cases {
+        let path = format!("/admin/v1/accounts/{id}/{write}");
+        let body = json!({"amount": amount, "description": "x"});
         let err = app.send(post(path.clone(), body.clone())).await.expect(400);
         assert_eq!(err["field"], "amount", "{path} {body}: {err}");
         let message = err["error"].as_str().unwrap();
@@ -1021,8 +993,8 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
     let balance = app.balance(&auth).await;
     assert_eq!(balance, json!(97));
 
-    // (method, path, who, a valid body, the field to spoil, the wrong values)
-    let number_as_text = [
+    // (method, path, who, a valid body, each field to spoil with its wrong values)
+    let number_as_text: &[Value] = &[
         json!("10"),
         json!("1.5"),
         json!("lots"),
@@ -1032,7 +1004,7 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
         json!([1]),
         json!({"n": 1}),
     ];
-    let text_field = [
+    let text_field: &[Value] = &[
         json!(7),
         json!(1.5),
         json!(true),
@@ -1040,16 +1012,16 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
         json!(["x"]),
         json!({"s": "x"}),
     ];
-    let optional_text = [json!(7), json!(true), json!(["x"]), json!({"s": "x"})];
-    let optional_number = [
+    let optional_text: &[Value] = &[json!(7), json!(true), json!(["x"]), json!({"s": "x"})];
+    let optional_number: &[Value] = &[
         json!("1"),
         json!("lots"),
         json!(true),
         json!([1]),
         json!({"n": 1}),
     ];
-    let whole_seconds = [json!("60"), json!(1.5), json!(true), json!([60]), json!(-5)];
-    let boolean = [
+    let whole_seconds: &[Value] = &[json!("60"), json!(1.5), json!(true), json!([60]), json!(-5)];
+    let boolean: &[Value] = &[
         json!("true"),
         json!("false"),
         json!(1),
@@ -1057,239 +1029,128 @@ async fn wrong_types_are_400_naming_the_field(backend: &'static str) {
         json!(null),
         json!([true]),
     ];
-    let put = Method::PUT;
-    let post_m = Method::POST;
     let admin_auth = Auth::Admin;
     let user_auth = Auth::Cookie(session.clone());
-    type Case<'a> = (
-        actix_web::http::Method,
-        String,
-        &'a Auth,
-        Value,
-        &'a str,
-        &'a [Value],
-    );
+    type Case<'a> = (Method, String, &'a Auth, Value, Vec<(&'a str, &'a [Value])>);
     let cases: Vec<Case> = vec![
         (
-            post_m.clone(),
+            Method::POST,
             "/admin/v1/accounts".into(),
             &admin_auth,
             json!({"email": "new@example.com", "password": PASSWORD}),
-            "email",
-            &optional_text,
+            vec![("email", optional_text), ("password", optional_text)],
         ),
         (
-            post_m.clone(),
-            "/admin/v1/accounts".into(),
-            &admin_auth,
-            json!({"email": "new@example.com", "password": PASSWORD}),
-            "password",
-            &optional_text,
-        ),
-        (
-            post_m.clone(),
+            Method::POST,
             format!("/admin/v1/accounts/{id}/credits"),
             &admin_auth,
             json!({"amount": 10, "description": "x"}),
-            "amount",
-            &number_as_text,
+            vec![("amount", number_as_text), ("description", text_field)],
         ),
         (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/credits"),
-            &admin_auth,
-            json!({"amount": 10, "description": "x"}),
-            "description",
-            &text_field,
-        ),
-        (
-            post_m.clone(),
+            Method::POST,
             format!("/admin/v1/accounts/{id}/debits"),
             &admin_auth,
             json!({"amount": 1, "description": "x", "referenceId": "r"}),
-            "amount",
-            &number_as_text,
+            vec![
+                ("amount", number_as_text),
+                ("description", text_field),
+                ("referenceId", optional_text),
+            ],
         ),
         (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/debits"),
-            &admin_auth,
-            json!({"amount": 1, "description": "x", "referenceId": "r"}),
-            "description",
-            &text_field,
-        ),
-        (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/debits"),
-            &admin_auth,
-            json!({"amount": 1, "description": "x", "referenceId": "r"}),
-            "referenceId",
-            &optional_text,
-        ),
-        (
-            post_m.clone(),
+            Method::POST,
             format!("/admin/v1/accounts/{id}/holds"),
             &admin_auth,
             json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
-            "amount",
-            &number_as_text,
+            vec![
+                ("amount", number_as_text),
+                ("ttlSeconds", whole_seconds),
+                ("description", text_field),
+                ("referenceId", optional_text),
+            ],
         ),
         (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/holds"),
-            &admin_auth,
-            json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
-            "ttlSeconds",
-            &whole_seconds,
-        ),
-        (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/holds"),
-            &admin_auth,
-            json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
-            "description",
-            &text_field,
-        ),
-        (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/holds"),
-            &admin_auth,
-            json!({"amount": 1, "ttlSeconds": 60, "description": "x", "referenceId": "r"}),
-            "referenceId",
-            &optional_text,
-        ),
-        (
-            post_m.clone(),
+            Method::POST,
             format!("/admin/v1/holds/{hold_id}/capture"),
             &admin_auth,
             json!({"amount": 1}),
-            "amount",
-            &optional_number,
+            vec![("amount", optional_number)],
         ),
         (
-            post_m.clone(),
+            Method::POST,
             format!("/admin/v1/accounts/{id}/refunds"),
             &admin_auth,
             json!({"transactionId": charge_id, "amount": 1, "description": "x"}),
-            "transactionId",
-            &text_field,
+            vec![
+                ("transactionId", text_field),
+                ("amount", optional_number),
+                ("description", optional_text),
+            ],
         ),
         (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/refunds"),
-            &admin_auth,
-            json!({"transactionId": charge_id, "amount": 1, "description": "x"}),
-            "amount",
-            &optional_number,
-        ),
-        (
-            post_m.clone(),
-            format!("/admin/v1/accounts/{id}/refunds"),
-            &admin_auth,
-            json!({"transactionId": charge_id, "amount": 1, "description": "x"}),
-            "description",
-            &optional_text,
-        ),
-        (
-            put.clone(),
+            Method::PUT,
             format!("/admin/v1/accounts/{id}/subscription"),
             &admin_auth,
             json!({"planId": "basic", "status": "active"}),
-            "planId",
-            &text_field,
+            vec![("planId", text_field), ("status", optional_text)],
         ),
         (
-            put.clone(),
-            format!("/admin/v1/accounts/{id}/subscription"),
-            &admin_auth,
-            json!({"planId": "basic", "status": "active"}),
-            "status",
-            &optional_text,
-        ),
-        (
-            put.clone(),
+            Method::PUT,
             format!("/admin/v1/accounts/{id}/max-hard-limit"),
             &admin_auth,
             json!({"maxHardLimit": 200000}),
-            "maxHardLimit",
-            &number_as_text,
+            vec![("maxHardLimit", number_as_text)],
         ),
         // The user API's bodies.
         (
-            post_m.clone(),
+            Method::POST,
             "/api/v1/api-keys".into(),
             &user_auth,
             json!({"name": "k"}),
-            "name",
-            &text_field,
+            vec![("name", text_field)],
         ),
         (
-            post_m.clone(),
+            Method::POST,
             "/api/v1/credits/purchase".into(),
             &user_auth,
             json!({"packId": "pack_starter"}),
-            "packId",
-            &text_field,
+            vec![("packId", text_field)],
         ),
         (
-            put.clone(),
+            Method::PUT,
             "/api/v1/credits/auto-topup".into(),
             &user_auth,
             json!({"enabled": true, "thresholdCredits": 10, "packId": "pack_starter"}),
-            "enabled",
-            &boolean,
+            vec![
+                ("enabled", boolean),
+                ("thresholdCredits", number_as_text),
+                ("packId", text_field),
+            ],
         ),
         (
-            put.clone(),
-            "/api/v1/credits/auto-topup".into(),
-            &user_auth,
-            json!({"enabled": true, "thresholdCredits": 10, "packId": "pack_starter"}),
-            "thresholdCredits",
-            &number_as_text,
-        ),
-        (
-            put.clone(),
-            "/api/v1/credits/auto-topup".into(),
-            &user_auth,
-            json!({"enabled": true, "thresholdCredits": 10, "packId": "pack_starter"}),
-            "packId",
-            &text_field,
-        ),
-        (
-            post_m.clone(),
+            Method::POST,
             "/api/v1/auth/login".into(),
             &Auth::None,
             json!({"email": "types@example.com", "password": PASSWORD}),
-            "email",
-            &text_field,
-        ),
-        (
-            post_m.clone(),
-            "/api/v1/auth/login".into(),
-            &Auth::None,
-            json!({"email": "types@example.com", "password": PASSWORD}),
-            "password",
-            &text_field,
+            vec![("email", text_field), ("password", text_field)],
         ),
     ];
     let mut failures = Vec::new();
-    for (method, path, who, valid, field, wrong) in &cases {
-        for value in wrong.iter() {
-            let mut body = valid.clone();
-            body[*field] = value.clone();
-            let res = app
-                .send(
-                    Req::new(method.clone(), path.clone())
-                        .auth(who)
-                        .json(body.clone()),
-                )
-                .await;
-            let answer = res.json();
-            if res.status != 400
-                || answer["field"] != json!(field)
-                || answer["code"] != "INVALID_REQUEST"
-            {
-                failures.push(format!("{method} {path} {body} -> {} {answer}", res.status));
+    for (method, path, who, valid, fields) in &cases {
+        for (field, wrong) in fields {
+            for value in wrong.iter() {
+                let mut body = valid.clone();
+                body[*field] = value.clone();
+                let req = Req::new(method.clone(), path.clone()).auth(who);
+                let res = app.send(req.json(body.clone())).await;
+                let answer = res.json();
+                if res.status != 400
+                    || answer["field"] != json!(field)
+                    || answer["code"] != "INVALID_REQUEST"
+                {
+                    failures.push(format!("{method} {path} {body} -> {} {answer}", res.status));
+                }
             }
         }
     }

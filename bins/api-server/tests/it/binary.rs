@@ -56,21 +56,13 @@ fn the_binary_serves_with_a_config_file_and_stops_cleanly_on_sigterm() {
     let send = |req: Req| http(addr, &req).expect("an answer");
 
     // Signup (the bonus from the config file) → key → admin debit → balance.
-    let res = send(
-        Req::post("/api/v1/auth/signup")
-            .json(json!({"email": "e2e@example.com", "password": PASSWORD})),
-    );
+    let res = send(signup_req("e2e@example.com"));
     let account = res.expect(201);
     assert_eq!(account["balance"], 12, "signup_bonus from --config");
     let (session, cookie) = res.session_cookie().expect("a session cookie");
     assert!(cookie.to_ascii_lowercase().contains("httponly"));
     let id = account["accountId"].as_str().unwrap();
-    let key = send(
-        Req::post("/api/v1/api-keys")
-            .auth(&Auth::Cookie(session))
-            .json(json!({"name": "e2e"})),
-    )
-    .expect(201)["key"]
+    let key = send(new_key_req(&Auth::Cookie(session), "e2e")).expect(201)["key"]
         .as_str()
         .unwrap()
         .to_owned();

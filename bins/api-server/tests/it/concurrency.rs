@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 
 use api_server::AppState;
 use common::*;
@@ -34,65 +34,69 @@ fn account_with(server: &LiveServer, credits: i64) -> String {
     id
 }
 
+/// Runs `work` on `threads` threads released together; their results in thread order.
+fn at_once<T: Send>(threads: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = Barrier::new(threads);
+    let (barrier, work) = (&barrier, &work);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    barrier.wait();
+                    work(t)
+                })
+            })
+            .collect();
+        let joined = handles
+            .into_iter()
+            .map(|h| h.join().expect("a client thread"));
+        joined.collect()
+    })
+}
+
 fn balance_of(server: &LiveServer, id: &str) -> serde_json::Value {
     // The operator reads a balance with a debit that can never be covered: the 402 shows
     // the balance and changes nothing.
-    let res = server.send(
-        &Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(json!({"amount": 1_000_000, "description": "probe"})),
-    );
+    let res = server.send(&debit_req(
+        id,
+        json!({"amount": 1_000_000, "description": "probe"}),
+    ));
     assert_eq!(res.status, 402, "{}", res.text());
     res.json()["balance"].clone()
 }
 
 fn many_debits_never_overdraw(backend: &str) {
     let (_db, server) = serve(backend);
-    let server = Arc::new(server);
     let id = account_with(&server, 400);
     assert_eq!(balance_of(&server, &id), json!(400));
     const THREADS: usize = 16;
     const EACH: usize = 50;
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let server = server.clone();
-            let barrier = barrier.clone();
-            let id = id.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let (mut ok, mut refused) = (0, 0);
-                for i in 0..EACH {
-                    let res = server.send(
-                        &Req::post(format!("/admin/v1/accounts/{id}/debits"))
-                            .auth(&Auth::Admin)
-                            .json(json!({"amount": 1, "description": format!("t{t} #{i}")})),
-                    );
-                    match res.status {
-                        201 => ok += 1,
-                        402 => {
-                            assert_eq!(res.header("x-credits-charged"), Some("0"));
-                            refused += 1
-                        }
-                        other => panic!("unexpected {other}: {}", res.text()),
-                    }
-                    let remaining: f64 = res
-                        .header("x-credits-remaining")
-                        .expect("metering header")
-                        .parse()
-                        .unwrap();
-                    assert!(remaining >= 0.0, "never below zero: {remaining}");
+    let counts = at_once(THREADS, |t| {
+        let (mut ok, mut refused): (usize, usize) = (0, 0);
+        for i in 0..EACH {
+            let res = server.send(&debit_req(
+                &id,
+                json!({"amount": 1, "description": format!("t{t} #{i}")}),
+            ));
+            match res.status {
+                201 => ok += 1,
+                402 => {
+                    assert_eq!(res.header("x-credits-charged"), Some("0"));
+                    refused += 1
                 }
-                (ok, refused)
-            })
-        })
-        .collect();
-    let (mut ok, mut refused) = (0, 0);
-    for h in handles {
-        let (o, r) = h.join().expect("a client thread");
-        ok += o;
-        refused += r;
-    }
+                other => panic!("unexpected {other}: {}", res.text()),
+            }
+            let remaining: f64 = res
+                .header("x-credits-remaining")
+                .expect("metering header")
+                .parse()
+                .unwrap();
+            assert!(remaining >= 0.0, "never below zero: {remaining}");
+        }
+        (ok, refused)
+    });
+    let ok: usize = counts.iter().map(|c| c.0).sum();
+    let refused: usize = counts.iter().map(|c| c.1).sum();
     assert_eq!((ok, refused), (400, THREADS * EACH - 400));
     assert_eq!(balance_of(&server, &id), json!(0));
     let v = server
@@ -106,27 +110,11 @@ fn many_debits_never_overdraw(backend: &str) {
 
 fn the_same_key_in_parallel_charges_once(backend: &str) {
     let (_db, server) = serve(backend);
-    let server = Arc::new(server);
     let id = account_with(&server, 100);
     const THREADS: usize = 8;
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let server = server.clone();
-            let barrier = barrier.clone();
-            let id = id.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                server.send(
-                    &Req::post(format!("/admin/v1/accounts/{id}/debits"))
-                        .auth(&Auth::Admin)
-                        .idem("parallel-1")
-                        .json(json!({"amount": 7, "description": "once"})),
-                )
-            })
-        })
-        .collect();
-    let answers: Vec<Resp> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let answers = at_once(THREADS, |_| {
+        server.send(&debit_req(&id, json!({"amount": 7, "description": "once"})).idem("parallel-1"))
+    });
     for a in &answers {
         assert_eq!(a.status, 201, "{}", a.text());
     }

@@ -96,13 +96,8 @@ async fn purchase_answers_404_and_500_as_the_contract_says(backend: &'static str
     })
     .await;
     let (auth, _) = app.user("buyer@example.com").await;
-    let buy = |pack: &str| {
-        Req::post("/api/v1/credits/purchase")
-            .auth(&auth)
-            .json(json!({ "packId": pack }))
-    };
     for missing in ["pack_nope", "pack_legacy", "", "PACK_PRO"] {
-        let res = app.send(buy(missing)).await;
+        let res = app.send(purchase_req(&auth, missing)).await;
         assert_eq!(res.status, 404, "{missing}: {}", res.text());
         // "At least {"error"}": the contract's text, plus the stable code.
         assert_eq!(res.json()["error"], "Credit pack not found");
@@ -113,7 +108,7 @@ async fn purchase_answers_404_and_500_as_the_contract_says(backend: &'static str
         "pack_business",
         "pack_enterprise",
     ] {
-        let res = app.send(buy(unconfigured)).await;
+        let res = app.send(purchase_req(&auth, unconfigured)).await;
         assert_eq!(res.status, 500, "{unconfigured}: {}", res.text());
         assert_eq!(
             res.json(),
@@ -178,22 +173,20 @@ async fn purchase_returns_the_providers_checkout_url(backend: &'static str) {
     )
     .await;
     let (auth, id) = app.user("checkout@example.com").await;
-    let buy = |pack: &str| {
-        Req::post("/api/v1/credits/purchase")
-            .auth(&auth)
-            .json(json!({ "packId": pack }))
-    };
     assert_eq!(
-        app.send(buy("pack_pro")).await.expect(200),
+        app.send(purchase_req(&auth, "pack_pro")).await.expect(200),
         json!({"checkoutUrl": format!("https://checkout.example/prod_pro?account={id}")})
     );
-    let res = app.send(buy("pack_starter")).await;
+    let res = app.send(purchase_req(&auth, "pack_starter")).await;
     assert_eq!(res.status, 500);
     assert_eq!(
         res.json(),
         json!({"error": "Product not configured for this pack"})
     );
-    let err = app.send(buy("pack_business")).await.expect(502);
+    let err = app
+        .send(purchase_req(&auth, "pack_business"))
+        .await
+        .expect(502);
     assert!(err["error"].is_string(), "{err}");
     // Credits arrive with the payment provider's webhook, never with the checkout.
     assert_eq!(app.balance(&auth).await, json!(5));
@@ -250,14 +243,7 @@ async fn balances_in_three_shapes_count_holds_and_never_charge(backend: &'static
     assert_eq!(app.balance(&auth).await, json!(847));
 
     // With a subscription: active and its sub_ id; other statuses show as set.
-    let sub = app
-        .send(
-            Req::put(format!("/admin/v1/accounts/{id}/subscription"))
-                .auth(&Auth::Admin)
-                .json(json!({"planId": "basic"})),
-        )
-        .await
-        .expect(200);
+    let sub = app.send(subscribe_req(&id, "basic")).await.expect(200);
     let sub_id = sub["id"].as_str().unwrap().to_owned();
     assert!(sub_id.starts_with("sub_"), "{sub}");
     assert_eq!(
@@ -376,6 +362,14 @@ async fn transactions_are_newest_first_with_limit_and_offset(backend: &'static s
     app.assert_verified().await;
 }
 
+/// `GET {path}?{q}` is answered 200 for each of `queries`.
+async fn all_accepted(app: &TestApp, auth: &Auth, path: &str, queries: &[&str]) {
+    for q in queries {
+        let res = app.send(Req::get(format!("{path}?{q}")).auth(auth)).await;
+        res.expect(200);
+    }
+}
+
 async fn transactions_refuse_bad_paging_with_invalid_request(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (auth, _) = app.user("paging@example.com").await;
@@ -399,11 +393,8 @@ async fn transactions_refuse_bad_paging_with_invalid_request(backend: &'static s
         assert!(res.header("x-request-id").is_some());
     }
     // Edges that are fine.
-    for q in ["limit=1", "limit=100", "offset=0", "limit=50&offset=0"] {
-        app.send(Req::get(format!("/api/v1/credits/transactions?{q}")).auth(&auth))
-            .await
-            .expect(200);
-    }
+    let fine = ["limit=1", "limit=100", "offset=0", "limit=50&offset=0"];
+    all_accepted(&app, &auth, "/api/v1/credits/transactions", &fine).await;
 }
 
 async fn usage_by_month_follows_the_calendar_and_the_retention_window(backend: &'static str) {
@@ -571,11 +562,8 @@ async fn usage_refuses_bad_months(backend: &'static str) {
         assert_eq!(err["code"], "INVALID_REQUEST", "{q}: {err}");
         assert!(err["error"].is_string(), "{q}: {err}");
     }
-    for q in ["month=1", "month=12", "year=2026&month=3", "month=03"] {
-        app.send(Req::get(format!("/api/v1/credits/usage?{q}")).auth(&auth))
-            .await
-            .expect(200);
-    }
+    let fine = ["month=1", "month=12", "year=2026&month=3", "month=03"];
+    all_accepted(&app, &auth, "/api/v1/credits/usage", &fine).await;
 }
 
 async fn fractional_credits_print_exactly(backend: &'static str) {
@@ -633,13 +621,7 @@ async fn purchase_without_a_payment_provider_is_503_and_mints_nothing(backend: &
     let app = with_payments(backend, |_| {}).await;
     let (auth, id) = app.user("nopay@example.com").await;
     for pack in ["pack_starter", "pack_enterprise"] {
-        let res = app
-            .send(
-                Req::post("/api/v1/credits/purchase")
-                    .auth(&auth)
-                    .json(json!({ "packId": pack })),
-            )
-            .await;
+        let res = app.send(purchase_req(&auth, pack)).await;
         assert_eq!(res.status, 503, "{pack}: {}", res.text());
         let body = res.json();
         assert_eq!(body["code"], "PAYMENTS_NOT_CONFIGURED", "{body}");
@@ -650,13 +632,7 @@ async fn purchase_without_a_payment_provider_is_503_and_mints_nothing(backend: &
         assert!(res.header("retry-after").is_some());
     }
     // An unknown pack is still the contract's 404.
-    let res = app
-        .send(
-            Req::post("/api/v1/credits/purchase")
-                .auth(&auth)
-                .json(json!({ "packId": "pack_nope" })),
-        )
-        .await;
+    let res = app.send(purchase_req(&auth, "pack_nope")).await;
     assert_eq!(res.status, 404);
     assert_eq!(app.balance(&auth).await, json!(5));
     let account = ledger_core::AccountId::new(id);

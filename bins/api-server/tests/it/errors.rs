@@ -21,39 +21,17 @@ async fn malformed_json_wrong_types_and_missing_fields_name_the_field(backend: &
     let app = TestApp::new(backend).await;
     let (auth, id) = app.user("json@example.com").await;
     let debits = format!("/admin/v1/accounts/{id}/debits");
+    let debit = || Req::post(&debits).auth(&Auth::Admin);
+    let raw_debit = |body: &str| debit().raw("application/json", body);
+    let json_debit = |body: Value| debit().json(body);
     let cases: Vec<(Req, &str)> = vec![
         // Malformed JSON names the body.
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "{\"amount\": 1,"),
-            "body",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "not json"),
-            "body",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "[1, 2]"),
-            "body",
-        ),
+        (raw_debit("{\"amount\": 1,"), "body"),
+        (raw_debit("not json"), "body"),
+        (raw_debit("[1, 2]"), "body"),
         // (an array is no object even when its items would fit the fields in order)
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "[1, \"x\"]"),
-            "body",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("application/json", "\"text\""),
-            "body",
-        ),
+        (raw_debit("[1, \"x\"]"), "body"),
+        (raw_debit("\"text\""), "body"),
         (
             Req::post("/api/v1/auth/signup").raw("application/json", "{email:1}"),
             "body",
@@ -66,27 +44,19 @@ async fn malformed_json_wrong_types_and_missing_fields_name_the_field(backend: &
         ),
         // A wrong type names the field.
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": "lots", "description": "x"})),
+            json_debit(json!({"amount": "lots", "description": "x"})),
             "amount",
         ),
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": [1], "description": "x"})),
+            json_debit(json!({"amount": [1], "description": "x"})),
             "amount",
         ),
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1, "description": {"a": 1}})),
+            json_debit(json!({"amount": 1, "description": {"a": 1}})),
             "description",
         ),
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1, "description": "x", "referenceId": 5})),
+            json_debit(json!({"amount": 1, "description": "x", "referenceId": 5})),
             "referenceId",
         ),
         (
@@ -102,36 +72,19 @@ async fn malformed_json_wrong_types_and_missing_fields_name_the_field(backend: &
             "packId",
         ),
         // A missing field names the field.
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1})),
-            "description",
-        ),
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"description": "x"})),
-            "amount",
-        ),
+        (json_debit(json!({"amount": 1})), "description"),
+        (json_debit(json!({"description": "x"})), "amount"),
         (
             Req::post("/api/v1/auth/login").json(json!({"password": PASSWORD})),
             "email",
         ),
         // So does an unknown one (a typo must not be ignored silently).
         (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .json(json!({"amount": 1, "description": "x", "ammount": 2})),
+            json_debit(json!({"amount": 1, "description": "x", "ammount": 2})),
             "ammount",
         ),
         // Not JSON at all.
-        (
-            Req::post(&debits)
-                .auth(&Auth::Admin)
-                .raw("text/plain", "amount=1"),
-            "content-type",
-        ),
+        (debit().raw("text/plain", "amount=1"), "content-type"),
     ];
     for (req, field) in cases {
         let label = format!(
@@ -227,9 +180,7 @@ async fn oversized_bodies_are_413_json(backend: &'static str) {
         Req::post("/api/v1/api-keys")
             .auth(&auth)
             .json(json!({"name": big})),
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(json!({"amount": 1, "description": big})),
+        debit_req(&id, json!({"amount": 1, "description": big})),
         Req::post(format!("/admin/v1/accounts/{id}/credits"))
             .auth(&Auth::Admin)
             .raw("application/json", vec![b' '; 5000]),
@@ -245,13 +196,7 @@ async fn oversized_bodies_are_413_json(backend: &'static str) {
     let desc = "y".repeat(400);
     let body = json!({"amount": 1, "description": desc});
     assert!(body.to_string().len() < 1024);
-    app.send(
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(body),
-    )
-    .await
-    .expect(201);
+    app.send(debit_req(&id, body)).await.expect(201);
     assert_eq!(app.balance(&auth).await, json!(4));
 }
 
@@ -266,19 +211,11 @@ async fn every_answer_has_a_request_id(backend: &'static str) {
         Req::get("/api/v1/credits/packs"),
         Req::get("/api/v1/credits").auth(&auth),
         Req::get("/api/v1/credits"),
-        Req::post("/api/v1/credits/purchase")
-            .auth(&auth)
-            .json(json!({"packId": "pack_pro"})),
-        Req::post("/api/v1/credits/purchase")
-            .auth(&auth)
-            .json(json!({"packId": "nope"})),
+        purchase_req(&auth, "pack_pro"),
+        purchase_req(&auth, "nope"),
         Req::get("/api/v1/credits/transactions?limit=0").auth(&auth),
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(json!({"amount": 1, "description": "x"})),
-        Req::post(format!("/admin/v1/accounts/{id}/debits"))
-            .auth(&Auth::Admin)
-            .json(json!({"amount": 100, "description": "x"})),
+        debit_req(&id, json!({"amount": 1, "description": "x"})),
+        debit_req(&id, json!({"amount": 100, "description": "x"})),
         Req::delete(format!("/api/v1/api-keys/{key_id}"))
             .header("x-csrf-token", api_server::auth::csrf_token(&session))
             .auth(&Auth::Cookie(session)),

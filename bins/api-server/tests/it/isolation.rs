@@ -51,13 +51,7 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
     )
     .await
     .expect(201);
-    app.send(
-        Req::put(format!("/admin/v1/accounts/{a_id}/subscription"))
-            .auth(&Auth::Admin)
-            .json(json!({"planId": "basic"})),
-    )
-    .await
-    .expect(200);
+    app.send(subscribe_req(&a_id, "basic")).await.expect(200);
     let (a_key2, a_key2_id) = app.new_key(&a_session, "alice-ci").await;
     let a_txns = app.transactions(&a).await;
     let a_txn_ids = ids(&a_txns, "id");
@@ -102,43 +96,20 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
         assert!(!key_ids.contains(&a_key_id) && !key_ids.contains(&a_key2_id));
         // Bob cannot delete Alice's keys: 404, as if they did not exist.
         for k in [&a_key_id, &a_key2_id] {
-            app.send(
-                Req::delete(format!("/api/v1/api-keys/{k}"))
-                    .auth(b)
-                    .header("x-csrf-token", csrf(b)),
-            )
-            .await
-            .expect(404);
+            app.send(delete_key_req(b, k, csrf(b))).await.expect(404);
         }
         // A key Bob makes is his alone.
-        let made = app
-            .send(
-                Req::post("/api/v1/api-keys")
-                    .auth(b)
-                    .json(json!({"name": "tmp"})),
-            )
-            .await
-            .expect(201);
+        let made = app.send(new_key_req(b, "tmp")).await.expect(201);
         let a_keys = app
             .send(Req::get("/api/v1/api-keys").auth(&a))
             .await
             .expect(200);
         assert!(!ids(&a_keys, "id").contains(made["id"].as_str().unwrap()));
-        app.send(
-            Req::delete(format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()))
-                .auth(b)
-                .header("x-csrf-token", csrf(b)),
-        )
-        .await
-        .expect(204);
+        app.send(delete_key_req(b, made["id"].as_str().unwrap(), csrf(b)))
+            .await
+            .expect(204);
         // Purchases start nothing on Alice's account (and never add credits).
-        app.send(
-            Req::post("/api/v1/credits/purchase")
-                .auth(b)
-                .json(json!({"packId": "pack_pro"})),
-        )
-        .await
-        .expect(500);
+        app.send(purchase_req(b, "pack_pro")).await.expect(500);
     }
     // Alice cannot delete Bob's key either.
     app.send(Req::delete(format!("/api/v1/api-keys/{b_key_id}")).auth(&a))
@@ -152,9 +123,7 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
     )
     .await
     .expect(204);
-    app.send(Req::get("/api/v1/credits").auth(&Auth::Cookie(b_session)))
-        .await
-        .expect(401);
+    app.assert_refused(&Auth::Cookie(b_session)).await;
     // Alice is untouched: both keys, her session, her balance (100+5-7-10 held).
     for auth in [
         Auth::Key(a_key.clone()),

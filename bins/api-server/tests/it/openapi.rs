@@ -192,6 +192,24 @@ fn num(v: &Value) -> i64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")) as i64
 }
 
+/// At `min` and at `max` the server accepts (`ok`); one step outside either, it answers
+/// 400 naming `field`.
+async fn accepts_only_within(
+    app: &TestApp,
+    (min, max): (i64, i64),
+    ok: u16,
+    field: &str,
+    at: impl Fn(i64) -> Req,
+) {
+    app.send(at(min)).await.expect(ok);
+    app.send(at(max)).await.expect(ok);
+    for (n, side) in [(min - 1, "under minimum"), (max + 1, "past maximum")] {
+        let res = app.send(at(n)).await;
+        assert_eq!(res.status, 400, "{field} {side}: {}", res.text());
+        assert_eq!(res.json()["field"], field, "{field} {side}");
+    }
+}
+
 /// Each limit is read from the document, then tried: at the limit the server accepts, past
 /// it the server answers 400 naming the field.
 async fn the_documented_limits_are_the_servers(backend: &'static str) {
@@ -289,18 +307,7 @@ async fn the_documented_limits_are_the_servers(backend: &'static str) {
             .auth(&Auth::Admin)
             .json(json!({"amount": 1, "ttlSeconds": ttl, "description": "h"}))
     };
-    app.send(hold(min)).await.expect(201);
-    app.send(hold(max)).await.expect(201);
-    refused(
-        &app.send(hold(min - 1)).await,
-        "ttlSeconds",
-        "ttl under minimum",
-    );
-    refused(
-        &app.send(hold(max + 1)).await,
-        "ttlSeconds",
-        "ttl past maximum",
-    );
+    accepts_only_within(&app, (min, max), 201, "ttlSeconds", hold).await;
 
     // The page size.
     let limit = doc["paths"]["/api/v1/credits/transactions"]["get"]["parameters"]
@@ -312,18 +319,7 @@ async fn the_documented_limits_are_the_servers(backend: &'static str) {
         .clone();
     let (min, max) = (num(&limit["minimum"]), num(&limit["maximum"]));
     let page = |n: i64| Req::get(format!("/api/v1/credits/transactions?limit={n}")).auth(&me);
-    app.send(page(min)).await.expect(200);
-    app.send(page(max)).await.expect(200);
-    refused(
-        &app.send(page(min - 1)).await,
-        "limit",
-        "limit under minimum",
-    );
-    refused(
-        &app.send(page(max + 1)).await,
-        "limit",
-        "limit past maximum",
-    );
+    accepts_only_within(&app, (min, max), 200, "limit", page).await;
 
     // Capture options (the quote validates them without a browser).
     let opts = &doc["components"]["schemas"]["ScreenshotOptions"]["properties"];

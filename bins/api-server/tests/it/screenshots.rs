@@ -139,6 +139,12 @@ impl World {
             .count()
     }
 
+    /// The end of a test: the ledger is consistent, and the browsers stop.
+    async fn done(&self) {
+        assert!(self.db.store.maintenance().verify().unwrap().ok);
+        self.state.capture.as_ref().unwrap().shutdown().await;
+    }
+
     /// Nothing charged, nothing held, and the ledger consistent.
     fn assert_untouched(&self, credits: i64, what: &str) {
         let b = self
@@ -227,8 +233,7 @@ async fn charged_once_and_cached(db: TestDb) {
         (200, "1".into())
     );
     assert_eq!(w.available(), Credits::whole(3));
-    assert!(w.db.store.maintenance().verify().unwrap().ok);
-    w.state.capture.as_ref().unwrap().shutdown().await;
+    w.done().await;
 }
 
 fn image_size(bytes: &[u8]) -> (u32, u32) {
@@ -280,7 +285,7 @@ async fn failures_charge_nothing(db: TestDb) {
         assert_eq!(got, code, "{q}: {body}");
         w.assert_untouched(5, &q);
     }
-    w.state.capture.as_ref().unwrap().shutdown().await;
+    w.done().await;
 }
 
 async fn forbidden_targets_are_refused_before_any_charge(db: TestDb) {
@@ -306,7 +311,7 @@ async fn forbidden_targets_are_refused_before_any_charge(db: TestDb) {
         assert_eq!(header(&res, "x-credits-charged"), "0");
         w.assert_untouched(5, &target);
     }
-    w.state.capture.as_ref().unwrap().shutdown().await;
+    w.done().await;
 }
 
 fn urlencode(s: &str) -> String {
@@ -384,8 +389,7 @@ async fn no_credits_is_402_and_replays_never_charge_twice(db: TestDb) {
     let quote: serde_json::Value = test::call_and_read_body_json(&app, quote).await;
     assert_eq!(quote["credits"], 1);
     assert_eq!(w.usage_entries(), 1);
-    assert!(w.db.store.maintenance().verify().unwrap().ok);
-    w.state.capture.as_ref().unwrap().shutdown().await;
+    w.done().await;
 }
 
 async fn twenty_at_once_through_two_browsers(db: TestDb) {
@@ -421,8 +425,7 @@ async fn twenty_at_once_through_two_browsers(db: TestDb) {
         "the ledger matches the captures exactly"
     );
     assert_eq!(w.usage_entries(), ok);
-    assert!(w.db.store.maintenance().verify().unwrap().ok);
-    w.state.capture.as_ref().unwrap().shutdown().await;
+    w.done().await;
 }
 
 async fn post_json_html_and_formats(db: TestDb) {
@@ -505,8 +508,7 @@ async fn post_json_html_and_formats(db: TestDb) {
         Credits::whole(1),
         "four captures were charged, nothing else"
     );
-    assert!(w.db.store.maintenance().verify().unwrap().ok);
-    w.state.capture.as_ref().unwrap().shutdown().await;
+    w.done().await;
 }
 
 /// Invalid selectors are refused while the options are parsed: 400 naming the field,

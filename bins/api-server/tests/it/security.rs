@@ -6,7 +6,7 @@ use crate::common;
 
 use actix_web::http::Method;
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 on_both_backends!(
     a_nul_anywhere_is_400_naming_the_field,
@@ -28,6 +28,9 @@ async fn a_nul_anywhere_is_400_naming_the_field(backend: &'static str) {
     let me = Auth::Key(key);
     let admin = |r: Req| r.auth(&Auth::Admin);
     let user = |r: Req| r.auth(&me);
+    let account = |tail: &str| format!("/admin/v1/accounts/{id}{tail}");
+    let post = |path: String, body: Value| admin(Req::post(path).json(body));
+    let put = |path: String, body: Value| admin(Req::put(path).json(body));
     let hold = app
         .send(admin(
             Req::post(format!("/admin/v1/accounts/{id}/holds"))
@@ -49,11 +52,7 @@ async fn a_nul_anywhere_is_400_naming_the_field(backend: &'static str) {
                 .json(json!({"email": "x@example.com", "password": format!("{PASSWORD}\u{0}")})),
             "password",
         ),
-        (
-            Req::post("/api/v1/auth/login")
-                .json(json!({"email": "nul\u{0}@example.com", "password": PASSWORD})),
-            "email",
-        ),
+        (login_req("nul\u{0}@example.com"), "email"),
         (
             Req::post("/api/v1/auth/login")
                 .json(json!({"email": "nul@example.com", "password": NUL})),
@@ -137,67 +136,61 @@ async fn a_nul_anywhere_is_400_naming_the_field(backend: &'static str) {
         ),
         // The operator's API.
         (
-            admin(Req::post("/admin/v1/accounts").json(json!({"email": NUL}))),
+            post("/admin/v1/accounts".into(), json!({"email": NUL})),
             "email",
         ),
         (
-            admin(
-                Req::post("/admin/v1/accounts")
-                    .json(json!({"password": format!("{PASSWORD}\u{0}")})),
+            post(
+                "/admin/v1/accounts".into(),
+                json!({"password": format!("{PASSWORD}\u{0}")}),
             ),
             "password",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}%00/credits"))
-                    .json(json!({"amount": 1, "description": "d"})),
+            post(
+                account("%00/credits"),
+                json!({"amount": 1, "description": "d"}),
             ),
             "id",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}/credits"))
-                    .json(json!({"amount": 1, "description": NUL})),
+            post(
+                account("/credits"),
+                json!({"amount": 1, "description": NUL}),
             ),
             "description",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}/debits"))
-                    .json(json!({"amount": 1, "description": NUL})),
-            ),
+            post(account("/debits"), json!({"amount": 1, "description": NUL})),
             "description",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}/debits"))
-                    .json(json!({"amount": 1, "description": "d", "referenceId": NUL})),
+            post(
+                account("/debits"),
+                json!({"amount": 1, "description": "d", "referenceId": NUL}),
             ),
             "referenceId",
         ),
         (
-            admin(
-                Req::post("/admin/v1/accounts/%00/debits")
-                    .json(json!({"amount": 1, "description": "d"})),
+            post(
+                "/admin/v1/accounts/%00/debits".into(),
+                json!({"amount": 1, "description": "d"}),
             ),
             "id",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}/holds"))
-                    .json(json!({"amount": 1, "description": NUL})),
-            ),
+            post(account("/holds"), json!({"amount": 1, "description": NUL})),
             "description",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}/holds"))
-                    .json(json!({"amount": 1, "description": "d", "referenceId": NUL})),
+            post(
+                account("/holds"),
+                json!({"amount": 1, "description": "d", "referenceId": NUL}),
             ),
             "referenceId",
         ),
         (
-            admin(Req::post(format!("/admin/v1/holds/{hold}%00/capture")).json(json!({}))),
+            post(format!("/admin/v1/holds/{hold}%00/capture"), json!({})),
             "holdId",
         ),
         (
@@ -205,45 +198,33 @@ async fn a_nul_anywhere_is_400_naming_the_field(backend: &'static str) {
             "holdId",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}/refunds"))
-                    .json(json!({"transactionId": NUL})),
-            ),
+            post(account("/refunds"), json!({"transactionId": NUL})),
             "transactionId",
         ),
         (
-            admin(
-                Req::post(format!("/admin/v1/accounts/{id}/refunds"))
-                    .json(json!({"transactionId": "txn_x", "description": NUL})),
+            post(
+                account("/refunds"),
+                json!({"transactionId": "txn_x", "description": NUL}),
             ),
             "description",
         ),
         (
-            admin(
-                Req::put(format!("/admin/v1/accounts/{id}/subscription"))
-                    .json(json!({"planId": NUL})),
-            ),
+            put(account("/subscription"), json!({"planId": NUL})),
             "planId",
         ),
         (
-            admin(
-                Req::put(format!("/admin/v1/accounts/{id}/subscription"))
-                    .json(json!({"planId": "basic", "status": NUL})),
+            put(
+                account("/subscription"),
+                json!({"planId": "basic", "status": NUL}),
             ),
             "status",
         ),
         (
-            admin(
-                Req::put(format!("/admin/v1/accounts/{id}%00/subscription"))
-                    .json(json!({"planId": "basic"})),
-            ),
+            put(account("%00/subscription"), json!({"planId": "basic"})),
             "id",
         ),
         (
-            admin(
-                Req::put(format!("/admin/v1/accounts/{id}%00/max-hard-limit"))
-                    .json(json!({"maxHardLimit": 5})),
-            ),
+            put(account("%00/max-hard-limit"), json!({"maxHardLimit": 5})),
             "id",
         ),
     ];
@@ -339,33 +320,17 @@ async fn every_answer_carries_the_security_headers(backend: &'static str) {
 /// authenticated JSON answer.
 async fn answers_with_secrets_or_account_data_are_never_stored(backend: &'static str) {
     let app = TestApp::new(backend).await;
-    let signup = app
-        .send(
-            Req::post("/api/v1/auth/signup")
-                .json(json!({"email": "store@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let signup = app.send(signup_req("store@example.com")).await;
     signup.expect(201);
     let (session, _) = signup.session_cookie().unwrap();
     let csrf = signup
         .header("x-csrf-token")
         .expect("signup returns the CSRF token")
         .to_owned();
-    let login = app
-        .send(
-            Req::post("/api/v1/auth/login")
-                .json(json!({"email": "store@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let login = app.send(login_req("store@example.com")).await;
     login.expect(200);
     let cookie = Auth::Cookie(session.clone());
-    let created = app
-        .send(
-            Req::post("/api/v1/api-keys")
-                .auth(&cookie)
-                .json(json!({"name": "k"})),
-        )
-        .await;
+    let created = app.send(new_key_req(&cookie, "k")).await;
     let key = created.expect(201)["key"].as_str().unwrap().to_owned();
     let me = Auth::Key(key);
     let mut answers = vec![
@@ -415,12 +380,7 @@ async fn answers_with_secrets_or_account_data_are_never_stored(backend: &'static
 /// authentication (and reaches the capture service, which these tests do not start: 503).
 async fn a_bare_session_cookie_never_spends_credits(backend: &'static str) {
     let app = TestApp::new(backend).await;
-    let signup = app
-        .send(
-            Req::post("/api/v1/auth/signup")
-                .json(json!({"email": "spend@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let signup = app.send(signup_req("spend@example.com")).await;
     signup.expect(201);
     let (session, _) = signup.session_cookie().unwrap();
     let csrf = signup.header("x-csrf-token").unwrap().to_owned();
@@ -507,12 +467,7 @@ async fn session_writes_need_json_or_the_csrf_token(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (a_session, _) = app.signup("csrf-a@example.com").await;
     let (b_session, _) = app.signup("csrf-b@example.com").await;
-    let login = app
-        .send(
-            Req::post("/api/v1/auth/login")
-                .json(json!({"email": "csrf-a@example.com", "password": PASSWORD})),
-        )
-        .await;
+    let login = app.send(login_req("csrf-a@example.com")).await;
     login.expect(200);
     let (a2_session, _) = login.session_cookie().unwrap();
     let a2_csrf = login.header("x-csrf-token").unwrap().to_owned();
@@ -621,16 +576,10 @@ async fn session_writes_need_json_or_the_csrf_token(backend: &'static str) {
     )
     .await
     .expect(201);
-    app.send(
-        Req::delete(format!("/api/v1/api-keys/{key_id}"))
-            .auth(&a)
-            .header("x-csrf-token", a_csrf.clone()),
-    )
-    .await
-    .expect(204);
-    app.send(Req::get("/api/v1/credits").auth(&Auth::Key(key)))
+    app.send(delete_key_req(&a, &key_id, a_csrf.clone()))
         .await
-        .expect(401);
+        .expect(204);
+    app.assert_refused(&Auth::Key(key)).await;
     app.send(
         Req::post("/api/v1/auth/logout")
             .auth(&a)
@@ -638,9 +587,7 @@ async fn session_writes_need_json_or_the_csrf_token(backend: &'static str) {
     )
     .await
     .expect(204);
-    app.send(Req::get("/api/v1/credits").auth(&a))
-        .await
-        .expect(401);
+    app.assert_refused(&a).await;
     app.send(Req::post("/api/v1/auth/logout").auth(&b).json(json!({})))
         .await
         .expect(204);

@@ -146,6 +146,17 @@ impl World {
             .count()
     }
 
+    /// How the world ends: what the account can spend, its usage entries and the
+    /// browser's captures; and a clean ledger.
+    fn ends_with(&self, available: i64, usage_entries: usize, captures: usize) {
+        assert_eq!(self.available(), Credits::whole(available));
+        assert_eq!(
+            (self.usage_entries(), self.browser.captures()),
+            (usage_entries, captures)
+        );
+        self.verified();
+    }
+
     fn verified(&self) {
         let report = self.state.store.maintenance().verify().unwrap();
         let report = serde_json::to_value(&report).unwrap();
@@ -177,9 +188,7 @@ async fn a_capture_charges_once(backend: &'static str) {
     assert_eq!(shot.charged, Credits::whole(1));
     assert_eq!(shot.remaining, Some(Credits::whole(4)));
     assert!(!shot.cache_hit && !shot.replayed);
-    assert_eq!(w.available(), Credits::whole(4));
-    assert_eq!((w.usage_entries(), w.browser.captures()), (1, 1));
-    w.verified();
+    w.ends_with(4, 1, 1);
 }
 
 async fn a_failed_capture_releases_its_hold(backend: &'static str) {
@@ -203,9 +212,7 @@ async fn a_failed_capture_releases_its_hold(backend: &'static str) {
         (shot.charged, shot.remaining),
         (Credits::ZERO, Some(Credits::whole(5)))
     );
-    assert_eq!(w.available(), Credits::whole(5));
-    assert_eq!((w.usage_entries(), w.browser.captures()), (0, 1));
-    w.verified();
+    w.ends_with(5, 0, 1);
 }
 
 async fn credits_that_do_not_cover_are_402_before_the_browser(backend: &'static str) {
@@ -274,8 +281,7 @@ async fn a_cache_hit_charges_nothing(backend: &'static str) {
     assert_eq!(hit.charged, Credits::ZERO);
     assert_eq!(hit.answer.as_ref().unwrap().bytes, PNG);
     assert_eq!(hit.remaining, Some(Credits::whole(4)));
-    assert_eq!((w.usage_entries(), w.browser.captures()), (1, 1));
-    w.verified();
+    w.ends_with(4, 1, 1);
 }
 
 async fn a_forbidden_target_is_refused_before_any_credit_moves(backend: &'static str) {

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
 
 /// A login whose head is sent whole and whose 200-byte body is then sent one byte every
 /// 250 ms by [`Dribbler`].
@@ -90,13 +89,9 @@ fn dribbled_bodies_are_cut_off_at_the_request_timeout_while_others_are_served() 
 
     // Normal clients are answered meanwhile.
     http(addr, &Req::get("/healthz")).unwrap().expect(200);
-    http(
-        addr,
-        &Req::post("/api/v1/auth/signup")
-            .json(json!({"email": "normal@example.com", "password": PASSWORD})),
-    )
-    .unwrap()
-    .expect(201);
+    http(addr, &signup_req("normal@example.com"))
+        .unwrap()
+        .expect(201);
 
     // Each slow one is answered 408 (or closed) within the timeout, plus slack for a
     // loaded machine.

@@ -27,12 +27,7 @@ async fn repeated_failed_logins_are_throttled(backend: &'static str) {
     assert_eq!(res.header("retry-after"), Some("60"));
     // Another account is not affected.
     app.signup("other@example.com").await;
-    app.send(
-        Req::post("/api/v1/auth/login")
-            .json(json!({"email": "other@example.com", "password": PASSWORD})),
-    )
-    .await
-    .expect(200);
+    app.send(login_req("other@example.com")).await.expect(200);
     // When the window ends the owner logs in, and the count starts again.
     app.clock.advance_secs(60);
     app.send(login(PASSWORD)).await.expect(200);
@@ -124,12 +119,7 @@ async fn auth_bodies_over_their_small_limit_are_413(backend: &'static str) {
         );
     }
     // A body within the limit is read as usual.
-    app.send(
-        Req::post("/api/v1/auth/login")
-            .json(json!({"email": "nobody@example.com", "password": PASSWORD})),
-    )
-    .await
-    .expect(401);
+    app.send(login_req("nobody@example.com")).await.expect(401);
 }
 
 on_both_backends!(

@@ -159,12 +159,7 @@ impl TestApp {
 
     /// Signs up `email` and returns the session cookie's value and the account id.
     pub async fn signup(&self, email: &str) -> (String, String) {
-        let res = self
-            .send(
-                Req::post("/api/v1/auth/signup")
-                    .json(serde_json::json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
+        let res = self.send(signup_req(email)).await;
         let body = res.expect(201);
         let (cookie, _) = res
             .session_cookie()
@@ -178,11 +173,7 @@ impl TestApp {
     /// Creates an API key with the session and returns the key.
     pub async fn new_key(&self, session: &str, name: &str) -> (String, String) {
         let body = self
-            .send(
-                Req::post("/api/v1/api-keys")
-                    .auth(&Auth::Cookie(session.into()))
-                    .json(serde_json::json!({ "name": name })),
-            )
+            .send(new_key_req(&Auth::Cookie(session.into()), name))
             .await
             .expect(201);
         (
@@ -245,6 +236,13 @@ impl TestApp {
             .await
             .expect(200)["balance"]
             .clone()
+    }
+
+    /// `auth` no longer works: reading the balance with it is a 401.
+    pub async fn assert_refused(&self, auth: &Auth) {
+        self.send(Req::get("/api/v1/credits").auth(auth))
+            .await
+            .expect(401);
     }
 
     /// The admin view of the whole ledger is clean.
@@ -381,6 +379,56 @@ pub const ENTRY_FIELDS: [&str; 6] = [
     "referenceId",
     "type",
 ];
+
+/// `POST /api/v1/auth/signup` of `email` with [`PASSWORD`].
+pub fn signup_req(email: &str) -> Req {
+    credentials_req("signup", email)
+}
+
+/// `POST /api/v1/auth/login` of `email` with [`PASSWORD`].
+pub fn login_req(email: &str) -> Req {
+    credentials_req("login", email)
+}
+
+fn credentials_req(action: &str, email: &str) -> Req {
+    Req::post(format!("/api/v1/auth/{action}"))
+        .json(serde_json::json!({"email": email, "password": PASSWORD}))
+}
+
+/// `POST /api/v1/credits/purchase` of `pack`, as `auth`.
+pub fn purchase_req(auth: &Auth, pack: &str) -> Req {
+    Req::post("/api/v1/credits/purchase")
+        .auth(auth)
+        .json(serde_json::json!({ "packId": pack }))
+}
+
+/// The operator's `POST /admin/v1/accounts/{account}/debits` of `body`.
+pub fn debit_req(account: &str, body: Value) -> Req {
+    Req::post(format!("/admin/v1/accounts/{account}/debits"))
+        .auth(&Auth::Admin)
+        .json(body)
+}
+
+/// `DELETE /api/v1/api-keys/{key_id}` as `auth`, with the session's `csrf` token.
+pub fn delete_key_req(auth: &Auth, key_id: &str, csrf: impl Into<String>) -> Req {
+    Req::delete(format!("/api/v1/api-keys/{key_id}"))
+        .auth(auth)
+        .header("x-csrf-token", csrf)
+}
+
+/// The operator subscribes `account` to `plan`.
+pub fn subscribe_req(account: &str, plan: &str) -> Req {
+    Req::put(format!("/admin/v1/accounts/{account}/subscription"))
+        .auth(&Auth::Admin)
+        .json(serde_json::json!({ "planId": plan }))
+}
+
+/// `POST /api/v1/api-keys` of a key named `name`, as `auth`.
+pub fn new_key_req(auth: &Auth, name: &str) -> Req {
+    Req::post("/api/v1/api-keys")
+        .auth(auth)
+        .json(serde_json::json!({ "name": name }))
+}
 
 /// `POST /admin/v1/accounts` as the admin: a new account.
 pub fn new_account_req() -> Req {
