@@ -15,7 +15,9 @@ use crate::db::{Backend, DbConnection};
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
-use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
+use crate::rows::{
+    AccountRow, EntryRow, FoundRecord, FoundRecords, GrantRow, HoldRow, IdempotencyRow,
+};
 use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
 use crate::Store;
 
@@ -31,16 +33,17 @@ pub struct Account {
     pub overdraft_limit: Credits,
 }
 
-impl From<AccountRow> for Account {
-    fn from(r: AccountRow) -> Account {
-        Account {
+impl TryFrom<AccountRow> for Account {
+    type Error = StoreError;
+    fn try_from(r: AccountRow) -> Result<Account, StoreError> {
+        Ok(Account {
             id: AccountId::new(r.id),
             email: r.email,
             password_hash: r.password_hash,
             created_at: Timestamp::from_millis(r.created_at),
             plan_name: r.plan_name,
             overdraft_limit: Credits::from_millis(r.overdraft_limit),
-        }
+        })
     }
 }
 
@@ -194,7 +197,7 @@ impl Ledger<'_> {
                 };
                 available = apply_in_tx(conn, &id, None, bonus, now)?.available;
             }
-            Ok((Account::from(row), available))
+            Ok((Account::try_from(row)?, available))
         });
         match result {
             Err(e) if e.is_unique_violation() => Err(StoreError::EmailTaken {
@@ -206,22 +209,20 @@ impl Ledger<'_> {
 
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let mut conn = self.store.conn()?;
-        let row = accounts::table
+        accounts::table
             .filter(accounts::id.eq(id.as_str()))
             .select(AccountRow::as_select())
             .first(&mut *conn)
-            .optional()?;
-        Ok(row.map(Account::from))
+            .optional_record()
     }
 
     pub fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
         let mut conn = self.store.conn()?;
-        let row = accounts::table
+        accounts::table
             .filter(accounts::email.eq(email))
             .select(AccountRow::as_select())
             .first(&mut *conn)
-            .optional()?;
-        Ok(row.map(Account::from))
+            .optional_record()
     }
 
     /// Sets the plan name stamped on new entries and how far usage may overdraw (kept
@@ -325,9 +326,7 @@ impl Ledger<'_> {
             .filter(holds::id.eq(hold_id.as_str()))
             .select(HoldRow::as_select())
             .first(&mut *conn)
-            .optional()?
-            .map(Hold::try_from)
-            .transpose()
+            .optional_record()
     }
 
     /// One entry of one account.
@@ -349,10 +348,8 @@ impl Ledger<'_> {
             .limit(i64::from(page.limit()))
             .offset(page.offset() as i64)
             .select(EntryRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(Entry::try_from)
-            .collect()
+            .load(&mut *conn)
+            .records()
     }
 
     /// Every entry of a calendar month (UTC), newest first.
@@ -368,10 +365,8 @@ impl Ledger<'_> {
             .filter(entries::created_at.lt(month.end().millis()))
             .order(entries::seq.desc())
             .select(EntryRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(Entry::try_from)
-            .collect()
+            .load(&mut *conn)
+            .records()
     }
 }
 
@@ -419,9 +414,7 @@ fn load_entry(
         .filter(entries::account_id.eq(account_id.as_str()))
         .select(EntryRow::as_select())
         .first(conn)
-        .optional()?
-        .map(Entry::try_from)
-        .transpose()
+        .optional_record()
 }
 
 /// Loads an account's book: its open grants, active holds, `extra_hold` whatever its
@@ -464,10 +457,8 @@ pub(crate) fn load_book(
         .filter(grants::account_id.eq(id.as_str()))
         .filter(grants::remaining.gt(0))
         .select(GrantRow::as_select())
-        .load(conn)?
-        .into_iter()
-        .map(Grant::try_from)
-        .collect::<Result<_, _>>()?;
+        .load(conn)
+        .records()?;
     let have: BTreeSet<GrantId> = grants.iter().map(|g| g.id.clone()).collect();
     let mut wanted: BTreeSet<String> = holds
         .iter()

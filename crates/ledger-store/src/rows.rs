@@ -3,18 +3,143 @@
 
 use diesel::prelude::*;
 use ledger_core::{
-    AccountId, Allocation, AutoTopup, Cents, Credits, Entry, EntryId, Grant, GrantId, Hold, HoldId,
-    PackId, Timestamp,
+    AccountId, Allocation, AutoTopup, Cents, ChargeStatus, Credits, Entry, EntryId, Grant, GrantId,
+    Hold, HoldId, PackId, SubscriptionStatus, Timestamp,
 };
 
 use crate::error::StoreError;
 use crate::payments::{
-    AutoTopupSettings, CheckoutRecord, PaymentOrder, Refusal, StoredDelivery, TopupCharge,
+    AutoTopupSettings, CheckoutProvider, CheckoutStatus, OrderKind, RefusalSource,
 };
-use crate::schema::{
-    accounts, auto_topup_charges, auto_topups, entries, grants, holds, idempotency_keys,
-    payment_checkouts, payment_orders, payment_refusals, webhook_deliveries,
-};
+use crate::schema::{accounts, auto_topups, entries, grants, holds, idempotency_keys};
+
+/// How a field of a record is kept in its column: the column's Rust type, and the
+/// conversions both ways (reading back fails only on what the code does not know).
+pub(crate) trait Stored: Sized {
+    type Column;
+    fn to_column(&self) -> Self::Column;
+    fn from_column(column: Self::Column) -> Result<Self, StoreError>;
+}
+
+/// A stored status spelling to its enum; a spelling the code does not know is corrupt.
+fn parse<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
+    text.parse().map_err(StoreError::corrupt)
+}
+
+/// `Stored` for types kept as `$column`: `|v| to` writes the value `v`, `|c| from` reads
+/// the column's `c` back.
+macro_rules! stored_as {
+    ($column:ty: $($ty:ty),+ => |$v:ident| $to:expr, |$c:ident| $from:expr) => {$(
+        impl Stored for $ty {
+            type Column = $column;
+            fn to_column(&self) -> $column {
+                let $v = self;
+                $to
+            }
+            fn from_column($c: $column) -> Result<$ty, StoreError> {
+                $from
+            }
+        }
+    )+};
+}
+
+// Kept as they are.
+stored_as!(Self: String => |v| v.clone(), |c| Ok(c));
+stored_as!(Self: i64, bool => |v| *v, |c| Ok(c));
+// Ids, kept as their text.
+stored_as!(String: AccountId, PackId, EntryId => |v| v.as_str().to_owned(), |c| Ok(Self::new(c)));
+// Enums, kept as their spelling; a spelling the code does not know is corrupt.
+stored_as!(
+    String: OrderKind, CheckoutProvider, CheckoutStatus, RefusalSource, ChargeStatus, SubscriptionStatus
+    => |v| v.as_str().to_owned(), |c| parse(&c)
+);
+// Amounts and times, kept as their integer (thousandths of a credit, milliseconds, cents).
+stored_as!(i64: Timestamp, Credits => |v| v.millis(), |c| Ok(Self::from_millis(c)));
+stored_as!(i64: Cents => |v| v.get(), |c| Ok(Cents::new(c)));
+
+impl<T: Stored> Stored for Option<T> {
+    type Column = Option<T::Column>;
+    fn to_column(&self) -> Option<T::Column> {
+        self.as_ref().map(T::to_column)
+    }
+    fn from_column(column: Option<T::Column>) -> Result<Option<T>, StoreError> {
+        column.map(T::from_column).transpose()
+    }
+}
+
+/// Declares a record kept whole in one table: the public struct, and its private Diesel
+/// row `$row` (the same fields, each as [`Stored`] keeps it; `=> column` where the column
+/// is named otherwise) with the conversions both ways.
+macro_rules! stored_record {
+    (
+        $(#[$meta:meta])*
+        pub struct $record:ident in $table:ident as $row:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty $(=> $column:ident)?,)+
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $record {
+            $($(#[$field_meta])* pub $field: $ty,)+
+        }
+
+        #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
+        #[diesel(table_name = $crate::schema::$table)]
+        pub(crate) struct $row {
+            $($(#[diesel(column_name = $column)])? pub $field: <$ty as $crate::rows::Stored>::Column,)+
+        }
+
+        impl From<&$record> for $row {
+            fn from(record: &$record) -> $row {
+                $row {
+                    $($field: $crate::rows::Stored::to_column(&record.$field),)+
+                }
+            }
+        }
+
+        impl TryFrom<$row> for $record {
+            type Error = $crate::error::StoreError;
+            fn try_from(row: $row) -> Result<$record, $crate::error::StoreError> {
+                Ok($record {
+                    $($field: $crate::rows::Stored::from_column(row.$field)?,)+
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use stored_record;
+
+/// The row a query may find, as its record (a row that does not convert fails the read).
+pub(crate) trait FoundRecord<R> {
+    fn optional_record<T>(self) -> Result<Option<T>, StoreError>
+    where
+        T: TryFrom<R, Error = StoreError>;
+}
+
+impl<R> FoundRecord<R> for QueryResult<R> {
+    fn optional_record<T>(self) -> Result<Option<T>, StoreError>
+    where
+        T: TryFrom<R, Error = StoreError>,
+    {
+        self.optional()?.map(T::try_from).transpose()
+    }
+}
+
+/// The rows a query found, as their records (one that does not convert fails the read).
+pub(crate) trait FoundRecords<R> {
+    fn records<T>(self) -> Result<Vec<T>, StoreError>
+    where
+        T: TryFrom<R, Error = StoreError>;
+}
+
+impl<R> FoundRecords<R> for QueryResult<Vec<R>> {
+    fn records<T>(self) -> Result<Vec<T>, StoreError>
+    where
+        T: TryFrom<R, Error = StoreError>,
+    {
+        self?.into_iter().map(T::try_from).collect()
+    }
+}
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = accounts)]
@@ -221,166 +346,6 @@ impl TryFrom<EntryRow> for Entry {
 // ---------------------------------------------------------------------------------------
 // Payments
 
-/// A stored status spelling to its enum; a spelling the code does not know is corrupt.
-fn parse<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
-    text.parse().map_err(StoreError::corrupt)
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = webhook_deliveries)]
-pub(crate) struct DeliveryRow {
-    pub webhook_id: String,
-    pub event_type: String,
-    pub body: String,
-    pub received_at: i64,
-    pub attempts: i64,
-    pub processed_at: Option<i64>,
-    pub outcome: Option<String>,
-}
-
-impl From<DeliveryRow> for StoredDelivery {
-    fn from(r: DeliveryRow) -> StoredDelivery {
-        StoredDelivery {
-            webhook_id: r.webhook_id,
-            event_type: r.event_type,
-            body: r.body,
-            received_at: Timestamp::from_millis(r.received_at),
-            attempts: r.attempts,
-            processed_at: r.processed_at.map(Timestamp::from_millis),
-            outcome: r.outcome,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = payment_orders)]
-pub(crate) struct PaymentOrderRow {
-    pub order_id: String,
-    pub kind: String,
-    pub account_id: Option<String>,
-    pub pack_id: Option<String>,
-    pub paid_cents: Option<i64>,
-    pub credits: i64,
-    pub credit_entry_id: Option<String>,
-    pub paid_at: Option<i64>,
-    pub refunded_cents: i64,
-    pub clawed_back: i64,
-    pub owed: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl TryFrom<PaymentOrderRow> for PaymentOrder {
-    type Error = StoreError;
-    fn try_from(r: PaymentOrderRow) -> Result<PaymentOrder, StoreError> {
-        Ok(PaymentOrder {
-            kind: parse(&r.kind)?,
-            order_id: r.order_id,
-            account_id: r.account_id.map(AccountId::new),
-            pack_id: r.pack_id.map(PackId::new),
-            paid_cents: r.paid_cents,
-            credits: r.credits,
-            credit_entry_id: r.credit_entry_id.map(EntryId::new),
-            paid_at: r.paid_at.map(Timestamp::from_millis),
-            refunded_cents: r.refunded_cents,
-            clawed_back: r.clawed_back,
-            owed: r.owed,
-            created_at: Timestamp::from_millis(r.created_at),
-            updated_at: Timestamp::from_millis(r.updated_at),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = payment_checkouts)]
-pub(crate) struct CheckoutRow {
-    pub id: String,
-    pub provider: String,
-    pub account_id: String,
-    pub pack_id: String,
-    pub credits: i64,
-    pub price_cents: i64,
-    pub url: String,
-    pub status: String,
-    pub order_id: Option<String>,
-    pub created_at: i64,
-    pub paid_at: Option<i64>,
-    pub product_id: Option<String>,
-    pub currency: Option<String>,
-}
-
-impl From<&CheckoutRecord> for CheckoutRow {
-    fn from(c: &CheckoutRecord) -> CheckoutRow {
-        CheckoutRow {
-            id: c.id.clone(),
-            provider: c.provider.as_str().to_owned(),
-            account_id: c.account_id.as_str().to_owned(),
-            pack_id: c.pack_id.as_str().to_owned(),
-            credits: c.credits,
-            price_cents: c.price_cents,
-            url: c.url.clone(),
-            status: c.status.as_str().to_owned(),
-            order_id: c.order_id.clone(),
-            created_at: c.created_at,
-            paid_at: c.paid_at,
-            product_id: c.product_id.clone(),
-            currency: c.currency.clone(),
-        }
-    }
-}
-
-impl TryFrom<CheckoutRow> for CheckoutRecord {
-    type Error = StoreError;
-    fn try_from(r: CheckoutRow) -> Result<CheckoutRecord, StoreError> {
-        Ok(CheckoutRecord {
-            provider: parse(&r.provider)?,
-            status: parse(&r.status)?,
-            id: r.id,
-            account_id: AccountId::new(r.account_id),
-            pack_id: PackId::new(r.pack_id),
-            credits: r.credits,
-            price_cents: r.price_cents,
-            url: r.url,
-            order_id: r.order_id,
-            created_at: r.created_at,
-            paid_at: r.paid_at,
-            product_id: r.product_id,
-            currency: r.currency,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = payment_refusals)]
-pub(crate) struct RefusalRow {
-    pub order_id: String,
-    pub source: String,
-    pub reason: String,
-    pub checkout_id: Option<String>,
-    pub account_id: Option<String>,
-    pub order_json: String,
-    pub first_seen_at: i64,
-    pub last_seen_at: i64,
-    pub times_seen: i64,
-}
-
-impl TryFrom<RefusalRow> for Refusal {
-    type Error = StoreError;
-    fn try_from(r: RefusalRow) -> Result<Refusal, StoreError> {
-        Ok(Refusal {
-            source: parse(&r.source)?,
-            order_id: r.order_id,
-            reason: r.reason,
-            checkout_id: r.checkout_id,
-            account_id: r.account_id,
-            order_json: r.order_json,
-            first_seen_at: r.first_seen_at,
-            last_seen_at: r.last_seen_at,
-            times_seen: r.times_seen,
-        })
-    }
-}
-
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = auto_topups)]
 pub(crate) struct AutoTopupRow {
@@ -426,53 +391,6 @@ impl From<&AutoTopupSettings> for AutoTopupRow {
             status: s.topup.status.as_str().to_owned(),
             paused_reason: s.paused_reason.clone(),
             updated_at: s.updated_at.millis(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = auto_topup_charges)]
-pub(crate) struct TopupChargeRow {
-    pub id: String,
-    pub account_id: String,
-    pub pack_id: String,
-    pub credits: i64,
-    pub price_cents: i64,
-    pub status: String,
-    pub reason: Option<String>,
-    pub created_at: i64,
-    pub settled_at: Option<i64>,
-}
-
-impl TryFrom<TopupChargeRow> for TopupCharge {
-    type Error = StoreError;
-    fn try_from(r: TopupChargeRow) -> Result<TopupCharge, StoreError> {
-        Ok(TopupCharge {
-            status: parse(&r.status)?,
-            id: r.id,
-            account_id: AccountId::new(r.account_id),
-            pack_id: PackId::new(r.pack_id),
-            credits: Credits::from_millis(r.credits),
-            price: Cents::new(r.price_cents),
-            reason: r.reason,
-            created_at: Timestamp::from_millis(r.created_at),
-            settled_at: r.settled_at.map(Timestamp::from_millis),
-        })
-    }
-}
-
-impl From<&TopupCharge> for TopupChargeRow {
-    fn from(c: &TopupCharge) -> TopupChargeRow {
-        TopupChargeRow {
-            id: c.id.clone(),
-            account_id: c.account_id.as_str().to_owned(),
-            pack_id: c.pack_id.as_str().to_owned(),
-            credits: c.credits.millis(),
-            price_cents: c.price.get(),
-            status: c.status.as_str().to_owned(),
-            reason: c.reason.clone(),
-            created_at: c.created_at.millis(),
-            settled_at: c.settled_at.map(Timestamp::millis),
         }
     }
 }

@@ -7,8 +7,8 @@ use super::Orders;
 use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ledger::TxError;
-use crate::payments::{CheckoutRecord, CheckoutStatus};
-use crate::rows::CheckoutRow;
+use crate::payments::{CheckoutRecord, CheckoutRow, CheckoutStatus};
+use crate::rows::{FoundRecord, FoundRecords};
 use crate::schema::{payment_checkouts, payment_secrets};
 use crate::Store;
 
@@ -50,10 +50,8 @@ impl Orders<'_> {
             .filter(payment_checkouts::account_id.eq(account.as_str()))
             .order((payment_checkouts::created_at.desc(), payment_checkouts::id))
             .select(CheckoutRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(CheckoutRecord::try_from)
-            .collect()
+            .load(&mut *conn)
+            .records()
     }
 
     pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>, StoreError> {
@@ -62,9 +60,7 @@ impl Orders<'_> {
             .filter(payment_checkouts::id.eq(id))
             .select(CheckoutRow::as_select())
             .first(&mut *conn)
-            .optional()?
-            .map(CheckoutRecord::try_from)
-            .transpose()
+            .optional_record()
     }
 
     /// Marks an open checkout paid by `order_id`; false when it was not open (paid before).

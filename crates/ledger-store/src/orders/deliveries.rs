@@ -5,8 +5,8 @@ use ledger_core::Timestamp;
 
 use super::Orders;
 use crate::error::StoreError;
-use crate::payments::{DeliveryReceipt, StoredDelivery};
-use crate::rows::DeliveryRow;
+use crate::payments::{DeliveryReceipt, DeliveryRow, StoredDelivery};
+use crate::rows::{FoundRecord, FoundRecords};
 use crate::schema::webhook_deliveries;
 
 impl Orders<'_> {
@@ -51,12 +51,11 @@ impl Orders<'_> {
 
     pub fn delivery(&self, webhook_id: &str) -> Result<Option<StoredDelivery>, StoreError> {
         let mut conn = self.store.conn()?;
-        Ok(webhook_deliveries::table
+        webhook_deliveries::table
             .filter(webhook_deliveries::webhook_id.eq(webhook_id))
             .select(DeliveryRow::as_select())
             .first(&mut *conn)
-            .optional()?
-            .map(StoredDelivery::from))
+            .optional_record()
     }
 
     /// Counts one processing attempt of a delivery.
@@ -98,7 +97,7 @@ impl Orders<'_> {
         limit: i64,
     ) -> Result<Vec<StoredDelivery>, StoreError> {
         let mut conn = self.store.conn()?;
-        Ok(webhook_deliveries::table
+        webhook_deliveries::table
             .filter(webhook_deliveries::processed_at.is_null())
             .filter(webhook_deliveries::received_at.lt(received_before.millis()))
             .order((
@@ -107,9 +106,7 @@ impl Orders<'_> {
             ))
             .limit(limit)
             .select(DeliveryRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(StoredDelivery::from)
-            .collect())
+            .load(&mut *conn)
+            .records()
     }
 }

@@ -30,8 +30,8 @@ use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ids::RandomIds;
 use crate::ledger::TxError;
-use crate::payments::{OrderKind, PaymentOrder};
-use crate::rows::PaymentOrderRow;
+use crate::payments::{OrderKind, PaymentOrder, PaymentOrderRow};
+use crate::rows::FoundRecord;
 use crate::schema::payment_orders;
 use crate::Store;
 
@@ -71,9 +71,7 @@ fn order_row(conn: &mut DbConnection, order_id: &str) -> Result<Option<PaymentOr
         .filter(payment_orders::order_id.eq(order_id))
         .select(PaymentOrderRow::as_select())
         .first(conn)
-        .optional()?
-        .map(PaymentOrder::try_from)
-        .transpose()
+        .optional_record()
 }
 
 impl Orders<'_> {

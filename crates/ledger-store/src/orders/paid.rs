@@ -11,9 +11,9 @@ use crate::ids::RandomIds;
 use crate::ledger::{persist, TxError};
 use crate::payments::{
     NewRefusal, OrderKind, PaidOrder, PaidOutcome, PaymentOrder, RefundAmount, RefundOutcome,
-    Refusal, RefusalOutcome,
+    Refusal, RefusalOutcome, RefusalRow,
 };
-use crate::rows::RefusalRow;
+use crate::rows::{FoundRecord, FoundRecords};
 use crate::schema::{payment_checkouts, payment_orders, payment_refunds, payment_refusals};
 
 impl From<OrderError> for TxError {
@@ -334,9 +334,7 @@ impl Orders<'_> {
             .filter(payment_refusals::order_id.eq(order_id))
             .select(RefusalRow::as_select())
             .first(&mut *conn)
-            .optional()?
-            .map(Refusal::try_from)
-            .transpose()
+            .optional_record()
     }
 
     /// Refused orders, the most recently seen first.
@@ -349,9 +347,7 @@ impl Orders<'_> {
             ))
             .limit(limit)
             .select(RefusalRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(Refusal::try_from)
-            .collect()
+            .load(&mut *conn)
+            .records()
     }
 }

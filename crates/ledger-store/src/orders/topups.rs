@@ -13,9 +13,9 @@ use crate::error::StoreError;
 use crate::ids::new_id;
 use crate::ledger::TxError;
 use crate::payments::{
-    AutoTopupSettings, OrderKind, PaidOrder, PaidOutcome, TopupCharge, TopupPack,
+    AutoTopupSettings, OrderKind, PaidOrder, PaidOutcome, TopupCharge, TopupChargeRow, TopupPack,
 };
-use crate::rows::{AutoTopupRow, TopupChargeRow};
+use crate::rows::{AutoTopupRow, FoundRecord, FoundRecords};
 use crate::schema::{auto_topup_charges, auto_topups};
 
 fn settings_row(
@@ -26,9 +26,7 @@ fn settings_row(
         .filter(auto_topups::account_id.eq(account.as_str()))
         .select(AutoTopupRow::as_select())
         .first(conn)
-        .optional()?
-        .map(AutoTopupSettings::try_from)
-        .transpose()
+        .optional_record()
 }
 
 /// The account's saved settings as the core's rule reads them (`None`: never saved, so
@@ -89,9 +87,7 @@ fn charge_row(
     query
         .select(TopupChargeRow::as_select())
         .first(conn)
-        .optional()?
-        .map(TopupCharge::try_from)
-        .transpose()
+        .optional_record()
 }
 
 impl Orders<'_> {
@@ -153,10 +149,8 @@ impl Orders<'_> {
             .order((auto_topup_charges::created_at, auto_topup_charges::id))
             .limit(limit)
             .select(TopupChargeRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(TopupCharge::try_from)
-            .collect()
+            .load(&mut *conn)
+            .records()
     }
 
     pub fn topup_charge(&self, id: &str) -> Result<Option<TopupCharge>, StoreError> {
