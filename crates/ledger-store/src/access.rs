@@ -6,7 +6,7 @@ use ledger_core::{AccountId, Credits, SubscriptionStatus, Timestamp};
 
 use crate::error::StoreError;
 use crate::ids::new_id;
-use crate::rows::{stored_record, FoundRecord, FoundRecords};
+use crate::rows::stored_record;
 use crate::schema::{account_limits, accounts, api_keys, sessions, subscriptions};
 use crate::Store;
 
@@ -122,14 +122,13 @@ impl Access<'_> {
 
     /// The account's live keys, newest first.
     pub fn api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
-        let mut conn = self.store.conn()?;
-        api_keys::table
-            .filter(api_keys::account_id.eq(account.as_str()))
-            .filter(api_keys::revoked_at.is_null())
-            .order((api_keys::created_at.desc(), api_keys::id.desc()))
-            .select(ApiKeyRow::as_select())
-            .load(&mut *conn)
-            .records()
+        self.store.records(
+            api_keys::table
+                .filter(api_keys::account_id.eq(account.as_str()))
+                .filter(api_keys::revoked_at.is_null())
+                .order((api_keys::created_at.desc(), api_keys::id.desc()))
+                .select(ApiKeyRow::as_select()),
+        )
     }
 
     /// Revokes one of the account's keys; false when it has no such live key.
@@ -186,12 +185,11 @@ impl Access<'_> {
     }
 
     pub fn subscription(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
-        let mut conn = self.store.conn()?;
-        subscriptions::table
-            .filter(subscriptions::account_id.eq(account.as_str()))
-            .select(SubscriptionRow::as_select())
-            .first(&mut *conn)
-            .optional_record()
+        self.store.first_record(
+            subscriptions::table
+                .filter(subscriptions::account_id.eq(account.as_str()))
+                .select(SubscriptionRow::as_select()),
+        )
     }
 
     /// Creates or changes the account's subscription (its id stays the same), and stamps

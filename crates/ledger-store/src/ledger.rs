@@ -15,9 +15,7 @@ use crate::db::{Backend, DbConnection};
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
-use crate::rows::{
-    AccountRow, EntryRow, FoundRecord, FoundRecords, GrantRow, HoldRow, IdempotencyRow,
-};
+use crate::rows::{first_record, records, AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
 use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
 use crate::Store;
 
@@ -208,21 +206,19 @@ impl Ledger<'_> {
     }
 
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let mut conn = self.store.conn()?;
-        accounts::table
-            .filter(accounts::id.eq(id.as_str()))
-            .select(AccountRow::as_select())
-            .first(&mut *conn)
-            .optional_record()
+        self.store.first_record(
+            accounts::table
+                .filter(accounts::id.eq(id.as_str()))
+                .select(AccountRow::as_select()),
+        )
     }
 
     pub fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        let mut conn = self.store.conn()?;
-        accounts::table
-            .filter(accounts::email.eq(email))
-            .select(AccountRow::as_select())
-            .first(&mut *conn)
-            .optional_record()
+        self.store.first_record(
+            accounts::table
+                .filter(accounts::email.eq(email))
+                .select(AccountRow::as_select()),
+        )
     }
 
     /// Sets the plan name stamped on new entries and how far usage may overdraw (kept
@@ -321,12 +317,11 @@ impl Ledger<'_> {
     }
 
     pub fn hold(&self, hold_id: &HoldId) -> Result<Option<Hold>, StoreError> {
-        let mut conn = self.store.conn()?;
-        holds::table
-            .filter(holds::id.eq(hold_id.as_str()))
-            .select(HoldRow::as_select())
-            .first(&mut *conn)
-            .optional_record()
+        self.store.first_record(
+            holds::table
+                .filter(holds::id.eq(hold_id.as_str()))
+                .select(HoldRow::as_select()),
+        )
     }
 
     /// One entry of one account.
@@ -341,15 +336,14 @@ impl Ledger<'_> {
 
     /// History, newest first.
     pub fn history(&self, account_id: &AccountId, page: Page) -> Result<Vec<Entry>, StoreError> {
-        let mut conn = self.store.conn()?;
-        entries::table
-            .filter(entries::account_id.eq(account_id.as_str()))
-            .order(entries::seq.desc())
-            .limit(i64::from(page.limit()))
-            .offset(page.offset() as i64)
-            .select(EntryRow::as_select())
-            .load(&mut *conn)
-            .records()
+        self.store.records(
+            entries::table
+                .filter(entries::account_id.eq(account_id.as_str()))
+                .order(entries::seq.desc())
+                .limit(i64::from(page.limit()))
+                .offset(page.offset() as i64)
+                .select(EntryRow::as_select()),
+        )
     }
 
     /// Every entry of a calendar month (UTC), newest first.
@@ -358,15 +352,14 @@ impl Ledger<'_> {
         account_id: &AccountId,
         month: YearMonth,
     ) -> Result<Vec<Entry>, StoreError> {
-        let mut conn = self.store.conn()?;
-        entries::table
-            .filter(entries::account_id.eq(account_id.as_str()))
-            .filter(entries::created_at.ge(month.start().millis()))
-            .filter(entries::created_at.lt(month.end().millis()))
-            .order(entries::seq.desc())
-            .select(EntryRow::as_select())
-            .load(&mut *conn)
-            .records()
+        self.store.records(
+            entries::table
+                .filter(entries::account_id.eq(account_id.as_str()))
+                .filter(entries::created_at.ge(month.start().millis()))
+                .filter(entries::created_at.lt(month.end().millis()))
+                .order(entries::seq.desc())
+                .select(EntryRow::as_select()),
+        )
     }
 }
 
@@ -409,12 +402,13 @@ fn load_entry(
     account_id: &AccountId,
     entry_id: &EntryId,
 ) -> Result<Option<Entry>, StoreError> {
-    entries::table
-        .filter(entries::id.eq(entry_id.as_str()))
-        .filter(entries::account_id.eq(account_id.as_str()))
-        .select(EntryRow::as_select())
-        .first(conn)
-        .optional_record()
+    first_record(
+        conn,
+        entries::table
+            .filter(entries::id.eq(entry_id.as_str()))
+            .filter(entries::account_id.eq(account_id.as_str()))
+            .select(EntryRow::as_select()),
+    )
 }
 
 /// Loads an account's book: its open grants, active holds, `extra_hold` whatever its
@@ -453,12 +447,13 @@ pub(crate) fn load_book(
         .into_iter()
         .map(Hold::try_from)
         .collect::<Result<_, _>>()?;
-    let mut grants: Vec<Grant> = grants::table
-        .filter(grants::account_id.eq(id.as_str()))
-        .filter(grants::remaining.gt(0))
-        .select(GrantRow::as_select())
-        .load(conn)
-        .records()?;
+    let mut grants: Vec<Grant> = records(
+        conn,
+        grants::table
+            .filter(grants::account_id.eq(id.as_str()))
+            .filter(grants::remaining.gt(0))
+            .select(GrantRow::as_select()),
+    )?;
     let have: BTreeSet<GrantId> = grants.iter().map(|g| g.id.clone()).collect();
     let mut wanted: BTreeSet<String> = holds
         .iter()

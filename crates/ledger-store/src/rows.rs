@@ -1,17 +1,22 @@
 //! Row structs (Diesel) and their conversions to and from the core's types. Nothing
 //! outside this crate sees a row.
 
+use diesel::dsl::Limit;
 use diesel::prelude::*;
+use diesel::query_dsl::methods::LimitDsl;
+use diesel::query_dsl::LoadQuery;
 use ledger_core::{
-    AccountId, Allocation, AutoTopup, Cents, ChargeStatus, Credits, Entry, EntryId, Grant, GrantId,
-    Hold, HoldId, PackId, SubscriptionStatus, Timestamp,
+    AccountId, Allocation, AutoTopup, Cents, ChargeStatus, Credits, Entry, EntryId, EntryKind,
+    Grant, GrantId, GrantSource, Hold, HoldId, HoldStatus, PackId, SubscriptionStatus, Timestamp,
 };
 
+use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::payments::{
     AutoTopupSettings, CheckoutProvider, CheckoutStatus, OrderKind, RefusalSource,
 };
-use crate::schema::{accounts, auto_topups, entries, grants, holds, idempotency_keys};
+use crate::schema::{accounts, auto_topups, idempotency_keys};
+use crate::Store;
 
 /// How a field of a record is kept in its column: the column's Rust type, and the
 /// conversions both ways (reading back fails only on what the code does not know).
@@ -47,15 +52,42 @@ macro_rules! stored_as {
 stored_as!(Self: String => |v| v.clone(), |c| Ok(c));
 stored_as!(Self: i64, bool => |v| *v, |c| Ok(c));
 // Ids, kept as their text.
-stored_as!(String: AccountId, PackId, EntryId => |v| v.as_str().to_owned(), |c| Ok(Self::new(c)));
+stored_as!(String: AccountId, PackId, EntryId, GrantId, HoldId => |v| v.as_str().to_owned(), |c| Ok(Self::new(c)));
 // Enums, kept as their spelling; a spelling the code does not know is corrupt.
 stored_as!(
-    String: OrderKind, CheckoutProvider, CheckoutStatus, RefusalSource, ChargeStatus, SubscriptionStatus
+    String: OrderKind, CheckoutProvider, CheckoutStatus, RefusalSource, ChargeStatus, SubscriptionStatus,
+        GrantSource, HoldStatus, EntryKind
     => |v| v.as_str().to_owned(), |c| parse(&c)
 );
 // Amounts and times, kept as their integer (thousandths of a credit, milliseconds, cents).
 stored_as!(i64: Timestamp, Credits => |v| v.millis(), |c| Ok(Self::from_millis(c)));
 stored_as!(i64: Cents => |v| v.get(), |c| Ok(Cents::new(c)));
+
+/// A grant's priority, in an integer column.
+impl Stored for i32 {
+    type Column = i64;
+    fn to_column(&self) -> i64 {
+        i64::from(*self)
+    }
+    fn from_column(column: i64) -> Result<i32, StoreError> {
+        i32::try_from(column).map_err(|e| StoreError::corrupt(e.to_string()))
+    }
+}
+
+/// A lot's allocations, as JSON text.
+impl Stored for Vec<Allocation> {
+    type Column = String;
+    fn to_column(&self) -> String {
+        // Derived `Serialize` over ids, a unit variant and `Credits` (an integer or a
+        // finite float), with no maps: serde_json has nothing to fail on.
+        #[allow(clippy::expect_used)]
+        serde_json::to_string(self).expect("allocations always serialize")
+    }
+    fn from_column(column: String) -> Result<Vec<Allocation>, StoreError> {
+        serde_json::from_str(&column)
+            .map_err(|e| StoreError::corrupt(format!("allocations do not decode: {e}")))
+    }
+}
 
 impl<T: Stored> Stored for Option<T> {
     type Column = Option<T::Column>;
@@ -68,8 +100,7 @@ impl<T: Stored> Stored for Option<T> {
 }
 
 /// Declares a record kept whole in one table: the public struct, and its private Diesel
-/// row `$row` (the same fields, each as [`Stored`] keeps it; `=> column` where the column
-/// is named otherwise) with the conversions both ways.
+/// row `$row` (see [`stored_row!`]).
 macro_rules! stored_record {
     (
         $(#[$meta:meta])*
@@ -82,6 +113,19 @@ macro_rules! stored_record {
             $($(#[$field_meta])* pub $field: $ty,)+
         }
 
+        $crate::rows::stored_row!($record in $table as $row {
+            $($field: $ty $(=> $column)?,)+
+        });
+    };
+}
+
+/// Declares the private Diesel row `$row` of a record kept whole in one table: the same
+/// fields, each as [`Stored`] keeps it (`=> column` where the column is named otherwise),
+/// with the conversions both ways.
+macro_rules! stored_row {
+    ($record:ident in $table:ident as $row:ident {
+        $($field:ident: $ty:ty $(=> $column:ident)?,)+
+    }) => {
         #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
         #[diesel(table_name = $crate::schema::$table)]
         pub(crate) struct $row {
@@ -108,36 +152,49 @@ macro_rules! stored_record {
 }
 
 pub(crate) use stored_record;
+pub(crate) use stored_row;
 
-/// The row a query may find, as its record (a row that does not convert fails the read).
-pub(crate) trait FoundRecord<R> {
-    fn optional_record<T>(self) -> Result<Option<T>, StoreError>
-    where
-        T: TryFrom<R, Error = StoreError>;
+/// The row `query` finds first, if any, as its record (a row that does not convert fails
+/// the read).
+pub(crate) fn first_record<'q, R, T, Q>(
+    conn: &mut DbConnection,
+    query: Q,
+) -> Result<Option<T>, StoreError>
+where
+    Q: RunQueryDsl<DbConnection> + LimitDsl,
+    Limit<Q>: LoadQuery<'q, DbConnection, R>,
+    T: TryFrom<R, Error = StoreError>,
+{
+    query.first(conn).optional()?.map(T::try_from).transpose()
 }
 
-impl<R> FoundRecord<R> for QueryResult<R> {
-    fn optional_record<T>(self) -> Result<Option<T>, StoreError>
+/// The rows `query` finds, as their records.
+pub(crate) fn records<'q, R, T, Q>(conn: &mut DbConnection, query: Q) -> Result<Vec<T>, StoreError>
+where
+    Q: RunQueryDsl<DbConnection> + LoadQuery<'q, DbConnection, R>,
+    T: TryFrom<R, Error = StoreError>,
+{
+    query.load(conn)?.into_iter().map(T::try_from).collect()
+}
+
+impl Store {
+    /// [`first_record`] on a pooled connection.
+    pub(crate) fn first_record<'q, R, T, Q>(&self, query: Q) -> Result<Option<T>, StoreError>
     where
+        Q: RunQueryDsl<DbConnection> + LimitDsl,
+        Limit<Q>: LoadQuery<'q, DbConnection, R>,
         T: TryFrom<R, Error = StoreError>,
     {
-        self.optional()?.map(T::try_from).transpose()
+        first_record(&mut *self.conn()?, query)
     }
-}
 
-/// The rows a query found, as their records (one that does not convert fails the read).
-pub(crate) trait FoundRecords<R> {
-    fn records<T>(self) -> Result<Vec<T>, StoreError>
+    /// [`records`] on a pooled connection.
+    pub(crate) fn records<'q, R, T, Q>(&self, query: Q) -> Result<Vec<T>, StoreError>
     where
-        T: TryFrom<R, Error = StoreError>;
-}
-
-impl<R> FoundRecords<R> for QueryResult<Vec<R>> {
-    fn records<T>(self) -> Result<Vec<T>, StoreError>
-    where
+        Q: RunQueryDsl<DbConnection> + LoadQuery<'q, DbConnection, R>,
         T: TryFrom<R, Error = StoreError>,
     {
-        self?.into_iter().map(T::try_from).collect()
+        records(&mut *self.conn()?, query)
     }
 }
 
@@ -158,54 +215,48 @@ pub(crate) struct AccountRow {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = grants)]
-pub(crate) struct GrantRow {
-    pub id: String,
-    pub account_id: String,
-    pub source: String,
-    pub amount: i64,
-    pub remaining: i64,
-    pub priority: i64,
-    pub effective_at: i64,
-    pub expires_at: Option<i64>,
-    pub created_at: i64,
-}
+stored_row!(Grant in grants as GrantRow {
+    id: GrantId,
+    account_id: AccountId,
+    source: GrantSource,
+    amount: Credits,
+    remaining: Credits,
+    priority: i32,
+    effective_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    created_at: Timestamp,
+});
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = holds)]
-pub(crate) struct HoldRow {
-    pub id: String,
-    pub account_id: String,
-    pub amount: i64,
-    pub captured: i64,
-    pub status: String,
-    pub description: String,
-    pub reference_id: Option<String>,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub settled_at: Option<i64>,
-    pub allocations: String,
-}
+stored_row!(Hold in holds as HoldRow {
+    id: HoldId,
+    account_id: AccountId,
+    amount: Credits,
+    captured: Credits,
+    status: HoldStatus,
+    description: String,
+    reference_id: Option<String>,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    settled_at: Option<Timestamp>,
+    allocations: Vec<Allocation>,
+});
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = entries)]
-pub(crate) struct EntryRow {
-    pub id: String,
-    pub account_id: String,
-    pub seq: i64,
-    pub kind: String,
-    pub amount: i64,
-    pub balance_after: i64,
-    pub description: String,
-    pub reference_id: Option<String>,
-    pub source: String,
-    pub plan: Option<String>,
-    pub created_at: i64,
-    pub hold_id: Option<String>,
-    pub refund_of: Option<String>,
-    pub allocations: String,
-}
+stored_row!(Entry in entries as EntryRow {
+    id: EntryId,
+    account_id: AccountId,
+    seq: i64,
+    kind: EntryKind,
+    amount: Credits,
+    balance_after: Credits,
+    description: String,
+    reference_id: Option<String>,
+    source: String,
+    plan: Option<String>,
+    created_at: Timestamp,
+    hold_id: Option<HoldId>,
+    refund_of: Option<EntryId>,
+    allocations: Vec<Allocation>,
+});
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = idempotency_keys)]
@@ -216,131 +267,6 @@ pub(crate) struct IdempotencyRow {
     pub fingerprint: String,
     pub outcome: String,
     pub created_at: i64,
-}
-
-fn encode_allocations(a: &[Allocation]) -> String {
-    // Derived `Serialize` over ids, a unit variant and `Credits` (an integer or a finite
-    // float), with no maps: serde_json has nothing to fail on.
-    #[allow(clippy::expect_used)]
-    serde_json::to_string(a).expect("allocations always serialize")
-}
-
-fn decode_allocations(owner: &str, text: &str) -> Result<Vec<Allocation>, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::corrupt(format!("allocations of {owner}: {e}")))
-}
-
-impl From<&Grant> for GrantRow {
-    fn from(g: &Grant) -> GrantRow {
-        GrantRow {
-            id: g.id.as_str().to_owned(),
-            account_id: g.account_id.as_str().to_owned(),
-            source: g.source.as_str().to_owned(),
-            amount: g.amount.millis(),
-            remaining: g.remaining.millis(),
-            priority: i64::from(g.priority),
-            effective_at: g.effective_at.millis(),
-            expires_at: g.expires_at.map(Timestamp::millis),
-            created_at: g.created_at.millis(),
-        }
-    }
-}
-
-impl TryFrom<GrantRow> for Grant {
-    type Error = StoreError;
-    fn try_from(r: GrantRow) -> Result<Grant, StoreError> {
-        Ok(Grant {
-            source: r.source.parse().map_err(StoreError::corrupt)?,
-            priority: i32::try_from(r.priority).map_err(|e| StoreError::corrupt(e.to_string()))?,
-            id: GrantId::new(r.id),
-            account_id: AccountId::new(r.account_id),
-            amount: Credits::from_millis(r.amount),
-            remaining: Credits::from_millis(r.remaining),
-            effective_at: Timestamp::from_millis(r.effective_at),
-            expires_at: r.expires_at.map(Timestamp::from_millis),
-            created_at: Timestamp::from_millis(r.created_at),
-        })
-    }
-}
-
-impl From<&Hold> for HoldRow {
-    fn from(h: &Hold) -> HoldRow {
-        HoldRow {
-            id: h.id.as_str().to_owned(),
-            account_id: h.account_id.as_str().to_owned(),
-            amount: h.amount.millis(),
-            captured: h.captured.millis(),
-            status: h.status.as_str().to_owned(),
-            description: h.description.clone(),
-            reference_id: h.reference_id.clone(),
-            created_at: h.created_at.millis(),
-            expires_at: h.expires_at.millis(),
-            settled_at: h.settled_at.map(Timestamp::millis),
-            allocations: encode_allocations(&h.allocations),
-        }
-    }
-}
-
-impl TryFrom<HoldRow> for Hold {
-    type Error = StoreError;
-    fn try_from(r: HoldRow) -> Result<Hold, StoreError> {
-        Ok(Hold {
-            allocations: decode_allocations(&r.id, &r.allocations)?,
-            status: r.status.parse().map_err(StoreError::corrupt)?,
-            id: HoldId::new(r.id),
-            account_id: AccountId::new(r.account_id),
-            amount: Credits::from_millis(r.amount),
-            captured: Credits::from_millis(r.captured),
-            description: r.description,
-            reference_id: r.reference_id,
-            created_at: Timestamp::from_millis(r.created_at),
-            expires_at: Timestamp::from_millis(r.expires_at),
-            settled_at: r.settled_at.map(Timestamp::from_millis),
-        })
-    }
-}
-
-impl From<&Entry> for EntryRow {
-    fn from(e: &Entry) -> EntryRow {
-        EntryRow {
-            id: e.id.as_str().to_owned(),
-            account_id: e.account_id.as_str().to_owned(),
-            seq: e.seq,
-            kind: e.kind.as_str().to_owned(),
-            amount: e.amount.millis(),
-            balance_after: e.balance_after.millis(),
-            description: e.description.clone(),
-            reference_id: e.reference_id.clone(),
-            source: e.source.clone(),
-            plan: e.plan.clone(),
-            created_at: e.created_at.millis(),
-            hold_id: e.hold_id.as_ref().map(|h| h.as_str().to_owned()),
-            refund_of: e.refund_of.as_ref().map(|r| r.as_str().to_owned()),
-            allocations: encode_allocations(&e.allocations),
-        }
-    }
-}
-
-impl TryFrom<EntryRow> for Entry {
-    type Error = StoreError;
-    fn try_from(r: EntryRow) -> Result<Entry, StoreError> {
-        Ok(Entry {
-            allocations: decode_allocations(&r.id, &r.allocations)?,
-            kind: r.kind.parse().map_err(StoreError::corrupt)?,
-            id: EntryId::new(r.id),
-            account_id: AccountId::new(r.account_id),
-            seq: r.seq,
-            amount: Credits::from_millis(r.amount),
-            balance_after: Credits::from_millis(r.balance_after),
-            description: r.description,
-            reference_id: r.reference_id,
-            source: r.source,
-            plan: r.plan,
-            created_at: Timestamp::from_millis(r.created_at),
-            hold_id: r.hold_id.map(HoldId::new),
-            refund_of: r.refund_of.map(EntryId::new),
-        })
-    }
 }
 
 // ---------------------------------------------------------------------------------------

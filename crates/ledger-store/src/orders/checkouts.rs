@@ -8,7 +8,6 @@ use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ledger::TxError;
 use crate::payments::{CheckoutRecord, CheckoutRow, CheckoutStatus};
-use crate::rows::{FoundRecord, FoundRecords};
 use crate::schema::{payment_checkouts, payment_secrets};
 use crate::Store;
 
@@ -45,22 +44,20 @@ impl Orders<'_> {
 
     /// An account's checkouts, newest first.
     pub fn checkouts_of(&self, account: &AccountId) -> Result<Vec<CheckoutRecord>, StoreError> {
-        let mut conn = self.store.conn()?;
-        payment_checkouts::table
-            .filter(payment_checkouts::account_id.eq(account.as_str()))
-            .order((payment_checkouts::created_at.desc(), payment_checkouts::id))
-            .select(CheckoutRow::as_select())
-            .load(&mut *conn)
-            .records()
+        self.store.records(
+            payment_checkouts::table
+                .filter(payment_checkouts::account_id.eq(account.as_str()))
+                .order((payment_checkouts::created_at.desc(), payment_checkouts::id))
+                .select(CheckoutRow::as_select()),
+        )
     }
 
     pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>, StoreError> {
-        let mut conn = self.store.conn()?;
-        payment_checkouts::table
-            .filter(payment_checkouts::id.eq(id))
-            .select(CheckoutRow::as_select())
-            .first(&mut *conn)
-            .optional_record()
+        self.store.first_record(
+            payment_checkouts::table
+                .filter(payment_checkouts::id.eq(id))
+                .select(CheckoutRow::as_select()),
+        )
     }
 
     /// Marks an open checkout paid by `order_id`; false when it was not open (paid before).

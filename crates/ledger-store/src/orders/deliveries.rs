@@ -6,7 +6,6 @@ use ledger_core::Timestamp;
 use super::Orders;
 use crate::error::StoreError;
 use crate::payments::{DeliveryReceipt, DeliveryRow, StoredDelivery};
-use crate::rows::{FoundRecord, FoundRecords};
 use crate::schema::webhook_deliveries;
 
 impl Orders<'_> {
@@ -50,12 +49,11 @@ impl Orders<'_> {
     }
 
     pub fn delivery(&self, webhook_id: &str) -> Result<Option<StoredDelivery>, StoreError> {
-        let mut conn = self.store.conn()?;
-        webhook_deliveries::table
-            .filter(webhook_deliveries::webhook_id.eq(webhook_id))
-            .select(DeliveryRow::as_select())
-            .first(&mut *conn)
-            .optional_record()
+        self.store.first_record(
+            webhook_deliveries::table
+                .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+                .select(DeliveryRow::as_select()),
+        )
     }
 
     /// Counts one processing attempt of a delivery.
@@ -96,17 +94,16 @@ impl Orders<'_> {
         received_before: Timestamp,
         limit: i64,
     ) -> Result<Vec<StoredDelivery>, StoreError> {
-        let mut conn = self.store.conn()?;
-        webhook_deliveries::table
-            .filter(webhook_deliveries::processed_at.is_null())
-            .filter(webhook_deliveries::received_at.lt(received_before.millis()))
-            .order((
-                webhook_deliveries::received_at,
-                webhook_deliveries::webhook_id,
-            ))
-            .limit(limit)
-            .select(DeliveryRow::as_select())
-            .load(&mut *conn)
-            .records()
+        self.store.records(
+            webhook_deliveries::table
+                .filter(webhook_deliveries::processed_at.is_null())
+                .filter(webhook_deliveries::received_at.lt(received_before.millis()))
+                .order((
+                    webhook_deliveries::received_at,
+                    webhook_deliveries::webhook_id,
+                ))
+                .limit(limit)
+                .select(DeliveryRow::as_select()),
+        )
     }
 }

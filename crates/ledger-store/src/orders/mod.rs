@@ -31,7 +31,7 @@ use crate::error::StoreError;
 use crate::ids::RandomIds;
 use crate::ledger::TxError;
 use crate::payments::{OrderKind, PaymentOrder, PaymentOrderRow};
-use crate::rows::FoundRecord;
+use crate::rows::first_record;
 use crate::schema::payment_orders;
 use crate::Store;
 
@@ -67,11 +67,12 @@ fn load_book(conn: &mut DbConnection, id: &AccountId, now: Timestamp) -> Result<
 
 /// The order row `order_id`, if there is one.
 fn order_row(conn: &mut DbConnection, order_id: &str) -> Result<Option<PaymentOrder>, StoreError> {
-    payment_orders::table
-        .filter(payment_orders::order_id.eq(order_id))
-        .select(PaymentOrderRow::as_select())
-        .first(conn)
-        .optional_record()
+    first_record(
+        conn,
+        payment_orders::table
+            .filter(payment_orders::order_id.eq(order_id))
+            .select(PaymentOrderRow::as_select()),
+    )
 }
 
 impl Orders<'_> {

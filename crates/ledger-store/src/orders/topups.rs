@@ -15,18 +15,19 @@ use crate::ledger::TxError;
 use crate::payments::{
     AutoTopupSettings, OrderKind, PaidOrder, PaidOutcome, TopupCharge, TopupChargeRow, TopupPack,
 };
-use crate::rows::{AutoTopupRow, FoundRecord, FoundRecords};
+use crate::rows::{first_record, AutoTopupRow};
 use crate::schema::{auto_topup_charges, auto_topups};
 
 fn settings_row(
     conn: &mut DbConnection,
     account: &AccountId,
 ) -> Result<Option<AutoTopupSettings>, StoreError> {
-    auto_topups::table
-        .filter(auto_topups::account_id.eq(account.as_str()))
-        .select(AutoTopupRow::as_select())
-        .first(conn)
-        .optional_record()
+    first_record(
+        conn,
+        auto_topups::table
+            .filter(auto_topups::account_id.eq(account.as_str()))
+            .select(AutoTopupRow::as_select()),
+    )
 }
 
 /// The account's saved settings as the core's rule reads them (`None`: never saved, so
@@ -84,10 +85,7 @@ fn charge_row(
     if let Some(status) = status {
         query = query.filter(auto_topup_charges::status.eq(status.as_str()));
     }
-    query
-        .select(TopupChargeRow::as_select())
-        .first(conn)
-        .optional_record()
+    first_record(conn, query.select(TopupChargeRow::as_select()))
 }
 
 impl Orders<'_> {
@@ -143,14 +141,13 @@ impl Orders<'_> {
 
     /// Pending top-up charges, oldest first.
     pub fn pending_topup_charges(&self, limit: i64) -> Result<Vec<TopupCharge>, StoreError> {
-        let mut conn = self.store.conn()?;
-        auto_topup_charges::table
-            .filter(auto_topup_charges::status.eq(ChargeStatus::Pending.as_str()))
-            .order((auto_topup_charges::created_at, auto_topup_charges::id))
-            .limit(limit)
-            .select(TopupChargeRow::as_select())
-            .load(&mut *conn)
-            .records()
+        self.store.records(
+            auto_topup_charges::table
+                .filter(auto_topup_charges::status.eq(ChargeStatus::Pending.as_str()))
+                .order((auto_topup_charges::created_at, auto_topup_charges::id))
+                .limit(limit)
+                .select(TopupChargeRow::as_select()),
+        )
     }
 
     pub fn topup_charge(&self, id: &str) -> Result<Option<TopupCharge>, StoreError> {
