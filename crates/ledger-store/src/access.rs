@@ -49,15 +49,13 @@ impl Access<'_> {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut conn = self.store.conn()?;
-        diesel::insert_into(sessions::table)
-            .values((
+        self.store
+            .execute(diesel::insert_into(sessions::table).values((
                 sessions::token_hash.eq(token_hash),
                 sessions::account_id.eq(account.as_str()),
                 sessions::created_at.eq(now.millis()),
                 sessions::expires_at.eq(expires_at.millis()),
-            ))
-            .execute(&mut *conn)?;
+            )))?;
         Ok(())
     }
 
@@ -79,14 +77,14 @@ impl Access<'_> {
     }
 
     pub fn revoke_session(&self, token_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let mut conn = self.store.conn()?;
-        let n = diesel::update(
-            sessions::table
-                .filter(sessions::token_hash.eq(token_hash))
-                .filter(sessions::revoked_at.is_null()),
-        )
-        .set(sessions::revoked_at.eq(now.millis()))
-        .execute(&mut *conn)?;
+        let n = self.store.execute(
+            diesel::update(
+                sessions::table
+                    .filter(sessions::token_hash.eq(token_hash))
+                    .filter(sessions::revoked_at.is_null()),
+            )
+            .set(sessions::revoked_at.eq(now.millis())),
+        )?;
         Ok(n > 0)
     }
 
@@ -138,15 +136,15 @@ impl Access<'_> {
         key_id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.store.conn()?;
-        let n = diesel::update(
-            api_keys::table
-                .filter(api_keys::id.eq(key_id))
-                .filter(api_keys::account_id.eq(account.as_str()))
-                .filter(api_keys::revoked_at.is_null()),
-        )
-        .set(api_keys::revoked_at.eq(now.millis()))
-        .execute(&mut *conn)?;
+        let n = self.store.execute(
+            diesel::update(
+                api_keys::table
+                    .filter(api_keys::id.eq(key_id))
+                    .filter(api_keys::account_id.eq(account.as_str()))
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set(api_keys::revoked_at.eq(now.millis())),
+        )?;
         Ok(n > 0)
     }
 

@@ -3,6 +3,8 @@
 use std::collections::BTreeSet;
 
 use diesel::prelude::*;
+use diesel::query_builder::InsertStatement;
+use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::result::Error as DieselError;
 use ledger_core::idempotency::{decide, Decision};
 use ledger_core::{
@@ -117,6 +119,25 @@ impl From<DieselError> for TxError {
 pub(crate) struct TxError(pub StoreError);
 
 impl Store {
+    /// What `read` finds; when it finds nothing, runs `insert` in a write transaction
+    /// and answers `inserted`, unless another writer inserted the same key first (a
+    /// unique violation): then what `read` finds now.
+    pub(crate) fn read_or_insert<T>(
+        &self,
+        read: impl Fn() -> Result<Option<T>, StoreError>,
+        insert: impl FnOnce(&mut DbConnection) -> QueryResult<usize>,
+        inserted: T,
+    ) -> Result<Option<T>, StoreError> {
+        if let Some(found) = read()? {
+            return Ok(Some(found));
+        }
+        match self.write(|conn| Ok(insert(conn)?)) {
+            Ok(_) => Ok(Some(inserted)),
+            Err(e) if e.is_unique_violation() => read(),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs `f` in a write transaction (behind the SQLite write gate).
     pub(crate) fn write<T>(
         &self,
@@ -501,21 +522,21 @@ pub(crate) fn persist(
     if changes.is_empty() {
         return Ok(());
     }
-    for g in &changes.grants_inserted {
-        diesel::insert_into(grants::table)
-            .values(GrantRow::from(g))
-            .execute(conn)?;
-    }
+    insert_each(
+        conn,
+        grants::table,
+        changes.grants_inserted.iter().map(GrantRow::from),
+    )?;
     for g in &changes.grants_updated {
         diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
             .set(grants::remaining.eq(g.remaining.millis()))
             .execute(conn)?;
     }
-    for h in &changes.holds_inserted {
-        diesel::insert_into(holds::table)
-            .values(HoldRow::from(h))
-            .execute(conn)?;
-    }
+    insert_each(
+        conn,
+        holds::table,
+        changes.holds_inserted.iter().map(HoldRow::from),
+    )?;
     for h in &changes.holds_updated {
         diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
             .set((
@@ -525,11 +546,11 @@ pub(crate) fn persist(
             ))
             .execute(conn)?;
     }
-    for e in &changes.entries {
-        diesel::insert_into(entries::table)
-            .values(EntryRow::from(e))
-            .execute(conn)?;
-    }
+    insert_each(
+        conn,
+        entries::table,
+        changes.entries.iter().map(EntryRow::from),
+    )?;
     diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
         .set((
             accounts::balance.eq(changes.balance.millis()),
@@ -537,6 +558,23 @@ pub(crate) fn persist(
             accounts::last_seq.eq(changes.last_seq),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Inserts `rows` into `table`, one statement a row.
+fn insert_each<T, R>(
+    conn: &mut DbConnection,
+    table: T,
+    rows: impl Iterator<Item = R>,
+) -> QueryResult<()>
+where
+    T: Table + Copy,
+    R: Insertable<T>,
+    InsertStatement<T, R::Values>: ExecuteDsl<DbConnection>,
+{
+    for row in rows {
+        diesel::insert_into(table).values(row).execute(conn)?;
+    }
     Ok(())
 }
 

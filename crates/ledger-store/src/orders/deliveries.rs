@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use ledger_core::Timestamp;
 
 use super::Orders;
+use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::payments::{DeliveryReceipt, DeliveryRow, StoredDelivery};
 use crate::schema::webhook_deliveries;
@@ -25,10 +26,7 @@ impl Orders<'_> {
                     processed: d.processed_at.is_some(),
                 }))
         };
-        if let Some(seen) = existing()? {
-            return Ok(seen);
-        }
-        let inserted = self.store.write(|conn| {
+        let insert = |conn: &mut DbConnection| {
             diesel::insert_into(webhook_deliveries::table)
                 .values((
                     webhook_deliveries::webhook_id.eq(webhook_id),
@@ -36,16 +34,12 @@ impl Orders<'_> {
                     webhook_deliveries::body.eq(body),
                     webhook_deliveries::received_at.eq(now.millis()),
                 ))
-                .execute(conn)?;
-            Ok(())
-        });
-        match inserted {
-            Ok(()) => Ok(DeliveryReceipt::New),
-            Err(e) if e.is_unique_violation() => {
-                Ok(existing()?.unwrap_or(DeliveryReceipt::Duplicate { processed: false }))
-            }
-            Err(e) => Err(e),
-        }
+                .execute(conn)
+        };
+        Ok(self
+            .store
+            .read_or_insert(existing, insert, DeliveryReceipt::New)?
+            .unwrap_or(DeliveryReceipt::Duplicate { processed: false }))
     }
 
     pub fn delivery(&self, webhook_id: &str) -> Result<Option<StoredDelivery>, StoreError> {
