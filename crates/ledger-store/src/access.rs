@@ -124,8 +124,7 @@ impl Access<'_> {
             api_keys::table
                 .filter(api_keys::account_id.eq(account.as_str()))
                 .filter(api_keys::revoked_at.is_null())
-                .order((api_keys::created_at.desc(), api_keys::id.desc()))
-                .select(ApiKeyRow::as_select()),
+                .order((api_keys::created_at.desc(), api_keys::id.desc())),
         )
     }
 
@@ -184,9 +183,7 @@ impl Access<'_> {
 
     pub fn subscription(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
         self.store.first_record(
-            subscriptions::table
-                .filter(subscriptions::account_id.eq(account.as_str()))
-                .select(SubscriptionRow::as_select()),
+            subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
         )
     }
 

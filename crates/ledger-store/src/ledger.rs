@@ -17,7 +17,7 @@ use crate::db::{Backend, DbConnection};
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
-use crate::rows::{first_record, records, AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
+use crate::rows::{AccountRow, EntryRow, FirstRecord, GrantRow, HoldRow, IdempotencyRow, Records};
 use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
 use crate::Store;
 
@@ -227,19 +227,13 @@ impl Ledger<'_> {
     }
 
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        self.store.first_record(
-            accounts::table
-                .filter(accounts::id.eq(id.as_str()))
-                .select(AccountRow::as_select()),
-        )
+        self.store
+            .first_record(accounts::table.filter(accounts::id.eq(id.as_str())))
     }
 
     pub fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        self.store.first_record(
-            accounts::table
-                .filter(accounts::email.eq(email))
-                .select(AccountRow::as_select()),
-        )
+        self.store
+            .first_record(accounts::table.filter(accounts::email.eq(email)))
     }
 
     /// Sets the plan name stamped on new entries and how far usage may overdraw (kept
@@ -338,11 +332,8 @@ impl Ledger<'_> {
     }
 
     pub fn hold(&self, hold_id: &HoldId) -> Result<Option<Hold>, StoreError> {
-        self.store.first_record(
-            holds::table
-                .filter(holds::id.eq(hold_id.as_str()))
-                .select(HoldRow::as_select()),
-        )
+        self.store
+            .first_record(holds::table.filter(holds::id.eq(hold_id.as_str())))
     }
 
     /// One entry of one account.
@@ -362,8 +353,7 @@ impl Ledger<'_> {
                 .filter(entries::account_id.eq(account_id.as_str()))
                 .order(entries::seq.desc())
                 .limit(i64::from(page.limit()))
-                .offset(page.offset() as i64)
-                .select(EntryRow::as_select()),
+                .offset(page.offset() as i64),
         )
     }
 
@@ -378,8 +368,7 @@ impl Ledger<'_> {
                 .filter(entries::account_id.eq(account_id.as_str()))
                 .filter(entries::created_at.ge(month.start().millis()))
                 .filter(entries::created_at.lt(month.end().millis()))
-                .order(entries::seq.desc())
-                .select(EntryRow::as_select()),
+                .order(entries::seq.desc()),
         )
     }
 }
@@ -423,13 +412,10 @@ fn load_entry(
     account_id: &AccountId,
     entry_id: &EntryId,
 ) -> Result<Option<Entry>, StoreError> {
-    first_record(
-        conn,
-        entries::table
-            .filter(entries::id.eq(entry_id.as_str()))
-            .filter(entries::account_id.eq(account_id.as_str()))
-            .select(EntryRow::as_select()),
-    )
+    entries::table
+        .filter(entries::id.eq(entry_id.as_str()))
+        .filter(entries::account_id.eq(account_id.as_str()))
+        .first_record(conn)
 }
 
 /// Loads an account's book: its open grants, active holds, `extra_hold` whatever its
@@ -468,13 +454,10 @@ pub(crate) fn load_book(
         .into_iter()
         .map(Hold::try_from)
         .collect::<Result<_, _>>()?;
-    let mut grants: Vec<Grant> = records(
-        conn,
-        grants::table
-            .filter(grants::account_id.eq(id.as_str()))
-            .filter(grants::remaining.gt(0))
-            .select(GrantRow::as_select()),
-    )?;
+    let mut grants: Vec<Grant> = grants::table
+        .filter(grants::account_id.eq(id.as_str()))
+        .filter(grants::remaining.gt(0))
+        .records(conn)?;
     let have: BTreeSet<GrantId> = grants.iter().map(|g| g.id.clone()).collect();
     let mut wanted: BTreeSet<String> = holds
         .iter()

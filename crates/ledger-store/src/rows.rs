@@ -1,16 +1,20 @@
-//! Row structs (Diesel) and their conversions to and from the core's types. Nothing
+//! Row structs (Diesel) and their conversions to and from the types the store answers
+//! with: how each field is kept in its column ([`Stored`]), the macros that declare a
+//! record's row from its one field list (`stored_record!`, `stored_row!`), and the reads
+//! that select a record's row and convert it ([`FirstRecord`], [`Records`]). Nothing
 //! outside this crate sees a row.
 
-use diesel::dsl::Limit;
+use diesel::dsl::{AsSelect, Limit, Select};
 use diesel::prelude::*;
-use diesel::query_dsl::methods::LimitDsl;
+use diesel::query_dsl::methods::{LimitDsl, SelectDsl};
 use diesel::query_dsl::LoadQuery;
+use diesel::Expression;
 use ledger_core::{
     AccountId, Allocation, AutoTopup, Cents, ChargeStatus, Credits, Entry, EntryId, EntryKind,
     Grant, GrantId, GrantSource, Hold, HoldId, HoldStatus, PackId, SubscriptionStatus, Timestamp,
 };
 
-use crate::db::DbConnection;
+use crate::db::{DbConnection, MultiBackend};
 use crate::error::StoreError;
 use crate::payments::{
     AutoTopupSettings, CheckoutProvider, CheckoutStatus, OrderKind, RefusalSource,
@@ -132,6 +136,10 @@ macro_rules! stored_row {
             $($(#[diesel(column_name = $column)])? pub $field: <$ty as $crate::rows::Stored>::Column,)+
         }
 
+        impl $crate::rows::Record for $record {
+            type Row = $row;
+        }
+
         impl From<&$record> for $row {
             fn from(record: &$record) -> $row {
                 $row {
@@ -154,47 +162,69 @@ macro_rules! stored_row {
 pub(crate) use stored_record;
 pub(crate) use stored_row;
 
-/// The row `query` finds first, if any, as its record (a row that does not convert fails
-/// the read).
-pub(crate) fn first_record<'q, R, T, Q>(
-    conn: &mut DbConnection,
-    query: Q,
-) -> Result<Option<T>, StoreError>
-where
-    Q: RunQueryDsl<DbConnection> + LimitDsl,
-    Limit<Q>: LoadQuery<'q, DbConnection, R>,
-    T: TryFrom<R, Error = StoreError>,
-{
-    query.first(conn).optional()?.map(T::try_from).transpose()
+/// A type read from a row of its table (a row that does not convert fails the read).
+pub(crate) trait Record: TryFrom<Self::Row, Error = StoreError> {
+    type Row;
 }
 
-/// The rows `query` finds, as their records.
-pub(crate) fn records<'q, R, T, Q>(conn: &mut DbConnection, query: Q) -> Result<Vec<T>, StoreError>
+/// A query that finds records `T` (selecting their rows' columns): its first.
+pub(crate) trait FirstRecord<'q, T> {
+    fn first_record(self, conn: &mut DbConnection) -> Result<Option<T>, StoreError>;
+}
+
+impl<'q, T, R, Q> FirstRecord<'q, T> for Q
 where
-    Q: RunQueryDsl<DbConnection> + LoadQuery<'q, DbConnection, R>,
-    T: TryFrom<R, Error = StoreError>,
+    T: Record<Row = R>,
+    R: Selectable<MultiBackend>,
+    Q: SelectDsl<AsSelect<R, MultiBackend>>,
+    AsSelect<R, MultiBackend>: Expression,
+    Select<Q, AsSelect<R, MultiBackend>>: RunQueryDsl<DbConnection> + LimitDsl,
+    Limit<Select<Q, AsSelect<R, MultiBackend>>>: LoadQuery<'q, DbConnection, R>,
 {
-    query.load(conn)?.into_iter().map(T::try_from).collect()
+    fn first_record(self, conn: &mut DbConnection) -> Result<Option<T>, StoreError> {
+        SelectDsl::select(self, R::as_select())
+            .first(conn)
+            .optional()?
+            .map(T::try_from)
+            .transpose()
+    }
+}
+
+/// A query that finds records `T` (selecting their rows' columns): all of them.
+pub(crate) trait Records<'q, T> {
+    fn records(self, conn: &mut DbConnection) -> Result<Vec<T>, StoreError>;
+}
+
+impl<'q, T, R, Q> Records<'q, T> for Q
+where
+    T: Record<Row = R>,
+    R: Selectable<MultiBackend>,
+    Q: SelectDsl<AsSelect<R, MultiBackend>>,
+    AsSelect<R, MultiBackend>: Expression,
+    Select<Q, AsSelect<R, MultiBackend>>:
+        RunQueryDsl<DbConnection> + LoadQuery<'q, DbConnection, R>,
+{
+    fn records(self, conn: &mut DbConnection) -> Result<Vec<T>, StoreError> {
+        SelectDsl::select(self, R::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(T::try_from)
+            .collect()
+    }
 }
 
 impl Store {
-    /// [`first_record`] on a pooled connection.
-    pub(crate) fn first_record<'q, R, T, Q>(&self, query: Q) -> Result<Option<T>, StoreError>
-    where
-        Q: RunQueryDsl<DbConnection> + LimitDsl,
-        Limit<Q>: LoadQuery<'q, DbConnection, R>,
-        T: TryFrom<R, Error = StoreError>,
-    {
-        first_record(&mut *self.conn()?, query)
+    /// The first record `query` finds, on a pooled connection.
+    pub(crate) fn first_record<'q, T>(
+        &self,
+        query: impl FirstRecord<'q, T>,
+    ) -> Result<Option<T>, StoreError> {
+        query.first_record(&mut *self.conn()?)
     }
 
-    /// [`records`] on a pooled connection.
-    pub(crate) fn records<'q, R, T, Q>(&self, query: Q) -> Result<Vec<T>, StoreError>
-    where
-        Q: RunQueryDsl<DbConnection> + LoadQuery<'q, DbConnection, R>,
-        T: TryFrom<R, Error = StoreError>,
-    {
-        records(&mut *self.conn()?, query)
+    /// The records `query` finds, on a pooled connection.
+    pub(crate) fn records<'q, T>(&self, query: impl Records<'q, T>) -> Result<Vec<T>, StoreError> {
+        query.records(&mut *self.conn()?)
     }
 }
 
@@ -258,6 +288,10 @@ stored_row!(Entry in entries as EntryRow {
     allocations: Vec<Allocation>,
 });
 
+impl Record for crate::ledger::Account {
+    type Row = AccountRow;
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = idempotency_keys)]
 pub(crate) struct IdempotencyRow {
@@ -284,6 +318,10 @@ pub(crate) struct AutoTopupRow {
     pub status: String,
     pub paused_reason: Option<String>,
     pub updated_at: i64,
+}
+
+impl Record for AutoTopupSettings {
+    type Row = AutoTopupRow;
 }
 
 impl TryFrom<AutoTopupRow> for AutoTopupSettings {

@@ -46,17 +46,13 @@ impl Orders<'_> {
         self.store.records(
             payment_checkouts::table
                 .filter(payment_checkouts::account_id.eq(account.as_str()))
-                .order((payment_checkouts::created_at.desc(), payment_checkouts::id))
-                .select(CheckoutRow::as_select()),
+                .order((payment_checkouts::created_at.desc(), payment_checkouts::id)),
         )
     }
 
     pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>, StoreError> {
-        self.store.first_record(
-            payment_checkouts::table
-                .filter(payment_checkouts::id.eq(id))
-                .select(CheckoutRow::as_select()),
-        )
+        self.store
+            .first_record(payment_checkouts::table.filter(payment_checkouts::id.eq(id)))
     }
 
     /// Marks an open checkout paid by `order_id`; false when it was not open (paid before).

@@ -6,7 +6,7 @@ use ledger_core::Timestamp;
 use super::Orders;
 use crate::db::DbConnection;
 use crate::error::StoreError;
-use crate::payments::{DeliveryReceipt, DeliveryRow, StoredDelivery};
+use crate::payments::{DeliveryReceipt, StoredDelivery};
 use crate::schema::webhook_deliveries;
 
 impl Orders<'_> {
@@ -44,9 +44,7 @@ impl Orders<'_> {
 
     pub fn delivery(&self, webhook_id: &str) -> Result<Option<StoredDelivery>, StoreError> {
         self.store.first_record(
-            webhook_deliveries::table
-                .filter(webhook_deliveries::webhook_id.eq(webhook_id))
-                .select(DeliveryRow::as_select()),
+            webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(webhook_id)),
         )
     }
 
@@ -96,8 +94,7 @@ impl Orders<'_> {
                     webhook_deliveries::received_at,
                     webhook_deliveries::webhook_id,
                 ))
-                .limit(limit)
-                .select(DeliveryRow::as_select()),
+                .limit(limit),
         )
     }
 }

@@ -30,8 +30,8 @@ use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ids::RandomIds;
 use crate::ledger::TxError;
-use crate::payments::{OrderKind, PaymentOrder, PaymentOrderRow};
-use crate::rows::first_record;
+use crate::payments::{OrderKind, PaymentOrder};
+use crate::rows::FirstRecord;
 use crate::schema::payment_orders;
 use crate::Store;
 
@@ -67,12 +67,9 @@ fn load_book(conn: &mut DbConnection, id: &AccountId, now: Timestamp) -> Result<
 
 /// The order row `order_id`, if there is one.
 fn order_row(conn: &mut DbConnection, order_id: &str) -> Result<Option<PaymentOrder>, StoreError> {
-    first_record(
-        conn,
-        payment_orders::table
-            .filter(payment_orders::order_id.eq(order_id))
-            .select(PaymentOrderRow::as_select()),
-    )
+    payment_orders::table
+        .filter(payment_orders::order_id.eq(order_id))
+        .first_record(conn)
 }
 
 impl Orders<'_> {

@@ -11,7 +11,7 @@ use crate::ids::RandomIds;
 use crate::ledger::{persist, TxError};
 use crate::payments::{
     NewRefusal, OrderKind, PaidOrder, PaidOutcome, PaymentOrder, RefundAmount, RefundOutcome,
-    Refusal, RefusalOutcome, RefusalRow,
+    Refusal, RefusalOutcome,
 };
 use crate::schema::{payment_checkouts, payment_orders, payment_refunds, payment_refusals};
 
@@ -328,11 +328,8 @@ impl Orders<'_> {
 
     /// The refusal of an order, if it was refused.
     pub fn refusal(&self, order_id: &str) -> Result<Option<Refusal>, StoreError> {
-        self.store.first_record(
-            payment_refusals::table
-                .filter(payment_refusals::order_id.eq(order_id))
-                .select(RefusalRow::as_select()),
-        )
+        self.store
+            .first_record(payment_refusals::table.filter(payment_refusals::order_id.eq(order_id)))
     }
 
     /// Refused orders, the most recently seen first.
@@ -343,8 +340,7 @@ impl Orders<'_> {
                     payment_refusals::last_seen_at.desc(),
                     payment_refusals::order_id,
                 ))
-                .limit(limit)
-                .select(RefusalRow::as_select()),
+                .limit(limit),
         )
     }
 }

@@ -15,19 +15,16 @@ use crate::ledger::TxError;
 use crate::payments::{
     AutoTopupSettings, OrderKind, PaidOrder, PaidOutcome, TopupCharge, TopupChargeRow, TopupPack,
 };
-use crate::rows::{first_record, AutoTopupRow};
+use crate::rows::{AutoTopupRow, FirstRecord};
 use crate::schema::{auto_topup_charges, auto_topups};
 
 fn settings_row(
     conn: &mut DbConnection,
     account: &AccountId,
 ) -> Result<Option<AutoTopupSettings>, StoreError> {
-    first_record(
-        conn,
-        auto_topups::table
-            .filter(auto_topups::account_id.eq(account.as_str()))
-            .select(AutoTopupRow::as_select()),
-    )
+    auto_topups::table
+        .filter(auto_topups::account_id.eq(account.as_str()))
+        .first_record(conn)
 }
 
 /// The account's saved settings as the core's rule reads them (`None`: never saved, so
@@ -85,7 +82,7 @@ fn charge_row(
     if let Some(status) = status {
         query = query.filter(auto_topup_charges::status.eq(status.as_str()));
     }
-    first_record(conn, query.select(TopupChargeRow::as_select()))
+    query.first_record(conn)
 }
 
 impl Orders<'_> {
@@ -145,8 +142,7 @@ impl Orders<'_> {
             auto_topup_charges::table
                 .filter(auto_topup_charges::status.eq(ChargeStatus::Pending.as_str()))
                 .order((auto_topup_charges::created_at, auto_topup_charges::id))
-                .limit(limit)
-                .select(TopupChargeRow::as_select()),
+                .limit(limit),
         )
     }
 
