@@ -112,103 +112,94 @@ fn run_threads(
 
 fn bench(db: &TestDb, ops: usize) -> Vec<Row> {
     let s = &db.store;
-    let mut rows = Vec::new();
-
-    let a = account(s, ops as i64 + 10);
-    let (elapsed, latencies) = run_threads(s, 1, ops, Some(a));
-    rows.push(Row {
-        scenario: "1 thread, 1 account, 1 op/tx",
+    let row = |scenario, (elapsed, latencies): (Duration, Vec<Duration>)| Row {
+        scenario,
         ops,
         elapsed,
         latencies,
-    });
-
-    let hot = account(s, ops as i64 + 10);
-    let (elapsed, latencies) = run_threads(s, 8, ops / 8, Some(hot));
-    rows.push(Row {
-        scenario: "8 threads, 1 hot account, 1 op/tx",
-        ops,
-        elapsed,
-        latencies,
-    });
-
-    let (elapsed, latencies) = run_threads(s, 8, ops / 8, None);
-    rows.push(Row {
-        scenario: "8 threads, 8 accounts, 1 op/tx",
-        ops,
-        elapsed,
-        latencies,
-    });
+    };
+    let mut rows = vec![
+        row(
+            "1 thread, 1 account, 1 op/tx",
+            run_threads(s, 1, ops, Some(account(s, ops as i64 + 10))),
+        ),
+        row(
+            "8 threads, 1 hot account, 1 op/tx",
+            run_threads(s, 8, ops / 8, Some(account(s, ops as i64 + 10))),
+        ),
+        row(
+            "8 threads, 8 accounts, 1 op/tx",
+            run_threads(s, 8, ops / 8, None),
+        ),
+    ];
 
     let a = account(s, ops as i64 + 10);
-    let mut latencies = Vec::new();
-    let start = Instant::now();
-    for _ in 0..ops / 100 {
-        let t = Instant::now();
-        let items = (0..100)
-            .map(|_| BatchItem {
-                account_id: a.clone(),
-                idempotency: None,
-                operation: debit(),
-            })
-            .collect();
-        let out = s.ledger().apply_batch(items, now()).unwrap();
-        assert!(out.iter().all(|r| r.as_ref().unwrap().result.is_ok()));
-        let per_op = t.elapsed() / 100;
-        latencies.extend(std::iter::repeat_n(per_op, 100));
-    }
-    rows.push(Row {
-        scenario: "1 thread, 100 ops/tx (apply_batch)",
-        ops,
-        elapsed: start.elapsed(),
-        latencies,
-    });
+    rows.push(row(
+        "1 thread, 100 ops/tx (apply_batch)",
+        one_thread(ops, 100, || {
+            let items = (0..100)
+                .map(|_| BatchItem {
+                    account_id: a.clone(),
+                    idempotency: None,
+                    operation: debit(),
+                })
+                .collect();
+            let out = s.ledger().apply_batch(items, now()).unwrap();
+            assert!(out.iter().all(|r| r.as_ref().unwrap().result.is_ok()));
+        }),
+    ));
 
     let a = account(s, ops as i64 + 10);
-    let mut latencies = Vec::new();
-    let start = Instant::now();
-    for _ in 0..ops / 2 {
-        let t = Instant::now();
-        let held = s
-            .ledger()
-            .apply(
-                &a,
-                None,
-                Operation::Reserve {
-                    amount: Credits::whole(1),
-                    ttl_ms: 600_000,
-                    spend: Spend::Strict,
-                    memo: Memo::new("shot"),
-                },
-                now(),
-            )
-            .unwrap();
-        let Ok(Outcome::Hold(h)) = held.result else {
-            panic!("hold refused")
-        };
-        s.ledger()
-            .apply(
-                &a,
-                None,
-                Operation::Capture {
-                    hold_id: h.id,
-                    amount: None,
-                    memo: None,
-                },
-                now(),
-            )
-            .unwrap();
-        latencies.push(t.elapsed() / 2);
-        latencies.push(t.elapsed() / 2);
-    }
-    rows.push(Row {
-        scenario: "hold + capture pairs, 1 thread",
-        ops,
-        elapsed: start.elapsed(),
-        latencies,
-    });
+    rows.push(row(
+        "hold + capture pairs, 1 thread",
+        one_thread(ops, 2, || {
+            let held = s
+                .ledger()
+                .apply(
+                    &a,
+                    None,
+                    Operation::Reserve {
+                        amount: Credits::whole(1),
+                        ttl_ms: 600_000,
+                        spend: Spend::Strict,
+                        memo: Memo::new("shot"),
+                    },
+                    now(),
+                )
+                .unwrap();
+            let Ok(Outcome::Hold(h)) = held.result else {
+                panic!("hold refused")
+            };
+            s.ledger()
+                .apply(
+                    &a,
+                    None,
+                    Operation::Capture {
+                        hold_id: h.id,
+                        amount: None,
+                        memo: None,
+                    },
+                    now(),
+                )
+                .unwrap();
+        }),
+    ));
     assert!(s.maintenance().verify().unwrap().ok);
     rows
+}
+
+/// Runs `round` on this thread until it did `ops` operations, `per_round` a round: the time
+/// it took, and each operation's latency (its round's share).
+fn one_thread(ops: usize, per_round: u32, mut round: impl FnMut()) -> (Duration, Vec<Duration>) {
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for _ in 0..ops / per_round as usize {
+        let t = Instant::now();
+        round();
+        let per_op = t.elapsed() / per_round;
+        latencies.extend(std::iter::repeat_n(per_op, per_round as usize));
+    }
+    (start.elapsed(), latencies)
 }
 
 fn main() {

@@ -6,80 +6,34 @@ use ledger_core::{AccountId, Credits, SubscriptionStatus, Timestamp};
 
 use crate::error::StoreError;
 use crate::ids::new_id;
+use crate::rows::stored_record;
 use crate::schema::{account_limits, accounts, api_keys, sessions, subscriptions};
 use crate::Store;
 
-/// An API key as listed (the key itself is never stored).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    pub id: String,
-    pub account_id: String,
-    pub name: String,
-    pub prefix: String,
-    pub created_at_ms: i64,
-    pub last_used_at_ms: Option<i64>,
-}
-
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = api_keys)]
-struct ApiKeyRow {
-    id: String,
-    account_id: String,
-    name: String,
-    prefix: String,
-    created_at: i64,
-    last_used_at: Option<i64>,
-}
-
-impl From<ApiKeyRow> for ApiKey {
-    fn from(r: ApiKeyRow) -> ApiKey {
-        ApiKey {
-            id: r.id,
-            account_id: r.account_id,
-            name: r.name,
-            prefix: r.prefix,
-            created_at_ms: r.created_at,
-            last_used_at_ms: r.last_used_at,
-        }
+stored_record! {
+    /// An API key as listed (the key itself is never stored).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ApiKey in api_keys as ApiKeyRow {
+        pub id: String,
+        pub account_id: String,
+        pub name: String,
+        pub prefix: String,
+        pub created_at_ms: i64 => created_at,
+        pub last_used_at_ms: Option<i64> => last_used_at,
     }
 }
 
-/// An account's subscription to a plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
-    pub account_id: String,
-    pub id: String,
-    pub plan_id: String,
-    pub status: SubscriptionStatus,
-    pub hard_limit: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = subscriptions)]
-struct SubscriptionRow {
-    account_id: String,
-    id: String,
-    plan_id: String,
-    status: String,
-    hard_limit: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl TryFrom<SubscriptionRow> for Subscription {
-    type Error = StoreError;
-    fn try_from(r: SubscriptionRow) -> Result<Subscription, StoreError> {
-        Ok(Subscription {
-            status: r.status.parse().map_err(StoreError::corrupt)?,
-            account_id: r.account_id,
-            id: r.id,
-            plan_id: r.plan_id,
-            hard_limit: r.hard_limit,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        })
+stored_record! {
+    /// An account's subscription to a plan.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Subscription in subscriptions as SubscriptionRow {
+        pub account_id: String,
+        pub id: String,
+        pub plan_id: String,
+        pub status: SubscriptionStatus,
+        pub hard_limit: Option<i64>,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 }
 
@@ -95,15 +49,13 @@ impl Access<'_> {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut conn = self.store.conn()?;
-        diesel::insert_into(sessions::table)
-            .values((
+        self.store
+            .execute(diesel::insert_into(sessions::table).values((
                 sessions::token_hash.eq(token_hash),
                 sessions::account_id.eq(account.as_str()),
                 sessions::created_at.eq(now.millis()),
                 sessions::expires_at.eq(expires_at.millis()),
-            ))
-            .execute(&mut *conn)?;
+            )))?;
         Ok(())
     }
 
@@ -125,14 +77,14 @@ impl Access<'_> {
     }
 
     pub fn revoke_session(&self, token_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let mut conn = self.store.conn()?;
-        let n = diesel::update(
-            sessions::table
-                .filter(sessions::token_hash.eq(token_hash))
-                .filter(sessions::revoked_at.is_null()),
-        )
-        .set(sessions::revoked_at.eq(now.millis()))
-        .execute(&mut *conn)?;
+        let n = self.store.execute(
+            diesel::update(
+                sessions::table
+                    .filter(sessions::token_hash.eq(token_hash))
+                    .filter(sessions::revoked_at.is_null()),
+            )
+            .set(sessions::revoked_at.eq(now.millis())),
+        )?;
         Ok(n > 0)
     }
 
@@ -168,16 +120,12 @@ impl Access<'_> {
 
     /// The account's live keys, newest first.
     pub fn api_keys(&self, account: &AccountId) -> Result<Vec<ApiKey>, StoreError> {
-        let mut conn = self.store.conn()?;
-        Ok(api_keys::table
-            .filter(api_keys::account_id.eq(account.as_str()))
-            .filter(api_keys::revoked_at.is_null())
-            .order((api_keys::created_at.desc(), api_keys::id.desc()))
-            .select(ApiKeyRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(ApiKey::from)
-            .collect())
+        self.store.records(
+            api_keys::table
+                .filter(api_keys::account_id.eq(account.as_str()))
+                .filter(api_keys::revoked_at.is_null())
+                .order((api_keys::created_at.desc(), api_keys::id.desc())),
+        )
     }
 
     /// Revokes one of the account's keys; false when it has no such live key.
@@ -187,15 +135,15 @@ impl Access<'_> {
         key_id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.store.conn()?;
-        let n = diesel::update(
-            api_keys::table
-                .filter(api_keys::id.eq(key_id))
-                .filter(api_keys::account_id.eq(account.as_str()))
-                .filter(api_keys::revoked_at.is_null()),
-        )
-        .set(api_keys::revoked_at.eq(now.millis()))
-        .execute(&mut *conn)?;
+        let n = self.store.execute(
+            diesel::update(
+                api_keys::table
+                    .filter(api_keys::id.eq(key_id))
+                    .filter(api_keys::account_id.eq(account.as_str()))
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set(api_keys::revoked_at.eq(now.millis())),
+        )?;
         Ok(n > 0)
     }
 
@@ -234,14 +182,9 @@ impl Access<'_> {
     }
 
     pub fn subscription(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
-        let mut conn = self.store.conn()?;
-        subscriptions::table
-            .filter(subscriptions::account_id.eq(account.as_str()))
-            .select(SubscriptionRow::as_select())
-            .first(&mut *conn)
-            .optional()?
-            .map(Subscription::try_from)
-            .transpose()
+        self.store.first_record(
+            subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
+        )
     }
 
     /// Creates or changes the account's subscription (its id stays the same), and stamps

@@ -3,6 +3,8 @@
 use std::collections::BTreeSet;
 
 use diesel::prelude::*;
+use diesel::query_builder::InsertStatement;
+use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::result::Error as DieselError;
 use ledger_core::idempotency::{decide, Decision};
 use ledger_core::{
@@ -15,7 +17,7 @@ use crate::db::{Backend, DbConnection};
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
-use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow, IdempotencyRow};
+use crate::rows::{AccountRow, EntryRow, FirstRecord, GrantRow, HoldRow, IdempotencyRow, Records};
 use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
 use crate::Store;
 
@@ -31,16 +33,17 @@ pub struct Account {
     pub overdraft_limit: Credits,
 }
 
-impl From<AccountRow> for Account {
-    fn from(r: AccountRow) -> Account {
-        Account {
+impl TryFrom<AccountRow> for Account {
+    type Error = StoreError;
+    fn try_from(r: AccountRow) -> Result<Account, StoreError> {
+        Ok(Account {
             id: AccountId::new(r.id),
             email: r.email,
             password_hash: r.password_hash,
             created_at: Timestamp::from_millis(r.created_at),
             plan_name: r.plan_name,
             overdraft_limit: Credits::from_millis(r.overdraft_limit),
-        }
+        })
     }
 }
 
@@ -116,6 +119,25 @@ impl From<DieselError> for TxError {
 pub(crate) struct TxError(pub StoreError);
 
 impl Store {
+    /// What `read` finds; when it finds nothing, runs `insert` in a write transaction
+    /// and answers `inserted`, unless another writer inserted the same key first (a
+    /// unique violation): then what `read` finds now.
+    pub(crate) fn read_or_insert<T>(
+        &self,
+        read: impl Fn() -> Result<Option<T>, StoreError>,
+        insert: impl FnOnce(&mut DbConnection) -> QueryResult<usize>,
+        inserted: T,
+    ) -> Result<Option<T>, StoreError> {
+        if let Some(found) = read()? {
+            return Ok(Some(found));
+        }
+        match self.write(|conn| Ok(insert(conn)?)) {
+            Ok(_) => Ok(Some(inserted)),
+            Err(e) if e.is_unique_violation() => read(),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs `f` in a write transaction (behind the SQLite write gate).
     pub(crate) fn write<T>(
         &self,
@@ -194,7 +216,7 @@ impl Ledger<'_> {
                 };
                 available = apply_in_tx(conn, &id, None, bonus, now)?.available;
             }
-            Ok((Account::from(row), available))
+            Ok((Account::try_from(row)?, available))
         });
         match result {
             Err(e) if e.is_unique_violation() => Err(StoreError::EmailTaken {
@@ -205,23 +227,13 @@ impl Ledger<'_> {
     }
 
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let mut conn = self.store.conn()?;
-        let row = accounts::table
-            .filter(accounts::id.eq(id.as_str()))
-            .select(AccountRow::as_select())
-            .first(&mut *conn)
-            .optional()?;
-        Ok(row.map(Account::from))
+        self.store
+            .first_record(accounts::table.filter(accounts::id.eq(id.as_str())))
     }
 
     pub fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        let mut conn = self.store.conn()?;
-        let row = accounts::table
-            .filter(accounts::email.eq(email))
-            .select(AccountRow::as_select())
-            .first(&mut *conn)
-            .optional()?;
-        Ok(row.map(Account::from))
+        self.store
+            .first_record(accounts::table.filter(accounts::email.eq(email)))
     }
 
     /// Sets the plan name stamped on new entries and how far usage may overdraw (kept
@@ -320,14 +332,8 @@ impl Ledger<'_> {
     }
 
     pub fn hold(&self, hold_id: &HoldId) -> Result<Option<Hold>, StoreError> {
-        let mut conn = self.store.conn()?;
-        holds::table
-            .filter(holds::id.eq(hold_id.as_str()))
-            .select(HoldRow::as_select())
-            .first(&mut *conn)
-            .optional()?
-            .map(Hold::try_from)
-            .transpose()
+        self.store
+            .first_record(holds::table.filter(holds::id.eq(hold_id.as_str())))
     }
 
     /// One entry of one account.
@@ -342,17 +348,13 @@ impl Ledger<'_> {
 
     /// History, newest first.
     pub fn history(&self, account_id: &AccountId, page: Page) -> Result<Vec<Entry>, StoreError> {
-        let mut conn = self.store.conn()?;
-        entries::table
-            .filter(entries::account_id.eq(account_id.as_str()))
-            .order(entries::seq.desc())
-            .limit(i64::from(page.limit()))
-            .offset(page.offset() as i64)
-            .select(EntryRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(Entry::try_from)
-            .collect()
+        self.store.records(
+            entries::table
+                .filter(entries::account_id.eq(account_id.as_str()))
+                .order(entries::seq.desc())
+                .limit(i64::from(page.limit()))
+                .offset(page.offset() as i64),
+        )
     }
 
     /// Every entry of a calendar month (UTC), newest first.
@@ -361,17 +363,13 @@ impl Ledger<'_> {
         account_id: &AccountId,
         month: YearMonth,
     ) -> Result<Vec<Entry>, StoreError> {
-        let mut conn = self.store.conn()?;
-        entries::table
-            .filter(entries::account_id.eq(account_id.as_str()))
-            .filter(entries::created_at.ge(month.start().millis()))
-            .filter(entries::created_at.lt(month.end().millis()))
-            .order(entries::seq.desc())
-            .select(EntryRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(Entry::try_from)
-            .collect()
+        self.store.records(
+            entries::table
+                .filter(entries::account_id.eq(account_id.as_str()))
+                .filter(entries::created_at.ge(month.start().millis()))
+                .filter(entries::created_at.lt(month.end().millis()))
+                .order(entries::seq.desc()),
+        )
     }
 }
 
@@ -417,11 +415,7 @@ fn load_entry(
     entries::table
         .filter(entries::id.eq(entry_id.as_str()))
         .filter(entries::account_id.eq(account_id.as_str()))
-        .select(EntryRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(Entry::try_from)
-        .transpose()
+        .first_record(conn)
 }
 
 /// Loads an account's book: its open grants, active holds, `extra_hold` whatever its
@@ -463,11 +457,7 @@ pub(crate) fn load_book(
     let mut grants: Vec<Grant> = grants::table
         .filter(grants::account_id.eq(id.as_str()))
         .filter(grants::remaining.gt(0))
-        .select(GrantRow::as_select())
-        .load(conn)?
-        .into_iter()
-        .map(Grant::try_from)
-        .collect::<Result<_, _>>()?;
+        .records(conn)?;
     let have: BTreeSet<GrantId> = grants.iter().map(|g| g.id.clone()).collect();
     let mut wanted: BTreeSet<String> = holds
         .iter()
@@ -515,21 +505,21 @@ pub(crate) fn persist(
     if changes.is_empty() {
         return Ok(());
     }
-    for g in &changes.grants_inserted {
-        diesel::insert_into(grants::table)
-            .values(GrantRow::from(g))
-            .execute(conn)?;
-    }
+    insert_each(
+        conn,
+        grants::table,
+        changes.grants_inserted.iter().map(GrantRow::from),
+    )?;
     for g in &changes.grants_updated {
         diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
             .set(grants::remaining.eq(g.remaining.millis()))
             .execute(conn)?;
     }
-    for h in &changes.holds_inserted {
-        diesel::insert_into(holds::table)
-            .values(HoldRow::from(h))
-            .execute(conn)?;
-    }
+    insert_each(
+        conn,
+        holds::table,
+        changes.holds_inserted.iter().map(HoldRow::from),
+    )?;
     for h in &changes.holds_updated {
         diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
             .set((
@@ -539,11 +529,11 @@ pub(crate) fn persist(
             ))
             .execute(conn)?;
     }
-    for e in &changes.entries {
-        diesel::insert_into(entries::table)
-            .values(EntryRow::from(e))
-            .execute(conn)?;
-    }
+    insert_each(
+        conn,
+        entries::table,
+        changes.entries.iter().map(EntryRow::from),
+    )?;
     diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
         .set((
             accounts::balance.eq(changes.balance.millis()),
@@ -551,6 +541,23 @@ pub(crate) fn persist(
             accounts::last_seq.eq(changes.last_seq),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Inserts `rows` into `table`, one statement a row.
+fn insert_each<T, R>(
+    conn: &mut DbConnection,
+    table: T,
+    rows: impl Iterator<Item = R>,
+) -> QueryResult<()>
+where
+    T: Table + Copy,
+    R: Insertable<T>,
+    InsertStatement<T, R::Values>: ExecuteDsl<DbConnection>,
+{
+    for row in rows {
+        diesel::insert_into(table).values(row).execute(conn)?;
+    }
     Ok(())
 }
 

@@ -92,6 +92,15 @@ impl Store {
         Ok(self.pool.get()?)
     }
 
+    /// Runs the statement `query` on a pooled connection; the number of rows it touched.
+    fn execute<Q>(&self, query: Q) -> Result<usize, StoreError>
+    where
+        Q: diesel::RunQueryDsl<db::DbConnection>
+            + diesel::query_dsl::methods::ExecuteDsl<db::DbConnection>,
+    {
+        Ok(query.execute(&mut *self.conn()?)?)
+    }
+
     fn write_gate(&self) -> Option<MutexGuard<'_, ()>> {
         self.write_gate
             .as_ref()

@@ -7,6 +7,8 @@ use ledger_core::{AccountId, AutoTopup, Cents, Credits, EntryId, PackId, Timesta
 
 pub use ledger_core::{ChargeStatus, TopupStatus};
 
+use crate::rows::stored_record;
+
 // ---------------------------------------------------------------------------------------
 // Deliveries
 
@@ -28,17 +30,19 @@ pub enum DeliveryState {
     Processed { at: Timestamp, outcome: String },
 }
 
-/// A stored webhook delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredDelivery {
-    pub webhook_id: String,
-    pub event_type: String,
-    /// The raw body, exactly as signed.
-    pub body: String,
-    pub received_at: Timestamp,
-    pub attempts: i64,
-    pub processed_at: Option<Timestamp>,
-    pub outcome: Option<String>,
+stored_record! {
+    /// A stored webhook delivery.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct StoredDelivery in webhook_deliveries as DeliveryRow {
+        pub webhook_id: String,
+        pub event_type: String,
+        /// The raw body, exactly as signed.
+        pub body: String,
+        pub received_at: Timestamp,
+        pub attempts: i64,
+        pub processed_at: Option<Timestamp>,
+        pub outcome: Option<String>,
+    }
 }
 
 impl StoredDelivery {
@@ -135,26 +139,28 @@ pub enum RefundOutcome {
     NothingNew,
 }
 
-/// An order as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentOrder {
-    pub order_id: String,
-    pub kind: OrderKind,
-    pub account_id: Option<AccountId>,
-    pub pack_id: Option<PackId>,
-    pub paid_cents: Option<i64>,
-    /// Credits granted, in thousandths (0 until paid).
-    pub credits: i64,
-    pub credit_entry_id: Option<EntryId>,
-    pub paid_at: Option<Timestamp>,
-    /// The largest cumulative `refunded_amount` seen.
-    pub refunded_cents: i64,
-    /// Credits taken back so far, in thousandths.
-    pub clawed_back: i64,
-    /// Credits due back that the account did not have, in thousandths.
-    pub owed: i64,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
+stored_record! {
+    /// An order as the store keeps it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct PaymentOrder in payment_orders as PaymentOrderRow {
+        pub order_id: String,
+        pub kind: OrderKind,
+        pub account_id: Option<AccountId>,
+        pub pack_id: Option<PackId>,
+        pub paid_cents: Option<i64>,
+        /// Credits granted, in thousandths (0 until paid).
+        pub credits: i64,
+        pub credit_entry_id: Option<EntryId>,
+        pub paid_at: Option<Timestamp>,
+        /// The largest cumulative `refunded_amount` seen.
+        pub refunded_cents: i64,
+        /// Credits taken back so far, in thousandths.
+        pub clawed_back: i64,
+        /// Credits due back that the account did not have, in thousandths.
+        pub owed: i64,
+        pub created_at: Timestamp,
+        pub updated_at: Timestamp,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -180,27 +186,29 @@ pub enum CheckoutStatus {
 
 ledger_core::spelled_enum!(CheckoutStatus, "checkout status", Open => "open", Paid => "paid");
 
-/// A checkout we created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckoutRecord {
-    pub id: String,
-    pub provider: CheckoutProvider,
-    pub account_id: AccountId,
-    pub pack_id: PackId,
-    /// The pack's credits, in thousandths.
-    pub credits: i64,
-    pub price_cents: i64,
-    pub url: String,
-    pub status: CheckoutStatus,
-    pub order_id: Option<String>,
-    /// Milliseconds since the epoch.
-    pub created_at: i64,
-    pub paid_at: Option<i64>,
-    /// The provider's product we asked it to sell (`None` for demo checkouts, and for
-    /// checkouts recorded before this column existed).
-    pub product_id: Option<String>,
-    /// The checkout's currency as the provider answered it (lower case, e.g. `usd`).
-    pub currency: Option<String>,
+stored_record! {
+    /// A checkout we created.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CheckoutRecord in payment_checkouts as CheckoutRow {
+        pub id: String,
+        pub provider: CheckoutProvider,
+        pub account_id: AccountId,
+        pub pack_id: PackId,
+        /// The pack's credits, in thousandths.
+        pub credits: i64,
+        pub price_cents: i64,
+        pub url: String,
+        pub status: CheckoutStatus,
+        pub order_id: Option<String>,
+        /// Milliseconds since the epoch.
+        pub created_at: i64,
+        pub paid_at: Option<i64>,
+        /// The provider's product we asked it to sell (`None` for demo checkouts, and for
+        /// checkouts recorded before this column existed).
+        pub product_id: Option<String>,
+        /// The checkout's currency as the provider answered it (lower case, e.g. `usd`).
+        pub currency: Option<String>,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -230,18 +238,20 @@ pub struct NewRefusal {
     pub order_json: String,
 }
 
-/// A refused order as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub order_id: String,
-    pub source: RefusalSource,
-    pub reason: String,
-    pub checkout_id: Option<String>,
-    pub account_id: Option<String>,
-    pub order_json: String,
-    pub first_seen_at: i64,
-    pub last_seen_at: i64,
-    pub times_seen: i64,
+stored_record! {
+    /// A refused order as stored.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Refusal in payment_refusals as RefusalRow {
+        pub order_id: String,
+        pub source: RefusalSource,
+        pub reason: String,
+        pub checkout_id: Option<String>,
+        pub account_id: Option<String>,
+        pub order_json: String,
+        pub first_seen_at: i64,
+        pub last_seen_at: i64,
+        pub times_seen: i64,
+    }
 }
 
 /// What `refuse_order` did.
@@ -265,18 +275,20 @@ pub struct AutoTopupSettings {
     pub updated_at: Timestamp,
 }
 
-/// One auto top-up charge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopupCharge {
-    pub id: String,
-    pub account_id: AccountId,
-    pub pack_id: PackId,
-    pub credits: Credits,
-    pub price: Cents,
-    pub status: ChargeStatus,
-    pub reason: Option<String>,
-    pub created_at: Timestamp,
-    pub settled_at: Option<Timestamp>,
+stored_record! {
+    /// One auto top-up charge.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TopupCharge in auto_topup_charges as TopupChargeRow {
+        pub id: String,
+        pub account_id: AccountId,
+        pub pack_id: PackId,
+        pub credits: Credits,
+        pub price: Cents => price_cents,
+        pub status: ChargeStatus,
+        pub reason: Option<String>,
+        pub created_at: Timestamp,
+        pub settled_at: Option<Timestamp>,
+    }
 }
 
 /// The pack an auto top-up buys, as the caller's catalogue says.

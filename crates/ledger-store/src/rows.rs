@@ -1,20 +1,232 @@
-//! Row structs (Diesel) and their conversions to and from the core's types. Nothing
+//! Row structs (Diesel) and their conversions to and from the types the store answers
+//! with: how each field is kept in its column ([`Stored`]), the macros that declare a
+//! record's row from its one field list (`stored_record!`, `stored_row!`), and the reads
+//! that select a record's row and convert it ([`FirstRecord`], [`Records`]). Nothing
 //! outside this crate sees a row.
 
+use diesel::dsl::{AsSelect, Limit, Select};
 use diesel::prelude::*;
+use diesel::query_dsl::methods::{LimitDsl, SelectDsl};
+use diesel::query_dsl::LoadQuery;
+use diesel::Expression;
 use ledger_core::{
-    AccountId, Allocation, AutoTopup, Cents, Credits, Entry, EntryId, Grant, GrantId, Hold, HoldId,
-    PackId, Timestamp,
+    AccountId, Allocation, AutoTopup, Cents, ChargeStatus, Credits, Entry, EntryId, EntryKind,
+    Grant, GrantId, GrantSource, Hold, HoldId, HoldStatus, PackId, SubscriptionStatus, Timestamp,
 };
 
+use crate::db::{DbConnection, MultiBackend};
 use crate::error::StoreError;
 use crate::payments::{
-    AutoTopupSettings, CheckoutRecord, PaymentOrder, Refusal, StoredDelivery, TopupCharge,
+    AutoTopupSettings, CheckoutProvider, CheckoutStatus, OrderKind, RefusalSource,
 };
-use crate::schema::{
-    accounts, auto_topup_charges, auto_topups, entries, grants, holds, idempotency_keys,
-    payment_checkouts, payment_orders, payment_refusals, webhook_deliveries,
-};
+use crate::schema::{accounts, auto_topups, idempotency_keys};
+use crate::Store;
+
+/// How a field of a record is kept in its column: the column's Rust type, and the
+/// conversions both ways (reading back fails only on what the code does not know).
+pub(crate) trait Stored: Sized {
+    type Column;
+    fn to_column(&self) -> Self::Column;
+    fn from_column(column: Self::Column) -> Result<Self, StoreError>;
+}
+
+/// A stored status spelling to its enum; a spelling the code does not know is corrupt.
+fn parse<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
+    text.parse().map_err(StoreError::corrupt)
+}
+
+/// `Stored` for types kept as `$column`: `|v| to` writes the value `v`, `|c| from` reads
+/// the column's `c` back.
+macro_rules! stored_as {
+    ($column:ty: $($ty:ty),+ => |$v:ident| $to:expr, |$c:ident| $from:expr) => {$(
+        impl Stored for $ty {
+            type Column = $column;
+            fn to_column(&self) -> $column {
+                let $v = self;
+                $to
+            }
+            fn from_column($c: $column) -> Result<$ty, StoreError> {
+                $from
+            }
+        }
+    )+};
+}
+
+// Kept as they are.
+stored_as!(Self: String => |v| v.clone(), |c| Ok(c));
+stored_as!(Self: i64, bool => |v| *v, |c| Ok(c));
+// Ids, kept as their text.
+stored_as!(String: AccountId, PackId, EntryId, GrantId, HoldId => |v| v.as_str().to_owned(), |c| Ok(Self::new(c)));
+// Enums, kept as their spelling; a spelling the code does not know is corrupt.
+stored_as!(
+    String: OrderKind, CheckoutProvider, CheckoutStatus, RefusalSource, ChargeStatus, SubscriptionStatus,
+        GrantSource, HoldStatus, EntryKind
+    => |v| v.as_str().to_owned(), |c| parse(&c)
+);
+// Amounts and times, kept as their integer (thousandths of a credit, milliseconds, cents).
+stored_as!(i64: Timestamp, Credits => |v| v.millis(), |c| Ok(Self::from_millis(c)));
+stored_as!(i64: Cents => |v| v.get(), |c| Ok(Cents::new(c)));
+
+/// A grant's priority, in an integer column.
+impl Stored for i32 {
+    type Column = i64;
+    fn to_column(&self) -> i64 {
+        i64::from(*self)
+    }
+    fn from_column(column: i64) -> Result<i32, StoreError> {
+        i32::try_from(column).map_err(|e| StoreError::corrupt(e.to_string()))
+    }
+}
+
+/// A lot's allocations, as JSON text.
+impl Stored for Vec<Allocation> {
+    type Column = String;
+    fn to_column(&self) -> String {
+        // Derived `Serialize` over ids, a unit variant and `Credits` (an integer or a
+        // finite float), with no maps: serde_json has nothing to fail on.
+        #[allow(clippy::expect_used)]
+        serde_json::to_string(self).expect("allocations always serialize")
+    }
+    fn from_column(column: String) -> Result<Vec<Allocation>, StoreError> {
+        serde_json::from_str(&column)
+            .map_err(|e| StoreError::corrupt(format!("allocations do not decode: {e}")))
+    }
+}
+
+impl<T: Stored> Stored for Option<T> {
+    type Column = Option<T::Column>;
+    fn to_column(&self) -> Option<T::Column> {
+        self.as_ref().map(T::to_column)
+    }
+    fn from_column(column: Option<T::Column>) -> Result<Option<T>, StoreError> {
+        column.map(T::from_column).transpose()
+    }
+}
+
+/// Declares a record kept whole in one table: the public struct, and its private Diesel
+/// row `$row` (see [`stored_row!`]).
+macro_rules! stored_record {
+    (
+        $(#[$meta:meta])*
+        pub struct $record:ident in $table:ident as $row:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty $(=> $column:ident)?,)+
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $record {
+            $($(#[$field_meta])* pub $field: $ty,)+
+        }
+
+        $crate::rows::stored_row!($record in $table as $row {
+            $($field: $ty $(=> $column)?,)+
+        });
+    };
+}
+
+/// Declares the private Diesel row `$row` of a record kept whole in one table: the same
+/// fields, each as [`Stored`] keeps it (`=> column` where the column is named otherwise),
+/// with the conversions both ways.
+macro_rules! stored_row {
+    ($record:ident in $table:ident as $row:ident {
+        $($field:ident: $ty:ty $(=> $column:ident)?,)+
+    }) => {
+        #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
+        #[diesel(table_name = $crate::schema::$table)]
+        pub(crate) struct $row {
+            $($(#[diesel(column_name = $column)])? pub $field: <$ty as $crate::rows::Stored>::Column,)+
+        }
+
+        impl $crate::rows::Record for $record {
+            type Row = $row;
+        }
+
+        impl From<&$record> for $row {
+            fn from(record: &$record) -> $row {
+                $row {
+                    $($field: $crate::rows::Stored::to_column(&record.$field),)+
+                }
+            }
+        }
+
+        impl TryFrom<$row> for $record {
+            type Error = $crate::error::StoreError;
+            fn try_from(row: $row) -> Result<$record, $crate::error::StoreError> {
+                Ok($record {
+                    $($field: $crate::rows::Stored::from_column(row.$field)?,)+
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use stored_record;
+pub(crate) use stored_row;
+
+/// A type read from a row of its table (a row that does not convert fails the read).
+pub(crate) trait Record: TryFrom<Self::Row, Error = StoreError> {
+    type Row;
+}
+
+/// A query that finds records `T` (selecting their rows' columns): its first.
+pub(crate) trait FirstRecord<'q, T> {
+    fn first_record(self, conn: &mut DbConnection) -> Result<Option<T>, StoreError>;
+}
+
+impl<'q, T, R, Q> FirstRecord<'q, T> for Q
+where
+    T: Record<Row = R>,
+    R: Selectable<MultiBackend>,
+    Q: SelectDsl<AsSelect<R, MultiBackend>>,
+    AsSelect<R, MultiBackend>: Expression,
+    Select<Q, AsSelect<R, MultiBackend>>: RunQueryDsl<DbConnection> + LimitDsl,
+    Limit<Select<Q, AsSelect<R, MultiBackend>>>: LoadQuery<'q, DbConnection, R>,
+{
+    fn first_record(self, conn: &mut DbConnection) -> Result<Option<T>, StoreError> {
+        SelectDsl::select(self, R::as_select())
+            .first(conn)
+            .optional()?
+            .map(T::try_from)
+            .transpose()
+    }
+}
+
+/// A query that finds records `T` (selecting their rows' columns): all of them.
+pub(crate) trait Records<'q, T> {
+    fn records(self, conn: &mut DbConnection) -> Result<Vec<T>, StoreError>;
+}
+
+impl<'q, T, R, Q> Records<'q, T> for Q
+where
+    T: Record<Row = R>,
+    R: Selectable<MultiBackend>,
+    Q: SelectDsl<AsSelect<R, MultiBackend>>,
+    AsSelect<R, MultiBackend>: Expression,
+    Select<Q, AsSelect<R, MultiBackend>>:
+        RunQueryDsl<DbConnection> + LoadQuery<'q, DbConnection, R>,
+{
+    fn records(self, conn: &mut DbConnection) -> Result<Vec<T>, StoreError> {
+        SelectDsl::select(self, R::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(T::try_from)
+            .collect()
+    }
+}
+
+impl Store {
+    /// The first record `query` finds, on a pooled connection.
+    pub(crate) fn first_record<'q, T>(
+        &self,
+        query: impl FirstRecord<'q, T>,
+    ) -> Result<Option<T>, StoreError> {
+        query.first_record(&mut *self.conn()?)
+    }
+
+    /// The records `query` finds, on a pooled connection.
+    pub(crate) fn records<'q, T>(&self, query: impl Records<'q, T>) -> Result<Vec<T>, StoreError> {
+        query.records(&mut *self.conn()?)
+    }
+}
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = accounts)]
@@ -33,53 +245,51 @@ pub(crate) struct AccountRow {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = grants)]
-pub(crate) struct GrantRow {
-    pub id: String,
-    pub account_id: String,
-    pub source: String,
-    pub amount: i64,
-    pub remaining: i64,
-    pub priority: i64,
-    pub effective_at: i64,
-    pub expires_at: Option<i64>,
-    pub created_at: i64,
-}
+stored_row!(Grant in grants as GrantRow {
+    id: GrantId,
+    account_id: AccountId,
+    source: GrantSource,
+    amount: Credits,
+    remaining: Credits,
+    priority: i32,
+    effective_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    created_at: Timestamp,
+});
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = holds)]
-pub(crate) struct HoldRow {
-    pub id: String,
-    pub account_id: String,
-    pub amount: i64,
-    pub captured: i64,
-    pub status: String,
-    pub description: String,
-    pub reference_id: Option<String>,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub settled_at: Option<i64>,
-    pub allocations: String,
-}
+stored_row!(Hold in holds as HoldRow {
+    id: HoldId,
+    account_id: AccountId,
+    amount: Credits,
+    captured: Credits,
+    status: HoldStatus,
+    description: String,
+    reference_id: Option<String>,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    settled_at: Option<Timestamp>,
+    allocations: Vec<Allocation>,
+});
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = entries)]
-pub(crate) struct EntryRow {
-    pub id: String,
-    pub account_id: String,
-    pub seq: i64,
-    pub kind: String,
-    pub amount: i64,
-    pub balance_after: i64,
-    pub description: String,
-    pub reference_id: Option<String>,
-    pub source: String,
-    pub plan: Option<String>,
-    pub created_at: i64,
-    pub hold_id: Option<String>,
-    pub refund_of: Option<String>,
-    pub allocations: String,
+stored_row!(Entry in entries as EntryRow {
+    id: EntryId,
+    account_id: AccountId,
+    seq: i64,
+    kind: EntryKind,
+    amount: Credits,
+    balance_after: Credits,
+    description: String,
+    reference_id: Option<String>,
+    source: String,
+    plan: Option<String>,
+    created_at: Timestamp,
+    hold_id: Option<HoldId>,
+    refund_of: Option<EntryId>,
+    allocations: Vec<Allocation>,
+});
+
+impl Record for crate::ledger::Account {
+    type Row = AccountRow;
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -93,293 +303,8 @@ pub(crate) struct IdempotencyRow {
     pub created_at: i64,
 }
 
-fn encode_allocations(a: &[Allocation]) -> String {
-    // Derived `Serialize` over ids, a unit variant and `Credits` (an integer or a finite
-    // float), with no maps: serde_json has nothing to fail on.
-    #[allow(clippy::expect_used)]
-    serde_json::to_string(a).expect("allocations always serialize")
-}
-
-fn decode_allocations(owner: &str, text: &str) -> Result<Vec<Allocation>, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::corrupt(format!("allocations of {owner}: {e}")))
-}
-
-impl From<&Grant> for GrantRow {
-    fn from(g: &Grant) -> GrantRow {
-        GrantRow {
-            id: g.id.as_str().to_owned(),
-            account_id: g.account_id.as_str().to_owned(),
-            source: g.source.as_str().to_owned(),
-            amount: g.amount.millis(),
-            remaining: g.remaining.millis(),
-            priority: i64::from(g.priority),
-            effective_at: g.effective_at.millis(),
-            expires_at: g.expires_at.map(Timestamp::millis),
-            created_at: g.created_at.millis(),
-        }
-    }
-}
-
-impl TryFrom<GrantRow> for Grant {
-    type Error = StoreError;
-    fn try_from(r: GrantRow) -> Result<Grant, StoreError> {
-        Ok(Grant {
-            source: r.source.parse().map_err(StoreError::corrupt)?,
-            priority: i32::try_from(r.priority).map_err(|e| StoreError::corrupt(e.to_string()))?,
-            id: GrantId::new(r.id),
-            account_id: AccountId::new(r.account_id),
-            amount: Credits::from_millis(r.amount),
-            remaining: Credits::from_millis(r.remaining),
-            effective_at: Timestamp::from_millis(r.effective_at),
-            expires_at: r.expires_at.map(Timestamp::from_millis),
-            created_at: Timestamp::from_millis(r.created_at),
-        })
-    }
-}
-
-impl From<&Hold> for HoldRow {
-    fn from(h: &Hold) -> HoldRow {
-        HoldRow {
-            id: h.id.as_str().to_owned(),
-            account_id: h.account_id.as_str().to_owned(),
-            amount: h.amount.millis(),
-            captured: h.captured.millis(),
-            status: h.status.as_str().to_owned(),
-            description: h.description.clone(),
-            reference_id: h.reference_id.clone(),
-            created_at: h.created_at.millis(),
-            expires_at: h.expires_at.millis(),
-            settled_at: h.settled_at.map(Timestamp::millis),
-            allocations: encode_allocations(&h.allocations),
-        }
-    }
-}
-
-impl TryFrom<HoldRow> for Hold {
-    type Error = StoreError;
-    fn try_from(r: HoldRow) -> Result<Hold, StoreError> {
-        Ok(Hold {
-            allocations: decode_allocations(&r.id, &r.allocations)?,
-            status: r.status.parse().map_err(StoreError::corrupt)?,
-            id: HoldId::new(r.id),
-            account_id: AccountId::new(r.account_id),
-            amount: Credits::from_millis(r.amount),
-            captured: Credits::from_millis(r.captured),
-            description: r.description,
-            reference_id: r.reference_id,
-            created_at: Timestamp::from_millis(r.created_at),
-            expires_at: Timestamp::from_millis(r.expires_at),
-            settled_at: r.settled_at.map(Timestamp::from_millis),
-        })
-    }
-}
-
-impl From<&Entry> for EntryRow {
-    fn from(e: &Entry) -> EntryRow {
-        EntryRow {
-            id: e.id.as_str().to_owned(),
-            account_id: e.account_id.as_str().to_owned(),
-            seq: e.seq,
-            kind: e.kind.as_str().to_owned(),
-            amount: e.amount.millis(),
-            balance_after: e.balance_after.millis(),
-            description: e.description.clone(),
-            reference_id: e.reference_id.clone(),
-            source: e.source.clone(),
-            plan: e.plan.clone(),
-            created_at: e.created_at.millis(),
-            hold_id: e.hold_id.as_ref().map(|h| h.as_str().to_owned()),
-            refund_of: e.refund_of.as_ref().map(|r| r.as_str().to_owned()),
-            allocations: encode_allocations(&e.allocations),
-        }
-    }
-}
-
-impl TryFrom<EntryRow> for Entry {
-    type Error = StoreError;
-    fn try_from(r: EntryRow) -> Result<Entry, StoreError> {
-        Ok(Entry {
-            allocations: decode_allocations(&r.id, &r.allocations)?,
-            kind: r.kind.parse().map_err(StoreError::corrupt)?,
-            id: EntryId::new(r.id),
-            account_id: AccountId::new(r.account_id),
-            seq: r.seq,
-            amount: Credits::from_millis(r.amount),
-            balance_after: Credits::from_millis(r.balance_after),
-            description: r.description,
-            reference_id: r.reference_id,
-            source: r.source,
-            plan: r.plan,
-            created_at: Timestamp::from_millis(r.created_at),
-            hold_id: r.hold_id.map(HoldId::new),
-            refund_of: r.refund_of.map(EntryId::new),
-        })
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Payments
-
-/// A stored status spelling to its enum; a spelling the code does not know is corrupt.
-fn parse<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
-    text.parse().map_err(StoreError::corrupt)
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = webhook_deliveries)]
-pub(crate) struct DeliveryRow {
-    pub webhook_id: String,
-    pub event_type: String,
-    pub body: String,
-    pub received_at: i64,
-    pub attempts: i64,
-    pub processed_at: Option<i64>,
-    pub outcome: Option<String>,
-}
-
-impl From<DeliveryRow> for StoredDelivery {
-    fn from(r: DeliveryRow) -> StoredDelivery {
-        StoredDelivery {
-            webhook_id: r.webhook_id,
-            event_type: r.event_type,
-            body: r.body,
-            received_at: Timestamp::from_millis(r.received_at),
-            attempts: r.attempts,
-            processed_at: r.processed_at.map(Timestamp::from_millis),
-            outcome: r.outcome,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = payment_orders)]
-pub(crate) struct PaymentOrderRow {
-    pub order_id: String,
-    pub kind: String,
-    pub account_id: Option<String>,
-    pub pack_id: Option<String>,
-    pub paid_cents: Option<i64>,
-    pub credits: i64,
-    pub credit_entry_id: Option<String>,
-    pub paid_at: Option<i64>,
-    pub refunded_cents: i64,
-    pub clawed_back: i64,
-    pub owed: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl TryFrom<PaymentOrderRow> for PaymentOrder {
-    type Error = StoreError;
-    fn try_from(r: PaymentOrderRow) -> Result<PaymentOrder, StoreError> {
-        Ok(PaymentOrder {
-            kind: parse(&r.kind)?,
-            order_id: r.order_id,
-            account_id: r.account_id.map(AccountId::new),
-            pack_id: r.pack_id.map(PackId::new),
-            paid_cents: r.paid_cents,
-            credits: r.credits,
-            credit_entry_id: r.credit_entry_id.map(EntryId::new),
-            paid_at: r.paid_at.map(Timestamp::from_millis),
-            refunded_cents: r.refunded_cents,
-            clawed_back: r.clawed_back,
-            owed: r.owed,
-            created_at: Timestamp::from_millis(r.created_at),
-            updated_at: Timestamp::from_millis(r.updated_at),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = payment_checkouts)]
-pub(crate) struct CheckoutRow {
-    pub id: String,
-    pub provider: String,
-    pub account_id: String,
-    pub pack_id: String,
-    pub credits: i64,
-    pub price_cents: i64,
-    pub url: String,
-    pub status: String,
-    pub order_id: Option<String>,
-    pub created_at: i64,
-    pub paid_at: Option<i64>,
-    pub product_id: Option<String>,
-    pub currency: Option<String>,
-}
-
-impl From<&CheckoutRecord> for CheckoutRow {
-    fn from(c: &CheckoutRecord) -> CheckoutRow {
-        CheckoutRow {
-            id: c.id.clone(),
-            provider: c.provider.as_str().to_owned(),
-            account_id: c.account_id.as_str().to_owned(),
-            pack_id: c.pack_id.as_str().to_owned(),
-            credits: c.credits,
-            price_cents: c.price_cents,
-            url: c.url.clone(),
-            status: c.status.as_str().to_owned(),
-            order_id: c.order_id.clone(),
-            created_at: c.created_at,
-            paid_at: c.paid_at,
-            product_id: c.product_id.clone(),
-            currency: c.currency.clone(),
-        }
-    }
-}
-
-impl TryFrom<CheckoutRow> for CheckoutRecord {
-    type Error = StoreError;
-    fn try_from(r: CheckoutRow) -> Result<CheckoutRecord, StoreError> {
-        Ok(CheckoutRecord {
-            provider: parse(&r.provider)?,
-            status: parse(&r.status)?,
-            id: r.id,
-            account_id: AccountId::new(r.account_id),
-            pack_id: PackId::new(r.pack_id),
-            credits: r.credits,
-            price_cents: r.price_cents,
-            url: r.url,
-            order_id: r.order_id,
-            created_at: r.created_at,
-            paid_at: r.paid_at,
-            product_id: r.product_id,
-            currency: r.currency,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = payment_refusals)]
-pub(crate) struct RefusalRow {
-    pub order_id: String,
-    pub source: String,
-    pub reason: String,
-    pub checkout_id: Option<String>,
-    pub account_id: Option<String>,
-    pub order_json: String,
-    pub first_seen_at: i64,
-    pub last_seen_at: i64,
-    pub times_seen: i64,
-}
-
-impl TryFrom<RefusalRow> for Refusal {
-    type Error = StoreError;
-    fn try_from(r: RefusalRow) -> Result<Refusal, StoreError> {
-        Ok(Refusal {
-            source: parse(&r.source)?,
-            order_id: r.order_id,
-            reason: r.reason,
-            checkout_id: r.checkout_id,
-            account_id: r.account_id,
-            order_json: r.order_json,
-            first_seen_at: r.first_seen_at,
-            last_seen_at: r.last_seen_at,
-            times_seen: r.times_seen,
-        })
-    }
-}
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = auto_topups)]
@@ -393,6 +318,10 @@ pub(crate) struct AutoTopupRow {
     pub status: String,
     pub paused_reason: Option<String>,
     pub updated_at: i64,
+}
+
+impl Record for AutoTopupSettings {
+    type Row = AutoTopupRow;
 }
 
 impl TryFrom<AutoTopupRow> for AutoTopupSettings {
@@ -426,53 +355,6 @@ impl From<&AutoTopupSettings> for AutoTopupRow {
             status: s.topup.status.as_str().to_owned(),
             paused_reason: s.paused_reason.clone(),
             updated_at: s.updated_at.millis(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = auto_topup_charges)]
-pub(crate) struct TopupChargeRow {
-    pub id: String,
-    pub account_id: String,
-    pub pack_id: String,
-    pub credits: i64,
-    pub price_cents: i64,
-    pub status: String,
-    pub reason: Option<String>,
-    pub created_at: i64,
-    pub settled_at: Option<i64>,
-}
-
-impl TryFrom<TopupChargeRow> for TopupCharge {
-    type Error = StoreError;
-    fn try_from(r: TopupChargeRow) -> Result<TopupCharge, StoreError> {
-        Ok(TopupCharge {
-            status: parse(&r.status)?,
-            id: r.id,
-            account_id: AccountId::new(r.account_id),
-            pack_id: PackId::new(r.pack_id),
-            credits: Credits::from_millis(r.credits),
-            price: Cents::new(r.price_cents),
-            reason: r.reason,
-            created_at: Timestamp::from_millis(r.created_at),
-            settled_at: r.settled_at.map(Timestamp::from_millis),
-        })
-    }
-}
-
-impl From<&TopupCharge> for TopupChargeRow {
-    fn from(c: &TopupCharge) -> TopupChargeRow {
-        TopupChargeRow {
-            id: c.id.clone(),
-            account_id: c.account_id.as_str().to_owned(),
-            pack_id: c.pack_id.as_str().to_owned(),
-            credits: c.credits.millis(),
-            price_cents: c.price.get(),
-            status: c.status.as_str().to_owned(),
-            reason: c.reason.clone(),
-            created_at: c.created_at.millis(),
-            settled_at: c.settled_at.map(Timestamp::millis),
         }
     }
 }

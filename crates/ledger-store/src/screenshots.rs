@@ -41,7 +41,8 @@ pub enum Claim {
     Conflict,
 }
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = screenshot_requests)]
 struct Row {
     fingerprint: String,
     state: String,
@@ -53,6 +54,15 @@ struct Row {
     cache_status: Option<String>,
     screenshot_id: String,
     created_at: i64,
+}
+
+/// The request of `account` under `key`.
+#[diesel::dsl::auto_type]
+fn keyed<'a>(account: &'a AccountId, key: &'a str) -> _ {
+    let account: &'a str = account.as_str();
+    screenshot_requests::table
+        .filter(screenshot_requests::account_id.eq(account))
+        .filter(screenshot_requests::idempotency_key.eq(key))
 }
 
 impl Screenshots<'_> {
@@ -83,21 +93,8 @@ impl Screenshots<'_> {
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
             Err(e) => return Err(e.into()),
         }
-        let row: Row = t::screenshot_requests
-            .filter(t::account_id.eq(account.as_str()))
-            .filter(t::idempotency_key.eq(key))
-            .select((
-                t::fingerprint,
-                t::state,
-                t::status_code,
-                t::content_type,
-                t::object,
-                t::error_body,
-                t::charged,
-                t::cache_status,
-                t::screenshot_id,
-                t::created_at,
-            ))
+        let row = keyed(account, key)
+            .select(Row::as_select())
             .first(&mut *conn)?;
         if row.fingerprint != fingerprint {
             return Ok(Claim::Conflict);
@@ -120,9 +117,7 @@ impl Screenshots<'_> {
         }
         // Abandoned by a server that died mid-request: take it over.
         let n = diesel::update(
-            t::screenshot_requests
-                .filter(t::account_id.eq(account.as_str()))
-                .filter(t::idempotency_key.eq(key))
+            keyed(account, key)
                 .filter(t::state.eq("pending"))
                 .filter(t::created_at.eq(row.created_at)),
         )
@@ -148,23 +143,17 @@ impl Screenshots<'_> {
     ) -> Result<(), StoreError> {
         use screenshot_requests::dsl as t;
         let _gate = self.store.write_gate();
-        let mut conn = self.store.conn()?;
-        diesel::update(
-            t::screenshot_requests
-                .filter(t::account_id.eq(account.as_str()))
-                .filter(t::idempotency_key.eq(key)),
-        )
-        .set((
-            t::state.eq("done"),
-            t::status_code.eq(i64::from(answer.status_code)),
-            t::content_type.eq(&answer.content_type),
-            t::object.eq(&answer.object),
-            t::error_body.eq(&answer.error_body),
-            t::charged.eq(answer.charged.millis()),
-            t::cache_status.eq(&answer.cache_status),
-            t::finished_at.eq(now.millis()),
-        ))
-        .execute(&mut *conn)?;
+        self.store
+            .execute(diesel::update(keyed(account, key)).set((
+                t::state.eq("done"),
+                t::status_code.eq(i64::from(answer.status_code)),
+                t::content_type.eq(&answer.content_type),
+                t::object.eq(&answer.object),
+                t::error_body.eq(&answer.error_body),
+                t::charged.eq(answer.charged.millis()),
+                t::cache_status.eq(&answer.cache_status),
+                t::finished_at.eq(now.millis()),
+            )))?;
         Ok(())
     }
 
@@ -177,14 +166,9 @@ impl Screenshots<'_> {
     ) -> Result<(), StoreError> {
         use screenshot_requests::dsl as t;
         let _gate = self.store.write_gate();
-        let mut conn = self.store.conn()?;
-        diesel::delete(
-            t::screenshot_requests
-                .filter(t::account_id.eq(account.as_str()))
-                .filter(t::idempotency_key.eq(key))
-                .filter(t::state.eq("pending")),
-        )
-        .execute(&mut *conn)?;
+        self.store.execute(diesel::delete(
+            keyed(account, key).filter(t::state.eq("pending")),
+        ))?;
         Ok(())
     }
 }

@@ -7,10 +7,8 @@ use super::Orders;
 use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ledger::TxError;
-use crate::payments::{CheckoutRecord, CheckoutStatus};
-use crate::rows::CheckoutRow;
+use crate::payments::{CheckoutRecord, CheckoutRow, CheckoutStatus};
 use crate::schema::{payment_checkouts, payment_secrets};
-use crate::Store;
 
 /// Marks an open checkout paid by `order_id`; false when it was not open (paid before).
 pub(super) fn mark_paid(
@@ -45,26 +43,16 @@ impl Orders<'_> {
 
     /// An account's checkouts, newest first.
     pub fn checkouts_of(&self, account: &AccountId) -> Result<Vec<CheckoutRecord>, StoreError> {
-        let mut conn = self.store.conn()?;
-        payment_checkouts::table
-            .filter(payment_checkouts::account_id.eq(account.as_str()))
-            .order((payment_checkouts::created_at.desc(), payment_checkouts::id))
-            .select(CheckoutRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(CheckoutRecord::try_from)
-            .collect()
+        self.store.records(
+            payment_checkouts::table
+                .filter(payment_checkouts::account_id.eq(account.as_str()))
+                .order((payment_checkouts::created_at.desc(), payment_checkouts::id)),
+        )
     }
 
     pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>, StoreError> {
-        let mut conn = self.store.conn()?;
-        payment_checkouts::table
-            .filter(payment_checkouts::id.eq(id))
-            .select(CheckoutRow::as_select())
-            .first(&mut *conn)
-            .optional()?
-            .map(CheckoutRecord::try_from)
-            .transpose()
+        self.store
+            .first_record(payment_checkouts::table.filter(payment_checkouts::id.eq(id)))
     }
 
     /// Marks an open checkout paid by `order_id`; false when it was not open (paid before).
@@ -85,32 +73,25 @@ impl Orders<'_> {
         candidate: &str,
         now: Timestamp,
     ) -> Result<String, StoreError> {
-        let read = |store: &Store| -> Result<Option<String>, StoreError> {
-            let mut conn = store.pool.get()?;
+        let read = || -> Result<Option<String>, StoreError> {
+            let mut conn = self.store.conn()?;
             Ok(payment_secrets::table
                 .filter(payment_secrets::name.eq(name))
                 .select(payment_secrets::value)
                 .first(&mut *conn)
                 .optional()?)
         };
-        if let Some(v) = read(self.store)? {
-            return Ok(v);
-        }
-        let inserted = self.store.write(|conn| {
+        let insert = |conn: &mut DbConnection| {
             diesel::insert_into(payment_secrets::table)
                 .values((
                     payment_secrets::name.eq(name),
                     payment_secrets::value.eq(candidate),
                     payment_secrets::created_at.eq(now.millis()),
                 ))
-                .execute(conn)?;
-            Ok(())
-        });
-        match inserted {
-            Ok(()) => Ok(candidate.to_owned()),
-            Err(e) if e.is_unique_violation() => read(self.store)?
-                .ok_or_else(|| StoreError::corrupt(format!("payment secret {name} vanished"))),
-            Err(e) => Err(e),
-        }
+                .execute(conn)
+        };
+        self.store
+            .read_or_insert(read, insert, candidate.to_owned())?
+            .ok_or_else(|| StoreError::corrupt(format!("payment secret {name} vanished")))
     }
 }

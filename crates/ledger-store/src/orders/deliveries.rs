@@ -4,9 +4,9 @@ use diesel::prelude::*;
 use ledger_core::Timestamp;
 
 use super::Orders;
+use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::payments::{DeliveryReceipt, StoredDelivery};
-use crate::rows::DeliveryRow;
 use crate::schema::webhook_deliveries;
 
 impl Orders<'_> {
@@ -26,10 +26,7 @@ impl Orders<'_> {
                     processed: d.processed_at.is_some(),
                 }))
         };
-        if let Some(seen) = existing()? {
-            return Ok(seen);
-        }
-        let inserted = self.store.write(|conn| {
+        let insert = |conn: &mut DbConnection| {
             diesel::insert_into(webhook_deliveries::table)
                 .values((
                     webhook_deliveries::webhook_id.eq(webhook_id),
@@ -37,26 +34,18 @@ impl Orders<'_> {
                     webhook_deliveries::body.eq(body),
                     webhook_deliveries::received_at.eq(now.millis()),
                 ))
-                .execute(conn)?;
-            Ok(())
-        });
-        match inserted {
-            Ok(()) => Ok(DeliveryReceipt::New),
-            Err(e) if e.is_unique_violation() => {
-                Ok(existing()?.unwrap_or(DeliveryReceipt::Duplicate { processed: false }))
-            }
-            Err(e) => Err(e),
-        }
+                .execute(conn)
+        };
+        Ok(self
+            .store
+            .read_or_insert(existing, insert, DeliveryReceipt::New)?
+            .unwrap_or(DeliveryReceipt::Duplicate { processed: false }))
     }
 
     pub fn delivery(&self, webhook_id: &str) -> Result<Option<StoredDelivery>, StoreError> {
-        let mut conn = self.store.conn()?;
-        Ok(webhook_deliveries::table
-            .filter(webhook_deliveries::webhook_id.eq(webhook_id))
-            .select(DeliveryRow::as_select())
-            .first(&mut *conn)
-            .optional()?
-            .map(StoredDelivery::from))
+        self.store.first_record(
+            webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(webhook_id)),
+        )
     }
 
     /// Counts one processing attempt of a delivery.
@@ -97,19 +86,15 @@ impl Orders<'_> {
         received_before: Timestamp,
         limit: i64,
     ) -> Result<Vec<StoredDelivery>, StoreError> {
-        let mut conn = self.store.conn()?;
-        Ok(webhook_deliveries::table
-            .filter(webhook_deliveries::processed_at.is_null())
-            .filter(webhook_deliveries::received_at.lt(received_before.millis()))
-            .order((
-                webhook_deliveries::received_at,
-                webhook_deliveries::webhook_id,
-            ))
-            .limit(limit)
-            .select(DeliveryRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(StoredDelivery::from)
-            .collect())
+        self.store.records(
+            webhook_deliveries::table
+                .filter(webhook_deliveries::processed_at.is_null())
+                .filter(webhook_deliveries::received_at.lt(received_before.millis()))
+                .order((
+                    webhook_deliveries::received_at,
+                    webhook_deliveries::webhook_id,
+                ))
+                .limit(limit),
+        )
     }
 }

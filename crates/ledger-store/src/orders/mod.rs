@@ -31,7 +31,7 @@ use crate::error::StoreError;
 use crate::ids::RandomIds;
 use crate::ledger::TxError;
 use crate::payments::{OrderKind, PaymentOrder};
-use crate::rows::PaymentOrderRow;
+use crate::rows::FirstRecord;
 use crate::schema::payment_orders;
 use crate::Store;
 
@@ -69,11 +69,7 @@ fn load_book(conn: &mut DbConnection, id: &AccountId, now: Timestamp) -> Result<
 fn order_row(conn: &mut DbConnection, order_id: &str) -> Result<Option<PaymentOrder>, StoreError> {
     payment_orders::table
         .filter(payment_orders::order_id.eq(order_id))
-        .select(PaymentOrderRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(PaymentOrder::try_from)
-        .transpose()
+        .first_record(conn)
 }
 
 impl Orders<'_> {

@@ -13,7 +13,6 @@ use crate::payments::{
     NewRefusal, OrderKind, PaidOrder, PaidOutcome, PaymentOrder, RefundAmount, RefundOutcome,
     Refusal, RefusalOutcome,
 };
-use crate::rows::RefusalRow;
 use crate::schema::{payment_checkouts, payment_orders, payment_refunds, payment_refusals};
 
 impl From<OrderError> for TxError {
@@ -329,29 +328,19 @@ impl Orders<'_> {
 
     /// The refusal of an order, if it was refused.
     pub fn refusal(&self, order_id: &str) -> Result<Option<Refusal>, StoreError> {
-        let mut conn = self.store.conn()?;
-        payment_refusals::table
-            .filter(payment_refusals::order_id.eq(order_id))
-            .select(RefusalRow::as_select())
-            .first(&mut *conn)
-            .optional()?
-            .map(Refusal::try_from)
-            .transpose()
+        self.store
+            .first_record(payment_refusals::table.filter(payment_refusals::order_id.eq(order_id)))
     }
 
     /// Refused orders, the most recently seen first.
     pub fn refusals(&self, limit: i64) -> Result<Vec<Refusal>, StoreError> {
-        let mut conn = self.store.conn()?;
-        payment_refusals::table
-            .order((
-                payment_refusals::last_seen_at.desc(),
-                payment_refusals::order_id,
-            ))
-            .limit(limit)
-            .select(RefusalRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(Refusal::try_from)
-            .collect()
+        self.store.records(
+            payment_refusals::table
+                .order((
+                    payment_refusals::last_seen_at.desc(),
+                    payment_refusals::order_id,
+                ))
+                .limit(limit),
+        )
     }
 }

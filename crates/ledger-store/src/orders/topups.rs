@@ -13,9 +13,9 @@ use crate::error::StoreError;
 use crate::ids::new_id;
 use crate::ledger::TxError;
 use crate::payments::{
-    AutoTopupSettings, OrderKind, PaidOrder, PaidOutcome, TopupCharge, TopupPack,
+    AutoTopupSettings, OrderKind, PaidOrder, PaidOutcome, TopupCharge, TopupChargeRow, TopupPack,
 };
-use crate::rows::{AutoTopupRow, TopupChargeRow};
+use crate::rows::{AutoTopupRow, FirstRecord};
 use crate::schema::{auto_topup_charges, auto_topups};
 
 fn settings_row(
@@ -24,11 +24,7 @@ fn settings_row(
 ) -> Result<Option<AutoTopupSettings>, StoreError> {
     auto_topups::table
         .filter(auto_topups::account_id.eq(account.as_str()))
-        .select(AutoTopupRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(AutoTopupSettings::try_from)
-        .transpose()
+        .first_record(conn)
 }
 
 /// The account's saved settings as the core's rule reads them (`None`: never saved, so
@@ -86,12 +82,7 @@ fn charge_row(
     if let Some(status) = status {
         query = query.filter(auto_topup_charges::status.eq(status.as_str()));
     }
-    query
-        .select(TopupChargeRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(TopupCharge::try_from)
-        .transpose()
+    query.first_record(conn)
 }
 
 impl Orders<'_> {
@@ -147,16 +138,12 @@ impl Orders<'_> {
 
     /// Pending top-up charges, oldest first.
     pub fn pending_topup_charges(&self, limit: i64) -> Result<Vec<TopupCharge>, StoreError> {
-        let mut conn = self.store.conn()?;
-        auto_topup_charges::table
-            .filter(auto_topup_charges::status.eq(ChargeStatus::Pending.as_str()))
-            .order((auto_topup_charges::created_at, auto_topup_charges::id))
-            .limit(limit)
-            .select(TopupChargeRow::as_select())
-            .load(&mut *conn)?
-            .into_iter()
-            .map(TopupCharge::try_from)
-            .collect()
+        self.store.records(
+            auto_topup_charges::table
+                .filter(auto_topup_charges::status.eq(ChargeStatus::Pending.as_str()))
+                .order((auto_topup_charges::created_at, auto_topup_charges::id))
+                .limit(limit),
+        )
     }
 
     pub fn topup_charge(&self, id: &str) -> Result<Option<TopupCharge>, StoreError> {

@@ -528,35 +528,26 @@ fn verify_finds_tampering(db: TestDb) {
     let a = account(s, 5);
     s.ledger().apply(&a, None, debit_op(c(1)), at(1)).unwrap();
     assert_clean(s);
-    s.execute_batch(&format!(
+    let tamper = |sql: String| s.execute_batch(&sql).unwrap();
+    let assert_violation = |text: &str| {
+        let report = s.maintenance().verify().unwrap();
+        assert!(!report.ok);
+        assert!(
+            report.violations.iter().any(|v| v.message.contains(text)),
+            "{report:?}"
+        );
+    };
+    tamper(format!(
         "UPDATE accounts SET balance = balance + 1000 WHERE id = '{a}'"
-    ))
-    .unwrap();
-    let report = s.maintenance().verify().unwrap();
-    assert!(!report.ok);
-    assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.message.contains("differs from the sum of its entries")),
-        "{report:?}"
-    );
-    s.execute_batch(&format!(
+    ));
+    assert_violation("differs from the sum of its entries");
+    tamper(format!(
         "UPDATE accounts SET balance = balance - 1000 WHERE id = '{a}'"
-    ))
-    .unwrap();
-    s.execute_batch(&format!(
+    ));
+    tamper(format!(
         "UPDATE grants SET remaining = remaining - 1000 WHERE account_id = '{a}'"
-    ))
-    .unwrap();
-    let report = s.maintenance().verify().unwrap();
-    assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.message.contains("differs from lots")),
-        "{report:?}"
-    );
+    ));
+    assert_violation("differs from lots");
 }
 
 /// Runs `work(t)` for `t` in `0..n` on `n` threads at once; the results in that order.
