@@ -284,6 +284,8 @@ impl ApiError {
     }
 }
 
+/// A query parameter or capture option that failed validation (`ledger_core::QueryError`
+/// and `capture::OptionError` are both this type): the usual 400 naming the field.
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> ApiError {
         ApiError::invalid(e.field(), e.message())
@@ -378,13 +380,6 @@ impl From<actix_web::error::BlockingError> for ApiError {
 impl From<CaptureError> for ApiError {
     fn from(e: CaptureError) -> ApiError {
         ApiError::Capture(e)
-    }
-}
-
-impl From<capture::OptionError> for ApiError {
-    /// A capture option that failed validation: the usual 400 naming the field.
-    fn from(e: capture::OptionError) -> ApiError {
-        ApiError::invalid(e.field(), e.message())
     }
 }
 

@@ -31,8 +31,8 @@ fn main() -> anyhow::Result<()> {
                 "source": r.source.as_str(),
                 "checkoutId": r.checkout_id,
                 "accountId": r.account_id,
-                "firstSeenAt": ledger_core::Timestamp::from_millis(r.first_seen_at).rfc3339(),
-                "lastSeenAt": ledger_core::Timestamp::from_millis(r.last_seen_at).rfc3339(),
+                "firstSeenAt": r.first_seen_at.rfc3339(),
+                "lastSeenAt": r.last_seen_at.rfc3339(),
                 "timesSeen": r.times_seen,
                 "order": serde_json::from_str::<serde_json::Value>(&r.order_json).unwrap_or_default(),
             });

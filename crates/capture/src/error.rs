@@ -22,32 +22,9 @@
 //! | `INTERNAL` | 500 | a bug or an unexpected WebDriver answer; log it, show nothing |
 //! | `INVALID_CONFIG` | 500 | only from start-up: a configuration key is out of range |
 
-/// An option that failed validation: which field, and what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct OptionError {
-    field: &'static str,
-    message: String,
-}
-
-impl OptionError {
-    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
-    }
-
-    /// The camelCase name of the offending field (`quality`, `url`, ...).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// A sentence saying what is wrong and what is allowed.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
+/// An option that failed validation: `field()` names it (camelCase: `quality`, `url`,
+/// ...); `message()` says what is wrong and what is allowed.
+pub type OptionError = field_error::FieldError;
 
 /// Everything that can go wrong while taking a screenshot.
 #[derive(Debug, thiserror::Error)]

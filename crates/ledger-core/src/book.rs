@@ -128,6 +128,8 @@ pub struct Book {
     touched_grants: BTreeSet<GrantId>,
     new_holds: BTreeSet<HoldId>,
     touched_holds: BTreeSet<HoldId>,
+    /// The overdraft is a plan's extra, billed in money: new credits do not repay it.
+    overdraft_billed: bool,
 }
 
 impl Book {
@@ -139,7 +141,15 @@ impl Book {
             touched_grants: BTreeSet::new(),
             new_holds: BTreeSet::new(),
             touched_holds: BTreeSet::new(),
+            overdraft_billed: false,
         }
+    }
+
+    /// Says whether the overdraft is a plan's extra, billed in money (see
+    /// [`crate::plan`]): then credits added later do not repay it, or it would be paid
+    /// twice; they are spent before any new extra.
+    pub fn set_overdraft_billed(&mut self, billed: bool) {
+        self.overdraft_billed = billed;
     }
 
     /// An account with nothing in it yet.
@@ -340,29 +350,6 @@ impl Book {
         out
     }
 
-    /// Adds credits as a new grant. Any overdraft is repaid first.
-    pub fn credit(
-        &mut self,
-        spec: GrantSpec,
-        memo: Memo,
-        now: Timestamp,
-        ids: &mut dyn IdSource,
-    ) -> Result<&Entry, LedgerError> {
-        self.add_grant(spec, memo, true, now, ids)
-    }
-
-    /// Adds credits as a new grant and leaves any overdraft as it is: a plan's extra is
-    /// billed in money, so credits bought later must not pay for it a second time.
-    pub fn credit_keeping_overdraft(
-        &mut self,
-        spec: GrantSpec,
-        memo: Memo,
-        now: Timestamp,
-        ids: &mut dyn IdSource,
-    ) -> Result<&Entry, LedgerError> {
-        self.add_grant(spec, memo, false, now, ids)
-    }
-
     /// Brings the overdraft back to zero with one `adjustment` entry (a plan period's
     /// extra, billed in money, closed at the period's end). `None` when there is none.
     pub fn write_off_overdraft(
@@ -383,11 +370,12 @@ impl Book {
         Some(self.push_entry(EntryKind::Adjustment, owed, memo, now, ids, allocations))
     }
 
-    fn add_grant(
+    /// Adds credits as a new grant. Any overdraft is repaid first, unless it is billed in
+    /// money ([`Book::set_overdraft_billed`]).
+    pub fn credit(
         &mut self,
         spec: GrantSpec,
         memo: Memo,
-        repay: bool,
         now: Timestamp,
         ids: &mut dyn IdSource,
     ) -> Result<&Entry, LedgerError> {
@@ -399,10 +387,10 @@ impl Book {
         Self::within_max_amount(spec.amount)?;
         self.balance_after(spec.amount)?;
         let kind = spec.source.entry_kind();
-        let repaid = if repay {
-            spec.amount.min(self.state.overdraft)
-        } else {
+        let repaid = if self.overdraft_billed {
             Credits::ZERO
+        } else {
+            spec.amount.min(self.state.overdraft)
         };
         self.state.overdraft -= repaid;
         let grant = Grant {

@@ -49,27 +49,5 @@ pub enum LedgerError {
     },
 }
 
-/// A query parameter is malformed. `field` names it; `message` says what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct QueryError {
-    field: &'static str,
-    message: String,
-}
-
-impl QueryError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> QueryError {
-        QueryError {
-            field,
-            message: message.into(),
-        }
-    }
-
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
+/// A query parameter is malformed: `field()` names it; `message()` says what is allowed.
+pub type QueryError = field_error::FieldError;

@@ -188,6 +188,7 @@ impl Book {
         now: Timestamp,
         ids: &mut dyn IdSource,
     ) -> Applied {
+        self.set_overdraft_billed(context.plan.is_some());
         self.sweep(now, ids);
         let charges = operation.charges();
         // The operations that change a period's extra: charges, and refunds of them.
@@ -207,9 +208,6 @@ impl Book {
             Spend::WithinAccountLimit => SpendPolicy::with_overdraft(context.overdraft_limit),
         };
         let result = match operation {
-            Operation::Credit { spec, memo } if context.plan.is_some() => self
-                .credit_keeping_overdraft(spec, memo, now, ids)
-                .map(|e| Outcome::Entry(e.clone())),
             Operation::Credit { spec, memo } => self
                 .credit(spec, memo, now, ids)
                 .map(|e| Outcome::Entry(e.clone())),
@@ -267,7 +265,7 @@ impl Book {
                 self.write_off_overdraft(write_off_memo, now, ids);
                 match allowance {
                     Some(spec) => self
-                        .credit_keeping_overdraft(spec, allowance_memo, now, ids)
+                        .credit(spec, allowance_memo, now, ids)
                         .map(|e| Outcome::Entry(e.clone())),
                     None => Ok(Outcome::Settled),
                 }

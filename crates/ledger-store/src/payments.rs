@@ -246,10 +246,10 @@ stored_record! {
         pub source: RefusalSource,
         pub reason: String,
         pub checkout_id: Option<String>,
-        pub account_id: Option<String>,
+        pub account_id: Option<AccountId>,
         pub order_json: String,
-        pub first_seen_at: i64,
-        pub last_seen_at: i64,
+        pub first_seen_at: Timestamp,
+        pub last_seen_at: Timestamp,
         pub times_seen: i64,
     }
 }
