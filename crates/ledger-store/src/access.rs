@@ -22,7 +22,7 @@ pub struct ApiKey {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
-struct ApiKeyRow {
+pub(crate) struct ApiKeyRow {
     id: String,
     account_id: String,
     name: String,
