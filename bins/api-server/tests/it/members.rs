@@ -4,10 +4,15 @@
 
 use crate::common;
 
+use std::sync::Arc;
+
+use api_server::service::screenshot::{CaptureFuture, Capturer};
+use capture::{CaptureOptions, Captured};
 use common::*;
 use serde_json::{json, Value};
 
 on_both_backends!(
+    a_member_spends_the_accounts_credits,
     an_invited_member_joins_the_account_and_cannot_manage_billing,
     invitations_refuse_bad_input_and_work_once,
     removal_stops_sessions_and_keys_at_once_and_the_last_owner_stays,
@@ -59,6 +64,72 @@ async fn members(app: &TestApp, auth: &Auth) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// A browser that always succeeds (the real one is tested in `screenshots.rs`).
+struct Stub;
+
+impl Capturer for Stub {
+    fn check_target<'a>(&'a self, _: &'a CaptureOptions) -> CaptureFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn capture<'a>(&'a self, _: &'a CaptureOptions) -> CaptureFuture<'a, Captured> {
+        Box::pin(async {
+            Ok(Captured {
+                bytes: b"\x89PNG stub".to_vec(),
+                content_type: "image/png",
+                width: 10,
+                height: 10,
+            })
+        })
+    }
+}
+
+async fn a_member_spends_the_accounts_credits(backend: &'static str) {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().display().to_string();
+    let app = TestApp::build_with_state(
+        backend,
+        START,
+        |s| s.screenshots.cache_dir = dir,
+        |state| state.with_capturer(Arc::new(Stub)),
+    )
+    .await;
+    let (owner_session, account) = app.signup("owner@example.com").await;
+    let owner = Auth::Cookie(owner_session);
+    let token = token_of(
+        &invite(&app, &owner, "bob@example.com", "member")
+            .await
+            .expect(201),
+    );
+    let res = join(&app, "bob@example.com", &token).await;
+    res.expect(201);
+    let (bob_session, _) = res.session_cookie().unwrap();
+    let (bob_key, _) = app.new_key(&bob_session, "bob's").await;
+    let bob = Auth::Key(bob_key);
+    let res = app
+        .send(
+            Req::post("/api/v1/screenshot")
+                .auth(&bob)
+                .json(json!({"html": "<h1>hi</h1>", "cache": false})),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("x-credits-charged"), Some("1"));
+    assert_eq!(res.header("x-credits-remaining"), Some("4"));
+    // The account's one balance paid for it, as the owner sees.
+    assert_eq!(app.balance(&owner).await, json!(4));
+    let txns = app.transactions(&owner).await;
+    assert_eq!(txns[0]["type"], "usage", "{txns}");
+    assert_eq!(txns[0]["amount"], -1, "{txns}");
+    let v = app
+        .send(Req::get("/admin/v1/verify").auth(&Auth::Admin))
+        .await
+        .expect(200);
+    assert_eq!(v["accounts"], 1, "{v}");
+    assert!(!account.is_empty());
+    app.assert_verified().await;
 }
 
 async fn an_invited_member_joins_the_account_and_cannot_manage_billing(backend: &'static str) {
