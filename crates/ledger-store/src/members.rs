@@ -209,7 +209,7 @@ impl Members<'_> {
     /// A live member by id.
     pub fn member(&self, id: &str) -> Result<Option<Member>, StoreError> {
         let mut conn = self.store.conn()?;
-        Ok(live_member(&mut *conn, id)?.map(|l| l.member))
+        Ok(live_member(&mut conn, id)?.map(|l| l.member))
     }
 
     /// The account's live members, oldest first.
@@ -399,7 +399,7 @@ impl Members<'_> {
             .select(sessions::member_id)
             .first(&mut *conn)
             .optional()?;
-        holder(&mut *conn, member.flatten())
+        holder(&mut conn, member.flatten())
     }
 
     /// Who holds the API key `key_id`.
@@ -410,7 +410,7 @@ impl Members<'_> {
             .select(api_keys::member_id)
             .first(&mut *conn)
             .optional()?;
-        holder(&mut *conn, member.flatten())
+        holder(&mut conn, member.flatten())
     }
 
     /// A new session of a member.
