@@ -129,6 +129,9 @@ pub struct Authed {
     pub proof: Proof,
     /// The caller's role in the account: only owners manage billing and members.
     pub role: ledger_core::Role,
+    /// The member holding the session or key; `None` for a credential made without a
+    /// login (it acts as the account's owner).
+    pub member: Option<ledger_store::Member>,
 }
 
 /// The header that carries a session's CSRF token.
@@ -287,11 +290,15 @@ impl FromRequest for Authed {
             let found = crate::service::accounts::authenticate(&state, is_session, &secret).await?;
             match found {
                 None => Err(ApiError::Unauthorized.into()),
-                Some((_, _, false)) => Err(ApiError::UserNotFound.into()),
-                Some((account_id, credential, true)) => Ok(Authed {
-                    account_id,
-                    credential,
-                    role: ledger_core::Role::Owner,
+                Some(caller) if !caller.exists => Err(ApiError::UserNotFound.into()),
+                Some(caller) => Ok(Authed {
+                    account_id: caller.account_id,
+                    credential: caller.credential,
+                    role: caller
+                        .member
+                        .as_ref()
+                        .map_or(ledger_core::Role::Owner, |m| m.role),
+                    member: caller.member,
                     proof: match session {
                         Some(proof) => proof?,
                         None => Proof::ApiKey,

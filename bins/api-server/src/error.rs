@@ -48,6 +48,13 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Forbidden(String),
+    /// Only an owner of the account may do this (purchases, the plan, the hard limit,
+    /// auto top-up, members): 403 `OWNER_ONLY`.
+    #[error("Only an owner of the account can do this; ask an owner (see GET /api/v1/members)")]
+    OwnerOnly,
+    /// A signup's invitation token that is unknown, used or expired: 400 `INVALID_INVITE`.
+    #[error("{0}")]
+    BadInvite(String),
     /// A known path without this method: 405 with `Allow` (the methods it has).
     #[error("{method} is not allowed on {path}; use {allow} (see /openapi.json)")]
     MethodNotAllowed {
@@ -101,6 +108,11 @@ fn capture_message(e: &CaptureError) -> String {
 }
 
 impl ApiError {
+    /// 403 `OWNER_ONLY`: the caller is a member, not an owner, of the account.
+    pub fn owner_only() -> ApiError {
+        ApiError::OwnerOnly
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::Invalid {
             field: Some(field.into()),
@@ -167,6 +179,8 @@ impl ApiError {
             ApiError::HardLimitReached { .. } => "HARD_LIMIT_REACHED",
             ApiError::Conflict { code, .. } => code,
             ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::OwnerOnly => "OWNER_ONLY",
+            ApiError::BadInvite(_) => "INVALID_INVITE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
@@ -187,12 +201,12 @@ impl ResponseError for ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::UserNotFound | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } | ApiError::BadInvite(_) => StatusCode::BAD_REQUEST,
             ApiError::InsufficientCredits { .. } | ApiError::HardLimitReached { .. } => {
                 StatusCode::PAYMENT_REQUIRED
             }
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::OwnerOnly => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,

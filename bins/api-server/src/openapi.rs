@@ -7,7 +7,7 @@ use utoipa::openapi::security::{
 };
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account, auto_topup, screenshot};
+use crate::routes::{account, auto_topup, members, screenshot};
 use crate::wire;
 
 #[derive(OpenApi)]
@@ -15,7 +15,7 @@ use crate::wire;
     info(title = "Shotledger", description = "A screenshot API paid with prepaid credits, and its credit ledger."),
     components(schemas(
         auto_topup::AutoTopupBody, account::CsrfTokenView, screenshot::ScreenshotOptions, screenshot::QuoteView, wire::ErrorBody, wire::BalanceView, wire::PackView, wire::TransactionView, wire::UsageView,
-        wire::Credentials, wire::AccountView, wire::NewKey, wire::KeyCreated, wire::KeyView, wire::CreditsV1,
+        wire::Credentials, wire::SignupRequest, members::NewMember, members::MemberInvited, members::MemberView, wire::AccountView, wire::NewKey, wire::KeyCreated, wire::KeyView, wire::CreditsV1,
         wire::PurchaseRequest, wire::CheckoutView, wire::AdminNewAccount, wire::AdjustmentRequest,
         wire::DebitRequest, wire::HoldRequest, wire::CaptureRequest, wire::HoldView, wire::RefundRequest,
         wire::SubscriptionRequest, wire::SubscriptionView, wire::MaxHardLimitRequest, wire::MaxHardLimitView,

@@ -126,6 +126,19 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// A signup: a new account, or (with `inviteToken`) a login joining the account that
+/// invited this email.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignupRequest {
+    pub email: String,
+    pub password: String,
+    /// The token from `POST /api/v1/members`: joins the inviting account with the
+    /// invited role (no new account, no signup bonus).
+    #[serde(default)]
+    pub invite_token: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountView {

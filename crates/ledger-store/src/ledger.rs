@@ -207,6 +207,10 @@ impl Ledger<'_> {
             diesel::insert_into(accounts::table)
                 .values(&row)
                 .execute(conn)?;
+            // The person who signs up is the account's owner (its first login).
+            if let Some(email) = &row.email {
+                crate::members::add_owner(conn, &row.id, email, row.password_hash.as_deref(), now)?;
+            }
             let id = AccountId::new(row.id.clone());
             let mut available = Credits::ZERO;
             if new.signup_bonus.is_positive() {

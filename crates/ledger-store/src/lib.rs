@@ -25,6 +25,7 @@ mod error;
 mod ids;
 mod ledger;
 mod maintenance;
+mod members;
 mod orders;
 mod outcome;
 pub mod payments;
@@ -48,6 +49,7 @@ pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, Ledger, NewA
 /// The operation types are the core's; re-exported under their old names here.
 pub use ledger_core::{Operation, Outcome, Spend};
 pub use maintenance::{CompactReport, Maintenance, VerifyReport, Violation};
+pub use members::{Holder, Invite, Login, Member, MemberRefusal, Members, MEMBER_PREFIX};
 pub use orders::Orders;
 pub use screenshots::{Claim, ScreenshotAnswer, Screenshots};
 

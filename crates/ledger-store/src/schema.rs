@@ -86,6 +86,7 @@ diesel::table! {
         created_at -> BigInt,
         expires_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        member_id -> Nullable<Text>,
     }
 }
 
@@ -99,6 +100,7 @@ diesel::table! {
         created_at -> BigInt,
         last_used_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        member_id -> Nullable<Text>,
     }
 }
 
@@ -122,12 +124,41 @@ diesel::table! {
     }
 }
 
+// Members (`migrations/2026-12-02-000002_members`).
+
+diesel::table! {
+    members (id) {
+        id -> Text,
+        account_id -> Text,
+        email -> Text,
+        password_hash -> Nullable<Text>,
+        role -> Text,
+        created_at -> BigInt,
+        removed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    member_invites (id) {
+        id -> Text,
+        account_id -> Text,
+        email -> Text,
+        role -> Text,
+        token_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     sessions,
     api_keys,
     subscriptions,
-    account_limits
+    account_limits,
+    members,
+    member_invites
 );
 
 // Payments (`migrations/2026-11-21-000003_payments`,

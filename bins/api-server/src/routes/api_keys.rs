@@ -21,7 +21,7 @@ pub async fn create(
     who: Authed,
     body: JsonBody<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let (key, stored) = accounts::create_api_key(&state, who.account_id, &body.value.name).await?;
+    let (key, stored) = accounts::create_api_key(&state, &who, &body.value.name).await?;
     Ok(HttpResponse::Created().json(KeyCreated {
         id: stored.id,
         name: stored.name,
@@ -31,12 +31,13 @@ pub async fn create(
     }))
 }
 
-/// The account's live keys (never the keys themselves).
+/// The live keys the caller may see (never the keys themselves): an owner sees every key
+/// of the account, a member only their own.
 #[utoipa::path(tag = "accounts",
     responses((status = 200, body = [KeyView]), crate::routes::AuthErrors))]
 #[get("/api/v1/api-keys")]
 pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
-    let keys = accounts::api_keys(&state, who.account_id).await?;
+    let keys = accounts::api_keys(&state, &who).await?;
     let view: Vec<KeyView> = keys
         .into_iter()
         .map(|k| KeyView {
@@ -50,7 +51,8 @@ pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// Revokes a key; it stops working at once.
+/// Revokes a key; it stops working at once. A member may revoke only their own keys
+/// (404 for others); an owner any key of the account.
 #[utoipa::path(tag = "accounts",
     params(("id" = String, Path, description = "The key's id")),
     responses((status = 204, description = "Revoked"), crate::routes::OwnedErrors))]
@@ -60,6 +62,6 @@ pub async fn delete(
     who: Authed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    accounts::revoke_api_key(&state, who.account_id, id.into_inner()).await?;
+    accounts::revoke_api_key(&state, &who, id.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -14,7 +14,7 @@ use crate::body::{body_limit, header, read_limited, JsonBody};
 use crate::error::ApiError;
 use crate::service::accounts::{self, LoggedIn};
 use crate::state::AppState;
-use crate::wire::{AccountView, Credentials};
+use crate::wire::{AccountView, Credentials, SignupRequest};
 
 pub use crate::service::accounts::{valid_email, valid_password};
 
@@ -64,20 +64,28 @@ fn logged_in(state: &AppState, status: StatusCode, who: LoggedIn) -> HttpRespons
         .cookie(session_cookie(state, who.session_token))
         .json(AccountView {
             account_id: who.account.id.into_string(),
-            email: who.account.email,
+            email: Some(who.email),
             balance: who.balance,
         })
 }
 
-/// Creates an account, grants the signup bonus once, and logs in.
-#[utoipa::path(tag = "accounts", request_body = Credentials,
+/// Creates an account, grants the signup bonus once, and logs in; with `inviteToken`,
+/// joins the inviting account instead (no new account, no bonus; an unknown, used or
+/// expired token is 400 `INVALID_INVITE`).
+#[utoipa::path(tag = "accounts", request_body = SignupRequest,
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/signup")]
 pub async fn signup(
     state: web::Data<AppState>,
-    AuthBody(body): AuthBody<Credentials>,
+    AuthBody(body): AuthBody<SignupRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = accounts::signup(&state, &body.value.email, &body.value.password).await?;
+    let body = body.value;
+    let who = match &body.invite_token {
+        Some(token) => {
+            crate::service::members::join(&state, &body.email, &body.password, token).await?
+        }
+        None => accounts::signup(&state, &body.email, &body.password).await?,
+    };
     Ok(logged_in(&state, StatusCode::CREATED, who))
 }
 

@@ -34,7 +34,7 @@ pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse
 /// method: 409 saying why; no payment provider at all: 503 `PAYMENTS_NOT_CONFIGURED`.
 #[utoipa::path(tag = "credits", request_body = AutoTopupBody,
     responses((status = 200, description = "The settings and status"), (status = 400, body = crate::wire::ErrorBody),
-        (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
+        (status = 403, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
         (status = 503, body = crate::wire::ErrorBody)))]
 #[put("/api/v1/credits/auto-topup")]
 pub async fn put(
@@ -42,6 +42,7 @@ pub async fn put(
     who: Authed,
     body: JsonBody<AutoTopupBody>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::service::members::require_owner(&who)?;
     let request = AutoTopupRequest {
         enabled: body.value.enabled,
         threshold_credits: body.value.threshold_credits,

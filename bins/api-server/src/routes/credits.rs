@@ -44,7 +44,7 @@ pub async fn packs(state: web::Data<AppState>) -> HttpResponse {
 /// Starts a checkout for a pack; credits arrive only with the provider's signed webhook.
 /// No payment provider configured: 503 `PAYMENTS_NOT_CONFIGURED`, nothing written.
 #[utoipa::path(tag = "credits", request_body = PurchaseRequest,
-    responses((status = 200, body = CheckoutView), (status = 404, body = crate::wire::ErrorBody),
+    responses((status = 200, body = CheckoutView), (status = 403, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody),
         (status = 500, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
         (status = 503, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/credits/purchase")]
@@ -53,6 +53,7 @@ pub async fn purchase(
     who: Authed,
     body: JsonBody<PurchaseRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::service::members::require_owner(&who)?;
     let checkout_url = accounts::purchase(&state, who.account_id, &body.value.pack_id).await?;
     Ok(HttpResponse::Ok().json(CheckoutView { checkout_url }))
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod auto_topup;
 pub mod credits;
 pub mod docs;
+pub mod members;
 pub mod screenshot;
 pub mod system;
 
@@ -104,6 +105,9 @@ routes! {
     api_keys::create,
     api_keys::list,
     api_keys::delete,
+    members::invite,
+    members::list,
+    members::remove,
     account::csrf,
     credits::balance,
     credits::packs,

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use ledger_core::{AccountId, Credits, Entry, Page, Retention, YearMonth};
-use ledger_store::{Account, ApiKey, NewAccount, Subscription};
+use ledger_store::{Account, ApiKey, Holder, Member, NewAccount, Subscription};
 use payments::{AutoTopupRequest, AutoTopupView, PaymentsError};
 
 use crate::auth::{
-    hash_password, new_api_key, new_session_token, sha256_hex, verify_password, Credential,
+    hash_password, new_api_key, new_session_token, sha256_hex, verify_password, Authed, Credential,
 };
 use crate::checkout::CheckoutFailure;
 use crate::error::ApiError;
@@ -52,13 +52,26 @@ pub fn valid_password(password: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The account a session token or API key belongs to, how it was proven, and whether
-/// the account still exists; `None` for a secret nobody holds.
+/// Who presented a live session token or API key.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account_id: AccountId,
+    pub credential: Credential,
+    /// False when the account no longer exists.
+    pub exists: bool,
+    /// The member holding the credential; `None` for one made without a login (it acts
+    /// as the account's owner).
+    pub member: Option<Member>,
+}
+
+/// The account a session token or API key belongs to, how it was proven, whether the
+/// account still exists, and which member holds it; `None` for a secret nobody holds
+/// (or whose member was removed).
 pub async fn authenticate(
     state: &AppState,
     is_session: bool,
     secret: &str,
-) -> Result<Option<(AccountId, Credential, bool)>, ApiError> {
+) -> Result<Option<Caller>, ApiError> {
     let hash = sha256_hex(secret);
     let now = state.now();
     state
@@ -77,28 +90,44 @@ pub async fn authenticate(
             let Some((account_id, credential)) = found else {
                 return Ok(None);
             };
+            let holder = match &credential {
+                Credential::Session(hash) => store.members().session_holder(hash)?,
+                Credential::ApiKey(id) => store.members().key_holder(id)?,
+            };
+            let member = match holder {
+                Holder::Account => None,
+                Holder::Member(m) => Some(m),
+                Holder::Removed => return Ok(None),
+            };
             let exists = store.ledger().account(&account_id)?.is_some();
-            Ok(Some((account_id, credential, exists)))
+            Ok(Some(Caller {
+                account_id,
+                credential,
+                exists,
+                member,
+            }))
         })
         .await
 }
 
-/// A new session: the token for the cookie (only its hash is stored).
-pub async fn start_session(state: &AppState, account: AccountId) -> Result<String, ApiError> {
+/// A new session of a member: the token for the cookie (only its hash is stored).
+pub async fn start_session(state: &AppState, member: Member) -> Result<String, ApiError> {
     let token = new_session_token()?;
     let hash = sha256_hex(&token);
     let now = state.now();
     let expires = now.plus_secs(state.settings.auth.session_ttl_hours as i64 * 3600);
     state
-        .in_store(move |s| s.access().create_session(&account, &hash, now, expires))
+        .in_store(move |s| s.members().create_session(&member, &hash, now, expires))
         .await?;
     Ok(token)
 }
 
-/// A logged-in account: who, the balance, and the session token for the cookie.
+/// A logged-in member: the account, the login's email, the balance, and the session
+/// token for the cookie.
 #[derive(Debug)]
 pub struct LoggedIn {
     pub account: Account,
+    pub email: String,
     pub balance: Credits,
     pub session_token: String,
 }
@@ -110,22 +139,30 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<Log
     let password = password.to_owned();
     let bonus = state.settings.credits.signup_bonus;
     let now = state.now();
-    let (account, balance) = state
+    let (account, owner, balance) = state
         .blocking(move |s| {
             let hash = hash_password(&password)?;
-            Ok(s.ledger().create_account(
+            let (account, balance) = s.ledger().create_account(
                 NewAccount {
-                    email: Some(email),
+                    email: Some(email.clone()),
                     password_hash: Some(hash),
                     signup_bonus: bonus,
                 },
                 now,
-            )?)
+            )?;
+            let owner = s
+                .members()
+                .login(&email)?
+                .ok_or_else(|| ApiError::internal("a new account has no owner"))?
+                .member;
+            Ok((account, owner, balance))
         })
         .await?;
-    let session_token = start_session(state, account.id.clone()).await?;
+    let email = owner.email.clone();
+    let session_token = start_session(state, owner).await?;
     Ok(LoggedIn {
         account,
+        email,
         balance,
         session_token,
     })
@@ -144,28 +181,32 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Logg
     let key = email.clone();
     let found = state
         .blocking(move |s| {
-            let account = s.ledger().account_by_email(&email)?;
+            // A login is a member of an account (its owner, or someone they invited).
+            let login = s.members().login(&email)?;
             let ok = verify_password(
                 &password,
-                account.as_ref().and_then(|a| a.password_hash.as_deref()),
+                login.as_ref().and_then(|l| l.password_hash.as_deref()),
             );
-            match account {
-                Some(a) if ok => {
-                    let balance = s.ledger().balance(&a.id, now)?.available;
-                    Ok(Some((a, balance)))
-                }
-                _ => Ok(None),
-            }
+            let Some(login) = login.filter(|_| ok) else {
+                return Ok(None);
+            };
+            let Some(account) = s.ledger().account(&login.member.account_id)? else {
+                return Ok(None);
+            };
+            let balance = s.ledger().balance(&account.id, now)?.available;
+            Ok(Some((account, login.member, balance)))
         })
         .await?;
-    let Some((account, balance)) = found else {
+    let Some((account, member, balance)) = found else {
         throttle.failed(&key, now);
         return Err(ApiError::BadLogin);
     };
     throttle.succeeded(&key);
-    let session_token = start_session(state, account.id.clone()).await?;
+    let email = member.email.clone();
+    let session_token = start_session(state, member).await?;
     Ok(LoggedIn {
         account,
+        email,
         balance,
         session_token,
     })
@@ -180,10 +221,11 @@ pub async fn logout(state: &AppState, hash: String) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A new API key: the key itself (shown once) and what is stored of it.
+/// A new API key of the caller (the member who makes it holds it): the key itself
+/// (shown once) and what is stored of it.
 pub async fn create_api_key(
     state: &AppState,
-    account: AccountId,
+    who: &Authed,
     name: &str,
 ) -> Result<(String, ApiKey), ApiError> {
     let name = name.trim().to_owned();
@@ -196,30 +238,47 @@ pub async fn create_api_key(
     let (key, prefix) = new_api_key()?;
     let hash = sha256_hex(&key);
     let now = state.now();
+    let (account, member) = (who.account_id.clone(), who.member.clone());
     let stored = state
-        .in_store(move |s| {
-            s.access()
-                .create_api_key(&account, &name, &prefix, &hash, now)
+        .in_store(move |s| match &member {
+            Some(m) => s.members().create_api_key(m, &name, &prefix, &hash, now),
+            None => s
+                .access()
+                .create_api_key(&account, &name, &prefix, &hash, now),
         })
         .await?;
     Ok((key, stored))
 }
 
-/// The account's live keys.
-pub async fn api_keys(state: &AppState, account: AccountId) -> Result<Vec<ApiKey>, ApiError> {
-    state.in_store(move |s| s.access().api_keys(&account)).await
+/// The live keys the caller may see: an owner sees every key of the account, a member
+/// only their own.
+pub async fn api_keys(state: &AppState, who: &Authed) -> Result<Vec<ApiKey>, ApiError> {
+    let (account, own) = (who.account_id.clone(), own_keys_only(who));
+    state
+        .in_store(move |s| match &own {
+            Some(m) => s.members().api_keys(m),
+            None => s.access().api_keys(&account),
+        })
+        .await
 }
 
-/// Revokes one of the account's keys; 404 when it has no such key.
-pub async fn revoke_api_key(
-    state: &AppState,
-    account: AccountId,
-    id: String,
-) -> Result<(), ApiError> {
+/// The member whose keys alone the caller may see and revoke (a member); `None` for an
+/// owner, who manages every key of the account.
+fn own_keys_only(who: &Authed) -> Option<Member> {
+    who.member.clone().filter(|_| !who.role.manages_billing())
+}
+
+/// Revokes a key the caller may see (an owner: any of the account's; a member: their
+/// own); 404 otherwise.
+pub async fn revoke_api_key(state: &AppState, who: &Authed, id: String) -> Result<(), ApiError> {
     let now = state.now();
     let shown = id.clone();
+    let (account, own) = (who.account_id.clone(), own_keys_only(who));
     let revoked = state
-        .in_store(move |s| s.access().revoke_api_key(&account, &id, now))
+        .in_store(move |s| match &own {
+            Some(m) => s.members().revoke_api_key(m, &id, now),
+            None => s.access().revoke_api_key(&account, &id, now),
+        })
         .await?;
     if revoked {
         Ok(())

@@ -3,6 +3,7 @@
 //! extract, call one of these, and convert the result.
 
 pub mod accounts;
+pub mod members;
 pub mod metering;
 pub mod screenshot;
 pub mod system;

@@ -16,6 +16,7 @@ mod docs_page;
 mod errors;
 mod faults;
 mod isolation;
+mod members;
 mod openapi;
 mod overload;
 mod payments;
