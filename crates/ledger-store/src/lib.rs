@@ -16,7 +16,7 @@
 //!
 //! The store is persistence only: the rules are `ledger-core`'s. Its API is one small
 //! repository per area, each borrowing the [`Store`]: [`Store::ledger`], [`Store::access`],
-//! [`Store::orders`] (payments), [`Store::screenshots`] and [`Store::maintenance`]. No
+//! [`Store::orders`] (payments), [`Store::plans`], [`Store::screenshots`] and [`Store::maintenance`]. No
 //! Diesel type (row, connection, table) leaves the crate.
 
 mod access;
@@ -28,6 +28,7 @@ mod maintenance;
 mod orders;
 mod outcome;
 pub mod payments;
+mod plans;
 mod rows;
 mod schema;
 mod screenshots;
@@ -49,6 +50,7 @@ pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, Ledger, NewA
 pub use ledger_core::{Operation, Outcome, Spend};
 pub use maintenance::{CompactReport, Maintenance, VerifyReport, Violation};
 pub use orders::Orders;
+pub use plans::{ManagedBy, OverageItem, OverageStatus, PlanRefusal, PlanSubscription, Plans};
 pub use screenshots::{Claim, ScreenshotAnswer, Screenshots};
 
 use std::sync::{Arc, Mutex, MutexGuard};
