@@ -98,7 +98,9 @@ impl Maintenance<'_> {
                     last_seq: account.last_seq,
                     compacted_balance: Credits::from_millis(account.compacted_balance),
                     compacted_seq: account.compacted_seq,
-                    overdraft_limit: Credits::from_millis(account.overdraft_limit),
+                    // A plan in force allows its wall instead (ADR 9).
+                    overdraft_limit: Credits::from_millis(account.overdraft_limit)
+                        .max(crate::plans::wall_in_force(conn, &account.id)?),
                 };
                 let book = Book::new(BookState {
                     account_id: id,

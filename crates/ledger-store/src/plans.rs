@@ -271,6 +271,15 @@ fn in_force(
     }))
 }
 
+/// The wall of the account's plan in force (zero without one): how far its book may be
+/// overdrawn, for `verify`.
+pub(crate) fn wall_in_force(
+    conn: &mut crate::db::DbConnection,
+    account_id: &str,
+) -> Result<Credits, TxError> {
+    Ok(in_force(conn, &AccountId::new(account_id))?.map_or(Credits::ZERO, |p| p.context.wall))
+}
+
 fn billed_blocks(
     conn: &mut crate::db::DbConnection,
     id: &AccountId,

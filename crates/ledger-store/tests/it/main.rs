@@ -6,4 +6,5 @@
 
 mod common;
 mod migrations;
+mod plans;
 mod store;
