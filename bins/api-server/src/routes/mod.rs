@@ -8,6 +8,7 @@ pub mod auto_topup;
 pub mod credits;
 pub mod docs;
 pub mod screenshot;
+pub mod subscription;
 pub mod system;
 
 use actix_web::dev::ResourceDef;
@@ -108,6 +109,11 @@ routes! {
     screenshot::take_post,
     account::account_credits,
     account::v1_credits,
+    subscription::get,
+    subscription::hard_limit,
+    subscription::change,
+    subscription::cancel,
+    subscription::overage,
     admin::create_account,
     admin::adjust,
     admin::debit,

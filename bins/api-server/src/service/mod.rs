@@ -5,4 +5,5 @@
 pub mod accounts;
 pub mod metering;
 pub mod screenshot;
+pub mod subscription;
 pub mod system;
