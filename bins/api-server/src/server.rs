@@ -464,7 +464,9 @@ fn spawn_period_sweeper(state: &AppState) {
             match crate::service::subscription::sweep(&store, record, clock()) {
                 Ok(n) if n > 0 => tracing::info!(periods = n, "started plan periods"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "the period sweep failed; it runs again in a minute"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the period sweep failed; it runs again in a minute")
+                }
             }
             std::thread::sleep(Duration::from_secs(PERIOD_SWEEP_SECS));
         })

@@ -256,7 +256,11 @@ pub async fn subscription(
         current_period_start.as_deref(),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(crate::routes::subscription::PlanSubscriptionView::new(&sub, true)))
+    Ok(
+        HttpResponse::Ok().json(crate::routes::subscription::PlanSubscriptionView::new(
+            &sub, true,
+        )),
+    )
 }
 
 /// Raises (or lowers) how high the account owner may set the hard limit.

@@ -321,7 +321,11 @@ pub async fn subscribe_by_operator(
 /// (so idle accounts get their expiry, write-off and allowance close to the boundary;
 /// the lazy roll under the account lock is what makes the rule hold), and records
 /// pending items when no provider reports them. Returns how many periods started.
-pub fn sweep(store: &ledger_store::Store, record: bool, now: Timestamp) -> std::result::Result<usize, ledger_store::StoreError> {
+pub fn sweep(
+    store: &ledger_store::Store,
+    record: bool,
+    now: Timestamp,
+) -> std::result::Result<usize, ledger_store::StoreError> {
     let started = store.plans().roll_due(now, SWEEP_BATCH)?;
     if record {
         store.plans().record_pending(None, now)?;

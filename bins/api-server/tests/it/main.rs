@@ -19,6 +19,7 @@ mod isolation;
 mod openapi;
 mod overload;
 mod payments;
+mod plans;
 mod screenshots;
 mod security;
 mod service_screenshot;
