@@ -260,7 +260,11 @@ fn in_force(
     if !terms.status.stamps_plan() {
         return Ok(None);
     }
-    let billed_blocks = billed_blocks(conn, id, period.start)?;
+    // Extra written off in this very period (cancelled or changed to a free plan, then
+    // subscribed again) was billed and settled: its blocks are not the live overdraft's.
+    let settled = written_off(conn, id, period.start)?;
+    let billed_blocks =
+        billed_blocks(conn, id, period.start)? - plan::blocks_for(&plan.overage, settled);
     Ok(Some(InForce {
         context: PlanContext {
             overage: plan.overage,
@@ -278,6 +282,20 @@ pub(crate) fn wall_in_force(
     account_id: &str,
 ) -> Result<Credits, TxError> {
     Ok(in_force(conn, &AccountId::new(account_id))?.map_or(Credits::ZERO, |p| p.context.wall))
+}
+
+fn written_off(
+    conn: &mut crate::db::DbConnection,
+    id: &AccountId,
+    period_start: Timestamp,
+) -> Result<Credits, TxError> {
+    let w: Option<i64> = plan_periods::table
+        .filter(plan_periods::account_id.eq(id.as_str()))
+        .filter(plan_periods::period_start.eq(period_start.millis()))
+        .select(plan_periods::extra_written_off)
+        .first(conn)
+        .optional()?;
+    Ok(Credits::from_millis(w.unwrap_or(0)))
 }
 
 fn billed_blocks(
@@ -430,15 +448,29 @@ fn record_write_off(
     period_start: i64,
     extra: Credits,
 ) -> Result<(), TxError> {
-    if extra.is_positive() {
-        diesel::update(
-            plan_periods::table
-                .filter(plan_periods::account_id.eq(id.as_str()))
-                .filter(plan_periods::period_start.eq(period_start)),
-        )
-        .set(plan_periods::extra_written_off.eq(plan_periods::extra_written_off + extra.millis()))
-        .execute(conn)?;
+    if !extra.is_positive() {
+        return Ok(());
     }
+    // A second write-off in the same period (cancelled or changed to free, subscribed
+    // again, then the period closed) was billed in blocks of its own: what was written off
+    // before counts in the whole blocks it was billed in, so the period's blocks stay the
+    // rounded figure `verify` checks. A single write-off, the usual case, is exact.
+    let before = written_off(conn, id, Timestamp::from_millis(period_start))?;
+    let before = if before.is_positive() {
+        OveragePolicy::new(Cents::ZERO)
+            .checked_billable(before)
+            .unwrap_or(Credits::MAX_BALANCE)
+    } else {
+        before
+    };
+    let total = before.checked_add(extra).unwrap_or(Credits::MAX_BALANCE);
+    diesel::update(
+        plan_periods::table
+            .filter(plan_periods::account_id.eq(id.as_str()))
+            .filter(plan_periods::period_start.eq(period_start)),
+    )
+    .set(plan_periods::extra_written_off.eq(total.millis()))
+    .execute(conn)?;
     Ok(())
 }
 
@@ -634,13 +666,18 @@ pub(crate) fn period_violations(
             .get_result::<i64>(conn)?;
         let written_off = Credits::from_millis(written_off);
         let (extra, wall) = if open == Some(start) {
-            let extra = written_off
+            // What was written off was billed in its own blocks, the live overdraft in
+            // the blocks after them: the written-off part counts rounded up to its blocks.
+            let settled = policy
+                .checked_billable(written_off)
+                .unwrap_or(Credits::MAX_BALANCE);
+            let extra = settled
                 .checked_add(overdraft)
                 .unwrap_or(Credits::MAX_BALANCE);
             (
                 extra,
                 wall_now
-                    .checked_add(written_off)
+                    .checked_add(settled)
                     .unwrap_or(Credits::MAX_BALANCE),
             )
         } else {
@@ -656,6 +693,69 @@ pub(crate) fn period_violations(
         out.extend(plan::period_violations(account_id, &policy, &audit));
     }
     Ok(out)
+}
+
+/// Applies a change of plan to a subscription in force (see [`Plans::change_plan`]).
+fn change_in_tx(
+    conn: &mut crate::db::DbConnection,
+    account: &AccountId,
+    sub: &SubRow,
+    from: &Plan,
+    status: SubscriptionStatus,
+    to: &Plan,
+    now: Timestamp,
+) -> Result<(), TxError> {
+    let change = plan::plan_change(from, to);
+    if change.upgrade {
+        // The new period starts now; an upgrade in the very millisecond the old period
+        // started starts it a millisecond later, so each period keeps its one allowance.
+        let now = if sub.period_start == Some(now.millis()) {
+            now.plus_millis(1)
+        } else {
+            now
+        };
+        // The old allowance expires now: its grants end at this instant, and the
+        // core's StartPeriod (sweeping first) expires what is left of them.
+        diesel::update(
+            grants::table
+                .filter(grants::account_id.eq(account.as_str()))
+                .filter(grants::source.eq(GrantSource::Allowance.as_str()))
+                .filter(grants::remaining.gt(0))
+                .filter(
+                    grants::expires_at
+                        .is_null()
+                        .or(grants::expires_at.gt(now.millis())),
+                ),
+        )
+        .set(grants::expires_at.eq(now.millis()))
+        .execute(conn)?;
+        if let Some(start) = sub.period_start {
+            diesel::update(
+                plan_periods::table
+                    .filter(plan_periods::account_id.eq(account.as_str()))
+                    .filter(plan_periods::period_start.eq(start))
+                    .filter(plan_periods::period_end.gt(now.millis())),
+            )
+            .set(plan_periods::period_end.eq(now.millis()))
+            .execute(conn)?;
+        }
+        set_snapshot(conn, account, to, None, now)?;
+        diesel::update(subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())))
+            .set(subscriptions::period_anchor.eq(now.millis()))
+            .execute(conn)?;
+        stamp(conn, account, to, status)?;
+        let sub = load_sub(conn, account)?
+            .ok_or_else(|| StoreError::corrupt("a subscription vanished"))?;
+        start_period(conn, account, &sub, to, Period::monthly(now, now), now)?;
+    } else {
+        if change.bills_extra_now {
+            write_off_now(conn, account, sub, from, now)?;
+        }
+        let hard_limit = if to.paying { sub.hard_limit } else { None };
+        set_snapshot(conn, account, to, hard_limit, now)?;
+        stamp(conn, account, to, status)?;
+    }
+    Ok(())
 }
 
 /// Plans: subscriptions, hard limits, changes, periods and overage items: `store.plans()`.
@@ -675,8 +775,9 @@ impl Plans<'_> {
     /// Sets the account's operator-managed subscription to `plan` (snapshotting its terms)
     /// with `status`. `anchor` aligns the billing periods (they count whole months from
     /// it); without one a new subscription is anchored now and an existing one keeps its
-    /// periods. Changing the plan resets the hard limit to the new plan's limit. Going out
-    /// of force writes the extra off (billed); coming into force starts the current period.
+    /// periods. A different plan for a subscription in force is a change of plan (the
+    /// rules of [`Plans::change_plan`]); otherwise it resets the hard limit. Going out of
+    /// force writes the extra off (billed); coming into force starts the current period.
     pub fn subscribe(
         &self,
         account: &AccountId,
@@ -696,12 +797,14 @@ impl Plans<'_> {
                     {
                         write_off_now(conn, account, &sub, &old, now)?;
                     }
-                    let hard_limit = if sub.plan_id == plan.id && sub.plan_name.is_some() {
-                        sub.hard_limit
-                    } else {
-                        None
-                    };
-                    set_snapshot(conn, account, plan, hard_limit, now)?;
+                    match sub.plan() {
+                        // A change of plan in force applies as the customer's would.
+                        Some(old) if old != *plan && was_in_force && status.stamps_plan() => {
+                            change_in_tx(conn, account, &sub, &old, status, plan, now)?;
+                        }
+                        Some(old) if old == *plan => {}
+                        _ => set_snapshot(conn, account, plan, None, now)?,
+                    }
                     diesel::update(
                         subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
                     )
@@ -912,51 +1015,7 @@ impl Plans<'_> {
             if from == *to {
                 return Ok(Ok(view_required(conn, account)?));
             }
-            let change = plan::plan_change(&from, to);
-            if change.upgrade {
-                // The old allowance expires now: its grants end at this instant, and the
-                // core's StartPeriod (sweeping first) expires what is left of them.
-                diesel::update(
-                    grants::table
-                        .filter(grants::account_id.eq(account.as_str()))
-                        .filter(grants::source.eq(GrantSource::Allowance.as_str()))
-                        .filter(grants::remaining.gt(0))
-                        .filter(
-                            grants::expires_at
-                                .is_null()
-                                .or(grants::expires_at.gt(now.millis())),
-                        ),
-                )
-                .set(grants::expires_at.eq(now.millis()))
-                .execute(conn)?;
-                if let Some(start) = sub.period_start {
-                    diesel::update(
-                        plan_periods::table
-                            .filter(plan_periods::account_id.eq(account.as_str()))
-                            .filter(plan_periods::period_start.eq(start))
-                            .filter(plan_periods::period_end.gt(now.millis())),
-                    )
-                    .set(plan_periods::period_end.eq(now.millis()))
-                    .execute(conn)?;
-                }
-                set_snapshot(conn, account, to, None, now)?;
-                diesel::update(
-                    subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
-                )
-                .set(subscriptions::period_anchor.eq(now.millis()))
-                .execute(conn)?;
-                stamp(conn, account, to, status)?;
-                let sub = load_sub(conn, account)?
-                    .ok_or_else(|| StoreError::corrupt("a subscription vanished"))?;
-                start_period(conn, account, &sub, to, Period::monthly(now, now), now)?;
-            } else {
-                if change.bills_extra_now {
-                    write_off_now(conn, account, &sub, &from, now)?;
-                }
-                let hard_limit = if to.paying { sub.hard_limit } else { None };
-                set_snapshot(conn, account, to, hard_limit, now)?;
-                stamp(conn, account, to, status)?;
-            }
+            change_in_tx(conn, account, &sub, &from, status, to, now)?;
             Ok(Ok(view_required(conn, account)?))
         })
     }

@@ -533,6 +533,12 @@ async fn changes_the_provider_manages_answer_409(backend: &'static str) {
     // From free to paid is an upgrade of a subscription in force: at once.
     let v = change(&app, &auth, "basic").await.expect(200);
     assert_eq!(v["planId"], "basic");
+    assert_eq!(v["planLimit"], 10_000);
+    assert_eq!(
+        app.balance(&auth).await,
+        json!(10_000),
+        "the free allowance expired, Basic's granted, in the same instant"
+    );
     let err = change(&app, &auth, "platinum").await.expect(404);
     assert!(err["error"].as_str().unwrap().contains("platinum"), "{err}");
     app.assert_verified().await;

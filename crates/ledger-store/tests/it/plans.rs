@@ -22,6 +22,7 @@ on_both_backends!(
     cancelling_writes_the_extra_off_and_grants_no_more,
     hard_limit_rules_are_the_cores,
     balance_reads_roll_a_period_that_ended,
+    subscribing_again_in_a_period_bills_only_the_new_extra,
 );
 
 const DAY: i64 = 86_400;
@@ -496,5 +497,50 @@ fn balance_reads_roll_a_period_that_ended(db: TestDb) {
     assert_eq!(s.plans().due(at(61 * DAY), 10).unwrap().len(), 2);
     assert_eq!(s.plans().roll_due(at(61 * DAY), 1).unwrap(), 2);
     assert_eq!(allowances(&s, &idle).len(), 2);
+    assert_clean(&s);
+}
+
+fn subscribing_again_in_a_period_bills_only_the_new_extra(db: TestDb) {
+    let s = db.store.clone();
+    let a = subscribed(&s, &basic(), Some(15_000));
+    s.ledger()
+        .apply(&a, None, usage(c(11_500)), at(DAY))
+        .unwrap()
+        .result
+        .unwrap();
+    s.plans().cancel(&a, at(2 * DAY)).unwrap().unwrap();
+    // The operator puts the account back on Basic in the same period: no second
+    // allowance, and the written-off extra is not credited back.
+    let sub = s
+        .plans()
+        .subscribe(&a, &basic(), SubscriptionStatus::Active, None, at(3 * DAY))
+        .unwrap();
+    assert_eq!(sub.period.unwrap().start, at(0));
+    assert_eq!(allowances(&s, &a).len(), 1);
+    s.plans()
+        .set_hard_limit(&a, Role::Owner, c(15_000), at(3 * DAY))
+        .unwrap()
+        .unwrap();
+    s.ledger()
+        .apply(&a, None, usage(c(500)), at(4 * DAY))
+        .unwrap()
+        .result
+        .unwrap();
+    let items = s.plans().overage_items(&a).unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.blocks).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+    // And an admin change of plan in force is a change: Basic to Pro is an upgrade.
+    let sub = s
+        .plans()
+        .subscribe(&a, &pro(), SubscriptionStatus::Active, None, at(5 * DAY))
+        .unwrap();
+    assert_eq!(sub.period.unwrap().start, at(5 * DAY));
+    assert_eq!(sub.hard_limit, c(50_000));
+    assert_eq!(
+        s.ledger().balance(&a, at(5 * DAY)).unwrap().available,
+        c(50_000)
+    );
     assert_clean(&s);
 }
