@@ -23,6 +23,7 @@ on_both_backends!(
     hard_limit_rules_are_the_cores,
     balance_reads_roll_a_period_that_ended,
     subscribing_again_in_a_period_bills_only_the_new_extra,
+    released_holds_cost_nothing_and_captures_bill_their_blocks,
 );
 
 const DAY: i64 = 86_400;
@@ -541,6 +542,49 @@ fn subscribing_again_in_a_period_bills_only_the_new_extra(db: TestDb) {
     assert_eq!(
         s.ledger().balance(&a, at(5 * DAY)).unwrap().available,
         c(50_000)
+    );
+    assert_clean(&s);
+}
+
+fn released_holds_cost_nothing_and_captures_bill_their_blocks(db: TestDb) {
+    let s = db.store.clone();
+    let a = subscribed(&s, &basic(), Some(15_000));
+    let reserve = |n: i64| Operation::Reserve {
+        amount: c(n),
+        ttl_ms: 600_000,
+        spend: Spend::WithinAccountLimit,
+        memo: Memo::new("Screenshot in progress"),
+    };
+    // A hold past the allowance, released: nothing billed.
+    let h = hold(s.ledger().apply(&a, None, reserve(12_000), at(10)).unwrap());
+    s.ledger()
+        .apply(&a, None, Operation::Release { hold_id: h.id }, at(11))
+        .unwrap()
+        .result
+        .unwrap();
+    assert!(s.plans().overage_items(&a).unwrap().is_empty());
+    // Past the wall, a hold is refused with the plan's refusal.
+    let r = s.ledger().apply(&a, None, reserve(15_001), at(12)).unwrap();
+    assert!(
+        matches!(r.result, Err(LedgerError::HardLimitReached { .. })),
+        "{r:?}"
+    );
+    // Captured in part: only what was captured counts.
+    let h = hold(s.ledger().apply(&a, None, reserve(13_000), at(13)).unwrap());
+    let capture = Operation::Capture {
+        hold_id: h.id,
+        amount: Some(c(11_200)),
+        memo: None,
+    };
+    s.ledger()
+        .apply(&a, None, capture, at(14))
+        .unwrap()
+        .result
+        .unwrap();
+    let sub = s.plans().subscription(&a, at(15)).unwrap().unwrap();
+    assert_eq!(
+        (sub.used, sub.extra, sub.billed_blocks),
+        (c(11_200), c(1_200), 2)
     );
     assert_clean(&s);
 }
