@@ -2,7 +2,7 @@
 //! plan changes, cancelling and the billed blocks of extra. The flows are
 //! [`crate::service::subscription`]; these handlers extract and convert.
 
-use actix_web::{get, post, put, web, HttpResponse};
+use actix_web::{get, post, put, web, HttpResponse, ResponseError};
 use ledger_core::Credits;
 use ledger_store::{OverageItem, PlanSubscription};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Authed;
 use crate::body::JsonBody;
+use crate::error::ApiError;
 use crate::service::subscription::{self as service, SubscriptionError};
 use crate::state::AppState;
 
@@ -117,16 +118,27 @@ fn answer(s: &PlanSubscription) -> HttpResponse {
     HttpResponse::Ok().json(PlanSubscriptionView::new(s, false))
 }
 
+/// The answer of a flow: a refusal with a code of this area is answered as it is; a
+/// shared error stays an [`ApiError`] (so a 500 is logged with its cause chain).
+fn respond(result: Result<HttpResponse, SubscriptionError>) -> Result<HttpResponse, ApiError> {
+    match result {
+        Ok(res) => Ok(res),
+        Err(SubscriptionError::Api(e)) => Err(e),
+        Err(coded) => Ok(coded.error_response()),
+    }
+}
+
 /// The account's subscription and this period's use; none: 404 `NO_SUBSCRIPTION`.
 #[utoipa::path(tag = "subscription",
     responses((status = 200, body = PlanSubscriptionView), (status = 401, body = crate::wire::ErrorBody),
         (status = 404, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/subscription")]
-pub async fn get(
-    state: web::Data<AppState>,
-    who: Authed,
-) -> Result<HttpResponse, SubscriptionError> {
-    Ok(answer(&service::view(&state, who.account_id).await?))
+pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+    respond(
+        service::view(&state, who.account_id)
+            .await
+            .map(|s| answer(&s)),
+    )
 }
 
 /// Sets the hard limit (owners of paying plans: 403 `OWNER_ONLY` / `FREE_PLAN`); below
@@ -140,10 +152,10 @@ pub async fn hard_limit(
     state: web::Data<AppState>,
     who: Authed,
     body: JsonBody<HardLimitRequest>,
-) -> Result<HttpResponse, SubscriptionError> {
+) -> Result<HttpResponse, ApiError> {
     let requested = body.value.hard_limit;
-    let s = service::set_hard_limit(&state, who.account_id, who.role, requested).await?;
-    Ok(answer(&s))
+    let s = service::set_hard_limit(&state, who.account_id, who.role, requested).await;
+    respond(s.map(|s| answer(&s)))
 }
 
 /// Upgrades or downgrades (owners only): an upgrade resets the hard limit and starts a new
@@ -158,9 +170,9 @@ pub async fn change(
     state: web::Data<AppState>,
     who: Authed,
     body: JsonBody<PlanChangeRequest>,
-) -> Result<HttpResponse, SubscriptionError> {
-    let s = service::change(&state, who.account_id, who.role, &body.value.plan_id).await?;
-    Ok(answer(&s))
+) -> Result<HttpResponse, ApiError> {
+    let s = service::change(&state, who.account_id, who.role, &body.value.plan_id).await;
+    respond(s.map(|s| answer(&s)))
 }
 
 /// Bills unbilled extra, then cancels (owners only).
@@ -169,24 +181,18 @@ pub async fn change(
         (status = 403, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody),
         (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/subscription/cancel")]
-pub async fn cancel(
-    state: web::Data<AppState>,
-    who: Authed,
-) -> Result<HttpResponse, SubscriptionError> {
-    Ok(answer(
-        &service::cancel(&state, who.account_id, who.role).await?,
-    ))
+pub async fn cancel(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+    let s = service::cancel(&state, who.account_id, who.role).await;
+    respond(s.map(|s| answer(&s)))
 }
 
 /// The billed blocks of extra, newest first.
 #[utoipa::path(tag = "subscription",
     responses((status = 200, body = [OverageItemView]), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/subscription/overage")]
-pub async fn overage(
-    state: web::Data<AppState>,
-    who: Authed,
-) -> Result<HttpResponse, SubscriptionError> {
-    let items = service::overage(&state, who.account_id).await?;
-    let views: Vec<OverageItemView> = items.iter().map(OverageItemView::from).collect();
-    Ok(HttpResponse::Ok().json(views))
+pub async fn overage(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+    respond(service::overage(&state, who.account_id).await.map(|items| {
+        let views: Vec<OverageItemView> = items.iter().map(OverageItemView::from).collect();
+        HttpResponse::Ok().json(views)
+    }))
 }

@@ -24,6 +24,7 @@ on_both_backends!(
     v1_credits_and_usage_entries_show_the_plan,
     a_week_of_downtime_grants_one_allowance,
     changes_the_provider_manages_answer_409,
+    the_sweeper_rolls_idle_accounts_and_records_items,
 );
 
 fn plan(
@@ -603,4 +604,45 @@ fn the_binary_grants_one_allowance_across_a_restart() {
     );
     let verify = send(addr, &Req::get("/admin/v1/verify").auth(&Auth::Admin)).expect(200);
     assert_eq!(verify["ok"], true, "{verify}");
+}
+
+async fn the_sweeper_rolls_idle_accounts_and_records_items(backend: &'static str) {
+    let app = app(backend).await;
+    let (id, auth) = charging_extra(&app).await;
+    app.debit(&id, json!(10_001)).await.expect(201);
+    let (idle, _) = customer(&app);
+    subscribe(&app, &idle, "free").await;
+    let store = app.db.store.clone();
+    // Within the period nothing is due; the pending item is recorded (no provider).
+    let now = app.clock.now();
+    assert_eq!(
+        api_server::service::subscription::sweep(&store, true, now).unwrap(),
+        0
+    );
+    let items = store
+        .plans()
+        .overage_items(&ledger_core::AccountId::new(id.clone()))
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].status, ledger_store::OverageStatus::Recorded);
+    // After the boundary the sweeper starts both periods once, whoever touches them.
+    app.clock.set("2026-04-15T12:00:00.000Z");
+    let now = app.clock.now();
+    assert_eq!(
+        api_server::service::subscription::sweep(&store, true, now).unwrap(),
+        2
+    );
+    assert_eq!(
+        api_server::service::subscription::sweep(&store, true, now).unwrap(),
+        0
+    );
+    assert_eq!(app.balance(&auth).await, json!(10_000));
+    let txns = app.transactions(&auth).await;
+    assert_eq!(txns[0]["type"], "allowance");
+    assert_eq!(
+        txns[1]["type"], "adjustment",
+        "the billed extra written off: {txns}"
+    );
+    assert_eq!(txns[1]["amount"], 1);
+    app.assert_verified().await;
 }
