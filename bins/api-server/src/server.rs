@@ -242,6 +242,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let capture = state.capture.clone();
     spawn_compaction(&state);
+    spawn_period_sweeper(&state);
     let listeners = bind_all(&bind)?;
     let spares = listeners
         .iter()
@@ -445,6 +446,32 @@ fn spawn_compaction(state: &AppState) {
         })
         .map(|_| ())
         .unwrap_or_else(|e| tracing::warn!(error = %e, "could not start the compaction thread"));
+}
+
+/// How often the sweeper rolls subscriptions whose period ended (ADR 9: every minute).
+const PERIOD_SWEEP_SECS: u64 = 60;
+
+/// Starts the periods of subscriptions whose period ended, at start and every minute, on
+/// its own thread, so idle accounts get their expiry, write-off and allowance close to the
+/// boundary (a hastener only: the lazy roll under the account lock is the rule), and
+/// records pending overage items when no provider reports them.
+fn spawn_period_sweeper(state: &AppState) {
+    let (store, clock) = (state.store.clone(), state.clock.clone());
+    let record = crate::service::subscription::sweeper_records(state);
+    std::thread::Builder::new()
+        .name("period-sweeper".into())
+        .spawn(move || loop {
+            match crate::service::subscription::sweep(&store, record, clock()) {
+                Ok(n) if n > 0 => tracing::info!(periods = n, "started plan periods"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the period sweep failed; it runs again in a minute")
+                }
+            }
+            std::thread::sleep(Duration::from_secs(PERIOD_SWEEP_SECS));
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::warn!(error = %e, "could not start the period sweeper"));
 }
 
 /// Logs as text to stderr; `RUST_LOG` filters (default `info`).

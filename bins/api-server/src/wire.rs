@@ -297,20 +297,9 @@ pub struct RefundRequest {
 pub struct SubscriptionRequest {
     pub plan_id: String,
     pub status: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscriptionView {
-    pub id: String,
-    pub account_id: String,
-    pub plan_id: String,
-    pub plan_name: String,
-    pub status: String,
-    #[schema(value_type = f64)]
-    pub plan_limit: Credits,
-    #[schema(value_type = f64)]
-    pub max_hard_limit: Credits,
+    /// Aligns the billing periods (whole months from it), RFC 3339, not in the future.
+    #[schema(format = DateTime)]
+    pub current_period_start: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

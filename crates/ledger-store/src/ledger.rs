@@ -265,6 +265,8 @@ impl Ledger<'_> {
 
     /// The account's balances now (expired grants and holds already count as settled).
     pub fn balance(&self, id: &AccountId, now: Timestamp) -> Result<Balance, StoreError> {
+        // A subscription whose period has ended starts the current one first.
+        self.store.plans().roll_if_due(id, now)?;
         self.store.read(|conn| {
             let (book, _) = load_book(conn, id, None, &[])?;
             balance_of(&book, now)
@@ -604,6 +606,8 @@ fn apply_in_tx(
     now: Timestamp,
 ) -> Result<Applied, TxError> {
     lock_account(conn, id)?;
+    // A plan's period rolls here when due; its terms bound the operation (ADR 9).
+    let plan = crate::plans::before_operation(conn, id, now)?;
     if let Some(idem) = idempotency {
         let stored: Option<IdempotencyRow> = idempotency_keys::table
             .filter(idempotency_keys::account_id.eq(id.as_str()))
@@ -673,6 +677,10 @@ fn apply_in_tx(
     }
     let (mut book, overdraft_limit) = load_book(conn, id, extra_hold.as_ref(), &extra_grants)?;
     context.overdraft_limit = Credits::from_millis(overdraft_limit);
+    if let Some(in_force) = &plan {
+        context.overdraft_limit = in_force.context.wall;
+        context.plan = Some(in_force.context.clone());
+    }
     let applied = book.apply(operation, &context, now, &mut RandomIds);
     let (result, available) = (applied.result, applied.available);
     // Capturing or releasing an unknown hold is reported as the store's "not found".
@@ -689,12 +697,8 @@ fn apply_in_tx(
             Effect::StartTopup(start) => {
                 crate::orders::topups::start_in_tx(conn, start, now)?;
             }
-            // Only a plan in force asks for it, and this store passes none yet.
-            Effect::BillOverage { .. } => {
-                return Err(StoreError::corrupt(
-                    "an overage block without a plan context: plans are not persisted yet",
-                )
-                .into())
+            Effect::BillOverage { blocks, .. } => {
+                crate::plans::bill_overage(conn, id, plan.as_ref(), *blocks, now)?;
             }
         }
     }

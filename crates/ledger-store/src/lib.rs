@@ -16,7 +16,7 @@
 //!
 //! The store is persistence only: the rules are `ledger-core`'s. Its API is one small
 //! repository per area, each borrowing the [`Store`]: [`Store::ledger`], [`Store::access`],
-//! [`Store::orders`] (payments), [`Store::screenshots`] and [`Store::maintenance`]. No
+//! [`Store::orders`] (payments), [`Store::plans`], [`Store::screenshots`] and [`Store::maintenance`]. No
 //! Diesel type (row, connection, table) leaves the crate.
 
 mod access;
@@ -29,6 +29,7 @@ mod members;
 mod orders;
 mod outcome;
 pub mod payments;
+mod plans;
 mod rows;
 mod schema;
 mod screenshots;
@@ -51,6 +52,7 @@ pub use ledger_core::{Operation, Outcome, Spend};
 pub use maintenance::{CompactReport, Maintenance, VerifyReport, Violation};
 pub use members::{Holder, Invite, Login, Member, MemberRefusal, Members, MEMBER_PREFIX};
 pub use orders::Orders;
+pub use plans::{ManagedBy, OverageItem, OverageStatus, PlanRefusal, PlanSubscription, Plans};
 pub use screenshots::{Claim, ScreenshotAnswer, Screenshots};
 
 use std::sync::{Arc, Mutex, MutexGuard};

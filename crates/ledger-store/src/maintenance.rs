@@ -48,6 +48,8 @@ impl Maintenance<'_> {
     ///   captured holds have one `usage` entry;
     /// - the refunds of a `usage` entry never exceed it;
     /// - without an overdraft allowance the balance is never negative;
+    /// - plans (ADR 9): one allowance per account and period, extra within the wall, and
+    ///   billed blocks equal to the extra rounded up (`crate::plans::period_violations`);
     /// - no amount or balance is past the ledger's maximum (`Credits::MAX_AMOUNT`,
     ///   `Credits::MAX_BALANCE`).
     ///
@@ -96,7 +98,9 @@ impl Maintenance<'_> {
                     last_seq: account.last_seq,
                     compacted_balance: Credits::from_millis(account.compacted_balance),
                     compacted_seq: account.compacted_seq,
-                    overdraft_limit: Credits::from_millis(account.overdraft_limit),
+                    // A plan in force allows its wall instead (ADR 9).
+                    overdraft_limit: Credits::from_millis(account.overdraft_limit)
+                        .max(crate::plans::wall_in_force(conn, &account.id)?),
                 };
                 let book = Book::new(BookState {
                     account_id: id,
@@ -108,6 +112,10 @@ impl Maintenance<'_> {
                     holds,
                 });
                 for v in audit::violations(&totals, &entries, &book) {
+                    say(v);
+                }
+                let overdraft = Credits::from_millis(account.overdraft);
+                for v in crate::plans::period_violations(conn, &account.id, overdraft)? {
                     say(v);
                 }
             }

@@ -113,6 +113,17 @@ diesel::table! {
         hard_limit -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        plan_name -> Nullable<Text>,
+        monthly_credits -> BigInt,
+        price_cents -> BigInt,
+        overage_cents_per_1000 -> BigInt,
+        paying -> Bool,
+        period_anchor -> Nullable<BigInt>,
+        period_start -> Nullable<BigInt>,
+        period_end -> Nullable<BigInt>,
+        managed_by -> Text,
+        provider_subscription_id -> Nullable<Text>,
+        provider_modified_at -> Nullable<BigInt>,
     }
 }
 
@@ -291,3 +302,37 @@ diesel::table! {
         finished_at -> Nullable<BigInt>,
     }
 }
+
+// Plans (`migrations/2026-12-02-000001_plans`).
+
+diesel::table! {
+    plan_periods (account_id, period_start) {
+        account_id -> Text,
+        period_start -> BigInt,
+        period_end -> BigInt,
+        plan_id -> Text,
+        allowance -> BigInt,
+        extra_written_off -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    overage_items (id) {
+        id -> Text,
+        account_id -> Text,
+        period_start -> BigInt,
+        ordinal -> BigInt,
+        blocks -> BigInt,
+        credits -> BigInt,
+        amount_cents -> BigInt,
+        status -> Text,
+        attempts -> BigInt,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        reported_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(subscriptions, plan_periods, overage_items, entries);

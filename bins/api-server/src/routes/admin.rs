@@ -21,7 +21,7 @@ use crate::state::AppState;
 use crate::wire::{
     AccountView, AdjustmentRequest, AdminNewAccount, CaptureRequest, DebitRequest, HoldRequest,
     HoldView, MaxHardLimitRequest, MaxHardLimitView, RefundRequest, SubscriptionRequest,
-    SubscriptionView, TransactionView,
+    TransactionView,
 };
 
 pub use crate::service::metering::DEFAULT_MAX_HARD_LIMIT;
@@ -234,28 +234,35 @@ pub async fn refund(
     created_entry(&state, &call, operation).await
 }
 
-/// Subscribes the account to a configured plan (or changes plan or status).
+/// Subscribes the account to a configured plan, operator-managed (or changes plan or
+/// status), snapshotting the plan's terms; `currentPeriodStart` anchors the periods.
 #[utoipa::path(tag = "admin", request_body = SubscriptionRequest,
     params(("id" = String, Path)),
-    responses((status = 200, body = SubscriptionView), AccountSettingErrors))]
+    responses((status = 200, body = crate::routes::subscription::PlanSubscriptionView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/subscription")]
 pub async fn subscription(
     state: web::Data<AppState>,
     call: OnAccount<SubscriptionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let SubscriptionRequest { plan_id, status } = call.body.value;
+    let SubscriptionRequest {
+        plan_id,
+        status,
+        current_period_start,
+    } = call.body.value;
     let account = AccountId::new(call.account);
-    let now = service::subscribe(&state, account, &plan_id, status).await?;
-    let (sub, plan) = (now.subscription, now.plan.as_ref());
-    Ok(HttpResponse::Ok().json(SubscriptionView {
-        id: sub.id,
-        account_id: sub.account_id,
-        plan_name: plan.map_or_else(|| sub.plan_id.clone(), |p| p.name.clone()),
-        plan_limit: plan.map_or(Credits::ZERO, |p| p.monthly_credits),
-        plan_id: sub.plan_id,
-        status: sub.status.as_str().to_owned(),
-        max_hard_limit: now.max_hard_limit,
-    }))
+    let sub = crate::service::subscription::subscribe_by_operator(
+        &state,
+        account,
+        &plan_id,
+        status.as_deref(),
+        current_period_start.as_deref(),
+    )
+    .await?;
+    Ok(
+        HttpResponse::Ok().json(crate::routes::subscription::PlanSubscriptionView::new(
+            &sub, true,
+        )),
+    )
 }
 
 /// Raises (or lowers) how high the account owner may set the hard limit.

@@ -9,6 +9,7 @@ pub mod credits;
 pub mod docs;
 pub mod members;
 pub mod screenshot;
+pub mod subscription;
 pub mod system;
 
 use actix_web::dev::ResourceDef;
@@ -121,6 +122,11 @@ routes! {
     screenshot::take_post,
     account::account_credits,
     account::v1_credits,
+    subscription::get,
+    subscription::hard_limit,
+    subscription::change,
+    subscription::cancel,
+    subscription::overage,
     admin::create_account,
     admin::adjust,
     admin::debit,

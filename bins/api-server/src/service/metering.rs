@@ -4,11 +4,8 @@
 
 use ledger_core::{
     AccountId, Credits, EntryId, EntryKind, GrantSource, GrantSpec, Hold, HoldId, Memo,
-    SubscriptionStatus,
 };
-use ledger_store::{
-    Account, Applied, Idempotency, NewAccount, Operation, Spend, Subscription, VerifyReport,
-};
+use ledger_store::{Account, Applied, Idempotency, NewAccount, Operation, Spend, VerifyReport};
 
 use crate::auth::hash_password;
 use crate::error::ApiError;
@@ -213,59 +210,7 @@ pub async fn create_account(
         .await
 }
 
-/// A subscription with what the operator sees of its plan.
-#[derive(Debug, Clone)]
-pub struct SubscriptionState {
-    pub subscription: Subscription,
-    pub plan: Option<settings::PlanSettings>,
-    pub max_hard_limit: Credits,
-}
-
-/// Subscribes `account` to a configured plan (or changes plan or status, default
-/// `active`).
-pub async fn subscribe(
-    state: &AppState,
-    account: AccountId,
-    plan_id: &str,
-    status: Option<String>,
-) -> Result<SubscriptionState, ApiError> {
-    let plan = state
-        .settings
-        .plan(plan_id.trim())
-        .cloned()
-        .ok_or_else(|| {
-            let known: Vec<&str> = state.settings.plans.iter().map(|p| p.id.as_str()).collect();
-            ApiError::NotFound(format!(
-                "Plan `{plan_id}` not found; configured plans: {}",
-                known.join(", ")
-            ))
-        })?;
-    let status = status
-        .as_deref()
-        .unwrap_or(SubscriptionStatus::Active.as_str());
-    let Some(status) = SubscriptionStatus::parse(status) else {
-        return Err(ApiError::invalid(
-            "status",
-            "status must be one of active, inactive, cancelled, past_due",
-        ));
-    };
-    let now = state.now();
-    let (id, plan_name, plan_key) = (account.clone(), plan.name.clone(), plan.id.clone());
-    let subscription = state
-        .in_store(move |s| {
-            s.access()
-                .put_subscription(&id, &plan_key, &plan_name, status, now)
-        })
-        .await?;
-    let max = state
-        .in_store(move |s| s.access().max_hard_limit(&account))
-        .await?;
-    Ok(SubscriptionState {
-        plan: state.settings.plan(&subscription.plan_id).cloned(),
-        subscription,
-        max_hard_limit: max.unwrap_or(DEFAULT_MAX_HARD_LIMIT),
-    })
-}
+// Subscriptions: `service::subscription::subscribe_by_operator`.
 
 /// Sets how high the account owner may set the hard limit.
 pub async fn set_max_hard_limit(

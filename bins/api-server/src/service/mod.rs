@@ -6,4 +6,5 @@ pub mod accounts;
 pub mod members;
 pub mod metering;
 pub mod screenshot;
+pub mod subscription;
 pub mod system;

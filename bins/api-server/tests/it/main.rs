@@ -20,6 +20,7 @@ mod members;
 mod openapi;
 mod overload;
 mod payments;
+mod plans;
 mod screenshots;
 mod security;
 mod service_screenshot;

@@ -7,4 +7,5 @@
 mod common;
 mod members;
 mod migrations;
+mod plans;
 mod store;

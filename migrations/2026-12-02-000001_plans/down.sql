@@ -1,0 +1,14 @@
+DROP TABLE overage_items;
+DROP TABLE plan_periods;
+DROP INDEX subscriptions_period_end;
+ALTER TABLE subscriptions DROP COLUMN provider_modified_at;
+ALTER TABLE subscriptions DROP COLUMN provider_subscription_id;
+ALTER TABLE subscriptions DROP COLUMN managed_by;
+ALTER TABLE subscriptions DROP COLUMN period_end;
+ALTER TABLE subscriptions DROP COLUMN period_start;
+ALTER TABLE subscriptions DROP COLUMN period_anchor;
+ALTER TABLE subscriptions DROP COLUMN paying;
+ALTER TABLE subscriptions DROP COLUMN overage_cents_per_1000;
+ALTER TABLE subscriptions DROP COLUMN price_cents;
+ALTER TABLE subscriptions DROP COLUMN monthly_credits;
+ALTER TABLE subscriptions DROP COLUMN plan_name;
