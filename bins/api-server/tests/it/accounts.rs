@@ -315,26 +315,28 @@ async fn every_way_of_presenting_a_key_works(backend: &'static str) {
         Auth::RawAuthorization(key.clone()),
     ];
     app.debit(&id, json!(2)).await.expect(201);
+    // Subscribing grants the Free plan's allowance of 100: 5 - 2 + 100.
     app.send(subscribe_req(&id, "free")).await.expect(200);
     for way in &ways {
         // Every authenticated endpoint, with this credential.
         let get = |path: &str| Req::get(path).auth(way);
         assert_eq!(
             app.send(get("/api/v1/credits")).await.expect(200),
-            json!({"balance": 3}),
+            json!({"balance": 103}),
             "{way:?}"
         );
         assert_eq!(
             app.send(get("/api/v1/account/credits")).await.expect(200),
-            json!({"balance": 3}),
+            json!({"balance": 103}),
             "{way:?}"
         );
         let v1 = app.send(get("/v1/credits")).await.expect(200);
-        assert_eq!(v1["credits"], 3, "{way:?}");
+        assert_eq!(v1["credits"], 103, "{way:?}");
         assert_eq!(v1["subscriptionStatus"], "active");
         for path in ["/api/v1/credits/transactions", "/api/v1/credits/usage"] {
             let listed = app.send(get(path)).await.expect(200);
-            assert_eq!(listed.as_array().unwrap().len(), 2, "{path} {way:?}");
+            // The bonus, the debit and the allowance.
+            assert_eq!(listed.as_array().unwrap().len(), 3, "{path} {way:?}");
         }
         assert!(app
             .send(get("/api/v1/api-keys"))
@@ -361,8 +363,8 @@ async fn every_way_of_presenting_a_key_works(backend: &'static str) {
     app.send(Req::post("/api/v1/auth/logout").auth(&Auth::Key(key.clone())))
         .await
         .expect(204);
-    assert_eq!(app.balance(&Auth::Key(key)).await, json!(3));
-    assert_eq!(app.balance(&Auth::Cookie(session)).await, json!(3));
+    assert_eq!(app.balance(&Auth::Key(key)).await, json!(103));
+    assert_eq!(app.balance(&Auth::Cookie(session)).await, json!(103));
 }
 
 async fn missing_or_wrong_credentials_are_the_contract_401(backend: &'static str) {

@@ -250,7 +250,8 @@ async fn balances_in_three_shapes_count_holds_and_never_charge(backend: &'static
         app.send(Req::get("/v1/credits").auth(&auth))
             .await
             .expect(200),
-        json!({"credits": 847, "subscriptionStatus": "active", "subscriptionId": sub_id})
+        // Subscribing granted Basic's monthly allowance of 10,000.
+        json!({"credits": 10_847, "subscriptionStatus": "active", "subscriptionId": sub_id})
     );
     for status in ["past_due", "cancelled", "inactive", "active"] {
         let again = app
@@ -447,7 +448,8 @@ async fn usage_by_month_follows_the_calendar_and_the_retention_window(backend: &
     // No parameters: the current month, newest first, with every field.
     let now = app.app.send(usage("")).await.expect(200);
     let now = now.as_array().unwrap();
-    assert_eq!(now.len(), 2, "{now:?}");
+    // The debit, the allowance granted by subscribing, the debit before it.
+    assert_eq!(now.len(), 3, "{now:?}");
     assert_eq!(
         fields(&now[0]),
         [
@@ -466,8 +468,10 @@ async fn usage_by_month_follows_the_calendar_and_the_retention_window(backend: &
     assert_eq!(now[0]["source"], "Usage");
     assert_eq!(now[0]["description"], "Test debit");
     assert_eq!(now[0]["transactionDate"], "2026-03-15T12:01:00.000Z");
-    assert_eq!(now[1]["amount"], 0.6);
-    assert_eq!(now[1]["plan"], "Pay as you go", "made before subscribing");
+    assert_eq!(now[1]["source"], "Monthly Reset");
+    assert_eq!(now[1]["amount"], 10_000);
+    assert_eq!(now[2]["amount"], 0.6);
+    assert_eq!(now[2]["plan"], "Pay as you go", "made before subscribing");
     // The transaction ids are those of the transaction history.
     let txns = app
         .app

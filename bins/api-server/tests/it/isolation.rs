@@ -57,8 +57,8 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
     let a_txn_ids = ids(&a_txns, "id");
     assert_eq!(
         a_txn_ids.len(),
-        3,
-        "bonus, grant, debit (a hold is no entry)"
+        4,
+        "bonus, grant, debit, the plan's allowance (a hold is no entry)"
     );
     // Bob has a little of his own.
     app.debit(&b_id, json!(1)).await.expect(201);
@@ -124,13 +124,14 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
     .await
     .expect(204);
     app.assert_refused(&Auth::Cookie(b_session)).await;
-    // Alice is untouched: both keys, her session, her balance (100+5-7-10 held).
+    // Alice is untouched: both keys, her session, her balance (100+5-7-10 held, and
+    // Basic's allowance of 10,000).
     for auth in [
         Auth::Key(a_key.clone()),
         Auth::Key(a_key2.clone()),
         Auth::Cookie(a_session.clone()),
     ] {
-        assert_eq!(app.balance(&auth).await, json!(88));
+        assert_eq!(app.balance(&auth).await, json!(10_088));
     }
     let after = app.transactions(&a).await;
     assert_eq!(after, a_txns, "nothing Bob did shows in Alice's history");
@@ -149,6 +150,6 @@ async fn one_account_never_sees_or_changes_another(backend: &'static str) {
     .await
     .expect(404);
     assert_eq!(app.balance(&Auth::Key(b_key)).await, json!(4));
-    assert_eq!(app.balance(&a).await, json!(88));
+    assert_eq!(app.balance(&a).await, json!(10_088));
     app.assert_verified().await;
 }
