@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apply;
 pub mod config;
 mod driver;
 pub mod error;
@@ -40,7 +41,7 @@ mod shoot;
 pub use config::CaptureConfig;
 pub use error::{CaptureError, OptionError};
 pub use guard::{classify_ip, TargetPolicy};
-pub use options::{CaptureOptions, Format, RawCaptureOptions, RawValue, Target};
+pub use options::{CaptureOptions, Clip, Format, RawCaptureOptions, RawValue, Target, WaitUntil};
 pub use service::{CaptureService, ServiceStats};
 pub use shoot::Captured;
 
