@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::error::{CaptureError, OptionError};
-use crate::options::{CaptureOptions, Target, WaitUntil, NETWORK_IDLE_MS};
+use crate::options::{CaptureOptions, WaitUntil, NETWORK_IDLE_MS};
 use crate::proxy::{normalize_host, Proxy, ProxyRules};
 use crate::session::Session;
 use crate::shoot::{map_cmd_error, Stage, MAX_FULL_PAGE_DEVICE_PX};
@@ -217,38 +217,37 @@ pub(crate) async fn before_navigation(
     Ok(())
 }
 
-/// Navigate to `url`, waiting as `waitUntil` says. `domcontentloaded` navigates through
-/// CDP, waits until the document is parsed and stops what is still loading (so that
-/// WebDriver, which waits for `load`, answers the next commands at once).
+/// Navigate to `url`, waiting as `waitUntil` says. For `domcontentloaded` a script on the
+/// new document stops loading once it is parsed (what is still loading, images and frames,
+/// is left out), so that WebDriver, which waits for `load`, answers at once.
 pub(crate) async fn goto(
     session: &Session,
     opts: &CaptureOptions,
     url: &str,
-    deadline: Instant,
 ) -> Result<(), CmdError> {
-    let dcl = opts.wait_until() == WaitUntil::DomContentLoaded
-        && session.cdp
-        && matches!(opts.target(), Target::Url(_));
-    if !dcl {
+    if opts.wait_until() != WaitUntil::DomContentLoaded || !session.cdp {
         return session.client().goto(url).await;
     }
-    session.cdp("Page.navigate", json!({"url": url})).await?;
-    loop {
-        let state = session
+    let added = session
+        .cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": STOP_AT_DOMCONTENTLOADED_JS}),
+        )
+        .await?;
+    let navigated = session.client().goto(url).await;
+    if let Some(id) = added["identifier"].as_str() {
+        session
             .cdp(
-                "Runtime.evaluate",
-                json!({"expression": "document.readyState", "returnByValue": true}),
+                "Page.removeScriptToEvaluateOnNewDocument",
+                json!({"identifier": id}),
             )
             .await?;
-        let s = state["result"]["value"].as_str().unwrap_or_default();
-        if s == "interactive" || s == "complete" || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    session.cdp("Page.stopLoading", json!({})).await?;
-    Ok(())
+    navigated
 }
+
+const STOP_AT_DOMCONTENTLOADED_JS: &str = "if (window === window.top) { \
+    document.addEventListener('DOMContentLoaded', () => window.stop(), {once: true}); }";
 
 fn set_stage(stage: &Stage, s: &'static str) {
     *crate::lock(stage) = s;

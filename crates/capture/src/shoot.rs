@@ -85,7 +85,7 @@ pub(crate) async fn run(
             base64::engine::general_purpose::STANDARD.encode(h.as_bytes())
         ),
     };
-    match crate::apply::goto(session, opts, &nav_url, deadline).await {
+    match crate::apply::goto(session, opts, &nav_url).await {
         Ok(()) => {}
         // A dialog the page guard did not reach interrupted the load: dismiss it and go on
         // with the page as it is (navigating again would only open it again).
