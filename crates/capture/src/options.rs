@@ -1444,6 +1444,183 @@ mod tests {
     }
 
     #[test]
+    fn query_strings_repeat_lists_and_refuse_repeated_scalars() {
+        let raw = RawCaptureOptions::from_query(
+            "url=http%3A%2F%2Fa.test%2F&hideSelectors=.a&hideSelectors=%23b&headers=X-A%3A%201&cookies=k%3Dv&cookies=j%3Dw&fullPage=1&keyId=k1&signature=ff&unknown=1",
+        )
+        .unwrap();
+        let o = CaptureOptions::parse(raw).unwrap();
+        assert_eq!(o.hide_selectors(), [".a".to_owned(), "#b".to_owned()]);
+        assert_eq!(o.headers(), [("X-A".to_owned(), "1".to_owned())]);
+        assert_eq!(o.cookies().len(), 2);
+        assert!(o.full_page());
+        let e = RawCaptureOptions::from_query("url=x&width=1&width=2").unwrap_err();
+        assert_eq!(e.field(), "width", "{e}");
+        // JSON gives the same options as objects and arrays.
+        let json: RawCaptureOptions = serde_json::from_str(
+            r#"{"url":"http://a.test/","hideSelectors":".a","headers":{"X-A":"1"},"cookies":{"k":"v"},"clip":{"x":1,"y":2,"width":3,"height":4},"blockAds":true}"#,
+        )
+        .unwrap();
+        assert_eq!(json.check_json_types(), Ok(()));
+        let o = CaptureOptions::parse(json).unwrap();
+        assert_eq!(o.hide_selectors(), [".a".to_owned()]);
+        assert_eq!(o.headers(), [("X-A".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            o.clip(),
+            Some(Clip {
+                x: 1,
+                y: 2,
+                width: 3,
+                height: 4
+            })
+        );
+        assert!(o.block_ads());
+        let typed: RawCaptureOptions =
+            serde_json::from_str(r#"{"url":"http://a.test/","fresh":"true"}"#).unwrap();
+        assert_eq!(typed.check_json_types().unwrap_err().field(), "fresh");
+    }
+
+    #[test]
+    fn page_option_errors_name_the_field() {
+        let q = |qs: &str| {
+            CaptureOptions::parse(
+                RawCaptureOptions::from_query(&format!("url=http%3A%2F%2Fa.test%2F&{qs}")).unwrap(),
+            )
+        };
+        for (qs, field, needle) in [
+            (
+                "waitUntil=soon",
+                "waitUntil",
+                "load, domcontentloaded, networkidle",
+            ),
+            ("clip=1,2,3", "clip", "x,y,width,height"),
+            ("clip=0,0,0,10", "clip", "width from 1"),
+            ("clip=-1,0,10,10", "clip", "x and y from 0"),
+            ("clip=0,0,10,10&selector=%23a", "clip", "selector"),
+            ("clip=0,0,10,10&fullPage=true", "clip", "fullPage"),
+            ("clip=0,0,10,10&format=pdf", "clip", "pdf"),
+            (
+                "omitBackground=true&format=jpeg",
+                "omitBackground",
+                "png or webp",
+            ),
+            ("omitBackground=maybe", "omitBackground", "true or false"),
+            (
+                "hideSelectors=a%5B",
+                "hideSelectors",
+                "not a valid CSS selector",
+            ),
+            ("userAgent=a%0Ab", "userAgent", "printable ASCII"),
+            ("headers=nocolon", "headers", "Name: value"),
+            ("headers=Host%3A%20x", "headers", "cannot be set"),
+            ("headers=Cookie%3A%20a%3Db", "headers", "use cookies"),
+            ("headers=Proxy-Foo%3A%20x", "headers", "cannot be set"),
+            ("headers=X%20Y%3A%20x", "headers", "not a valid header name"),
+            ("headers=X-A%3A%20a%0Db", "headers", "printable ASCII"),
+            ("cookies=novalue", "cookies", "name=value"),
+            ("cookies=a%3Db%3Bc", "cookies", "semicolons"),
+            ("timeZone=Not%20A%20Zone", "timeZone", "IANA"),
+            ("reducedMotion=2", "reducedMotion", "true or false"),
+            ("blockAds=x", "blockAds", "true or false"),
+            (
+                "blockCookieBanners=x",
+                "blockCookieBanners",
+                "true or false",
+            ),
+            ("fresh=x", "fresh", "true or false"),
+        ] {
+            let e = q(qs).expect_err(qs);
+            assert_eq!(e.field(), field, "{qs}: {e}");
+            assert!(e.message().contains(needle), "{qs}: {e}");
+        }
+        let css = "a".repeat(MAX_INJECT_BYTES + 1);
+        let e = err_of(RawCaptureOptions {
+            css: Some(css),
+            ..raw_url("http://a.test/")
+        });
+        assert_eq!(e.field(), "css");
+        // Headers go to http targets only; headers and cookies need a url.
+        assert!(
+            q("headers=X-A%3A%201").is_ok(),
+            "an http target takes headers"
+        );
+        let https = CaptureOptions::parse(
+            RawCaptureOptions::from_query("url=https%3A%2F%2Fa.test%2F&headers=X-A%3A%201")
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(https.field(), "headers");
+        assert!(https.message().contains("http://"), "{https}");
+        let html = err_of(RawCaptureOptions {
+            html: Some("<p>".into()),
+            cookies: Some(serde_json::json!({"a": "b"})),
+            ..Default::default()
+        });
+        assert_eq!(html.field(), "cookies");
+        for tz in [
+            "UTC",
+            "Europe/Paris",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+        ] {
+            assert!(
+                q(&format!(
+                    "timeZone={}",
+                    tz.replace('/', "%2F").replace('+', "%2B")
+                ))
+                .is_ok(),
+                "{tz}"
+            );
+        }
+    }
+
+    #[test]
+    fn page_options_that_change_pixels_change_the_cache_key() {
+        let key = |qs: &str| {
+            CaptureOptions::parse(
+                RawCaptureOptions::from_query(&format!("url=http%3A%2F%2Fa.test%2F&{qs}")).unwrap(),
+            )
+            .unwrap()
+            .cache_key()
+        };
+        let base = key("");
+        // The defaults, given explicitly, and `fresh` leave it as it was.
+        for same in [
+            "waitUntil=load",
+            "omitBackground=false",
+            "reducedMotion=false",
+            "blockAds=0",
+            "blockCookieBanners=false",
+            "fresh=true",
+        ] {
+            assert_eq!(key(same), base, "{same}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for other in [
+            "waitUntil=networkidle",
+            "waitUntil=domcontentloaded",
+            "clip=0,0,10,10",
+            "omitBackground=true",
+            "hideSelectors=.a",
+            "hideSelectors=.a&hideSelectors=.b",
+            "css=a%7Bb%3Ac%7D",
+            "js=1",
+            "userAgent=x",
+            "headers=X-A%3A%201",
+            "headers=X-A%3A%202",
+            "cookies=a%3Db",
+            "timeZone=UTC",
+            "reducedMotion=true",
+            "blockAds=true",
+            "blockCookieBanners=true",
+        ] {
+            let k = key(other);
+            assert_ne!(k, base, "{other}");
+            assert!(seen.insert(k), "{other} has its own key");
+        }
+    }
+
+    #[test]
     fn full_page_rules_and_html_size() {
         let pdf = |full_page: &str| {
             CaptureOptions::parse(RawCaptureOptions {
