@@ -114,13 +114,6 @@ pub(crate) async fn before_navigation(
         background: opts.omit_background(),
     };
     if !session.cdp {
-        // Probe once: a session may not have met a CDP command yet.
-        let _ = session
-            .try_cdp("Browser.getVersion", json!({}))
-            .await
-            .map_err(|e| map_cmd_error(e, "emulation"))?;
-    }
-    if !session.cdp {
         for (field, what, given) in [
             ("userAgent", "userAgent", wanted.user_agent),
             ("timeZone", "timeZone", wanted.time_zone),

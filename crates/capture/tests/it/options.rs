@@ -478,3 +478,167 @@ async fn the_proxy_blocks_listed_ad_hosts_when_asked() {
     let answer = ask("ads.doubleclick.net").await;
     assert!(!answer.contains("blocked-ad"), "{answer}");
 }
+
+/// A WebDriver endpoint in front of the shared chromedriver that knows no CDP (as a
+/// Selenium Grid without vendor endpoints): `/goog/cdp/...` answers `unknown command`.
+fn webdriver_without_cdp(upstream: String) -> String {
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if !line.to_ascii_lowercase().starts_with("connection:") {
+                                head.push_str(&line);
+                            }
+                        }
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (n, v) = l.split_once(':')?;
+                                n.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).await.unwrap();
+                        let path = head.split(' ').nth(1).unwrap_or("/");
+                        let answer = if path.contains("/goog/cdp/") {
+                            let b = r#"{"value":{"error":"unknown command","message":"unknown command: no CDP on this endpoint","stacktrace":""}}"#;
+                            format!(
+                                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{b}",
+                                b.len()
+                            )
+                            .into_bytes()
+                        } else {
+                            let mut up = TcpStream::connect(&upstream).await.unwrap();
+                            up.write_all(head.as_bytes()).await.unwrap();
+                            up.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+                            up.write_all(&body).await.unwrap();
+                            let mut out = Vec::new();
+                            up.read_to_end(&mut out).await.unwrap();
+                            out
+                        };
+                        if r.get_mut().write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+/// On a WebDriver endpoint without CDP, every option either works or is refused with
+/// `400 INVALID_REQUEST` naming it.
+#[tokio::test]
+async fn without_cdp_options_work_or_are_refused_by_name() {
+    let (svc, _) = shared();
+    let remote = crate::common::start_service(capture::CaptureConfig {
+        webdriver_url: Some(webdriver_without_cdp(svc.webdriver_url())),
+        pool_size: 1,
+        allow_private_targets: true,
+        default_timeout_secs: 20,
+        ..Default::default()
+    });
+    let p = pages();
+    let at = |path: &str, extra: serde_json::Value| {
+        let mut extra = extra;
+        extra["width"] = serde_json::json!(400);
+        extra["height"] = serde_json::json!(300);
+        opts_json(&p.url(path), extra)
+    };
+    // Work: css, hideSelectors, blockCookieBanners, headers (through the proxy), clip
+    // inside the viewport (cropped).
+    let c = remote
+        .capture(&at(
+            "/plain",
+            serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), GREEN);
+    let c = remote
+        .capture(&at(
+            "/cover",
+            serde_json::json!({"hideSelectors": [".cover"]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), WHITE);
+    let c = remote
+        .capture(&at(
+            "/banner",
+            serde_json::json!({"blockCookieBanners": true}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), WHITE);
+    let c = remote
+        .capture(&at("/box", serde_json::json!({"clip": "50,60,200,100"})))
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&c.bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (200, 100));
+    assert_eq!(rgb_at(&c, 100, 50), [0xcc, 0, 0]);
+    let c = remote
+        .capture(&at(
+            "/late-fetch",
+            serde_json::json!({"waitUntil": "networkidle"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), GREEN);
+    // Refused by name.
+    for (option, field) in [
+        (serde_json::json!({"userAgent": "x"}), "userAgent"),
+        (serde_json::json!({"timeZone": "UTC"}), "timeZone"),
+        (serde_json::json!({"reducedMotion": true}), "reducedMotion"),
+        (
+            serde_json::json!({"omitBackground": true}),
+            "omitBackground",
+        ),
+        (serde_json::json!({"cookies": {"a": "b"}}), "cookies"),
+        (
+            serde_json::json!({"waitUntil": "domcontentloaded"}),
+            "waitUntil",
+        ),
+        (serde_json::json!({"clip": "300,200,200,200"}), "clip"),
+    ] {
+        let err = remote
+            .capture(&at("/plain", option.clone()))
+            .await
+            .unwrap_err();
+        assert_error(&err, "INVALID_REQUEST", 400);
+        match &err {
+            capture::CaptureError::InvalidOptions(e) => assert_eq!(e.field(), field, "{option}"),
+            other => panic!("{option}: {other}"),
+        }
+    }
+    remote.shutdown().await;
+}
