@@ -539,8 +539,36 @@ fn webdriver_without_cdp(upstream: String) -> String {
                             up.write_all(head.as_bytes()).await.unwrap();
                             up.write_all(b"Connection: close\r\n\r\n").await.unwrap();
                             up.write_all(&body).await.unwrap();
+                            // Read one answer by its length (chromedriver may keep the
+                            // connection open).
+                            let mut ur = BufReader::new(up);
                             let mut out = Vec::new();
-                            up.read_to_end(&mut out).await.unwrap();
+                            let mut len = None;
+                            loop {
+                                let mut line = String::new();
+                                if ur.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                    break;
+                                }
+                                if let Some((n, v)) = line.split_once(':') {
+                                    if n.eq_ignore_ascii_case("content-length") {
+                                        len = v.trim().parse::<usize>().ok();
+                                    }
+                                }
+                                out.extend_from_slice(line.as_bytes());
+                                if line == "\r\n" {
+                                    break;
+                                }
+                            }
+                            match len {
+                                Some(n) => {
+                                    let mut b = vec![0; n];
+                                    ur.read_exact(&mut b).await.unwrap();
+                                    out.extend_from_slice(&b);
+                                }
+                                None => {
+                                    ur.read_to_end(&mut out).await.unwrap();
+                                }
+                            }
                             out
                         };
                         if r.get_mut().write_all(&answer).await.is_err() {
