@@ -14,7 +14,8 @@
 //! | `waitUntil=networkidle` | the proxy sees every request | works |
 //! | `fullPage` lazy content | scrolled through by a script | works |
 //! | `clip` | `Page.captureScreenshot` with a clip | works inside the viewport (cropped); beyond it `INVALID_REQUEST` |
-//! | `userAgent`, `timeZone`, `reducedMotion`, `omitBackground`, `cookies`, `waitUntil=domcontentloaded` | CDP emulation and cookies | refused: `400 INVALID_REQUEST` naming the field |
+//! | `cookies` | CDP `Network.setCookies` for the target's URL (host-only cookies) | the proxy adds them to plain-http requests for the target's host and port; for an https url refused: `400 INVALID_REQUEST` |
+//! | `userAgent`, `timeZone`, `reducedMotion`, `omitBackground`, `waitUntil=domcontentloaded` | CDP emulation | refused: `400 INVALID_REQUEST` naming the field |
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -97,9 +98,17 @@ pub(crate) async fn before_navigation(
             u.port_or_known_default()?,
         ))
     });
+    // Without CDP the browser cannot be given cookies before the navigation: the proxy
+    // adds them to the target's plain-http requests instead (https is refused below).
+    let proxy_cookies = if session.cdp {
+        Vec::new()
+    } else {
+        opts.cookies().to_vec()
+    };
     proxy.set_rules(ProxyRules {
         target,
         headers: opts.headers().to_vec(),
+        cookies: proxy_cookies,
         block_ads: opts.block_ads(),
     });
 
@@ -119,7 +128,11 @@ pub(crate) async fn before_navigation(
             ("timeZone", "timeZone", wanted.time_zone),
             ("reducedMotion", "reducedMotion", wanted.reduced_motion),
             ("omitBackground", "omitBackground", wanted.background),
-            ("cookies", "cookies", !opts.cookies().is_empty()),
+            (
+                "cookies",
+                "cookies for an https url",
+                !opts.cookies().is_empty() && opts.url().is_some_and(|u| u.scheme() != "http"),
+            ),
             (
                 "waitUntil",
                 "waitUntil=domcontentloaded",
@@ -132,6 +145,15 @@ pub(crate) async fn before_navigation(
         }
         return Ok(());
     }
+    // Recorded first: if a step fails half-way, the next capture still clears what this
+    // one may have set.
+    let union = Overrides {
+        user_agent: wanted.user_agent || before.user_agent,
+        time_zone: wanted.time_zone || before.time_zone,
+        reduced_motion: wanted.reduced_motion || before.reduced_motion,
+        background: wanted.background || before.background,
+    };
+    crate::lock(overrides()).insert(session.id, union);
     let cdp = |e| map_cmd_error(e, "emulation");
     if wanted.user_agent || before.user_agent {
         // An empty override gives the browser its own user agent back.
@@ -192,6 +214,7 @@ pub(crate) async fn before_navigation(
     crate::lock(overrides()).insert(session.id, wanted);
 
     if let (Some(url), false) = (opts.url(), opts.cookies().is_empty()) {
+        // (With CDP the proxy adds none: the browser sends these.)
         // Cookies set for the target's URL are host-only: the browser sends them to that
         // host and to no other. The session's reset clears them after the capture.
         let cookies: Vec<Value> = opts

@@ -90,6 +90,9 @@ pub struct ProxyRules {
     pub target: Option<(String, u16)>,
     /// Extra request headers for the target.
     pub headers: Vec<(String, String)>,
+    /// Cookies added to the target's plain-http requests (when the browser cannot be given
+    /// them itself, on a WebDriver endpoint without CDP).
+    pub cookies: Vec<(String, String)>,
     /// Refuse the hosts of the shipped ad list (`blockAds`).
     pub block_ads: bool,
 }
@@ -514,10 +517,22 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
         }
     };
     // The capture's extra headers, for the target's own host and port only.
-    let extra: &[(String, String)] = match &conn.rules.target {
-        Some((h, p)) if *h == normalize_host(&host) && *p == port => &conn.rules.headers,
-        _ => &[],
+    let for_target = matches!(&conn.rules.target,
+        Some((h, p)) if *h == normalize_host(&host) && *p == port);
+    let (extra, cookies): (&[(String, String)], &[(String, String)]) = if for_target {
+        (&conn.rules.headers, &conn.rules.cookies)
+    } else {
+        (&[], &[])
     };
+    let mut cookie_line = String::new();
+    for (name, value) in cookies {
+        if !cookie_line.is_empty() {
+            cookie_line.push_str("; ");
+        }
+        cookie_line.push_str(name);
+        cookie_line.push('=');
+        cookie_line.push_str(value);
+    }
     let is_upgrade = headers.iter().any(|h| {
         h.split_once(':')
             .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("upgrade"))
@@ -538,7 +553,21 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
         if hop || replaced || (is_conn && !is_upgrade) {
             continue;
         }
+        if !cookie_line.is_empty() && name.eq_ignore_ascii_case("cookie") {
+            // The browser's own cookies, then the capture's.
+            out.push_str(h.trim_end());
+            out.push_str("; ");
+            out.push_str(&cookie_line);
+            out.push_str("\r\n");
+            cookie_line.clear();
+            continue;
+        }
         out.push_str(h);
+        out.push_str("\r\n");
+    }
+    if !cookie_line.is_empty() {
+        out.push_str("Cookie: ");
+        out.push_str(&cookie_line);
         out.push_str("\r\n");
     }
     for (name, value) in extra {

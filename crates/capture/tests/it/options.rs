@@ -642,7 +642,49 @@ async fn without_cdp_options_work_or_are_refused_by_name() {
         .await
         .unwrap();
     assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    // Refused by name.
+    // Headers and cookies reach the target (through the proxy) and not the other host.
+    let before = p.heads("/other.png").len();
+    let c = remote
+        .capture(&at(
+            "/echo",
+            serde_json::json!({"headers": {"X-Test": "yes"}, "cookies": {"flavour": "oat"}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 390, 290), GREEN);
+    let other = p.heads("/other.png");
+    assert!(
+        other.len() > before,
+        "the other host was asked for its image"
+    );
+    for head in &other[before..] {
+        assert!(
+            !head.contains("x-test") && !head.contains("flavour"),
+            "{head}"
+        );
+    }
+    // Full page: lazy content scrolled in, too tall refused.
+    let c = remote
+        .capture(&at("/lazy", serde_json::json!({"fullPage": true})))
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&c.bytes).unwrap();
+    // Without scrolling the page would be 2,010 px. (The W3C fallback sizes the window, not
+    // the viewport, to the page, so its image is short by the browser's own frame.)
+    assert!(img.height() >= 4500, "height {}", img.height());
+    let err = remote
+        .capture(&at("/too-tall", serde_json::json!({"fullPage": true})))
+        .await
+        .unwrap_err();
+    assert_error(&err, "PAGE_TOO_TALL", 422);
+    // Refused by name (cookies only for an https url, which the proxy cannot see into).
+    let https_cookies = opts_json(
+        &format!("https://{}/", p.addr),
+        serde_json::json!({"cookies": {"a": "b"}}),
+    );
+    let err = remote.capture(&https_cookies).await.unwrap_err();
+    assert_error(&err, "INVALID_REQUEST", 400);
+    assert!(err.to_string().contains("cookies"), "{err}");
     for (option, field) in [
         (serde_json::json!({"userAgent": "x"}), "userAgent"),
         (serde_json::json!({"timeZone": "UTC"}), "timeZone"),
@@ -651,7 +693,6 @@ async fn without_cdp_options_work_or_are_refused_by_name() {
             serde_json::json!({"omitBackground": true}),
             "omitBackground",
         ),
-        (serde_json::json!({"cookies": {"a": "b"}}), "cookies"),
         (
             serde_json::json!({"waitUntil": "domcontentloaded"}),
             "waitUntil",
