@@ -519,10 +519,11 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
     // The capture's extra headers, for the target's own host and port only.
     let for_target = matches!(&conn.rules.target,
         Some((h, p)) if *h == normalize_host(&host) && *p == port);
-    let (extra, cookies): (&[(String, String)], &[(String, String)]) = if for_target {
-        (&conn.rules.headers, &conn.rules.cookies)
+    let none: &[(String, String)] = &[];
+    let (extra, cookies) = if for_target {
+        (&conn.rules.headers[..], &conn.rules.cookies[..])
     } else {
-        (&[], &[])
+        (none, none)
     };
     let mut cookie_line = String::new();
     for (name, value) in cookies {
