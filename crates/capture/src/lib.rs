@@ -5,6 +5,10 @@
 //! image or PDF bytes ([`Captured`]).
 //!
 //! - [`options`]: the wire options, their validation, and the cache key.
+//! - [`apply`]: the page options applied to a capture (emulation, injected CSS and
+//!   JavaScript, hidden elements, `waitUntil`, lazy content before a full-page capture,
+//!   `clip`), with the table of what works on a WebDriver endpoint without CDP, and the
+//!   ad and cookie-banner lists shipped in `lists/` (nothing is fetched at run time).
 //! - [`guard`]: the SSRF policy (address classifier, resolution, URL check).
 //! - [`proxy`]: the forward proxy every browser request goes through, which enforces the
 //!   policy on redirects and subresources and tells DNS failures from refused connections.

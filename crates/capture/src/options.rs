@@ -105,7 +105,7 @@ pub struct RawCaptureOptions {
 /// The query-string parameters that may be repeated: each occurrence adds one entry.
 const LIST_PARAMS: [&str; 3] = ["hideSelectors", "headers", "cookies"];
 /// The query-string parameters that take one value.
-const SCALAR_PARAMS: [&str; 28] = [
+const SCALAR_PARAMS: [&str; 26] = [
     "url",
     "html",
     "width",
@@ -132,9 +132,6 @@ const SCALAR_PARAMS: [&str; 28] = [
     "blockAds",
     "blockCookieBanners",
     "fresh",
-    // Read by the server's authentication, not by the capture.
-    "keyId",
-    "signature",
 ];
 
 impl RawCaptureOptions {
@@ -169,8 +166,6 @@ impl RawCaptureOptions {
                 }
             }
         }
-        map.remove("keyId");
-        map.remove("signature");
         serde_json::from_value(serde_json::Value::Object(map))
             .map_err(|e| OptionError::new("query", format!("the query string is malformed: {e}")))
     }

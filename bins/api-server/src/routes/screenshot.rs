@@ -121,7 +121,9 @@ pub struct ScreenshotOptions {
     #[schema(minimum = 1, maximum = 10000)]
     #[param(minimum = 1, maximum = 10000)]
     pub height: Option<u32>,
-    /// Capture the whole page, default false (not with `selector`).
+    /// Capture the whole page, default false (not with `selector`). Lazy content is
+    /// scrolled into view first; a page taller than 16384 device pixels (16384 /
+    /// `deviceScaleFactor` CSS pixels) is refused with 422 `PAGE_TOO_TALL`, never cut.
     pub full_page: Option<bool>,
     /// png (default), jpeg, webp or pdf.
     #[schema(pattern = "^(png|jpeg|jpg|webp|pdf)$")]

@@ -673,6 +673,16 @@ async fn page_options_in_get_and_post_and_fresh(db: TestDb) {
     assert_eq!(w.available(), charged - Credits::whole(1));
     let hit = get!(app, w, q);
     assert_eq!(header(&hit, "x-cache"), "HIT", "fresh kept the cache key");
+    // A fresh capture that fails charges nothing.
+    let failed = get!(app, w, format!("url={site}/404&fresh=true"));
+    assert_eq!(
+        (
+            failed.status().as_u16(),
+            header(&failed, "x-credits-charged")
+        ),
+        (422, "0".into())
+    );
+    assert_eq!(w.available(), charged - Credits::whole(1));
     w.done().await;
 }
 
