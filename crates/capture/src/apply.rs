@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `css`, `js`, `hideSelectors`, `blockCookieBanners` | scripts run through WebDriver | works |
 //! | `blockAds` | the proxy refuses listed hosts; ad slots hidden by CSS | works |
-//! | `headers` | the proxy adds them to plain-http requests for the target's host and port | works |
+//! | `headers` | the proxy adds them to plain-http requests for the target's host and port (an https url is refused while parsing, on every endpoint: the proxy sees only an encrypted tunnel, and the browser alone cannot keep extra headers to one host) | works |
 //! | `waitUntil=networkidle` | the proxy sees every request | works |
 //! | `fullPage` lazy content | scrolled through by a script | works |
 //! | `clip` | `Page.captureScreenshot` with a clip | works inside the viewport (cropped); beyond it `INVALID_REQUEST` |
