@@ -1579,6 +1579,13 @@ mod tests {
             .cache_key()
         };
         let base = key("");
+        // Captures that use none of the newer options keep the keys they had before them
+        // (the canonical JSON of the first key version, hashed), so the cache stays warm.
+        let before = CaptureOptions::parse(raw_url("https://a.test/p")).unwrap();
+        assert_eq!(
+            before.cache_key(),
+            "c018454962f023b303b6cc541b62d18973a013cd116d8fb6a04e3ceedf10c5d8"
+        );
         // The defaults, given explicitly, and `fresh` leave it as it was.
         for same in [
             "waitUntil=load",
