@@ -11,6 +11,7 @@
 //! | `FORBIDDEN_TARGET` | 400 | client: not http(s), or a loopback/private/metadata address |
 //! | `TARGET_HTTP_ERROR` (4xx) | 422 | the target answered 4xx |
 //! | `SELECTOR_NOT_FOUND` | 422 | the selector never matched |
+//! | `PAGE_TOO_TALL` | 422 | `fullPage`: the page, its lazy content scrolled in, is taller than a capture can be |
 //! | `PAGE_ERROR` | 422 | the page kept the browser from capturing it (endless dialogs, broke the DOM APIs the capture uses) |
 //! | `DNS_FAILURE`, `CONNECTION_REFUSED`, `NETWORK_ERROR` | 502 | the target cannot be reached |
 //! | `TARGET_HTTP_ERROR` (5xx) | 502 | the target answered 5xx |
@@ -61,6 +62,11 @@ pub enum CaptureError {
     #[error("no element matches the selector {selector:?}")]
     SelectorNotFound { selector: String },
 
+    /// A full-page capture of a page taller than the largest image the browser can make:
+    /// refused rather than cut silently.
+    #[error("the page is {height} CSS pixels tall; a full-page capture can be at most {max} at this deviceScaleFactor (capture a clip or the viewport instead)")]
+    PageTooTall { height: u64, max: u64 },
+
     /// The page itself kept the capture from finishing: it kept opening JavaScript dialogs,
     /// or broke the DOM APIs the capture's own scripts use. The session is healthy.
     #[error("the page could not be captured: {detail}")]
@@ -104,6 +110,7 @@ impl CaptureError {
             Self::Timeout { .. } => "TIMEOUT",
             Self::SelectorNotFound { .. } => "SELECTOR_NOT_FOUND",
             Self::PageError { .. } => "PAGE_ERROR",
+            Self::PageTooTall { .. } => "PAGE_TOO_TALL",
             Self::BrowserCrash { .. } => "BROWSER_CRASH",
             Self::BrowserUnavailable { .. } => "BROWSER_UNAVAILABLE",
             Self::Busy { .. } => "BUSY",
@@ -118,7 +125,9 @@ impl CaptureError {
         match self {
             Self::InvalidOptions(_) | Self::ForbiddenTarget { .. } => 400,
             Self::TargetHttpError { status, .. } if (400..500).contains(status) => 422,
-            Self::SelectorNotFound { .. } | Self::PageError { .. } => 422,
+            Self::SelectorNotFound { .. } | Self::PageError { .. } | Self::PageTooTall { .. } => {
+                422
+            }
             Self::DnsFailure { .. }
             | Self::ConnectionRefused { .. }
             | Self::NetworkError { .. }

@@ -5,6 +5,10 @@
 //! image or PDF bytes ([`Captured`]).
 //!
 //! - [`options`]: the wire options, their validation, and the cache key.
+//! - [`apply`]: the page options applied to a capture (emulation, injected CSS and
+//!   JavaScript, hidden elements, `waitUntil`, lazy content before a full-page capture,
+//!   `clip`), with the table of what works on a WebDriver endpoint without CDP, and the
+//!   ad and cookie-banner lists shipped in `lists/` (nothing is fetched at run time).
 //! - [`guard`]: the SSRF policy (address classifier, resolution, URL check).
 //! - [`proxy`]: the forward proxy every browser request goes through, which enforces the
 //!   policy on redirects and subresources and tells DNS failures from refused connections.
@@ -26,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apply;
 pub mod config;
 mod driver;
 pub mod error;
@@ -40,7 +45,7 @@ mod shoot;
 pub use config::CaptureConfig;
 pub use error::{CaptureError, OptionError};
 pub use guard::{classify_ip, TargetPolicy};
-pub use options::{CaptureOptions, Format, RawCaptureOptions, RawValue, Target};
+pub use options::{CaptureOptions, Clip, Format, RawCaptureOptions, RawValue, Target, WaitUntil};
 pub use service::{CaptureService, ServiceStats};
 pub use shoot::Captured;
 

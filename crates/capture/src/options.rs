@@ -82,14 +82,99 @@ pub struct RawCaptureOptions {
     pub timeout: Option<RawValue>,
     pub cache: Option<RawValue>,
     pub cache_ttl: Option<RawValue>,
+    pub wait_until: Option<String>,
+    /// `"x,y,width,height"`, or a JSON object with those four keys.
+    pub clip: Option<serde_json::Value>,
+    pub omit_background: Option<RawValue>,
+    /// One selector, or a list (the parameter repeated in a query string, an array in JSON).
+    pub hide_selectors: Option<serde_json::Value>,
+    pub css: Option<String>,
+    pub js: Option<String>,
+    pub user_agent: Option<String>,
+    /// `{"Name": "value"}`, or a list of `"Name: value"` (the parameter repeated in a query).
+    pub headers: Option<serde_json::Value>,
+    /// `{"name": "value"}`, or a list of `"name=value"` (the parameter repeated in a query).
+    pub cookies: Option<serde_json::Value>,
+    pub time_zone: Option<String>,
+    pub reduced_motion: Option<RawValue>,
+    pub block_ads: Option<RawValue>,
+    pub block_cookie_banners: Option<RawValue>,
+    pub fresh: Option<RawValue>,
 }
 
+/// The query-string parameters that may be repeated: each occurrence adds one entry.
+const LIST_PARAMS: [&str; 3] = ["hideSelectors", "headers", "cookies"];
+/// The query-string parameters that take one value.
+const SCALAR_PARAMS: [&str; 26] = [
+    "url",
+    "html",
+    "width",
+    "height",
+    "fullPage",
+    "format",
+    "quality",
+    "deviceScaleFactor",
+    "delay",
+    "waitForSelector",
+    "selector",
+    "darkMode",
+    "timeout",
+    "cache",
+    "cacheTtl",
+    "waitUntil",
+    "clip",
+    "omitBackground",
+    "css",
+    "js",
+    "userAgent",
+    "timeZone",
+    "reducedMotion",
+    "blockAds",
+    "blockCookieBanners",
+    "fresh",
+];
+
 impl RawCaptureOptions {
+    /// Options from a query string (as sent, percent-encoded). `hideSelectors`, `headers`
+    /// and `cookies` may be repeated, each occurrence one entry; any other known parameter
+    /// given twice is an error naming it. Unknown parameters are ignored.
+    pub fn from_query(query: &str) -> Result<Self, OptionError> {
+        let mut map = serde_json::Map::new();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if let Some(name) = LIST_PARAMS.iter().find(|n| **n == k) {
+                let entry = map
+                    .entry((*name).to_owned())
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let serde_json::Value::Array(a) = entry {
+                    a.push(serde_json::Value::String(v.into_owned()));
+                }
+            } else if let Some(name) = SCALAR_PARAMS.iter().find(|n| **n == k) {
+                if map
+                    .insert(
+                        (*name).to_owned(),
+                        serde_json::Value::String(v.into_owned()),
+                    )
+                    .is_some()
+                {
+                    return Err(OptionError::new(
+                        name,
+                        format!(
+                            "{name} is given more than once (only {} may be repeated)",
+                            LIST_PARAMS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| OptionError::new("query", format!("the query string is malformed: {e}")))
+    }
+
     /// For options that came as a JSON body: a number or a boolean given as a string
     /// (`"width": "800"`, `"fullPage": "true"`) is a wrong type, named by its field. A
     /// query string carries only text, so this check is for JSON alone.
     pub fn check_json_types(&self) -> Result<(), OptionError> {
-        let fields: [(&'static str, &Option<RawValue>, &str); 10] = [
+        let fields: [(&'static str, &Option<RawValue>, &str); 15] = [
             ("width", &self.width, "a JSON integer"),
             ("height", &self.height, "a JSON integer"),
             ("fullPage", &self.full_page, "a JSON boolean"),
@@ -104,6 +189,15 @@ impl RawCaptureOptions {
             ("timeout", &self.timeout, "a JSON integer"),
             ("cache", &self.cache, "a JSON boolean"),
             ("cacheTtl", &self.cache_ttl, "a JSON integer"),
+            ("omitBackground", &self.omit_background, "a JSON boolean"),
+            ("reducedMotion", &self.reduced_motion, "a JSON boolean"),
+            ("blockAds", &self.block_ads, "a JSON boolean"),
+            (
+                "blockCookieBanners",
+                &self.block_cookie_banners,
+                "a JSON boolean",
+            ),
+            ("fresh", &self.fresh, "a JSON boolean"),
         ];
         for (field, value, wanted) in fields {
             if let Some(RawValue::Text(t)) = value {
@@ -179,6 +273,41 @@ pub enum Target {
     Html(String),
 }
 
+/// When the page counts as loaded (`waitUntil`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitUntil {
+    /// The `load` event (the default).
+    #[default]
+    Load,
+    /// `DOMContentLoaded`: the document is parsed, images and frames may still load.
+    DomContentLoaded,
+    /// `load`, then no network request in flight for [`NETWORK_IDLE_MS`].
+    NetworkIdle,
+}
+
+/// Quiet time that counts as network idle, in milliseconds.
+pub const NETWORK_IDLE_MS: u64 = 500;
+/// Largest `css` or `js`, in bytes.
+pub const MAX_INJECT_BYTES: usize = 100_000;
+/// Most entries of `hideSelectors`, `headers` or `cookies`.
+pub const MAX_LIST_ENTRIES: usize = 50;
+/// Longest `userAgent`, in bytes.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+/// Longest header or cookie value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 4_096;
+/// Largest clip offset (`x`, `y`), in CSS pixels.
+pub const MAX_CLIP_OFFSET: u32 = 16_384;
+
+/// A rectangle of the page in CSS pixels (`clip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Clip {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Validated capture options. Build with [`CaptureOptions::parse`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptureOptions {
@@ -196,6 +325,20 @@ pub struct CaptureOptions {
     timeout_secs: Option<u64>,
     cache: bool,
     cache_ttl_secs: Option<u64>,
+    wait_until: WaitUntil,
+    clip: Option<Clip>,
+    omit_background: bool,
+    hide_selectors: Vec<String>,
+    css: Option<String>,
+    js: Option<String>,
+    user_agent: Option<String>,
+    headers: Vec<(String, String)>,
+    cookies: Vec<(String, String)>,
+    time_zone: Option<String>,
+    reduced_motion: bool,
+    block_ads: bool,
+    block_cookie_banners: bool,
+    fresh: bool,
 }
 
 impl CaptureOptions {
@@ -302,6 +445,104 @@ impl CaptureOptions {
         )?
         .map(|v| v as u64);
 
+        let wait_until = match raw.wait_until.as_deref().map(str::trim) {
+            None | Some("") => WaitUntil::Load,
+            Some(w) => match w.to_ascii_lowercase().as_str() {
+                "load" => WaitUntil::Load,
+                "domcontentloaded" => WaitUntil::DomContentLoaded,
+                "networkidle" => WaitUntil::NetworkIdle,
+                _ => {
+                    return Err(OptionError::new(
+                        "waitUntil",
+                        "waitUntil must be one of load, domcontentloaded, networkidle",
+                    ))
+                }
+            },
+        };
+        let clip = parse_clip(raw.clip)?;
+        if clip.is_some() {
+            let clash = if format == Format::Pdf {
+                Some("format pdf")
+            } else if selector.is_some() {
+                Some("selector")
+            } else if full_page {
+                Some("fullPage")
+            } else {
+                None
+            };
+            if let Some(other) = clash {
+                return Err(OptionError::new(
+                    "clip",
+                    format!("clip cannot be combined with {other}"),
+                ));
+            }
+        }
+        let omit_background = bool_field(raw.omit_background, "omitBackground")?.unwrap_or(false);
+        if omit_background && !matches!(format, Format::Png | Format::Webp) {
+            return Err(OptionError::new(
+                "omitBackground",
+                "omitBackground needs format png or webp (jpeg and pdf have no transparency)",
+            ));
+        }
+        let hide_selectors = parse_hide_selectors(raw.hide_selectors)?;
+        let css = text_field(raw.css, "css", MAX_INJECT_BYTES)?;
+        let js = text_field(raw.js, "js", MAX_INJECT_BYTES)?;
+        let user_agent = match text_field(raw.user_agent, "userAgent", MAX_USER_AGENT_BYTES)? {
+            Some(ua) if !ua.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+                return Err(OptionError::new(
+                    "userAgent",
+                    "userAgent must be printable ASCII",
+                ))
+            }
+            ua => ua,
+        };
+        let headers = parse_pairs(raw.headers, "headers", ':')?;
+        for (name, value) in &headers {
+            check_header(name, value)?;
+        }
+        let cookies = parse_pairs(raw.cookies, "cookies", '=')?;
+        for (name, value) in &cookies {
+            check_cookie(name, value)?;
+        }
+        for (field, given) in [
+            ("headers", !headers.is_empty()),
+            ("cookies", !cookies.is_empty()),
+        ] {
+            if !given {
+                continue;
+            }
+            match &target {
+                Target::Html(_) => {
+                    return Err(OptionError::new(
+                        field,
+                        format!("{field} are sent to the target's host, so they need a url (not html)"),
+                    ))
+                }
+                Target::Url(u) if field == "headers" && u.scheme() != "http" => {
+                    return Err(OptionError::new(
+                        "headers",
+                        "headers can only be sent to an http:// url: https traffic passes the capture proxy encrypted, and the browser alone cannot limit extra headers to one host (use cookies, which the browser keeps to the target's host)",
+                    ))
+                }
+                Target::Url(_) => {}
+            }
+        }
+        let time_zone = match raw.time_zone.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(tz) if valid_time_zone(tz) => Some(tz.to_owned()),
+            Some(_) => {
+                return Err(OptionError::new(
+                    "timeZone",
+                    "timeZone must be an IANA time zone name such as Europe/Paris, America/New_York or UTC",
+                ))
+            }
+        };
+        let reduced_motion = bool_field(raw.reduced_motion, "reducedMotion")?.unwrap_or(false);
+        let block_ads = bool_field(raw.block_ads, "blockAds")?.unwrap_or(false);
+        let block_cookie_banners =
+            bool_field(raw.block_cookie_banners, "blockCookieBanners")?.unwrap_or(false);
+        let fresh = bool_field(raw.fresh, "fresh")?.unwrap_or(false);
+
         Ok(Self {
             target,
             width,
@@ -318,11 +559,25 @@ impl CaptureOptions {
             timeout_secs,
             cache,
             cache_ttl_secs,
+            wait_until,
+            clip,
+            omit_background,
+            hide_selectors,
+            css,
+            js,
+            user_agent,
+            headers,
+            cookies,
+            time_zone,
+            reduced_motion,
+            block_ads,
+            block_cookie_banners,
+            fresh,
         })
     }
 
     /// A stable key (hex SHA-256) over exactly the options that change the output bytes.
-    /// `cache`, `cacheTtl` and `timeout` are left out; the URL is taken in its normalized
+    /// `cache`, `cacheTtl`, `fresh` and `timeout` are left out; the URL is taken in its normalized
     /// form and the html by its own hash. Quality is left out for webp, whose encoder is
     /// lossless (see the README).
     pub fn cache_key(&self) -> String {
@@ -341,6 +596,40 @@ impl CaptureOptions {
             wait_for_selector: Option<&'a str>,
             selector: Option<&'a str>,
             dark_mode: bool,
+            // The newer options are left out at their defaults, so that the keys of
+            // captures that use none of them stay what they were.
+            #[serde(skip_serializing_if = "is_load")]
+            wait_until: WaitUntil,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            clip: Option<Clip>,
+            #[serde(skip_serializing_if = "is_false")]
+            omit_background: bool,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            hide_selectors: &'a [String],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            css: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            js: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            user_agent: Option<&'a str>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            headers: &'a [(String, String)],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            cookies: &'a [(String, String)],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            time_zone: Option<&'a str>,
+            #[serde(skip_serializing_if = "is_false")]
+            reduced_motion: bool,
+            #[serde(skip_serializing_if = "is_false")]
+            block_ads: bool,
+            #[serde(skip_serializing_if = "is_false")]
+            block_cookie_banners: bool,
+        }
+        fn is_false(b: &bool) -> bool {
+            !*b
+        }
+        fn is_load(w: &WaitUntil) -> bool {
+            *w == WaitUntil::Load
         }
         let (url, html_sha256) = match &self.target {
             Target::Url(u) => (Some(u.as_str()), None),
@@ -360,6 +649,19 @@ impl CaptureOptions {
             wait_for_selector: self.wait_for_selector.as_deref(),
             selector: self.selector.as_deref(),
             dark_mode: self.dark_mode,
+            wait_until: self.wait_until,
+            clip: self.clip,
+            omit_background: self.omit_background,
+            hide_selectors: &self.hide_selectors,
+            css: self.css.as_deref(),
+            js: self.js.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            headers: &self.headers,
+            cookies: &self.cookies,
+            time_zone: self.time_zone.as_deref(),
+            reduced_motion: self.reduced_motion,
+            block_ads: self.block_ads,
+            block_cookie_banners: self.block_cookie_banners,
         };
         // Derived `Serialize` over strings, integers, booleans and a unit enum, with no
         // maps: serde_json has nothing to fail on.
@@ -438,6 +740,292 @@ impl CaptureOptions {
     pub fn cache_ttl_secs(&self) -> Option<u64> {
         self.cache_ttl_secs
     }
+    /// When the page counts as loaded.
+    pub fn wait_until(&self) -> WaitUntil {
+        self.wait_until
+    }
+    /// The rectangle to capture, when given.
+    pub fn clip(&self) -> Option<Clip> {
+        self.clip
+    }
+    /// A transparent page background (png and webp).
+    pub fn omit_background(&self) -> bool {
+        self.omit_background
+    }
+    /// Selectors of elements to hide (`display: none`).
+    pub fn hide_selectors(&self) -> &[String] {
+        &self.hide_selectors
+    }
+    /// A style sheet to add to the page before the capture.
+    pub fn css(&self) -> Option<&str> {
+        self.css.as_deref()
+    }
+    /// A script to run in the page before the capture.
+    pub fn js(&self) -> Option<&str> {
+        self.js.as_deref()
+    }
+    /// The `User-Agent` the browser presents.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+    /// Extra request headers, sent to the target's own host only.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+    /// Cookies set for the target's own host only.
+    pub fn cookies(&self) -> &[(String, String)] {
+        &self.cookies
+    }
+    /// The IANA time zone the page sees.
+    pub fn time_zone(&self) -> Option<&str> {
+        self.time_zone.as_deref()
+    }
+    /// Emulate `prefers-reduced-motion: reduce`.
+    pub fn reduced_motion(&self) -> bool {
+        self.reduced_motion
+    }
+    /// Refuse requests to the hosts of the shipped ad list (and hide known ad slots).
+    pub fn block_ads(&self) -> bool {
+        self.block_ads
+    }
+    /// Hide the elements of the shipped cookie-banner list.
+    pub fn block_cookie_banners(&self) -> bool {
+        self.block_cookie_banners
+    }
+    /// Bypass the cache lookup and refresh the entry (the caller's business).
+    pub fn fresh(&self) -> bool {
+        self.fresh
+    }
+}
+
+fn parse_clip(v: Option<serde_json::Value>) -> Result<Option<Clip>, OptionError> {
+    use serde_json::Value;
+    let msg = || {
+        OptionError::new(
+            "clip",
+            format!(
+                "clip must be x,y,width,height in CSS pixels (integers; x and y from 0 to {MAX_CLIP_OFFSET}, width from 1 to {MAX_WIDTH}, height from 1 to {MAX_HEIGHT})"
+            ),
+        )
+    };
+    let nums: Vec<i64> = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|p| p.trim().parse::<i64>().map_err(|_| msg()))
+            .collect::<Result<_, _>>()?,
+        Some(Value::Object(m)) => {
+            if m.len() != 4 {
+                return Err(msg());
+            }
+            ["x", "y", "width", "height"]
+                .iter()
+                .map(|k| m.get(*k).and_then(Value::as_i64).ok_or_else(msg))
+                .collect::<Result<_, _>>()?
+        }
+        Some(_) => return Err(msg()),
+    };
+    let [x, y, w, h] = nums[..] else {
+        return Err(msg());
+    };
+    let off = 0..=MAX_CLIP_OFFSET as i64;
+    if !off.contains(&x)
+        || !off.contains(&y)
+        || !(1..=MAX_WIDTH as i64).contains(&w)
+        || !(1..=MAX_HEIGHT as i64).contains(&h)
+    {
+        return Err(msg());
+    }
+    Ok(Some(Clip {
+        x: x as u32,
+        y: y as u32,
+        width: w as u32,
+        height: h as u32,
+    }))
+}
+
+fn parse_hide_selectors(v: Option<serde_json::Value>) -> Result<Vec<String>, OptionError> {
+    use serde_json::Value;
+    let msg = || {
+        OptionError::new(
+            "hideSelectors",
+            format!("hideSelectors must be a CSS selector or a list of at most {MAX_LIST_ENTRIES} of them"),
+        )
+    };
+    let items: Vec<Value> = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(s @ Value::String(_)) => vec![s],
+        Some(_) => return Err(msg()),
+    };
+    if items.len() > MAX_LIST_ENTRIES {
+        return Err(msg());
+    }
+    let mut out = Vec::new();
+    for item in items {
+        let Value::String(s) = item else {
+            return Err(msg());
+        };
+        if let Some(sel) = selector_field(Some(s), "hideSelectors")? {
+            out.push(sel);
+        }
+    }
+    Ok(out)
+}
+
+fn text_field(
+    v: Option<String>,
+    field: &'static str,
+    max: usize,
+) -> Result<Option<String>, OptionError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) if s.len() > max || s.contains('\0') => Err(OptionError::new(
+            field,
+            format!("{field} must be text of at most {max} bytes"),
+        )),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+/// `{"a": "b"}`, `["a<sep>b", ...]` or `"a<sep>b"` as name/value pairs.
+fn parse_pairs(
+    v: Option<serde_json::Value>,
+    field: &'static str,
+    sep: char,
+) -> Result<Vec<(String, String)>, OptionError> {
+    use serde_json::Value;
+    let shape = if sep == ':' {
+        "Name: value"
+    } else {
+        "name=value"
+    };
+    let msg = || {
+        OptionError::new(
+            field,
+            format!(
+                "{field} must be an object of names to text values, or a list of at most {MAX_LIST_ENTRIES} \"{shape}\" (the parameter repeated in a query string)"
+            ),
+        )
+    };
+    let split = |s: &str| -> Result<(String, String), OptionError> {
+        let (n, v) = s.split_once(sep).ok_or_else(msg)?;
+        Ok((n.trim().to_owned(), v.trim().to_owned()))
+    };
+    let pairs: Vec<(String, String)> = match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if s.trim().is_empty() => Vec::new(),
+        Some(Value::String(s)) => vec![split(&s)?],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|i| i.as_str().ok_or_else(msg).and_then(split))
+            .collect::<Result<_, _>>()?,
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.as_str().ok_or_else(msg)?.to_owned())))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(msg()),
+    };
+    if pairs.len() > MAX_LIST_ENTRIES {
+        return Err(msg());
+    }
+    Ok(pairs)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Headers the capture sets itself, or that would change how the request travels.
+const RESERVED_HEADERS: [&str; 14] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "proxy-authorization",
+    "proxy-connection",
+    "cookie",
+    "user-agent",
+    "accept-encoding",
+];
+
+fn check_header(name: &str, value: &str) -> Result<(), OptionError> {
+    if !is_token(name) {
+        return Err(OptionError::new(
+            "headers",
+            format!("headers: {name:?} is not a valid header name"),
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+        return Err(OptionError::new(
+            "headers",
+            format!("headers: {name} cannot be set (use cookies for Cookie and userAgent for User-Agent; Host, Connection, Content-Length, Transfer-Encoding, Proxy-* and the like belong to the capture)"),
+        ));
+    }
+    if value.len() > MAX_VALUE_BYTES
+        || !value
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return Err(OptionError::new(
+            "headers",
+            format!("headers: the value of {name} must be printable ASCII of at most {MAX_VALUE_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_cookie(name: &str, value: &str) -> Result<(), OptionError> {
+    if !is_token(name) {
+        return Err(OptionError::new(
+            "cookies",
+            format!("cookies: {name:?} is not a valid cookie name"),
+        ));
+    }
+    let ok = value.len() <= MAX_VALUE_BYTES
+        && value
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && !b",;\\\"".contains(&b));
+    if !ok {
+        return Err(OptionError::new(
+            "cookies",
+            format!("cookies: the value of {name} must be printable ASCII without spaces, commas, semicolons, quotes or backslashes, at most {MAX_VALUE_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// `UTC`, or an IANA name: `Area/Location` parts of letters, digits, `_`, `-`, `+`.
+fn valid_time_zone(tz: &str) -> bool {
+    if tz.len() > 64 {
+        return false;
+    }
+    if matches!(tz, "UTC" | "GMT") {
+        return true;
+    }
+    let mut parts = tz.split('/');
+    let first_ok = parts
+        .next()
+        .is_some_and(|p| p.len() >= 2 && p.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_'));
+    let parts: Vec<&str> = parts.collect();
+    first_ok
+        && !parts.is_empty()
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-+".contains(&b))
+        })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -848,6 +1436,190 @@ mod tests {
         };
         assert_eq!(h("<p>a</p>"), h("<p>a</p>"));
         assert_ne!(h("<p>a</p>"), h("<p>b</p>"));
+    }
+
+    #[test]
+    fn query_strings_repeat_lists_and_refuse_repeated_scalars() {
+        let raw = RawCaptureOptions::from_query(
+            "url=http%3A%2F%2Fa.test%2F&hideSelectors=.a&hideSelectors=%23b&headers=X-A%3A%201&cookies=k%3Dv&cookies=j%3Dw&fullPage=1&keyId=k1&signature=ff&unknown=1",
+        )
+        .unwrap();
+        let o = CaptureOptions::parse(raw).unwrap();
+        assert_eq!(o.hide_selectors(), [".a".to_owned(), "#b".to_owned()]);
+        assert_eq!(o.headers(), [("X-A".to_owned(), "1".to_owned())]);
+        assert_eq!(o.cookies().len(), 2);
+        assert!(o.full_page());
+        let e = RawCaptureOptions::from_query("url=x&width=1&width=2").unwrap_err();
+        assert_eq!(e.field(), "width", "{e}");
+        // JSON gives the same options as objects and arrays.
+        let json: RawCaptureOptions = serde_json::from_str(
+            r#"{"url":"http://a.test/","hideSelectors":".a","headers":{"X-A":"1"},"cookies":{"k":"v"},"clip":{"x":1,"y":2,"width":3,"height":4},"blockAds":true}"#,
+        )
+        .unwrap();
+        assert_eq!(json.check_json_types(), Ok(()));
+        let o = CaptureOptions::parse(json).unwrap();
+        assert_eq!(o.hide_selectors(), [".a".to_owned()]);
+        assert_eq!(o.headers(), [("X-A".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            o.clip(),
+            Some(Clip {
+                x: 1,
+                y: 2,
+                width: 3,
+                height: 4
+            })
+        );
+        assert!(o.block_ads());
+        let typed: RawCaptureOptions =
+            serde_json::from_str(r#"{"url":"http://a.test/","fresh":"true"}"#).unwrap();
+        assert_eq!(typed.check_json_types().unwrap_err().field(), "fresh");
+    }
+
+    #[test]
+    fn page_option_errors_name_the_field() {
+        let q = |qs: &str| {
+            CaptureOptions::parse(
+                RawCaptureOptions::from_query(&format!("url=http%3A%2F%2Fa.test%2F&{qs}")).unwrap(),
+            )
+        };
+        for (qs, field, needle) in [
+            (
+                "waitUntil=soon",
+                "waitUntil",
+                "load, domcontentloaded, networkidle",
+            ),
+            ("clip=1,2,3", "clip", "x,y,width,height"),
+            ("clip=0,0,0,10", "clip", "width from 1"),
+            ("clip=-1,0,10,10", "clip", "x and y from 0"),
+            ("clip=0,0,10,10&selector=%23a", "clip", "selector"),
+            ("clip=0,0,10,10&fullPage=true", "clip", "fullPage"),
+            ("clip=0,0,10,10&format=pdf", "clip", "pdf"),
+            (
+                "omitBackground=true&format=jpeg",
+                "omitBackground",
+                "png or webp",
+            ),
+            ("omitBackground=maybe", "omitBackground", "true or false"),
+            (
+                "hideSelectors=a%5B",
+                "hideSelectors",
+                "not a valid CSS selector",
+            ),
+            ("userAgent=a%0Ab", "userAgent", "printable ASCII"),
+            ("headers=nocolon", "headers", "Name: value"),
+            ("headers=Host%3A%20x", "headers", "cannot be set"),
+            ("headers=Cookie%3A%20a%3Db", "headers", "use cookies"),
+            ("headers=Proxy-Foo%3A%20x", "headers", "cannot be set"),
+            ("headers=X%20Y%3A%20x", "headers", "not a valid header name"),
+            ("headers=X-A%3A%20a%0Db", "headers", "printable ASCII"),
+            ("cookies=novalue", "cookies", "name=value"),
+            ("cookies=a%3Db%3Bc", "cookies", "semicolons"),
+            ("timeZone=Not%20A%20Zone", "timeZone", "IANA"),
+            ("reducedMotion=2", "reducedMotion", "true or false"),
+            ("blockAds=x", "blockAds", "true or false"),
+            (
+                "blockCookieBanners=x",
+                "blockCookieBanners",
+                "true or false",
+            ),
+            ("fresh=x", "fresh", "true or false"),
+        ] {
+            let e = q(qs).expect_err(qs);
+            assert_eq!(e.field(), field, "{qs}: {e}");
+            assert!(e.message().contains(needle), "{qs}: {e}");
+        }
+        let css = "a".repeat(MAX_INJECT_BYTES + 1);
+        let e = err_of(RawCaptureOptions {
+            css: Some(css),
+            ..raw_url("http://a.test/")
+        });
+        assert_eq!(e.field(), "css");
+        // Headers go to http targets only; headers and cookies need a url.
+        assert!(
+            q("headers=X-A%3A%201").is_ok(),
+            "an http target takes headers"
+        );
+        let https = CaptureOptions::parse(
+            RawCaptureOptions::from_query("url=https%3A%2F%2Fa.test%2F&headers=X-A%3A%201")
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(https.field(), "headers");
+        assert!(https.message().contains("http://"), "{https}");
+        let html = err_of(RawCaptureOptions {
+            html: Some("<p>".into()),
+            cookies: Some(serde_json::json!({"a": "b"})),
+            ..Default::default()
+        });
+        assert_eq!(html.field(), "cookies");
+        for tz in [
+            "UTC",
+            "Europe/Paris",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+        ] {
+            assert!(
+                q(&format!(
+                    "timeZone={}",
+                    tz.replace('/', "%2F").replace('+', "%2B")
+                ))
+                .is_ok(),
+                "{tz}"
+            );
+        }
+    }
+
+    #[test]
+    fn page_options_that_change_pixels_change_the_cache_key() {
+        let key = |qs: &str| {
+            CaptureOptions::parse(
+                RawCaptureOptions::from_query(&format!("url=http%3A%2F%2Fa.test%2F&{qs}")).unwrap(),
+            )
+            .unwrap()
+            .cache_key()
+        };
+        let base = key("");
+        // Captures that use none of the newer options keep the keys they had before them
+        // (the canonical JSON of the first key version, hashed), so the cache stays warm.
+        let before = CaptureOptions::parse(raw_url("https://a.test/p")).unwrap();
+        assert_eq!(
+            before.cache_key(),
+            "c018454962f023b303b6cc541b62d18973a013cd116d8fb6a04e3ceedf10c5d8"
+        );
+        // The defaults, given explicitly, and `fresh` leave it as it was.
+        for same in [
+            "waitUntil=load",
+            "omitBackground=false",
+            "reducedMotion=false",
+            "blockAds=0",
+            "blockCookieBanners=false",
+            "fresh=true",
+        ] {
+            assert_eq!(key(same), base, "{same}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for other in [
+            "waitUntil=networkidle",
+            "waitUntil=domcontentloaded",
+            "clip=0,0,10,10",
+            "omitBackground=true",
+            "hideSelectors=.a",
+            "hideSelectors=.a&hideSelectors=.b",
+            "css=a%7Bb%3Ac%7D",
+            "js=1",
+            "userAgent=x",
+            "headers=X-A%3A%201",
+            "headers=X-A%3A%202",
+            "cookies=a%3Db",
+            "timeZone=UTC",
+            "reducedMotion=true",
+            "blockAds=true",
+            "blockCookieBanners=true",
+        ] {
+            let k = key(other);
+            assert_ne!(k, base, "{other}");
+            assert!(seen.insert(k), "{other} has its own key");
+        }
     }
 
     #[test]

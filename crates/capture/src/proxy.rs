@@ -81,6 +81,55 @@ pub struct ProxyCounters {
     pub refused_idle: AtomicU64,
 }
 
+/// What the capture holding the lease asks of the proxy, on top of the policy. A new
+/// lease starts from the defaults (nothing added, nothing blocked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyRules {
+    /// The target's host (as [`normalize_host`] prints it) and port: `headers` go to
+    /// plain-http requests for exactly this host and port, and nowhere else.
+    pub target: Option<(String, u16)>,
+    /// Extra request headers for the target.
+    pub headers: Vec<(String, String)>,
+    /// Cookies added to the target's plain-http requests (when the browser cannot be given
+    /// them itself, on a WebDriver endpoint without CDP).
+    pub cookies: Vec<(String, String)>,
+    /// Refuse the hosts of the shipped ad list (`blockAds`).
+    pub block_ads: bool,
+}
+
+/// Network activity through the proxy, for `waitUntil=networkidle`.
+#[derive(Debug)]
+struct Activity {
+    /// Plain-http requests not answered yet, and CONNECT requests not connected yet.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When a request started or ended, or a tunnel carried bytes.
+    last: Mutex<std::time::Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *crate::lock(&self.last) = std::time::Instant::now();
+    }
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a Activity);
+
+impl<'a> InFlight<'a> {
+    fn new(a: &'a Activity) -> Self {
+        a.in_flight.fetch_add(1, Ordering::SeqCst);
+        a.touch();
+        Self(a)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
 /// A running proxy. Dropping it stops accepting connections.
 #[derive(Debug)]
 pub struct Proxy {
@@ -88,6 +137,8 @@ pub struct Proxy {
     log: Arc<Mutex<VecDeque<ProxyEvent>>>,
     counters: Arc<ProxyCounters>,
     gate: Arc<Gate>,
+    rules: Arc<Mutex<ProxyRules>>,
+    activity: Arc<Activity>,
     task: JoinHandle<()>,
 }
 
@@ -140,6 +191,13 @@ impl Proxy {
         let task_counters = Arc::clone(&counters);
         let gate = Arc::new(watch::Sender::new((false, 0)));
         let task_gate = Arc::clone(&gate);
+        let rules = Arc::new(Mutex::new(ProxyRules::default()));
+        let task_rules = Arc::clone(&rules);
+        let activity = Arc::new(Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last: Mutex::new(std::time::Instant::now()),
+        });
+        let task_activity = Arc::clone(&activity);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -150,12 +208,22 @@ impl Proxy {
                 let log = Arc::clone(&task_log);
                 let counters = Arc::clone(&task_counters);
                 let mut gate = task_gate.subscribe();
+                let rules = Arc::clone(&task_rules);
+                let activity = Arc::clone(&task_activity);
                 tokio::spawn(async move {
                     let (open, generation) = *gate.borrow_and_update();
                     if !open {
                         refuse_idle(stream, &counters).await;
                         return;
                     }
+                    let rules = crate::lock(&rules).clone();
+                    let conn = Conn {
+                        policy: &policy,
+                        log: &log,
+                        counters: &counters,
+                        rules: &rules,
+                        activity: &activity,
+                    };
                     let lease_ended = async move {
                         while gate.changed().await.is_ok() {
                             if *gate.borrow() != (true, generation) {
@@ -164,7 +232,7 @@ impl Proxy {
                         }
                     };
                     tokio::select! {
-                        r = handle(stream, &policy, &log, &counters) => {
+                        r = handle(stream, conn) => {
                             if let Err(e) = r {
                                 tracing::debug!(error = %e, "proxy connection ended with an error");
                             }
@@ -181,6 +249,8 @@ impl Proxy {
             log,
             counters,
             gate,
+            rules,
+            activity,
             task,
         })
     }
@@ -190,6 +260,7 @@ impl Proxy {
     /// own background traffic reaches nothing. A new lease supersedes an older one.
     pub fn lease(&self) -> Lease {
         let mut generation = 0;
+        *crate::lock(&self.rules) = ProxyRules::default();
         self.gate.send_modify(|(open, current)| {
             *current += 1;
             *open = true;
@@ -199,6 +270,19 @@ impl Proxy {
             gate: Arc::clone(&self.gate),
             generation,
         }
+    }
+
+    /// Set what the current capture asks (see [`ProxyRules`]); connections opened from now
+    /// on follow them. [`Proxy::lease`] resets them.
+    pub fn set_rules(&self, rules: ProxyRules) {
+        *crate::lock(&self.rules) = rules;
+    }
+
+    /// True when no request has been in flight through the proxy, and no tunnel has carried
+    /// a byte, for `quiet`.
+    pub fn is_idle_for(&self, quiet: Duration) -> bool {
+        self.activity.in_flight.load(Ordering::SeqCst) == 0
+            && crate::lock(&self.activity.last).elapsed() >= quiet
     }
 
     /// What this proxy (and those sharing its counters) did so far.
@@ -266,16 +350,80 @@ fn record(
     });
 }
 
-async fn handle(
-    stream: TcpStream,
-    policy: &TargetPolicy,
-    log: &Mutex<VecDeque<ProxyEvent>>,
-    counters: &ProxyCounters,
-) -> std::io::Result<()> {
+/// What one proxied connection works with.
+#[derive(Clone, Copy)]
+struct Conn<'a> {
+    policy: &'a TargetPolicy,
+    log: &'a Mutex<VecDeque<ProxyEvent>>,
+    counters: &'a ProxyCounters,
+    rules: &'a ProxyRules,
+    activity: &'a Activity,
+}
+
+/// Refuse a host of the ad list when the capture asked for it: logged like a policy
+/// refusal, answered `403` with the code `blocked-ad`, never resolved.
+async fn refuse_blocked(
+    client: &mut TcpStream,
+    host: &Host<String>,
+    port: u16,
+    conn: Conn<'_>,
+) -> Option<std::io::Result<()>> {
+    if !conn.rules.block_ads || !crate::apply::is_ad_host(&normalize_host(host)) {
+        return None;
+    }
+    tracing::debug!(%host, port, "proxy refused a host of the ad list");
+    record(
+        conn.log,
+        host,
+        port,
+        ProxyOutcome::Forbidden("the host is on the blockAds list".into()),
+    );
+    Some(
+        reply(
+            client,
+            StatusCode::FORBIDDEN,
+            "blocked by blockAds",
+            Some("blocked-ad"),
+        )
+        .await,
+    )
+}
+
+/// Copy both ways until both sides end, marking activity whenever bytes pass.
+async fn relay(a: &mut TcpStream, b: &mut TcpStream, activity: &Activity) {
+    async fn pump<R, W>(mut r: R, mut w: W, activity: &Activity) -> std::io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return w.shutdown().await;
+            }
+            activity.touch();
+            w.write_all(&buf[..n]).await?;
+        }
+    }
+    let (ar, aw) = a.split();
+    let (br, bw) = b.split();
+    let _ = tokio::join!(pump(ar, bw, activity), pump(br, aw, activity));
+}
+
+async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
+    let Conn {
+        policy,
+        log,
+        counters,
+        ..
+    } = conn;
     let _ = stream.set_nodelay(true);
     let mut client = BufReader::new(stream);
     let head = read_head(&mut client).await?;
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    let in_flight = InFlight::new(conn.activity);
     tracing::debug!(
         request = head.lines().next().unwrap_or_default(),
         "proxy request"
@@ -300,6 +448,9 @@ async fn handle(
             )
             .await;
         };
+        if let Some(r) = refuse_blocked(client.get_mut(), &host, port, conn).await {
+            return r;
+        }
         let upstream = match open(&host, port, policy, log).await {
             Ok(s) => s,
             Err(outcome) => {
@@ -317,7 +468,10 @@ async fn handle(
         if !buffered.is_empty() {
             upstream.write_all(&buffered).await?;
         }
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        // A tunnel may stay open, idle, for as long as the browser keeps it: it counts as
+        // activity only while bytes pass.
+        drop(in_flight);
+        relay(&mut client, &mut upstream, conn.activity).await;
         return Ok(());
     }
 
@@ -352,6 +506,9 @@ async fn handle(
         )
         .await;
     };
+    if let Some(r) = refuse_blocked(client.get_mut(), &host, port, conn).await {
+        return r;
+    }
     let mut upstream = match open(&host, port, policy, log).await {
         Ok(s) => s,
         Err(outcome) => {
@@ -359,6 +516,24 @@ async fn handle(
             return reply(client.get_mut(), status, code, Some(code)).await;
         }
     };
+    // The capture's extra headers, for the target's own host and port only.
+    let for_target = matches!(&conn.rules.target,
+        Some((h, p)) if *h == normalize_host(&host) && *p == port);
+    let none: &[(String, String)] = &[];
+    let (extra, cookies) = if for_target {
+        (&conn.rules.headers[..], &conn.rules.cookies[..])
+    } else {
+        (none, none)
+    };
+    let mut cookie_line = String::new();
+    for (name, value) in cookies {
+        if !cookie_line.is_empty() {
+            cookie_line.push_str("; ");
+        }
+        cookie_line.push_str(name);
+        cookie_line.push('=');
+        cookie_line.push_str(value);
+    }
     let is_upgrade = headers.iter().any(|h| {
         h.split_once(':')
             .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("upgrade"))
@@ -374,11 +549,32 @@ async fn handle(
         let hop = ["proxy-connection", "proxy-authorization", "keep-alive"]
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n));
-        let conn = name.eq_ignore_ascii_case("connection");
-        if hop || (conn && !is_upgrade) {
+        let is_conn = name.eq_ignore_ascii_case("connection");
+        let replaced = extra.iter().any(|(n, _)| name.eq_ignore_ascii_case(n));
+        if hop || replaced || (is_conn && !is_upgrade) {
+            continue;
+        }
+        if !cookie_line.is_empty() && name.eq_ignore_ascii_case("cookie") {
+            // The browser's own cookies, then the capture's.
+            out.push_str(h.trim_end());
+            out.push_str("; ");
+            out.push_str(&cookie_line);
+            out.push_str("\r\n");
+            cookie_line.clear();
             continue;
         }
         out.push_str(h);
+        out.push_str("\r\n");
+    }
+    if !cookie_line.is_empty() {
+        out.push_str("Cookie: ");
+        out.push_str(&cookie_line);
+        out.push_str("\r\n");
+    }
+    for (name, value) in extra {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
         out.push_str("\r\n");
     }
     if !is_upgrade {
@@ -392,7 +588,8 @@ async fn handle(
     }
     let mut client = client.into_inner();
     if is_upgrade {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        drop(in_flight);
+        relay(&mut client, &mut upstream, conn.activity).await;
         return Ok(());
     }
     // Relay the response, forcing `Connection: close` so the browser opens a new proxy

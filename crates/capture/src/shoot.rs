@@ -75,6 +75,7 @@ pub(crate) async fn run(
         )
         .await
         .map_err(|e| map_cmd_error(e, "emulation"))?;
+    crate::apply::before_navigation(session, opts, proxy).await?;
 
     set_stage(stage, "page load");
     let nav_url = match opts.target() {
@@ -84,7 +85,7 @@ pub(crate) async fn run(
             base64::engine::general_purpose::STANDARD.encode(h.as_bytes())
         ),
     };
-    match session.client().goto(&nav_url).await {
+    match crate::apply::goto(session, opts, &nav_url).await {
         Ok(()) => {}
         // A dialog the page guard did not reach interrupted the load: dismiss it and go on
         // with the page as it is (navigating again would only open it again).
@@ -94,6 +95,7 @@ pub(crate) async fn run(
         Err(e) => return Err(classify_navigation_error(e, opts, proxy)),
     }
     check_navigation(session, opts, proxy, deadline).await?;
+    crate::apply::after_load(session, opts, proxy, deadline, stage).await?;
 
     if let Some(sel) = opts.wait_for_selector() {
         set_stage(stage, "waiting for selector");
@@ -152,7 +154,9 @@ pub(crate) async fn run(
             height: 0,
         });
     }
-    let png = if let Some(sel) = opts.selector() {
+    let png = if let Some(png) = crate::apply::clipped_png(session, opts).await? {
+        png
+    } else if let Some(sel) = opts.selector() {
         element_png(session, sel, deadline).await?
     } else if opts.full_page() {
         full_page_png(session, opts, deadline).await?

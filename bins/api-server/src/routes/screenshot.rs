@@ -121,7 +121,9 @@ pub struct ScreenshotOptions {
     #[schema(minimum = 1, maximum = 10000)]
     #[param(minimum = 1, maximum = 10000)]
     pub height: Option<u32>,
-    /// Capture the whole page, default false (not with `selector`).
+    /// Capture the whole page, default false (not with `selector`). Lazy content is
+    /// scrolled into view first; a page taller than 16384 device pixels (16384 /
+    /// `deviceScaleFactor` CSS pixels) is refused with 422 `PAGE_TOO_TALL`, never cut.
     pub full_page: Option<bool>,
     /// png (default), jpeg, webp or pdf.
     #[schema(pattern = "^(png|jpeg|jpg|webp|pdf)$")]
@@ -159,6 +161,68 @@ pub struct ScreenshotOptions {
     #[schema(minimum = 1, maximum = 2592000)]
     #[param(minimum = 1, maximum = 2592000)]
     pub cache_ttl: Option<u64>,
+    /// When the page counts as loaded: `load` (default), `domcontentloaded`, or
+    /// `networkidle` (no request in flight for 500 ms).
+    #[schema(pattern = "^(load|domcontentloaded|networkidle)$")]
+    #[param(pattern = "^(load|domcontentloaded|networkidle)$")]
+    pub wait_until: Option<String>,
+    /// A rectangle of the page to capture, `x,y,width,height` in CSS pixels (integers; x
+    /// and y 0 to 16384, width 1 to 3840, height 1 to 10000). Not with `selector`,
+    /// `fullPage` or pdf.
+    #[schema(pattern = "^[0-9]+,[0-9]+,[0-9]+,[0-9]+$")]
+    #[param(pattern = "^[0-9]+,[0-9]+,[0-9]+,[0-9]+$")]
+    pub clip: Option<String>,
+    /// A transparent page background (png and webp only), default false.
+    pub omit_background: Option<bool>,
+    /// CSS selectors of elements to hide (at most 50; repeat the parameter in a GET).
+    #[schema(max_items = 50)]
+    #[param(max_items = 50)]
+    pub hide_selectors: Option<Vec<String>>,
+    /// A style sheet added to the page before the capture (at most 100,000 bytes).
+    #[schema(max_length = 100000)]
+    #[param(max_length = 1000)]
+    pub css: Option<String>,
+    /// JavaScript run in the page before the capture, as a function body (a promise it
+    /// returns is awaited; at most 100,000 bytes).
+    #[schema(max_length = 100000)]
+    #[param(max_length = 1000)]
+    pub js: Option<String>,
+    /// The User-Agent the browser presents (printable ASCII, at most 512 bytes).
+    #[schema(max_length = 512)]
+    #[param(max_length = 128)]
+    pub user_agent: Option<String>,
+    /// Extra request headers, sent to the target's own host and port only, never to
+    /// another host (http:// targets only; at most 50). In a POST an object of names to
+    /// values; in a GET the parameter repeated, each `Name: value`.
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[param(value_type = Option<Vec<String>>, max_items = 50)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Cookies for the target's own host only (at most 50). In a POST an object of names to
+    /// values; in a GET the parameter repeated, each `name=value`.
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[param(value_type = Option<Vec<String>>, max_items = 50)]
+    pub cookies: Option<BTreeMap<String, String>>,
+    /// The IANA time zone the page sees, such as `Europe/Paris` or `UTC`.
+    #[schema(max_length = 64)]
+    #[param(max_length = 64)]
+    pub time_zone: Option<String>,
+    /// Emulate `prefers-reduced-motion: reduce`, default false.
+    pub reduced_motion: Option<bool>,
+    /// Refuse requests to the hosts of the ad list shipped with the service and hide
+    /// known ad slots, default false.
+    pub block_ads: Option<bool>,
+    /// Hide the cookie and consent banners of the list shipped with the service, default
+    /// false.
+    pub block_cookie_banners: Option<bool>,
+    /// Skip the cache lookup and capture again (`x-cache: MISS`), refreshing the cached
+    /// entry; charged only if it succeeds. Default false.
+    pub fresh: Option<bool>,
+}
+
+/// The options of a GET, from its query string as sent (`hideSelectors`, `headers` and
+/// `cookies` may be repeated).
+fn query_options(req: &HttpRequest) -> Result<RawCaptureOptions, ApiError> {
+    Ok(RawCaptureOptions::from_query(req.query_string())?)
 }
 
 /// What a screenshot answers: the image or PDF (200), or one of [`ScreenshotErrors`].
@@ -189,13 +253,12 @@ pub async fn take_get(
     state: web::Data<AppState>,
     req: HttpRequest,
     who: Result<Spender, AuthError>,
-    query: web::Query<RawCaptureOptions>,
 ) -> HttpResponse {
     let Spender(who) = match who {
         Ok(who) => who,
         Err(e) => return unauthorized(e),
     };
-    let request = shot_request(&req, who, Ok(query.into_inner()));
+    let request = shot_request(&req, who, query_options(&req));
     render(service::take(&state, request).await)
 }
 
@@ -239,10 +302,11 @@ pub struct QuoteView {
 #[get("/api/v1/screenshot/quote")]
 pub async fn quote_get(
     state: web::Data<AppState>,
+    req: HttpRequest,
     who: crate::auth::Authed,
-    query: web::Query<RawCaptureOptions>,
 ) -> Result<HttpResponse, ApiError> {
-    let (credits, remaining) = service::quote(&state, &who.account_id, query.into_inner()).await?;
+    let options = query_options(&req)?;
+    let (credits, remaining) = service::quote(&state, &who.account_id, options).await?;
     let res = HttpResponse::Ok().json(QuoteView { credits });
     Ok(with_metering(res, remaining, Credits::ZERO))
 }

@@ -386,7 +386,8 @@ async fn work(
     let now = state.now();
     let file_name = format!("{screenshot_id}.{}", opts.format().extension());
     let cache_key = format!("{account}\n{}", opts.cache_key());
-    if opts.cache() {
+    // `fresh` skips the lookup; the capture still refreshes the entry (when `cache` allows).
+    if opts.cache() && !opts.fresh() {
         let ttl = opts
             .cache_ttl_secs()
             .unwrap_or(state.settings.screenshots.default_cache_ttl_secs);

@@ -47,6 +47,15 @@ fn serve(mut stream: TcpStream) {
             std::thread::sleep(Duration::from_secs(8));
             ("200 OK", "<h1>late</h1>".to_owned())
         }
+        "/covered" => (
+            "200 OK",
+            "<body style=\"margin:0;background:#fff\"><div class=\"a\" style=\"position:fixed;left:0;top:0;width:50%;height:100%;background:#f00\"></div><div class=\"b\" style=\"position:fixed;right:0;top:0;width:50%;height:100%;background:#00f\"></div></body>"
+                .to_owned(),
+        ),
+        "/white" => (
+            "200 OK",
+            "<body style=\"margin:0;background:#fff\"></body>".to_owned(),
+        ),
         "/tall" => (
             "200 OK",
             "<body style=\"margin:0\"><div style=\"height:3000px;background:#0a0\"></div></body>"
@@ -582,7 +591,103 @@ async fn pages_with_dialogs_are_captured_and_charged_once(db: TestDb) {
     service.shutdown().await;
 }
 
+/// The page options through HTTP: a list repeated in the query string or given as a JSON
+/// array, a bad option a 400 naming it (nothing charged), `fresh` a charged MISS that
+/// refreshes the cached entry.
+async fn page_options_in_get_and_post_and_fresh(db: TestDb) {
+    let site = fixtures();
+    let w = world(db, browser(true, 1, 8).await, 10);
+    let app = test::init_service(app(w.state.clone())).await;
+    // What a blank white page of this size looks like (PNG encoding is deterministic).
+    let white = test::read_body(get!(
+        app,
+        w,
+        format!("url={site}/white&width=200&height=100&cache=false")
+    ))
+    .await;
+    // Both covers shown, then both hidden by a repeated parameter.
+    let q = format!("url={site}/covered&width=200&height=100");
+    let res = get!(app, w, q);
+    assert_eq!(res.status(), 200);
+    assert_ne!(test::read_body(res).await, white, "the covers show");
+    let res = get!(app, w, format!("{q}&hideSelectors=.a&hideSelectors=.b"));
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "x-cache")),
+        (200, "MISS".into()),
+        "another cache key"
+    );
+    assert_eq!(test::read_body(res).await, white, "both covers hidden");
+    let res = get!(app, w, format!("{q}&hideSelectors=.a"));
+    assert_ne!(test::read_body(res).await, white, "one cover hidden");
+    // The same through a JSON array.
+    let req = test::TestRequest::post()
+        .uri("/api/v1/screenshot")
+        .insert_header(("x-api-key", w.key.as_str()))
+        .set_json(
+            serde_json::json!({"url": format!("{site}/covered"), "width": 200, "height": 100,
+            "hideSelectors": [".a", ".b"], "cache": false}),
+        )
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        test::read_body(res).await,
+        white,
+        "both hidden through JSON"
+    );
+    let charged = w.available();
+    // Bad options: 400 naming the field, nothing charged.
+    for (bad, field) in [
+        ("waitUntil=later", "waitUntil"),
+        ("clip=1,2,3", "clip"),
+        ("hideSelectors=a[", "hideSelectors"),
+        ("omitBackground=true&format=jpeg", "omitBackground"),
+        ("headers=Host:%20x", "headers"),
+        ("cookies=novalue", "cookies"),
+        ("timeZone=not%20a%20zone", "timeZone"),
+        ("width=10&width=20", "width"),
+    ] {
+        let res = get!(app, w, format!("{q}&{bad}"));
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(header(&res, "x-credits-charged"), "0", "{bad}");
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["code"], "INVALID_REQUEST", "{bad}: {body}");
+        assert_eq!(body["field"], field, "{bad}: {body}");
+    }
+    assert_eq!(w.available(), charged);
+    // A cached capture is a HIT; fresh is a MISS, charged, and refreshes the entry.
+    let hit = get!(app, w, q);
+    assert_eq!(
+        (header(&hit, "x-cache"), header(&hit, "x-credits-charged")),
+        ("HIT".into(), "0".into())
+    );
+    let fresh = get!(app, w, format!("{q}&fresh=true"));
+    assert_eq!(
+        (
+            fresh.status().as_u16(),
+            header(&fresh, "x-cache"),
+            header(&fresh, "x-credits-charged")
+        ),
+        (200, "MISS".into(), "1".into())
+    );
+    assert_eq!(w.available(), charged - Credits::whole(1));
+    let hit = get!(app, w, q);
+    assert_eq!(header(&hit, "x-cache"), "HIT", "fresh kept the cache key");
+    // A fresh capture that fails charges nothing.
+    let failed = get!(app, w, format!("url={site}/404&fresh=true"));
+    assert_eq!(
+        (
+            failed.status().as_u16(),
+            header(&failed, "x-credits-charged")
+        ),
+        (422, "0".into())
+    );
+    assert_eq!(w.available(), charged - Credits::whole(1));
+    w.done().await;
+}
+
 both!(
+    page_options_in_get_and_post_and_fresh,
     charged_once_and_cached,
     failures_charge_nothing,
     forbidden_targets_are_refused_before_any_charge,

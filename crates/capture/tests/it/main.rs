@@ -6,5 +6,6 @@
 
 mod browser;
 mod common;
+mod options;
 mod pool;
 mod ssrf;

@@ -1,0 +1,723 @@
+//! Every page option against the real browser: each test shows the option's effect on the
+//! image (a pixel, a size, a missing element) or on what the target received.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use capture::proxy::{Proxy, ProxyOutcome, ProxyRules};
+use capture::{CaptureOptions, Captured, RawCaptureOptions, TargetPolicy};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::{assert_error, shared};
+
+const GREEN: [u8; 3] = [0, 128, 0];
+const WHITE: [u8; 3] = [255, 255, 255];
+
+/// A fixture server that records the head of every request, by path.
+struct Pages {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<(String, String, std::time::Instant)>>>,
+}
+
+impl Pages {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    /// The same server under another host name.
+    fn other_host_url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.addr.port())
+    }
+    /// The heads (lower-cased) of the requests for `path`.
+    fn heads(&self, path: &str) -> Vec<String> {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, h, _)| h.to_ascii_lowercase())
+            .collect()
+    }
+    /// When `path` was last asked for.
+    fn last_asked(&self, path: &str) -> Option<std::time::Instant> {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(p, _, _)| p == path)
+            .map(|(_, _, t)| *t)
+    }
+}
+
+fn red_png() -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(100, 100, image::Rgb([255, 0, 0]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn doc(style: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><style>html,body{{margin:0;height:100%;background:#fff}}{style}</style></head><body>{body}</body></html>"
+    )
+}
+
+/// The page for `path`, given the request head: (content type, body, delay before answering).
+fn page(path: &str, head: &str, port: u16) -> (&'static str, Vec<u8>, u64) {
+    let html = |s: String| ("text/html", s.into_bytes(), 0);
+    let lower = head.to_ascii_lowercase();
+    match path {
+        "/plain" => html(doc("", "")),
+        "/transparent" => html(
+            "<!doctype html><html><head><style>html,body{margin:0;background:transparent}</style></head><body></body></html>".into(),
+        ),
+        "/box" => html(doc(
+            "#box{position:absolute;left:50px;top:60px;width:200px;height:100px;background:#c00}",
+            "<div id=\"box\"></div>",
+        )),
+        "/cover" => html(doc(
+            ".cover{position:fixed;left:0;top:0;width:100%;height:100%;background:#f00}",
+            "<div id=\"promo\" class=\"cover\"></div>",
+        )),
+        "/banner" => html(doc(
+            "#onetrust-consent-sdk{position:fixed;left:0;top:0;width:100%;height:100%;background:#f00}",
+            "<div id=\"onetrust-consent-sdk\">We use cookies</div>",
+        )),
+        "/ad-slot" => html(doc(
+            "ins{display:block;position:fixed;left:0;top:0;width:100%;height:100%;background:#f00}",
+            "<ins class=\"adsbygoogle\"></ins>",
+        )),
+        "/ua" => html(doc(
+            "",
+            "<script>if (navigator.userAgent.includes('ShotTest/1.0')) document.body.style.background = 'rgb(0,128,0)';</script>",
+        )),
+        "/tz" => html(doc(
+            "",
+            "<script>if (Intl.DateTimeFormat().resolvedOptions().timeZone === 'Asia/Tokyo' && new Date(0).getTimezoneOffset() === -540) document.body.style.background = 'rgb(0,128,0)';</script>",
+        )),
+        "/motion" => html(doc(
+            "@media (prefers-reduced-motion: reduce){html,body{background:rgb(0,128,0)}}",
+            "",
+        )),
+        // Green when the request carried the test header and the test cookie; it also
+        // loads an image from another host name of the same server.
+        "/echo" => {
+            let mut bg = "#fff";
+            if lower.contains("\r\nx-test: yes") && lower.contains("flavour=oat") {
+                bg = "rgb(0,128,0)";
+            }
+            html(format!(
+                "<!doctype html><html><head><style>html,body{{margin:0;height:100%;background:{bg}}}</style></head><body><img src=\"http://localhost:{port}/other.png\"></body></html>"
+            ))
+        }
+        "/other.png" | "/slow.png" => ("image/png", red_png(), if path == "/slow.png" { 3000 } else { 0 }),
+        // The image arrives 3 s after the document.
+        "/slow-image" => html(doc(
+            "img{position:absolute;left:0;top:0;width:100px;height:100px}",
+            "<img src=\"/slow.png\">",
+        )),
+        // A request 100 ms after load that takes 800 ms; the page turns green after it.
+        "/late-fetch" => html(doc(
+            "",
+            "<script>addEventListener('load', () => setTimeout(() => fetch('/api').then(r => r.text()).then(() => { document.body.style.background = 'rgb(0,128,0)'; }), 100));</script>",
+        )),
+        "/api" => ("text/plain", b"ok".to_vec(), 800),
+        // 2000 px tall; when its end comes into view it grows by 3000 px more, ending in green.
+        "/lazy" => html(
+            "<!doctype html><html><head><style>body{margin:0}div{height:2000px;background:#fff}#end{height:10px}.g{background:rgb(0,128,0)}</style></head><body><div></div><p id=\"end\"></p><script>new IntersectionObserver((es, o) => { if (es.some(e => e.isIntersecting)) { o.disconnect(); const d = document.createElement('div'); d.style.height = '3000px'; d.className = 'g'; document.body.appendChild(d); } }).observe(document.getElementById('end'));</script></body></html>".into(),
+        ),
+        "/too-tall" => html(
+            "<!doctype html><html><head><style>body{margin:0}</style></head><body><div style=\"height:20000px\"></div></body></html>".into(),
+        ),
+        _ => ("text/html", b"no such page".to_vec(), 0),
+    }
+}
+
+fn pages() -> &'static Pages {
+    static PAGES: OnceLock<Pages> = OnceLock::new();
+    PAGES.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let h = Arc::clone(&heads);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = l.local_addr().unwrap().port();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((mut s, _)) = l.accept().await else {
+                        continue;
+                    };
+                    let h = Arc::clone(&h);
+                    tokio::spawn(async move {
+                        let mut r = BufReader::new(&mut s);
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push_str(&line);
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        let path = target.split('?').next().unwrap_or("/").to_string();
+                        h.lock()
+                            .unwrap()
+                            .push((path.clone(), head.clone(), std::time::Instant::now()));
+                        let (ctype, body, delay) = page(&path, &head, port);
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        let out = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(out.as_bytes()).await;
+                        let _ = s.write_all(&body).await;
+                        let _ = s.shutdown().await;
+                    });
+                }
+            });
+        });
+        Pages {
+            addr: rx.recv().unwrap(),
+            heads,
+        }
+    })
+}
+
+/// Options from JSON (so lists and objects can be given), with the page's URL.
+fn opts_json(url: &str, mut extra: serde_json::Value) -> CaptureOptions {
+    extra["url"] = serde_json::json!(url);
+    let raw: RawCaptureOptions = serde_json::from_value(extra).unwrap();
+    CaptureOptions::parse(raw).unwrap_or_else(|e| panic!("bad test options: {e}"))
+}
+
+async fn shot(path: &str, extra: serde_json::Value) -> Result<Captured, capture::CaptureError> {
+    let (svc, _) = shared();
+    let mut extra = extra;
+    if extra.get("width").is_none() {
+        extra["width"] = serde_json::json!(400);
+        extra["height"] = serde_json::json!(300);
+    }
+    svc.capture(&opts_json(&pages().url(path), extra)).await
+}
+
+fn rgba_at(c: &Captured, x: u32, y: u32) -> [u8; 4] {
+    image::load_from_memory(&c.bytes)
+        .unwrap()
+        .to_rgba8()
+        .get_pixel(x, y)
+        .0
+}
+
+fn rgb_at(c: &Captured, x: u32, y: u32) -> [u8; 3] {
+    let [r, g, b, _] = rgba_at(c, x, y);
+    [r, g, b]
+}
+
+#[tokio::test]
+async fn css_is_injected() {
+    let plain = shot("/plain", serde_json::json!({})).await.unwrap();
+    assert_eq!(rgb_at(&plain, 200, 150), WHITE);
+    let styled = shot(
+        "/plain",
+        serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rgb_at(&styled, 200, 150), GREEN);
+}
+
+#[tokio::test]
+async fn js_runs_before_the_capture_and_a_throwing_script_is_a_400() {
+    let c = shot(
+        "/plain",
+        serde_json::json!({"js": "document.body.style.background = 'rgb(0, 128, 0)';"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), GREEN);
+    // A promise the script returns is awaited.
+    let c = shot(
+        "/plain",
+        serde_json::json!({"js": "return new Promise(r => setTimeout(() => { document.body.style.background = 'rgb(0, 128, 0)'; r(); }, 200));"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), GREEN);
+    let err = shot(
+        "/plain",
+        serde_json::json!({"js": "throw new Error('nope');"}),
+    )
+    .await
+    .unwrap_err();
+    assert_error(&err, "INVALID_REQUEST", 400);
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[tokio::test]
+async fn hide_selectors_cookie_banners_and_ad_slots_disappear() {
+    for (path, option) in [
+        (
+            "/cover",
+            serde_json::json!({"hideSelectors": ["#nothing", ".cover"]}),
+        ),
+        ("/banner", serde_json::json!({"blockCookieBanners": true})),
+        ("/ad-slot", serde_json::json!({"blockAds": true})),
+    ] {
+        let shown = shot(path, serde_json::json!({})).await.unwrap();
+        assert_eq!(rgb_at(&shown, 200, 150), [255, 0, 0], "{path} without");
+        let hidden = shot(path, option.clone()).await.unwrap();
+        assert_eq!(rgb_at(&hidden, 200, 150), WHITE, "{path} with {option}");
+    }
+}
+
+#[tokio::test]
+async fn user_agent_time_zone_and_reduced_motion_are_emulated_and_then_reset() {
+    for (path, option) in [
+        (
+            "/ua",
+            serde_json::json!({"userAgent": "Mozilla/5.0 ShotTest/1.0"}),
+        ),
+        ("/tz", serde_json::json!({"timeZone": "Asia/Tokyo"})),
+        ("/motion", serde_json::json!({"reducedMotion": true})),
+    ] {
+        let with = shot(path, option.clone()).await.unwrap();
+        assert_eq!(rgb_at(&with, 200, 150), GREEN, "{path} with {option}");
+        // Both sessions of the pool, later, without the option: back to the default.
+        for _ in 0..2 {
+            let without = shot(path, serde_json::json!({})).await.unwrap();
+            assert_eq!(rgb_at(&without, 200, 150), WHITE, "{path} after {option}");
+        }
+    }
+    let ua = pages().heads("/ua");
+    assert!(
+        ua.iter()
+            .any(|h| h.contains("user-agent: mozilla/5.0 shottest/1.0")),
+        "the request carried the user agent: {ua:?}"
+    );
+    let err = shot("/tz", serde_json::json!({"timeZone": "Mars/Olympus_Mons"}))
+        .await
+        .unwrap_err();
+    assert_error(&err, "INVALID_REQUEST", 400);
+}
+
+#[tokio::test]
+async fn omit_background_is_transparent() {
+    let opaque = shot("/transparent", serde_json::json!({})).await.unwrap();
+    assert_eq!(rgba_at(&opaque, 200, 150), [255, 255, 255, 255]);
+    for format in ["png", "webp"] {
+        let clear = shot(
+            "/transparent",
+            serde_json::json!({"omitBackground": true, "format": format}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rgba_at(&clear, 200, 150)[3], 0, "{format}");
+    }
+    // The next capture is opaque again.
+    let opaque = shot("/transparent", serde_json::json!({})).await.unwrap();
+    assert_eq!(rgba_at(&opaque, 200, 150)[3], 255);
+}
+
+#[tokio::test]
+async fn clip_captures_the_rectangle() {
+    for (scale, factor) in [(1.0, 1), (2.0, 2)] {
+        let c = shot(
+            "/box",
+            serde_json::json!({"clip": "50,60,200,100", "deviceScaleFactor": scale}),
+        )
+        .await
+        .unwrap();
+        let img = image::load_from_memory(&c.bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (200 * factor, 100 * factor));
+        assert_eq!(rgb_at(&c, 5, 5), [0xcc, 0, 0]);
+        assert_eq!(rgb_at(&c, 195 * factor, 95 * factor), [0xcc, 0, 0]);
+    }
+    // Beyond the viewport (it is 400x300 here).
+    let c = shot(
+        "/box",
+        serde_json::json!({"clip": {"x": 300, "y": 250, "width": 300, "height": 200}}),
+    )
+    .await
+    .unwrap();
+    let img = image::load_from_memory(&c.bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (300, 200));
+}
+
+#[tokio::test]
+async fn headers_and_cookies_reach_the_target_host_only() {
+    let p = pages();
+    let c = shot(
+        "/echo",
+        serde_json::json!({"headers": {"X-Test": "yes"}, "cookies": {"flavour": "oat"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rgb_at(&c, 390, 290), GREEN, "the target saw both");
+    // The page's image comes from the same server under another host name: it got neither.
+    let other = p.heads("/other.png");
+    assert!(!other.is_empty(), "the other host was asked for its image");
+    for head in &other {
+        assert!(head.contains("host: localhost:"), "{head}");
+        assert!(!head.contains("x-test"), "a header leaked: {head}");
+        assert!(!head.contains("flavour"), "a cookie leaked: {head}");
+    }
+    // The next capture sends neither.
+    let c = shot("/echo", serde_json::json!({})).await.unwrap();
+    assert_eq!(rgb_at(&c, 390, 290), WHITE);
+    let last = p.heads("/echo").pop().unwrap();
+    assert!(
+        !last.contains("x-test") && !last.contains("flavour"),
+        "{last}"
+    );
+    // Sent to the other host name as target, they go there (and only there).
+    let (svc, _) = shared();
+    let c = svc
+        .capture(&opts_json(
+            &p.other_host_url("/echo"),
+            serde_json::json!({"width": 400, "height": 300, "headers": ["X-Test: yes"], "cookies": ["flavour=oat"]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 390, 290), GREEN);
+}
+
+#[tokio::test]
+async fn wait_until_networkidle_waits_for_late_requests() {
+    let load = shot("/late-fetch", serde_json::json!({})).await.unwrap();
+    assert_eq!(rgb_at(&load, 200, 150), WHITE, "load does not wait");
+    let idle = shot(
+        "/late-fetch",
+        serde_json::json!({"waitUntil": "networkidle"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rgb_at(&idle, 200, 150), GREEN, "networkidle waits");
+}
+
+#[tokio::test]
+async fn wait_until_domcontentloaded_does_not_wait_for_images() {
+    let dcl = shot(
+        "/slow-image",
+        serde_json::json!({"waitUntil": "domcontentloaded"}),
+    )
+    .await
+    .unwrap();
+    // From the document's request (so a wait for a free session does not count).
+    let dcl_took = pages().last_asked("/slow-image").unwrap().elapsed();
+    assert_eq!(rgb_at(&dcl, 50, 50), WHITE, "the image had not arrived");
+    assert!(dcl_took < Duration::from_millis(2500), "{dcl_took:?}");
+    let load = shot("/slow-image", serde_json::json!({})).await.unwrap();
+    assert_eq!(
+        rgb_at(&load, 50, 50),
+        [255, 0, 0],
+        "load waits for the image"
+    );
+}
+
+#[tokio::test]
+async fn full_page_scrolls_lazy_content_in_and_refuses_what_is_too_tall() {
+    let c = shot(
+        "/lazy",
+        serde_json::json!({"width": 400, "height": 300, "fullPage": true}),
+    )
+    .await
+    .unwrap();
+    let img = image::load_from_memory(&c.bytes).unwrap();
+    assert!(img.height() >= 5000, "height {}", img.height());
+    assert_eq!(rgb_at(&c, 200, img.height() - 20), GREEN);
+    let err = shot(
+        "/too-tall",
+        serde_json::json!({"width": 400, "height": 300, "fullPage": true}),
+    )
+    .await
+    .unwrap_err();
+    assert_error(&err, "PAGE_TOO_TALL", 422);
+    assert!(err.to_string().contains("20000"), "{err}");
+}
+
+/// The proxy refuses the hosts of the ad list, before resolving them, only when asked.
+#[tokio::test]
+async fn the_proxy_blocks_listed_ad_hosts_when_asked() {
+    let proxy = Proxy::start(
+        "127.0.0.1".parse().unwrap(),
+        Arc::new(TargetPolicy::allow_private()),
+    )
+    .await
+    .unwrap();
+    let ask = |host: &'static str| {
+        let addr = proxy.addr();
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET http://{host}/ad.js HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out).await;
+            out
+        }
+    };
+    let _lease = proxy.lease();
+    proxy.set_rules(ProxyRules {
+        block_ads: true,
+        ..Default::default()
+    });
+    let answer = ask("ads.doubleclick.net").await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("x-capture-proxy-error: blocked-ad"),
+        "{answer}"
+    );
+    let events = proxy.events();
+    assert!(
+        matches!(&events[..], [e] if e.host == "ads.doubleclick.net" && matches!(e.outcome, ProxyOutcome::Forbidden(_))),
+        "{events:?}"
+    );
+    // Without blockAds the host is looked up like any other (here it does not resolve or is
+    // not reachable: anything but the list's refusal).
+    proxy.set_rules(ProxyRules::default());
+    let answer = ask("ads.doubleclick.net").await;
+    assert!(!answer.contains("blocked-ad"), "{answer}");
+}
+
+/// A WebDriver endpoint in front of the shared chromedriver that knows no CDP (as a
+/// Selenium Grid without vendor endpoints): `/goog/cdp/...` answers `unknown command`.
+fn webdriver_without_cdp(upstream: String) -> String {
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if !line.to_ascii_lowercase().starts_with("connection:") {
+                                head.push_str(&line);
+                            }
+                        }
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (n, v) = l.split_once(':')?;
+                                n.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).await.unwrap();
+                        let path = head.split(' ').nth(1).unwrap_or("/");
+                        let answer = if path.contains("/goog/cdp/") {
+                            let b = r#"{"value":{"error":"unknown command","message":"unknown command: no CDP on this endpoint","stacktrace":""}}"#;
+                            format!(
+                                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{b}",
+                                b.len()
+                            )
+                            .into_bytes()
+                        } else {
+                            let mut up = TcpStream::connect(&upstream).await.unwrap();
+                            up.write_all(head.as_bytes()).await.unwrap();
+                            up.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+                            up.write_all(&body).await.unwrap();
+                            // Read one answer by its length (chromedriver may keep the
+                            // connection open).
+                            let mut ur = BufReader::new(up);
+                            let mut out = Vec::new();
+                            let mut len = None;
+                            loop {
+                                let mut line = String::new();
+                                if ur.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                    break;
+                                }
+                                if let Some((n, v)) = line.split_once(':') {
+                                    if n.eq_ignore_ascii_case("content-length") {
+                                        len = v.trim().parse::<usize>().ok();
+                                    }
+                                }
+                                out.extend_from_slice(line.as_bytes());
+                                if line == "\r\n" {
+                                    break;
+                                }
+                            }
+                            match len {
+                                Some(n) => {
+                                    let mut b = vec![0; n];
+                                    ur.read_exact(&mut b).await.unwrap();
+                                    out.extend_from_slice(&b);
+                                }
+                                None => {
+                                    ur.read_to_end(&mut out).await.unwrap();
+                                }
+                            }
+                            out
+                        };
+                        if r.get_mut().write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+/// On a WebDriver endpoint without CDP, every option either works or is refused with
+/// `400 INVALID_REQUEST` naming it.
+#[tokio::test]
+async fn without_cdp_options_work_or_are_refused_by_name() {
+    let (svc, _) = shared();
+    let remote = crate::common::start_service(capture::CaptureConfig {
+        webdriver_url: Some(webdriver_without_cdp(svc.webdriver_url())),
+        pool_size: 1,
+        allow_private_targets: true,
+        default_timeout_secs: 20,
+        ..Default::default()
+    });
+    let p = pages();
+    let at = |path: &str, extra: serde_json::Value| {
+        let mut extra = extra;
+        extra["width"] = serde_json::json!(400);
+        extra["height"] = serde_json::json!(300);
+        opts_json(&p.url(path), extra)
+    };
+    // Work: css, hideSelectors, blockCookieBanners, headers (through the proxy), clip
+    // inside the viewport (cropped).
+    let c = remote
+        .capture(&at(
+            "/plain",
+            serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), GREEN);
+    let c = remote
+        .capture(&at(
+            "/cover",
+            serde_json::json!({"hideSelectors": [".cover"]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), WHITE);
+    let c = remote
+        .capture(&at(
+            "/banner",
+            serde_json::json!({"blockCookieBanners": true}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), WHITE);
+    let c = remote
+        .capture(&at("/box", serde_json::json!({"clip": "50,60,200,100"})))
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&c.bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (200, 100));
+    assert_eq!(rgb_at(&c, 100, 50), [0xcc, 0, 0]);
+    let c = remote
+        .capture(&at(
+            "/late-fetch",
+            serde_json::json!({"waitUntil": "networkidle"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 200, 150), GREEN);
+    // Headers and cookies reach the target (through the proxy) and not the other host.
+    let before = p.heads("/other.png").len();
+    let c = remote
+        .capture(&at(
+            "/echo",
+            serde_json::json!({"headers": {"X-Test": "yes"}, "cookies": {"flavour": "oat"}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 390, 290), GREEN);
+    let other = p.heads("/other.png");
+    assert!(
+        other.len() > before,
+        "the other host was asked for its image"
+    );
+    for head in &other[before..] {
+        assert!(
+            !head.contains("x-test") && !head.contains("flavour"),
+            "{head}"
+        );
+    }
+    // Full page: lazy content scrolled in, too tall refused.
+    let c = remote
+        .capture(&at("/lazy", serde_json::json!({"fullPage": true})))
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&c.bytes).unwrap();
+    // Without scrolling the page would be 2,010 px. (The W3C fallback sizes the window, not
+    // the viewport, to the page, so its image is short by the browser's own frame.)
+    assert!(img.height() >= 4500, "height {}", img.height());
+    let err = remote
+        .capture(&at("/too-tall", serde_json::json!({"fullPage": true})))
+        .await
+        .unwrap_err();
+    assert_error(&err, "PAGE_TOO_TALL", 422);
+    // Refused by name (cookies only for an https url, which the proxy cannot see into).
+    let https_cookies = opts_json(
+        &format!("https://{}/", p.addr),
+        serde_json::json!({"cookies": {"a": "b"}}),
+    );
+    let err = remote.capture(&https_cookies).await.unwrap_err();
+    assert_error(&err, "INVALID_REQUEST", 400);
+    assert!(err.to_string().contains("cookies"), "{err}");
+    for (option, field) in [
+        (serde_json::json!({"userAgent": "x"}), "userAgent"),
+        (serde_json::json!({"timeZone": "UTC"}), "timeZone"),
+        (serde_json::json!({"reducedMotion": true}), "reducedMotion"),
+        (
+            serde_json::json!({"omitBackground": true}),
+            "omitBackground",
+        ),
+        (
+            serde_json::json!({"waitUntil": "domcontentloaded"}),
+            "waitUntil",
+        ),
+        (serde_json::json!({"clip": "300,200,200,200"}), "clip"),
+    ] {
+        let err = remote
+            .capture(&at("/plain", option.clone()))
+            .await
+            .unwrap_err();
+        assert_error(&err, "INVALID_REQUEST", 400);
+        match &err {
+            capture::CaptureError::InvalidOptions(e) => assert_eq!(e.field(), field, "{option}"),
+            other => panic!("{option}: {other}"),
+        }
+    }
+    remote.shutdown().await;
+}
