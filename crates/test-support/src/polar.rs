@@ -2,9 +2,10 @@
 
 use ledger_core::AccountId;
 use ledger_store::Store;
-use payments::Payments;
+use payments::{Payments, PlanOffer, SubscriptionBook, SubscriptionConfig};
 use serde_json::Value;
 use settings::{Settings, Sources};
+use std::sync::Arc;
 
 use crate::fake_polar::FakePolar;
 use crate::TestDb;
@@ -75,4 +76,50 @@ pub fn polar_payments(fake: &FakePolar, settings: &Settings, store: Store) -> Pa
 /// who bought `pack_id` through the api-server produces.
 pub fn bought(fake: &FakePolar, payments: &Payments, acct: &AccountId, pack_id: &str) -> Value {
     fake.buy(payments, acct, pack_id)
+}
+
+/// Every paying plan of `settings` sold as the Polar product `prod_<plan id>`.
+pub fn sell_plans_on_polar(settings: &mut Settings) {
+    for p in &mut settings.plans {
+        if p.paying {
+            p.polar_product_id = Some(format!("prod_{}", p.id));
+        }
+    }
+}
+
+/// The plans and overage event name of `settings`, as the payments side reads them.
+pub fn subscription_config(settings: &Settings) -> SubscriptionConfig {
+    SubscriptionConfig {
+        plans: settings
+            .plans
+            .iter()
+            .map(|p| PlanOffer {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                price_cents: p.price_cents,
+                paying: p.paying,
+                product_id: p.polar_product_id.clone().filter(|s| !s.trim().is_empty()),
+            })
+            .collect(),
+        overage_event_name: settings.polar.overage_event_name.clone(),
+    }
+}
+
+/// `payments` with subscriptions wired to `book` as `settings` configure them; with a
+/// `fake`, each plan's product is sold there as a monthly subscription at its price.
+pub fn with_plans(
+    payments: Payments,
+    settings: &Settings,
+    book: Arc<dyn SubscriptionBook>,
+    fake: Option<&FakePolar>,
+) -> Payments {
+    let config = subscription_config(settings);
+    if let Some(fake) = fake {
+        for p in &config.plans {
+            if let Some(product) = &p.product_id {
+                fake.set_recurring(product, p.price_cents);
+            }
+        }
+    }
+    payments.with_subscriptions(book, config)
 }
