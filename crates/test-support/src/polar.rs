@@ -123,3 +123,144 @@ pub fn with_plans(
     }
     payments.with_subscriptions(book, config)
 }
+
+/// An overage item of a [`MemoryBook`], with how reporting it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryItem {
+    pub report: payments::OverageReport,
+    /// `pending`, `reported` or `recorded`.
+    pub status: &'static str,
+    pub next_attempt_at: ledger_core::Timestamp,
+    pub last_error: Option<String>,
+    /// How many times it was marked reported or recorded (must stay at most 1).
+    pub acknowledged: u32,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    accounts: std::collections::BTreeSet<String>,
+    subscriptions: std::collections::BTreeMap<String, payments::SubscriptionUpdate>,
+    changes: u64,
+    items: Vec<MemoryItem>,
+}
+
+/// An in-memory [`SubscriptionBook`] for the payments side's tests (the store's real one
+/// is built separately): one subscription per account, replaced only by an update with
+/// a newer `modified_at`; overage items handed out while pending and due.
+#[derive(Debug, Default)]
+pub struct MemoryBook(std::sync::Mutex<MemoryState>);
+
+impl MemoryBook {
+    /// A book that knows `accounts` (updates for any other are `UnknownAccount`).
+    pub fn new<'a>(accounts: impl IntoIterator<Item = &'a AccountId>) -> Arc<MemoryBook> {
+        let book = MemoryBook::default();
+        book.lock().accounts = accounts
+            .into_iter()
+            .map(|a| a.as_str().to_owned())
+            .collect();
+        Arc::new(book)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn subscription(&self, account: &AccountId) -> Option<payments::SubscriptionUpdate> {
+        self.lock().subscriptions.get(account.as_str()).cloned()
+    }
+
+    /// Updates applied (changed) so far.
+    pub fn changes(&self) -> u64 {
+        self.lock().changes
+    }
+
+    /// Adds a pending overage item, due now.
+    pub fn add_overage(&self, report: payments::OverageReport) {
+        self.lock().items.push(MemoryItem {
+            report,
+            status: "pending",
+            next_attempt_at: ledger_core::Timestamp::from_millis(0),
+            last_error: None,
+            acknowledged: 0,
+        });
+    }
+
+    pub fn items(&self) -> Vec<MemoryItem> {
+        self.lock().items.clone()
+    }
+
+    pub fn item(&self, id: &str) -> MemoryItem {
+        self.items()
+            .into_iter()
+            .find(|i| i.report.id == id)
+            .expect("an item of this book")
+    }
+}
+
+impl SubscriptionBook for MemoryBook {
+    fn apply_subscription_update(
+        &self,
+        update: &payments::SubscriptionUpdate,
+        _now: ledger_core::Timestamp,
+    ) -> Result<payments::UpdateOutcome, ledger_store::StoreError> {
+        let mut s = self.lock();
+        if !s.accounts.contains(update.account_id.as_str()) {
+            return Ok(payments::UpdateOutcome::UnknownAccount);
+        }
+        if let Some(old) = s.subscriptions.get(update.account_id.as_str()) {
+            if old.modified_at_micros >= update.modified_at_micros {
+                return Ok(payments::UpdateOutcome::NotNewer);
+            }
+        }
+        s.subscriptions
+            .insert(update.account_id.as_str().to_owned(), update.clone());
+        s.changes += 1;
+        Ok(payments::UpdateOutcome::Changed)
+    }
+
+    fn pending_overage_reports(
+        &self,
+        now: ledger_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<payments::OverageReport>, ledger_store::StoreError> {
+        Ok(self
+            .lock()
+            .items
+            .iter()
+            .filter(|i| i.status == "pending" && i.next_attempt_at <= now)
+            .take(limit)
+            .map(|i| i.report.clone())
+            .collect())
+    }
+
+    fn record_overage_report(
+        &self,
+        id: &str,
+        outcome: &payments::ReportOutcome,
+        _now: ledger_core::Timestamp,
+    ) -> Result<(), ledger_store::StoreError> {
+        let mut s = self.lock();
+        let Some(item) = s.items.iter_mut().find(|i| i.report.id == id) else {
+            return Ok(());
+        };
+        match outcome {
+            payments::ReportOutcome::Reported => {
+                item.status = "reported";
+                item.acknowledged += 1;
+            }
+            payments::ReportOutcome::Recorded => {
+                item.status = "recorded";
+                item.acknowledged += 1;
+            }
+            payments::ReportOutcome::Failed {
+                error,
+                next_attempt_at,
+            } => {
+                item.report.attempts += 1;
+                item.last_error = Some(error.clone());
+                item.next_attempt_at = *next_attempt_at;
+            }
+        }
+        Ok(())
+    }
+}
