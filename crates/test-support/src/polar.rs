@@ -185,6 +185,14 @@ impl MemoryBook {
         });
     }
 
+    /// A crash between the provider's 2xx and the mark: item `id` is pending again.
+    pub fn lose_mark(&self, id: &str) {
+        let mut s = self.lock();
+        if let Some(i) = s.items.iter_mut().find(|i| i.report.id == id) {
+            i.status = "pending";
+        }
+    }
+
     pub fn items(&self) -> Vec<MemoryItem> {
         self.lock().items.clone()
     }
