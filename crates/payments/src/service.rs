@@ -1319,6 +1319,21 @@ impl Payments {
                     }
                 })
                 .collect();
+            let failed = |item: &crate::subscriptions::OverageReport,
+                          error: &str,
+                          summary: &mut ReportSummary|
+             -> Result<(), PaymentsError> {
+                subs.book.record_overage_report(
+                    &item.id,
+                    &ReportOutcome::Failed {
+                        error: error.to_owned(),
+                        next_attempt_at: now.plus_secs(report_backoff_secs(item.attempts)),
+                    },
+                    now,
+                )?;
+                summary.failed += 1;
+                Ok(())
+            };
             match client.ingest_events(&events) {
                 Ok(answer) => {
                     for item in &items {
@@ -1333,19 +1348,32 @@ impl Payments {
                         "overage reported to Polar"
                     );
                 }
+                // Polar refused the batch's contents: one bad item must not hold back
+                // the others, so each is sent alone.
+                Err(PaymentsError::Provider {
+                    status: Some(422), ..
+                }) if items.len() > 1 => {
+                    for (item, event) in items.iter().zip(&events) {
+                        match client.ingest_events(std::slice::from_ref(event)) {
+                            Ok(_) => {
+                                subs.book.record_overage_report(
+                                    &item.id,
+                                    &ReportOutcome::Reported,
+                                    now,
+                                )?;
+                                summary.reported += 1;
+                            }
+                            Err(e) => {
+                                tracing::warn!(item = %item.id, error = %e, "overage item refused by Polar; retried after a backoff");
+                                failed(item, &e.to_string(), &mut summary)?;
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
                     let error = e.to_string();
                     for item in &items {
-                        let next = now.plus_secs(report_backoff_secs(item.attempts));
-                        subs.book.record_overage_report(
-                            &item.id,
-                            &ReportOutcome::Failed {
-                                error: error.clone(),
-                                next_attempt_at: next,
-                            },
-                            now,
-                        )?;
-                        summary.failed += 1;
+                        failed(item, &error, &mut summary)?;
                     }
                     tracing::warn!(items = items.len(), %error, "overage report failed; retried after a backoff");
                     break;

@@ -83,6 +83,8 @@ struct State {
     ingest_duplicates: u64,
     ingest_calls: u64,
     ingest_failures: u32,
+    /// `external_id`s whose batch is refused with 422.
+    ingest_refused: BTreeSet<String>,
 }
 
 impl State {
@@ -466,6 +468,14 @@ impl FakePolar {
     /// The next `n` calls of `POST /v1/events/ingest` answer 500 and record nothing.
     pub fn fail_next_ingest(&self, n: u32) {
         lock(&self.state).ingest_failures = n;
+    }
+
+    /// Any batch carrying an event with this `external_id` is refused with 422 (and
+    /// nothing of it is kept), as Polar refuses an invalid batch.
+    pub fn refuse_ingest_of(&self, external_id: &str) {
+        lock(&self.state)
+            .ingest_refused
+            .insert(external_id.to_owned());
     }
 
     /// Every ingested event Polar kept (duplicates by `external_id` are not kept).
@@ -854,6 +864,9 @@ async fn ingest_events(state: Shared, req: HttpRequest, body: web::Bytes) -> Htt
     let invalid = |e: &Value| {
         e["name"].as_str().is_none_or(str::is_empty)
             || e["external_customer_id"].as_str().is_none_or(str::is_empty)
+            || e["external_id"]
+                .as_str()
+                .is_some_and(|x| s.ingest_refused.contains(x))
     };
     if events.iter().any(invalid) {
         return HttpResponse::UnprocessableEntity().json(json!({

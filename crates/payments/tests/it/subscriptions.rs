@@ -395,6 +395,36 @@ fn overage_is_retried_after_failures_and_accepted_once_per_item(db: TestDb) {
     assert_eq!(t.fake.ingested().len(), 4);
 }
 
+fn one_refused_overage_item_does_not_hold_back_the_others(db: TestDb) {
+    let t = plans(&db);
+    let book = MemoryBook::new([&t.acct]);
+    let p = t.wired(&book);
+    for n in 0..3 {
+        book.add_overage(item(&t.acct, n));
+    }
+    t.fake.refuse_ingest_of(&item(&t.acct, 1).id);
+    assert_eq!(
+        p.report_overage(now()).unwrap(),
+        ReportSummary {
+            reported: 2,
+            failed: 1,
+            ..ReportSummary::default()
+        }
+    );
+    // The batch, then each alone.
+    assert_eq!(t.fake.ingest_calls(), 4);
+    let kept: Vec<String> = t
+        .fake
+        .ingested()
+        .iter()
+        .map(|e| e["external_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kept, [item(&t.acct, 0).id, item(&t.acct, 2).id]);
+    let refused = book.item(&item(&t.acct, 1).id);
+    assert_eq!((refused.status, refused.report.attempts), ("pending", 1));
+    assert!(refused.last_error.unwrap().contains("422"));
+}
+
 fn overage_with_the_demo_provider_is_recorded_without_a_call(db: TestDb) {
     let mut settings = demo_settings(&db);
     sell_plans_on_polar(&mut settings);
@@ -505,6 +535,7 @@ on_both_backends!(
     cancel_uncancel_and_revoke,
     events_not_ours_are_not_applicable_never_retried,
     overage_is_retried_after_failures_and_accepted_once_per_item,
+    one_refused_overage_item_does_not_hold_back_the_others,
     overage_with_the_demo_provider_is_recorded_without_a_call,
     a_demo_plan_checkout_sends_the_same_webhooks,
 );
