@@ -474,12 +474,24 @@ impl Settings {
             ));
         }
         let mut products = std::collections::BTreeSet::new();
+        let pack_products: std::collections::BTreeSet<&str> = self
+            .credits
+            .packs
+            .iter()
+            .filter_map(|p| p.polar_product_id.as_deref())
+            .collect();
         for (i, p) in self.plans.iter().enumerate() {
             if let Some(product) = p
                 .polar_product_id
                 .as_deref()
                 .filter(|s| !s.trim().is_empty())
             {
+                if pack_products.contains(product) {
+                    return Err(SettingsError::key(
+                        format!("plans[{i}].polar_product_id"),
+                        "is a credit pack's product: a plan needs a recurring product of its own",
+                    ));
+                }
                 if !products.insert(product.to_owned()) {
                     return Err(SettingsError::key(
                         format!("plans[{i}].polar_product_id"),
@@ -668,6 +680,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("polar.overage_event_name"));
+        let packs = format!("{file}[[credits.packs]]\nid = \"p\"\nname = \"P\"\ncredits = 10\nprice_cents = 100\npolar_product_id = \"prod_basic\"\n");
+        assert!(load(Some(&packs), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("credit pack's product"));
         let twice = file.replace(
             "price_cents = 0\n",
             "price_cents = 0\npolar_product_id = \"prod_basic\"\n",
