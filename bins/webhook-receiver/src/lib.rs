@@ -209,6 +209,20 @@ async fn sweep_forever(state: Arc<AppState>) {
                     }
                     Err(e) => tracing::error!(error = %e, "reconcile did not run"),
                 }
+                let st = state.clone();
+                match web::block(move || st.payments.reconcile_subscriptions(payments::now())).await
+                {
+                    Ok(Ok(r)) if r.listed > 0 => tracing::info!(
+                        listed = r.listed,
+                        changed = r.changed,
+                        "subscription reconcile"
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "subscription reconcile failed; it runs again later")
+                    }
+                    Err(e) => tracing::error!(error = %e, "subscription reconcile did not run"),
+                }
             }
         }
         let st = state.clone();

@@ -30,12 +30,12 @@ pub mod subscriptions;
 pub use config::{PaymentsConfig, ProviderChoice};
 pub use delivery::{envelope, new_webhook_id, SignedDelivery};
 pub use error::{CheckoutError, PaymentsError, PAYMENTS_NOT_CONFIGURED};
-pub use service::DemoSubscription;
 pub use service::{
     now, AutoTopupRequest, AutoTopupView, ChargeResult, DemoCharger, DemoCheckout, Payments,
     Received, ReconcileReport, SavedMethodCharger, DEMO_SECRET_NAME, DEMO_WARNING,
     NO_PROVIDER_NO_TOPUP, POLAR_NO_SAVED_METHOD,
 };
+pub use service::{DemoSubscription, SubscriptionReconcile};
 pub use signature::{SignedHeaders, WebhookSecret, TOLERANCE_SECS};
 pub use subscriptions::{
     ChangeRequested, OverageReport, PlanOffer, ReportOutcome, ReportSummary, SubscriptionBook,

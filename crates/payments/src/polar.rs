@@ -162,6 +162,14 @@ pub struct IngestAnswer {
     pub duplicates: i64,
 }
 
+/// One page of `GET /v1/subscriptions/`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SubscriptionPage {
+    pub items: Vec<crate::subscriptions::Subscription>,
+    pub pagination: Pagination,
+}
+
 /// A client of Polar's API.
 #[derive(Debug, Clone)]
 pub struct PolarClient {
@@ -213,6 +221,29 @@ impl PolarClient {
     pub fn orders(&self, page: i64, limit: i64) -> Result<OrderPage, PaymentsError> {
         let query = [("page", page.to_string()), ("limit", limit.to_string())];
         self.get("/v1/orders/", &query, "list orders")
+    }
+
+    /// `GET /v1/subscriptions/?page=..&limit=..` (every status).
+    pub fn subscriptions(&self, page: i64, limit: i64) -> Result<SubscriptionPage, PaymentsError> {
+        let query = [("page", page.to_string()), ("limit", limit.to_string())];
+        self.get("/v1/subscriptions/", &query, "list subscriptions")
+    }
+
+    /// Every subscription of the organization, walking all pages (`limit` 100).
+    pub fn all_subscriptions(
+        &self,
+    ) -> Result<Vec<crate::subscriptions::Subscription>, PaymentsError> {
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let p = self.subscriptions(page, 100)?;
+            let n = p.items.len();
+            out.extend(p.items);
+            if n == 0 || page >= p.pagination.max_page || page >= 10_000 {
+                return Ok(out);
+            }
+            page += 1;
+        }
     }
 
     /// `PATCH /v1/subscriptions/{id}`.

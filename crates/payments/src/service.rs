@@ -1274,6 +1274,31 @@ impl Payments {
         })
     }
 
+    /// Asks Polar for every subscription and applies each through the same path as the
+    /// webhooks (the book's `modified_at` guard keeps it harmless when the webhooks did
+    /// arrive): Polar stops retrying a webhook after about 30 minutes, so a subscription
+    /// whose events all failed is still brought in step. Only with Polar and once
+    /// subscriptions are wired (otherwise nothing to do).
+    pub fn reconcile_subscriptions(
+        &self,
+        now: Timestamp,
+    ) -> Result<SubscriptionReconcile, PaymentsError> {
+        let mut report = SubscriptionReconcile::default();
+        let (Provider::Polar(client), Some(_)) = (&self.provider, &self.subs) else {
+            return Ok(report);
+        };
+        for sub in client.all_subscriptions()? {
+            report.listed += 1;
+            // The status decides (as for any update); `revoked` has no status of its own.
+            let outcome = self.apply_subscription("subscription.updated", &sub, now)?;
+            if outcome.starts_with("subscription ") {
+                report.changed += 1;
+                tracing::info!(subscription_id = %sub.id, %outcome, "reconcile brought a subscription in step");
+            }
+        }
+        Ok(report)
+    }
+
     /// Reports the book's pending overage items: with Polar, one
     /// `POST /v1/events/ingest` per batch of up to 100 (`external_id` = the item id,
     /// which Polar deduplicates on), each marked reported after a 2xx; on a failure the
@@ -1513,4 +1538,14 @@ impl Payments {
                 .collect(),
         )
     }
+}
+
+/// The answer of [`Payments::reconcile_subscriptions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionReconcile {
+    /// Subscriptions Polar listed.
+    pub listed: u64,
+    /// Of those, applied now (newer than what the book held).
+    pub changed: u64,
 }

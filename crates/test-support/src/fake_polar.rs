@@ -148,6 +148,7 @@ impl FakePolar {
                             web::patch().to(patch_subscription),
                         )
                         .route("/v1/events/ingest", web::post().to(ingest_events))
+                        .route("/v1/subscriptions/", web::get().to(list_subscriptions))
                 })
                 .workers(1)
                 .disable_signals()
@@ -886,4 +887,29 @@ async fn ingest_events(state: Shared, req: HttpRequest, body: web::Bytes) -> Htt
     }
     s.ingest_duplicates += duplicates;
     HttpResponse::Ok().json(json!({"inserted": inserted, "duplicates": duplicates}))
+}
+
+async fn list_subscriptions(
+    state: Shared,
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+) -> HttpResponse {
+    if let Err(answer) = gate(&state, &req, Value::Null).await {
+        return answer;
+    }
+    let s = lock(&state);
+    let limit = q.limit.unwrap_or(10).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
+    let all: Vec<&Value> = s.subscriptions.values().collect();
+    let items: Vec<&Value> = all
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .copied()
+        .collect();
+    let max_page = all.len().div_ceil(limit).max(1);
+    HttpResponse::Ok().json(json!({
+        "items": items,
+        "pagination": {"total_count": all.len(), "max_page": max_page},
+    }))
 }

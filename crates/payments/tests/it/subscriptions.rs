@@ -321,6 +321,34 @@ fn events_not_ours_are_not_applicable_never_retried(db: TestDb) {
     );
 }
 
+fn reconcile_brings_in_subscriptions_whose_webhooks_were_lost(db: TestDb) {
+    let t = plans(&db);
+    let book = MemoryBook::new([&t.acct]);
+    let p = t.wired(&book);
+    // Every webhook lost: subscribed, then past due.
+    let (sub, events) = t.fake.subscribe(&p, &t.acct, "basic");
+    let past_due = t.fake.past_due(sub["id"].as_str().unwrap());
+    assert!(book.subscription(&t.acct).is_none());
+    let r = p.reconcile_subscriptions(now()).unwrap();
+    assert_eq!((r.listed, r.changed), (1, 1));
+    let s = book.subscription(&t.acct).unwrap();
+    assert_eq!(
+        (s.plan_id.as_str(), s.status),
+        ("basic", SubscriptionStatus::PastDue)
+    );
+    // Again, or the late webhooks: nothing changes.
+    assert_eq!(p.reconcile_subscriptions(now()).unwrap().changed, 0);
+    for e in events.iter().chain([&past_due]) {
+        process(&p, e);
+    }
+    assert_eq!(book.subscription(&t.acct).unwrap(), s);
+    assert_eq!(book.changes(), 1);
+    // Not wired: nothing asked.
+    let before = t.fake.requests().len();
+    assert_eq!(t.bare.reconcile_subscriptions(now()).unwrap().listed, 0);
+    assert_eq!(t.fake.requests().len(), before);
+}
+
 fn item(acct: &AccountId, n: i64) -> OverageReport {
     OverageReport {
         id: format!("ovg_{}_{n}", acct.as_str()),
@@ -534,6 +562,7 @@ on_both_backends!(
     an_older_event_never_undoes_a_newer_one,
     cancel_uncancel_and_revoke,
     events_not_ours_are_not_applicable_never_retried,
+    reconcile_brings_in_subscriptions_whose_webhooks_were_lost,
     overage_is_retried_after_failures_and_accepted_once_per_item,
     one_refused_overage_item_does_not_hold_back_the_others,
     overage_with_the_demo_provider_is_recorded_without_a_call,
