@@ -28,7 +28,14 @@
 //! `payments.provider = "demo"`): `GET /demo/checkout/{id}` shows a local test checkout;
 //! its Pay button (`POST /demo/checkout/{id}/pay`) makes this receiver post itself a
 //! signed `order.created`, `order.updated` and `order.paid`, then redirects to
-//! `polar.success_url`. In any other mode those paths do not exist (`404`).
+//! `polar.success_url`. Likewise `GET /demo/subscription/{token}` (a plan checkout the
+//! api-server signed) and its `POST .../pay`, which posts `subscription.created`,
+//! `subscription.active` and `order.paid` (`subscription_create`). In any other mode
+//! those paths do not exist (`404`).
+//!
+//! Subscription webhooks (`subscription.*`) are applied through the payments side's
+//! `SubscriptionBook` once it is wired; the sweep also reports pending overage items to
+//! Polar's event ingestion (`Payments::report_overage`).
 //!
 //! Every answer is JSON `{"error", "code"}` when it is an error: unknown paths `404
 //! NOT_FOUND`, a wrong method on a known path `405 METHOD_NOT_ALLOWED` with `Allow`, a body
@@ -154,6 +161,16 @@ pub fn server(
                         "/demo/checkout/{id}/pay",
                         "POST",
                         web::post().to(demo_pay),
+                    ))
+                    .service(only(
+                        "/demo/subscription/{token}",
+                        "GET",
+                        web::get().to(demo_subscription_page),
+                    ))
+                    .service(only(
+                        "/demo/subscription/{token}/pay",
+                        "POST",
+                        web::post().to(demo_subscription_pay),
                     ));
             }
             app.default_service(web::to(not_found))
@@ -192,6 +209,20 @@ async fn sweep_forever(state: Arc<AppState>) {
                     }
                     Err(e) => tracing::error!(error = %e, "reconcile did not run"),
                 }
+                let st = state.clone();
+                match web::block(move || st.payments.reconcile_subscriptions(payments::now())).await
+                {
+                    Ok(Ok(r)) if r.listed > 0 => tracing::info!(
+                        listed = r.listed,
+                        changed = r.changed,
+                        "subscription reconcile"
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "subscription reconcile failed; it runs again later")
+                    }
+                    Err(e) => tracing::error!(error = %e, "subscription reconcile did not run"),
+                }
             }
         }
         let st = state.clone();
@@ -205,6 +236,18 @@ async fn sweep_forever(state: Arc<AppState>) {
             };
             let recovered = st.payments.process_unprocessed(before, now)?;
             let topups = st.payments.run_auto_topups(now)?;
+            // Overage items billed by the api-server, reported to Polar (a no-op until
+            // subscriptions are wired); a failure is kept per item with its backoff.
+            match st.payments.report_overage(now) {
+                Ok(r) if r.reported + r.recorded + r.failed > 0 => tracing::info!(
+                    reported = r.reported,
+                    recorded = r.recorded,
+                    failed = r.failed,
+                    "overage report"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "overage report failed; it runs again later"),
+            }
             Ok((recovered, topups))
         })
         .await;
@@ -566,6 +609,76 @@ async fn demo_pay(state: web::Data<AppState>, id: web::Path<String>) -> HttpResp
         Ok(Ok(None)) => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found"),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "demo payment failed");
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "DEMO_PAYMENT_FAILED",
+                "The test payment could not be delivered; try again",
+            )
+        }
+        Err(_) => internal(),
+    }
+}
+
+async fn demo_subscription_page(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> HttpResponse {
+    let Some(sub) = state.payments.demo_subscription(&token) else {
+        return json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found");
+    };
+    let page = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>TEST PAYMENT — {name} plan</title>
+<style>body{{font-family:sans-serif;max-width:32rem;margin:3rem auto}}.banner{{background:#b00020;color:#fff;padding:1rem;font-weight:bold;text-align:center}}button{{font-size:1.2rem;padding:.6rem 1.4rem}}</style>
+</head><body>
+<div class="banner">TEST PAYMENT — no money moves</div>
+<h1>{name} plan</h1>
+<p><strong>{price}</strong> a month</p>
+<form method="post" action="/demo/subscription/{token}/pay"><button type="submit">Subscribe for {price}</button></form>
+<p><small>Demo subscription checkout: a test payment, no money moves. Subscribing here sends this server signed <code>subscription.created</code>, <code>subscription.active</code> and <code>order.paid</code> webhooks, exactly as Polar would.</small></p>
+</body></html>"#,
+        name = escape(&sub.plan_name),
+        price = dollars(sub.price_cents),
+        token = escape(&sub.token),
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .body(page)
+}
+
+async fn demo_subscription_pay(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> HttpResponse {
+    let st = state.clone();
+    let token = token.into_inner();
+    let result = web::block(move || -> Result<Option<()>, String> {
+        let Some(deliveries) = st.payments.demo_subscription_pay(&token) else {
+            return Ok(None);
+        };
+        let url = format!("{}/api/webhooks/polar", st.self_url);
+        for d in &deliveries {
+            let status = d.send(&url, Duration::from_secs(10))?;
+            if !(200..300).contains(&status) {
+                return Err(format!(
+                    "the receiver answered {status} to its own demo delivery"
+                ));
+            }
+        }
+        Ok(Some(()))
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(()))) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, state.payments.success_url().to_owned()))
+            .finish(),
+        Ok(Ok(None)) => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "demo subscription payment failed");
             json_error(
                 StatusCode::BAD_GATEWAY,
                 "DEMO_PAYMENT_FAILED",

@@ -6,6 +6,8 @@
 //! - [`PaymentsError::ProductNotConfigured`]: 500 `Product not configured for this pack`;
 //! - [`PaymentsError::Provider`]: 502 (Polar answered 401/422/5xx, or timed out);
 //! - [`PaymentsError::UnknownPack`]: 404 `Credit pack not found`;
+//! - [`PaymentsError::UnknownPlan`]: 404 `Plan not found`;
+//! - [`PaymentsError::PlanNotSold`]: 409 with its reason (a free plan, or no product);
 //! - [`PaymentsError::AutoTopupUnsupported`]: 409 with its reason;
 //! - the signature variants: 400 (malformed request) or 401 (not signed by us);
 //! - everything else: 500.
@@ -32,6 +34,13 @@ pub enum PaymentsError {
     },
     #[error("Credit pack not found")]
     UnknownPack { pack_id: String },
+    /// No configured plan has this id (404).
+    #[error("Plan not found")]
+    UnknownPlan { plan_id: String },
+    /// The plan cannot be bought through the provider: it is free, or it has no
+    /// `plans[].polar_product_id` (the message says which).
+    #[error("{reason}")]
+    PlanNotSold { plan_id: String, reason: String },
     /// Auto top-up cannot work with the configured provider.
     #[error("{reason}")]
     AutoTopupUnsupported { reason: String },

@@ -6,6 +6,8 @@
 //! - [`signature`]: Standard Webhooks verification over the raw body (both of Polar's
 //!   secret encodings, several signatures per header, ±5 minutes, constant time).
 //! - [`polar`]: Polar's API (checkouts, orders) and the payload types we read.
+//! - [`subscriptions`]: provider-managed subscriptions and overage reporting, behind
+//!   [`SubscriptionBook`] (implemented by the store); see [`Payments::with_subscriptions`].
 //! - [`PaymentsConfig`]: what it is configured with, as plain values (the programs build it
 //!   from their settings; this crate does not read the configuration).
 //! - [`Payments`]: the facade the api-server and the webhook receiver call: checkouts
@@ -23,6 +25,7 @@ mod error;
 pub mod polar;
 mod service;
 pub mod signature;
+pub mod subscriptions;
 
 pub use config::{PaymentsConfig, ProviderChoice};
 pub use delivery::{envelope, new_webhook_id, SignedDelivery};
@@ -32,4 +35,9 @@ pub use service::{
     Received, ReconcileReport, SavedMethodCharger, DEMO_SECRET_NAME, DEMO_WARNING,
     NO_PROVIDER_NO_TOPUP, POLAR_NO_SAVED_METHOD,
 };
+pub use service::{DemoSubscription, SubscriptionReconcile};
 pub use signature::{SignedHeaders, WebhookSecret, TOLERANCE_SECS};
+pub use subscriptions::{
+    ChangeRequested, OverageReport, PlanOffer, ReportOutcome, ReportSummary, SubscriptionBook,
+    SubscriptionConfig, SubscriptionUpdate, UpdateOutcome,
+};

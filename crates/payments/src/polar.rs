@@ -133,6 +133,43 @@ pub struct Pagination {
     pub max_page: i64,
 }
 
+/// What we send to `PATCH /v1/subscriptions/{id}`: one of a product change, a
+/// cancellation at the period's end (or its undoing), or an immediate revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SubscriptionPatch {
+    Product { product_id: String },
+    CancelAtPeriodEnd { cancel_at_period_end: bool },
+    Revoke { revoke: bool },
+}
+
+/// One event for `POST /v1/events/ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IngestEvent {
+    pub name: String,
+    /// Polar ignores an event whose `external_id` it has seen.
+    pub external_id: String,
+    pub external_customer_id: String,
+    pub timestamp: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// Polar's answer to an ingestion.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct IngestAnswer {
+    pub inserted: i64,
+    pub duplicates: i64,
+}
+
+/// One page of `GET /v1/subscriptions/`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SubscriptionPage {
+    pub items: Vec<crate::subscriptions::Subscription>,
+    pub pagination: Pagination,
+}
+
 /// A client of Polar's API.
 #[derive(Debug, Clone)]
 pub struct PolarClient {
@@ -184,6 +221,53 @@ impl PolarClient {
     pub fn orders(&self, page: i64, limit: i64) -> Result<OrderPage, PaymentsError> {
         let query = [("page", page.to_string()), ("limit", limit.to_string())];
         self.get("/v1/orders/", &query, "list orders")
+    }
+
+    /// `GET /v1/subscriptions/?page=..&limit=..` (every status).
+    pub fn subscriptions(&self, page: i64, limit: i64) -> Result<SubscriptionPage, PaymentsError> {
+        let query = [("page", page.to_string()), ("limit", limit.to_string())];
+        self.get("/v1/subscriptions/", &query, "list subscriptions")
+    }
+
+    /// Every subscription of the organization, walking all pages (`limit` 100).
+    pub fn all_subscriptions(
+        &self,
+    ) -> Result<Vec<crate::subscriptions::Subscription>, PaymentsError> {
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let p = self.subscriptions(page, 100)?;
+            let n = p.items.len();
+            out.extend(p.items);
+            if n == 0 || page >= p.pagination.max_page || page >= 10_000 {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+
+    /// `PATCH /v1/subscriptions/{id}`.
+    pub fn update_subscription(
+        &self,
+        id: &str,
+        patch: &SubscriptionPatch,
+    ) -> Result<crate::subscriptions::Subscription, PaymentsError> {
+        let response = self
+            .agent
+            .patch(format!("{}/v1/subscriptions/{id}", self.api_url))
+            .header("Authorization", self.bearer())
+            .send_json(patch);
+        read(response, "update subscription")
+    }
+
+    /// `POST /v1/events/ingest` with `events` (one call for several).
+    pub fn ingest_events(&self, events: &[IngestEvent]) -> Result<IngestAnswer, PaymentsError> {
+        let response = self
+            .agent
+            .post(format!("{}/v1/events/ingest", self.api_url))
+            .header("Authorization", self.bearer())
+            .send_json(serde_json::json!({ "events": events }));
+        read(response, "ingest events")
     }
 
     /// `GET {api_url}{path}` with `query`, authorised, read as `T` (`what` names the call

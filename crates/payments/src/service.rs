@@ -1,9 +1,10 @@
 //! [`Payments`]: what the api-server and the webhook receiver call.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{PaymentsConfig, ProviderChoice};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ledger_core::{AccountId, Catalogue, CreditPack, Credits, Timestamp};
 use ledger_store::payments::{
@@ -18,7 +19,13 @@ use serde_json::{json, Map, Value};
 use crate::delivery::{envelope, new_webhook_id, SignedDelivery};
 use crate::error::{CheckoutError, PaymentsError};
 use crate::polar::{CheckoutCreate, Envelope, Order, PolarClient, Refund, META_ACCOUNT, META_PACK};
+use crate::polar::{IngestEvent, SubscriptionPatch};
 use crate::signature::{verify, SignedHeaders, WebhookSecret};
+use crate::subscriptions::{
+    not_applicable, report_backoff_secs, to_update, ChangeRequested, PlanOffer, ReportOutcome,
+    ReportSummary, Subscription, SubscriptionBook, SubscriptionConfig, UpdateOutcome, META_PLAN,
+    SUBSCRIPTION_EVENTS,
+};
 
 /// Where the demo signing secret is kept (`payment_secrets`).
 pub const DEMO_SECRET_NAME: &str = "demo_webhook_secret";
@@ -206,6 +213,24 @@ pub struct Payments {
     success_url: String,
     /// How often the receiver asks Polar for paid orders it may have missed.
     reconcile_every: Option<std::time::Duration>,
+    /// Provider-managed subscriptions and overage reporting, once wired
+    /// ([`Payments::with_subscriptions`]).
+    subs: Option<Subs>,
+}
+
+/// The subscription side: the store's book and the plans on sale.
+#[derive(Clone)]
+struct Subs {
+    book: Arc<dyn SubscriptionBook>,
+    config: SubscriptionConfig,
+}
+
+impl std::fmt::Debug for Subs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subs")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Payments {
@@ -262,7 +287,25 @@ impl Payments {
             reconcile_every: Some(config.reconcile_interval_secs)
                 .filter(|s| *s > 0)
                 .map(std::time::Duration::from_secs),
+            subs: None,
         })
+    }
+
+    /// Wires provider-managed subscriptions: subscription webhooks are applied to `book`,
+    /// plans are sold and changed through the provider as `config` says, and
+    /// [`Payments::report_overage`] reports `book`'s pending overage items.
+    pub fn with_subscriptions(
+        mut self,
+        book: Arc<dyn SubscriptionBook>,
+        config: SubscriptionConfig,
+    ) -> Payments {
+        self.subs = Some(Subs { book, config });
+        self
+    }
+
+    /// The plans on sale, once subscriptions are wired.
+    pub fn subscription_config(&self) -> Option<&SubscriptionConfig> {
+        self.subs.as_ref().map(|s| &s.config)
     }
 
     /// How often to reconcile with Polar: `None` unless Polar is the provider, or when
@@ -538,6 +581,10 @@ impl Payments {
                     now,
                 )?;
                 Ok(refund_outcome(&outcome))
+            }
+            t if SUBSCRIPTION_EVENTS.contains(&t) => {
+                let sub: Subscription = serde_json::from_value(envelope.data).map_err(malformed)?;
+                self.apply_subscription(t, &sub, now)
             }
             // order.created / order.updated describe the same order with other webhook
             // ids; crediting on them would credit twice. Everything else is not ours.
@@ -1010,4 +1057,495 @@ fn refund_outcome(o: &RefundOutcome) -> String {
         }
         RefundOutcome::NothingNew => "refund already applied".into(),
     }
+}
+
+/// What a demo subscription checkout page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoSubscription {
+    pub token: String,
+    pub account_id: AccountId,
+    pub plan_id: String,
+    pub plan_name: String,
+    pub price_cents: i64,
+}
+
+/// What a demo subscription checkout token carries (signed with the demo secret).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct DemoSubClaims {
+    /// The account.
+    a: String,
+    /// The plan.
+    p: String,
+    /// When the checkout was made (ms): the subscription's start and its id's seed.
+    t: i64,
+    /// A random nonce.
+    n: String,
+}
+
+const DEMO_SUB_PREFIX: &str = "demo_sub_";
+
+impl Payments {
+    fn subs(&self) -> Result<&Subs, PaymentsError> {
+        self.subs.as_ref().ok_or_else(|| {
+            PaymentsError::Config(
+                "plans: subscriptions are not wired on this server (Payments::with_subscriptions)"
+                    .into(),
+            )
+        })
+    }
+
+    /// A paying plan sold through the provider.
+    fn plan_on_sale(&self, plan_id: &str) -> Result<PlanOffer, PaymentsError> {
+        let plan = self.subs()?.config.plan(plan_id).cloned().ok_or_else(|| {
+            PaymentsError::UnknownPlan {
+                plan_id: plan_id.to_owned(),
+            }
+        })?;
+        if !plan.paying || plan.price_cents <= 0 {
+            return Err(PaymentsError::PlanNotSold {
+                plan_id: plan.id.clone(),
+                reason: format!("Plan {} is free: it needs no checkout", plan.id),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The Polar product of a plan sold through Polar.
+    fn plan_product(plan: &PlanOffer) -> Result<String, PaymentsError> {
+        plan.product_id
+            .clone()
+            .filter(|p| !p.trim().is_empty())
+            .ok_or_else(|| PaymentsError::PlanNotSold {
+                plan_id: plan.id.clone(),
+                reason: format!(
+                    "Product not configured for plan {} (plans[].polar_product_id)",
+                    plan.id
+                ),
+            })
+    }
+
+    /// Creates a checkout for a paying plan and returns the URL to send the owner to.
+    /// Polar: `POST /v1/checkouts/` with the plan's product, metadata naming the account
+    /// and plan, and the account as external customer id; paying it makes Polar send the
+    /// subscription webhooks. Demo: a signed local checkout at
+    /// `{webhooks.public_url}/demo/subscription/{token}` whose Pay button sends the same
+    /// webhooks. Nothing is written here: the subscription exists once its webhooks are
+    /// applied.
+    pub fn subscription_checkout(
+        &self,
+        account: &AccountId,
+        plan_id: &str,
+    ) -> Result<String, PaymentsError> {
+        if !self.is_configured() {
+            return Err(PaymentsError::NotConfigured);
+        }
+        let plan = self.plan_on_sale(plan_id)?;
+        match &self.provider {
+            Provider::None => Err(PaymentsError::NotConfigured),
+            Provider::Polar(client) => {
+                let product = Self::plan_product(&plan)?;
+                let mut metadata = Map::new();
+                metadata.insert(META_ACCOUNT.into(), json!(account.as_str()));
+                metadata.insert(META_PLAN.into(), json!(plan.id));
+                let checkout = client.create_checkout(&CheckoutCreate {
+                    products: vec![product],
+                    success_url: self.success_url.clone(),
+                    external_customer_id: account.as_str().to_owned(),
+                    metadata,
+                    allow_discount_codes: false,
+                })?;
+                if checkout.url.is_empty() {
+                    return Err(PaymentsError::Provider {
+                        status: None,
+                        message: "create checkout: Polar's answer has no url".into(),
+                    });
+                }
+                Ok(checkout.url)
+            }
+            Provider::Demo => {
+                let token = self.demo_sub_token(&DemoSubClaims {
+                    a: account.as_str().to_owned(),
+                    p: plan.id.clone(),
+                    t: now().millis(),
+                    n: new_id("n"),
+                })?;
+                Ok(format!("{}/demo/subscription/{token}", self.public_url))
+            }
+        }
+    }
+
+    /// Asks the provider to move subscription `provider_id` to `plan_id` (Polar: `PATCH
+    /// /v1/subscriptions/{id}` with the plan's product; `subscription.updated` follows).
+    /// Demo: [`ChangeRequested::Local`], the caller applies it.
+    pub fn change_subscription(
+        &self,
+        provider_id: &str,
+        plan_id: &str,
+    ) -> Result<ChangeRequested, PaymentsError> {
+        let plan = self.plan_on_sale(plan_id)?;
+        match &self.provider {
+            Provider::None => Err(PaymentsError::NotConfigured),
+            Provider::Demo => Ok(ChangeRequested::Local),
+            Provider::Polar(client) => {
+                let product_id = Self::plan_product(&plan)?;
+                let sub = client
+                    .update_subscription(provider_id, &SubscriptionPatch::Product { product_id })?;
+                Ok(ChangeRequested::Provider {
+                    subscription_id: sub.id,
+                })
+            }
+        }
+    }
+
+    /// Asks the provider to cancel subscription `provider_id` at the end of its period
+    /// (Polar: `PATCH` with `cancel_at_period_end: true`; `subscription.canceled`
+    /// follows, the status staying active until the period ends). Demo:
+    /// [`ChangeRequested::Local`].
+    pub fn cancel_subscription(&self, provider_id: &str) -> Result<ChangeRequested, PaymentsError> {
+        self.patch_subscription(
+            provider_id,
+            &SubscriptionPatch::CancelAtPeriodEnd {
+                cancel_at_period_end: true,
+            },
+        )
+    }
+
+    /// Ends subscription `provider_id` now (Polar: `PATCH` with `revoke: true`;
+    /// `subscription.revoked` follows). Demo: [`ChangeRequested::Local`].
+    pub fn revoke_subscription(&self, provider_id: &str) -> Result<ChangeRequested, PaymentsError> {
+        self.patch_subscription(provider_id, &SubscriptionPatch::Revoke { revoke: true })
+    }
+
+    fn patch_subscription(
+        &self,
+        provider_id: &str,
+        patch: &SubscriptionPatch,
+    ) -> Result<ChangeRequested, PaymentsError> {
+        match &self.provider {
+            Provider::None => Err(PaymentsError::NotConfigured),
+            Provider::Demo => Ok(ChangeRequested::Local),
+            Provider::Polar(client) => {
+                let sub = client.update_subscription(provider_id, patch)?;
+                Ok(ChangeRequested::Provider {
+                    subscription_id: sub.id,
+                })
+            }
+        }
+    }
+
+    /// Applies a subscription event to the book. An event that is not ours (no account,
+    /// an unknown product or plan, an unknown account) is recorded as not applicable,
+    /// never retried; an older or repeated one changes nothing (the book's `modified_at`
+    /// guard).
+    fn apply_subscription(
+        &self,
+        event_type: &str,
+        sub: &Subscription,
+        now: Timestamp,
+    ) -> Result<String, PaymentsError> {
+        let Some(subs) = &self.subs else {
+            tracing::warn!(event_type, subscription_id = %sub.id, "a subscription event arrived but subscriptions are not wired; ignored");
+            return Ok("ignored: subscriptions are not wired".into());
+        };
+        let update = match to_update(event_type, sub, &subs.config) {
+            Ok(u) => u,
+            Err(reason) => {
+                tracing::warn!(event_type, subscription_id = %sub.id, %reason, "subscription event not applied");
+                return Ok(reason);
+            }
+        };
+        Ok(match subs.book.apply_subscription_update(&update, now)? {
+            UpdateOutcome::Changed => format!(
+                "subscription {} of {}: plan {}, {}{}",
+                update.provider_subscription_id,
+                update.account_id,
+                update.plan_id,
+                update.status.as_str(),
+                if update.cancel_at_period_end {
+                    ", cancels at period end"
+                } else {
+                    ""
+                }
+            ),
+            UpdateOutcome::NotNewer => "unchanged: not newer than the stored subscription".into(),
+            UpdateOutcome::UnknownAccount => {
+                not_applicable(format!("account {} does not exist", update.account_id))
+            }
+        })
+    }
+
+    /// Asks Polar for every subscription and applies each through the same path as the
+    /// webhooks (the book's `modified_at` guard keeps it harmless when the webhooks did
+    /// arrive): Polar stops retrying a webhook after about 30 minutes, so a subscription
+    /// whose events all failed is still brought in step. Only with Polar and once
+    /// subscriptions are wired (otherwise nothing to do).
+    pub fn reconcile_subscriptions(
+        &self,
+        now: Timestamp,
+    ) -> Result<SubscriptionReconcile, PaymentsError> {
+        let mut report = SubscriptionReconcile::default();
+        let (Provider::Polar(client), Some(_)) = (&self.provider, &self.subs) else {
+            return Ok(report);
+        };
+        for sub in client.all_subscriptions()? {
+            report.listed += 1;
+            // The status decides (as for any update); `revoked` has no status of its own.
+            let outcome = self.apply_subscription("subscription.updated", &sub, now)?;
+            if outcome.starts_with("subscription ") {
+                report.changed += 1;
+                tracing::info!(subscription_id = %sub.id, %outcome, "reconcile brought a subscription in step");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reports the book's pending overage items: with Polar, one
+    /// `POST /v1/events/ingest` per batch of up to 100 (`external_id` = the item id,
+    /// which Polar deduplicates on), each marked reported after a 2xx; on a failure the
+    /// batch is marked failed with the error and a backoff, and the run stops. With the
+    /// demo provider or none, items are marked recorded without a call. Without
+    /// subscriptions wired, nothing to do.
+    pub fn report_overage(&self, now: Timestamp) -> Result<ReportSummary, PaymentsError> {
+        let mut summary = ReportSummary::default();
+        let Some(subs) = &self.subs else {
+            return Ok(summary);
+        };
+        // Each batch leaves its items reported, recorded or not due: at most 10 batches
+        // a run, so a book that keeps answering cannot loop us forever.
+        for _ in 0..10 {
+            let items = subs.book.pending_overage_reports(now, 100)?;
+            if items.is_empty() {
+                break;
+            }
+            let Provider::Polar(client) = &self.provider else {
+                for item in &items {
+                    subs.book
+                        .record_overage_report(&item.id, &ReportOutcome::Recorded, now)?;
+                    summary.recorded += 1;
+                }
+                continue;
+            };
+            let events: Vec<IngestEvent> = items
+                .iter()
+                .map(|item| {
+                    let mut metadata = Map::new();
+                    metadata.insert("credits".into(), json!(item.credits));
+                    metadata.insert("blocks".into(), json!(item.blocks));
+                    metadata.insert("period_start".into(), json!(item.period_start.rfc3339()));
+                    metadata.insert("amount_cents".into(), json!(item.amount_cents));
+                    IngestEvent {
+                        name: subs.config.overage_event_name.clone(),
+                        external_id: item.id.clone(),
+                        external_customer_id: item.account_id.as_str().to_owned(),
+                        // Now, so a late report still lands in a cycle Polar has not
+                        // invoiced yet.
+                        timestamp: now.rfc3339(),
+                        metadata,
+                    }
+                })
+                .collect();
+            let failed = |item: &crate::subscriptions::OverageReport,
+                          error: &str,
+                          summary: &mut ReportSummary|
+             -> Result<(), PaymentsError> {
+                subs.book.record_overage_report(
+                    &item.id,
+                    &ReportOutcome::Failed {
+                        error: error.to_owned(),
+                        next_attempt_at: now.plus_secs(report_backoff_secs(item.attempts)),
+                    },
+                    now,
+                )?;
+                summary.failed += 1;
+                Ok(())
+            };
+            match client.ingest_events(&events) {
+                Ok(answer) => {
+                    for item in &items {
+                        subs.book
+                            .record_overage_report(&item.id, &ReportOutcome::Reported, now)?;
+                        summary.reported += 1;
+                    }
+                    tracing::info!(
+                        items = items.len(),
+                        inserted = answer.inserted,
+                        duplicates = answer.duplicates,
+                        "overage reported to Polar"
+                    );
+                }
+                // Polar refused the batch's contents: one bad item must not hold back
+                // the others, so each is sent alone.
+                Err(PaymentsError::Provider {
+                    status: Some(422), ..
+                }) if items.len() > 1 => {
+                    for (item, event) in items.iter().zip(&events) {
+                        match client.ingest_events(std::slice::from_ref(event)) {
+                            Ok(_) => {
+                                subs.book.record_overage_report(
+                                    &item.id,
+                                    &ReportOutcome::Reported,
+                                    now,
+                                )?;
+                                summary.reported += 1;
+                            }
+                            Err(e) => {
+                                tracing::warn!(item = %item.id, error = %e, "overage item refused by Polar; retried after a backoff");
+                                failed(item, &e.to_string(), &mut summary)?;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    for item in &items {
+                        failed(item, &error, &mut summary)?;
+                    }
+                    tracing::warn!(items = items.len(), %error, "overage report failed; retried after a backoff");
+                    break;
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    // -- demo subscriptions ------------------------------------------------------------
+
+    fn demo_key(&self) -> Option<Vec<u8>> {
+        let raw = self.demo_secret.as_ref()?;
+        let secret = WebhookSecret::new(raw);
+        Some(
+            secret
+                .standard_key()
+                .unwrap_or(secret.legacy_key())
+                .to_vec(),
+        )
+    }
+
+    fn demo_mac(key: &[u8], payload: &str) -> Result<String, PaymentsError> {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+            .map_err(|e| PaymentsError::Config(format!("demo secret: {e}")))?;
+        mac.update(b"demo-subscription-checkout.");
+        mac.update(payload.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    fn demo_sub_token(&self, claims: &DemoSubClaims) -> Result<String, PaymentsError> {
+        let key = self
+            .demo_key()
+            .ok_or_else(|| PaymentsError::Config("demo secret missing".into()))?;
+        let payload = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(claims)
+                .map_err(|e| PaymentsError::Config(format!("demo checkout: {e}")))?,
+        );
+        Ok(format!(
+            "{DEMO_SUB_PREFIX}{payload}.{}",
+            Self::demo_mac(&key, &payload)?
+        ))
+    }
+
+    /// The claims of a demo subscription token this deployment signed.
+    fn demo_sub_claims(&self, token: &str) -> Option<DemoSubClaims> {
+        if !self.is_demo() {
+            return None;
+        }
+        let key = self.demo_key()?;
+        let (payload, mac) = token.strip_prefix(DEMO_SUB_PREFIX)?.split_once('.')?;
+        let want = Self::demo_mac(&key, payload).ok()?;
+        // Compared in constant time (the token is a bearer of "pay for this account").
+        let same = want.len() == mac.len()
+            && want
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return None;
+        }
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+    }
+
+    /// A demo subscription checkout, for its page (`None`: not a token of ours, or not
+    /// in demo mode).
+    pub fn demo_subscription(&self, token: &str) -> Option<DemoSubscription> {
+        let claims = self.demo_sub_claims(token)?;
+        let plan = self.subs.as_ref()?.config.plan(&claims.p)?.clone();
+        Some(DemoSubscription {
+            token: token.to_owned(),
+            account_id: AccountId::new(claims.a),
+            plan_id: plan.id,
+            plan_name: plan.name,
+            price_cents: plan.price_cents,
+        })
+    }
+
+    /// "Pays" a demo subscription checkout: the deliveries Polar would send
+    /// (`subscription.created`, `subscription.active`, `order.paid` with billing reason
+    /// `subscription_create`), each with a fresh webhook id, signed with the demo
+    /// secret. Everything in them is derived from the token, so paying twice sends the
+    /// same subscription (the second changes nothing). `None`: no such checkout.
+    pub fn demo_subscription_pay(&self, token: &str) -> Option<Vec<SignedDelivery>> {
+        let claims = self.demo_sub_claims(token)?;
+        let plan = self.subs.as_ref()?.config.plan(&claims.p)?.clone();
+        let key = self.demo_key()?;
+        let start = Timestamp::from_millis(claims.t);
+        let end = ledger_core::Period::monthly(start, start).end;
+        let micros = |ts: Timestamp, extra: i64| {
+            let dt = ts.to_datetime() + chrono::Duration::microseconds(extra);
+            dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        };
+        let seed = claims.n.trim_start_matches('n').to_owned();
+        let sub_id = format!("demo_sub_{seed}");
+        let metadata = json!({ META_ACCOUNT: claims.a, META_PLAN: plan.id });
+        let customer = json!({ "id": claims.a, "external_id": claims.a });
+        let subscription = |status: &str, modified: Option<String>| {
+            json!({
+                "id": sub_id, "status": status, "amount": plan.price_cents, "currency": "usd",
+                "recurring_interval": "month",
+                "current_period_start": micros(start, 0), "current_period_end": micros(end, 0),
+                "cancel_at_period_end": false, "started_at": micros(start, 0),
+                "created_at": micros(start, 0), "modified_at": modified,
+                "product_id": null, "customer_id": claims.a, "customer": customer,
+                "metadata": metadata,
+            })
+        };
+        let order = json!({
+            "id": format!("demo_ord_sub_{seed}"), "created_at": micros(start, 0),
+            "status": "paid", "paid": true, "billing_reason": "subscription_create",
+            "subtotal_amount": plan.price_cents, "discount_amount": 0,
+            "net_amount": plan.price_cents, "tax_amount": 0, "total_amount": plan.price_cents,
+            "refunded_amount": 0, "currency": "usd", "product_id": null,
+            "subscription_id": sub_id, "checkout_id": null, "metadata": metadata,
+            "customer": customer,
+            "description": format!("{} plan (test payment)", plan.name),
+        });
+        let ts = now().millis().div_euclid(1000);
+        let at = now().rfc3339();
+        let events = [
+            ("subscription.created", subscription("active", None)),
+            (
+                "subscription.active",
+                subscription("active", Some(micros(start, 1))),
+            ),
+            ("order.paid", order),
+        ];
+        Some(
+            events
+                .iter()
+                .map(|(t, data)| {
+                    SignedDelivery::new(&key, &new_webhook_id(), ts, envelope(t, &at, data))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The answer of [`Payments::reconcile_subscriptions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionReconcile {
+    /// Subscriptions Polar listed.
+    pub listed: u64,
+    /// Of those, applied now (newer than what the book held).
+    pub changed: u64,
 }

@@ -249,6 +249,9 @@ pub struct PlanSettings {
     pub overage_cents_per_1000: i64,
     #[serde(default)]
     pub paying: bool,
+    /// The Polar product that sells this plan (a paying plan bought through Polar).
+    #[serde(default)]
+    pub polar_product_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +284,8 @@ pub struct PolarSettings {
     pub timeout_secs: u64,
     /// How often the webhook-receiver asks Polar for paid orders it missed (0: never).
     pub reconcile_interval_secs: u64,
+    /// The name of the events overage is ingested as (Polar's meter filters on it).
+    pub overage_event_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -462,6 +467,39 @@ impl Settings {
             }
         }
         self.payment_provider()?;
+        if self.polar.overage_event_name.trim().is_empty() {
+            return Err(SettingsError::key(
+                "polar.overage_event_name",
+                "must not be empty (Polar's overage meter filters on it)",
+            ));
+        }
+        let mut products = std::collections::BTreeSet::new();
+        let pack_products: std::collections::BTreeSet<&str> = self
+            .credits
+            .packs
+            .iter()
+            .filter_map(|p| p.polar_product_id.as_deref())
+            .collect();
+        for (i, p) in self.plans.iter().enumerate() {
+            if let Some(product) = p
+                .polar_product_id
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+            {
+                if pack_products.contains(product) {
+                    return Err(SettingsError::key(
+                        format!("plans[{i}].polar_product_id"),
+                        "is a credit pack's product: a plan needs a recurring product of its own",
+                    ));
+                }
+                if !products.insert(product.to_owned()) {
+                    return Err(SettingsError::key(
+                        format!("plans[{i}].polar_product_id"),
+                        "must be unique: a subscription's product names its plan",
+                    ));
+                }
+            }
+        }
         http_url("polar.api_url", &self.polar.api_url)?;
         http_url("polar.success_url", &self.polar.success_url)?;
         if !self.polar.webhook_secret.is_empty()
@@ -621,6 +659,40 @@ mod tests {
             (basic.monthly_credits, basic.overage_cents_per_1000),
             (Credits::whole(10_000), 400)
         );
+    }
+
+    #[test]
+    fn plan_products_and_the_overage_event_name() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.polar.overage_event_name, "shotledger_overage");
+        assert_eq!(s.plan("basic").unwrap().polar_product_id, None);
+        let env = [("SHOTLEDGER__POLAR__OVERAGE_EVENT_NAME", "extra_credits")];
+        assert_documented("polar", &env);
+        let file = "[[plans]]\nid = \"free\"\nname = \"Free\"\nmonthly_credits = 100\nprice_cents = 0\n[[plans]]\nid = \"basic\"\nname = \"Basic\"\nmonthly_credits = 10000\nprice_cents = 2900\npaying = true\npolar_product_id = \"prod_basic\"\n";
+        let s = load(Some(file), &env).unwrap();
+        assert_eq!(s.polar.overage_event_name, "extra_credits");
+        assert_eq!(
+            s.plan("basic").unwrap().polar_product_id.as_deref(),
+            Some("prod_basic")
+        );
+        let blank = [("SHOTLEDGER__POLAR__OVERAGE_EVENT_NAME", " ")];
+        assert!(load(None, &blank)
+            .unwrap_err()
+            .to_string()
+            .contains("polar.overage_event_name"));
+        let packs = format!("{file}[[credits.packs]]\nid = \"p\"\nname = \"P\"\ncredits = 10\nprice_cents = 100\npolar_product_id = \"prod_basic\"\n");
+        assert!(load(Some(&packs), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("credit pack's product"));
+        let twice = file.replace(
+            "price_cents = 0\n",
+            "price_cents = 0\npolar_product_id = \"prod_basic\"\n",
+        );
+        assert!(load(Some(&twice), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("polar_product_id"));
     }
 
     #[test]

@@ -4,8 +4,17 @@
 //! re-signed with a fresh timestamp on every retry), plus the faults tests need: duplicate,
 //! reordered, stale, future and wrong-secret deliveries, API failures and slow answers,
 //! and refunds.
+//!
+//! Subscriptions: paying a checkout of a plan's product creates a subscription and the
+//! events Polar sends (`subscription.created`, `subscription.active`, `order.paid` with
+//! billing reason `subscription_create`); `PATCH /v1/subscriptions/{id}` changes the
+//! product (`subscription.updated`), cancels at period end (`subscription.canceled`),
+//! uncancels or revokes, its events queued for [`FakePolar::take_events`]; tests make
+//! past-due, revoked, uncanceled and renewed subscriptions themselves. Every change bumps
+//! `modified_at` (microseconds, strictly increasing). `POST /v1/events/ingest` records
+//! events, counts duplicates by `external_id`, and can fail the next N calls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +71,43 @@ struct State {
     requests: Vec<RecordedRequest>,
     failures: Vec<Failure>,
     seq: u64,
+    /// Products sold as subscriptions (a plan's product).
+    recurring: BTreeSet<String>,
+    subscriptions: BTreeMap<String, Value>,
+    /// Events made by API calls (PATCH), for the test to deliver.
+    outbox: Vec<Event>,
+    /// The last `modified_at` handed out, in microseconds.
+    clock_us: i64,
+    ingested: Vec<Value>,
+    ingest_ids: BTreeSet<String>,
+    ingest_duplicates: u64,
+    ingest_calls: u64,
+    ingest_failures: u32,
+    /// `external_id`s whose batch is refused with 422.
+    ingest_refused: BTreeSet<String>,
+}
+
+impl State {
+    /// A fresh instant, strictly after the last one, as Polar writes it (microseconds).
+    fn tick(&mut self) -> String {
+        self.clock_us = (now().millis() * 1000).max(self.clock_us + 1);
+        micros_rfc3339(self.clock_us)
+    }
+}
+
+/// `2026-12-02T05:00:00.123456Z` for microseconds since the Unix epoch.
+pub fn micros_rfc3339(us: i64) -> String {
+    let ms = ledger_core::Timestamp::from_millis(us.div_euclid(1000)).rfc3339();
+    format!("{}{:03}Z", ms.trim_end_matches('Z'), us.rem_euclid(1000))
+}
+
+/// An event with a fresh webhook id, its body as Polar writes it.
+fn make_event(event_type: &str, data: &Value) -> Event {
+    Event {
+        webhook_id: new_webhook_id(),
+        event_type: event_type.to_owned(),
+        body: envelope(event_type, &now().rfc3339(), data),
+    }
 }
 
 /// The fake Polar server. Stops when dropped.
@@ -97,6 +143,12 @@ impl FakePolar {
                         .route("/v1/checkouts/{id}", web::get().to(get_checkout))
                         .route("/v1/orders/", web::get().to(list_orders))
                         .route("/v1/orders/{id}", web::get().to(get_order))
+                        .route(
+                            "/v1/subscriptions/{id}",
+                            web::patch().to(patch_subscription),
+                        )
+                        .route("/v1/events/ingest", web::post().to(ingest_events))
+                        .route("/v1/subscriptions/", web::get().to(list_subscriptions))
                 })
                 .workers(1)
                 .disable_signals()
@@ -236,11 +288,210 @@ impl FakePolar {
 
     /// An event with a fresh webhook id, its body as Polar writes it.
     pub fn event(&self, event_type: &str, data: &Value) -> Event {
-        Event {
-            webhook_id: new_webhook_id(),
-            event_type: event_type.to_owned(),
-            body: envelope(event_type, &now().rfc3339(), data),
+        make_event(event_type, data)
+    }
+
+    // -- subscriptions -----------------------------------------------------------------
+
+    /// Sells `product_id` as a monthly subscription at `cents` (a plan's product).
+    pub fn set_recurring(&self, product_id: &str, cents: i64) {
+        let mut s = lock(&self.state);
+        s.prices.insert(product_id.to_owned(), cents);
+        s.recurring.insert(product_id.to_owned());
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<Value> {
+        lock(&self.state).subscriptions.get(id).cloned()
+    }
+
+    /// The events API calls made since the last take (PATCH: updated, canceled, ...).
+    pub fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut lock(&self.state).outbox)
+    }
+
+    /// The customer pays a checkout of a plan's product: a subscription is created
+    /// (active, monthly from now, the checkout's metadata and customer), and what Polar
+    /// sends follows: `subscription.created` (`modified_at: null`),
+    /// `subscription.active`, and `order.paid` with billing reason `subscription_create`.
+    /// Returns the subscription and those events.
+    pub fn pay_subscription(&self, checkout_id: &str) -> (Value, Vec<Event>) {
+        let mut s = lock(&self.state);
+        let checkout = s
+            .checkouts
+            .get(checkout_id)
+            .cloned()
+            .expect("a checkout of this fake");
+        let product = checkout["product_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            s.recurring.contains(&product),
+            "{product} is not a plan's product"
+        );
+        let price = s.prices.get(&product).copied().unwrap_or(1000);
+        let start = now();
+        let end = ledger_core::Period::monthly(start, start).end;
+        let created = s.tick();
+        let external = checkout["external_customer_id"].as_str().map(str::to_owned);
+        let customer_id = format!("cus-{}", external.as_deref().unwrap_or("anonymous"));
+        let id = new_webhook_id();
+        let mut sub = json!({
+            "id": id, "created_at": created, "modified_at": null,
+            "amount": price, "currency": "usd", "recurring_interval": "month", "status": "active",
+            "current_period_start": micros_rfc3339(start.millis() * 1000),
+            "current_period_end": micros_rfc3339(end.millis() * 1000),
+            "cancel_at_period_end": false, "canceled_at": null, "started_at": created,
+            "ends_at": null, "ended_at": null,
+            "customer_id": customer_id, "product_id": product, "discount_id": null,
+            "checkout_id": checkout_id, "metadata": checkout["metadata"],
+            "customer": { "id": customer_id, "external_id": external, "email": "buyer@example.com" },
+        });
+        let created_event = make_event("subscription.created", &sub);
+        sub["modified_at"] = json!(s.tick());
+        let active_event = make_event("subscription.active", &sub);
+        let mut order = make_order(
+            &mut s,
+            &product,
+            price,
+            checkout["metadata"].clone(),
+            external.as_deref(),
+            Some(checkout_id),
+        );
+        order["billing_reason"] = json!("subscription_create");
+        order["subscription_id"] = json!(id);
+        if let Some(o) = s.orders.last_mut() {
+            *o = order.clone();
         }
+        if let Some(c) = s.checkouts.get_mut(checkout_id) {
+            c["status"] = json!("succeeded");
+            c["subscription_id"] = json!(id);
+        }
+        s.subscriptions.insert(id, sub.clone());
+        let paid_event = make_event("order.paid", &order);
+        (sub, vec![created_event, active_event, paid_event])
+    }
+
+    /// What an owner who subscribes through the api-server produces: a checkout
+    /// `payments` makes for `account` and `plan_id`, paid here.
+    pub fn subscribe(
+        &self,
+        payments: &payments::Payments,
+        account: &ledger_core::AccountId,
+        plan_id: &str,
+    ) -> (Value, Vec<Event>) {
+        let url = payments
+            .subscription_checkout(account, plan_id)
+            .expect("a subscription checkout at the fake");
+        self.pay_subscription(
+            &self
+                .checkout_id_for_url(&url)
+                .expect("a checkout of this fake"),
+        )
+    }
+
+    /// Changes subscription `id` with `change`, bumps its `modified_at`, and returns the
+    /// `event_type` event carrying the new state.
+    pub fn change(&self, id: &str, event_type: &str, change: impl FnOnce(&mut Value)) -> Event {
+        let mut s = lock(&self.state);
+        let at = s.tick();
+        let sub = s
+            .subscriptions
+            .get_mut(id)
+            .expect("a subscription of this fake");
+        change(sub);
+        sub["modified_at"] = json!(at);
+        make_event(event_type, sub)
+    }
+
+    /// A renewal payment failed: status `past_due` (`subscription.updated`).
+    pub fn past_due(&self, id: &str) -> Event {
+        self.change(id, "subscription.updated", |s| {
+            s["status"] = json!("past_due")
+        })
+    }
+
+    /// The period ended on a cancelled subscription, or it was revoked: status
+    /// `canceled`, ended now (`subscription.revoked`).
+    pub fn revoke(&self, id: &str) -> Event {
+        let at = now().rfc3339();
+        self.change(id, "subscription.revoked", |s| {
+            s["status"] = json!("canceled");
+            s["cancel_at_period_end"] = json!(false);
+            s["ended_at"] = json!(at);
+        })
+    }
+
+    /// The customer undid a cancellation (`subscription.uncanceled`).
+    pub fn uncancel(&self, id: &str) -> Event {
+        self.change(id, "subscription.uncanceled", |s| {
+            s["cancel_at_period_end"] = json!(false);
+            s["canceled_at"] = json!(null);
+        })
+    }
+
+    /// The subscription renewed: the next monthly period, status active
+    /// (`subscription.updated`), then `order.paid` with billing reason
+    /// `subscription_cycle`.
+    pub fn renew(&self, id: &str) -> Vec<Event> {
+        let sub = self.subscription(id).expect("a subscription of this fake");
+        let start = sub["current_period_end"]
+            .as_str()
+            .and_then(ledger_core::Timestamp::parse_rfc3339)
+            .expect("a period end");
+        let end = ledger_core::Period::monthly(start, start).end;
+        let updated = self.change(id, "subscription.updated", |s| {
+            s["status"] = json!("active");
+            s["current_period_start"] = json!(micros_rfc3339(start.millis() * 1000));
+            s["current_period_end"] = json!(micros_rfc3339(end.millis() * 1000));
+        });
+        let mut s = lock(&self.state);
+        let product = sub["product_id"].as_str().unwrap_or_default().to_owned();
+        let price = s.prices.get(&product).copied().unwrap_or(1000);
+        let mut order = make_order(
+            &mut s,
+            &product,
+            price,
+            sub["metadata"].clone(),
+            sub["customer"]["external_id"].as_str(),
+            None,
+        );
+        order["billing_reason"] = json!("subscription_cycle");
+        order["subscription_id"] = json!(id);
+        if let Some(o) = s.orders.last_mut() {
+            *o = order.clone();
+        }
+        vec![updated, make_event("order.paid", &order)]
+    }
+
+    // -- event ingestion ---------------------------------------------------------------
+
+    /// The next `n` calls of `POST /v1/events/ingest` answer 500 and record nothing.
+    pub fn fail_next_ingest(&self, n: u32) {
+        lock(&self.state).ingest_failures = n;
+    }
+
+    /// Any batch carrying an event with this `external_id` is refused with 422 (and
+    /// nothing of it is kept), as Polar refuses an invalid batch.
+    pub fn refuse_ingest_of(&self, external_id: &str) {
+        lock(&self.state)
+            .ingest_refused
+            .insert(external_id.to_owned());
+    }
+
+    /// Every ingested event Polar kept (duplicates by `external_id` are not kept).
+    pub fn ingested(&self) -> Vec<Value> {
+        lock(&self.state).ingested.clone()
+    }
+
+    /// Events ingested again with an `external_id` seen before (ignored, as Polar does).
+    pub fn ingest_duplicates(&self) -> u64 {
+        lock(&self.state).ingest_duplicates
+    }
+
+    /// Calls of `POST /v1/events/ingest`, failed ones included.
+    pub fn ingest_calls(&self) -> u64 {
+        lock(&self.state).ingest_calls
     }
 
     /// What Polar sends when an order is paid: `order.created`, `order.updated`,
@@ -523,6 +774,133 @@ async fn list_orders(state: Shared, req: HttpRequest, q: web::Query<ListQuery>) 
     let page = q.page.unwrap_or(1).max(1);
     // Newest first, as Polar lists them.
     let all: Vec<&Value> = s.orders.iter().rev().collect();
+    let items: Vec<&Value> = all
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .copied()
+        .collect();
+    let max_page = all.len().div_ceil(limit).max(1);
+    HttpResponse::Ok().json(json!({
+        "items": items,
+        "pagination": {"total_count": all.len(), "max_page": max_page},
+    }))
+}
+
+async fn patch_subscription(
+    state: Shared,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Err(answer) = gate(&state, &req, parsed.clone()).await {
+        return answer;
+    }
+    let mut s = lock(&state);
+    if !s.subscriptions.contains_key(id.as_str()) {
+        return HttpResponse::NotFound()
+            .json(json!({"error": "ResourceNotFound", "detail": "Not found"}));
+    }
+    let at = s.tick();
+    let mut events = Vec::new();
+    let sub = s.subscriptions.get_mut(id.as_str()).expect("checked above");
+    if sub["status"] == "canceled" {
+        return HttpResponse::Forbidden().json(json!({
+            "error": "AlreadyCanceledSubscription",
+            "detail": "This subscription is already canceled.",
+        }));
+    }
+    if let Some(product) = parsed["product_id"].as_str() {
+        sub["product_id"] = json!(product);
+        sub["modified_at"] = json!(at);
+        events.push(make_event("subscription.updated", sub));
+    } else if let Some(cancel) = parsed["cancel_at_period_end"].as_bool() {
+        sub["cancel_at_period_end"] = json!(cancel);
+        sub["canceled_at"] = if cancel { json!(at) } else { json!(null) };
+        sub["modified_at"] = json!(at);
+        let t = if cancel {
+            "subscription.canceled"
+        } else {
+            "subscription.uncanceled"
+        };
+        events.push(make_event(t, sub));
+    } else if parsed["revoke"].as_bool() == Some(true) {
+        sub["status"] = json!("canceled");
+        sub["cancel_at_period_end"] = json!(false);
+        sub["canceled_at"] = json!(at);
+        sub["ended_at"] = json!(at);
+        sub["modified_at"] = json!(at);
+        events.push(make_event("subscription.canceled", sub));
+        events.push(make_event("subscription.revoked", sub));
+    } else {
+        return HttpResponse::UnprocessableEntity().json(json!({
+            "error": "RequestValidationError",
+            "detail": [{"loc": ["body"], "msg": "one of product_id, cancel_at_period_end, revoke", "type": "value_error"}],
+        }));
+    }
+    let answer = sub.clone();
+    s.outbox.extend(events);
+    HttpResponse::Ok().json(answer)
+}
+
+async fn ingest_events(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Err(answer) = gate(&state, &req, parsed.clone()).await {
+        return answer;
+    }
+    let mut s = lock(&state);
+    s.ingest_calls += 1;
+    if s.ingest_failures > 0 {
+        s.ingest_failures -= 1;
+        return HttpResponse::InternalServerError()
+            .json(json!({"error": "InternalServerError", "detail": "fault injected"}));
+    }
+    let Some(events) = parsed["events"].as_array() else {
+        return HttpResponse::UnprocessableEntity().json(json!({
+            "error": "RequestValidationError",
+            "detail": [{"loc": ["body", "events"], "msg": "Field required", "type": "missing"}],
+        }));
+    };
+    let invalid = |e: &Value| {
+        e["name"].as_str().is_none_or(str::is_empty)
+            || e["external_customer_id"].as_str().is_none_or(str::is_empty)
+            || e["external_id"]
+                .as_str()
+                .is_some_and(|x| s.ingest_refused.contains(x))
+    };
+    if events.iter().any(invalid) {
+        return HttpResponse::UnprocessableEntity().json(json!({
+            "error": "RequestValidationError",
+            "detail": [{"loc": ["body", "events"], "msg": "name and a customer are required", "type": "value_error"}],
+        }));
+    }
+    let (mut inserted, mut duplicates) = (0, 0);
+    for e in events {
+        match e["external_id"].as_str() {
+            Some(x) if !s.ingest_ids.insert(x.to_owned()) => duplicates += 1,
+            _ => {
+                inserted += 1;
+                s.ingested.push(e.clone());
+            }
+        }
+    }
+    s.ingest_duplicates += duplicates;
+    HttpResponse::Ok().json(json!({"inserted": inserted, "duplicates": duplicates}))
+}
+
+async fn list_subscriptions(
+    state: Shared,
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+) -> HttpResponse {
+    if let Err(answer) = gate(&state, &req, Value::Null).await {
+        return answer;
+    }
+    let s = lock(&state);
+    let limit = q.limit.unwrap_or(10).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
+    let all: Vec<&Value> = s.subscriptions.values().collect();
     let items: Vec<&Value> = all
         .iter()
         .skip((page - 1) * limit)

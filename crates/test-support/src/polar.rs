@@ -2,9 +2,10 @@
 
 use ledger_core::AccountId;
 use ledger_store::Store;
-use payments::Payments;
+use payments::{Payments, PlanOffer, SubscriptionBook, SubscriptionConfig};
 use serde_json::Value;
 use settings::{Settings, Sources};
+use std::sync::Arc;
 
 use crate::fake_polar::FakePolar;
 use crate::TestDb;
@@ -75,4 +76,199 @@ pub fn polar_payments(fake: &FakePolar, settings: &Settings, store: Store) -> Pa
 /// who bought `pack_id` through the api-server produces.
 pub fn bought(fake: &FakePolar, payments: &Payments, acct: &AccountId, pack_id: &str) -> Value {
     fake.buy(payments, acct, pack_id)
+}
+
+/// Every paying plan of `settings` sold as the Polar product `prod_<plan id>`.
+pub fn sell_plans_on_polar(settings: &mut Settings) {
+    for p in &mut settings.plans {
+        if p.paying {
+            p.polar_product_id = Some(format!("prod_{}", p.id));
+        }
+    }
+}
+
+/// The plans and overage event name of `settings`, as the payments side reads them.
+pub fn subscription_config(settings: &Settings) -> SubscriptionConfig {
+    SubscriptionConfig {
+        plans: settings
+            .plans
+            .iter()
+            .map(|p| PlanOffer {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                price_cents: p.price_cents,
+                paying: p.paying,
+                product_id: p.polar_product_id.clone().filter(|s| !s.trim().is_empty()),
+            })
+            .collect(),
+        overage_event_name: settings.polar.overage_event_name.clone(),
+    }
+}
+
+/// `payments` with subscriptions wired to `book` as `settings` configure them; with a
+/// `fake`, each plan's product is sold there as a monthly subscription at its price.
+pub fn with_plans(
+    payments: Payments,
+    settings: &Settings,
+    book: Arc<dyn SubscriptionBook>,
+    fake: Option<&FakePolar>,
+) -> Payments {
+    let config = subscription_config(settings);
+    if let Some(fake) = fake {
+        for p in &config.plans {
+            if let Some(product) = &p.product_id {
+                fake.set_recurring(product, p.price_cents);
+            }
+        }
+    }
+    payments.with_subscriptions(book, config)
+}
+
+/// An overage item of a [`MemoryBook`], with how reporting it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryItem {
+    pub report: payments::OverageReport,
+    /// `pending`, `reported` or `recorded`.
+    pub status: &'static str,
+    pub next_attempt_at: ledger_core::Timestamp,
+    pub last_error: Option<String>,
+    /// How many times it was marked reported or recorded (must stay at most 1).
+    pub acknowledged: u32,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    accounts: std::collections::BTreeSet<String>,
+    subscriptions: std::collections::BTreeMap<String, payments::SubscriptionUpdate>,
+    changes: u64,
+    items: Vec<MemoryItem>,
+}
+
+/// An in-memory [`SubscriptionBook`] for the payments side's tests (the store's real one
+/// is built separately): one subscription per account, replaced only by an update with
+/// a newer `modified_at`; overage items handed out while pending and due.
+#[derive(Debug, Default)]
+pub struct MemoryBook(std::sync::Mutex<MemoryState>);
+
+impl MemoryBook {
+    /// A book that knows `accounts` (updates for any other are `UnknownAccount`).
+    pub fn new<'a>(accounts: impl IntoIterator<Item = &'a AccountId>) -> Arc<MemoryBook> {
+        let book = MemoryBook::default();
+        book.lock().accounts = accounts
+            .into_iter()
+            .map(|a| a.as_str().to_owned())
+            .collect();
+        Arc::new(book)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn subscription(&self, account: &AccountId) -> Option<payments::SubscriptionUpdate> {
+        self.lock().subscriptions.get(account.as_str()).cloned()
+    }
+
+    /// Updates applied (changed) so far.
+    pub fn changes(&self) -> u64 {
+        self.lock().changes
+    }
+
+    /// Adds a pending overage item, due now.
+    pub fn add_overage(&self, report: payments::OverageReport) {
+        self.lock().items.push(MemoryItem {
+            report,
+            status: "pending",
+            next_attempt_at: ledger_core::Timestamp::from_millis(0),
+            last_error: None,
+            acknowledged: 0,
+        });
+    }
+
+    /// A crash between the provider's 2xx and the mark: item `id` is pending again.
+    pub fn lose_mark(&self, id: &str) {
+        let mut s = self.lock();
+        if let Some(i) = s.items.iter_mut().find(|i| i.report.id == id) {
+            i.status = "pending";
+        }
+    }
+
+    pub fn items(&self) -> Vec<MemoryItem> {
+        self.lock().items.clone()
+    }
+
+    pub fn item(&self, id: &str) -> MemoryItem {
+        self.items()
+            .into_iter()
+            .find(|i| i.report.id == id)
+            .expect("an item of this book")
+    }
+}
+
+impl SubscriptionBook for MemoryBook {
+    fn apply_subscription_update(
+        &self,
+        update: &payments::SubscriptionUpdate,
+        _now: ledger_core::Timestamp,
+    ) -> Result<payments::UpdateOutcome, ledger_store::StoreError> {
+        let mut s = self.lock();
+        if !s.accounts.contains(update.account_id.as_str()) {
+            return Ok(payments::UpdateOutcome::UnknownAccount);
+        }
+        if let Some(old) = s.subscriptions.get(update.account_id.as_str()) {
+            if old.modified_at_micros >= update.modified_at_micros {
+                return Ok(payments::UpdateOutcome::NotNewer);
+            }
+        }
+        s.subscriptions
+            .insert(update.account_id.as_str().to_owned(), update.clone());
+        s.changes += 1;
+        Ok(payments::UpdateOutcome::Changed)
+    }
+
+    fn pending_overage_reports(
+        &self,
+        now: ledger_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<payments::OverageReport>, ledger_store::StoreError> {
+        Ok(self
+            .lock()
+            .items
+            .iter()
+            .filter(|i| i.status == "pending" && i.next_attempt_at <= now)
+            .take(limit)
+            .map(|i| i.report.clone())
+            .collect())
+    }
+
+    fn record_overage_report(
+        &self,
+        id: &str,
+        outcome: &payments::ReportOutcome,
+        _now: ledger_core::Timestamp,
+    ) -> Result<(), ledger_store::StoreError> {
+        let mut s = self.lock();
+        let Some(item) = s.items.iter_mut().find(|i| i.report.id == id) else {
+            return Ok(());
+        };
+        match outcome {
+            payments::ReportOutcome::Reported => {
+                item.status = "reported";
+                item.acknowledged += 1;
+            }
+            payments::ReportOutcome::Recorded => {
+                item.status = "recorded";
+                item.acknowledged += 1;
+            }
+            payments::ReportOutcome::Failed {
+                error,
+                next_attempt_at,
+            } => {
+                item.report.attempts += 1;
+                item.last_error = Some(error.clone());
+                item.next_attempt_at = *next_attempt_at;
+            }
+        }
+        Ok(())
+    }
 }

@@ -8,4 +8,5 @@ mod codec_errors;
 mod common;
 mod crash;
 mod reconcile;
+mod subscriptions;
 mod webhooks;

@@ -8,3 +8,4 @@ mod auto_topup;
 mod checkout;
 mod common;
 mod crediting;
+mod subscriptions;

@@ -1,0 +1,139 @@
+//! Subscription webhooks and overage reporting through the receiver over real HTTP,
+//! fed by the fake Polar, on SQLite and PostgreSQL.
+//!
+//! The store's `SubscriptionBook` is built separately; these tests use the in-memory one
+//! of `test_support::polar::MemoryBook`, which keeps the same `modified_at` rule.
+
+use crate::common;
+
+use common::*;
+use ledger_core::SubscriptionStatus;
+use payments::OverageReport;
+use test_support::fake_polar::{Event, FakePolar, KeyMode};
+use test_support::on_both_backends;
+use test_support::polar::{polar_payments, sell_plans_on_polar, with_plans, MemoryBook};
+use test_support::TestDb;
+
+fn subscription_webhooks_duplicated_and_reordered_over_http(db: TestDb) {
+    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
+    let mut s = settings(&db, Some(&fake.url()));
+    sell_plans_on_polar(&mut s);
+    let acct = account(&db.store);
+    let book = MemoryBook::new([&acct]);
+    let payments = with_plans(
+        polar_payments(&fake, &s, db.store.clone()),
+        &s,
+        book.clone(),
+        Some(&fake),
+    );
+    let rx = webhook_receiver::spawn(payments.clone()).unwrap();
+    let (sub, mut events) = fake.subscribe(&payments, &acct, "basic");
+    let id = sub["id"].as_str().unwrap().to_owned();
+    events.push(fake.past_due(&id));
+    payments.cancel_subscription(&id).unwrap();
+    events.extend(fake.take_events());
+    // Newest last; delivered newest first, each twice, plus Polar's retries.
+    let mut sent: Vec<&Event> = events.iter().rev().chain(events.iter()).collect();
+    sent.push(&events[0]);
+    for e in sent {
+        assert_eq!(fake.send(e, &rx.webhook_url()), 200, "{}", e.event_type);
+    }
+    let state = book.subscription(&acct).expect("subscribed");
+    assert_eq!(state.provider_subscription_id, id);
+    assert_eq!(state.status, SubscriptionStatus::PastDue);
+    assert!(state.cancel_at_period_end);
+    // A subscription event that is not ours answers 200 too (never retried).
+    let stranger = fake.change(&id, "subscription.updated", |s| {
+        s["product_id"] = serde_json::json!("prod_other_shop")
+    });
+    assert_eq!(fake.send(&stranger, &rx.webhook_url()), 200);
+    assert_eq!(book.subscription(&acct).unwrap(), state);
+}
+
+fn the_sweep_reports_overage_to_polar(db: TestDb) {
+    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
+    let mut s = settings(&db, Some(&fake.url()));
+    sell_plans_on_polar(&mut s);
+    let acct = account(&db.store);
+    let book = MemoryBook::new([&acct]);
+    let payments = with_plans(
+        polar_payments(&fake, &s, db.store.clone()),
+        &s,
+        book.clone(),
+        Some(&fake),
+    );
+    book.add_overage(OverageReport {
+        id: "ovg_sweep_1".into(),
+        account_id: acct.clone(),
+        period_start: now(),
+        blocks: 2,
+        credits: 2000,
+        amount_cents: 800,
+        attempts: 0,
+    });
+    let _rx = webhook_receiver::spawn(payments).unwrap();
+    eventually(10, "the overage item reported", || {
+        book.item("ovg_sweep_1").status == "reported"
+    });
+    let ingested = fake.ingested();
+    assert_eq!(ingested.len(), 1);
+    assert_eq!(ingested[0]["metadata"]["credits"], 2000);
+    assert_eq!(fake.ingest_duplicates(), 0);
+}
+
+fn the_demo_plan_checkout_subscribes_through_signed_webhooks(db: TestDb) {
+    let s = demo_settings(&db);
+    let acct = account(&db.store);
+    let book = MemoryBook::new([&acct]);
+    let payments = with_plans(
+        startup::payments(&s, db.store.clone()).unwrap(),
+        &s,
+        book.clone(),
+        None,
+    );
+    let rx = webhook_receiver::spawn(payments.clone()).unwrap();
+    let url = payments.subscription_checkout(&acct, "basic").unwrap();
+    let path = url
+        .strip_prefix("http://localhost:8081")
+        .expect(&url)
+        .to_owned();
+    assert!(path.starts_with("/demo/subscription/"), "{path}");
+    let a = agent();
+    let mut page = a.get(format!("{}{path}", rx.url())).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.body_mut().read_to_string().unwrap();
+    for needle in [
+        "TEST PAYMENT — no money moves",
+        "Basic plan",
+        "$29.00",
+        "<button",
+    ] {
+        assert!(html.contains(needle), "{needle} missing from {html}");
+    }
+    for _ in 0..2 {
+        let r = a
+            .post(format!("{}{path}/pay", rx.url()))
+            .send_empty()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let sub = book.subscription(&acct).expect("subscribed");
+        assert_eq!(
+            (sub.plan_id.as_str(), sub.status),
+            ("basic", SubscriptionStatus::Active)
+        );
+    }
+    assert_eq!(
+        book.changes(),
+        2,
+        "created, then active; paying again changes nothing"
+    );
+    // A forged token has no page.
+    let forged = format!("{}{path}x/pay", rx.url());
+    assert_eq!(a.post(forged).send_empty().unwrap().status().as_u16(), 404);
+}
+
+on_both_backends!(
+    subscription_webhooks_duplicated_and_reordered_over_http,
+    the_sweep_reports_overage_to_polar,
+    the_demo_plan_checkout_subscribes_through_signed_webhooks,
+);
