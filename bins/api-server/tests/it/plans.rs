@@ -42,6 +42,7 @@ fn plan(
         price_cents: price,
         overage_cents_per_1000: overage,
         paying,
+        polar_product_id: None,
     }
 }
 
