@@ -52,7 +52,10 @@ pub use ledger_core::{Operation, Outcome, Spend};
 pub use maintenance::{CompactReport, Maintenance, VerifyReport, Violation};
 pub use members::{Holder, Invite, Login, Member, MemberRefusal, Members, MEMBER_PREFIX};
 pub use orders::Orders;
-pub use plans::{ManagedBy, OverageItem, OverageStatus, PlanRefusal, PlanSubscription, Plans};
+pub use plans::{
+    ManagedBy, OverageItem, OverageStatus, PlanRefusal, PlanSubscription, Plans, ProviderApplied,
+    ProviderUpdate,
+};
 pub use screenshots::{Claim, ScreenshotAnswer, Screenshots};
 
 use std::sync::{Arc, Mutex, MutexGuard};

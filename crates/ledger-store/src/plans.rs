@@ -26,6 +26,28 @@ pub const ALLOWANCE_SOURCE: &str = "Monthly Reset";
 /// The source of the entry that writes a period's billed extra off.
 pub const OVERAGE_SOURCE: &str = "Overage";
 
+/// A payment provider's view of one subscription, for [`Plans::apply_provider_update`].
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderUpdate<'a> {
+    pub account: &'a AccountId,
+    pub provider_subscription_id: &'a str,
+    pub plan: &'a Plan,
+    pub status: SubscriptionStatus,
+    /// The provider's current period start: the subscription's anchor.
+    pub period_start: Timestamp,
+    /// The provider's `modified_at`, in microseconds (events can share a millisecond).
+    pub modified_at_micros: i64,
+}
+
+/// What [`Plans::apply_provider_update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderApplied {
+    Changed,
+    /// An update as old as, or older than, the one applied last: nothing changed.
+    NotNewer,
+    UnknownAccount,
+}
+
 /// Who manages a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManagedBy {
@@ -224,6 +246,84 @@ impl TryFrom<ItemRow> for OverageItem {
 pub(crate) struct InForce {
     pub context: PlanContext,
     period: Period,
+}
+
+/// Sets the account's subscription (see [`Plans::subscribe`]) inside a transaction that
+/// already holds the account's lock.
+fn subscribe_in_tx(
+    conn: &mut crate::db::DbConnection,
+    account: &AccountId,
+    plan: &Plan,
+    status: SubscriptionStatus,
+    anchor: Option<Timestamp>,
+    managed_by: ManagedBy,
+    now: Timestamp,
+) -> Result<PlanSubscription, TxError> {
+    lock_account(conn, account)?;
+    roll_in_tx(conn, account, now)?;
+    match load_sub(conn, account)? {
+        Some(sub) => {
+            let was_in_force = sub.plan_name.is_some() && sub.status()?.stamps_plan();
+            if let (true, false, Some(old)) = (was_in_force, status.stamps_plan(), sub.plan()) {
+                write_off_now(conn, account, &sub, &old, now)?;
+            }
+            match sub.plan() {
+                // A change of plan in force applies as the customer's would.
+                Some(old) if old != *plan && was_in_force && status.stamps_plan() => {
+                    change_in_tx(conn, account, &sub, &old, status, plan, now)?;
+                }
+                Some(old) if old == *plan => {}
+                _ => set_snapshot(conn, account, plan, None, now)?,
+            }
+            diesel::update(
+                subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
+            )
+            .set((
+                subscriptions::status.eq(status.as_str()),
+                subscriptions::managed_by.eq(managed_by.as_str()),
+            ))
+            .execute(conn)?;
+            if let Some(a) = anchor {
+                let moved = Period::monthly(a, now).start.millis();
+                let mut set_end = None;
+                if sub.period_start.is_some_and(|s| s != moved) {
+                    // The recorded period is over: the next touch starts the one
+                    // the new anchor gives (closing this one properly).
+                    set_end = Some(now.millis());
+                }
+                diesel::update(
+                    subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
+                )
+                .set(subscriptions::period_anchor.eq(a.millis()))
+                .execute(conn)?;
+                if let Some(end) = set_end {
+                    diesel::update(
+                        subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
+                    )
+                    .set(subscriptions::period_end.eq(end))
+                    .execute(conn)?;
+                }
+            }
+        }
+        None => {
+            diesel::insert_into(subscriptions::table)
+                .values((
+                    subscriptions::account_id.eq(account.as_str()),
+                    subscriptions::id.eq(new_id("sub_")),
+                    subscriptions::plan_id.eq(&plan.id),
+                    subscriptions::status.eq(status.as_str()),
+                    subscriptions::created_at.eq(now.millis()),
+                    subscriptions::updated_at.eq(now.millis()),
+                    subscriptions::period_anchor.eq(anchor.unwrap_or(now).millis()),
+                    subscriptions::managed_by.eq(managed_by.as_str()),
+                ))
+                .execute(conn)?;
+            set_snapshot(conn, account, plan, None, now)?;
+        }
+    }
+    stamp(conn, account, plan, status)?;
+    roll_in_tx(conn, account, now)?;
+    view_required(conn, account)
 }
 
 fn load_sub(conn: &mut crate::db::DbConnection, id: &AccountId) -> Result<Option<SubRow>, TxError> {
@@ -788,74 +888,66 @@ impl Plans<'_> {
     ) -> Result<PlanSubscription, StoreError> {
         self.store.write(|conn| {
             lock_account(conn, account)?;
-            roll_in_tx(conn, account, now)?;
-            match load_sub(conn, account)? {
-                Some(sub) => {
-                    let was_in_force = sub.plan_name.is_some() && sub.status()?.stamps_plan();
-                    if let (true, false, Some(old)) =
-                        (was_in_force, status.stamps_plan(), sub.plan())
-                    {
-                        write_off_now(conn, account, &sub, &old, now)?;
-                    }
-                    match sub.plan() {
-                        // A change of plan in force applies as the customer's would.
-                        Some(old) if old != *plan && was_in_force && status.stamps_plan() => {
-                            change_in_tx(conn, account, &sub, &old, status, plan, now)?;
-                        }
-                        Some(old) if old == *plan => {}
-                        _ => set_snapshot(conn, account, plan, None, now)?,
-                    }
-                    diesel::update(
-                        subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
-                    )
-                    .set((
-                        subscriptions::status.eq(status.as_str()),
-                        subscriptions::managed_by.eq(ManagedBy::Operator.as_str()),
-                    ))
-                    .execute(conn)?;
-                    if let Some(a) = anchor {
-                        let moved = Period::monthly(a, now).start.millis();
-                        let mut set_end = None;
-                        if sub.period_start.is_some_and(|s| s != moved) {
-                            // The recorded period is over: the next touch starts the one
-                            // the new anchor gives (closing this one properly).
-                            set_end = Some(now.millis());
-                        }
-                        diesel::update(
-                            subscriptions::table
-                                .filter(subscriptions::account_id.eq(account.as_str())),
-                        )
-                        .set(subscriptions::period_anchor.eq(a.millis()))
-                        .execute(conn)?;
-                        if let Some(end) = set_end {
-                            diesel::update(
-                                subscriptions::table
-                                    .filter(subscriptions::account_id.eq(account.as_str())),
-                            )
-                            .set(subscriptions::period_end.eq(end))
-                            .execute(conn)?;
-                        }
-                    }
+            subscribe_in_tx(
+                conn,
+                account,
+                plan,
+                status,
+                anchor,
+                ManagedBy::Operator,
+                now,
+            )
+        })
+    }
+
+    /// Applies a payment provider's view of a subscription (its webhooks, or a
+    /// reconciliation), only when `modified_at_micros` is newer than the one applied last
+    /// for that provider subscription: an older event never undoes a newer one, and the
+    /// same event twice changes nothing. The anchor is the provider's current period start.
+    pub fn apply_provider_update(
+        &self,
+        update: &ProviderUpdate<'_>,
+        now: Timestamp,
+    ) -> Result<ProviderApplied, StoreError> {
+        let account = update.account;
+        self.store.write(|conn| {
+            match lock_account(conn, account) {
+                Err(TxError(StoreError::AccountNotFound { .. })) => {
+                    return Ok(ProviderApplied::UnknownAccount)
                 }
-                None => {
-                    diesel::insert_into(subscriptions::table)
-                        .values((
-                            subscriptions::account_id.eq(account.as_str()),
-                            subscriptions::id.eq(new_id("sub_")),
-                            subscriptions::plan_id.eq(&plan.id),
-                            subscriptions::status.eq(status.as_str()),
-                            subscriptions::created_at.eq(now.millis()),
-                            subscriptions::updated_at.eq(now.millis()),
-                            subscriptions::period_anchor.eq(anchor.unwrap_or(now).millis()),
-                            subscriptions::managed_by.eq(ManagedBy::Operator.as_str()),
-                        ))
-                        .execute(conn)?;
-                    set_snapshot(conn, account, plan, None, now)?;
+                other => other?,
+            }
+            let seen: Option<(Option<String>, Option<i64>)> = subscriptions::table
+                .filter(subscriptions::account_id.eq(account.as_str()))
+                .select((
+                    subscriptions::provider_subscription_id,
+                    subscriptions::provider_modified_at,
+                ))
+                .first(conn)
+                .optional()?;
+            if let Some((Some(id), Some(at))) = &seen {
+                if id == update.provider_subscription_id && *at >= update.modified_at_micros {
+                    return Ok(ProviderApplied::NotNewer);
                 }
             }
-            stamp(conn, account, plan, status)?;
-            roll_in_tx(conn, account, now)?;
-            view_required(conn, account)
+            subscribe_in_tx(
+                conn,
+                account,
+                update.plan,
+                update.status,
+                Some(update.period_start),
+                ManagedBy::Polar,
+                now,
+            )?;
+            diesel::update(
+                subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
+            )
+            .set((
+                subscriptions::provider_subscription_id.eq(update.provider_subscription_id),
+                subscriptions::provider_modified_at.eq(update.modified_at_micros),
+            ))
+            .execute(conn)?;
+            Ok(ProviderApplied::Changed)
         })
     }
 

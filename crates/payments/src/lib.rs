@@ -25,6 +25,7 @@ mod error;
 pub mod polar;
 mod service;
 pub mod signature;
+mod store_book;
 pub mod subscriptions;
 
 pub use config::{PaymentsConfig, ProviderChoice};
@@ -37,6 +38,7 @@ pub use service::{
 };
 pub use service::{DemoSubscription, SubscriptionReconcile};
 pub use signature::{SignedHeaders, WebhookSecret, TOLERANCE_SECS};
+pub use store_book::StoreBook;
 pub use subscriptions::{
     ChangeRequested, OverageReport, PlanOffer, ReportOutcome, ReportSummary, SubscriptionBook,
     SubscriptionConfig, SubscriptionUpdate, UpdateOutcome,

@@ -254,6 +254,22 @@ pub struct PlanSettings {
     pub polar_product_id: Option<String>,
 }
 
+impl PlanSettings {
+    /// The core's view of the plan (what a subscription snapshots).
+    pub fn plan(&self) -> ledger_core::Plan {
+        ledger_core::Plan {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            monthly_credits: self.monthly_credits,
+            price_cents: ledger_core::Cents::new(self.price_cents),
+            overage: ledger_core::OveragePolicy::new(ledger_core::Cents::new(
+                self.overage_cents_per_1000,
+            )),
+            paying: self.paying,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentSettings {

@@ -7,7 +7,12 @@
 //! their parts, start here.
 
 use ledger_store::{Store, StoreError};
-use payments::{Payments, PaymentsConfig, PaymentsError, ProviderChoice};
+use std::sync::Arc;
+
+use payments::{
+    Payments, PaymentsConfig, PaymentsError, PlanOffer, ProviderChoice, StoreBook,
+    SubscriptionConfig,
+};
 use settings::{PaymentProvider, Settings};
 
 /// Opens (and migrates) the database the settings name, with their pool options.
@@ -37,7 +42,29 @@ pub fn payments_config(settings: &Settings) -> Result<PaymentsConfig, PaymentsEr
     })
 }
 
-/// The payments service over `store`, as the settings configure it.
+/// The payments service over `store`, as the settings configure it, with subscriptions
+/// (Polar's subscription webhooks, overage reports) kept in the same store.
 pub fn payments(settings: &Settings, store: Store) -> Result<Payments, PaymentsError> {
-    Payments::new(&payments_config(settings)?, store)
+    let plans = settings.plans.iter().map(|p| p.plan()).collect();
+    let book = Arc::new(StoreBook::new(store.clone(), plans));
+    Ok(Payments::new(&payments_config(settings)?, store)?
+        .with_subscriptions(book, subscription_config(settings)))
+}
+
+/// The plans on sale and the overage event name, as the settings configure them.
+pub fn subscription_config(settings: &Settings) -> SubscriptionConfig {
+    SubscriptionConfig {
+        plans: settings
+            .plans
+            .iter()
+            .map(|p| PlanOffer {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                price_cents: p.price_cents,
+                paying: p.paying,
+                product_id: p.polar_product_id.clone().filter(|s| !s.trim().is_empty()),
+            })
+            .collect(),
+        overage_event_name: settings.polar.overage_event_name.clone(),
+    }
 }

@@ -2,7 +2,7 @@
 
 use ledger_core::AccountId;
 use ledger_store::Store;
-use payments::{Payments, PlanOffer, SubscriptionBook, SubscriptionConfig};
+use payments::{Payments, SubscriptionBook, SubscriptionConfig};
 use serde_json::Value;
 use settings::{Settings, Sources};
 use std::sync::Arc;
@@ -89,20 +89,7 @@ pub fn sell_plans_on_polar(settings: &mut Settings) {
 
 /// The plans and overage event name of `settings`, as the payments side reads them.
 pub fn subscription_config(settings: &Settings) -> SubscriptionConfig {
-    SubscriptionConfig {
-        plans: settings
-            .plans
-            .iter()
-            .map(|p| PlanOffer {
-                id: p.id.clone(),
-                name: p.name.clone(),
-                price_cents: p.price_cents,
-                paying: p.paying,
-                product_id: p.polar_product_id.clone().filter(|s| !s.trim().is_empty()),
-            })
-            .collect(),
-        overage_event_name: settings.polar.overage_event_name.clone(),
-    }
+    startup::subscription_config(settings)
 }
 
 /// `payments` with subscriptions wired to `book` as `settings` configure them; with a

@@ -159,10 +159,13 @@ pub async fn hard_limit(
 }
 
 /// Upgrades or downgrades (owners only): an upgrade resets the hard limit and starts a new
-/// period; a change to a free plan bills the extra at once. 409 `PROVIDER_MANAGED` for a
-/// change that goes through the payment provider.
+/// period; a change to a free plan bills the extra at once. A new paid plan is bought
+/// through a checkout: 202 with its URL (the provider's webhooks then start the
+/// subscription). 409 `PROVIDER_MANAGED` for a change of a subscription the provider
+/// manages.
 #[utoipa::path(tag = "subscription", request_body = PlanChangeRequest,
-    responses((status = 200, body = PlanSubscriptionView), (status = 400, body = crate::wire::ErrorBody),
+    responses((status = 200, body = PlanSubscriptionView), (status = 202, body = crate::wire::CheckoutView),
+        (status = 400, body = crate::wire::ErrorBody),
         (status = 401, body = crate::wire::ErrorBody), (status = 403, body = crate::wire::ErrorBody),
         (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/subscription/change")]
@@ -172,7 +175,12 @@ pub async fn change(
     body: JsonBody<PlanChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let s = service::change(&state, who.account_id, who.role, &body.value.plan_id).await;
-    respond(s.map(|s| answer(&s)))
+    respond(s.map(|changed| match changed {
+        service::Changed::Now(s) => answer(&s),
+        service::Changed::Checkout(checkout_url) => {
+            HttpResponse::Accepted().json(crate::wire::CheckoutView { checkout_url })
+        }
+    }))
 }
 
 /// Bills unbilled extra, then cancels (owners only).

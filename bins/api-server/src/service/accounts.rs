@@ -375,17 +375,19 @@ pub async fn purchase(
 }
 
 /// The payments service; none wired in (only tests build such a state): payments are off.
-fn payments(state: &AppState) -> Result<Arc<payments::Payments>, ApiError> {
+pub(crate) fn payments(state: &AppState) -> Result<Arc<payments::Payments>, ApiError> {
     state.payments.clone().ok_or_else(payments_not_configured)
 }
 
 /// No provider: turning auto top-up on answers 503 `PAYMENTS_NOT_CONFIGURED` (as a
 /// purchase does), since nothing could pay for a top-up; Polar: 409, it cannot charge a
 /// saved payment method.
-fn payments_error(e: PaymentsError) -> ApiError {
+pub(crate) fn payments_error(e: PaymentsError) -> ApiError {
     match e {
         PaymentsError::NotConfigured => payments_not_configured(),
         PaymentsError::UnknownPack { .. } => ApiError::NotFound("Credit pack not found".into()),
+        PaymentsError::UnknownPlan { .. } => ApiError::NotFound("Plan not found".into()),
+        PaymentsError::PlanNotSold { reason, .. } => ApiError::conflict("PLAN_NOT_SOLD", reason),
         PaymentsError::AutoTopupUnsupported { reason } => {
             ApiError::conflict("AUTO_TOPUP_UNSUPPORTED", reason)
         }

@@ -11,7 +11,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use ledger_core::plan::{HardLimitRefusal, Plan};
-use ledger_core::{AccountId, Cents, Credits, OveragePolicy, Role, SubscriptionStatus, Timestamp};
+use ledger_core::{AccountId, Credits, Role, SubscriptionStatus, Timestamp};
 use ledger_store::{ManagedBy, OverageItem, PlanRefusal, PlanSubscription};
 use serde_json::json;
 
@@ -99,14 +99,7 @@ pub fn configured_plan(state: &AppState, plan_id: &str) -> std::result::Result<P
             known.join(", ")
         ))
     })?;
-    Ok(Plan {
-        id: p.id.clone(),
-        name: p.name.clone(),
-        monthly_credits: p.monthly_credits,
-        price_cents: Cents::new(p.price_cents),
-        overage: OveragePolicy::new(Cents::new(p.overage_cents_per_1000)),
-        paying: p.paying,
-    })
+    Ok(p.plan())
 }
 
 /// THE provider path: a change that must go through the payment provider (Polar) rather
@@ -207,6 +200,15 @@ pub async fn set_hard_limit(
     result.map_err(refused)
 }
 
+/// What a change of plan came to.
+pub enum Changed {
+    /// Applied here, at once.
+    Now(PlanSubscription),
+    /// A new paid plan is bought through the payment provider: the checkout to complete
+    /// (the provider's signed webhooks then start the subscription).
+    Checkout(String),
+}
+
 /// `POST /api/v1/subscription/change`: owners only; the change applies at once for an
 /// operator-managed subscription in force (seed 002's rules, in the core), and goes to
 /// [`provider_managed_change`] otherwise. An account without a subscription in force may
@@ -216,17 +218,30 @@ pub async fn change(
     account: AccountId,
     role: Role,
     plan_id: &str,
-) -> Result<PlanSubscription> {
+) -> Result<Changed> {
     if !role.manages_billing() {
         return Err(SubscriptionError::owner_only());
     }
     let to = configured_plan(state, plan_id)?;
     let sub = current(state, &account).await?;
+    let in_force = sub.as_ref().is_some_and(|s| s.status.stamps_plan());
+    if to.paying && !in_force {
+        // A new paid plan: a checkout with the provider (Polar, or the demo one).
+        let payments = crate::service::accounts::payments(state)?;
+        let (id, plan) = (account.clone(), to.id.clone());
+        let url = state
+            .blocking(move |_| {
+                payments
+                    .subscription_checkout(&id, &plan)
+                    .map_err(crate::service::accounts::payments_error)
+            })
+            .await?;
+        return Ok(Changed::Checkout(url));
+    }
     if let Some(refusal) = provider_managed_change(sub.as_ref(), Some(&to)) {
         return Err(refusal);
     }
     let now = state.now();
-    let in_force = sub.as_ref().is_some_and(|s| s.status.stamps_plan());
     let id = account.clone();
     let result = state
         .blocking(move |s| {
@@ -240,7 +255,7 @@ pub async fn change(
         .await?;
     let view = result.map_err(refused)?;
     record_without_reporter(state, Some(account)).await?;
-    Ok(view)
+    Ok(Changed::Now(view))
 }
 
 /// `POST /api/v1/subscription/cancel`: owners only; the extra is billed (written off)

@@ -607,17 +607,11 @@ async fn fractional_credits_print_exactly(backend: &'static str) {
     assert_eq!(app.balance(&auth).await, json!(0.9));
 }
 
-/// The app with the `payments` facade the server wires in, built from its settings.
 async fn with_payments(
     backend: &'static str,
     edit: impl FnOnce(&mut settings::Settings),
 ) -> TestApp {
-    TestApp::build_with_state(backend, START, edit, |state| {
-        let p = startup::payments(&state.settings, state.store.clone())
-            .expect("payments from the test settings");
-        state.with_payments(std::sync::Arc::new(p))
-    })
-    .await
+    TestApp::with_payments(backend, edit).await
 }
 
 async fn purchase_without_a_payment_provider_is_503_and_mints_nothing(backend: &'static str) {

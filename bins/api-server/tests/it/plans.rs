@@ -523,9 +523,22 @@ async fn a_week_of_downtime_grants_one_allowance(backend: &'static str) {
 async fn changes_the_provider_manages_answer_409(backend: &'static str) {
     let app = app(backend).await;
     let (_, auth) = customer(&app);
-    // A new paid plan is bought through the provider: not offered here yet.
-    let err = change(&app, &auth, "basic").await.expect(409);
-    assert_eq!(err["code"], "PROVIDER_MANAGED", "{err}");
+    // A new paid plan is bought through the provider; without one, none can be.
+    let err = change(&app, &auth, "basic").await.expect(503);
+    assert_eq!(err["code"], "PAYMENTS_NOT_CONFIGURED", "{err}");
+    // With the demo provider it is a checkout; nothing changes until it is paid.
+    let demo = TestApp::with_payments(backend, |s| {
+        plans_settings(s);
+        s.payments.provider = "demo".into();
+    })
+    .await;
+    let (_, buyer) = customer(&demo);
+    let checkout = change(&demo, &buyer, "basic").await.expect(202);
+    let url = checkout["checkoutUrl"].as_str().unwrap_or_default();
+    assert!(url.contains("/demo/subscription/"), "{checkout}");
+    demo.send(Req::get("/api/v1/subscription").auth(&buyer))
+        .await
+        .expect(404);
     // A free plan applies at once, operator-managed.
     let v = change(&app, &auth, "free").await.expect(200);
     assert_eq!(

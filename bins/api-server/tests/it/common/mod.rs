@@ -97,6 +97,17 @@ impl TestApp {
         TestApp::build_with_state(backend, start, edit, |s| s).await
     }
 
+    /// The app with the `payments` facade the server wires in, built from its settings
+    /// (changed by `edit`).
+    pub async fn with_payments(backend: &str, edit: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::build_with_state(backend, START, edit, |state| {
+            let p = startup::payments(&state.settings, state.store.clone())
+                .expect("payments from the test settings");
+            state.with_payments(std::sync::Arc::new(p))
+        })
+        .await
+    }
+
     /// The state changed by `wire` (e.g. a checkout provider) before the app is built.
     pub async fn build_with_state(
         backend: &str,
