@@ -17,7 +17,7 @@ use crate::wire;
         auto_topup::AutoTopupBody, account::CsrfTokenView, screenshot::ScreenshotOptions, screenshot::QuoteView, wire::ErrorBody, wire::BalanceView, wire::PackView, wire::TransactionView, wire::UsageView,
         wire::Credentials, wire::SignupRequest, members::NewMember, members::MemberInvited, members::MemberView, wire::AccountView, wire::NewKey, wire::KeyCreated, wire::KeyView, wire::CreditsV1,
         wire::PurchaseRequest, wire::CheckoutView, wire::AdminNewAccount, wire::AdjustmentRequest,
-        subscription::PlanSubscriptionView, subscription::OverageItemView, subscription::HardLimitRequest, subscription::PlanChangeRequest,
+        subscription::PlanSubscriptionView, subscription::ChangeAccepted, subscription::OverageItemView, subscription::HardLimitRequest, subscription::PlanChangeRequest,
         wire::DebitRequest, wire::HoldRequest, wire::CaptureRequest, wire::HoldView, wire::RefundRequest,
         wire::SubscriptionRequest, wire::MaxHardLimitRequest, wire::MaxHardLimitView,
     )),

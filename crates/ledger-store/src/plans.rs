@@ -89,6 +89,8 @@ pub struct PlanSubscription {
     /// `None` until the first period starts.
     pub period: Option<Period>,
     pub managed_by: ManagedBy,
+    /// The payment provider's id of it, when the provider manages it.
+    pub provider_subscription_id: Option<String>,
     /// Credits charged this period, net of refunds.
     pub used: Credits,
     /// This period's extra: beyond the allowance and the account's credits.
@@ -160,6 +162,7 @@ struct SubRow {
     period_start: Option<i64>,
     period_end: Option<i64>,
     managed_by: String,
+    provider_subscription_id: Option<String>,
 }
 
 impl SubRow {
@@ -701,6 +704,7 @@ fn view_in_tx(
         max_hard_limit,
         period,
         managed_by: sub.managed_by.parse().map_err(StoreError::corrupt)?,
+        provider_subscription_id: sub.provider_subscription_id.clone(),
         used: Credits::from_millis(used),
         extra: Credits::from_millis(extra),
         billed_blocks,

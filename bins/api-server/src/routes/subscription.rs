@@ -118,6 +118,32 @@ fn answer(s: &PlanSubscription) -> HttpResponse {
     HttpResponse::Ok().json(PlanSubscriptionView::new(s, false))
 }
 
+/// A change or cancellation: applied (200, the subscription), a checkout to complete (202,
+/// its URL), or taken by the payment provider (202, the subscription as it stands until
+/// the provider's webhooks bring the new state).
+fn changed(c: service::Changed) -> HttpResponse {
+    match c {
+        service::Changed::Now(s) => answer(&s),
+        service::Changed::Checkout(checkout_url) => {
+            HttpResponse::Accepted().json(ChangeAccepted::Checkout(crate::wire::CheckoutView {
+                checkout_url,
+            }))
+        }
+        service::Changed::Requested(s) => HttpResponse::Accepted().json(ChangeAccepted::Requested(
+            PlanSubscriptionView::new(&s, false),
+        )),
+    }
+}
+
+/// A change the payment provider carries out: the checkout of a new paid plan, or the
+/// subscription as it stands until the provider's webhooks bring the new state.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ChangeAccepted {
+    Checkout(crate::wire::CheckoutView),
+    Requested(PlanSubscriptionView),
+}
+
 /// The answer of a flow: a refusal with a code of this area is answered as it is; a
 /// shared error stays an [`ApiError`] (so a 500 is logged with its cause chain).
 fn respond(result: Result<HttpResponse, SubscriptionError>) -> Result<HttpResponse, ApiError> {
@@ -164,7 +190,7 @@ pub async fn hard_limit(
 /// subscription). 409 `PROVIDER_MANAGED` for a change of a subscription the provider
 /// manages.
 #[utoipa::path(tag = "subscription", request_body = PlanChangeRequest,
-    responses((status = 200, body = PlanSubscriptionView), (status = 202, body = crate::wire::CheckoutView),
+    responses((status = 200, body = PlanSubscriptionView), (status = 202, body = ChangeAccepted),
         (status = 400, body = crate::wire::ErrorBody),
         (status = 401, body = crate::wire::ErrorBody), (status = 403, body = crate::wire::ErrorBody),
         (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
@@ -175,23 +201,20 @@ pub async fn change(
     body: JsonBody<PlanChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let s = service::change(&state, who.account_id, who.role, &body.value.plan_id).await;
-    respond(s.map(|changed| match changed {
-        service::Changed::Now(s) => answer(&s),
-        service::Changed::Checkout(checkout_url) => {
-            HttpResponse::Accepted().json(crate::wire::CheckoutView { checkout_url })
-        }
-    }))
+    respond(s.map(changed))
 }
 
-/// Bills unbilled extra, then cancels (owners only).
+/// Bills unbilled extra, then cancels (owners only). A subscription the payment provider
+/// manages is cancelled there, at the period's end: 202, and its webhooks bring the state.
 #[utoipa::path(tag = "subscription",
-    responses((status = 200, body = PlanSubscriptionView), (status = 401, body = crate::wire::ErrorBody),
+    responses((status = 200, body = PlanSubscriptionView), (status = 202, body = ChangeAccepted),
+        (status = 401, body = crate::wire::ErrorBody),
         (status = 403, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody),
         (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/subscription/cancel")]
 pub async fn cancel(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
     let s = service::cancel(&state, who.account_id, who.role).await;
-    respond(s.map(|s| answer(&s)))
+    respond(s.map(changed))
 }
 
 /// The billed blocks of extra, newest first.

@@ -207,6 +207,36 @@ pub enum Changed {
     /// A new paid plan is bought through the payment provider: the checkout to complete
     /// (the provider's signed webhooks then start the subscription).
     Checkout(String),
+    /// The provider took the change; its webhooks bring the new state.
+    Requested(PlanSubscription),
+}
+
+/// Asks the provider that manages `sub` to change it to `to` (a paid plan) or, for a free
+/// plan, to cancel it at the period's end. `None`: no provider holds it (demo), so the
+/// change applies here.
+async fn ask_provider(
+    state: &AppState,
+    sub: &PlanSubscription,
+    to: Option<&Plan>,
+) -> Result<Option<()>> {
+    let Some(provider_id) = sub.provider_subscription_id.clone() else {
+        return Ok(None);
+    };
+    let payments = crate::service::accounts::payments(state)?;
+    let plan = to.filter(|p| p.paying).map(|p| p.id.clone());
+    let asked = state
+        .blocking(move |_| {
+            match &plan {
+                Some(plan) => payments.change_subscription(&provider_id, plan),
+                None => payments.cancel_subscription(&provider_id),
+            }
+            .map_err(crate::service::accounts::payments_error)
+        })
+        .await?;
+    Ok(match asked {
+        payments::ChangeRequested::Provider { .. } => Some(()),
+        payments::ChangeRequested::Local => None,
+    })
 }
 
 /// `POST /api/v1/subscription/change`: owners only; the change applies at once for an
@@ -238,7 +268,11 @@ pub async fn change(
             .await?;
         return Ok(Changed::Checkout(url));
     }
-    if let Some(refusal) = provider_managed_change(sub.as_ref(), Some(&to)) {
+    if let Some(current) = sub.as_ref().filter(|s| s.managed_by == ManagedBy::Polar) {
+        if ask_provider(state, current, Some(&to)).await?.is_some() {
+            return Ok(Changed::Requested(current.clone()));
+        }
+    } else if let Some(refusal) = provider_managed_change(sub.as_ref(), Some(&to)) {
         return Err(refusal);
     }
     let now = state.now();
@@ -260,16 +294,20 @@ pub async fn change(
 
 /// `POST /api/v1/subscription/cancel`: owners only; the extra is billed (written off)
 /// first, then the subscription is cancelled.
-pub async fn cancel(state: &AppState, account: AccountId, role: Role) -> Result<PlanSubscription> {
+pub async fn cancel(state: &AppState, account: AccountId, role: Role) -> Result<Changed> {
     if !role.manages_billing() {
         return Err(SubscriptionError::owner_only());
     }
     let sub = current(state, &account).await?;
-    if sub.is_none() {
+    let Some(current) = sub else {
         return Err(SubscriptionError::no_subscription());
-    }
-    if let Some(refusal) = provider_managed_change(sub.as_ref(), None) {
-        return Err(refusal);
+    };
+    if current.managed_by == ManagedBy::Polar
+        && ask_provider(state, &current, None).await?.is_some()
+    {
+        // Polar cancels at the period's end; its webhooks bring the state, and the
+        // webhook-receiver's sweep reports any pending overage item first.
+        return Ok(Changed::Requested(current));
     }
     let now = state.now();
     let id = account.clone();
@@ -278,7 +316,7 @@ pub async fn cancel(state: &AppState, account: AccountId, role: Role) -> Result<
         .await?;
     let view = result.map_err(refused)?;
     record_without_reporter(state, Some(account)).await?;
-    Ok(view)
+    Ok(Changed::Now(view))
 }
 
 /// `GET /api/v1/subscription/overage`: the billed blocks, newest first.

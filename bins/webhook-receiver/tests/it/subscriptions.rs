@@ -132,7 +132,57 @@ fn the_demo_plan_checkout_subscribes_through_signed_webhooks(db: TestDb) {
     assert_eq!(a.post(forged).send_empty().unwrap().status().as_u16(), 404);
 }
 
+/// The same deliveries, duplicated and reordered, through the store's own book (the one
+/// the programs wire): the newest state wins, the plan's allowance is granted once, and
+/// `verify` stays clean.
+fn subscription_webhooks_reach_the_store_once_in_the_newest_state(db: TestDb) {
+    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
+    let mut s = settings(&db, Some(&fake.url()));
+    sell_plans_on_polar(&mut s);
+    let acct = account(&db.store);
+    let plans = s.plans.iter().map(|p| p.plan()).collect();
+    let book = std::sync::Arc::new(payments::StoreBook::new(db.store.clone(), plans));
+    let payments = with_plans(
+        polar_payments(&fake, &s, db.store.clone()),
+        &s,
+        book,
+        Some(&fake),
+    );
+    let rx = webhook_receiver::spawn(payments.clone()).unwrap();
+    let (sub, mut events) = fake.subscribe(&payments, &acct, "basic");
+    let id = sub["id"].as_str().unwrap().to_owned();
+    events.push(fake.past_due(&id));
+    let mut sent: Vec<&Event> = events.iter().rev().chain(events.iter()).collect();
+    sent.push(&events[0]);
+    for e in sent {
+        assert_eq!(fake.send(e, &rx.webhook_url()), 200, "{}", e.event_type);
+    }
+    let state = db
+        .store
+        .plans()
+        .subscription(&acct, now())
+        .unwrap()
+        .expect("subscribed through the webhooks");
+    assert_eq!(state.plan.id, "basic");
+    assert_eq!(state.status, SubscriptionStatus::PastDue);
+    assert_eq!(state.managed_by, ledger_store::ManagedBy::Polar);
+    let allowances = db
+        .store
+        .ledger()
+        .history(&acct, ledger_core::Page::new(100, 0).unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == ledger_core::EntryKind::Allowance)
+        .count();
+    assert_eq!(
+        allowances, 1,
+        "one allowance, however often the events came"
+    );
+    assert!(db.store.maintenance().verify().unwrap().ok);
+}
+
 on_both_backends!(
+    subscription_webhooks_reach_the_store_once_in_the_newest_state,
     subscription_webhooks_duplicated_and_reordered_over_http,
     the_sweep_reports_overage_to_polar,
     the_demo_plan_checkout_subscribes_through_signed_webhooks,
