@@ -100,7 +100,11 @@ pub(crate) fn chromium_args(proxy_url: &str, profile: Option<&std::path::Path>) 
 OptimizationGuideModelDownloading,OptimizationTargetPrediction,AutofillServerCommunication,\
 CertificateTransparencyComponentUpdater,NetworkTimeServiceQuerying,PreconnectToSearch,\
 InterestFeedContentSuggestions,SafeBrowsingRealTimeUrlLookups,PrivacySandboxSettings4,\
-DialMediaRouteProvider,AcceptCHFrame",
+DialMediaRouteProvider,AcceptCHFrame,BackForwardCache",
+        // Memory (issue 12): the GPU thread (software compositing, --disable-gpu) and the
+        // network service in the browser process rather than two processes of their own.
+        "--in-process-gpu",
+        "--enable-features=NetworkServiceInProcess2",
         "--mute-audio",
         "--hide-scrollbars",
         "--force-color-profile=srgb",
