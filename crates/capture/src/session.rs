@@ -39,6 +39,9 @@ pub(crate) struct Session {
     pub uses: u32,
     /// Whether chromedriver's `goog/cdp/execute` works here (false through some Grids).
     pub cdp: bool,
+    /// The device metrics last set through CDP (width, height, scale factor's bits): the
+    /// override stays across navigations, so the same viewport is not set again.
+    pub metrics: Option<(u32, u32, u64)>,
     pub id: u64,
 }
 
@@ -225,6 +228,7 @@ impl Session {
             profile,
             uses: 0,
             cdp: true,
+            metrics: None,
             id,
         };
         let prepared = async {

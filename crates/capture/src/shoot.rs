@@ -273,6 +273,11 @@ pub(crate) fn measured(bytes: Vec<u8>, format: Format) -> Result<Captured, Captu
 
 async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<(), CaptureError> {
     let (w, h) = (opts.width(), opts.height());
+    let wanted = (w, h, opts.device_scale_factor().to_bits());
+    if session.cdp && session.metrics == Some(wanted) {
+        return Ok(());
+    }
+    session.metrics = None;
     let done = session
         .try_cdp(
             "Emulation.setDeviceMetricsOverride",
@@ -281,6 +286,7 @@ async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<
         .await
         .map_err(|e| map_cmd_error(e, "emulation"))?;
     if done.is_some() {
+        session.metrics = Some(wanted);
         return Ok(());
     }
     // W3C fallback: size the window so that the viewport is w×h (DPR stays 1).

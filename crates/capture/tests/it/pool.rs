@@ -341,8 +341,11 @@ async fn only_captures_go_through_the_proxy() {
 /// to `/report?...`.
 struct Site {
     addr: std::net::SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Option<String>)>>>,
+    log: RequestLog,
 }
+
+/// (path, query, `Cookie` header) of every request, in order.
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Option<String>)>>>;
 
 impl Site {
     fn url(&self, path: &str) -> String {
@@ -427,7 +430,7 @@ fn site_page(path: &str) -> (&'static str, &'static str, String) {
 
 fn start_site() -> Site {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log: RequestLog = std::sync::Arc::default();
     let (tx, rx) = std::sync::mpsc::channel();
     let shared = std::sync::Arc::clone(&log);
     std::thread::spawn(move || {
