@@ -743,6 +743,44 @@ mod tests {
         }
     }
 
+    /// What the browser is asked to encode, and what is left to Rust.
+    #[test]
+    fn the_browser_encodes_png_jpeg_and_lossy_webp() {
+        assert_eq!(
+            native_params(Format::Png, None),
+            Some(json!({"format": "png", "optimizeForSpeed": true}))
+        );
+        assert_eq!(
+            native_params(Format::Jpeg, Some(35)),
+            Some(json!({"format": "jpeg", "quality": 35}))
+        );
+        assert_eq!(native_params(Format::Jpeg, None).unwrap()["quality"], 80);
+        assert_eq!(
+            native_params(Format::Webp, Some(60)),
+            Some(json!({"format": "webp", "quality": 60}))
+        );
+        assert_eq!(
+            native_params(Format::Webp, None),
+            None,
+            "lossless webp is Rust's"
+        );
+        assert_eq!(native_params(Format::Pdf, None), None);
+    }
+
+    /// Bytes the browser encoded are passed on as they are, measured from their header.
+    #[test]
+    fn browser_encoded_images_are_measured_not_decoded() {
+        let p = png(9, 4);
+        for format in [Format::Png, Format::Jpeg, Format::Webp] {
+            let bytes = encode(p.clone(), format, Some(50)).unwrap().bytes;
+            let c = measured(bytes.clone(), format).unwrap();
+            assert_eq!((c.width, c.height), (9, 4), "{format}");
+            assert_eq!(c.bytes, bytes);
+            assert_eq!(c.content_type, format.content_type());
+        }
+        assert!(measured(b"not an image".to_vec(), Format::Jpeg).is_err());
+    }
+
     #[test]
     fn net_errors_are_classified() {
         let u = Url::parse("http://x.test/").unwrap();
