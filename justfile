@@ -53,5 +53,6 @@ run *ARGS:
 # Benchmarks (release builds): ledger store, capture pool, HTTP API. Figures go to docs/PERFORMANCE.md.
 bench: setup
     cargo run --release -p ledger-store --features test-support --example ledger_bench 4000
+    python3 scripts/bench-playwright.py --install-only
     cargo run --release -p capture --example capture_bench 40
     bash scripts/bench-api.sh

@@ -4,7 +4,16 @@
 //! cargo run --release -p capture --example capture_bench -- [REQUESTS_PER_MODE]
 //! ```
 //!
-//! Modes: warm pools of 1, 2 and 4 sessions (closed loop, as many clients as sessions), and
+//! cargo run --release -p capture --example capture_bench -- [REQUESTS_PER_MODE] --compare-only
+//! ```
+//!
+//! First, side by side with Playwright (`scripts/bench-playwright.py`, the same Chromium
+//! binary, the same page, 1280x800 png) in the same run: the default pool (one session per
+//! CPU) with one client (sequential) and with two, against one Playwright page and two; total
+//! Chromium PSS; and the ratios that issue 12 sets as targets. `--compare-only` stops there.
+//!
+//! ```text
+//! Then the older modes: warm pools of 1, 2 and 4 sessions (closed loop, as many clients as sessions), and
 //! "fresh browser per request" (pool of 2, `max_uses_per_session = 1`, no prewarm, so every
 //! capture pays for starting chromium). Memory: after each warm run, the resident memory of
 //! every chromium process of that service's chromedriver group (RSS, and PSS which divides
@@ -61,6 +70,8 @@ struct Row {
     p50: Duration,
     p95: Duration,
     rss_mb: Option<(f64, f64)>,
+    /// Total chromium PSS of the pool, MiB.
+    pss_total: Option<f64>,
     sessions_opened: u64,
 }
 
@@ -121,6 +132,11 @@ async fn run_mode(
     fresh: bool,
     requests: usize,
 ) -> Row {
+    let pool = if pool == 0 {
+        CaptureConfig::default().pool_size
+    } else {
+        pool
+    };
     let svc = CaptureService::start(CaptureConfig {
         pool_size: pool,
         allow_private_targets: true,
@@ -173,10 +189,11 @@ async fn run_mode(
     }
     let wall = started.elapsed();
     lat.sort();
-    let rss_mb = (!fresh)
+    let memory = (!fresh)
         .then(|| chromium_memory(&svc.webdriver_url()))
-        .flatten()
-        .map(|(r, p)| (r / pool as f64, p / pool as f64));
+        .flatten();
+    let rss_mb = memory.map(|(r, p)| (r / pool as f64, p / pool as f64));
+    let pss_total = memory.map(|(_, p)| p);
     let sessions_opened = svc.stats().sessions_opened - opened_before;
     svc.shutdown().await;
     Row {
@@ -187,8 +204,115 @@ async fn run_mode(
         p50: percentile(&lat, 0.50),
         p95: percentile(&lat, 0.95),
         rss_mb,
+        pss_total,
         sessions_opened,
     }
+}
+
+/// One run of `scripts/bench-playwright.py`: its JSON, or why there is none.
+fn playwright(requests: usize) -> Result<serde_json::Value, String> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/bench-playwright.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--requests")
+        .arg(requests.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script} failed ({})", out.status));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Shotledger against Playwright, in one run; prints a markdown table and the ratios.
+async fn compare(url: &str, requests: usize) {
+    eprintln!("Shotledger, default pool, 1 client...");
+    let seq = run_mode("shotledger sequential", url, 0, 1, false, requests).await;
+    eprintln!("Shotledger, default pool, 2 clients...");
+    let par = run_mode("shotledger 2 clients", url, 0, 2, false, requests).await;
+    eprintln!("Playwright...");
+    let pw = match playwright(requests) {
+        Ok(v) => v,
+        Err(e) => {
+            println!("No Playwright baseline in this run: {e}. Compare with the figures in issue 12 instead.");
+            serde_json::Value::Null
+        }
+    };
+    let f = |v: &serde_json::Value| v.as_f64();
+    let pss = seq
+        .pss_total
+        .into_iter()
+        .chain(par.pss_total)
+        .fold(0.0, f64::max);
+    println!("| | p50 ms | p95 ms | shots/s | Chromium PSS MiB |");
+    println!("|---|---|---|---|---|");
+    for (name, r) in [
+        (
+            format!("Shotledger pool of {} sessions, 1 client", seq.sessions),
+            &seq,
+        ),
+        (
+            format!("Shotledger pool of {} sessions, 2 clients", par.sessions),
+            &par,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {} |",
+            ms(r.p50),
+            ms(r.p95),
+            r.requests as f64 / r.wall.as_secs_f64(),
+            r.pss_total.map_or("n/a".into(), |p| format!("{p:.0}")),
+        );
+    }
+    for (name, key) in [
+        ("Playwright, 1 page", "sequential"),
+        ("Playwright, 2 pages", "parallel2"),
+    ] {
+        let m = &pw[key];
+        let g = |k: &str| f(&m[k]).map_or("n/a".into(), |x| format!("{x:.0}"));
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            g("p50_ms"),
+            g("p95_ms"),
+            f(&m["shots_per_s"]).map_or("n/a".into(), |x| format!("{x:.2}")),
+            f(&pw["pss_mib"]).map_or("n/a".into(), |x| format!("{x:.0}")),
+        );
+    }
+    let par_rate = par.requests as f64 / par.wall.as_secs_f64();
+    if let (Some(pw_p50), Some(pw_rate), Some(pw_pss)) = (
+        f(&pw["sequential"]["p50_ms"]),
+        f(&pw["parallel2"]["shots_per_s"]),
+        f(&pw["pss_mib"]),
+    ) {
+        let p50_ratio = ms(seq.p50) / pw_p50;
+        let rate_ratio = par_rate / pw_rate;
+        let pss_ratio = pss / pw_pss;
+        let verdict = |ok: bool| if ok { "met" } else { "missed" };
+        println!();
+        println!("| target | ratio | |");
+        println!("|---|---|---|");
+        println!(
+            "| p50 sequential <= 1.0x Playwright | {p50_ratio:.2}x | {} |",
+            verdict(p50_ratio <= 1.0)
+        );
+        println!(
+            "| throughput, 2 clients >= 1.0x Playwright with 2 pages | {rate_ratio:.2}x | {} |",
+            verdict(rate_ratio >= 1.0)
+        );
+        println!(
+            "| PSS of the default pool <= 1.2x Playwright | {pss_ratio:.2}x | {} |",
+            verdict(pss_ratio <= 1.2)
+        );
+    }
+    println!();
 }
 
 fn main() {
@@ -204,6 +328,10 @@ fn main() {
     rt.block_on(async {
         let addr = serve().await;
         let url = format!("http://{addr}/");
+        compare(&url, requests).await;
+        if std::env::args().any(|a| a == "--compare-only") {
+            return;
+        }
         let mut rows = Vec::new();
         for pool in [1, 2, 4] {
             eprintln!("warm pool of {pool}...");

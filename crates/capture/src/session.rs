@@ -39,6 +39,9 @@ pub(crate) struct Session {
     pub uses: u32,
     /// Whether chromedriver's `goog/cdp/execute` works here (false through some Grids).
     pub cdp: bool,
+    /// The device metrics last set through CDP (width, height, scale factor's bits): the
+    /// override stays across navigations, so the same viewport is not set again.
+    pub metrics: Option<(u32, u32, u64)>,
     pub id: u64,
 }
 
@@ -100,7 +103,11 @@ pub(crate) fn chromium_args(proxy_url: &str, profile: Option<&std::path::Path>) 
 OptimizationGuideModelDownloading,OptimizationTargetPrediction,AutofillServerCommunication,\
 CertificateTransparencyComponentUpdater,NetworkTimeServiceQuerying,PreconnectToSearch,\
 InterestFeedContentSuggestions,SafeBrowsingRealTimeUrlLookups,PrivacySandboxSettings4,\
-DialMediaRouteProvider,AcceptCHFrame",
+DialMediaRouteProvider,AcceptCHFrame,BackForwardCache",
+        // Memory (issue 12): the GPU thread (software compositing, --disable-gpu) and the
+        // network service in the browser process rather than two processes of their own.
+        "--in-process-gpu",
+        "--enable-features=NetworkServiceInProcess2",
         "--mute-audio",
         "--hide-scrollbars",
         "--force-color-profile=srgb",
@@ -164,6 +171,16 @@ pub(crate) const DIALOG_GUARD_JS: &str = r#"(() => {
   } catch (e) {}
 })();"#;
 
+/// Leaves the page for `about:blank` from inside it, after emptying the page's own storage
+/// (`sessionStorage` belongs to the tab, so it would outlive the origin's other storage).
+const BLANK_PAGE_JS: &str = "try { sessionStorage.clear(); } catch (e) {} \
+    try { localStorage.clear(); } catch (e) {} \
+    location.replace('about:blank'); return null;";
+
+/// What `Storage.clearDataForOrigin` clears between captures: everything a page can read.
+const ISOLATED_STORAGE: &str =
+    "cookies,file_systems,indexeddb,local_storage,websql,service_workers,cache_storage";
+
 impl Session {
     pub(crate) async fn open(settings: &SessionSettings) -> Result<Self, CaptureError> {
         let profile = if settings.local_profile {
@@ -211,15 +228,31 @@ impl Session {
             profile,
             uses: 0,
             cdp: true,
+            metrics: None,
             id,
         };
-        if let Err(e) = session
-            .try_cdp(
-                "Page.addScriptToEvaluateOnNewDocument",
-                json!({"source": DIALOG_GUARD_JS}),
-            )
-            .await
-        {
+        let prepared = async {
+            session
+                .try_cdp(
+                    "Page.addScriptToEvaluateOnNewDocument",
+                    json!({"source": DIALOG_GUARD_JS}),
+                )
+                .await?;
+            // No HTTP cache shared between captures (clearing it after each one costs
+            // 40-90 ms; not keeping it costs nothing a capture of one page would reuse).
+            // (`setCacheDisabled` takes effect only with the Network domain on.)
+            if session
+                .try_cdp("Network.enable", json!({}))
+                .await?
+                .is_some()
+            {
+                session
+                    .try_cdp("Network.setCacheDisabled", json!({"cacheDisabled": true}))
+                    .await?;
+            }
+            Ok::<_, CmdError>(())
+        };
+        if let Err(e) = prepared.await {
             session.close().await;
             return Err(CaptureError::BrowserUnavailable {
                 detail: format!("cannot prepare the browser session: {e}"),
@@ -260,18 +293,48 @@ impl Session {
         }
     }
 
-    /// Make the session ready for the next capture: blank page, no cookies, no storage for
-    /// the origin just visited.
+    /// Make the session ready for the next capture: a blank page, and nothing of the page
+    /// just captured left behind (cookies, storage, service workers; the HTTP cache is off,
+    /// see [`Session::open`]). It runs after the caller has its answer, before the session
+    /// takes the next job, and it is the session's health check too.
+    ///
+    /// The blank page is reached by a navigation the page itself starts (`location.replace`
+    /// in one script, which also empties the page's own `sessionStorage`): a WebDriver `goto`
+    /// to `about:blank` costs two to three times as much, as it moves the tab to a new
+    /// renderer. The storage types are listed rather than `all`, which also clears caches
+    /// no page can read (the shader cache and the like) and costs 50-120 ms more.
     pub(crate) async fn reset(&mut self, origin: Option<String>) -> Result<(), CmdError> {
-        // A dialog left open would fail the navigation; there is none to dismiss normally.
-        let _ = self.client().dismiss_alert().await;
-        self.client().goto("about:blank").await?;
+        let mut dialogs = 0;
+        loop {
+            match self.client().execute(BLANK_PAGE_JS, vec![]).await {
+                Ok(_) => break,
+                // A dialog the page guard did not reach: dismiss it and try again.
+                Err(CmdError::Standard(wd))
+                    if wd.error == ErrorStatus::UnexpectedAlertOpen && dialogs < 5 =>
+                {
+                    dialogs += 1;
+                    let _ = self.client().dismiss_alert().await;
+                }
+                // A page that broke `location` (or a dead renderer): the long way round.
+                Err(_) => {
+                    let _ = self.client().dismiss_alert().await;
+                    self.client().goto("about:blank").await?;
+                    break;
+                }
+            }
+        }
+        // WebDriver waits for the navigation the script started before it runs this, so
+        // the page is gone (and cannot write again) before anything is cleared.
+        let url = self.client().current_url().await?;
+        if url.as_str() != "about:blank" {
+            self.client().goto("about:blank").await?;
+        }
         if self.cdp {
             self.cdp("Network.clearBrowserCookies", json!({})).await?;
             if let Some(origin) = origin {
                 self.cdp(
                     "Storage.clearDataForOrigin",
-                    json!({"origin": origin, "storageTypes": "all"}),
+                    json!({"origin": origin, "storageTypes": ISOLATED_STORAGE}),
                 )
                 .await?;
             }

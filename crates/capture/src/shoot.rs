@@ -154,28 +154,134 @@ pub(crate) async fn run(
             height: 0,
         });
     }
-    let png = if let Some(png) = crate::apply::clipped_png(session, opts).await? {
-        png
+    let shot = if let Some(png) = crate::apply::clipped_png(session, opts).await? {
+        Shot::Png(png)
     } else if let Some(sel) = opts.selector() {
-        element_png(session, sel, deadline).await?
+        element_shot(session, sel, opts, deadline).await?
     } else if opts.full_page() {
-        full_page_png(session, opts, deadline).await?
+        full_page_shot(session, opts, deadline).await?
     } else {
-        let c = session.client();
-        dismissing(c, deadline, || c.screenshot())
-            .await
-            .map_err(|e| map_cmd_error(e, "screenshot"))?
+        viewport_shot(session, opts, deadline).await?
     };
     set_stage(stage, "encoding");
-    let format = opts.format();
-    let quality = opts.effective_quality();
-    tokio::task::spawn_blocking(move || encode(png, format, quality))
+    finish(shot, opts.format(), opts.effective_quality()).await
+}
+
+/// A screenshot as the browser gave it: already in the requested format (the browser's
+/// own encoder, through CDP), or a PNG that Rust still has to encode.
+#[derive(Debug)]
+pub(crate) enum Shot {
+    /// Encoded by the browser in the requested format.
+    Encoded(Vec<u8>),
+    /// A PNG to re-encode (the W3C fallback, and lossless webp).
+    Png(Vec<u8>),
+}
+
+/// The `Page.captureScreenshot` parameters that make the browser encode the requested
+/// format itself: png (with its fast zlib setting: the same pixels, a larger file, half
+/// the encoding time), jpeg and lossy webp with their quality. `None` for what the browser
+/// cannot encode: lossless webp (webp without a quality) is captured as PNG and encoded
+/// here.
+pub(crate) fn native_params(format: Format, quality: Option<u8>) -> Option<Value> {
+    match (format, quality) {
+        (Format::Png, _) => Some(json!({"format": "png", "optimizeForSpeed": true})),
+        (Format::Jpeg, q) => Some(json!({"format": "jpeg", "quality": q.unwrap_or(80)})),
+        (Format::Webp, Some(q)) => Some(json!({"format": "webp", "quality": q})),
+        (Format::Webp, None) | (Format::Pdf, _) => None,
+    }
+}
+
+/// The screenshot parameters for this capture: the native format where the browser can
+/// encode it, PNG otherwise, plus `extra` (clip, captureBeyondViewport).
+fn shot_params(opts: &CaptureOptions, extra: Value) -> (Value, bool) {
+    let (mut params, native) = match native_params(opts.format(), opts.effective_quality()) {
+        Some(p) => (p, true),
+        None => (json!({"format": "png", "optimizeForSpeed": true}), false),
+    };
+    if let (Some(p), Value::Object(extra)) = (params.as_object_mut(), extra) {
+        p.extend(extra);
+    }
+    (params, native)
+}
+
+fn cdp_shot(v: &Value, native: bool) -> Result<Shot, CaptureError> {
+    let bytes = decode_b64(&v["data"])?;
+    Ok(if native {
+        Shot::Encoded(bytes)
+    } else {
+        Shot::Png(bytes)
+    })
+}
+
+/// The viewport: one `Page.captureScreenshot` in the requested format; without CDP the
+/// W3C screenshot (PNG).
+async fn viewport_shot(
+    session: &mut Session,
+    opts: &CaptureOptions,
+    deadline: Instant,
+) -> Result<Shot, CaptureError> {
+    if session.cdp {
+        let (params, native) = shot_params(opts, json!({}));
+        if let Some(v) = session
+            .try_cdp("Page.captureScreenshot", params)
+            .await
+            .map_err(|e| map_cmd_error(e, "screenshot"))?
+        {
+            return cdp_shot(&v, native);
+        }
+    }
+    let c = session.client();
+    dismissing(c, deadline, || c.screenshot())
         .await
-        .map_err(CaptureError::internal)?
+        .map(Shot::Png)
+        .map_err(|e| map_cmd_error(e, "screenshot"))
+}
+
+/// Turn a screenshot into the answer: bytes the browser encoded are only measured, a PNG
+/// is encoded as the requested format (off the async threads).
+pub(crate) async fn finish(
+    shot: Shot,
+    format: Format,
+    quality: Option<u8>,
+) -> Result<Captured, CaptureError> {
+    match shot {
+        Shot::Encoded(bytes) => measured(bytes, format),
+        Shot::Png(png) if format == Format::Png => encode(png, format, quality),
+        Shot::Png(png) => tokio::task::spawn_blocking(move || encode(png, format, quality))
+            .await
+            .map_err(CaptureError::internal)?,
+    }
+}
+
+/// An image the browser encoded in `format`: its size from its header.
+pub(crate) fn measured(bytes: Vec<u8>, format: Format) -> Result<Captured, CaptureError> {
+    let image_format = match format {
+        Format::Png => image::ImageFormat::Png,
+        Format::Jpeg => image::ImageFormat::Jpeg,
+        Format::Webp => image::ImageFormat::WebP,
+        Format::Pdf => return Err(CaptureError::internal("pdf is not an image format")),
+    };
+    let (width, height) =
+        image::ImageReader::with_format(std::io::Cursor::new(&bytes), image_format)
+            .into_dimensions()
+            .map_err(|e| {
+                CaptureError::internal(format!("the browser returned no {format}: {e}"))
+            })?;
+    Ok(Captured {
+        bytes,
+        content_type: format.content_type(),
+        width,
+        height,
+    })
 }
 
 async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<(), CaptureError> {
     let (w, h) = (opts.width(), opts.height());
+    let wanted = (w, h, opts.device_scale_factor().to_bits());
+    if session.cdp && session.metrics == Some(wanted) {
+        return Ok(());
+    }
+    session.metrics = None;
     let done = session
         .try_cdp(
             "Emulation.setDeviceMetricsOverride",
@@ -184,6 +290,7 @@ async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<
         .await
         .map_err(|e| map_cmd_error(e, "emulation"))?;
     if done.is_some() {
+        session.metrics = Some(wanted);
         return Ok(());
     }
     // W3C fallback: size the window so that the viewport is w×h (DPR stays 1).
@@ -205,11 +312,11 @@ async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<
     Ok(())
 }
 
-async fn full_page_png(
+async fn full_page_shot(
     session: &mut Session,
     opts: &CaptureOptions,
     deadline: Instant,
-) -> Result<Vec<u8>, CaptureError> {
+) -> Result<Shot, CaptureError> {
     let dpr = opts.device_scale_factor();
     let max_css = (MAX_FULL_PAGE_DEVICE_PX / dpr).floor();
     if let Some(metrics) = session
@@ -222,15 +329,16 @@ async fn full_page_png(
             .or_else(|| metrics["contentSize"]["height"].as_f64())
             .unwrap_or(opts.height() as f64);
         let h = content_h.ceil().max(opts.height() as f64).min(max_css);
+        let (params, native) = shot_params(
+            opts,
+            json!({"captureBeyondViewport": true, "fromSurface": true,
+                   "clip": {"x": 0, "y": 0, "width": opts.width(), "height": h, "scale": 1}}),
+        );
         let shot = session
-            .cdp(
-                "Page.captureScreenshot",
-                json!({"format": "png", "captureBeyondViewport": true, "fromSurface": true,
-                       "clip": {"x": 0, "y": 0, "width": opts.width(), "height": h, "scale": 1}}),
-            )
+            .cdp("Page.captureScreenshot", params)
             .await
             .map_err(|e| map_cmd_error(e, "full page"))?;
-        return decode_b64(&shot["data"]);
+        return cdp_shot(&shot, native);
     }
     // W3C fallback: grow the window to the document height, shoot, restore.
     let c = session.client();
@@ -252,16 +360,18 @@ async fn full_page_png(
         .map_err(|e| map_cmd_error(e, "full page"))?;
     let png = dismissing(c, deadline, || c.screenshot())
         .await
+        .map(Shot::Png)
         .map_err(|e| map_cmd_error(e, "full page"));
     let _ = c.set_window_size(opts.width(), opts.height()).await;
     png
 }
 
-async fn element_png(
+async fn element_shot(
     session: &mut Session,
     selector: &str,
+    opts: &CaptureOptions,
     deadline: Instant,
-) -> Result<Vec<u8>, CaptureError> {
+) -> Result<Shot, CaptureError> {
     let not_found = || CaptureError::SelectorNotFound {
         selector: selector.to_owned(),
     };
@@ -287,16 +397,17 @@ async fn element_png(
         if w < 1.0 || h < 1.0 {
             return Err(not_found());
         }
+        let (params, native) = shot_params(
+            opts,
+            json!({"captureBeyondViewport": true, "fromSurface": true,
+                   "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1}}),
+        );
         if let Some(shot) = session
-            .try_cdp(
-                "Page.captureScreenshot",
-                json!({"format": "png", "captureBeyondViewport": true, "fromSurface": true,
-                       "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1}}),
-            )
+            .try_cdp("Page.captureScreenshot", params)
             .await
             .map_err(|e| map_cmd_error(e, "element"))?
         {
-            return decode_b64(&shot["data"]);
+            return cdp_shot(&shot, native);
         }
     }
     let c = session.client();
@@ -305,6 +416,7 @@ async fn element_png(
         .map_err(|e| selector_error(e, "selector", selector, "element"))?;
     dismissing(c, deadline, || el.screenshot())
         .await
+        .map(Shot::Png)
         .map_err(|e| selector_error(e, "selector", selector, "element"))
 }
 
@@ -633,6 +745,44 @@ mod tests {
             let back = image::load_from_memory(&c.bytes).unwrap();
             assert_eq!((back.width(), back.height()), (7, 5));
         }
+    }
+
+    /// What the browser is asked to encode, and what is left to Rust.
+    #[test]
+    fn the_browser_encodes_png_jpeg_and_lossy_webp() {
+        assert_eq!(
+            native_params(Format::Png, None),
+            Some(json!({"format": "png", "optimizeForSpeed": true}))
+        );
+        assert_eq!(
+            native_params(Format::Jpeg, Some(35)),
+            Some(json!({"format": "jpeg", "quality": 35}))
+        );
+        assert_eq!(native_params(Format::Jpeg, None).unwrap()["quality"], 80);
+        assert_eq!(
+            native_params(Format::Webp, Some(60)),
+            Some(json!({"format": "webp", "quality": 60}))
+        );
+        assert_eq!(
+            native_params(Format::Webp, None),
+            None,
+            "lossless webp is Rust's"
+        );
+        assert_eq!(native_params(Format::Pdf, None), None);
+    }
+
+    /// Bytes the browser encoded are passed on as they are, measured from their header.
+    #[test]
+    fn browser_encoded_images_are_measured_not_decoded() {
+        let p = png(9, 4);
+        for format in [Format::Png, Format::Jpeg, Format::Webp] {
+            let bytes = encode(p.clone(), format, Some(50)).unwrap().bytes;
+            let c = measured(bytes.clone(), format).unwrap();
+            assert_eq!((c.width, c.height), (9, 4), "{format}");
+            assert_eq!(c.bytes, bytes);
+            assert_eq!(c.content_type, format.content_type());
+        }
+        assert!(measured(b"not an image".to_vec(), Format::Jpeg).is_err());
     }
 
     #[test]

@@ -335,3 +335,410 @@ async fn only_captures_go_through_the_proxy() {
     }
     svc.shutdown().await;
 }
+
+/// A tiny HTTP server for the isolation and fallback tests: fixed pages by path, a count of
+/// requests per path, the `Cookie` header each request carried, and the reports pages send
+/// to `/report?...`.
+struct Site {
+    addr: std::net::SocketAddr,
+    log: RequestLog,
+}
+
+/// (path, query, `Cookie` header) of every request, in order.
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Option<String>)>>>;
+
+impl Site {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    fn hits(&self, path: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|(p, _, _)| p == path).count()
+    }
+    /// Query strings of the requests to `path`.
+    fn queries(&self, path: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, q, _)| q.clone())
+            .collect()
+    }
+    fn cookies(&self, path: &str) -> Vec<Option<String>> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, _, c)| c.clone())
+            .collect()
+    }
+}
+
+/// Sets every kind of state a page can leave behind, then reports what it managed to set.
+const SETS_EVERYTHING: &str = r#"<!doctype html><html><head><script src="/asset.js"></script></head><body>
+<script>
+(async () => {
+  const set = [];
+  document.cookie = 'jscookie=1; max-age=3600; path=/'; if (document.cookie.includes('jscookie')) set.push('cookie');
+  localStorage.setItem('k', 'v'); if (localStorage.length) set.push('localStorage');
+  sessionStorage.setItem('k', 'v'); if (sessionStorage.length) set.push('sessionStorage');
+  try {
+    await new Promise((ok, ko) => { const r = indexedDB.open('leak', 1);
+      r.onupgradeneeded = () => r.result.createObjectStore('s');
+      r.onsuccess = () => { const tx = r.result.transaction('s', 'readwrite'); tx.objectStore('s').put('v', 'k');
+        tx.oncomplete = () => { r.result.close(); ok(); }; tx.onerror = ko; };
+      r.onerror = ko; });
+    set.push('indexedDB');
+  } catch (e) {}
+  try { const c = await caches.open('leak'); await c.put('/cached', new Response('x')); set.push('cacheStorage'); } catch (e) {}
+  try { await navigator.serviceWorker.register('/sw.js'); await navigator.serviceWorker.ready; set.push('serviceWorker'); } catch (e) {}
+  if (window.assetLoaded) set.push('httpCache');
+  await fetch('/report?set=' + set.join(','));
+  const d = document.createElement('div'); d.id = 'done'; document.body.appendChild(d);
+})();
+</script></body></html>"#;
+
+/// Reads every kind of state and reports what it found; green when it found none.
+const READS_EVERYTHING: &str = r#"<!doctype html><html><head><script src="/asset.js"></script>
+<style>html,body{margin:0;height:100%;background:#fff}</style></head><body>
+<script>
+(async () => {
+  const found = [];
+  if (document.cookie) found.push('cookie:' + document.cookie);
+  if (localStorage.length) found.push('localStorage');
+  if (sessionStorage.length) found.push('sessionStorage');
+  try { if ((await indexedDB.databases()).length) found.push('indexedDB'); } catch (e) { found.push('indexedDB?' + e); }
+  try { if ((await caches.keys()).length) found.push('cacheStorage'); } catch (e) { found.push('cacheStorage?' + e); }
+  try { if ((await navigator.serviceWorker.getRegistrations()).length || navigator.serviceWorker.controller) found.push('serviceWorker'); } catch (e) { found.push('serviceWorker?' + e); }
+  await fetch('/report?found=' + found.join(','));
+  document.body.style.background = found.length ? '#f00' : '#0f0';
+  const d = document.createElement('div'); d.id = 'done'; document.body.appendChild(d);
+})();
+</script></body></html>"#;
+
+fn site_page(path: &str) -> (&'static str, &'static str, String) {
+    match path {
+        "/set" => ("text/html", "Set-Cookie: servercookie=1; Max-Age=3600; Path=/\r\n", SETS_EVERYTHING.into()),
+        "/read" => ("text/html", "", READS_EVERYTHING.into()),
+        // Cacheable for a day: a second request means the HTTP cache did not keep it.
+        "/asset.js" => ("text/javascript", "Cache-Control: public, max-age=86400\r\n", "window.assetLoaded = true;".into()),
+        "/sw.js" => ("text/javascript", "", "self.addEventListener('fetch', () => {});".into()),
+        // Fine detail in many colours, so that the jpeg quality shows in the file size.
+        "/noise" => ("text/html", "", "<!doctype html><html><body style=\"margin:0\"><canvas id=c width=640 height=400></canvas><script>const c = document.getElementById('c').getContext('2d'); let s = 7; for (let y = 0; y < 400; y += 4) for (let x = 0; x < 640; x += 4) { s = (s * 1103515245 + 12345) % 2147483648; c.fillStyle = '#' + (s % 16777216).toString(16).padStart(6, '0'); c.fillRect(x, y, 4, 4); }</script></body></html>".into()),
+        "/report" => ("text/plain", "", String::new()),
+        _ => ("text/html", "", "<!doctype html><html><body style=\"margin:0;background:#0000ff\"></body></html>".into()),
+    }
+}
+
+fn start_site() -> Site {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let log: RequestLog = std::sync::Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shared = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            while let Ok((mut s, _)) = l.accept().await {
+                let log = std::sync::Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(&mut s);
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut cookie = None;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("Cookie:").or_else(|| h.strip_prefix("cookie:")) {
+                            cookie = Some(v.trim().to_owned());
+                        }
+                    }
+                    let target = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                    log.lock()
+                        .unwrap()
+                        .push((path.to_owned(), query.to_owned(), cookie));
+                    let (ctype, extra, body) = site_page(path);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+    });
+    let addr = rx.recv().unwrap();
+    Site { addr, log }
+}
+
+/// Isolation between customers: on one session (a pool of one, one browser for both
+/// captures), a page that sets a cookie (from the server and from script), localStorage,
+/// sessionStorage, an IndexedDB database, a Cache Storage entry, a service worker and a
+/// cacheable script is followed by a page of the same origin that looks for each of them:
+/// it finds none, its server sees no cookie, and the cacheable script is fetched again.
+#[tokio::test]
+async fn nothing_of_one_capture_is_visible_to_the_next() {
+    let site = start_site();
+    let svc = start_service(local_config(1));
+    let wait = [
+        ("waitForSelector", "#done"),
+        ("width", "320"),
+        ("height", "200"),
+    ];
+    let mut set = vec![("url", site.url("/set"))];
+    set.extend(wait.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    svc.capture(&opts(&set)).await.unwrap();
+    assert_eq!(
+        site.queries("/report"),
+        vec![
+            "set=cookie,localStorage,sessionStorage,indexedDB,cacheStorage,serviceWorker,httpCache"
+        ],
+        "the first page could not set everything, so the test would prove nothing"
+    );
+    for round in 0..2 {
+        let read_url = site.url("/read");
+        let mut read = vec![("url", read_url.as_str())];
+        read.extend_from_slice(&wait);
+        let shot = svc.capture(&opts(&read)).await.unwrap();
+        let reports = site.queries("/report");
+        assert_eq!(
+            reports.last().unwrap(),
+            "found=",
+            "round {round}: {reports:?}"
+        );
+        let img = image::load_from_memory(&shot.bytes).unwrap();
+        assert_eq!(
+            img.to_rgb8().get_pixel(10, 10).0,
+            [0, 255, 0],
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        site.cookies("/read"),
+        vec![None, None],
+        "the reading page's requests carried cookies"
+    );
+    assert_eq!(
+        site.hits("/asset.js"),
+        3,
+        "a cacheable script was served from the previous capture's HTTP cache"
+    );
+    assert_eq!(
+        svc.stats().sessions_opened,
+        1,
+        "both captures used one browser"
+    );
+    svc.shutdown().await;
+}
+
+fn size_of(svc_shot: &capture::Captured) -> usize {
+    svc_shot.bytes.len()
+}
+
+/// jpeg quality reaches the encoder (a lower quality is a smaller file); png, jpeg and webp
+/// come out in their format at the asked size.
+async fn check_formats(svc: &CaptureService, site: &Site) {
+    let url = site.url("/noise");
+    let shot = |format: &'static str, quality: Option<&'static str>| {
+        let url = url.clone();
+        async move {
+            let mut pairs = vec![
+                ("url", url.as_str()),
+                ("format", format),
+                ("width", "640"),
+                ("height", "400"),
+            ];
+            if let Some(q) = quality {
+                pairs.push(("quality", q));
+            }
+            svc.capture(&opts(&pairs)).await.unwrap()
+        }
+    };
+    let low = shot("jpeg", Some("10")).await;
+    let high = shot("jpeg", Some("95")).await;
+    assert!(low.bytes.starts_with(b"\xff\xd8\xff") && high.bytes.starts_with(b"\xff\xd8\xff"));
+    assert!(
+        size_of(&low) * 2 < size_of(&high),
+        "jpeg q10 {} bytes, q95 {} bytes",
+        size_of(&low),
+        size_of(&high)
+    );
+    for (format, magic, ctype) in [
+        ("png", &b"\x89PNG"[..], "image/png"),
+        ("jpeg", &b"\xff\xd8\xff"[..], "image/jpeg"),
+        ("webp", &b"RIFF"[..], "image/webp"),
+    ] {
+        let c = shot(format, None).await;
+        assert!(c.bytes.starts_with(magic), "{format}");
+        assert_eq!(c.content_type, ctype);
+        assert_eq!((c.width, c.height), (640, 400), "{format}");
+        let img = image::load_from_memory(&c.bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (640, 400), "{format}");
+    }
+}
+
+#[tokio::test]
+async fn the_browser_encodes_each_format_and_jpeg_quality_shows() {
+    let site = start_site();
+    let svc = start_service(local_config(1));
+    check_formats(&svc, &site).await;
+    svc.shutdown().await;
+}
+
+/// A WebDriver endpoint without chromedriver's `goog/cdp/execute` (as some Selenium Grids
+/// are): a relay in front of a real chromedriver answers `unknown command` for it. Every
+/// format still works through the W3C screenshot and encoding in Rust, jpeg quality too,
+/// and the page is really captured (its colour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cdp_the_w3c_fallback_captures_every_format() {
+    common::require_browser();
+    let site = start_site();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut driver = tokio::process::Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let relay = no_cdp_relay(port);
+    let svc = start_service(CaptureConfig {
+        webdriver_url: Some(format!("http://{relay}")),
+        chromium_path: Some(capture::config::default_chromium()),
+        ..local_config(1)
+    });
+    let shot = svc
+        .capture(&opts(&[("url", &site.url("/blue"))]))
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&shot.bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (1280, 800));
+    assert_eq!(img.to_rgb8().get_pixel(100, 100).0, [0, 0, 255]);
+    check_formats(&svc, &site).await;
+    assert_eq!(svc.stats().sessions_opened, 1);
+    svc.shutdown().await;
+    driver.kill().await.ok();
+}
+
+/// An HTTP relay to chromedriver on `upstream` that refuses `goog/cdp/execute` the way a
+/// WebDriver endpoint that does not know it would (`404`, `unknown command`).
+fn no_cdp_relay(upstream: u16) -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut head = line.clone();
+                        let mut len = 0usize;
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if h == "\r\n" {
+                                break;
+                            }
+                            let lower = h.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                            if !lower.starts_with("connection:") {
+                                head.push_str(&h);
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if r.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let answer = if line.contains("/goog/cdp/") {
+                            let b = r#"{"value":{"error":"unknown command","message":"unknown command: no vendor endpoints here","stacktrace":""}}"#;
+                            format!(
+                                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{b}",
+                                b.len()
+                            )
+                            .into_bytes()
+                        } else {
+                            let Ok(mut up) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                            else {
+                                return;
+                            };
+                            head.push_str("Connection: close\r\n\r\n");
+                            let _ = up.write_all(head.as_bytes()).await;
+                            let _ = up.write_all(&body).await;
+                            // chromedriver may keep the connection open: read one answer
+                            // by its Content-Length.
+                            let mut up = BufReader::new(up);
+                            let mut out = Vec::new();
+                            let mut len = 0usize;
+                            loop {
+                                let mut h = String::new();
+                                if up.read_line(&mut h).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                let lower = h.to_ascii_lowercase();
+                                if let Some(v) = lower.strip_prefix("content-length:") {
+                                    len = v.trim().parse().unwrap_or(0);
+                                }
+                                if !lower.starts_with("connection:") {
+                                    out.extend_from_slice(h.as_bytes());
+                                }
+                                if h == "\r\n" {
+                                    break;
+                                }
+                            }
+                            let mut b = vec![0u8; len];
+                            if up.read_exact(&mut b).await.is_err() {
+                                return;
+                            }
+                            out.extend_from_slice(&b);
+                            out
+                        };
+                        if r.get_mut().write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
