@@ -62,7 +62,10 @@ pub fn demo_settings(db: &TestDb) -> Settings {
 /// Payments with `settings` (Polar mode against `fake`) on `store`; the fake charges each
 /// pack's price.
 pub fn polar_payments(fake: &FakePolar, settings: &Settings, store: Store) -> Payments {
-    let payments = startup::payments(settings, store).expect("payments");
+    // Without subscriptions: tests wire a book of their choice with `with_plans` (the
+    // programs wire the store's, `startup::payments`).
+    let config = startup::payments_config(settings).expect("payments configuration");
+    let payments = Payments::new(&config, store).expect("payments");
     for p in payments.catalogue().all() {
         fake.set_price(
             p.product_id.as_deref().expect("a pack sold on Polar"),
