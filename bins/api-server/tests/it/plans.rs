@@ -24,6 +24,7 @@ on_both_backends!(
     v1_credits_and_usage_entries_show_the_plan,
     a_week_of_downtime_grants_one_allowance,
     changes_the_provider_manages_answer_409,
+    a_subscription_polar_manages_changes_and_cancels_through_polar,
     the_sweeper_rolls_idle_accounts_and_records_items,
 );
 
@@ -658,5 +659,78 @@ async fn the_sweeper_rolls_idle_accounts_and_records_items(backend: &'static str
         "the billed extra written off: {txns}"
     );
     assert_eq!(txns[1]["amount"], 1);
+    app.assert_verified().await;
+}
+
+/// Polar mode against `fake_url`, with every paying plan sold as `prod_<plan id>`.
+fn on_polar(s: &mut Settings, fake_url: &str) {
+    let polar = test_support::polar::settings_from(
+        test_support::polar::polar_env("sqlite://unused.db", Some(fake_url), POLAR_SECRET, 5),
+        true,
+    );
+    s.polar = polar.polar;
+    s.payments = polar.payments;
+    s.credits.packs = polar.credits.packs;
+    plans_settings(s);
+    test_support::polar::sell_plans_on_polar(s);
+}
+
+const POLAR_SECRET: &str = "whsec_ovyN6cPrTv56AApvzCaJno08SSmGJmgbWilb33N2JuK";
+
+/// A subscription bought on Polar (its webhooks applied through the store's book) changes
+/// and cancels through Polar's API: 202, and nothing changes here until Polar's webhooks.
+async fn a_subscription_polar_manages_changes_and_cancels_through_polar(backend: &'static str) {
+    use test_support::fake_polar::{FakePolar, KeyMode};
+    let fake = FakePolar::start(test_support::polar::TOKEN, POLAR_SECRET, KeyMode::Legacy);
+    let url = fake.url();
+    let app = TestApp::with_payments(backend, |s| on_polar(s, &url)).await;
+    let (id, auth) = customer(&app);
+    let acct = ledger_core::AccountId::new(id.clone());
+    // The customer buys Basic at Polar; its webhooks reach the store through its book.
+    let mut s = common::settings();
+    on_polar(&mut s, &url);
+    let plans = s.plans.iter().map(|p| p.plan()).collect();
+    let book = Arc::new(payments::StoreBook::new(app.db.store.clone(), plans));
+    let p = test_support::polar::with_plans(
+        test_support::polar::polar_payments(&fake, &s, app.db.store.clone()),
+        &s,
+        book,
+        Some(&fake),
+    );
+    let (sub, events) = fake.subscribe(&p, &acct, "basic");
+    for e in &events {
+        p.process_event(&e.event_type, &e.body, app.clock.now())
+            .expect("the subscription webhooks apply");
+    }
+    let polar_id = sub["id"].as_str().unwrap().to_owned();
+    let before = view(&app, &auth).await;
+    assert_eq!(
+        (before["planId"].clone(), before["status"].clone()),
+        (json!("basic"), json!("active"))
+    );
+    // Upgrading goes to Polar.
+    let asked = change(&app, &auth, "pro").await.expect(202);
+    assert_eq!(
+        asked["planId"], "basic",
+        "unchanged until Polar's webhook: {asked}"
+    );
+    let patches: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path == format!("/v1/subscriptions/{polar_id}"))
+        .collect();
+    assert_eq!(patches.len(), 1, "one PATCH");
+    assert_eq!(patches[0].body["product_id"], "prod_pro");
+    // Cancelling too: at the period's end, at Polar.
+    app.send(Req::post("/api/v1/subscription/cancel").auth(&auth))
+        .await
+        .expect(202);
+    let cancels = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.body["cancel_at_period_end"] == json!(true))
+        .count();
+    assert_eq!(cancels, 1);
+    assert_eq!(view(&app, &auth).await["status"], "active");
     app.assert_verified().await;
 }
