@@ -482,6 +482,10 @@ async fn worker(
         let task_proxy = Arc::clone(&proxy);
         let task_stage = Arc::clone(&stage);
         let opts = job.opts;
+        // A transparent background is not reliably undone on the same browser (the next
+        // capture came out transparent too: `options::omit_background_is_transparent`), so
+        // a session that took one is replaced rather than reset.
+        let replace_after = opts.omit_background();
         let mut task = tokio::spawn(async move {
             let r = match tokio::time::timeout_at(
                 deadline,
@@ -548,6 +552,11 @@ async fn worker(
         let _ = job.reply.send(result);
         // Clean the session for the next job after the caller has its answer.
         // The reset is also the health check after a page-level error or a timeout.
+        if replace_after {
+            if let Some(s) = session.take() {
+                tokio::spawn(s.close());
+            }
+        }
         if let Some(s) = session.as_mut() {
             let reset = tokio::time::timeout(RESET_TIMEOUT, s.reset(origin)).await;
             if !matches!(reset, Ok(Ok(()))) {
