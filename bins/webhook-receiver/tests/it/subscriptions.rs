@@ -181,7 +181,64 @@ fn subscription_webhooks_reach_the_store_once_in_the_newest_state(db: TestDb) {
     assert!(db.store.maintenance().verify().unwrap().ok);
 }
 
+/// Extra billed in the store (a plan past its allowance) is reported to Polar by the
+/// receiver's sweep through the store's book: retried after Polar fails, accepted once.
+fn the_stores_overage_reaches_polar_once_after_a_failure(db: TestDb) {
+    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
+    let mut s = settings(&db, Some(&fake.url()));
+    sell_plans_on_polar(&mut s);
+    let acct = account(&db.store);
+    let basic = s.plan("basic").expect("the basic plan").plan();
+    let (plans, at) = (db.store.plans(), now());
+    plans
+        .subscribe(&acct, &basic, SubscriptionStatus::Active, None, at)
+        .unwrap();
+    let hard = basic.monthly_credits + ledger_core::Credits::whole(5_000);
+    plans
+        .set_hard_limit(&acct, ledger_core::Role::Owner, hard, at)
+        .unwrap()
+        .expect("the owner of a paying plan may raise it");
+    // The allowance and 1,001 credits of extra: two blocks.
+    let used = basic.monthly_credits + ledger_core::Credits::whole(1_001);
+    let debit = ledger_core::Operation::Debit {
+        kind: ledger_core::EntryKind::Usage,
+        amount: used,
+        spend: ledger_core::Spend::WithinAccountLimit,
+        memo: ledger_core::Memo::new("metered work"),
+    };
+    db.store
+        .ledger()
+        .apply(&acct, None, debit, at)
+        .unwrap()
+        .result
+        .unwrap();
+    let items = plans.overage_items(&acct).unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    fake.fail_next_ingest(1);
+    let plan_list = s.plans.iter().map(|p| p.plan()).collect();
+    let book = std::sync::Arc::new(payments::StoreBook::new(db.store.clone(), plan_list));
+    let payments = with_plans(
+        polar_payments(&fake, &s, db.store.clone()),
+        &s,
+        book,
+        Some(&fake),
+    );
+    let _rx = webhook_receiver::spawn(payments).unwrap();
+    eventually(90, "both blocks reported", || {
+        plans
+            .overage_items(&acct)
+            .unwrap()
+            .iter()
+            .all(|i| i.status == ledger_store::OverageStatus::Reported)
+    });
+    let ingested = fake.ingested();
+    assert_eq!(ingested.len(), 2, "{ingested:?}");
+    assert_eq!(fake.ingest_duplicates(), 0);
+    assert!(db.store.maintenance().verify().unwrap().ok);
+}
+
 on_both_backends!(
+    the_stores_overage_reaches_polar_once_after_a_failure,
     subscription_webhooks_reach_the_store_once_in_the_newest_state,
     subscription_webhooks_duplicated_and_reordered_over_http,
     the_sweep_reports_overage_to_polar,
