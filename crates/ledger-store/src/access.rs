@@ -7,7 +7,7 @@ use ledger_core::{AccountId, Credits, SubscriptionStatus, Timestamp};
 use crate::error::StoreError;
 use crate::ids::new_id;
 use crate::rows::stored_record;
-use crate::schema::{account_limits, accounts, api_keys, sessions, subscriptions};
+use crate::schema::{account_limits, api_keys, sessions, subscriptions};
 use crate::Store;
 
 stored_record! {
@@ -42,6 +42,8 @@ stored_record! {
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 impl Access<'_> {
+    /// A session of the account itself, held by no member (what sessions made before
+    /// members existed are).
     pub fn create_session(
         &self,
         account: &AccountId,
@@ -185,61 +187,6 @@ impl Access<'_> {
         self.store.first_record(
             subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
         )
-    }
-
-    /// Creates or changes the account's subscription (its id stays the same), and stamps
-    /// the plan's name on the account's future entries.
-    pub fn put_subscription(
-        &self,
-        account: &AccountId,
-        plan_id: &str,
-        plan_name: &str,
-        status: SubscriptionStatus,
-        now: Timestamp,
-    ) -> Result<Subscription, StoreError> {
-        self.store.write(|conn| {
-            // Also orders this change with the account's ledger operations.
-            crate::ledger::lock_account(conn, account)?;
-            let current = subscriptions::table
-                .filter(subscriptions::account_id.eq(account.as_str()))
-                .select(subscriptions::id)
-                .first::<String>(conn)
-                .optional()?;
-            match &current {
-                Some(_) => {
-                    diesel::update(
-                        subscriptions::table.filter(subscriptions::account_id.eq(account.as_str())),
-                    )
-                    .set((
-                        subscriptions::plan_id.eq(plan_id),
-                        subscriptions::status.eq(status.as_str()),
-                        subscriptions::updated_at.eq(now.millis()),
-                    ))
-                    .execute(conn)?;
-                }
-                None => {
-                    diesel::insert_into(subscriptions::table)
-                        .values((
-                            subscriptions::account_id.eq(account.as_str()),
-                            subscriptions::id.eq(new_id("sub_")),
-                            subscriptions::plan_id.eq(plan_id),
-                            subscriptions::status.eq(status.as_str()),
-                            subscriptions::created_at.eq(now.millis()),
-                            subscriptions::updated_at.eq(now.millis()),
-                        ))
-                        .execute(conn)?;
-                }
-            }
-            let stamped = status.stamps_plan().then_some(plan_name);
-            diesel::update(accounts::table.filter(accounts::id.eq(account.as_str())))
-                .set(accounts::plan_name.eq(stamped))
-                .execute(conn)?;
-            Ok(subscriptions::table
-                .filter(subscriptions::account_id.eq(account.as_str()))
-                .select(SubscriptionRow::as_select())
-                .first(conn)?
-                .try_into()?)
-        })
     }
 
     /// The account's maximum hard limit, when an operator set one.

@@ -235,11 +235,6 @@ impl Ledger<'_> {
             .first_record(accounts::table.filter(accounts::id.eq(id.as_str())))
     }
 
-    pub fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        self.store
-            .first_record(accounts::table.filter(accounts::email.eq(email)))
-    }
-
     /// Sets the plan name stamped on new entries and how far usage may overdraw (kept
     /// within `0..=Credits::MAX_BALANCE`).
     pub fn set_plan(
