@@ -1271,6 +1271,10 @@ impl Payments {
             UpdateOutcome::UnknownAccount => {
                 not_applicable(format!("account {} does not exist", update.account_id))
             }
+            UpdateOutcome::UnknownPlan => not_applicable(format!(
+                "plan {} is not in this server's [[plans]]",
+                update.plan_id
+            )),
         })
     }
 

@@ -30,10 +30,10 @@ impl SubscriptionBook for StoreBook {
         update: &SubscriptionUpdate,
         now: Timestamp,
     ) -> Result<UpdateOutcome, StoreError> {
-        // The receiver maps the product to a configured plan before it gets here; a plan
-        // removed from the configuration since is not ours to apply.
+        // The receiver maps the product to a configured plan before it gets here, from the
+        // same settings; a plan this book does not know is said so, not applied.
         let Some(plan) = self.plans.iter().find(|p| p.id == update.plan_id) else {
-            return Ok(UpdateOutcome::UnknownAccount);
+            return Ok(UpdateOutcome::UnknownPlan);
         };
         let applied = self.store.plans().apply_provider_update(
             &ProviderUpdate {

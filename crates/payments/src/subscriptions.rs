@@ -48,6 +48,8 @@ pub enum UpdateOutcome {
     NotNewer,
     /// No such account: nothing stored (the event is recorded as not applicable).
     UnknownAccount,
+    /// The book has no configured plan of that id: nothing stored (not applicable).
+    UnknownPlan,
 }
 
 /// One billed overage item due for reporting to the provider.
