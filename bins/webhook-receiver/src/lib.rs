@@ -587,36 +587,14 @@ async fn demo_pay(state: web::Data<AppState>, id: web::Path<String>) -> HttpResp
         let Some(deliveries) = st.payments.demo_pay(&id, now).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let url = format!("{}/api/webhooks/polar", st.self_url);
-        for d in &deliveries {
-            let status = d.send(&url, Duration::from_secs(10))?;
-            if !(200..300).contains(&status) {
-                return Err(format!(
-                    "the receiver answered {status} to its own demo delivery"
-                ));
-            }
-        }
+        deliver_to_self(&st.self_url, &deliveries)?;
         st.payments
             .demo_mark_paid(&id, now)
             .map_err(|e| e.to_string())?;
         Ok(Some(()))
     })
     .await;
-    match result {
-        Ok(Ok(Some(()))) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, state.payments.success_url().to_owned()))
-            .finish(),
-        Ok(Ok(None)) => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found"),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "demo payment failed");
-            json_error(
-                StatusCode::BAD_GATEWAY,
-                "DEMO_PAYMENT_FAILED",
-                "The test payment could not be delivered; try again",
-            )
-        }
-        Err(_) => internal(),
-    }
+    paid_answer(&state, result, "demo payment failed")
 }
 
 async fn demo_subscription_page(
@@ -660,25 +638,41 @@ async fn demo_subscription_pay(
         let Some(deliveries) = st.payments.demo_subscription_pay(&token) else {
             return Ok(None);
         };
-        let url = format!("{}/api/webhooks/polar", st.self_url);
-        for d in &deliveries {
-            let status = d.send(&url, Duration::from_secs(10))?;
-            if !(200..300).contains(&status) {
-                return Err(format!(
-                    "the receiver answered {status} to its own demo delivery"
-                ));
-            }
-        }
+        deliver_to_self(&st.self_url, &deliveries)?;
         Ok(Some(()))
     })
     .await;
+    paid_answer(&state, result, "demo subscription payment failed")
+}
+
+/// Sends a demo payment's signed webhooks to this receiver, as Polar would.
+fn deliver_to_self(self_url: &str, deliveries: &[payments::SignedDelivery]) -> Result<(), String> {
+    let url = format!("{self_url}/api/webhooks/polar");
+    for d in deliveries {
+        let status = d.send(&url, Duration::from_secs(10))?;
+        if !(200..300).contains(&status) {
+            return Err(format!(
+                "the receiver answered {status} to its own demo delivery"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The answer of a demo payment: back to the success URL once its webhooks were
+/// delivered; 404 for an unknown checkout; 502 (logged as `what`) when delivery failed.
+fn paid_answer(
+    state: &AppState,
+    result: Result<Result<Option<()>, String>, actix_web::error::BlockingError>,
+    what: &str,
+) -> HttpResponse {
     match result {
         Ok(Ok(Some(()))) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, state.payments.success_url().to_owned()))
             .finish(),
         Ok(Ok(None)) => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found"),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "demo subscription payment failed");
+            tracing::error!(error = %e, "{what}");
             json_error(
                 StatusCode::BAD_GATEWAY,
                 "DEMO_PAYMENT_FAILED",
