@@ -187,8 +187,8 @@ pub async fn hard_limit(
 /// Upgrades or downgrades (owners only): an upgrade resets the hard limit and starts a new
 /// period; a change to a free plan bills the extra at once. A new paid plan is bought
 /// through a checkout: 202 with its URL (the provider's webhooks then start the
-/// subscription). 409 `PROVIDER_MANAGED` for a change of a subscription the provider
-/// manages.
+/// subscription); a subscription Polar manages is changed through Polar: 202 with it as it
+/// stands until Polar's webhooks bring the new state.
 #[utoipa::path(tag = "subscription", request_body = PlanChangeRequest,
     responses((status = 200, body = PlanSubscriptionView), (status = 202, body = ChangeAccepted),
         (status = 400, body = crate::wire::ErrorBody),

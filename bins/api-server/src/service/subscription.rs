@@ -102,27 +102,6 @@ pub fn configured_plan(state: &AppState, plan_id: &str) -> std::result::Result<P
     Ok(p.plan())
 }
 
-/// THE provider path: a change that must go through the payment provider (Polar) rather
-/// than apply at once. That is any change of a provider-managed subscription, and a
-/// change to a paid plan of an account without a subscription in force (a new one is
-/// bought through a checkout). Until Polar subscriptions are built (a later part) it
-/// answers `409 PROVIDER_MANAGED`; `None`: the change applies here, at once.
-pub fn provider_managed_change(
-    current: Option<&PlanSubscription>,
-    to: Option<&Plan>,
-) -> Option<SubscriptionError> {
-    let in_force = current.is_some_and(|s| s.status.stamps_plan());
-    let by_provider = current.is_some_and(|s| s.managed_by == ManagedBy::Polar);
-    let buys_paid = to.is_some_and(|p| p.paying) && !in_force;
-    (by_provider || buys_paid).then(|| {
-        SubscriptionError::coded(
-            StatusCode::CONFLICT,
-            "PROVIDER_MANAGED",
-            "This change goes through the payment provider (a checkout for a new paid plan, the provider for a subscription it manages), which this service does not offer yet; ask the operator",
-        )
-    })
-}
-
 /// Marks the account's pending overage items `recorded` when no provider reports usage
 /// (see the module's note). `None`: every account.
 pub async fn record_without_reporter(state: &AppState, account: Option<AccountId>) -> Result<()> {
@@ -212,15 +191,11 @@ pub enum Changed {
 }
 
 /// Asks the provider that manages `sub` to change it to `to` (a paid plan) or, for a free
-/// plan, to cancel it at the period's end. `None`: no provider holds it (demo), so the
+/// plan, to cancel it at the period's end. False: no provider holds it (demo), so the
 /// change applies here.
-async fn ask_provider(
-    state: &AppState,
-    sub: &PlanSubscription,
-    to: Option<&Plan>,
-) -> Result<Option<()>> {
+async fn ask_provider(state: &AppState, sub: &PlanSubscription, to: Option<&Plan>) -> Result<bool> {
     let Some(provider_id) = sub.provider_subscription_id.clone() else {
-        return Ok(None);
+        return Ok(false);
     };
     let payments = crate::service::accounts::payments(state)?;
     let plan = to.filter(|p| p.paying).map(|p| p.id.clone());
@@ -233,16 +208,13 @@ async fn ask_provider(
             .map_err(crate::service::accounts::payments_error)
         })
         .await?;
-    Ok(match asked {
-        payments::ChangeRequested::Provider { .. } => Some(()),
-        payments::ChangeRequested::Local => None,
-    })
+    Ok(matches!(asked, payments::ChangeRequested::Provider { .. }))
 }
 
 /// `POST /api/v1/subscription/change`: owners only; the change applies at once for an
-/// operator-managed subscription in force (seed 002's rules, in the core), and goes to
-/// [`provider_managed_change`] otherwise. An account without a subscription in force may
-/// take a free plan at once.
+/// operator-managed subscription in force (seed 002's rules, in the core); a new paid plan
+/// is a checkout, and a subscription Polar manages changes through Polar. An account
+/// without a subscription in force may take a free plan at once.
 pub async fn change(
     state: &AppState,
     account: AccountId,
@@ -269,11 +241,9 @@ pub async fn change(
         return Ok(Changed::Checkout(url));
     }
     if let Some(current) = sub.as_ref().filter(|s| s.managed_by == ManagedBy::Polar) {
-        if ask_provider(state, current, Some(&to)).await?.is_some() {
+        if ask_provider(state, current, Some(&to)).await? {
             return Ok(Changed::Requested(current.clone()));
         }
-    } else if let Some(refusal) = provider_managed_change(sub.as_ref(), Some(&to)) {
-        return Err(refusal);
     }
     let now = state.now();
     let id = account.clone();
@@ -302,9 +272,7 @@ pub async fn cancel(state: &AppState, account: AccountId, role: Role) -> Result<
     let Some(current) = sub else {
         return Err(SubscriptionError::no_subscription());
     };
-    if current.managed_by == ManagedBy::Polar
-        && ask_provider(state, &current, None).await?.is_some()
-    {
+    if current.managed_by == ManagedBy::Polar && ask_provider(state, &current, None).await? {
         // Polar cancels at the period's end; its webhooks bring the state, and the
         // webhook-receiver's sweep reports any pending overage item first.
         return Ok(Changed::Requested(current));

@@ -23,7 +23,7 @@ on_both_backends!(
     cancelling_bills_the_extra_then_cancels,
     v1_credits_and_usage_entries_show_the_plan,
     a_week_of_downtime_grants_one_allowance,
-    changes_the_provider_manages_answer_409,
+    a_new_paid_plan_is_bought_through_a_checkout,
     a_subscription_polar_manages_changes_and_cancels_through_polar,
     the_sweeper_rolls_idle_accounts_and_records_items,
 );
@@ -521,7 +521,7 @@ async fn a_week_of_downtime_grants_one_allowance(backend: &'static str) {
     app.assert_verified().await;
 }
 
-async fn changes_the_provider_manages_answer_409(backend: &'static str) {
+async fn a_new_paid_plan_is_bought_through_a_checkout(backend: &'static str) {
     let app = app(backend).await;
     let (_, auth) = customer(&app);
     // A new paid plan is bought through the provider; without one, none can be.
