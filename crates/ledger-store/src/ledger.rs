@@ -268,7 +268,9 @@ impl Ledger<'_> {
         })
     }
 
-    /// Applies one operation in its own transaction.
+    /// Applies one operation. It is group-committed (ADR 10): it shares a transaction with
+    /// the other operations queued at the same moment, and returns once that transaction
+    /// has committed. Its answer is exactly that of the operation applied on its own.
     pub fn apply(
         &self,
         account_id: &AccountId,
@@ -276,8 +278,12 @@ impl Ledger<'_> {
         operation: Operation,
         now: Timestamp,
     ) -> Result<Applied, StoreError> {
-        self.store
-            .write(|conn| apply_in_tx(conn, account_id, idempotency, operation, now))
+        let item = BatchItem {
+            account_id: account_id.clone(),
+            idempotency: idempotency.cloned(),
+            operation,
+        };
+        self.store.engine.apply(item, now)
     }
 
     /// Applies many operations (of one or many accounts) in one transaction, in order.
@@ -593,7 +599,7 @@ fn replay(
 }
 
 /// One operation on a connection already inside a transaction.
-fn apply_in_tx(
+pub(crate) fn apply_in_tx(
     conn: &mut DbConnection,
     id: &AccountId,
     idempotency: Option<&Idempotency>,
@@ -601,6 +607,19 @@ fn apply_in_tx(
     now: Timestamp,
 ) -> Result<Applied, TxError> {
     lock_account(conn, id)?;
+    apply_locked(conn, id, idempotency, operation, now)
+}
+
+/// One operation inside a transaction that already holds the account's row lock
+/// ([`lock_account`]). A refusal of the caller's (unknown account, hold or entry, an
+/// idempotency conflict) is returned before anything of the operation is written.
+pub(crate) fn apply_locked(
+    conn: &mut DbConnection,
+    id: &AccountId,
+    idempotency: Option<&Idempotency>,
+    operation: Operation,
+    now: Timestamp,
+) -> Result<Applied, TxError> {
     // A plan's period rolls here when due; its terms bound the operation (ADR 9).
     let plan = crate::plans::before_operation(conn, id, now)?;
     if let Some(idem) = idempotency {

@@ -21,6 +21,7 @@
 
 mod access;
 mod db;
+mod engine;
 mod error;
 mod ids;
 mod ledger;
@@ -68,6 +69,8 @@ pub struct Store {
     /// SQLite has one writer at a time; writers of this process queue here instead of
     /// spinning on the file lock (other processes still wait on `busy_timeout`).
     write_gate: Option<Arc<Mutex<()>>>,
+    /// The group-committing writers of `Ledger::apply` (ADR 10).
+    engine: Arc<engine::Engine>,
 }
 
 impl std::fmt::Debug for Store {
@@ -83,10 +86,20 @@ impl Store {
     pub fn open(url: &str, options: &PoolOptions) -> Result<Store, StoreError> {
         let url = DatabaseUrl::parse(url)?;
         let pool = db::connect(&url, options)?;
+        let write_gate = (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let parts = engine::WriterParts {
+            pool: pool.clone(),
+            write_gate: write_gate.clone(),
+        };
         Ok(Store {
             pool,
             backend: url.backend(),
-            write_gate: (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            write_gate,
+            engine: Arc::new(engine::Engine::start(
+                parts,
+                url.backend(),
+                options.max_connections,
+            )),
         })
     }
 

@@ -1,0 +1,260 @@
+//! The group-committing write path (ADR 10).
+//!
+//! [`crate::Ledger::apply`] hands its operation to a writer thread and waits. A writer
+//! takes every operation queued for it (up to [`MAX_BATCH`]), applies them in one
+//! transaction with exactly the rules of a single `apply` (the core's, through
+//! `ledger::apply_locked`), commits once, and only then answers each caller. So many
+//! callers share one commit (one WAL flush) instead of queueing for one each.
+//!
+//! - Accounts are locked once per batch, in id order, so batches of several processes on
+//!   one PostgreSQL cannot deadlock, and each account's lock is taken once, not once per
+//!   operation.
+//! - A refusal (a ledger rule, an idempotency conflict, an unknown account or hold) is
+//!   that caller's answer only: it is detected before anything of that operation is
+//!   written.
+//! - Any other error before the commit rolls the batch back, and every operation of it is
+//!   then applied again on its own, as before the engine, so one bad operation cannot fail
+//!   the others and each caller gets its own answer. An error of the commit itself is
+//!   ambiguous (the database may have committed), so nothing is re-run then: every caller
+//!   gets a retryable error, and a retry with its idempotency key replays if it did land.
+//! - Nothing is acknowledged before its commit returned.
+//!
+//! Each account is served by one writer (its id hashed), so one process never has two
+//! writers contending for one account's row lock; PostgreSQL gets several writers, so
+//! batches of different accounts commit in parallel; SQLite (one writer at a time anyway)
+//! gets one.
+
+use std::sync::mpsc::{self, Receiver, RecvError, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use diesel::Connection;
+use ledger_core::{AccountId, Timestamp};
+
+use crate::db::{Backend, Pool};
+use crate::error::StoreError;
+use crate::ledger::{self, Applied, BatchItem, TxError};
+
+/// The most operations one batch carries.
+pub(crate) const MAX_BATCH: usize = 512;
+/// Operations waiting for one writer before callers wait to enqueue.
+const QUEUE: usize = 4096;
+
+/// What a writer needs: the pool and the SQLite write gate. (Not the `Store`, which holds
+/// the engine: when the last `Store` is dropped, the queues close and the writers end.)
+#[derive(Clone)]
+pub(crate) struct WriterParts {
+    pub(crate) pool: Pool,
+    pub(crate) write_gate: Option<Arc<Mutex<()>>>,
+}
+
+struct Job {
+    item: BatchItem,
+    now: Timestamp,
+    reply: SyncSender<Result<Applied, StoreError>>,
+}
+
+/// The writers' queues.
+pub(crate) struct Engine {
+    queues: Vec<SyncSender<Job>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("writers", &self.queues.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Starts the writers: one on SQLite; on PostgreSQL a quarter of the pool (at least
+    /// one, at most 8), which leaves the rest of the pool to reads and other writes.
+    pub(crate) fn start(parts: WriterParts, backend: Backend, max_connections: u32) -> Engine {
+        let writers = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => (max_connections / 4).clamp(1, 8) as usize,
+        };
+        let queues = (0..writers)
+            .map(|n| {
+                let (tx, rx) = mpsc::sync_channel(QUEUE);
+                let parts = parts.clone();
+                std::thread::Builder::new()
+                    .name(format!("ledger-writer-{n}"))
+                    .spawn(move || run(parts, rx))
+                    .expect("spawn a ledger writer thread");
+                tx
+            })
+            .collect();
+        Engine { queues }
+    }
+
+    /// Applies `item` in the next batch of its account's writer; returns once that batch
+    /// has committed (or failed).
+    pub(crate) fn apply(&self, item: BatchItem, now: Timestamp) -> Result<Applied, StoreError> {
+        let queue = &self.queues[shard(&item.account_id, self.queues.len())];
+        let (reply, answer) = mpsc::sync_channel(1);
+        queue
+            .send(Job { item, now, reply })
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|RecvError| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the ledger writer stopped".into(),
+    }
+}
+
+fn shard(account: &AccountId, n: usize) -> usize {
+    // FNV-1a: stable and cheap; any hash that spreads ids would do.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in account.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % n as u64) as usize
+}
+
+/// A writer: waits for one job, takes whatever else is queued, applies the batch.
+fn run(parts: WriterParts, rx: Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        for (job, answer) in apply_jobs(&parts, &jobs) {
+            // A caller that stopped waiting is gone; its operation stands.
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// How a batch ended.
+enum BatchEnd {
+    Committed(Vec<Result<Applied, StoreError>>),
+    /// Failed before the commit: nothing of it was written.
+    RolledBack(StoreError),
+    /// The commit itself failed: it may or may not have been written.
+    CommitFailed(StoreError),
+}
+
+fn apply_jobs<'j>(
+    parts: &WriterParts,
+    jobs: &'j [Job],
+) -> Vec<(&'j Job, Result<Applied, StoreError>)> {
+    match batch(parts, jobs) {
+        BatchEnd::Committed(answers) => jobs.iter().zip(answers).collect(),
+        BatchEnd::CommitFailed(e) => {
+            let reason = e.to_string();
+            jobs.iter()
+                .map(|j| {
+                    let e = StoreError::Unavailable {
+                        reason: format!(
+                            "the commit failed ({reason}); retry with the same Idempotency-Key"
+                        ),
+                    };
+                    (j, Err(e))
+                })
+                .collect()
+        }
+        BatchEnd::RolledBack(e) if jobs.len() == 1 => vec![(&jobs[0], Err(e))],
+        // Each on its own, so that one operation's failure is its caller's alone.
+        BatchEnd::RolledBack(_) => jobs
+            .iter()
+            .map(|j| {
+                let answer = match batch(parts, std::slice::from_ref(j)) {
+                    BatchEnd::Committed(mut a) => a.pop().expect("one answer for one job"),
+                    BatchEnd::RolledBack(e) => Err(e),
+                    BatchEnd::CommitFailed(e) => Err(StoreError::Unavailable {
+                        reason: format!(
+                            "the commit failed ({e}); retry with the same Idempotency-Key"
+                        ),
+                    }),
+                };
+                (j, answer)
+            })
+            .collect(),
+    }
+}
+
+/// One transaction for `jobs`.
+fn batch(parts: &WriterParts, jobs: &[Job]) -> BatchEnd {
+    let _gate = parts
+        .write_gate
+        .as_ref()
+        .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    let mut conn = match parts.pool.get() {
+        Ok(c) => c,
+        Err(e) => return BatchEnd::RolledBack(e.into()),
+    };
+    let mut body_done = false;
+    let result = (*conn).transaction::<_, TxError, _>(|conn| {
+        let mut ids: Vec<&AccountId> = jobs.iter().map(|j| &j.item.account_id).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            match ledger::lock_account(conn, id) {
+                // That operation's answer, below.
+                Err(TxError(StoreError::AccountNotFound { .. })) => {}
+                other => other?,
+            }
+        }
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let item = &job.item;
+            match ledger::apply_locked(
+                conn,
+                &item.account_id,
+                item.idempotency.as_ref(),
+                item.operation.clone(),
+                job.now,
+            ) {
+                Ok(applied) => answers.push(Ok(applied)),
+                Err(TxError(e)) if is_refusal(&e) => answers.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        body_done = true;
+        Ok(answers)
+    });
+    match result {
+        Ok(answers) => BatchEnd::Committed(answers),
+        Err(TxError(e)) if body_done => BatchEnd::CommitFailed(e),
+        Err(TxError(e)) => BatchEnd::RolledBack(e),
+    }
+}
+
+/// Errors `apply_locked` returns before it writes anything of the operation: the
+/// caller's answer, not a reason to roll the batch back.
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::AccountNotFound { .. }
+            | StoreError::HoldNotFound { .. }
+            | StoreError::EntryNotFound { .. }
+            | StoreError::IdempotencyConflict { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_always_goes_to_the_same_writer_and_ids_spread() {
+        let ids: Vec<AccountId> = (0..1000)
+            .map(|i| AccountId::new(format!("acct_{i}")))
+            .collect();
+        let mut counts = [0usize; 4];
+        for id in &ids {
+            let s = shard(id, 4);
+            assert_eq!(s, shard(id, 4));
+            counts[s] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 150), "{counts:?}");
+    }
+}
