@@ -69,7 +69,11 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts the writers: one on SQLite; on PostgreSQL a quarter of the pool (at least
     /// one, at most 8), which leaves the rest of the pool to reads and other writes.
-    pub(crate) fn start(parts: WriterParts, backend: Backend, max_connections: u32) -> Engine {
+    pub(crate) fn start(
+        parts: WriterParts,
+        backend: Backend,
+        max_connections: u32,
+    ) -> Result<Engine, StoreError> {
         let writers = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => (max_connections / 4).clamp(1, 8) as usize,
@@ -81,11 +85,13 @@ impl Engine {
                 std::thread::Builder::new()
                     .name(format!("ledger-writer-{n}"))
                     .spawn(move || run(parts, rx))
-                    .expect("spawn a ledger writer thread");
-                tx
+                    .map_err(|e| StoreError::Unavailable {
+                        reason: format!("cannot start a ledger writer thread: {e}"),
+                    })?;
+                Ok(tx)
             })
-            .collect();
-        Engine { queues }
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Engine { queues })
     }
 
     /// Applies `item` in the next batch of its account's writer; returns once that batch
@@ -167,7 +173,7 @@ fn apply_jobs<'j>(
             .iter()
             .map(|j| {
                 let answer = match batch(parts, std::slice::from_ref(j)) {
-                    BatchEnd::Committed(mut a) => a.pop().expect("one answer for one job"),
+                    BatchEnd::Committed(mut a) => a.pop().unwrap_or_else(|| Err(stopped())),
                     BatchEnd::RolledBack(e) => Err(e),
                     BatchEnd::CommitFailed(e) => Err(StoreError::Unavailable {
                         reason: format!(

@@ -99,7 +99,7 @@ impl Store {
                 parts,
                 url.backend(),
                 options.max_connections,
-            )),
+            )?),
         })
     }
 
