@@ -765,6 +765,34 @@ impl Book {
         Ok(entry)
     }
 
+    /// Forgets what loading the account afresh would not bring back (its open grants and
+    /// active holds): settled holds, and spent grants that no active hold names. For a
+    /// caller that keeps a book between operations, so it does not grow with history;
+    /// call it once every change has been taken ([`Book::take_changes`]): what it drops
+    /// is then already stored.
+    pub fn forget_settled(&mut self) {
+        debug_assert!(self.entries.is_empty() && self.touched_grants.is_empty());
+        self.state.holds.retain(|h| h.status == HoldStatus::Active);
+        let named: BTreeSet<&GrantId> = self
+            .state
+            .holds
+            .iter()
+            .flat_map(|h| h.allocations.iter())
+            .filter_map(|a| match &a.lot {
+                Lot::Grant(g) => Some(g),
+                Lot::Overdraft => None,
+            })
+            .collect();
+        let keep: BTreeSet<GrantId> = self
+            .state
+            .grants
+            .iter()
+            .filter(|g| g.remaining.is_positive() || named.contains(&g.id))
+            .map(|g| g.id.clone())
+            .collect();
+        self.state.grants.retain(|g| keep.contains(&g.id));
+    }
+
     /// Everything changed since the book was loaded (or since the last call).
     pub fn take_changes(&mut self) -> Changeset {
         let (grants_inserted, grants_updated) = inserted_and_updated(

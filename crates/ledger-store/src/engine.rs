@@ -24,20 +24,37 @@
 //! batches of different accounts commit in parallel; SQLite (one writer at a time anyway)
 //! gets one.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use diesel::Connection;
-use ledger_core::{AccountId, Timestamp};
+use ledger_core::{AccountId, Book, Timestamp};
 
 use crate::db::{Backend, Pool};
 use crate::error::StoreError;
-use crate::ledger::{self, Applied, BatchItem, TxError};
+use crate::ledger::{self, Applied, BatchItem, TxError, Warm};
 
 /// The most operations one batch carries.
 pub(crate) const MAX_BATCH: usize = 512;
 /// Operations waiting for one writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
+/// Books a writer keeps between batches; beyond it, it forgets them all (they are
+/// loaded again when next used).
+const KEPT_BOOKS: usize = 20_000;
+
+/// A book a writer kept after its batch committed, with the account's version then.
+struct Kept {
+    book: Book,
+    overdraft_limit: i64,
+    version: i64,
+}
+
+/// The books one writer keeps. A kept book is used only when the account's version,
+/// after this batch's lock, is exactly one more than when it was kept: nobody else (no
+/// other process, no other path of this one) wrote the account in between.
+type Books = HashMap<AccountId, Kept>;
 
 /// What a writer needs: the pool and the SQLite write gate. (Not the `Store`, which holds
 /// the engine: when the last `Store` is dropped, the queues close and the writers end.)
@@ -45,6 +62,7 @@ const QUEUE: usize = 4096;
 pub(crate) struct WriterParts {
     pub(crate) pool: Pool,
     pub(crate) write_gate: Option<Arc<Mutex<()>>>,
+    pub(crate) counts: Arc<Counts>,
 }
 
 struct Job {
@@ -56,6 +74,28 @@ struct Job {
 /// The writers' queues.
 pub(crate) struct Engine {
     queues: Vec<SyncSender<Job>>,
+    counts: Arc<Counts>,
+}
+
+/// What the writers did so far.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    batches: AtomicU64,
+    operations: AtomicU64,
+    reloads: AtomicU64,
+}
+
+/// What the group-committing writers did since the store was opened
+/// ([`crate::Store::write_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteStats {
+    /// Transactions committed (or failed) by the writers.
+    pub batches: u64,
+    /// Operations they carried: `operations / batches` is the mean batch size.
+    pub operations: u64,
+    /// Accounts whose kept book could not be used (first use, or written by someone else
+    /// since) and was loaded again.
+    pub reloads: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -78,6 +118,7 @@ impl Engine {
             Backend::Sqlite => 1,
             Backend::Postgres => (max_connections / 4).clamp(1, 8) as usize,
         };
+        let counts = parts.counts.clone();
         let queues = (0..writers)
             .map(|n| {
                 let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -91,7 +132,15 @@ impl Engine {
                 Ok(tx)
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(Engine { queues })
+        Ok(Engine { queues, counts })
+    }
+
+    pub(crate) fn stats(&self) -> WriteStats {
+        WriteStats {
+            batches: self.counts.batches.load(Ordering::Relaxed),
+            operations: self.counts.operations.load(Ordering::Relaxed),
+            reloads: self.counts.reloads.load(Ordering::Relaxed),
+        }
     }
 
     /// Applies `item` in the next batch of its account's writer; returns once that batch
@@ -124,6 +173,8 @@ fn shard(account: &AccountId, n: usize) -> usize {
 
 /// A writer: waits for one job, takes whatever else is queued, applies the batch.
 fn run(parts: WriterParts, rx: Receiver<Job>) {
+    let counts = &parts.counts;
+    let mut books = Books::new();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -132,7 +183,15 @@ fn run(parts: WriterParts, rx: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        for (job, answer) in apply_jobs(&parts, &jobs) {
+        if books.len() > KEPT_BOOKS {
+            books.clear();
+        }
+        counts.batches.fetch_add(1, Ordering::Relaxed);
+        counts
+            .operations
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+
+        for (job, answer) in apply_jobs(&parts, &mut books, &jobs) {
             // A caller that stopped waiting is gone; its operation stands.
             let _ = job.reply.send(answer);
         }
@@ -150,9 +209,10 @@ enum BatchEnd {
 
 fn apply_jobs<'j>(
     parts: &WriterParts,
+    books: &mut Books,
     jobs: &'j [Job],
 ) -> Vec<(&'j Job, Result<Applied, StoreError>)> {
-    match batch(parts, jobs) {
+    match batch(parts, books, jobs) {
         BatchEnd::Committed(answers) => jobs.iter().zip(answers).collect(),
         BatchEnd::CommitFailed(e) => {
             let reason = e.to_string();
@@ -172,7 +232,7 @@ fn apply_jobs<'j>(
         BatchEnd::RolledBack(_) => jobs
             .iter()
             .map(|j| {
-                let answer = match batch(parts, std::slice::from_ref(j)) {
+                let answer = match batch(parts, books, std::slice::from_ref(j)) {
                     BatchEnd::Committed(mut a) => a.pop().unwrap_or_else(|| Err(stopped())),
                     BatchEnd::RolledBack(e) => Err(e),
                     BatchEnd::CommitFailed(e) => Err(StoreError::Unavailable {
@@ -187,8 +247,9 @@ fn apply_jobs<'j>(
     }
 }
 
-/// One transaction for `jobs`.
-fn batch(parts: &WriterParts, jobs: &[Job]) -> BatchEnd {
+/// One transaction for `jobs`. The books of its accounts are taken out of `books` and
+/// put back only when it commits, so a batch that fails leaves none behind.
+fn batch(parts: &WriterParts, books: &mut Books, jobs: &[Job]) -> BatchEnd {
     let _gate = parts
         .write_gate
         .as_ref()
@@ -198,26 +259,40 @@ fn batch(parts: &WriterParts, jobs: &[Job]) -> BatchEnd {
         Err(e) => return BatchEnd::RolledBack(e.into()),
     };
     let mut body_done = false;
+    let mut warm: HashMap<AccountId, (Warm, i64)> = HashMap::new();
     let result = (*conn).transaction::<_, TxError, _>(|conn| {
         let mut ids: Vec<&AccountId> = jobs.iter().map(|j| &j.item.account_id).collect();
         ids.sort();
         ids.dedup();
         for id in ids {
-            match ledger::lock_account(conn, id) {
-                // That operation's answer, below.
-                Err(TxError(StoreError::AccountNotFound { .. })) => {}
-                other => other?,
-            }
+            // An unknown account is that operation's answer, below.
+            let Some(version) = ledger::lock_account_version(conn, id)? else {
+                continue;
+            };
+            let state = match books.remove(id) {
+                Some(k) if k.version + 1 == version => Warm::with_book(k.book, k.overdraft_limit),
+                _ => {
+                    parts.counts.reloads.fetch_add(1, Ordering::Relaxed);
+                    Warm::default()
+                }
+            };
+            warm.insert(id.clone(), (state, version));
         }
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
             let item = &job.item;
-            match ledger::apply_locked(
+            let mut cold = Warm::default();
+            let state = match warm.get_mut(&item.account_id) {
+                Some((w, _)) => w,
+                None => &mut cold,
+            };
+            match ledger::apply_warm(
                 conn,
                 &item.account_id,
                 item.idempotency.as_ref(),
                 item.operation.clone(),
                 job.now,
+                state,
             ) {
                 Ok(applied) => answers.push(Ok(applied)),
                 Err(TxError(e)) if is_refusal(&e) => answers.push(Err(e)),
@@ -228,7 +303,22 @@ fn batch(parts: &WriterParts, jobs: &[Job]) -> BatchEnd {
         Ok(answers)
     });
     match result {
-        Ok(answers) => BatchEnd::Committed(answers),
+        Ok(answers) => {
+            for (id, (state, version)) in warm {
+                if let Some((mut book, overdraft_limit)) = state.book {
+                    book.forget_settled();
+                    books.insert(
+                        id,
+                        Kept {
+                            book,
+                            overdraft_limit,
+                            version,
+                        },
+                    );
+                }
+            }
+            BatchEnd::Committed(answers)
+        }
         Err(TxError(e)) if body_done => BatchEnd::CommitFailed(e),
         Err(TxError(e)) => BatchEnd::RolledBack(e),
     }

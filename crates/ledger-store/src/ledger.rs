@@ -17,6 +17,7 @@ use crate::db::{Backend, DbConnection};
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
+use crate::plans::InForce;
 use crate::rows::{AccountRow, EntryRow, FirstRecord, GrantRow, HoldRow, IdempotencyRow, Records};
 use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
 use crate::Store;
@@ -414,6 +415,22 @@ pub(crate) fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<()
     Ok(())
 }
 
+/// [`lock_account`], answering the account's version after the lock (`None`: no such
+/// account). Every writer of an account's book takes this lock, so the version tells a
+/// writer that kept the book whether anyone else wrote it since.
+pub(crate) fn lock_account_version(
+    conn: &mut DbConnection,
+    id: &AccountId,
+) -> Result<Option<i64>, TxError> {
+    Ok(
+        diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
+            .set(accounts::version.eq(accounts::version + 1))
+            .returning(accounts::version)
+            .get_result::<i64>(conn)
+            .optional()?,
+    )
+}
+
 fn load_entry(
     conn: &mut DbConnection,
     account_id: &AccountId,
@@ -620,8 +637,75 @@ pub(crate) fn apply_locked(
     operation: Operation,
     now: Timestamp,
 ) -> Result<Applied, TxError> {
+    apply_warm(conn, id, idempotency, operation, now, &mut Warm::default())
+}
+
+/// What a transaction already read of one locked account, kept between its operations
+/// so that the next one need not read it again (the engine, ADR 10). Every part is
+/// exactly what is stored: each operation writes its changes before the next one.
+#[derive(Debug, Default)]
+pub(crate) struct Warm {
+    /// The account's book and overdraft limit.
+    pub(crate) book: Option<(Book, i64)>,
+    /// The plan in force (`Some(None)`: none), read once a batch unless it changes.
+    plan: Option<Option<InForce>>,
+    /// The auto top-up settings, likewise.
+    topup: Option<Option<ledger_core::AutoTopup>>,
+}
+
+impl Warm {
+    /// A warm state whose book is `book` (kept from an earlier transaction whose writes
+    /// are known to be the account's latest).
+    pub(crate) fn with_book(book: Book, overdraft_limit: i64) -> Warm {
+        Warm {
+            book: Some((book, overdraft_limit)),
+            ..Warm::default()
+        }
+    }
+
+    /// The book, loaded when it is not here or lacks the hold or grants named.
+    fn book(
+        &mut self,
+        conn: &mut DbConnection,
+        id: &AccountId,
+        hold: Option<&HoldId>,
+        grants: &[GrantId],
+    ) -> Result<&mut (Book, i64), TxError> {
+        let lacks = |b: &Book| {
+            hold.is_some_and(|h| b.hold(h).is_none()) || grants.iter().any(|g| b.grant(g).is_none())
+        };
+        if self.book.as_ref().is_none_or(|(b, _)| lacks(b)) {
+            self.book = Some(load_book(conn, id, hold, grants)?);
+        }
+        match &mut self.book {
+            Some(b) => Ok(b),
+            None => Err(StoreError::corrupt("a book that was just loaded is missing").into()),
+        }
+    }
+}
+
+/// [`apply_locked`] with what the transaction already knows of the account in `warm`.
+pub(crate) fn apply_warm(
+    conn: &mut DbConnection,
+    id: &AccountId,
+    idempotency: Option<&Idempotency>,
+    operation: Operation,
+    now: Timestamp,
+    warm: &mut Warm,
+) -> Result<Applied, TxError> {
     // A plan's period rolls here when due; its terms bound the operation (ADR 9).
-    let plan = crate::plans::before_operation(conn, id, now)?;
+    if warm
+        .plan
+        .as_ref()
+        .is_none_or(|p| p.as_ref().is_some_and(|p| p.ended(now)))
+    {
+        let (rolled, in_force) = crate::plans::before_operation(conn, id, now)?;
+        if rolled {
+            warm.book = None;
+        }
+        warm.plan = Some(in_force);
+    }
+    let plan = warm.plan.clone().flatten();
     if let Some(idem) = idempotency {
         let stored: Option<IdempotencyRow> = idempotency_keys::table
             .filter(idempotency_keys::account_id.eq(id.as_str()))
@@ -637,7 +721,7 @@ pub(crate) fn apply_locked(
             Decision::Fresh => {}
             Decision::Replay(outcome) => {
                 let result = replay(conn, id, outcome)?;
-                let (book, _) = load_book(conn, id, None, &[])?;
+                let (book, _) = warm.book(conn, id, None, &[])?;
                 return Ok(Applied {
                     result,
                     replayed: true,
@@ -687,10 +771,13 @@ pub(crate) fn apply_locked(
         });
     }
     if needs.auto_topup {
-        context.auto_topup = crate::orders::topups::settings_in_tx(conn, id)?;
+        if warm.topup.is_none() {
+            warm.topup = Some(crate::orders::topups::settings_in_tx(conn, id)?);
+        }
+        context.auto_topup = warm.topup.clone().flatten();
     }
-    let (mut book, overdraft_limit) = load_book(conn, id, extra_hold.as_ref(), &extra_grants)?;
-    context.overdraft_limit = Credits::from_millis(overdraft_limit);
+    let (book, overdraft_limit) = warm.book(conn, id, extra_hold.as_ref(), &extra_grants)?;
+    context.overdraft_limit = Credits::from_millis(*overdraft_limit);
     if let Some(in_force) = &plan {
         context.overdraft_limit = in_force.context.wall;
         context.plan = Some(in_force.context.clone());
@@ -699,6 +786,8 @@ pub(crate) fn apply_locked(
     let (result, available) = (applied.result, applied.available);
     // Capturing or releasing an unknown hold is reported as the store's "not found".
     if let Err(LedgerError::HoldNotFound { hold_id }) = &result {
+        // Nothing is written: what the book may have settled on the way is forgotten.
+        warm.book = None;
         return Err(StoreError::HoldNotFound {
             hold_id: hold_id.clone(),
         }
@@ -710,9 +799,11 @@ pub(crate) fn apply_locked(
         match effect {
             Effect::StartTopup(start) => {
                 crate::orders::topups::start_in_tx(conn, start, now)?;
+                warm.topup = None;
             }
             Effect::BillOverage { blocks, .. } => {
                 crate::plans::bill_overage(conn, id, plan.as_ref(), *blocks, now)?;
+                warm.plan = None;
             }
         }
     }

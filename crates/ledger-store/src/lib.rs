@@ -45,6 +45,7 @@ pub use db::{
     revert_all_migrations, run_migrations, Backend, DatabaseUrl, PoolOptions, POSTGRES_MIGRATIONS,
     SQLITE_MIGRATIONS,
 };
+pub use engine::WriteStats;
 pub use error::{ConnectionError, DatabaseError, PoolError, StoreError};
 pub use ids::{new_id, RandomIds};
 pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, Ledger, NewAccount};
@@ -90,6 +91,7 @@ impl Store {
         let parts = engine::WriterParts {
             pool: pool.clone(),
             write_gate: write_gate.clone(),
+            counts: Default::default(),
         };
         Ok(Store {
             pool,
@@ -105,6 +107,11 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// What the group-committing writers did so far (batches, operations, reloads).
+    pub fn write_stats(&self) -> WriteStats {
+        self.engine.stats()
     }
 
     /// One pooled connection, for the repositories.

@@ -340,13 +340,22 @@ fn load_sub(conn: &mut crate::db::DbConnection, id: &AccountId) -> Result<Option
 /// Called by the write path (`apply_in_tx`) under the account lock, before the book is
 /// loaded: rolls the period when it is due, then says what the plan in force adds to the
 /// operation (`None`: no plan in force, the account row's overdraft limit applies).
+/// Also says whether a period was started (which wrote to the account's book).
 pub(crate) fn before_operation(
     conn: &mut crate::db::DbConnection,
     id: &AccountId,
     now: Timestamp,
-) -> Result<Option<InForce>, TxError> {
-    roll_in_tx(conn, id, now)?;
-    in_force(conn, id)
+) -> Result<(bool, Option<InForce>), TxError> {
+    let rolled = roll_in_tx(conn, id, now)?;
+    Ok((rolled, in_force(conn, id)?))
+}
+
+impl InForce {
+    /// Whether `now` is past the period this was read for (the next operation must read
+    /// the plan again, and maybe start a period).
+    pub(crate) fn ended(&self, now: Timestamp) -> bool {
+        now >= self.period.end
+    }
 }
 
 fn in_force(

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod engine;
 mod members;
 mod migrations;
 mod plans;
