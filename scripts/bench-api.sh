@@ -35,8 +35,11 @@ for tool in wrk curl jq python3; do
     command -v "$tool" >/dev/null || { echo "bench-api: $tool is not installed" >&2; exit 1; }
 done
 
-cargo build --release -p api-server >&2
-BIN=target/release/api-server
+# API_SERVER_BIN: another build of the server (say, a debug one while trying the script).
+if [ -z "${API_SERVER_BIN:-}" ]; then
+    cargo build --release -p api-server >&2
+fi
+BIN=${API_SERVER_BIN:-target/release/api-server}
 # shellcheck source=scripts/lib/server.sh
 . scripts/lib/server.sh
 # shellcheck source=scripts/lib/wrk.sh

@@ -39,7 +39,9 @@ function request()
     return post("/admin/v1/holds/" .. hold .. "/release", "")
 end
 
+-- A new hold answers 201; a settlement answers 200 with the same shape, so only 201 counts.
 function response(status, headers, body)
+    if status ~= 201 then return end
     local hold = body:match('"holdId"%s*:%s*"([^"]+)"')
     if hold then pending[#pending + 1] = hold end
 end
