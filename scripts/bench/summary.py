@@ -3,7 +3,7 @@
 figure next to its baseline from the same run, the ratio, and issue 11's targets met or
 missed. docs/PERFORMANCE.md copies its tables as they are.
 
-    python3 scripts/bench/summary.py [RESULTS.tsv] [SUMMARY.md]
+    python3 scripts/bench/summary.py [RESULTS.tsv] [SUMMARY.md] [--doc=docs/PERFORMANCE.md]
 
 Rows (tab-separated): layer, backend, load, callers, ops/s, p50 ms, p99 ms, note; where
 layer is `store` (ledger_bench), `api` (bench-api.sh), `baseline` (pgbench.sh,
@@ -14,8 +14,11 @@ import re
 import sys
 from collections import defaultdict
 
-RESULTS = sys.argv[1] if len(sys.argv) > 1 else "target/bench/results.tsv"
-SUMMARY = sys.argv[2] if len(sys.argv) > 2 else "target/bench/summary.md"
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--doc=")]
+RESULTS = ARGS[0] if ARGS else "target/bench/results.tsv"
+SUMMARY = ARGS[1] if len(ARGS) > 1 else "target/bench/summary.md"
+# --doc=docs/PERFORMANCE.md: also replace the marked blocks of that file with this run's.
+DOC = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--doc=")), None)
 
 rows, meta, verify = [], defaultdict(list), []
 with open(RESULTS) as f:
@@ -172,34 +175,64 @@ def targets():
     return out
 
 
-def main():
+def parts():
+    """The summary's blocks by name; docs/PERFORMANCE.md carries each between
+    `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`."""
     loads = [float(x.split()[0]) for x in meta.get("loadavg", []) if x]
-    lines = ["# `just bench` summary", ""]
+    run = []
     for key, label in [("date", "Run"), ("commit", "Commit"), ("machine", "Machine"),
                        ("postgres", "PostgreSQL"), ("settings", "Settings"), ("command", "Command"),
                        ("duration", "Took")]:
         if meta.get(key):
-            lines.append(f"- {label}: {'; '.join(meta[key])}")
+            run.append(f"- {label}: {'; '.join(meta[key])}")
     if loads:
-        lines.append(f"- Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}"
-                     f" over {len(loads)} samples")
-    lines += ["", "## Targets of issue 11", ""] + targets()
-    lines += ["", "## Ledger store, in-process callers (`ledger_bench`)", "",
-              "Latency per `apply` call; ops/s counts `apply` calls (the hold mix: a hold and its"
-              " settlement are two). SQLite is compared with both Python sqlite3 baselines"
-              " (1 / 64 debits a commit), PostgreSQL with pgbench (the hot row; 1,000 rows for"
-              " the spread load).", ""] + cells_table("store")
-    lines += ["", "## HTTP API under wrk (`scripts/bench-api.sh`)", "",
-              "Requests/s and wrk's latency distribution; RSS is the api-server's largest VmRSS"
-              " sampled every 0.2 s during the cell; errors are non-2xx / socket errors.", ""]
-    lines += cells_table("api")
-    lines += ["", "## Baselines (same run)", ""] + baseline_table()
-    lines += ["", "## verify", ""]
-    lines += [f"- {layer}, {backend}: {note}" for backend, layer, note in verify] or ["- not run"]
+        run.append(f"- Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}"
+                   f" ({len(loads)} samples, one every 10 s)")
+    store = ["Latency per `apply` call; ops/s counts `apply` calls (the hold mix: a hold and its"
+             " settlement are two). SQLite is compared with both Python sqlite3 baselines"
+             " (1 / 64 debits a commit), PostgreSQL with pgbench (the hot row; 1,000 rows for"
+             " the spread load).", ""] + cells_table("store")
+    api = ["Requests/s and wrk's latency distribution; RSS is the api-server's largest VmRSS"
+           " sampled every 0.2 s during the cell; errors are non-2xx / socket errors. Debits,"
+           " holds and captures go through the admin API, the baselines as for the store.", ""]
+    api += cells_table("api")
+    checks = [f"- {layer}, {backend}: {note}" for backend, layer, note in verify] or ["- not run"]
+    return {
+        "run": run,
+        "targets": targets(),
+        "store": store,
+        "api": api,
+        "baselines": baseline_table(),
+        "verify": checks,
+    }
+
+
+def update_doc(path, blocks):
+    text = open(path).read()
+    for name, lines in blocks.items():
+        begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            text = head + begin + "\n" + "\n".join(lines) + "\n" + end + tail
+    open(path, "w").write(text)
+
+
+def main():
+    blocks = parts()
+    lines = ["# `just bench` summary", ""] + blocks["run"]
+    for title, name in [("Targets of issue 11", "targets"),
+                        ("Ledger store, in-process callers (`ledger_bench`)", "store"),
+                        ("HTTP API under wrk (`scripts/bench-api.sh`)", "api"),
+                        ("Baselines (same run)", "baselines"), ("verify", "verify")]:
+        lines += ["", f"## {title}", ""] + blocks[name]
     text = "\n".join(lines) + "\n"
     with open(SUMMARY, "w") as f:
         f.write(text)
     print(text)
+    if DOC:
+        update_doc(DOC, blocks)
+        print(f"(tables copied into {DOC})", file=sys.stderr)
 
 
 if __name__ == "__main__":
