@@ -165,11 +165,15 @@ def targets():
                        f"{ms(value)} ms | {need} ms | {verdict(value, need, higher=False)} |")
     for backend in ("sqlite", "postgres"):
         values = [rss_of(r) for r in rows if r["layer"] == "api" and r["backend"] == backend]
+        # The process's own peak (VmHWM) too: it also covers setup and the seeding capture.
+        values += [int(m.group(1)) for b, layer, note in verify
+                   if b == backend and layer == "api"
+                   for m in [re.search(r"VmHWM\) (\d+) MiB", note)] if m]
         values = [v for v in values if v is not None]
         value = max(values) if values else None
         # 100 MB = 95.4 MiB.
         mb = None if value is None else value * 1.048576
-        out.append(f"| api-server RSS under every load, {backend} ≤ 100 MB | "
+        out.append(f"| api-server RSS (largest sample, or VmHWM), {backend} ≤ 100 MB | "
                    f"{'' if mb is None else f'{mb:.0f} MB ({value} MiB)'} | 100 MB | "
                    f"{verdict(mb, 100, higher=False)} |")
     return out
