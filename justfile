@@ -50,9 +50,10 @@ fuzz-api:
 run *ARGS:
     bash scripts/run.sh {{ARGS}}
 
-# Benchmarks (release builds): ledger store, capture pool, HTTP API. Figures go to docs/PERFORMANCE.md.
-bench: setup
-    cargo run --release -p ledger-store --features test-support --example ledger_bench 4000
+# Benchmarks (release builds), issue 11: the capture pool, then the ledger store and the HTTP
+# API against their baselines in one run (scripts/bench/run.sh), ending with the summary
+# (target/bench/summary.md; docs/PERFORMANCE.md copies it). `just bench --quick`: fewer cells.
+bench *ARGS: setup
     python3 scripts/bench-playwright.py --install-only
     cargo run --release -p capture --example capture_bench 40
-    bash scripts/bench-api.sh
+    bash scripts/bench/run.sh {{ARGS}}

@@ -22,3 +22,33 @@ _stop_server_and_clean() {
     fi
     rm -rf "$work"
 }
+
+# Waits up to 10 s for GET $1/healthz to answer 2xx; fails otherwise.
+wait_healthy() {
+    for _ in $(seq 1 100); do
+        curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    curl -fsS "$1/healthz" >/dev/null
+}
+
+# Samples process $1's resident set (VmRSS, KiB) into file $2 every 0.2 s, in the
+# background, until stop_rss_sampler; sets `rss_sampler_pid`.
+start_rss_sampler() {
+    local pid=$1 out=$2
+    : >"$out"
+    (
+        while [ -r "/proc/$pid/status" ]; do
+            awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" >>"$out" 2>/dev/null || break
+            sleep 0.2
+        done
+    ) &
+    rss_sampler_pid=$!
+}
+
+# Stops the sampler and prints the largest sample of file $1, in MiB.
+stop_rss_sampler() {
+    kill "$rss_sampler_pid" 2>/dev/null || true
+    wait "$rss_sampler_pid" 2>/dev/null || true
+    sort -n "$1" | tail -1 | awk '{printf "%.0f\n", $1 / 1024}'
+}

@@ -1,71 +1,253 @@
-//! Ledger throughput on SQLite and PostgreSQL (a benchmark, not a test).
+//! The store driven by in-process callers, on SQLite and PostgreSQL (a benchmark, not a
+//! test; issue 11's `just bench` runs it).
 //!
-//! `cargo run --release -p ledger-store --example ledger_bench [OPS]`
+//! ```sh
+//! cargo run --release -p ledger-store --features test-support --example ledger_bench -- \
+//!     [--quick] [--seconds S] [--callers 1,16,64] [--backends sqlite,postgres] [--out FILE]
+//! ```
 //!
-//! Scenarios, each on a fresh database:
-//! - one thread debiting one account, one operation per transaction;
-//! - 8 threads debiting ONE hot account (they serialize on its row lock);
-//! - 8 threads each debiting their own account;
-//! - one thread, 100 debits per transaction through `apply_batch`;
-//! - hold + capture pairs (what a screenshot costs the ledger), one thread.
+//! Loads, each at every caller count, on a fresh database per backend:
+//! - `hot`: one-credit debits of ONE account;
+//! - `spread`: one-credit debits of an account picked at random among 10,000;
+//! - `holds`: on one account, a 2-credit hold then its settlement: 70 % captured in full,
+//!   10 % captured in part (1 credit, the rest released), 20 % released.
 //!
-//! Prints a Markdown table: operations/s and per-operation latency p50/p99.
+//! A caller is a thread calling `store.ledger().apply` in a loop, each call with a fresh
+//! idempotency key (as the api-server passes one), for `--seconds` per cell. Only the
+//! store's public API is used, so it measures whatever the write path is. Latency is per
+//! `apply` call; ops/s counts `apply` calls. The run ends with `verify` on each backend and
+//! panics if it finds a violation. `--quick` (or `BENCH_QUICK=1`): 1 and 64 callers, 1 s.
+//!
+//! Prints a Markdown table, and appends one tab-separated row per cell to `--out`
+//! (`scripts/bench/summary.py` reads it).
 
 // A benchmark, not a program: a failed step should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger_core::{AccountId, Credits, EntryKind, GrantSource, GrantSpec, Memo, Timestamp};
-use ledger_store::{BatchItem, NewAccount, Operation, Outcome, Spend, Store};
-use test_support::TestDb;
+use ledger_core::{AccountId, EntryKind, Fingerprint, IdempotencyKey, Memo};
+use ledger_store::{Idempotency, Operation, Outcome, Spend, Store};
+use test_support::{account_at, assert_verified, c, now, TestDb};
 
-fn now() -> Timestamp {
-    Timestamp::from_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64,
-    )
+const SPREAD_ACCOUNTS: usize = 10_000;
+/// Enough for every cell of a run: no load ever runs out of credits.
+const FUNDS: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Hot,
+    Spread,
+    Holds,
 }
 
-fn account(store: &Store, credits: i64) -> AccountId {
-    let (a, _) = store
-        .ledger()
-        .create_account(NewAccount::default(), now())
-        .unwrap();
-    store
-        .ledger()
-        .apply(
-            &a.id,
-            None,
-            Operation::Credit {
-                spec: GrantSpec::new(GrantSource::Purchase, Credits::whole(credits)),
-                memo: Memo::new("bench"),
-            },
-            now(),
-        )
-        .unwrap();
-    a.id
-}
-
-fn debit() -> Operation {
-    Operation::Debit {
-        kind: EntryKind::Usage,
-        amount: Credits::whole(1),
-        spend: Spend::Strict,
-        memo: Memo::new("Screenshot captured"),
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Hot => "hot",
+            Load::Spread => "spread",
+            Load::Holds => "holds",
+        }
     }
 }
 
-struct Row {
-    scenario: &'static str,
-    ops: usize,
+struct Args {
+    seconds: f64,
+    callers: Vec<usize>,
+    backends: Vec<String>,
+    out: Option<String>,
+}
+
+fn args() -> Args {
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let mut a = Args {
+        seconds: if quick { 1.0 } else { 3.0 },
+        callers: if quick { vec![1, 64] } else { vec![1, 16, 64] },
+        backends: vec!["sqlite".into(), "postgres".into()],
+        out: None,
+    };
+    let list = |v: String| v.split(',').map(str::to_owned).collect::<Vec<_>>();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--quick" => {
+                a.seconds = 1.0;
+                a.callers = vec![1, 64];
+            }
+            "--seconds" => a.seconds = value().parse().expect("--seconds: a number"),
+            "--callers" => {
+                a.callers = list(value())
+                    .iter()
+                    .map(|n| n.parse().expect("--callers: numbers"))
+                    .collect()
+            }
+            "--backends" => a.backends = list(value()),
+            "--out" => a.out = Some(value()),
+            other => panic!("unknown argument {other} (see the file's header)"),
+        }
+    }
+    a
+}
+
+/// A small deterministic generator (xorshift), one per caller.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// One caller: applies operations on the store and times each call.
+struct Caller {
+    store: Store,
+    id: usize,
+    calls: u64,
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+/// Unique across the whole run, so no two calls ever share an idempotency key.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+impl Caller {
+    fn apply(&mut self, account: &AccountId, op: Operation, what: &str) -> Option<Outcome> {
+        let n = CALLS.fetch_add(1, Ordering::Relaxed);
+        let key = IdempotencyKey::parse(&format!("bench-{}-{n}", self.id)).unwrap();
+        let idem = Idempotency::new(key, Fingerprint::new(what));
+        let t = Instant::now();
+        let r = self.store.ledger().apply(account, Some(&idem), op, now());
+        self.latencies.push(t.elapsed());
+        self.calls += 1;
+        match r {
+            Ok(applied) => Some(
+                applied
+                    .result
+                    .expect("the ledger refused a funded operation"),
+            ),
+            Err(e) => {
+                // A store error under load (say, the pool timed out) is a finding: counted
+                // and shown in the table, not hidden.
+                if self.errors == 0 {
+                    eprintln!("ledger_bench: caller {}: {e}", self.id);
+                }
+                self.errors += 1;
+                None
+            }
+        }
+    }
+
+    fn debit(&mut self, account: &AccountId) {
+        let op = Operation::Debit {
+            kind: EntryKind::Usage,
+            amount: c(1),
+            spend: Spend::Strict,
+            memo: Memo::new("Screenshot captured"),
+        };
+        self.apply(account, op, "debit|1");
+    }
+
+    /// A 2-credit hold, then its settlement as the mix says.
+    fn hold_and_settle(&mut self, account: &AccountId, rng: &mut Rng) {
+        let op = Operation::Reserve {
+            amount: c(2),
+            ttl_ms: 600_000,
+            spend: Spend::Strict,
+            memo: Memo::new("Screenshot"),
+        };
+        let Some(Outcome::Hold(hold)) = self.apply(account, op, "hold|2") else {
+            return;
+        };
+        let hold_id = hold.id;
+        let (op, what) = match rng.below(10) {
+            0..=6 => (
+                Operation::Capture {
+                    hold_id,
+                    amount: None,
+                    memo: None,
+                },
+                "capture",
+            ),
+            7 => (
+                Operation::Capture {
+                    hold_id,
+                    amount: Some(c(1)),
+                    memo: None,
+                },
+                "capture|1",
+            ),
+            _ => (Operation::Release { hold_id }, "release"),
+        };
+        self.apply(account, op, what);
+    }
+}
+
+struct Cell {
+    calls: u64,
+    errors: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+fn run_cell(
+    store: &Store,
+    load: Load,
+    callers: usize,
+    seconds: f64,
+    hot: &AccountId,
+    spread: &Arc<Vec<AccountId>>,
+) -> Cell {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..callers)
+        .map(|id| {
+            let mut caller = Caller {
+                store: store.clone(),
+                id,
+                calls: 0,
+                latencies: Vec::new(),
+                errors: 0,
+            };
+            let hot = hot.clone();
+            let spread = Arc::clone(spread);
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1));
+                while Instant::now() < deadline {
+                    match load {
+                        Load::Hot => caller.debit(&hot),
+                        Load::Spread => caller.debit(&spread[rng.below(spread.len())]),
+                        Load::Holds => caller.hold_and_settle(&hot, &mut rng),
+                    }
+                }
+                caller
+            })
+        })
+        .collect();
+    let mut cell = Cell {
+        calls: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    for h in handles {
+        let caller = h.join().expect("a caller panicked");
+        cell.calls += caller.calls;
+        cell.errors += caller.errors;
+        cell.latencies.extend(caller.latencies);
+    }
+    cell.elapsed = start.elapsed();
+    cell.latencies.sort();
+    cell
+}
+
+fn pct_ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -73,154 +255,83 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-fn run_threads(
-    store: &Store,
-    threads: usize,
-    per_thread: usize,
-    shared: Option<AccountId>,
-) -> (Duration, Vec<Duration>) {
-    let accounts: Vec<AccountId> = (0..threads)
-        .map(|_| {
-            shared
-                .clone()
-                .unwrap_or_else(|| account(store, per_thread as i64 + 10))
-        })
-        .collect();
-    let start = Instant::now();
-    let handles: Vec<_> = accounts
-        .into_iter()
-        .map(|a| {
-            let s = store.clone();
+/// `n` funded accounts, created by a few threads at once (setup, not measured).
+fn funded_accounts(store: &Store, n: usize) -> Vec<AccountId> {
+    let threads = 8;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
             std::thread::spawn(move || {
-                let mut lat = Vec::with_capacity(per_thread);
-                for _ in 0..per_thread {
-                    let t = Instant::now();
-                    let r = s.ledger().apply(&a, None, debit(), now()).unwrap();
-                    assert!(r.result.is_ok());
-                    lat.push(t.elapsed());
-                }
-                lat
+                (t..n)
+                    .step_by(threads)
+                    .map(|_| account_at(&store, c(FUNDS), now()))
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.join().unwrap());
-    }
-    (start.elapsed(), all)
-}
-
-fn bench(db: &TestDb, ops: usize) -> Vec<Row> {
-    let s = &db.store;
-    let row = |scenario, (elapsed, latencies): (Duration, Vec<Duration>)| Row {
-        scenario,
-        ops,
-        elapsed,
-        latencies,
-    };
-    let mut rows = vec![
-        row(
-            "1 thread, 1 account, 1 op/tx",
-            run_threads(s, 1, ops, Some(account(s, ops as i64 + 10))),
-        ),
-        row(
-            "8 threads, 1 hot account, 1 op/tx",
-            run_threads(s, 8, ops / 8, Some(account(s, ops as i64 + 10))),
-        ),
-        row(
-            "8 threads, 8 accounts, 1 op/tx",
-            run_threads(s, 8, ops / 8, None),
-        ),
-    ];
-
-    let a = account(s, ops as i64 + 10);
-    rows.push(row(
-        "1 thread, 100 ops/tx (apply_batch)",
-        one_thread(ops, 100, || {
-            let items = (0..100)
-                .map(|_| BatchItem {
-                    account_id: a.clone(),
-                    idempotency: None,
-                    operation: debit(),
-                })
-                .collect();
-            let out = s.ledger().apply_batch(items, now()).unwrap();
-            assert!(out.iter().all(|r| r.as_ref().unwrap().result.is_ok()));
-        }),
-    ));
-
-    let a = account(s, ops as i64 + 10);
-    rows.push(row(
-        "hold + capture pairs, 1 thread",
-        one_thread(ops, 2, || {
-            let held = s
-                .ledger()
-                .apply(
-                    &a,
-                    None,
-                    Operation::Reserve {
-                        amount: Credits::whole(1),
-                        ttl_ms: 600_000,
-                        spend: Spend::Strict,
-                        memo: Memo::new("shot"),
-                    },
-                    now(),
-                )
-                .unwrap();
-            let Ok(Outcome::Hold(h)) = held.result else {
-                panic!("hold refused")
-            };
-            s.ledger()
-                .apply(
-                    &a,
-                    None,
-                    Operation::Capture {
-                        hold_id: h.id,
-                        amount: None,
-                        memo: None,
-                    },
-                    now(),
-                )
-                .unwrap();
-        }),
-    ));
-    assert!(s.maintenance().verify().unwrap().ok);
-    rows
-}
-
-/// Runs `round` on this thread until it did `ops` operations, `per_round` a round: the time
-/// it took, and each operation's latency (its round's share).
-fn one_thread(ops: usize, per_round: u32, mut round: impl FnMut()) -> (Duration, Vec<Duration>) {
-    let mut latencies = Vec::new();
-    let start = Instant::now();
-    for _ in 0..ops / per_round as usize {
-        let t = Instant::now();
-        round();
-        let per_op = t.elapsed() / per_round;
-        latencies.extend(std::iter::repeat_n(per_op, per_round as usize));
-    }
-    (start.elapsed(), latencies)
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
 }
 
 fn main() {
-    let ops: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(4000);
-    println!("| backend | scenario | ops | ops/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
-    for backend in ["sqlite", "postgres"] {
+    let args = args();
+    let mut out = args.out.as_ref().map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    });
+    println!("| backend | load | callers | calls | ops/s | p50 ms | p99 ms | errors |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for backend in &args.backends {
         let db = TestDb::of(backend);
-        for mut r in bench(&db, ops) {
-            r.latencies.sort();
-            println!(
-                "| {backend} | {} | {} | {:.0} | {:.2} | {:.2} |",
-                r.scenario,
-                r.ops,
-                r.ops as f64 / r.elapsed.as_secs_f64(),
-                pct(&r.latencies, 0.5),
-                pct(&r.latencies, 0.99)
-            );
+        let store = &db.store;
+        let t = Instant::now();
+        let hot = account_at(store, c(FUNDS), now());
+        let spread = Arc::new(funded_accounts(store, SPREAD_ACCOUNTS));
+        eprintln!(
+            "ledger_bench: {backend}: {} accounts created in {:.1} s",
+            SPREAD_ACCOUNTS + 1,
+            t.elapsed().as_secs_f64()
+        );
+        for load in [Load::Hot, Load::Spread, Load::Holds] {
+            for &callers in &args.callers {
+                let cell = run_cell(store, load, callers, args.seconds, &hot, &spread);
+                let rate = cell.calls as f64 / cell.elapsed.as_secs_f64();
+                let (p50, p99) = (pct_ms(&cell.latencies, 0.5), pct_ms(&cell.latencies, 0.99));
+                println!(
+                    "| {backend} | {} | {callers} | {} | {rate:.0} | {p50:.2} | {p99:.2} | {} |",
+                    load.name(),
+                    cell.calls,
+                    cell.errors
+                );
+                if let Some(f) = out.as_mut() {
+                    writeln!(
+                        f,
+                        "store\t{backend}\t{}\t{callers}\t{rate:.0}\t{p50:.3}\t{p99:.3}\terrors {}",
+                        load.name(),
+                        cell.errors
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let report = store.maintenance().verify().expect("verify");
+        eprintln!(
+            "ledger_bench: {backend}: verify ok={} ({} accounts, {} entries)",
+            report.ok, report.accounts, report.entries
+        );
+        assert_verified(store);
+        if let Some(f) = out.as_mut() {
+            writeln!(
+                f,
+                "verify\t{backend}\tstore\t\t\t\t\tok {} entries",
+                report.entries
+            )
+            .unwrap();
         }
     }
 }
