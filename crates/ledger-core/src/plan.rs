@@ -38,9 +38,57 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan customers pay `price_cents` a period for, charging `overage_cents` per block
+    /// of extra.
+    pub fn paying(
+        id: &str,
+        name: &str,
+        monthly_credits: Credits,
+        price_cents: Cents,
+        overage_cents: Cents,
+    ) -> Plan {
+        Plan {
+            id: id.into(),
+            name: name.into(),
+            monthly_credits,
+            price_cents,
+            overage: OveragePolicy::new(overage_cents),
+            paying: true,
+        }
+    }
+
+    /// A plan that costs nothing and never charges extra.
+    pub fn free(id: &str, name: &str, monthly_credits: Credits) -> Plan {
+        Plan {
+            id: id.into(),
+            name: name.into(),
+            monthly_credits,
+            price_cents: Cents::ZERO,
+            overage: OveragePolicy::new(Cents::ZERO),
+            paying: false,
+        }
+    }
+
     /// The plan's limit: what the hard limit starts at and may not go below.
     pub fn limit(&self) -> Credits {
         self.monthly_credits
+    }
+}
+
+/// The two plans `config/default.toml` ships, for tests and examples: one definition that
+/// the core's, the store's and the servers' tests share.
+pub mod examples {
+    use super::*;
+
+    /// Free: 100 credits a month, nothing to pay, no extra.
+    pub fn free() -> Plan {
+        Plan::free("free", "Free", Credits::whole(100))
+    }
+
+    /// Basic: 10,000 credits for 29.00 a month, 4.00 per 1,000 extra.
+    pub fn basic() -> Plan {
+        let (credits, price) = (Credits::whole(10_000), Cents::new(2_900));
+        Plan::paying("basic", "Basic", credits, price, Cents::new(400))
     }
 }
 
@@ -335,27 +383,7 @@ mod tests {
         Timestamp::parse_rfc3339(text).unwrap_or(Timestamp::MAX)
     }
 
-    fn basic() -> Plan {
-        Plan {
-            id: "basic".into(),
-            name: "Basic".into(),
-            monthly_credits: Credits::whole(10_000),
-            price_cents: Cents::new(2_900),
-            overage: OveragePolicy::new(Cents::new(400)),
-            paying: true,
-        }
-    }
-
-    fn free() -> Plan {
-        Plan {
-            id: "free".into(),
-            name: "Free".into(),
-            monthly_credits: Credits::whole(100),
-            price_cents: Cents::ZERO,
-            overage: OveragePolicy::new(Cents::ZERO),
-            paying: false,
-        }
-    }
+    use examples::{basic, free};
 
     fn terms(hard: Option<i64>) -> Terms {
         Terms {

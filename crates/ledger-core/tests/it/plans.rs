@@ -1,6 +1,7 @@
 //! Plans through `Book::apply`: the allowance drawn first, extra up to the wall, blocks
 //! billed as they are crossed, refunds of extra, and the period roll-over.
 
+use ledger_core::plan::examples::basic;
 use ledger_core::plan::{self, allowance, blocks_for, Period};
 use ledger_core::*;
 use proptest::prelude::*;
@@ -13,17 +14,6 @@ fn at(secs: i64) -> Timestamp {
 
 fn c(n: i64) -> Credits {
     Credits::whole(n)
-}
-
-fn basic() -> Plan {
-    Plan {
-        id: "basic".into(),
-        name: "Basic".into(),
-        monthly_credits: c(10_000),
-        price_cents: Cents::new(2_900),
-        overage: OveragePolicy::new(Cents::new(400)),
-        paying: true,
-    }
 }
 
 /// A book on Basic with the given hard limit, its allowance for the first period granted.

@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
+use ledger_core::plan::examples::{basic, free};
 use ledger_core::plan::{HardLimitRefusal, Plan, Role};
 use ledger_core::*;
-use ledger_store::{Operation, OverageStatus, PlanRefusal, Spend, Store};
+use ledger_store::{Operation, OverageStatus, PlanRefusal, PlanSubscription, Spend, Store};
 
 use crate::common::*;
 
@@ -28,48 +29,14 @@ on_both_backends!(
 
 const DAY: i64 = 86_400;
 
-fn basic() -> Plan {
-    Plan {
-        id: "basic".into(),
-        name: "Basic".into(),
-        monthly_credits: c(10_000),
-        price_cents: Cents::new(2_900),
-        overage: OveragePolicy::new(Cents::new(400)),
-        paying: true,
-    }
-}
-
 fn pro() -> Plan {
-    Plan {
-        id: "pro".into(),
-        name: "Pro".into(),
-        monthly_credits: c(50_000),
-        price_cents: Cents::new(9_900),
-        overage: OveragePolicy::new(Cents::new(300)),
-        paying: true,
-    }
+    let (credits, price) = (c(50_000), Cents::new(9_900));
+    Plan::paying("pro", "Pro", credits, price, Cents::new(300))
 }
 
 fn starter() -> Plan {
-    Plan {
-        id: "starter".into(),
-        name: "Starter".into(),
-        monthly_credits: c(5_000),
-        price_cents: Cents::new(1_900),
-        overage: OveragePolicy::new(Cents::new(500)),
-        paying: true,
-    }
-}
-
-fn free() -> Plan {
-    Plan {
-        id: "free".into(),
-        name: "Free".into(),
-        monthly_credits: c(100),
-        price_cents: Cents::ZERO,
-        overage: OveragePolicy::new(Cents::ZERO),
-        paying: false,
-    }
+    let (credits, price) = (c(5_000), Cents::new(1_900));
+    Plan::paying("starter", "Starter", credits, price, Cents::new(500))
 }
 
 fn usage(n: Credits) -> Operation {
@@ -94,6 +61,31 @@ fn subscribed(s: &Store, plan: &Plan, hard_limit: Option<i64>) -> AccountId {
             .unwrap();
     }
     a
+}
+
+/// Applies `op` at `when`; the ledger must accept it.
+fn applied(s: &Store, a: &AccountId, op: Operation, when: Timestamp) {
+    s.ledger().apply(a, None, op, when).unwrap().result.unwrap();
+}
+
+/// A Basic account with a hard limit of 15,000 that used `used` on day one and changed
+/// to `to` on day two (which it is on then).
+fn changed_after_using(s: &Store, used: i64, to: &Plan) -> (AccountId, PlanSubscription) {
+    let a = subscribed(s, &basic(), Some(15_000));
+    applied(s, &a, usage(c(used)), at(DAY));
+    let sub = s.plans().change_plan(&a, to, at(2 * DAY)).unwrap().unwrap();
+    assert_eq!(sub.plan.id, to.id);
+    (a, sub)
+}
+
+/// The allowance the next period (from day 31) grants, the first period's being the only
+/// one until then.
+fn next_allowance(s: &Store, a: &AccountId) -> Entry {
+    assert_eq!(allowances(s, a).len(), 1);
+    s.ledger().balance(a, at(31 * DAY)).unwrap();
+    let mut granted = allowances(s, a);
+    assert_eq!(granted.len(), 2);
+    granted.swap_remove(0)
 }
 
 fn allowances(s: &Store, a: &AccountId) -> Vec<Entry> {
@@ -238,11 +230,7 @@ fn refunding_extra_credits_a_block_back(db: TestDb) {
         amount: Some(c(600)),
         memo: Memo::new("Refund for failed work"),
     };
-    s.ledger()
-        .apply(&a, None, refund, at(13))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, refund, at(13));
     let sub = s.plans().subscription(&a, at(14)).unwrap().unwrap();
     assert_eq!((sub.extra, sub.billed_blocks), (c(900), 1));
     assert_eq!(sub.charge, Cents::new(400));
@@ -260,11 +248,7 @@ fn the_seed_examples_as_store_figures(db: TestDb) {
     let s = db.store.clone();
     for (used, billed, cents) in [(12_000, 2_000, 800), (12_500, 3_000, 1_200)] {
         let a = subscribed(&s, &basic(), Some(15_000));
-        s.ledger()
-            .apply(&a, None, usage(c(used)), at(10))
-            .unwrap()
-            .result
-            .unwrap();
+        applied(&s, &a, usage(c(used)), at(10));
         let sub = s.plans().subscription(&a, at(11)).unwrap().unwrap();
         assert_eq!(sub.used, c(used));
         assert_eq!(sub.extra_billed(), c(billed));
@@ -272,11 +256,7 @@ fn the_seed_examples_as_store_figures(db: TestDb) {
     }
     for (extra, billed) in [(1, 1_000), (999, 1_000), (1_000, 1_000), (1_001, 2_000)] {
         let a = subscribed(&s, &basic(), Some(15_000));
-        s.ledger()
-            .apply(&a, None, usage(c(10_000 + extra)), at(10))
-            .unwrap()
-            .result
-            .unwrap();
+        applied(&s, &a, usage(c(10_000 + extra)), at(10));
         let sub = s.plans().subscription(&a, at(11)).unwrap().unwrap();
         assert_eq!(
             (sub.extra, sub.extra_billed()),
@@ -290,11 +270,7 @@ fn the_seed_examples_as_store_figures(db: TestDb) {
 fn upgrading_resets_the_hard_limit_and_starts_a_new_period(db: TestDb) {
     let s = db.store.clone();
     let a = subscribed(&s, &basic(), Some(15_000));
-    s.ledger()
-        .apply(&a, None, usage(c(11_500)), at(DAY))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, usage(c(11_500)), at(DAY));
     let now = at(3 * DAY);
     let sub = s.plans().change_plan(&a, &pro(), now).unwrap().unwrap();
     assert_eq!(sub.plan.id, "pro");
@@ -326,18 +302,7 @@ fn upgrading_resets_the_hard_limit_and_starts_a_new_period(db: TestDb) {
 
 fn downgrading_to_free_writes_the_extra_off_at_once(db: TestDb) {
     let s = db.store.clone();
-    let a = subscribed(&s, &basic(), Some(15_000));
-    s.ledger()
-        .apply(&a, None, usage(c(10_700)), at(DAY))
-        .unwrap()
-        .result
-        .unwrap();
-    let sub = s
-        .plans()
-        .change_plan(&a, &free(), at(2 * DAY))
-        .unwrap()
-        .unwrap();
-    assert_eq!(sub.plan.id, "free");
+    let (a, sub) = changed_after_using(&s, 10_700, &free());
     assert_eq!(sub.extra, c(700), "the period's extra, written off");
     assert_eq!(sub.billed_blocks, 1);
     let b = s.ledger().balance(&a, at(2 * DAY)).unwrap();
@@ -346,28 +311,15 @@ fn downgrading_to_free_writes_the_extra_off_at_once(db: TestDb) {
     assert_eq!(history[0].source, "Overage");
     assert_eq!(history[0].amount, c(700));
     // The free plan's allowance comes with the next period.
-    assert_eq!(allowances(&s, &a).len(), 1);
-    s.ledger().balance(&a, at(31 * DAY)).unwrap();
-    let granted = allowances(&s, &a);
-    assert_eq!((granted.len(), granted[0].amount), (2, c(100)));
-    assert_eq!(granted[0].plan.as_deref(), Some("Free"));
+    let granted = next_allowance(&s, &a);
+    assert_eq!(granted.amount, c(100));
+    assert_eq!(granted.plan.as_deref(), Some("Free"));
     assert_clean(&s);
 }
 
 fn downgrading_to_a_paying_plan_keeps_the_allowance_until_the_next_period(db: TestDb) {
     let s = db.store.clone();
-    let a = subscribed(&s, &basic(), Some(15_000));
-    s.ledger()
-        .apply(&a, None, usage(c(10_500)), at(DAY))
-        .unwrap()
-        .result
-        .unwrap();
-    let sub = s
-        .plans()
-        .change_plan(&a, &starter(), at(2 * DAY))
-        .unwrap()
-        .unwrap();
-    assert_eq!(sub.plan.id, "starter");
+    let (a, sub) = changed_after_using(&s, 10_500, &starter());
     assert_eq!(sub.extra, c(500), "no billing at once: the extra stays");
     assert_eq!(
         sub.hard_limit,
@@ -375,21 +327,15 @@ fn downgrading_to_a_paying_plan_keeps_the_allowance_until_the_next_period(db: Te
         "a downgrade keeps the hard limit"
     );
     assert_eq!(sub.period.unwrap().start, at(0), "same period");
-    assert_eq!(allowances(&s, &a).len(), 1);
-    s.ledger().balance(&a, at(31 * DAY)).unwrap();
-    let granted = allowances(&s, &a);
-    assert_eq!((granted.len(), granted[0].amount), (2, c(5_000)));
+    let granted = next_allowance(&s, &a);
+    assert_eq!(granted.amount, c(5_000));
     assert_clean(&s);
 }
 
 fn cancelling_writes_the_extra_off_and_grants_no_more(db: TestDb) {
     let s = db.store.clone();
     let a = subscribed(&s, &basic(), Some(15_000));
-    s.ledger()
-        .apply(&a, None, usage(c(12_000)), at(DAY))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, usage(c(12_000)), at(DAY));
     let sub = s.plans().cancel(&a, at(2 * DAY)).unwrap().unwrap();
     assert_eq!(sub.status, SubscriptionStatus::Cancelled);
     assert_eq!((sub.extra, sub.billed_blocks), (c(2_000), 2));
@@ -437,11 +383,7 @@ fn hard_limit_rules_are_the_cores(db: TestDb) {
     ));
     assert_eq!(refuse(Role::Owner, 15_000).unwrap().hard_limit, c(15_000));
     // Below what this period used: refused, extra may never pass the wall.
-    s.ledger()
-        .apply(&a, None, usage(c(12_000)), at(2))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, usage(c(12_000)), at(2));
     assert_eq!(
         refuse(Role::Owner, 11_999),
         Err(PlanRefusal::BelowUse { used: c(12_000) })
@@ -475,11 +417,7 @@ fn hard_limit_rules_are_the_cores(db: TestDb) {
 fn balance_reads_roll_a_period_that_ended(db: TestDb) {
     let s = db.store.clone();
     let a = subscribed(&s, &basic(), None);
-    s.ledger()
-        .apply(&a, None, usage(c(10_000)), at(DAY))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, usage(c(10_000)), at(DAY));
     assert_eq!(
         s.ledger().balance(&a, at(30 * DAY)).unwrap().available,
         c(0)
@@ -504,11 +442,7 @@ fn balance_reads_roll_a_period_that_ended(db: TestDb) {
 fn subscribing_again_in_a_period_bills_only_the_new_extra(db: TestDb) {
     let s = db.store.clone();
     let a = subscribed(&s, &basic(), Some(15_000));
-    s.ledger()
-        .apply(&a, None, usage(c(11_500)), at(DAY))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, usage(c(11_500)), at(DAY));
     s.plans().cancel(&a, at(2 * DAY)).unwrap().unwrap();
     // The operator puts the account back on Basic in the same period: no second
     // allowance, and the written-off extra is not credited back.
@@ -522,11 +456,7 @@ fn subscribing_again_in_a_period_bills_only_the_new_extra(db: TestDb) {
         .set_hard_limit(&a, Role::Owner, c(15_000), at(3 * DAY))
         .unwrap()
         .unwrap();
-    s.ledger()
-        .apply(&a, None, usage(c(500)), at(4 * DAY))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, usage(c(500)), at(4 * DAY));
     let items = s.plans().overage_items(&a).unwrap();
     assert_eq!(
         items.iter().map(|i| i.blocks).collect::<Vec<_>>(),
@@ -557,11 +487,7 @@ fn released_holds_cost_nothing_and_captures_bill_their_blocks(db: TestDb) {
     };
     // A hold past the allowance, released: nothing billed.
     let h = hold(s.ledger().apply(&a, None, reserve(12_000), at(10)).unwrap());
-    s.ledger()
-        .apply(&a, None, Operation::Release { hold_id: h.id }, at(11))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, Operation::Release { hold_id: h.id }, at(11));
     assert!(s.plans().overage_items(&a).unwrap().is_empty());
     // Past the wall, a hold is refused with the plan's refusal.
     let r = s.ledger().apply(&a, None, reserve(15_001), at(12)).unwrap();
@@ -576,11 +502,7 @@ fn released_holds_cost_nothing_and_captures_bill_their_blocks(db: TestDb) {
         amount: Some(c(11_200)),
         memo: None,
     };
-    s.ledger()
-        .apply(&a, None, capture, at(14))
-        .unwrap()
-        .result
-        .unwrap();
+    applied(&s, &a, capture, at(14));
     let sub = s.plans().subscription(&a, at(15)).unwrap().unwrap();
     assert_eq!(
         (sub.used, sub.extra, sub.billed_blocks),
