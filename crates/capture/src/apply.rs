@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::error::{CaptureError, OptionError};
-use crate::options::{CaptureOptions, WaitUntil, NETWORK_IDLE_MS};
+use crate::options::{CaptureOptions, Format, WaitUntil, NETWORK_IDLE_MS};
 use crate::proxy::{normalize_host, Proxy, ProxyRules};
 use crate::session::Session;
 use crate::shoot::{map_cmd_error, Stage, MAX_FULL_PAGE_DEVICE_PX};
@@ -137,6 +137,11 @@ pub(crate) async fn before_navigation(
                 "waitUntil",
                 "waitUntil=domcontentloaded",
                 opts.wait_until() == WaitUntil::DomContentLoaded,
+            ),
+            (
+                "quality",
+                "lossy webp (webp with a quality: the browser's encoder)",
+                opts.format() == Format::Webp && opts.quality().is_some(),
             ),
         ] {
             if given {

@@ -578,8 +578,8 @@ impl CaptureOptions {
 
     /// A stable key (hex SHA-256) over exactly the options that change the output bytes.
     /// `cache`, `cacheTtl`, `fresh` and `timeout` are left out; the URL is taken in its normalized
-    /// form and the html by its own hash. Quality is left out for webp, whose encoder is
-    /// lossless (see the README).
+    /// form and the html by its own hash. Quality is the effective one (webp without a
+    /// quality is lossless and keyed as before).
     pub fn cache_key(&self) -> String {
         #[derive(Serialize)]
         struct Canon<'a> {
@@ -701,11 +701,13 @@ impl CaptureOptions {
     pub fn quality(&self) -> Option<u8> {
         self.quality
     }
-    /// The quality the encoder uses: jpeg defaults to 80; webp is lossless (none).
+    /// The quality the encoder uses: jpeg defaults to 80; webp with a quality is lossy
+    /// (the browser's encoder), webp without one lossless (none).
     pub fn effective_quality(&self) -> Option<u8> {
         match self.format {
             Format::Jpeg => Some(self.quality.unwrap_or(DEFAULT_JPEG_QUALITY)),
-            _ => None,
+            Format::Webp => self.quality,
+            Format::Png | Format::Pdf => None,
         }
     }
     /// Device scale factor, 1..=3.
@@ -1414,7 +1416,8 @@ mod tests {
         };
         assert_eq!(j(None), j(Some("80")));
         assert_ne!(j(None), j(Some("81")));
-        // webp is encoded lossless: quality is accepted but changes nothing.
+        // webp with a quality is lossy: each quality is its own output; without one it is
+        // lossless.
         let w = |q: Option<&str>| {
             CaptureOptions::parse(RawCaptureOptions {
                 format: Some("webp".into()),
@@ -1424,7 +1427,10 @@ mod tests {
             .unwrap()
         };
         assert_eq!(w(Some("10")).quality(), Some(10));
-        assert_eq!(w(None).cache_key(), w(Some("10")).cache_key());
+        assert_eq!(w(Some("10")).effective_quality(), Some(10));
+        assert_eq!(w(None).effective_quality(), None);
+        assert_ne!(w(None).cache_key(), w(Some("10")).cache_key());
+        assert_ne!(w(Some("10")).cache_key(), w(Some("11")).cache_key());
         // html is keyed by its content.
         let h = |html: &str| {
             CaptureOptions::parse(RawCaptureOptions {

@@ -587,11 +587,68 @@ async fn check_formats(svc: &CaptureService, site: &Site) {
     }
 }
 
+/// The fourcc of a webp's image chunk (`VP8 ` lossy, `VP8L` lossless), walking the RIFF
+/// chunks past `VP8X`, `ALPH` and the like.
+fn webp_image_chunk(bytes: &[u8]) -> Vec<u8> {
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let fourcc = &bytes[at..at + 4];
+        if fourcc == b"VP8 " || fourcc == b"VP8L" {
+            return fourcc.to_vec();
+        }
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len + len % 2;
+    }
+    panic!("no image chunk in the webp");
+}
+
+/// webp with a quality is lossy (a `VP8 ` chunk, the browser's encoder), its size follows
+/// the quality, and it decodes to the viewport; without a quality it stays lossless (`VP8L`).
+async fn check_lossy_webp(svc: &CaptureService, site: &Site) {
+    let url = site.url("/noise");
+    let webp = |quality: Option<&'static str>| {
+        let url = url.clone();
+        async move {
+            let mut pairs = vec![
+                ("url", url.as_str()),
+                ("format", "webp"),
+                ("width", "640"),
+                ("height", "400"),
+            ];
+            pairs.extend(quality.map(|q| ("quality", q)));
+            svc.capture(&opts(&pairs)).await.unwrap()
+        }
+    };
+    let chunk = |c: &capture::Captured| {
+        assert!(
+            c.bytes.starts_with(b"RIFF") && &c.bytes[8..12] == b"WEBP",
+            "not a webp"
+        );
+        assert_eq!(c.content_type, "image/webp");
+        let img = image::load_from_memory(&c.bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (640, 400));
+        webp_image_chunk(&c.bytes)
+    };
+    let low = webp(Some("10")).await;
+    let high = webp(Some("95")).await;
+    let lossless = webp(None).await;
+    assert_eq!(chunk(&low), b"VP8 ");
+    assert_eq!(chunk(&high), b"VP8 ");
+    assert_eq!(chunk(&lossless), b"VP8L");
+    assert!(
+        size_of(&low) * 2 < size_of(&high),
+        "webp q10 {} bytes, q95 {} bytes",
+        size_of(&low),
+        size_of(&high)
+    );
+}
+
 #[tokio::test]
 async fn the_browser_encodes_each_format_and_jpeg_quality_shows() {
     let site = start_site();
     let svc = start_service(local_config(1));
     check_formats(&svc, &site).await;
+    check_lossy_webp(&svc, &site).await;
     svc.shutdown().await;
 }
 
@@ -640,6 +697,20 @@ async fn without_cdp_the_w3c_fallback_captures_every_format() {
     assert_eq!((img.width(), img.height()), (1280, 800));
     assert_eq!(img.to_rgb8().get_pixel(100, 100).0, [0, 0, 255]);
     check_formats(&svc, &site).await;
+    // Lossy webp needs the browser's encoder: refused by name before the navigation.
+    let err = svc
+        .capture(&opts(&[
+            ("url", &site.url("/blue")),
+            ("format", "webp"),
+            ("quality", "50"),
+        ]))
+        .await
+        .unwrap_err();
+    common::assert_error(&err, "INVALID_REQUEST", 400);
+    match &err {
+        capture::CaptureError::InvalidOptions(e) => assert_eq!(e.field(), "quality"),
+        other => panic!("{other}"),
+    }
     assert_eq!(svc.stats().sessions_opened, 1);
     svc.shutdown().await;
     driver.kill().await.ok();
