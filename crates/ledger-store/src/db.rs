@@ -43,7 +43,9 @@ impl Manager {
     fn new(url: &DatabaseUrl, connect_timeout: Duration) -> Manager {
         let connect_target = match url.backend() {
             Backend::Sqlite => url.target().to_owned(),
-            Backend::Postgres => with_connect_timeout(url.target(), connect_timeout),
+            Backend::Postgres => {
+                without_tls_on_loopback(&with_connect_timeout(url.target(), connect_timeout))
+            }
         };
         Manager {
             url: url.clone(),
@@ -88,6 +90,50 @@ fn with_connect_timeout(url: &str, timeout: Duration) -> String {
     format!("{url}{sep}connect_timeout={secs}")
 }
 
+/// A PostgreSQL URL whose host is this machine (127.0.0.1, ::1, `localhost`, or a unix
+/// socket) with `sslmode=disable` unless the URL sets `sslmode` itself: libpq's default
+/// (`prefer`) negotiates TLS, which on loopback protects nothing and costs a noticeable
+/// share of the server's CPU (issue 11). Any other host is left to libpq's default.
+fn without_tls_on_loopback(url: &str) -> String {
+    if url.contains("sslmode=") || !is_loopback_target(url) {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}sslmode=disable")
+}
+
+/// Whether a `postgres://` URL names this machine: its host (after any `user:pass@`,
+/// before the port, path or query) is a loopback name or address, empty (libpq then uses
+/// its unix socket), a socket folder (percent-encoded `/`), or a `host=` query parameter
+/// that is a socket folder or loopback.
+fn is_loopback_target(url: &str) -> bool {
+    let loopback = |host: &str| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.is_empty()
+            || host.starts_with('/')
+            || host.to_ascii_lowercase().starts_with("%2f")
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // A bracketed IPv6 address keeps its colons; otherwise the port follows the last ':'.
+    let host = if hostport.starts_with('[') {
+        hostport.split_once(']').map_or(hostport, |(h, _)| h)
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    let query_host = query.split('&').find_map(|kv| kv.strip_prefix("host="));
+    match query_host {
+        Some(h) => loopback(h),
+        None => loopback(host),
+    }
+}
+
 pub use ledger_core::database::{Backend, DatabaseUrl};
 
 impl From<ledger_core::database::BadDatabaseUrl> for StoreError {
@@ -113,8 +159,12 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
     /// pool, and the pool opens a fresh one once the file is writable again.
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
         if let DbConnection::Sqlite(c) = conn {
+            // `synchronous = FULL`: in WAL mode every commit syncs the WAL before it returns,
+            // so an acknowledged debit survives a power failure or an OS crash ("never
+            // lost"). `NORMAL` syncs only at checkpoints and can lose the last commits.
+            // Group commit (one sync for many callers' operations) is what pays for it.
             let pragmas = format!(
-                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
                 self.busy_timeout_ms
             );
             // Turning a new file to WAL needs an exclusive lock, and SQLite answers "locked"
@@ -220,6 +270,10 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
         .max_size(max)
         .min_idle(Some(options.min_connections.min(max)))
         .connection_timeout(options.acquire_timeout)
+        // No `SELECT 1` on every checkout (a round trip per checkout, issue 11): a
+        // connection that broke is dropped when it is returned (`has_broken`), and the
+        // next checkout opens a fresh one.
+        .test_on_check_out(false)
         .connection_customizer(Box::new(customizer))
         .error_handler(Box::new(LogPoolErrors {
             database: url.describe(),
@@ -300,4 +354,69 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<usize, StoreErro
     result.map_err(|e| StoreError::Migration {
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_postgres_connects_without_tls_unless_the_url_says_otherwise() {
+        for (url, want) in [
+            (
+                "postgres://u@127.0.0.1:5432/db",
+                "postgres://u@127.0.0.1:5432/db?sslmode=disable",
+            ),
+            (
+                "postgres://u:p@localhost/db?connect_timeout=2",
+                "postgres://u:p@localhost/db?connect_timeout=2&sslmode=disable",
+            ),
+            (
+                "postgres://[::1]:5432/db",
+                "postgres://[::1]:5432/db?sslmode=disable",
+            ),
+            ("postgresql:///db", "postgresql:///db?sslmode=disable"),
+            (
+                "postgres://%2Frun%2Fpostgresql/db",
+                "postgres://%2Frun%2Fpostgresql/db?sslmode=disable",
+            ),
+            (
+                "postgres:///db?host=/var/run/postgresql",
+                "postgres:///db?host=/var/run/postgresql&sslmode=disable",
+            ),
+            (
+                "postgres://u@127.0.0.1/db?sslmode=require",
+                "postgres://u@127.0.0.1/db?sslmode=require",
+            ),
+            (
+                "postgres://u@db.example.com/db",
+                "postgres://u@db.example.com/db",
+            ),
+            (
+                "postgres://u@10.0.0.5:5432/db",
+                "postgres://u@10.0.0.5:5432/db",
+            ),
+            ("postgres://[2001:db8::1]/db", "postgres://[2001:db8::1]/db"),
+            (
+                "postgres://localhost.example.com/db",
+                "postgres://localhost.example.com/db",
+            ),
+            (
+                "postgres:///db?host=db.example.com",
+                "postgres:///db?host=db.example.com",
+            ),
+        ] {
+            assert_eq!(without_tls_on_loopback(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_connect_target_has_both_the_timeout_and_the_sslmode() {
+        let url = DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/x").unwrap();
+        let m = Manager::new(&url, Duration::from_secs(3));
+        assert_eq!(
+            m.connect_target,
+            "postgres://postgres@127.0.0.1:5432/x?connect_timeout=3&sslmode=disable"
+        );
+    }
 }
