@@ -3,7 +3,7 @@
 //! [`crate::Ledger::apply`] hands its operation to a writer thread and waits. A writer
 //! takes every operation queued for it (up to [`MAX_BATCH`]), applies them in one
 //! transaction with exactly the rules of a single `apply` (the core's, through
-//! `ledger::apply_locked`), commits once, and only then answers each caller. So many
+//! `ledger::apply_all`, which `Ledger::apply_batch` runs too), commits once, and only then answers each caller. So many
 //! callers share one commit (one WAL flush) instead of queueing for one each.
 //!
 //! - Accounts are locked once per batch, in id order, so batches of several processes on
@@ -155,6 +155,14 @@ impl Engine {
     }
 }
 
+/// What each caller of a batch whose commit failed is told: retryable (the commit may
+/// have landed; a retry with the same idempotency key then replays it).
+fn commit_failed(e: &StoreError) -> StoreError {
+    StoreError::Unavailable {
+        reason: format!("the commit failed ({e}); retry with the same Idempotency-Key"),
+    }
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable {
         reason: "the ledger writer stopped".into(),
@@ -214,19 +222,7 @@ fn apply_jobs<'j>(
 ) -> Vec<(&'j Job, Result<Applied, StoreError>)> {
     match batch(parts, books, jobs) {
         BatchEnd::Committed(answers) => jobs.iter().zip(answers).collect(),
-        BatchEnd::CommitFailed(e) => {
-            let reason = e.to_string();
-            jobs.iter()
-                .map(|j| {
-                    let e = StoreError::Unavailable {
-                        reason: format!(
-                            "the commit failed ({reason}); retry with the same Idempotency-Key"
-                        ),
-                    };
-                    (j, Err(e))
-                })
-                .collect()
-        }
+        BatchEnd::CommitFailed(e) => jobs.iter().map(|j| (j, Err(commit_failed(&e)))).collect(),
         BatchEnd::RolledBack(e) if jobs.len() == 1 => vec![(&jobs[0], Err(e))],
         // Each on its own, so that one operation's failure is its caller's alone.
         BatchEnd::RolledBack(_) => jobs
@@ -235,11 +231,7 @@ fn apply_jobs<'j>(
                 let answer = match batch(parts, books, std::slice::from_ref(j)) {
                     BatchEnd::Committed(mut a) => a.pop().unwrap_or_else(|| Err(stopped())),
                     BatchEnd::RolledBack(e) => Err(e),
-                    BatchEnd::CommitFailed(e) => Err(StoreError::Unavailable {
-                        reason: format!(
-                            "the commit failed ({e}); retry with the same Idempotency-Key"
-                        ),
-                    }),
+                    BatchEnd::CommitFailed(e) => Err(commit_failed(&e)),
                 };
                 (j, answer)
             })
@@ -259,81 +251,36 @@ fn batch(parts: &WriterParts, books: &mut Books, jobs: &[Job]) -> BatchEnd {
         Err(e) => return BatchEnd::RolledBack(e.into()),
     };
     let mut body_done = false;
-    let mut warm: HashMap<AccountId, (Warm, i64)> = HashMap::new();
     let result = (*conn).transaction::<_, TxError, _>(|conn| {
-        let mut ids: Vec<&AccountId> = jobs.iter().map(|j| &j.item.account_id).collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
-            // An unknown account is that operation's answer, below.
-            let Some(version) = ledger::lock_account_version(conn, id)? else {
-                continue;
-            };
-            let state = match books.remove(id) {
-                Some(k) if k.version + 1 == version => Warm::with_book(k.book, k.overdraft_limit),
-                _ => {
-                    parts.counts.reloads.fetch_add(1, Ordering::Relaxed);
-                    Warm::default()
-                }
-            };
-            warm.insert(id.clone(), (state, version));
-        }
-        let mut answers = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let item = &job.item;
-            let mut cold = Warm::default();
-            let state = match warm.get_mut(&item.account_id) {
-                Some((w, _)) => w,
-                None => &mut cold,
-            };
-            match ledger::apply_warm(
-                conn,
-                &item.account_id,
-                item.idempotency.as_ref(),
-                item.operation.clone(),
-                job.now,
-                state,
-            ) {
-                Ok(applied) => answers.push(Ok(applied)),
-                Err(TxError(e)) if is_refusal(&e) => answers.push(Err(e)),
-                Err(e) => return Err(e),
+        let items = jobs.iter().map(|j| (&j.item, j.now));
+        let done = ledger::apply_all(conn, items, |id, version| match books.remove(id) {
+            Some(k) if k.version + 1 == version => Warm::with_book(k.book, k.overdraft_limit),
+            _ => {
+                parts.counts.reloads.fetch_add(1, Ordering::Relaxed);
+                Warm::default()
             }
-        }
+        })?;
         body_done = true;
-        Ok(answers)
+        Ok(done)
     });
     match result {
-        Ok(answers) => {
-            for (id, (state, version)) in warm {
+        Ok(done) => {
+            for (id, (state, version)) in done.accounts {
                 if let Some((mut book, overdraft_limit)) = state.book {
                     book.forget_settled();
-                    books.insert(
-                        id,
-                        Kept {
-                            book,
-                            overdraft_limit,
-                            version,
-                        },
-                    );
+                    let kept = Kept {
+                        book,
+                        overdraft_limit,
+                        version,
+                    };
+                    books.insert(id, kept);
                 }
             }
-            BatchEnd::Committed(answers)
+            BatchEnd::Committed(done.answers)
         }
         Err(TxError(e)) if body_done => BatchEnd::CommitFailed(e),
         Err(TxError(e)) => BatchEnd::RolledBack(e),
     }
-}
-
-/// Errors `apply_locked` returns before it writes anything of the operation: the
-/// caller's answer, not a reason to roll the batch back.
-fn is_refusal(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::AccountNotFound { .. }
-            | StoreError::HoldNotFound { .. }
-            | StoreError::EntryNotFound { .. }
-            | StoreError::IdempotencyConflict { .. }
-    )
 }
 
 #[cfg(test)]

@@ -122,6 +122,19 @@ impl StoreError {
         }
     }
 
+    /// Errors the write path returns before it writes anything of the operation (an
+    /// unknown account, hold or entry; an idempotency conflict): the caller's answer, not
+    /// a reason to roll back the other operations of its transaction.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::AccountNotFound { .. }
+                | StoreError::HoldNotFound { .. }
+                | StoreError::EntryNotFound { .. }
+                | StoreError::IdempotencyConflict { .. }
+        )
+    }
+
     pub(crate) fn corrupt(reason: impl Into<String>) -> StoreError {
         StoreError::Corrupt {
             reason: reason.into(),

@@ -1,6 +1,6 @@
 //! Ledger operations over the database: accounts, the transactional apply path, reads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use diesel::prelude::*;
 use diesel::query_builder::InsertStatement;
@@ -297,31 +297,8 @@ impl Ledger<'_> {
         now: Timestamp,
     ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
         self.store.write(|conn| {
-            let ids: BTreeSet<&AccountId> = items.iter().map(|i| &i.account_id).collect();
-            for id in ids {
-                match lock_account(conn, id) {
-                    // Reported as that item's answer below.
-                    Err(TxError(StoreError::AccountNotFound { .. })) => {}
-                    other => other?,
-                }
-            }
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                match apply_in_tx(
-                    conn,
-                    &item.account_id,
-                    item.idempotency.as_ref(),
-                    item.operation,
-                    now,
-                ) {
-                    Ok(applied) => out.push(Ok(applied)),
-                    Err(TxError(StoreError::Database(e))) => {
-                        return Err(TxError(StoreError::Database(e)))
-                    }
-                    Err(TxError(other)) => out.push(Err(other)),
-                }
-            }
-            Ok(out)
+            let items = items.iter().map(|item| (item, now));
+            Ok(apply_all(conn, items, |_, _| Warm::default())?.answers)
         })
     }
 
@@ -616,7 +593,7 @@ fn replay(
 }
 
 /// One operation on a connection already inside a transaction.
-pub(crate) fn apply_in_tx(
+fn apply_in_tx(
     conn: &mut DbConnection,
     id: &AccountId,
     idempotency: Option<&Idempotency>,
@@ -624,20 +601,51 @@ pub(crate) fn apply_in_tx(
     now: Timestamp,
 ) -> Result<Applied, TxError> {
     lock_account(conn, id)?;
-    apply_locked(conn, id, idempotency, operation, now)
+    apply_warm(conn, id, idempotency, operation, now, &mut Warm::default())
 }
 
-/// One operation inside a transaction that already holds the account's row lock
-/// ([`lock_account`]). A refusal of the caller's (unknown account, hold or entry, an
-/// idempotency conflict) is returned before anything of the operation is written.
-pub(crate) fn apply_locked(
+/// What [`apply_all`] did: each item's answer, in order, and what the transaction knows
+/// of each account it locked (with the account's version after the lock).
+pub(crate) struct AppliedAll {
+    pub(crate) answers: Vec<Result<Applied, StoreError>>,
+    pub(crate) accounts: HashMap<AccountId, (Warm, i64)>,
+}
+
+/// Applies many operations (each with its own `now`) inside the transaction `conn` is
+/// in: every account is locked once, in id order (so concurrent batches cannot
+/// deadlock), then the operations run in order, each account's reads shared between its
+/// operations ([`Warm`]; `known(id, version)` may start an account with a book kept from
+/// an earlier transaction). A refusal ([`StoreError::is_refusal`]) is that item's answer;
+/// any other error is returned, and the caller rolls the transaction back.
+pub(crate) fn apply_all<'i>(
     conn: &mut DbConnection,
-    id: &AccountId,
-    idempotency: Option<&Idempotency>,
-    operation: Operation,
-    now: Timestamp,
-) -> Result<Applied, TxError> {
-    apply_warm(conn, id, idempotency, operation, now, &mut Warm::default())
+    items: impl Iterator<Item = (&'i BatchItem, Timestamp)> + Clone,
+    mut known: impl FnMut(&AccountId, i64) -> Warm,
+) -> Result<AppliedAll, TxError> {
+    let ids: BTreeSet<&AccountId> = items.clone().map(|(i, _)| &i.account_id).collect();
+    let mut accounts = HashMap::new();
+    for id in ids {
+        // An unknown account is that item's answer, below.
+        if let Some(version) = lock_account_version(conn, id)? {
+            accounts.insert(id.clone(), (known(id, version), version));
+        }
+    }
+    let mut answers = Vec::new();
+    for (item, now) in items {
+        let mut cold = Warm::default();
+        let warm = match accounts.get_mut(&item.account_id) {
+            Some((warm, _)) => warm,
+            None => &mut cold,
+        };
+        let idempotency = item.idempotency.as_ref();
+        let operation = item.operation.clone();
+        match apply_warm(conn, &item.account_id, idempotency, operation, now, warm) {
+            Ok(applied) => answers.push(Ok(applied)),
+            Err(TxError(e)) if e.is_refusal() => answers.push(Err(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(AppliedAll { answers, accounts })
 }
 
 /// What a transaction already read of one locked account, kept between its operations
@@ -674,18 +682,19 @@ impl Warm {
         let lacks = |b: &Book| {
             hold.is_some_and(|h| b.hold(h).is_none()) || grants.iter().any(|g| b.grant(g).is_none())
         };
-        if self.book.as_ref().is_none_or(|(b, _)| lacks(b)) {
-            self.book = Some(load_book(conn, id, hold, grants)?);
-        }
-        match &mut self.book {
-            Some(b) => Ok(b),
-            None => Err(StoreError::corrupt("a book that was just loaded is missing").into()),
-        }
+        let book = match self.book.take() {
+            Some(kept) if !lacks(&kept.0) => kept,
+            _ => load_book(conn, id, hold, grants)?,
+        };
+        Ok(self.book.insert(book))
     }
 }
 
-/// [`apply_locked`] with what the transaction already knows of the account in `warm`.
-pub(crate) fn apply_warm(
+/// One operation inside a transaction that already holds the account's row lock
+/// ([`lock_account`]), with what the transaction already knows of the account in
+/// `warm`. A refusal of the caller's (unknown account, hold or entry, an idempotency
+/// conflict) is returned before anything of the operation is written.
+fn apply_warm(
     conn: &mut DbConnection,
     id: &AccountId,
     idempotency: Option<&Idempotency>,

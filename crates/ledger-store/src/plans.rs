@@ -337,7 +337,7 @@ fn load_sub(conn: &mut crate::db::DbConnection, id: &AccountId) -> Result<Option
         .optional()?)
 }
 
-/// Called by the write path (`apply_in_tx`) under the account lock, before the book is
+/// Called by the write path (`ledger::apply_warm`) under the account lock, before the book is
 /// loaded: rolls the period when it is due, then says what the plan in force adds to the
 /// operation (`None`: no plan in force, the account row's overdraft limit applies).
 /// Also says whether a period was started (which wrote to the account's book).

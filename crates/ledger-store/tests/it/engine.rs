@@ -1,6 +1,6 @@
 //! The group-committing write path (ADR 10): many callers share a commit, each gets
 //! exactly the answer it would get alone, and a kept book is never used after someone
-//! else wrote the account.
+//! else wrote the account. (Every other store test runs through the engine too.)
 
 use crate::common;
 
@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use ledger_core::*;
-use ledger_store::{BatchItem, Operation, Spend, Store};
+use ledger_store::{BatchItem, Store};
 
 on_both_backends!(
     concurrent_callers_share_commits_and_every_debit_counts,
     a_refusal_in_a_batch_is_only_its_callers_answer,
     a_second_process_writing_the_account_is_seen,
     another_path_of_this_process_writing_the_account_is_seen,
-    kept_books_do_not_change_holds_and_captures,
+    a_database_error_fails_only_its_own_operation,
 );
 
 fn on_threads(n: usize, work: impl Fn(usize) + Sync) {
@@ -133,48 +133,46 @@ fn another_path_of_this_process_writing_the_account_is_seen(db: TestDb) {
     assert_clean(&s);
 }
 
-/// Holds settled in one batch are forgotten by the kept book; capturing one again
-/// loads it, and answers exactly as without a kept book.
-fn kept_books_do_not_change_holds_and_captures(db: TestDb) {
+/// A database error in one operation rolls its batch back; the others of that batch are
+/// then applied on their own and succeed, and the failing one's caller gets the error.
+fn a_database_error_fails_only_its_own_operation(db: TestDb) {
     let s = db.store.clone();
-    let a = account(&s, 0);
-    credit(&s, &a, 50, at(0));
-    let reserve = |n: i64| Operation::Reserve {
-        amount: c(n),
-        ttl_ms: 60_000,
-        spend: Spend::Strict,
-        memo: Memo::new("Screenshot"),
-    };
-    let h1 = hold(s.ledger().apply(&a, None, reserve(10), at(1)).unwrap());
-    let h2 = hold(s.ledger().apply(&a, None, reserve(10), at(1)).unwrap());
-    let capture = |h: &Hold, n: i64| Operation::Capture {
-        hold_id: h.id.clone(),
-        amount: Some(c(n)),
-        memo: Some(Memo::new("Screenshot captured")),
-    };
-    assert!(s
-        .ledger()
-        .apply(&a, None, capture(&h1, 7), at(2))
-        .unwrap()
-        .result
-        .is_ok());
-    let again = s.ledger().apply(&a, None, capture(&h1, 7), at(2)).unwrap();
-    assert!(
-        again.result.is_err(),
-        "a settled hold captured twice: {again:?}"
-    );
-    let released = s
-        .ledger()
-        .apply(
-            &a,
-            None,
-            Operation::Release {
-                hold_id: h2.id.clone(),
-            },
-            at(3),
-        )
-        .unwrap();
-    assert!(released.result.is_ok());
-    assert_eq!(s.ledger().balance(&a, at(4)).unwrap().available, c(43));
+    let (good, bad) = (account(&s, 0), account(&s, 0));
+    credit(&s, &good, 1_000, at(0));
+    credit(&s, &bad, 1_000, at(0));
+    // Every entry of `bad` is refused by the database from now on.
+    s.execute_batch(&match s.backend() {
+        ledger_store::Backend::Sqlite => format!(
+            "CREATE TRIGGER poison BEFORE INSERT ON entries WHEN NEW.account_id = '{bad}'
+             BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END;"
+        ),
+        ledger_store::Backend::Postgres => format!(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.account_id = '{bad}' THEN RAISE EXCEPTION 'poisoned by the test'; END IF;
+             RETURN NEW; END $$;
+             CREATE TRIGGER poison BEFORE INSERT ON entries FOR EACH ROW EXECUTE FUNCTION poison();"
+        ),
+    })
+    .unwrap();
+    let (ok, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    on_threads(16, |t| {
+        let who = if t % 4 == 0 { &bad } else { &good };
+        for _ in 0..20 {
+            match s.ledger().apply(who, None, debit_op(c(1)), at(1)) {
+                Ok(r) if who == &good => {
+                    assert!(r.result.is_ok(), "{r:?}");
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if who == &bad => {
+                    assert!(e.to_string().contains("poisoned by the test"), "{e}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                other => panic!("{who}: unexpected {other:?}"),
+            }
+        }
+    });
+    assert_eq!((ok.into_inner(), failed.into_inner()), (240, 80));
+    assert_eq!(s.ledger().balance(&good, at(2)).unwrap().available, c(760));
+    assert_eq!(s.ledger().balance(&bad, at(2)).unwrap().available, c(1_000));
     assert_clean(&s);
 }
