@@ -83,10 +83,7 @@ impl DatabaseUrl {
         match self.backend {
             Backend::Sqlite => format!("the SQLite database {}", self.target),
             Backend::Postgres => {
-                let rest = self.target.split_once("://").map_or("", |(_, r)| r);
-                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-                let rest = rest.split('?').next().unwrap_or(rest);
-                let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+                let (host, db) = self.postgres_authority();
                 let host = if host.is_empty() { "localhost" } else { host };
                 match db {
                     "" => format!("PostgreSQL at {host}"),
@@ -94,6 +91,46 @@ impl DatabaseUrl {
                 }
             }
         }
+    }
+
+    /// PostgreSQL: the URL's `host[:port]` (without any `user:password@`) and database.
+    fn postgres_authority(&self) -> (&str, &str) {
+        // The credentials end at the last '@' (a password may hold a '/'), so they are cut
+        // off first and can never show as the host.
+        let rest = self.target.split_once("://").map_or("", |(_, r)| r);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let rest = rest.split('?').next().unwrap_or(rest);
+        rest.split_once('/').unwrap_or((rest, ""))
+    }
+
+    /// Whether the database is on this machine: a SQLite file, or PostgreSQL on a
+    /// loopback name or address or a unix socket (no host, a socket folder, or a `host=`
+    /// parameter that is one of those).
+    pub fn is_local(&self) -> bool {
+        if self.backend == Backend::Sqlite {
+            return true;
+        }
+        let local = |host: &str| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.is_empty()
+                || host.starts_with('/')
+                || host.to_ascii_lowercase().starts_with("%2f")
+                || host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        let query = self.target.split_once('?').map_or("", |(_, q)| q);
+        if let Some(host) = query.split('&').find_map(|kv| kv.strip_prefix("host=")) {
+            return local(host);
+        }
+        let (hostport, _) = self.postgres_authority();
+        // A bracketed IPv6 address keeps its colons; otherwise the port follows a ':'.
+        let host = match hostport.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+            None => hostport.split(':').next().unwrap_or(""),
+        };
+        local(host)
     }
 }
 
@@ -162,5 +199,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unsupported database `mysql`"));
+    }
+
+    #[test]
+    fn local_databases_and_descriptions_without_credentials() {
+        let url = |u: &str| DatabaseUrl::parse(u).unwrap();
+        for local in [
+            "sqlite://data/x.db",
+            "postgres://u@127.0.0.1:5432/db",
+            "postgres://[::1]/db",
+            "postgresql:///db",
+            "postgres:///db?host=/var/run/postgresql",
+            "postgres://u:p/w@localhost/db",
+        ] {
+            assert!(url(local).is_local(), "{local}");
+        }
+        for remote in [
+            "postgres://u@10.0.0.5/db",
+            "postgres://localhost.example.com/db",
+            "postgres:///db?host=db.example.com",
+            "postgres://u:p@[2001:db8::1]:5432/db",
+        ] {
+            assert!(!url(remote).is_local(), "{remote}");
+        }
+        let shown = url("postgres://u:se/cret@db.internal:5433/app?sslmode=require").describe();
+        assert_eq!(shown, "PostgreSQL database app at db.internal:5433");
     }
 }

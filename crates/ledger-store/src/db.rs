@@ -44,7 +44,8 @@ impl Manager {
         let connect_target = match url.backend() {
             Backend::Sqlite => url.target().to_owned(),
             Backend::Postgres => {
-                without_tls_on_loopback(&with_connect_timeout(url.target(), connect_timeout))
+                let target = with_connect_timeout(url.target(), connect_timeout);
+                without_tls_on_loopback(url, &target)
             }
         };
         Manager {
@@ -82,56 +83,29 @@ impl r2d2::ManageConnection for Manager {
 /// A PostgreSQL URL with libpq's `connect_timeout` (whole seconds, at least 2, libpq's
 /// minimum) unless the URL sets one itself.
 fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    if url.contains("connect_timeout=") {
-        return url.to_owned();
-    }
     let secs = timeout.as_secs_f64().ceil().max(2.0) as u64;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}connect_timeout={secs}")
+    with_param(url, "connect_timeout", &secs.to_string())
 }
 
-/// A PostgreSQL URL whose host is this machine (127.0.0.1, ::1, `localhost`, or a unix
-/// socket) with `sslmode=disable` unless the URL sets `sslmode` itself: libpq's default
-/// (`prefer`) negotiates TLS, which on loopback protects nothing and costs a noticeable
-/// share of the server's CPU (issue 11). Any other host is left to libpq's default.
-fn without_tls_on_loopback(url: &str) -> String {
-    if url.contains("sslmode=") || !is_loopback_target(url) {
+/// `url` with `sslmode=disable` when the database is on this machine
+/// ([`DatabaseUrl::is_local`]): libpq's default (`prefer`) negotiates TLS, which on
+/// loopback protects nothing and costs a noticeable share of the server's CPU (issue 11).
+/// A URL that sets `sslmode` itself, and any other host, keep libpq's choice.
+fn without_tls_on_loopback(database: &DatabaseUrl, url: &str) -> String {
+    if database.is_local() {
+        with_param(url, "sslmode", "disable")
+    } else {
+        url.to_owned()
+    }
+}
+
+/// `url` with the query parameter `name=value`, unless it sets `name` already.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    if url.contains(&format!("{name}=")) {
         return url.to_owned();
     }
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}sslmode=disable")
-}
-
-/// Whether a `postgres://` URL names this machine: its host (after any `user:pass@`,
-/// before the port, path or query) is a loopback name or address, empty (libpq then uses
-/// its unix socket), a socket folder (percent-encoded `/`), or a `host=` query parameter
-/// that is a socket folder or loopback.
-fn is_loopback_target(url: &str) -> bool {
-    let loopback = |host: &str| {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.is_empty()
-            || host.starts_with('/')
-            || host.to_ascii_lowercase().starts_with("%2f")
-            || host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    };
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let authority = before_query.split('/').next().unwrap_or("");
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    // A bracketed IPv6 address keeps its colons; otherwise the port follows the last ':'.
-    let host = if hostport.starts_with('[') {
-        hostport.split_once(']').map_or(hostport, |(h, _)| h)
-    } else {
-        hostport.split(':').next().unwrap_or("")
-    };
-    let query_host = query.split('&').find_map(|kv| kv.strip_prefix("host="));
-    match query_host {
-        Some(h) => loopback(h),
-        None => loopback(host),
-    }
+    format!("{url}{sep}{name}={value}")
 }
 
 pub use ledger_core::database::{Backend, DatabaseUrl};
@@ -406,7 +380,8 @@ mod tests {
                 "postgres:///db?host=db.example.com",
             ),
         ] {
-            assert_eq!(without_tls_on_loopback(url), want, "{url}");
+            let database = DatabaseUrl::parse(url).unwrap();
+            assert_eq!(without_tls_on_loopback(&database, url), want, "{url}");
         }
     }
 
