@@ -1,11 +1,7 @@
 -- wrk: one-credit admin debits, each with a fresh Idempotency-Key, on an account picked at
 -- random from a file of account ids (one id: the hot account).
 --   wrk ... -s scripts/bench/debit.lua BASE -- ADMIN_TOKEN KEY_PREFIX IDS_FILE
-local threads = 0
-function setup(thread)
-    threads = threads + 1
-    thread:set("tid", threads)
-end
+dofile("scripts/bench/common.lua")
 
 local token, prefix, ids
 local counter = 0
@@ -13,15 +9,13 @@ function init(args)
     token, prefix = args[1], args[2]
     ids = {}
     for line in io.lines(args[3]) do ids[#ids + 1] = line end
-    math.randomseed(tid * 7919)
+    seed_thread()
 end
 
 function request()
     counter = counter + 1
     local id = ids[math.random(#ids)]
-    return wrk.format("POST", "/admin/v1/accounts/" .. id .. "/debits", {
-        ["Content-Type"] = "application/json",
-        ["Authorization"] = "Bearer " .. token,
-        ["Idempotency-Key"] = prefix .. "-" .. tid .. "-" .. counter,
-    }, '{"amount":1,"description":"bench debit"}')
+    return admin_post(token, "/admin/v1/accounts/" .. id .. "/debits",
+        '{"amount":1,"description":"bench debit"}',
+        { ["Idempotency-Key"] = prefix .. "-" .. tid .. "-" .. counter })
 end

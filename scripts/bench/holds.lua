@@ -2,24 +2,18 @@
 -- (fresh Idempotency-Key) or settles one its thread placed before: 70 % captured in full,
 -- 10 % captured in part (1 credit), 20 % released.
 --   wrk ... -s scripts/bench/holds.lua BASE -- ADMIN_TOKEN KEY_PREFIX ACCOUNT_ID
-local threads = 0
-function setup(thread)
-    threads = threads + 1
-    thread:set("tid", threads)
-end
+dofile("scripts/bench/common.lua")
 
 local token, prefix, account
 local counter = 0
 local pending = {}
 function init(args)
     token, prefix, account = args[1], args[2], args[3]
-    math.randomseed(tid * 7919)
+    seed_thread()
 end
 
 local function post(path, body, extra)
-    local headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
-    for k, v in pairs(extra or {}) do headers[k] = v end
-    return wrk.format("POST", path, headers, body)
+    return admin_post(token, path, body, extra)
 end
 
 function request()
