@@ -3,7 +3,7 @@
 //! The rules of `ledger-core`, made durable with Diesel over an embedded SQLite file
 //! (the default) or PostgreSQL (for many api-server processes).
 //!
-//! Every ledger operation is one database transaction that:
+//! Every ledger operation runs in a database transaction that:
 //! 1. locks the account row (`UPDATE accounts SET version = version + 1`), which orders
 //!    every writer of that account, across threads and processes, on both backends;
 //! 2. answers from the idempotency table when the key was seen before;
@@ -11,8 +11,11 @@
 //!    settles expiries, applies the operation, and writes the resulting changeset
 //!    (entries are only ever inserted).
 //!
-//! Step 3 works on a connection that is already inside a transaction, so many callers'
-//! operations can share one transaction ([`Ledger::apply_batch`]).
+//! [`Ledger::apply`] group-commits (ADR 10): writer threads put every operation queued at
+//! the same moment into one such transaction (each account locked once, its book kept
+//! between operations and, while no one else writes the account, between transactions),
+//! commit once, and only then answer. [`Ledger::apply_batch`] runs one such transaction on
+//! the caller's thread, without kept books.
 //!
 //! The store is persistence only: the rules are `ledger-core`'s. Its API is one small
 //! repository per area, each borrowing the [`Store`]: [`Store::ledger`], [`Store::access`],
