@@ -210,6 +210,25 @@ impl Book {
         usable + returning - self.state.overdraft
     }
 
+    /// The first instant after `now` at which time alone changes what [`Book::available`]
+    /// or the active holds say: a grant of the book starts or expires, or an active hold
+    /// expires. `None`: never, until an operation changes the book. A balance computed at
+    /// `now` holds for every instant in `now..steady_until`.
+    pub fn steady_until(&self, now: Timestamp) -> Option<Timestamp> {
+        let grants = self
+            .state
+            .grants
+            .iter()
+            .flat_map(|g| [Some(g.effective_at), g.expires_at]);
+        let holds = self
+            .state
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Active)
+            .map(|h| Some(h.expires_at));
+        grants.chain(holds).flatten().filter(|t| *t > now).min()
+    }
+
     /// Credits of overdraft reserved by active holds (`None` if the sum overflows).
     fn reserved_overdraft(&self, now: Timestamp) -> Option<Credits> {
         Credits::checked_sum(

@@ -3,8 +3,6 @@
 use std::collections::{BTreeSet, HashMap};
 
 use diesel::prelude::*;
-use diesel::query_builder::InsertStatement;
-use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::result::Error as DieselError;
 use ledger_core::idempotency::{decide, Decision};
 use ledger_core::{
@@ -17,9 +15,9 @@ use crate::db::{Backend, DbConnection};
 use crate::error::StoreError;
 use crate::ids::{new_id, RandomIds};
 use crate::outcome::StoredOutcome;
-use crate::plans::InForce;
+use crate::plans::{InForce, SubRow};
 use crate::rows::{AccountRow, EntryRow, FirstRecord, GrantRow, HoldRow, IdempotencyRow, Records};
-use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
+use crate::schema::{accounts, entries, grants, holds, idempotency_keys, subscriptions};
 use crate::Store;
 
 /// An account as the ledger knows it.
@@ -260,13 +258,53 @@ impl Ledger<'_> {
     }
 
     /// The account's balances now (expired grants and holds already count as settled).
+    ///
+    /// One indexed read when the account row's balance holds at `now` (the last write
+    /// set it, nothing expires or starts before `now`, and no plan period is due): see
+    /// [`write_account`]. Otherwise the book is folded.
     pub fn balance(&self, id: &AccountId, now: Timestamp) -> Result<Balance, StoreError> {
+        if let Some(kept) = self.kept_balance(id, now)? {
+            return Ok(kept);
+        }
         // A subscription whose period has ended starts the current one first.
         self.store.plans().roll_if_due(id, now)?;
         self.store.read(|conn| {
             let (book, _) = load_book(conn, id, None, &[])?;
             balance_of(&book, now)
         })
+    }
+
+    /// The balance on the account row, when it holds at `now`.
+    fn kept_balance(&self, id: &AccountId, now: Timestamp) -> Result<Option<Balance>, StoreError> {
+        let mut conn = self.store.conn()?;
+        /// balance, available, held, balance_at, balance_until.
+        type Kept = (i64, i64, i64, i64, i64);
+        let found: Option<(Kept, Option<SubRow>)> = accounts::table
+            .left_join(subscriptions::table.on(subscriptions::account_id.eq(accounts::id)))
+            .filter(accounts::id.eq(id.as_str()))
+            .select((
+                (
+                    accounts::balance,
+                    accounts::available,
+                    accounts::held,
+                    accounts::balance_at,
+                    accounts::balance_until,
+                ),
+                Option::<SubRow>::as_select(),
+            ))
+            .first(&mut *conn)
+            .optional()?;
+        let Some(((book, available, held, at, until), sub)) = found else {
+            return Ok(None);
+        };
+        let holds = at <= now.millis() && now.millis() < until;
+        Ok(
+            (holds && !sub.is_some_and(|s| s.due(now))).then(|| Balance {
+                available: Credits::from_millis(available),
+                book: Credits::from_millis(book),
+                held: Credits::from_millis(held),
+            }),
+        )
     }
 
     /// Applies one operation. It is group-committed (ADR 10): it shares a transaction with
@@ -378,10 +416,21 @@ fn balance_of(book: &Book, now: Timestamp) -> Result<Balance, TxError> {
     })
 }
 
+/// What taking an account's lock sets: the next version, and no balance readers may take
+/// from the row until the writer that locked it sets one ([`write_account`]).
+macro_rules! locked {
+    () => {
+        (
+            accounts::version.eq(accounts::version + 1),
+            accounts::balance_until.eq(0),
+        )
+    };
+}
+
 /// Takes the account's row lock for the rest of the transaction.
 pub(crate) fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<(), TxError> {
     let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-        .set(accounts::version.eq(accounts::version + 1))
+        .set(locked!())
         .execute(conn)?;
     if n == 0 {
         return Err(StoreError::AccountNotFound {
@@ -401,7 +450,7 @@ pub(crate) fn lock_account_version(
 ) -> Result<Option<i64>, TxError> {
     Ok(
         diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-            .set(accounts::version.eq(accounts::version + 1))
+            .set(locked!())
             .returning(accounts::version)
             .get_result::<i64>(conn)
             .optional()?,
@@ -417,6 +466,20 @@ fn load_entry(
         .filter(entries::id.eq(entry_id.as_str()))
         .filter(entries::account_id.eq(account_id.as_str()))
         .first_record(conn)
+}
+
+/// `holds.status = 'active'`, written as a literal, not a bound parameter: the partial
+/// index `holds_active` applies only when the planner sees the value, and a statement
+/// whose text never changes is prepared once (SQLite) and planned generically (PostgreSQL).
+fn active_holds() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    debug_assert_eq!(HoldStatus::Active.as_str(), "active");
+    diesel::dsl::sql("holds.status = 'active'")
+}
+
+/// `grants.remaining > 0` as a literal, for the partial index `grants_open` (see
+/// [`active_holds`]).
+pub(crate) fn open_grants() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("grants.remaining > 0")
 }
 
 /// Loads an account's book: its open grants, active holds, `extra_hold` whatever its
@@ -437,7 +500,7 @@ pub(crate) fn load_book(
         })?;
     let mut hold_rows: Vec<HoldRow> = holds::table
         .filter(holds::account_id.eq(id.as_str()))
-        .filter(holds::status.eq(HoldStatus::Active.as_str()))
+        .filter(active_holds())
         .select(HoldRow::as_select())
         .load(conn)?;
     if let Some(h) = extra_hold {
@@ -457,7 +520,7 @@ pub(crate) fn load_book(
         .collect::<Result<_, _>>()?;
     let mut grants: Vec<Grant> = grants::table
         .filter(grants::account_id.eq(id.as_str()))
-        .filter(grants::remaining.gt(0))
+        .filter(open_grants())
         .records(conn)?;
     let have: BTreeSet<GrantId> = grants.iter().map(|g| g.id.clone()).collect();
     let mut wanted: BTreeSet<String> = holds
@@ -496,8 +559,9 @@ pub(crate) fn load_book(
     Ok((book, account.overdraft_limit))
 }
 
-/// Writes a changeset: entries and new lots are inserted, changed lots updated, and the
-/// account's balance, overdraft and last sequence number set.
+/// Writes a changeset: entries and new lots are inserted (a few rows a statement), changed
+/// lots updated, and the account's balance, overdraft and last sequence number set. The
+/// balance kept on the account row stays cleared (the lock cleared it): the next read folds.
 pub(crate) fn persist(
     conn: &mut DbConnection,
     id: &AccountId,
@@ -506,59 +570,123 @@ pub(crate) fn persist(
     if changes.is_empty() {
         return Ok(());
     }
-    insert_each(
-        conn,
-        grants::table,
-        changes.grants_inserted.iter().map(GrantRow::from),
-    )?;
-    for g in &changes.grants_updated {
-        diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
-            .set(grants::remaining.eq(g.remaining.millis()))
-            .execute(conn)?;
-    }
-    insert_each(
-        conn,
-        holds::table,
-        changes.holds_inserted.iter().map(HoldRow::from),
-    )?;
-    for h in &changes.holds_updated {
-        diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
-            .set((
-                holds::status.eq(h.status.as_str()),
-                holds::captured.eq(h.captured.millis()),
-                holds::settled_at.eq(h.settled_at.map(Timestamp::millis)),
-            ))
-            .execute(conn)?;
-    }
-    insert_each(
-        conn,
-        entries::table,
-        changes.entries.iter().map(EntryRow::from),
-    )?;
+    let (balance, overdraft, last_seq) = (changes.balance, changes.overdraft, changes.last_seq);
+    let mut inserts = Inserts::default();
+    inserts.update_lots(conn, changes)?;
+    inserts.write(conn)?;
     diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
         .set((
-            accounts::balance.eq(changes.balance.millis()),
-            accounts::overdraft.eq(changes.overdraft.millis()),
-            accounts::last_seq.eq(changes.last_seq),
+            accounts::balance.eq(balance.millis()),
+            accounts::overdraft.eq(overdraft.millis()),
+            accounts::last_seq.eq(last_seq),
         ))
         .execute(conn)?;
     Ok(())
 }
 
-/// Inserts `rows` into `table`, one statement a row.
-fn insert_each<T, R>(
-    conn: &mut DbConnection,
-    table: T,
-    rows: impl Iterator<Item = R>,
-) -> QueryResult<()>
-where
-    T: Table + Copy,
-    R: Insertable<T>,
-    InsertStatement<T, R::Values>: ExecuteDsl<DbConnection>,
-{
-    for row in rows {
-        diesel::insert_into(table).values(row).execute(conn)?;
+/// Inserts the rows `$rows` into `$table`, [`ROWS_PER_INSERT`] rows a statement. A macro:
+/// Diesel builds multi-row inserts for each backend's own connection, not for the
+/// connection over both.
+macro_rules! insert_all {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let conn: &mut DbConnection = $conn;
+        for chunk in $rows.chunks(ROWS_PER_INSERT) {
+            match conn {
+                DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c),
+                DbConnection::Postgres(c) => diesel::insert_into($table).values(chunk).execute(c),
+            }?;
+        }
+    }};
+}
+
+/// The rows one write inserts, gathered over every account of a batch so that each table
+/// gets one multi-row statement ([`ROWS_PER_INSERT`] rows each) instead of one a row.
+#[derive(Default)]
+struct Inserts {
+    grants: Vec<GrantRow>,
+    holds: Vec<HoldRow>,
+    entries: Vec<EntryRow>,
+    keys: Vec<IdempotencyRow>,
+}
+
+/// Rows a multi-row `INSERT`: at most 15 columns × 256 rows = 3,840 parameters, far below
+/// what either backend allows in one statement.
+const ROWS_PER_INSERT: usize = 256;
+
+impl Inserts {
+    /// Takes the inserted lots and entries of `changes`, and updates the changed lots now
+    /// (one statement a lot: a lot changed many times in a batch is written once).
+    fn update_lots(&mut self, conn: &mut DbConnection, changes: Changeset) -> Result<(), TxError> {
+        for g in &changes.grants_updated {
+            diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
+                .set(grants::remaining.eq(g.remaining.millis()))
+                .execute(conn)?;
+        }
+        for h in &changes.holds_updated {
+            diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
+                .set((
+                    holds::status.eq(h.status.as_str()),
+                    holds::captured.eq(h.captured.millis()),
+                    holds::settled_at.eq(h.settled_at.map(Timestamp::millis)),
+                ))
+                .execute(conn)?;
+        }
+        self.grants
+            .extend(changes.grants_inserted.iter().map(GrantRow::from));
+        self.holds
+            .extend(changes.holds_inserted.iter().map(HoldRow::from));
+        self.entries
+            .extend(changes.entries.iter().map(EntryRow::from));
+        Ok(())
     }
+
+    /// Inserts every row gathered, lots before the entries that may name them.
+    fn write(self, conn: &mut DbConnection) -> Result<(), TxError> {
+        insert_all!(conn, grants::table, self.grants);
+        insert_all!(conn, holds::table, self.holds);
+        insert_all!(conn, entries::table, self.entries);
+        insert_all!(conn, idempotency_keys::table, self.keys);
+        Ok(())
+    }
+}
+
+/// Sets the account row from `book` as of `now`: its balance, overdraft and last sequence
+/// number, and the balance a reader may take from the row without folding the book
+/// ([`Ledger::balance`]), valid until [`Book::steady_until`].
+fn write_account(
+    conn: &mut DbConnection,
+    id: &AccountId,
+    book: &Book,
+    now: Timestamp,
+) -> Result<(), TxError> {
+    let state = book.state();
+    // A book whose holds do not add up (only a corrupt one) leaves the row to the fold,
+    // which reports it.
+    let (shown, until) = match balance_of(book, now) {
+        Ok(b) => (
+            b,
+            book.steady_until(now).map_or(i64::MAX, Timestamp::millis),
+        ),
+        Err(_) => (
+            Balance {
+                available: Credits::ZERO,
+                book: Credits::ZERO,
+                held: Credits::ZERO,
+            },
+            0,
+        ),
+    };
+    diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
+        .set((
+            accounts::balance.eq(state.balance.millis()),
+            accounts::overdraft.eq(state.overdraft.millis()),
+            accounts::last_seq.eq(state.last_seq),
+            accounts::available.eq(shown.available.millis()),
+            accounts::held.eq(shown.held.millis()),
+            accounts::balance_at.eq(now.millis()),
+            accounts::balance_until.eq(until),
+        ))
+        .execute(conn)?;
     Ok(())
 }
 
@@ -601,7 +729,18 @@ fn apply_in_tx(
     now: Timestamp,
 ) -> Result<Applied, TxError> {
     lock_account(conn, id)?;
-    apply_warm(conn, id, idempotency, operation, now, &mut Warm::default())
+    let mut warm = Warm::default();
+    let applied = apply_warm(
+        conn,
+        id,
+        idempotency,
+        operation,
+        now,
+        &mut warm,
+        &Known::default(),
+    )?;
+    warm.flush(conn, id)?;
+    Ok(applied)
 }
 
 /// What [`apply_all`] did: each item's answer, in order, and what the transaction knows
@@ -611,12 +750,52 @@ pub(crate) struct AppliedAll {
     pub(crate) accounts: HashMap<AccountId, (Warm, i64)>,
 }
 
+/// The idempotency rows stored before a batch began for the keys its operations carry,
+/// read in one query, by key.
+#[derive(Default)]
+struct Known(HashMap<String, Vec<IdempotencyRow>>);
+
+impl Known {
+    fn read<'i>(
+        conn: &mut DbConnection,
+        items: impl Iterator<Item = &'i BatchItem>,
+    ) -> Result<Known, TxError> {
+        let keys: Vec<&str> = items
+            .filter_map(|i| i.idempotency.as_ref())
+            .map(|idem| idem.key.as_str())
+            .collect();
+        let mut known = Known::default();
+        for chunk in keys.chunks(ROWS_PER_INSERT * 4) {
+            let rows: Vec<IdempotencyRow> = idempotency_keys::table
+                .filter(idempotency_keys::key.eq_any(chunk))
+                .select(IdempotencyRow::as_select())
+                .load(conn)?;
+            for r in rows {
+                known.0.entry(r.key.clone()).or_default().push(r);
+            }
+        }
+        Ok(known)
+    }
+
+    /// The stored (fingerprint, outcome) of `idem` on account `id`.
+    fn get(&self, id: &AccountId, idem: &Idempotency) -> Option<(&str, &str)> {
+        self.0
+            .get(idem.key.as_str())?
+            .iter()
+            .find(|r| r.account_id == id.as_str() && r.scope == idem.scope)
+            .map(|r| (r.fingerprint.as_str(), r.outcome.as_str()))
+    }
+}
+
 /// Applies many operations (each with its own `now`) inside the transaction `conn` is
 /// in: every account is locked once, in id order (so concurrent batches cannot
-/// deadlock), then the operations run in order, each account's reads shared between its
-/// operations ([`Warm`]; `known(id, version)` may start an account with a book kept from
-/// an earlier transaction). A refusal ([`StoreError::is_refusal`]) is that item's answer;
-/// any other error is returned, and the caller rolls the transaction back.
+/// deadlock), the stored idempotency rows of all their keys read in one query, then the
+/// operations run in order against each account's book in memory ([`Warm`]; `known(id,
+/// version)` may start an account with a book kept from an earlier transaction), and
+/// what they changed is written at the end: a few multi-row inserts for the whole batch,
+/// one update a changed lot and one a touched account. A refusal
+/// ([`StoreError::is_refusal`]) is that item's answer; any other error is returned, and
+/// the caller rolls the transaction back.
 pub(crate) fn apply_all<'i>(
     conn: &mut DbConnection,
     items: impl Iterator<Item = (&'i BatchItem, Timestamp)> + Clone,
@@ -630,6 +809,7 @@ pub(crate) fn apply_all<'i>(
             accounts.insert(id.clone(), (known(id, version), version));
         }
     }
+    let stored = Known::read(conn, items.clone().map(|(i, _)| i))?;
     let mut answers = Vec::new();
     for (item, now) in items {
         let mut cold = Warm::default();
@@ -639,26 +819,49 @@ pub(crate) fn apply_all<'i>(
         };
         let idempotency = item.idempotency.as_ref();
         let operation = item.operation.clone();
-        match apply_warm(conn, &item.account_id, idempotency, operation, now, warm) {
+        match apply_warm(
+            conn,
+            &item.account_id,
+            idempotency,
+            operation,
+            now,
+            warm,
+            &stored,
+        ) {
             Ok(applied) => answers.push(Ok(applied)),
             Err(TxError(e)) if e.is_refusal() => answers.push(Err(e)),
             Err(e) => return Err(e),
         }
     }
+    let mut inserts = Inserts::default();
+    for (id, (warm, _)) in &mut accounts {
+        warm.gather(conn, id, &mut inserts)?;
+    }
+    inserts.write(conn)?;
     Ok(AppliedAll { answers, accounts })
 }
 
-/// What a transaction already read of one locked account, kept between its operations
-/// so that the next one need not read it again (the engine, ADR 10). Every part is
-/// exactly what is stored: each operation writes its changes before the next one.
+/// What a transaction knows of one locked account, kept between its operations so that
+/// the next one need not read it again (the engine, ADR 10), and what they changed that
+/// is not written yet. Whatever reads the account's rows from the database first writes
+/// what is pending ([`Warm::flush`]), so every read sees every earlier operation.
 #[derive(Debug, Default)]
 pub(crate) struct Warm {
-    /// The account's book and overdraft limit.
+    /// The account's book and overdraft limit; its changes not taken yet are pending.
     pub(crate) book: Option<(Book, i64)>,
     /// The plan in force (`Some(None)`: none), read once a batch unless it changes.
     plan: Option<Option<InForce>>,
     /// The auto top-up settings, likewise.
     topup: Option<Option<ledger_core::AutoTopup>>,
+    /// The idempotency rows of this transaction's operations; the first `keys_written`
+    /// of them are written.
+    keys: Vec<IdempotencyRow>,
+    keys_written: usize,
+    /// The book has changes not written yet.
+    dirty: bool,
+    /// The latest `now` of the account's operations (what the balance on the account row
+    /// is computed for).
+    now: Option<Timestamp>,
 }
 
 impl Warm {
@@ -671,7 +874,8 @@ impl Warm {
         }
     }
 
-    /// The book, loaded when it is not here or lacks the hold or grants named.
+    /// The book, loaded when it is not here or lacks the hold or grants named (what is
+    /// pending is written first).
     fn book(
         &mut self,
         conn: &mut DbConnection,
@@ -682,18 +886,59 @@ impl Warm {
         let lacks = |b: &Book| {
             hold.is_some_and(|h| b.hold(h).is_none()) || grants.iter().any(|g| b.grant(g).is_none())
         };
+        if self.book.as_ref().is_some_and(|(b, _)| lacks(b)) {
+            self.flush(conn, id)?;
+            self.book = None;
+        }
         let book = match self.book.take() {
-            Some(kept) if !lacks(&kept.0) => kept,
-            _ => load_book(conn, id, hold, grants)?,
+            Some(kept) => kept,
+            None => load_book(conn, id, hold, grants)?,
         };
         Ok(self.book.insert(book))
+    }
+
+    /// Whether operations left changes that are not written yet.
+    fn pending(&self) -> bool {
+        self.dirty || self.keys.len() > self.keys_written
+    }
+
+    /// Takes what is pending into `inserts`, updating the changed lots and the account
+    /// row (its balance, and the balance readers take from it) now.
+    fn gather(
+        &mut self,
+        conn: &mut DbConnection,
+        id: &AccountId,
+        inserts: &mut Inserts,
+    ) -> Result<(), TxError> {
+        inserts
+            .keys
+            .extend_from_slice(&self.keys[self.keys_written..]);
+        self.keys_written = self.keys.len();
+        let (Some(now), Some((book, _))) = (self.now, self.book.as_mut()) else {
+            return Ok(());
+        };
+        if std::mem::take(&mut self.dirty) {
+            inserts.update_lots(conn, book.take_changes())?;
+        }
+        write_account(conn, id, book, now)
+    }
+
+    /// Writes what is pending, before something reads the account's rows.
+    fn flush(&mut self, conn: &mut DbConnection, id: &AccountId) -> Result<(), TxError> {
+        if self.pending() {
+            let mut inserts = Inserts::default();
+            self.gather(conn, id, &mut inserts)?;
+            inserts.write(conn)?;
+        }
+        Ok(())
     }
 }
 
 /// One operation inside a transaction that already holds the account's row lock
 /// ([`lock_account`]), with what the transaction already knows of the account in
-/// `warm`. A refusal of the caller's (unknown account, hold or entry, an idempotency
-/// conflict) is returned before anything of the operation is written.
+/// `warm` and the idempotency rows stored before it began in `stored`. A refusal of the
+/// caller's (unknown account, hold or entry, an idempotency conflict) is returned before
+/// anything of the operation is written. What it changes stays pending in `warm`.
 fn apply_warm(
     conn: &mut DbConnection,
     id: &AccountId,
@@ -701,13 +946,16 @@ fn apply_warm(
     operation: Operation,
     now: Timestamp,
     warm: &mut Warm,
+    stored: &Known,
 ) -> Result<Applied, TxError> {
+    warm.now = Some(warm.now.map_or(now, |t| t.max(now)));
     // A plan's period rolls here when due; its terms bound the operation (ADR 9).
     if warm
         .plan
         .as_ref()
         .is_none_or(|p| p.as_ref().is_some_and(|p| p.ended(now)))
     {
+        warm.flush(conn, id)?;
         let (rolled, in_force) = crate::plans::before_operation(conn, id, now)?;
         if rolled {
             warm.book = None;
@@ -716,19 +964,17 @@ fn apply_warm(
     }
     let plan = warm.plan.clone().flatten();
     if let Some(idem) = idempotency {
-        let stored: Option<IdempotencyRow> = idempotency_keys::table
-            .filter(idempotency_keys::account_id.eq(id.as_str()))
-            .filter(idempotency_keys::scope.eq(&idem.scope))
-            .filter(idempotency_keys::key.eq(idem.key.as_str()))
-            .select(IdempotencyRow::as_select())
-            .first(conn)
-            .optional()?;
-        let stored_pair = stored
-            .as_ref()
-            .map(|r| (Fingerprint::new(r.fingerprint.clone()), r.outcome.clone()));
-        match decide(stored_pair.as_ref().map(|(f, o)| (f, o)), &idem.fingerprint) {
+        let pending = warm
+            .keys
+            .iter()
+            .find(|r| r.scope == idem.scope && r.key == idem.key.as_str())
+            .map(|r| (r.fingerprint.as_str(), r.outcome.as_str()));
+        let found = pending.or_else(|| stored.get(id, idem));
+        let found = found.map(|(f, o)| (Fingerprint::new(f.to_owned()), o.to_owned()));
+        match decide(found.as_ref().map(|(f, o)| (f, o)), &idem.fingerprint) {
             Decision::Fresh => {}
             Decision::Replay(outcome) => {
+                warm.flush(conn, id)?;
                 let result = replay(conn, id, outcome)?;
                 let (book, _) = warm.book(conn, id, None, &[])?;
                 return Ok(Applied {
@@ -752,6 +998,7 @@ fn apply_warm(
     let mut context = Context::default();
     let mut extra_grants = Vec::new();
     if let Some(entry_id) = needs.refund_of {
+        warm.flush(conn, id)?;
         let original =
             load_entry(conn, id, entry_id)?.ok_or_else(|| StoreError::EntryNotFound {
                 entry_id: entry_id.clone(),
@@ -795,15 +1042,26 @@ fn apply_warm(
     let (result, available) = (applied.result, applied.available);
     // Capturing or releasing an unknown hold is reported as the store's "not found".
     if let Err(LedgerError::HoldNotFound { hold_id }) = &result {
-        // Nothing is written: what the book may have settled on the way is forgotten.
+        // Nothing is written: what the book may have settled on the way is forgotten. The
+        // book lacked the hold, so it was loaded afresh just now and holds nothing of an
+        // earlier operation (were it otherwise, the batch fails and runs one by one).
+        if warm.dirty {
+            return Err(StoreError::corrupt(format!(
+                "hold {hold_id} vanished from a book with pending changes"
+            ))
+            .into());
+        }
         warm.book = None;
         return Err(StoreError::HoldNotFound {
             hold_id: hold_id.clone(),
         }
         .into());
     }
-    persist(conn, id, book.take_changes())?;
+    warm.dirty = true;
     // The effects commit (or roll back) with the entries that called for them.
+    if !applied.effects.is_empty() {
+        warm.flush(conn, id)?;
+    }
     for effect in &applied.effects {
         match effect {
             Effect::StartTopup(start) => {
@@ -823,16 +1081,14 @@ fn apply_warm(
             Ok(Outcome::Settled) => StoredOutcome::Settled,
             Err(e) => StoredOutcome::Rejected(e.clone()),
         };
-        diesel::insert_into(idempotency_keys::table)
-            .values(IdempotencyRow {
-                account_id: id.as_str().to_owned(),
-                scope: idem.scope.clone(),
-                key: idem.key.as_str().to_owned(),
-                fingerprint: idem.fingerprint.as_str().to_owned(),
-                outcome: stored.encode(),
-                created_at: now.millis(),
-            })
-            .execute(conn)?;
+        warm.keys.push(IdempotencyRow {
+            account_id: id.as_str().to_owned(),
+            scope: idem.scope.clone(),
+            key: idem.key.as_str().to_owned(),
+            fingerprint: idem.fingerprint.as_str().to_owned(),
+            outcome: stored.encode(),
+            created_at: now.millis(),
+        });
     }
     Ok(Applied {
         result,

@@ -148,7 +148,7 @@ pub enum PlanRefusal {
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions)]
-struct SubRow {
+pub(crate) struct SubRow {
     id: String,
     plan_id: String,
     status: String,
@@ -197,7 +197,7 @@ impl SubRow {
     }
 
     /// In force, with a snapshot, and its recorded period over (or not started).
-    fn due(&self, now: Timestamp) -> bool {
+    pub(crate) fn due(&self, now: Timestamp) -> bool {
         self.plan_name.is_some()
             && self.status().is_ok_and(SubscriptionStatus::stamps_plan)
             && (self.period_start.is_none() || self.period_end.is_none_or(|e| e <= now.millis()))
@@ -833,7 +833,7 @@ fn change_in_tx(
             grants::table
                 .filter(grants::account_id.eq(account.as_str()))
                 .filter(grants::source.eq(GrantSource::Allowance.as_str()))
-                .filter(grants::remaining.gt(0))
+                .filter(crate::ledger::open_grants())
                 .filter(
                     grants::expires_at
                         .is_null()

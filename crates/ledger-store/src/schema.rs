@@ -14,6 +14,10 @@ diesel::table! {
         compacted_seq -> BigInt,
         plan_name -> Nullable<Text>,
         version -> BigInt,
+        available -> BigInt,
+        held -> BigInt,
+        balance_at -> BigInt,
+        balance_until -> BigInt,
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use ledger_core::*;
-use ledger_store::{BatchItem, Store};
+use ledger_store::{BatchItem, Idempotency, Store};
 
 on_both_backends!(
     concurrent_callers_share_commits_and_every_debit_counts,
@@ -16,6 +16,8 @@ on_both_backends!(
     a_second_process_writing_the_account_is_seen,
     another_path_of_this_process_writing_the_account_is_seen,
     a_database_error_fails_only_its_own_operation,
+    operations_of_one_batch_see_each_other,
+    the_balance_on_the_account_row_changes_exactly_when_the_book_does,
 );
 
 fn on_threads(n: usize, work: impl Fn(usize) + Sync) {
@@ -174,5 +176,117 @@ fn a_database_error_fails_only_its_own_operation(db: TestDb) {
     assert_eq!((ok.into_inner(), failed.into_inner()), (240, 80));
     assert_eq!(s.ledger().balance(&good, at(2)).unwrap().available, c(760));
     assert_eq!(s.ledger().balance(&bad, at(2)).unwrap().available, c(1_000));
+    assert_clean(&s);
+}
+
+fn item(a: &AccountId, key: Option<&Idempotency>, operation: Operation) -> BatchItem {
+    BatchItem {
+        account_id: a.clone(),
+        idempotency: key.cloned(),
+        operation,
+    }
+}
+
+/// A batch writes its rows at the end (multi-row inserts); whatever an operation reads
+/// from the database still sees every operation before it in the same batch: a key used
+/// twice replays, a key used with another request conflicts, an unknown hold after a
+/// pending debit is refused alone, and several accounts' rows are written together.
+fn operations_of_one_batch_see_each_other(db: TestDb) {
+    let s = db.store.clone();
+    let (a, b) = (account(&s, 0), account(&s, 0));
+    credit(&s, &a, 100, at(0));
+    credit(&s, &b, 100, at(0));
+    let key = idem("batch-key", "debit-5");
+    let other = idem("batch-key", "debit-6");
+    let unknown = HoldId::new("hold_not_there");
+    let items = vec![
+        item(&a, Some(&key), debit_op(c(5))),
+        item(&b, None, debit_op(c(7))),
+        item(&a, Some(&key), debit_op(c(5))),
+        item(&a, Some(&other), debit_op(c(6))),
+        item(
+            &a,
+            None,
+            Operation::Release {
+                hold_id: unknown.clone(),
+            },
+        ),
+        item(&a, None, debit_op(c(1))),
+        item(&b, None, debit_op(c(200))),
+    ];
+    let answers = s.ledger().apply_batch(items, at(1)).unwrap();
+    let first = entry(answers[0].as_ref().unwrap().clone());
+    let replayed = answers[2].as_ref().unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(entry(replayed.clone()).id, first.id);
+    assert!(
+        matches!(
+            &answers[3],
+            Err(ledger_store::StoreError::IdempotencyConflict { .. })
+        ),
+        "{:?}",
+        answers[3]
+    );
+    assert!(
+        matches!(&answers[4], Err(ledger_store::StoreError::HoldNotFound { hold_id }) if *hold_id == unknown),
+        "{:?}",
+        answers[4]
+    );
+    assert_eq!(answers[5].as_ref().unwrap().available, c(94));
+    assert!(matches!(
+        answers[6].as_ref().unwrap().result,
+        Err(LedgerError::InsufficientCredits { .. })
+    ));
+    // What the batch wrote: a's two debits and b's one, numbered in order.
+    let history = s.ledger().history(&a, Page::default()).unwrap();
+    let seqs: Vec<(i64, Credits)> = history.iter().map(|e| (e.seq, e.amount)).collect();
+    assert_eq!(seqs, [(3, c(-1)), (2, c(-5)), (1, c(100))]);
+    assert_eq!(s.ledger().balance(&a, at(2)).unwrap().available, c(94));
+    assert_eq!(s.ledger().balance(&b, at(2)).unwrap().available, c(93));
+    // The key was stored once, with the first request's answer.
+    let again = s
+        .ledger()
+        .apply(&a, Some(&key), debit_op(c(5)), at(3))
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(entry(again).id, first.id);
+    assert_clean(&s);
+}
+
+/// The balance readers take from the account row (one read) is the folded balance at
+/// every instant: right up to the millisecond a hold or a grant expires, and after.
+fn the_balance_on_the_account_row_changes_exactly_when_the_book_does(db: TestDb) {
+    let s = db.store.clone();
+    let a = account(&s, 2);
+    let ms = |t: i64| Timestamp::from_millis(at(0).millis() + t);
+    let expiring = Operation::Credit {
+        spec: GrantSpec::new(GrantSource::Purchase, c(10)).expiring(ms(100_000)),
+        memo: Memo::new("Purchased"),
+    };
+    s.ledger().apply(&a, None, expiring, ms(0)).unwrap();
+    let reserve = Operation::Reserve {
+        amount: c(3),
+        ttl_ms: 50_000,
+        spend: Spend::Strict,
+        memo: Memo::new("job"),
+    };
+    s.ledger().apply(&a, None, reserve, ms(1_000)).unwrap();
+    let seen = |t: i64| {
+        let b = s.ledger().balance(&a, ms(t)).unwrap();
+        (b.available, b.held, b.book)
+    };
+    assert_eq!(seen(1_000), (c(9), c(3), c(12)));
+    assert_eq!(seen(50_999), (c(9), c(3), c(12)));
+    assert_eq!(seen(51_000), (c(12), c(0), c(12)), "the hold expired");
+    assert_eq!(seen(99_999), (c(12), c(0), c(12)));
+    assert_eq!(seen(100_000), (c(2), c(0), c(12)), "the purchase expired");
+    // A debit after both expiries settles them and the row holds again.
+    let late = s
+        .ledger()
+        .apply(&a, None, debit_op(c(1)), ms(120_000))
+        .unwrap();
+    assert_eq!(late.available, c(1));
+    assert_eq!(seen(120_000).0, c(1));
+    assert_eq!(seen(10_000_000).0, c(1));
     assert_clean(&s);
 }
