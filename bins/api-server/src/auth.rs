@@ -263,9 +263,11 @@ impl SignedQuery {
             .ok_or(SignatureError::NoKeyId)?;
         let expires = expires
             .map(|e| {
-                e.parse::<i64>()
-                    .ok()
-                    .filter(|e| (0..=i64::MAX / 1000).contains(e) && !e.starts_with('+'))
+                e.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| e.parse::<i64>().ok())
+                    .flatten()
+                    .filter(|e| *e <= i64::MAX / 1000)
                     .ok_or(SignatureError::BadExpires)
             })
             .transpose()?;

@@ -131,13 +131,14 @@ pub async fn find_key(
     let Some(key) = found else {
         return Ok(None);
     };
+    let unnoted = key.use_is_unnoted(now);
     let member = match key.holder {
         Holder::Account => None,
         Holder::Member(m) => Some(m),
         Holder::Removed => return Ok(None),
     };
     Ok(Some(FoundKey {
-        unnoted: key.use_is_unnoted(now),
+        unnoted,
         caller: Caller {
             account_id: key.account_id,
             credential: Credential::ApiKey(key.key_id.clone()),
