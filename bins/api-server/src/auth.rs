@@ -363,9 +363,7 @@ pub enum SignatureError {
     BadExpires,
     #[error("This signed URL expired at {at}: sign a new one with a later expires")]
     Expired { at: Timestamp },
-    #[error(
-        "keyId names no live API key (it was revoked, or never made): sign with a live key"
-    )]
+    #[error("keyId names no live API key (it was revoked, or never made): sign with a live key")]
     UnknownKey,
     #[error(
         "This API key was made before signed URLs existed and has no signing secret: create \
@@ -544,7 +542,10 @@ async fn signed_caller(state: &AppState, signed: SignedQuery) -> Result<Authed, 
     let key = accounts::find_key(state, signed.key_id().to_owned(), |id| KeyBy::Id(id))
         .await?
         .ok_or(SignatureError::UnknownKey)?;
-    let secret = key.signing_secret.as_deref().ok_or(SignatureError::NoSecret)?;
+    let secret = key
+        .signing_secret
+        .as_deref()
+        .ok_or(SignatureError::NoSecret)?;
     signed.verify(secret)?;
     accounts::note_key_use(state, &key);
     authed(key.caller, Proof::SignedUrl)

@@ -4,14 +4,12 @@
 use std::sync::Arc;
 
 use ledger_core::{AccountId, Credits, Entry, Page, Retention, YearMonth};
-use ledger_store::{
-    Account, ApiKey, Holder, KeyBy, Member, NewAccount, NewApiKey, Subscription,
-};
+use ledger_store::{Account, ApiKey, Holder, KeyBy, Member, NewAccount, NewApiKey, Subscription};
 use payments::{AutoTopupRequest, AutoTopupView, PaymentsError};
 
 use crate::auth::{
-    hash_password, new_api_key, new_session_token, new_signing_secret, sha256_hex,
-    verify_password, Authed, Credential,
+    hash_password, new_api_key, new_session_token, new_signing_secret, sha256_hex, verify_password,
+    Authed, Credential,
 };
 use crate::checkout::CheckoutFailure;
 use crate::error::ApiError;

@@ -6,9 +6,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::common::*;
 use api_server::service::screenshot::{CaptureFuture, Capturer};
 use capture::{CaptureOptions, Captured};
-use crate::common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -19,6 +19,7 @@ on_both_backends!(
     a_signed_screenshot_is_charged_as_the_key_and_cached_without_its_signature,
     bad_signed_urls_are_refused_and_charge_nothing,
     revoked_keys_and_keys_without_a_secret_sign_nothing,
+    the_document_describes_signed_urls,
 );
 
 /// The hex HMAC-SHA256 of `message` keyed with `secret`, computed here independently of
@@ -72,14 +73,21 @@ async fn a_new_key_shows_its_signing_secret_once(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (session, _) = app.signup("secret@example.com").await;
     let first = created_key(&app, &session, "one").await;
-    let mut fields: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut fields: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     fields.sort();
     assert_eq!(
         fields,
         ["createdAt", "id", "key", "name", "prefix", "signingSecret"]
     );
     let secret = first["signingSecret"].as_str().unwrap();
-    let digits = secret.strip_prefix("ss_").unwrap_or_else(|| panic!("{secret}"));
+    let digits = secret
+        .strip_prefix("ss_")
+        .unwrap_or_else(|| panic!("{secret}"));
     assert!(
         digits.len() == 64 && digits.bytes().all(|b| b.is_ascii_hexdigit()),
         "{secret}"
@@ -100,7 +108,10 @@ async fn a_signed_get_acts_as_its_key_until_it_expires(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (session, _) = app.signup("signed@example.com").await;
     let k = created_key(&app, &session, "signer").await;
-    let (id, secret) = (k["id"].as_str().unwrap(), k["signingSecret"].as_str().unwrap());
+    let (id, secret) = (
+        k["id"].as_str().unwrap(),
+        k["signingSecret"].as_str().unwrap(),
+    );
     assert_eq!(last_used(&app, &session).await, Value::Null);
     let credits = signed("/api/v1/credits", &format!("keyId={id}"), secret);
     assert_eq!(
@@ -187,7 +198,10 @@ async fn a_signed_screenshot_is_charged_as_the_key_and_cached_without_its_signat
     .await;
     let (session, _) = app.signup("shot@example.com").await;
     let k = created_key(&app, &session, "embed").await;
-    let (id, secret) = (k["id"].as_str().unwrap(), k["signingSecret"].as_str().unwrap());
+    let (id, secret) = (
+        k["id"].as_str().unwrap(),
+        k["signingSecret"].as_str().unwrap(),
+    );
     let options = "url=http%3A%2F%2Fexample.com%2F&width=640";
     let shot = |expires: i64| {
         signed(
@@ -209,9 +223,7 @@ async fn a_signed_screenshot_is_charged_as_the_key_and_cached_without_its_signat
     assert_eq!(res.header("x-cache"), Some("MISS"));
     // Another signature and expiry over the same options: the same capture, from the
     // cache (the signed URL's parameters are not options and not part of the cache key).
-    let res = app
-        .send(Req::get(shot(unix_in(&app, 600))))
-        .await;
+    let res = app.send(Req::get(shot(unix_in(&app, 600)))).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.header("x-cache"), Some("HIT"));
     assert_eq!(res.header("x-credits-charged"), Some("0"));
@@ -392,4 +404,35 @@ async fn revoked_keys_and_keys_without_a_secret_sign_nothing(backend: &'static s
         "{body}"
     );
     assert_eq!(app.balance(&Auth::Key(old_key)).await, json!(5));
+}
+
+async fn the_document_describes_signed_urls(backend: &'static str) {
+    let app = TestApp::new(backend).await;
+    let doc = app.send(Req::get("/openapi.json")).await.expect(200);
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["signedUrlKeyId"]["in"], "query", "{schemes}");
+    assert_eq!(schemes["signedUrlKeyId"]["name"], "keyId");
+    assert_eq!(schemes["signedUrlSignature"]["name"], "signature");
+    let signed = json!({"signedUrlKeyId": [], "signedUrlSignature": []});
+    for path in [
+        "/api/v1/screenshot",
+        "/api/v1/screenshot/quote",
+        "/api/v1/credits",
+    ] {
+        let security = doc["paths"][path]["get"]["security"].as_array().unwrap();
+        assert!(security.contains(&signed), "{path}: {security:?}");
+    }
+    // Not for writes.
+    let post = doc["paths"]["/api/v1/screenshot"]["post"]["security"]
+        .as_array()
+        .unwrap();
+    assert!(!post.contains(&signed), "{post:?}");
+    let created = &doc["components"]["schemas"]["KeyCreated"];
+    assert!(
+        created["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("signingSecret")),
+        "{created}"
+    );
 }

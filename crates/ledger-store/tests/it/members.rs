@@ -210,7 +210,9 @@ fn removal_revokes_exactly_that_members_sessions_and_keys(db: TestDb) {
         key_hash,
         signing_secret: Some("ss_test"),
     };
-    let owner_key = m.create_api_key(&owner, &key("o", "owner-key"), at(3)).unwrap();
+    let owner_key = m
+        .create_api_key(&owner, &key("o", "owner-key"), at(3))
+        .unwrap();
     let bob_key = m.create_api_key(&bob, &key("b", "bob-key"), at(3)).unwrap();
     // A session made without a login acts as the account.
     s.access()
@@ -249,7 +251,11 @@ fn removal_revokes_exactly_that_members_sessions_and_keys(db: TestDb) {
         Some(account.clone())
     );
     // One read finds the key, its account and its holder, by hash or by id.
-    let found = s.access().key_caller(KeyBy::Hash("owner-key")).unwrap().unwrap();
+    let found = s
+        .access()
+        .key_caller(KeyBy::Hash("owner-key"))
+        .unwrap()
+        .unwrap();
     assert_eq!(found.key_id, owner_key.id);
     assert_eq!(found.account_id, account);
     assert!(found.account_exists);
@@ -392,7 +398,11 @@ fn check_backfill(store: &Store) {
         Holder::Member(login.member.clone())
     );
     // A key made before signing secrets has none; the one read finds its owner.
-    let old = store.access().key_caller(KeyBy::Id("key_old")).unwrap().unwrap();
+    let old = store
+        .access()
+        .key_caller(KeyBy::Id("key_old"))
+        .unwrap()
+        .unwrap();
     assert_eq!(old.signing_secret, None);
     assert_eq!(old.holder, Holder::Member(login.member.clone()));
     assert!(m.list(&AccountId::new("acct_bare")).unwrap().is_empty());
@@ -449,7 +459,11 @@ fn reading_a_key_writes_nothing_and_its_use_is_noted_once_a_minute(db: TestDb) {
     };
     let key = s.members().create_api_key(&owner, &new, at(1)).unwrap();
     let last_used = || s.access().api_keys(&account).unwrap()[0].last_used_at_ms;
-    let found = s.access().key_caller(KeyBy::Hash("k-hash")).unwrap().unwrap();
+    let found = s
+        .access()
+        .key_caller(KeyBy::Hash("k-hash"))
+        .unwrap()
+        .unwrap();
     assert_eq!(found.signing_secret, None);
     assert!(found.use_is_unnoted(at(2)));
     assert_eq!(last_used(), None, "a read wrote");
@@ -465,6 +479,9 @@ fn reading_a_key_writes_nothing_and_its_use_is_noted_once_a_minute(db: TestDb) {
     assert!(s.access().note_key_use(&key.id, at(62)).unwrap());
     assert_eq!(last_used(), Some(at(62).millis()));
     // Revocation takes effect on the very next read.
-    assert!(s.access().revoke_api_key(&account, &key.id, at(63)).unwrap());
+    assert!(s
+        .access()
+        .revoke_api_key(&account, &key.id, at(63))
+        .unwrap());
     assert_eq!(s.access().key_caller(KeyBy::Id(&key.id)).unwrap(), None);
 }
