@@ -6,7 +6,7 @@ use ledger_core::{AccountId, Credits, SubscriptionStatus, Timestamp};
 
 use crate::error::StoreError;
 use crate::ids::new_id;
-use crate::members::{joined_holder, Holder, HolderRow, HOLDER_COLUMNS};
+use crate::members::{joined_holder, Holder, HolderRow};
 use crate::rows::stored_record;
 use crate::schema::{account_limits, accounts, api_keys, members, sessions, subscriptions};
 use crate::Store;
@@ -93,7 +93,7 @@ type KeyCallerRow = (
     Option<String>,
     Option<i64>,
     Option<String>,
-    HolderRow,
+    Option<HolderRow>,
 );
 
 /// Inserts a key of `account` (held by `member`, or by the account itself).
@@ -230,7 +230,7 @@ impl Access<'_> {
                 api_keys::signing_secret,
                 api_keys::last_used_at,
                 accounts::id.nullable(),
-                HOLDER_COLUMNS.nullable(),
+                Option::<HolderRow>::as_select(),
             ))
             .into_boxed();
         let query = match by {

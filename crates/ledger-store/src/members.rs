@@ -179,48 +179,40 @@ fn live_member(conn: &mut crate::db::DbConnection, id: &str) -> Result<Option<Lo
         .transpose()
 }
 
-/// The columns of a member read together with a credential that names it (one query:
-/// the credential left-joined to `members`): who holds it, without its password hash.
-pub(crate) const HOLDER_COLUMNS: (
-    members::id,
-    members::account_id,
-    members::email,
-    members::role,
-    members::created_at,
-    members::removed_at,
-) = (
-    members::id,
-    members::account_id,
-    members::email,
-    members::role,
-    members::created_at,
-    members::removed_at,
-);
+/// A member read together with a credential that names it (one query: the credential
+/// left-joined to `members`): who holds it, without its password hash.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = members)]
+pub(crate) struct HolderRow {
+    id: String,
+    account_id: String,
+    email: String,
+    role: String,
+    created_at: i64,
+    removed_at: Option<i64>,
+}
 
-/// What [`HOLDER_COLUMNS`] read: `None` when the credential's member row is missing.
-pub(crate) type HolderRow = Option<(String, String, String, String, i64, Option<i64>)>;
-
-/// Who holds a credential whose `member_id` is `member_id`, from the member row joined to
-/// it: no member id is the account itself; a member id whose row is missing or removed is
+/// Who holds a credential whose `member_id` is `member_id`, from the [`HolderRow`] joined
+/// to it: no member id is the account itself; a member id whose row is missing or removed is
 /// [`Holder::Removed`].
 pub(crate) fn joined_holder(
     member_id: Option<String>,
-    row: HolderRow,
+    row: Option<HolderRow>,
 ) -> Result<Holder, StoreError> {
     if member_id.is_none() {
         return Ok(Holder::Account);
     }
-    let Some((id, account_id, email, role, created_at, None)) = row else {
+    let Some(row) = row.filter(|r| r.removed_at.is_none()) else {
         return Ok(Holder::Removed);
     };
-    let role = Role::parse(&role)
-        .ok_or_else(|| StoreError::corrupt(format!("member {id}: role {role}")))?;
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| StoreError::corrupt(format!("member {}: role {}", row.id, row.role)))?;
     Ok(Holder::Member(Member {
-        id,
-        account_id: AccountId::new(account_id),
-        email,
+        id: row.id,
+        account_id: AccountId::new(row.account_id),
+        email: row.email,
         role,
-        created_at: Timestamp::from_millis(created_at),
+        created_at: Timestamp::from_millis(row.created_at),
     }))
 }
 

@@ -251,11 +251,7 @@ fn removal_revokes_exactly_that_members_sessions_and_keys(db: TestDb) {
         Some(account.clone())
     );
     // One read finds the key, its account and its holder, by hash or by id.
-    let found = s
-        .access()
-        .key_caller(KeyBy::Hash("owner-key"))
-        .unwrap()
-        .unwrap();
+    let found = live_key(s, KeyBy::Hash("owner-key"));
     assert_eq!(found.key_id, owner_key.id);
     assert_eq!(found.account_id, account);
     assert!(found.account_exists);
@@ -398,11 +394,7 @@ fn check_backfill(store: &Store) {
         Holder::Member(login.member.clone())
     );
     // A key made before signing secrets has none; the one read finds its owner.
-    let old = store
-        .access()
-        .key_caller(KeyBy::Id("key_old"))
-        .unwrap()
-        .unwrap();
+    let old = live_key(store, KeyBy::Id("key_old"));
     assert_eq!(old.signing_secret, None);
     assert_eq!(old.holder, Holder::Member(login.member.clone()));
     assert!(m.list(&AccountId::new("acct_bare")).unwrap().is_empty());
@@ -459,18 +451,14 @@ fn reading_a_key_writes_nothing_and_its_use_is_noted_once_a_minute(db: TestDb) {
     };
     let key = s.members().create_api_key(&owner, &new, at(1)).unwrap();
     let last_used = || s.access().api_keys(&account).unwrap()[0].last_used_at_ms;
-    let found = s
-        .access()
-        .key_caller(KeyBy::Hash("k-hash"))
-        .unwrap()
-        .unwrap();
+    let found = live_key(s, KeyBy::Hash("k-hash"));
     assert_eq!(found.signing_secret, None);
     assert!(found.use_is_unnoted(at(2)));
     assert_eq!(last_used(), None, "a read wrote");
     assert!(s.access().note_key_use(&key.id, at(2)).unwrap());
     assert_eq!(last_used(), Some(at(2).millis()));
     // Within the minute: nothing to note, and a second note writes nothing.
-    let found = s.access().key_caller(KeyBy::Id(&key.id)).unwrap().unwrap();
+    let found = live_key(s, KeyBy::Id(&key.id));
     assert!(!found.use_is_unnoted(at(61)));
     assert!(!s.access().note_key_use(&key.id, at(61)).unwrap());
     assert_eq!(last_used(), Some(at(2).millis()));
@@ -484,4 +472,9 @@ fn reading_a_key_writes_nothing_and_its_use_is_noted_once_a_minute(db: TestDb) {
         .revoke_api_key(&account, &key.id, at(63))
         .unwrap());
     assert_eq!(s.access().key_caller(KeyBy::Id(&key.id)).unwrap(), None);
+}
+
+/// The live key `by` names (one read).
+fn live_key(store: &Store, by: KeyBy<'_>) -> ledger_store::KeyCaller {
+    store.access().key_caller(by).unwrap().expect("a live key")
 }
