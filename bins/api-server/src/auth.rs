@@ -646,6 +646,76 @@ mod tests {
     }
 
     #[test]
+    fn signed_queries_sign_the_raw_query_before_the_signature() {
+        let secret = new_signing_secret().unwrap();
+        assert!(secret.starts_with(SIGNING_SECRET_PREFIX) && secret.len() == 3 + 64);
+        // Percent-encoding is signed as sent; the key id is read decoded.
+        let signed = "url=https%3A%2F%2Fa.test%2F&keyId=key%5Fab&expires=1767225600";
+        let hex: String = sign(&secret, signed)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let q = SignedQuery::parse(&format!("{signed}&signature={hex}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.key_id(), "key_ab");
+        assert_eq!(q.verify(&secret), Ok(()));
+        assert_eq!(q.verify("ss_other"), Err(SignatureError::Mismatch));
+        // The same parameters encoded otherwise are another message.
+        let q = SignedQuery::parse(&format!(
+            "url=https://a.test/&keyId=key%5Fab&expires=1767225600&signature={hex}"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(q.verify(&secret), Err(SignatureError::Mismatch));
+        // Expiry: valid before the second, refused from it on.
+        let at = |s: i64| Timestamp::from_millis(s * 1000);
+        let q = SignedQuery::parse(&format!("{signed}&signature={hex}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.check_expiry(at(1767225599)), Ok(()));
+        assert!(matches!(
+            q.check_expiry(at(1767225600)),
+            Err(SignatureError::Expired { .. })
+        ));
+        // A query that names neither parameter is no signed URL.
+        assert_eq!(SignedQuery::parse("url=x&expires=1"), Ok(None));
+        assert_eq!(SignedQuery::parse(""), Ok(None));
+        for (query, refusal) in [
+            ("keyId=k", SignatureError::Missing),
+            ("signature=00&keyId=k", SignatureError::NotLast),
+            (
+                &format!("keyId=k&signature={hex}&x=1"),
+                SignatureError::NotLast,
+            ),
+            ("keyId=k&signature=", SignatureError::NotHex),
+            (&format!("keyId=&signature={hex}"), SignatureError::NoKeyId),
+            (
+                &format!("keyId=k&expires=-5&signature={hex}"),
+                SignatureError::BadExpires,
+            ),
+            (
+                &format!("keyId=k&expires=+5&signature={hex}"),
+                SignatureError::BadExpires,
+            ),
+            (
+                &format!("keyId=k&expires=1&expires=2&signature={hex}"),
+                SignatureError::Repeated(EXPIRES_PARAM),
+            ),
+            (
+                &format!("keyId=k&signature={hex}&signature={hex}"),
+                SignatureError::Repeated(SIGNATURE_PARAM),
+            ),
+            (
+                &format!("keyId=k&signature=00&signature={hex}"),
+                SignatureError::Repeated(SIGNATURE_PARAM),
+            ),
+        ] {
+            assert_eq!(SignedQuery::parse(query), Err(refusal), "{query}");
+        }
+    }
+
+    #[test]
     fn keys_have_a_readable_prefix_and_are_unique() {
         let (a, pa) = new_api_key().unwrap();
         let (b, _) = new_api_key().unwrap();
