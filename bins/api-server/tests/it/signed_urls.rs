@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::common::*;
 use api_server::service::screenshot::{CaptureFuture, Capturer};
-use capture::{CaptureOptions, Captured};
+use capture::{CaptureConfig, CaptureOptions, CaptureService, Captured};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -17,6 +17,7 @@ on_both_backends!(
     a_new_key_shows_its_signing_secret_once,
     a_signed_get_acts_as_its_key_until_it_expires,
     a_signed_screenshot_is_charged_as_the_key_and_cached_without_its_signature,
+    a_signed_screenshot_is_taken_by_the_real_browser,
     bad_signed_urls_are_refused_and_charge_nothing,
     revoked_keys_and_keys_without_a_secret_sign_nothing,
     the_document_describes_signed_urls,
@@ -159,6 +160,19 @@ async fn a_signed_get_acts_as_its_key_until_it_expires(backend: &'static str) {
     app.send(Req::get(&credits)).await.expect(200);
 }
 
+/// The app with a screenshot cache of its own (kept while the folder lives) and what
+/// `wire` adds to its state (the browser).
+async fn with_cache(
+    backend: &'static str,
+    wire: impl FnOnce(api_server::AppState) -> api_server::AppState,
+) -> (TestApp, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().display().to_string();
+    let app =
+        TestApp::build_with_state(backend, START, |s| s.screenshots.cache_dir = dir, wire).await;
+    (app, cache)
+}
+
 /// A browser that counts its captures and always succeeds.
 #[derive(Default)]
 struct Counting(AtomicUsize);
@@ -184,17 +198,9 @@ impl Capturer for Counting {
 async fn a_signed_screenshot_is_charged_as_the_key_and_cached_without_its_signature(
     backend: &'static str,
 ) {
-    let cache = tempfile::tempdir().unwrap();
-    let dir = cache.path().display().to_string();
     let browser = Arc::new(Counting::default());
     let shared = browser.clone();
-    let app = TestApp::build_with_state(
-        backend,
-        START,
-        |s| s.screenshots.cache_dir = dir,
-        |state| state.with_capturer(shared),
-    )
-    .await;
+    let (app, _cache) = with_cache(backend, |state| state.with_capturer(shared)).await;
     let (session, _) = app.signup("shot@example.com").await;
     let k = created_key(&app, &session, "embed").await;
     let (id, secret) = (
@@ -246,6 +252,39 @@ async fn a_signed_screenshot_is_charged_as_the_key_and_cached_without_its_signat
     // The cookie alone still cannot spend on a GET.
     let plain = format!("/api/v1/screenshot?{options}&fresh=true");
     app.send(Req::get(plain).auth(&cookie)).await.expect(401);
+    app.assert_verified().await;
+}
+
+/// The whole path once with the real browser (an inline document: no network).
+async fn a_signed_screenshot_is_taken_by_the_real_browser(backend: &'static str) {
+    assert!(
+        std::path::Path::new("/usr/bin/chromedriver").exists(),
+        "chromium-driver is not installed: run `just setup`"
+    );
+    let service = CaptureService::start(CaptureConfig {
+        pool_size: 1,
+        default_timeout_secs: 20,
+        ..CaptureConfig::default()
+    })
+    .await
+    .expect("start the capture service");
+    let shared = service.clone();
+    let (app, _cache) = with_cache(backend, |state| state.with_capture(shared)).await;
+    let (key, id, secret) = signer(&app, "browser@example.com").await;
+    let query = format!(
+        "html=%3Ch1%3Esigned%3C%2Fh1%3E&width=200&height=100&keyId={id}&expires={}",
+        unix_in(&app, 300)
+    );
+    let res = app
+        .send(Req::get(signed("/api/v1/screenshot", &query, &secret)))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("content-type"), Some("image/png"));
+    assert!(res.body.starts_with(b"\x89PNG\r\n"), "not a PNG");
+    assert_eq!(res.header("x-credits-charged"), Some("1"));
+    assert_eq!(res.header("x-credits-remaining"), Some("4"));
+    assert_eq!(app.balance(&Auth::Key(key)).await, json!(4));
+    service.shutdown().await;
     app.assert_verified().await;
 }
 
