@@ -1,11 +1,14 @@
 //! Who is calling: an API key (`x-api-key`, `Authorization: Bearer KEY` or
-//! `Authorization: KEY`), a session cookie, or the operator's admin token; and how strongly
-//! the request shows that the account holder meant it ([`Proof`]: a session cookie alone,
-//! which any site can make a browser send, never changes state or spends credits).
+//! `Authorization: KEY`), a signed URL (a GET whose query names `keyId` and ends with
+//! `&signature=`, [`SignedQuery`], ADR 11), a session cookie, or the operator's admin
+//! token; and how strongly the request shows that the account holder meant it ([`Proof`]:
+//! a session cookie alone, which any site can make a browser send, never changes state or
+//! spends credits).
 //!
-//! Secrets are never stored: sessions and API keys are random 256-bit values kept as
-//! SHA-256 hashes (fast to look up, useless if leaked); passwords are argon2id hashes.
-//! Every comparison of a secret is constant-time.
+//! Sessions and API keys are random 256-bit values kept only as SHA-256 hashes (fast to
+//! look up, useless if leaked); passwords are argon2id hashes. The one secret kept as it
+//! is, is a key's signing secret: checking an HMAC needs it (ADR 11). Every comparison of
+//! a secret is constant-time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,11 +19,14 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use ledger_core::AccountId;
+use hmac::{Hmac, Mac};
+use ledger_core::{AccountId, Timestamp};
+use ledger_store::KeyBy;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::service::accounts::{self, Caller};
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "session";
@@ -50,6 +56,14 @@ pub fn new_api_key() -> Result<(String, String), ApiError> {
     let key = format!("{KEY_PREFIX}{}", random_hex(32)?);
     let prefix = key[..KEY_PREFIX.len() + 4].to_owned();
     Ok((key, prefix))
+}
+
+/// The readable prefix of every signing secret.
+pub const SIGNING_SECRET_PREFIX: &str = "ss_";
+
+/// A new signing secret: `ss_` + 256 random bits in hex.
+pub fn new_signing_secret() -> Result<String, ApiError> {
+    Ok(format!("{SIGNING_SECRET_PREFIX}{}", random_hex(32)?))
 }
 
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
@@ -115,6 +129,9 @@ pub enum Proof {
     /// The session cookie alone, on a safe method (GET, HEAD, OPTIONS): enough to read,
     /// never enough to spend.
     SessionOnly,
+    /// A GET signed with an API key's signing secret: only the key's holder can make one,
+    /// so it spends as the key does (ADR 11).
+    SignedUrl,
 }
 
 /// An authenticated account.
@@ -148,15 +165,24 @@ pub fn csrf_token(session_token: &str) -> String {
 enum Presented {
     Session(String),
     Key(String),
+    Signed(SignedQuery),
 }
 
-/// The secret the request presents, in the order: `x-api-key`, `Authorization`, session
-/// cookie. An API key a client sends on purpose wins over a cookie the browser attached.
-fn presented(req: &HttpRequest) -> Option<Presented> {
+/// The credential the request presents: a signed URL when its query names `keyId` or
+/// `signature` (whatever else it carries: such a query is checked, never ignored), then
+/// `x-api-key`, `Authorization`, the session cookie. An API key a client sends on purpose
+/// wins over a cookie the browser attached.
+fn presented(req: &HttpRequest) -> Result<Option<Presented>, SignatureError> {
+    if let Some(signed) = SignedQuery::parse(req.query_string())? {
+        if req.method() != Method::GET {
+            return Err(SignatureError::NotGet);
+        }
+        return Ok(Some(Presented::Signed(signed)));
+    }
     if let Some(v) = req.headers().get("x-api-key") {
-        return Some(Presented::Key(
+        return Ok(Some(Presented::Key(
             v.to_str().map(|v| v.trim().to_owned()).unwrap_or_default(),
-        ));
+        )));
     }
     if let Some(auth) = req.headers().get("authorization") {
         let auth = auth.to_str().unwrap_or("").trim();
@@ -164,10 +190,205 @@ fn presented(req: &HttpRequest) -> Option<Presented> {
             .strip_prefix("Bearer ")
             .or_else(|| auth.strip_prefix("bearer "))
             .unwrap_or(auth);
-        return Some(Presented::Key(key.trim().to_owned()));
+        return Ok(Some(Presented::Key(key.trim().to_owned())));
     }
-    let c = req.cookie(SESSION_COOKIE)?;
-    (!c.value().is_empty()).then(|| Presented::Session(c.value().to_owned()))
+    Ok(req
+        .cookie(SESSION_COOKIE)
+        .filter(|c| !c.value().is_empty())
+        .map(|c| Presented::Session(c.value().to_owned())))
+}
+
+/// The parameter of a signed URL that names its key (the key's `id`).
+pub const KEY_ID_PARAM: &str = "keyId";
+/// The optional parameter of a signed URL after which it is refused (unix seconds).
+pub const EXPIRES_PARAM: &str = "expires";
+/// The last parameter of a signed URL: the hex HMAC-SHA256 of everything before it.
+pub const SIGNATURE_PARAM: &str = "signature";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The query string of a signed URL, read but not yet checked: what was signed (the query
+/// string as sent, up to `&signature=`), the key it names, its expiry, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedQuery {
+    key_id: String,
+    /// Unix seconds.
+    expires: Option<i64>,
+    signed: String,
+    signature: [u8; 32],
+}
+
+impl SignedQuery {
+    /// `None` for a query that names neither `keyId` nor `signature` (no signed URL);
+    /// otherwise the signed URL, or what is wrong with its form.
+    pub fn parse(query: &str) -> Result<Option<SignedQuery>, SignatureError> {
+        let names_signed = url::form_urlencoded::parse(query.as_bytes())
+            .any(|(k, _)| k == KEY_ID_PARAM || k == SIGNATURE_PARAM);
+        if !names_signed {
+            return Ok(None);
+        }
+        let marker = format!("&{SIGNATURE_PARAM}=");
+        let Some(at) = query.rfind(&marker) else {
+            let has_signature =
+                url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == SIGNATURE_PARAM);
+            return Err(if has_signature {
+                SignatureError::NotLast
+            } else {
+                SignatureError::Missing
+            });
+        };
+        let (signed, hex) = (&query[..at], &query[at + marker.len()..]);
+        if hex.contains('&') {
+            return Err(SignatureError::NotLast);
+        }
+        let signature = decode_hex32(hex).ok_or(SignatureError::NotHex)?;
+        let (mut key_id, mut expires) = (None, None);
+        for (k, v) in url::form_urlencoded::parse(signed.as_bytes()) {
+            let slot = match &*k {
+                KEY_ID_PARAM => &mut key_id,
+                EXPIRES_PARAM => &mut expires,
+                SIGNATURE_PARAM => return Err(SignatureError::Repeated(SIGNATURE_PARAM)),
+                _ => continue,
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return Err(SignatureError::Repeated(if k == KEY_ID_PARAM {
+                    KEY_ID_PARAM
+                } else {
+                    EXPIRES_PARAM
+                }));
+            }
+        }
+        let key_id = key_id
+            .filter(|id| !id.is_empty())
+            .ok_or(SignatureError::NoKeyId)?;
+        let expires = expires
+            .map(|e| {
+                e.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| e.parse::<i64>().ok())
+                    .flatten()
+                    .filter(|e| *e <= i64::MAX / 1000)
+                    .ok_or(SignatureError::BadExpires)
+            })
+            .transpose()?;
+        Ok(Some(SignedQuery {
+            key_id,
+            expires,
+            signed: signed.to_owned(),
+            signature,
+        }))
+    }
+
+    /// The id of the key the URL names.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Refused at and after `expires`.
+    pub fn check_expiry(&self, now: Timestamp) -> Result<(), SignatureError> {
+        match self.expires {
+            Some(at) if now.millis() >= at * 1000 => Err(SignatureError::Expired {
+                at: Timestamp::from_millis(at * 1000),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the signature against `secret` (the key's signing secret), in constant time.
+    pub fn verify(&self, secret: &str) -> Result<(), SignatureError> {
+        let expected = sign(secret, &self.signed);
+        if bool::from(expected.ct_eq(&self.signature)) {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+}
+
+/// The HMAC-SHA256 of `message` keyed with the UTF-8 bytes of `secret`.
+pub fn sign(secret: &str, message: &str) -> [u8; 32] {
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
+        unreachable!("HMAC-SHA256 accepts keys of every length")
+    };
+    mac.update(message.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// 64 hex digits (either case) as 32 bytes.
+fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+    let digits = hex.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Why a signed URL does not authenticate its request: each a 401 saying what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error(
+        "A signed URL authenticates a GET only: send other methods with an API key in \
+         x-api-key"
+    )]
+    NotGet,
+    #[error(
+        "The query names keyId but has no signature: end it with &signature=<hex \
+         HMAC-SHA256 of the query string before it, keyed with the key's signingSecret>"
+    )]
+    Missing,
+    #[error(
+        "signature must be the last parameter of a signed URL: put keyId, expires and every \
+         option before &signature="
+    )]
+    NotLast,
+    #[error(
+        "signature must be 64 hex digits: the HMAC-SHA256 of the query string before \
+         &signature=, keyed with the key's signingSecret"
+    )]
+    NotHex,
+    #[error("{0} is given more than once in the signed URL; give it once, before &signature=")]
+    Repeated(&'static str),
+    #[error(
+        "A signed URL names its key: put keyId=<the key's id, as listed by GET \
+         /api/v1/api-keys> before &signature="
+    )]
+    NoKeyId,
+    #[error("expires must be a time in whole unix seconds, such as expires=1767225600")]
+    BadExpires,
+    #[error("This signed URL expired at {at}: sign a new one with a later expires")]
+    Expired { at: Timestamp },
+    #[error("keyId names no live API key (it was revoked, or never made): sign with a live key")]
+    UnknownKey,
+    #[error(
+        "This API key was made before signed URLs existed and has no signing secret: create \
+         a new key (POST /api/v1/api-keys) and sign with its signingSecret"
+    )]
+    NoSecret,
+    #[error(
+        "signature does not match: sign the query string exactly as sent, up to (not \
+         including) &signature=, with HMAC-SHA256 keyed with the UTF-8 bytes of the key's \
+         signingSecret, and send it as 64 hex digits"
+    )]
+    Mismatch,
+}
+
+impl From<SignatureError> for ApiError {
+    fn from(e: SignatureError) -> ApiError {
+        let code = match e {
+            SignatureError::Expired { .. } => "SIGNATURE_EXPIRED",
+            _ => "INVALID_SIGNATURE",
+        };
+        ApiError::BadSignature {
+            code,
+            message: e.to_string(),
+        }
+    }
 }
 
 /// True for the methods that never change state.
@@ -236,12 +457,26 @@ pub enum AuthError {
          in the X-CSRF-Token header at login or signup, or use an API key in x-api-key"
     )]
     BadCsrfToken,
+    /// A signed URL that does not prove its key.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
 }
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
         match e {
             AuthError::Api(e) => e,
+            AuthError::Signature(e) => e.into(),
+            other => ApiError::Unproven(other.to_string()),
+        }
+    }
+}
+
+impl AuthError {
+    /// The answer of a refusal made here (every variant but `Api`, which answers itself).
+    fn refusal(&self) -> ApiError {
+        match self {
+            AuthError::Signature(e) => e.clone().into(),
             other => ApiError::Unproven(other.to_string()),
         }
     }
@@ -252,14 +487,14 @@ impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         match self {
             AuthError::Api(e) => e.status_code(),
-            other => ApiError::Unproven(other.to_string()).status_code(),
+            other => other.refusal().status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
             AuthError::Api(e) => e.error_response(),
-            other => ApiError::Unproven(other.to_string()).error_response(),
+            other => other.refusal().error_response(),
         }
     }
 }
@@ -274,39 +509,63 @@ impl FromRequest for Authed {
         // Decided now (the request is not available inside the future); applied only once
         // the session is known to be real, so a wrong cookie is the contract's plain 401.
         let session = match &presented {
-            Some(Presented::Session(token)) => Some(session_proof(req, token)),
+            Ok(Some(Presented::Session(token))) => Some(session_proof(req, token)),
             _ => None,
         };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let presented = presented.ok_or(ApiError::Unauthorized)?;
-            let (is_session, secret) = match presented {
+            let (is_session, secret) = match presented?.ok_or(ApiError::Unauthorized)? {
+                Presented::Signed(signed) => return signed_caller(&state, signed).await,
                 Presented::Session(s) => (true, s),
                 Presented::Key(k) => (false, k),
             };
             if secret.is_empty() || secret.contains('\0') {
                 return Err(ApiError::Unauthorized.into());
             }
-            let found = crate::service::accounts::authenticate(&state, is_session, &secret).await?;
-            match found {
-                None => Err(ApiError::Unauthorized.into()),
-                Some(caller) if !caller.exists => Err(ApiError::UserNotFound.into()),
-                Some(caller) => Ok(Authed {
-                    account_id: caller.account_id,
-                    credential: caller.credential,
-                    role: caller
-                        .member
-                        .as_ref()
-                        .map_or(ledger_core::Role::Owner, |m| m.role),
-                    member: caller.member,
-                    proof: match session {
-                        Some(proof) => proof?,
-                        None => Proof::ApiKey,
-                    },
-                }),
-            }
+            let caller = accounts::authenticate(&state, is_session, &secret)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            let proof = match session {
+                Some(proof) => proof?,
+                None => Proof::ApiKey,
+            };
+            authed(caller, proof)
         })
     }
+}
+
+/// The caller of a signed URL: the key it names, proven by its signature (ADR 11). The
+/// expiry is checked first (no read), then the key (one read), then the HMAC; only a
+/// proven use is noted as the key's use.
+async fn signed_caller(state: &AppState, signed: SignedQuery) -> Result<Authed, AuthError> {
+    signed.check_expiry(state.now())?;
+    let key = accounts::find_key(state, signed.key_id().to_owned(), |id| KeyBy::Id(id))
+        .await?
+        .ok_or(SignatureError::UnknownKey)?;
+    let secret = key
+        .signing_secret
+        .as_deref()
+        .ok_or(SignatureError::NoSecret)?;
+    signed.verify(secret)?;
+    accounts::note_key_use(state, &key);
+    authed(key.caller, Proof::SignedUrl)
+}
+
+/// The account of a live credential; 404 `User not found` when the account is gone.
+fn authed(caller: Caller, proof: Proof) -> Result<Authed, AuthError> {
+    if !caller.exists {
+        return Err(ApiError::UserNotFound.into());
+    }
+    Ok(Authed {
+        account_id: caller.account_id,
+        credential: caller.credential,
+        role: caller
+            .member
+            .as_ref()
+            .map_or(ledger_core::Role::Owner, |m| m.role),
+        member: caller.member,
+        proof,
+    })
 }
 
 /// An account that may spend credits with this request: an API key, or a session backed
@@ -384,6 +643,76 @@ mod tests {
         assert!(verify_password("correct horse", Some(&h)));
         assert!(!verify_password("wrong", Some(&h)));
         assert!(!verify_password("anything", None));
+    }
+
+    #[test]
+    fn signed_queries_sign_the_raw_query_before_the_signature() {
+        let secret = new_signing_secret().unwrap();
+        assert!(secret.starts_with(SIGNING_SECRET_PREFIX) && secret.len() == 3 + 64);
+        // Percent-encoding is signed as sent; the key id is read decoded.
+        let signed = "url=https%3A%2F%2Fa.test%2F&keyId=key%5Fab&expires=1767225600";
+        let hex: String = sign(&secret, signed)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let q = SignedQuery::parse(&format!("{signed}&signature={hex}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.key_id(), "key_ab");
+        assert_eq!(q.verify(&secret), Ok(()));
+        assert_eq!(q.verify("ss_other"), Err(SignatureError::Mismatch));
+        // The same parameters encoded otherwise are another message.
+        let q = SignedQuery::parse(&format!(
+            "url=https://a.test/&keyId=key%5Fab&expires=1767225600&signature={hex}"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(q.verify(&secret), Err(SignatureError::Mismatch));
+        // Expiry: valid before the second, refused from it on.
+        let at = |s: i64| Timestamp::from_millis(s * 1000);
+        let q = SignedQuery::parse(&format!("{signed}&signature={hex}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.check_expiry(at(1767225599)), Ok(()));
+        assert!(matches!(
+            q.check_expiry(at(1767225600)),
+            Err(SignatureError::Expired { .. })
+        ));
+        // A query that names neither parameter is no signed URL.
+        assert_eq!(SignedQuery::parse("url=x&expires=1"), Ok(None));
+        assert_eq!(SignedQuery::parse(""), Ok(None));
+        for (query, refusal) in [
+            ("keyId=k", SignatureError::Missing),
+            ("signature=00&keyId=k", SignatureError::NotLast),
+            (
+                &format!("keyId=k&signature={hex}&x=1"),
+                SignatureError::NotLast,
+            ),
+            ("keyId=k&signature=", SignatureError::NotHex),
+            (&format!("keyId=&signature={hex}"), SignatureError::NoKeyId),
+            (
+                &format!("keyId=k&expires=-5&signature={hex}"),
+                SignatureError::BadExpires,
+            ),
+            (
+                &format!("keyId=k&expires=+5&signature={hex}"),
+                SignatureError::BadExpires,
+            ),
+            (
+                &format!("keyId=k&expires=1&expires=2&signature={hex}"),
+                SignatureError::Repeated(EXPIRES_PARAM),
+            ),
+            (
+                &format!("keyId=k&signature={hex}&signature={hex}"),
+                SignatureError::Repeated(SIGNATURE_PARAM),
+            ),
+            (
+                &format!("keyId=k&signature=00&signature={hex}"),
+                SignatureError::Repeated(SIGNATURE_PARAM),
+            ),
+        ] {
+            assert_eq!(SignedQuery::parse(query), Err(refusal), "{query}");
+        }
     }
 
     #[test]

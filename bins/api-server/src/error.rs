@@ -29,6 +29,10 @@ pub enum ApiError {
     /// `CSRF_TOKEN_REQUIRED`, the message saying what to send instead.
     #[error("{0}")]
     Unproven(String),
+    /// A signed URL that does not prove its key (ADR 11): 401 with `code`
+    /// (`INVALID_SIGNATURE`, `SIGNATURE_EXPIRED`), the message saying what to fix.
+    #[error("{message}")]
+    BadSignature { code: &'static str, message: String },
     #[error("User not found")]
     UserNotFound,
     #[error("{0}")]
@@ -173,6 +177,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized | ApiError::BadLogin => "UNAUTHORIZED",
             ApiError::Unproven(_) => "CSRF_TOKEN_REQUIRED",
+            ApiError::BadSignature { code, .. } => code,
             ApiError::UserNotFound | ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Invalid { .. } => "INVALID_REQUEST",
             ApiError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
@@ -197,9 +202,10 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized | ApiError::BadLogin | ApiError::Unproven(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::Unauthorized
+            | ApiError::BadLogin
+            | ApiError::Unproven(_)
+            | ApiError::BadSignature { .. } => StatusCode::UNAUTHORIZED,
             ApiError::UserNotFound | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid { .. } | ApiError::BadInvite(_) => StatusCode::BAD_REQUEST,
             ApiError::InsufficientCredits { .. } | ApiError::HardLimitReached { .. } => {

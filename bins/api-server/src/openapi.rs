@@ -41,6 +41,8 @@ impl Modify for Registered {
 ///   cookie set by login) authenticate an account; `csrfToken` (`X-CSRF-Token`) is what a
 ///   session adds where the cookie alone is not enough (ADR 5): a write without a JSON
 ///   body, and a GET that can spend credits (one that documents `402`).
+/// - `signedUrlKeyId` with `signedUrlSignature` (the query's `keyId` and its last
+///   parameter `signature`, ADR 11) authenticate any GET an API key may make.
 /// - `admin` is the operator's token (`Authorization: Bearer <admin.token>`).
 ///
 /// An operation that declares no security and is not [`PUBLIC`] takes the operator's token
@@ -90,6 +92,23 @@ impl Modify for Security {
                 "The session's CSRF token, returned in `X-CSRF-Token` by signup and login",
             ))),
         );
+        components.add_security_scheme(
+            "signedUrlKeyId",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                crate::auth::KEY_ID_PARAM,
+                "A signed URL (GET only): the id of the API key whose signingSecret signs it; \
+                 an optional `expires` (unix seconds) may follow, inside the signed part",
+            ))),
+        );
+        components.add_security_scheme(
+            "signedUrlSignature",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                crate::auth::SIGNATURE_PARAM,
+                "The last parameter of a signed URL: the hex HMAC-SHA256 of the query string \
+                 before `&signature=`, as sent, keyed with the UTF-8 bytes of the key's \
+                 signingSecret",
+            ))),
+        );
         for (path, item) in doc.paths.paths.iter_mut() {
             if PUBLIC.contains(&path.as_str()) {
                 continue;
@@ -114,11 +133,18 @@ impl Modify for Security {
                 } else {
                     SecurityRequirement::new("session", Vec::<String>::new())
                 };
-                op.security = Some(vec![
+                let mut ways = vec![
                     SecurityRequirement::new("apiKey", Vec::<String>::new()),
                     SecurityRequirement::new("bearer", Vec::<String>::new()),
                     session,
-                ]);
+                ];
+                if is_get {
+                    ways.push(
+                        SecurityRequirement::new("signedUrlKeyId", Vec::<String>::new())
+                            .add("signedUrlSignature", Vec::<String>::new()),
+                    );
+                }
+                op.security = Some(ways);
             }
         }
     }

@@ -162,6 +162,11 @@ pub struct KeyCreated {
     /// The key itself: shown only here, once.
     pub key: String,
     pub prefix: String,
+    /// The secret that signs this key's signed URLs (`ss_` + 64 hex digits): shown only
+    /// here, once. A GET whose query ends `keyId=<id>[&expires=<unix seconds>]` and then
+    /// `&signature=<hex HMAC-SHA256 of the query string before it, keyed with this secret's
+    /// UTF-8 bytes>` is authenticated as this key.
+    pub signing_secret: String,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }

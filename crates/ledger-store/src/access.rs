@@ -6,8 +6,9 @@ use ledger_core::{AccountId, Credits, SubscriptionStatus, Timestamp};
 
 use crate::error::StoreError;
 use crate::ids::new_id;
+use crate::members::{joined_holder, Holder, HolderRow};
 use crate::rows::stored_record;
-use crate::schema::{account_limits, api_keys, sessions, subscriptions};
+use crate::schema::{account_limits, accounts, api_keys, members, sessions, subscriptions};
 use crate::Store;
 
 stored_record! {
@@ -40,6 +41,89 @@ stored_record! {
 /// How often `last_used_at` of a key is written at most (a write per request would make
 /// every read a write).
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+/// What is stored of a new API key: never the key itself, only its hash; and the secret
+/// its signed URLs are made with (which the server must keep to check them, ADR 11).
+#[derive(Debug, Clone, Copy)]
+pub struct NewApiKey<'a> {
+    pub name: &'a str,
+    /// The readable start of the key shown in listings.
+    pub prefix: &'a str,
+    pub key_hash: &'a str,
+    /// `None` makes a key without signed URLs (as every key made before them is).
+    pub signing_secret: Option<&'a str>,
+}
+
+/// How a request names its API key: the hash of the key it presents, or the key's id
+/// (a signed URL, proven by its signature).
+#[derive(Debug, Clone, Copy)]
+pub enum KeyBy<'a> {
+    Hash(&'a str),
+    Id(&'a str),
+}
+
+/// A live API key with everything authenticating a request needs, read in one query:
+/// the account, whether it still exists, who holds the key, and its signing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCaller {
+    pub key_id: String,
+    pub account_id: AccountId,
+    /// False when the account no longer exists.
+    pub account_exists: bool,
+    pub holder: Holder,
+    /// `None` for a key made before signed URLs existed.
+    pub signing_secret: Option<String>,
+    last_used_at: Option<i64>,
+}
+
+impl KeyCaller {
+    /// True when the key's last noted use is older than the resolution of `last_used_at`
+    /// (a minute), so this use is worth noting ([`Access::note_key_use`]).
+    pub fn use_is_unnoted(&self, now: Timestamp) -> bool {
+        self.last_used_at
+            .is_none_or(|t| now.millis() - t >= LAST_USED_RESOLUTION_MS)
+    }
+}
+
+/// The row of [`Access::key_caller`]'s query.
+type KeyCallerRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<HolderRow>,
+);
+
+/// Inserts a key of `account` (held by `member`, or by the account itself).
+pub(crate) fn insert_api_key(
+    store: &Store,
+    account: &AccountId,
+    member: Option<&str>,
+    key: &NewApiKey<'_>,
+    now: Timestamp,
+) -> Result<ApiKey, StoreError> {
+    let id = new_id("key_");
+    store.execute(diesel::insert_into(api_keys::table).values((
+        api_keys::id.eq(&id),
+        api_keys::account_id.eq(account.as_str()),
+        api_keys::member_id.eq(member),
+        api_keys::name.eq(key.name),
+        api_keys::prefix.eq(key.prefix),
+        api_keys::key_hash.eq(key.key_hash),
+        api_keys::signing_secret.eq(key.signing_secret),
+        api_keys::created_at.eq(now.millis()),
+    )))?;
+    Ok(ApiKey {
+        id,
+        account_id: account.as_str().to_owned(),
+        name: key.name.to_owned(),
+        prefix: key.prefix.to_owned(),
+        created_at_ms: now.millis(),
+        last_used_at_ms: None,
+    })
+}
 
 impl Access<'_> {
     /// A session of the account itself, held by no member (what sessions made before
@@ -90,34 +174,14 @@ impl Access<'_> {
         Ok(n > 0)
     }
 
+    /// A new API key of the account itself, held by no member.
     pub fn create_api_key(
         &self,
         account: &AccountId,
-        name: &str,
-        prefix: &str,
-        key_hash: &str,
+        key: &NewApiKey<'_>,
         now: Timestamp,
     ) -> Result<ApiKey, StoreError> {
-        let mut conn = self.store.conn()?;
-        let id = new_id("key_");
-        diesel::insert_into(api_keys::table)
-            .values((
-                api_keys::id.eq(&id),
-                api_keys::account_id.eq(account.as_str()),
-                api_keys::name.eq(name),
-                api_keys::prefix.eq(prefix),
-                api_keys::key_hash.eq(key_hash),
-                api_keys::created_at.eq(now.millis()),
-            ))
-            .execute(&mut *conn)?;
-        Ok(ApiKey {
-            id,
-            account_id: account.as_str().to_owned(),
-            name: name.to_owned(),
-            prefix: prefix.to_owned(),
-            created_at_ms: now.millis(),
-            last_used_at_ms: None,
-        })
+        insert_api_key(self.store, account, None, key, now)
     }
 
     /// The account's live keys, newest first.
@@ -149,38 +213,63 @@ impl Access<'_> {
         Ok(n > 0)
     }
 
-    /// The account and key id of a live key, noting its use (at most once a minute).
-    ///
-    /// Noting the use is bookkeeping: it never fails the lookup. When it cannot be written
-    /// (a database that refuses writes, a full disk) it is logged and skipped, and when
-    /// another writer of this process holds SQLite's write lock it is left for a later
-    /// request rather than making a read wait.
-    pub fn api_key_account(
-        &self,
-        key_hash: &str,
-        now: Timestamp,
-    ) -> Result<Option<(AccountId, String)>, StoreError> {
+    /// The live key named by `by`, with its account and holder, in one indexed read (the
+    /// key left-joined to its member and its account). It writes nothing: noting the use
+    /// is [`Access::note_key_use`], which a caller runs off the request's path. A revoked
+    /// key is `None` at once.
+    pub fn key_caller(&self, by: KeyBy<'_>) -> Result<Option<KeyCaller>, StoreError> {
         let mut conn = self.store.conn()?;
-        let found: Option<(String, String, Option<i64>)> = api_keys::table
-            .filter(api_keys::key_hash.eq(key_hash))
+        let query = api_keys::table
+            .left_join(members::table.on(api_keys::member_id.eq(members::id.nullable())))
+            .left_join(accounts::table.on(accounts::id.eq(api_keys::account_id)))
             .filter(api_keys::revoked_at.is_null())
-            .select((api_keys::id, api_keys::account_id, api_keys::last_used_at))
-            .first(&mut *conn)
-            .optional()?;
-        let Some((id, account, last_used)) = found else {
+            .select((
+                api_keys::id,
+                api_keys::account_id,
+                api_keys::member_id,
+                api_keys::signing_secret,
+                api_keys::last_used_at,
+                accounts::id.nullable(),
+                Option::<HolderRow>::as_select(),
+            ))
+            .into_boxed();
+        let query = match by {
+            KeyBy::Hash(hash) => query.filter(api_keys::key_hash.eq(hash)),
+            KeyBy::Id(id) => query.filter(api_keys::id.eq(id)),
+        };
+        let Some((key_id, account_id, member_id, signing_secret, last_used_at, account, member)) =
+            query.first::<KeyCallerRow>(&mut *conn).optional()?
+        else {
             return Ok(None);
         };
-        if last_used.is_none_or(|t| now.millis() - t >= LAST_USED_RESOLUTION_MS) {
-            if let Some(_gate) = self.store.try_write_gate() {
-                let noted = diesel::update(api_keys::table.filter(api_keys::id.eq(&id)))
-                    .set(api_keys::last_used_at.eq(now.millis()))
-                    .execute(&mut *conn);
-                if let Err(error) = noted {
-                    tracing::warn!(key_id = %id, %error, "could not note the API key's last use; the request goes on");
-                }
-            }
-        }
-        Ok(Some((AccountId::new(account), id)))
+        Ok(Some(KeyCaller {
+            key_id,
+            account_id: AccountId::new(account_id),
+            account_exists: account.is_some(),
+            holder: joined_holder(member_id, member)?,
+            signing_secret,
+            last_used_at,
+        }))
+    }
+
+    /// Notes a use of the key at `now` (bookkeeping, at most once a minute); false when it
+    /// was not written: noted within the minute already, or left for a later use because
+    /// another writer of this process holds SQLite's write lock (it never waits for one).
+    pub fn note_key_use(&self, key_id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let Some(_gate) = self.store.try_write_gate() else {
+            return Ok(false);
+        };
+        let mut conn = self.store.conn()?;
+        let n = diesel::update(
+            api_keys::table.filter(api_keys::id.eq(key_id)).filter(
+                api_keys::last_used_at
+                    .is_null()
+                    .or(api_keys::last_used_at.le(now.millis() - LAST_USED_RESOLUTION_MS)),
+            ),
+        )
+        .set(api_keys::last_used_at.eq(now.millis()))
+        .execute(&mut *conn)?;
+        Ok(n > 0)
     }
 
     pub fn subscription(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {

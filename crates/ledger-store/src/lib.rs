@@ -38,7 +38,7 @@ mod rows;
 mod schema;
 mod screenshots;
 
-pub use access::{Access, ApiKey, Subscription};
+pub use access::{Access, ApiKey, KeyBy, KeyCaller, NewApiKey, Subscription};
 /// A raw connection, for the migration tests only (not API: nothing outside the crate
 /// names Diesel).
 #[cfg(feature = "test-support")]

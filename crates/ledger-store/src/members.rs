@@ -11,7 +11,7 @@
 use diesel::prelude::*;
 use ledger_core::{AccountId, Role, Timestamp};
 
-use crate::access::ApiKey;
+use crate::access::{ApiKey, NewApiKey};
 use crate::error::StoreError;
 use crate::ids::new_id;
 use crate::ledger::TxError;
@@ -177,6 +177,43 @@ fn live_member(conn: &mut crate::db::DbConnection, id: &str) -> Result<Option<Lo
         .optional()?
         .map(MemberRow::into_login)
         .transpose()
+}
+
+/// A member read together with a credential that names it (one query: the credential
+/// left-joined to `members`): who holds it, without its password hash.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = members)]
+pub(crate) struct HolderRow {
+    id: String,
+    account_id: String,
+    email: String,
+    role: String,
+    created_at: i64,
+    removed_at: Option<i64>,
+}
+
+/// Who holds a credential whose `member_id` is `member_id`, from the [`HolderRow`] joined
+/// to it: no member id is the account itself; a member id whose row is missing or removed is
+/// [`Holder::Removed`].
+pub(crate) fn joined_holder(
+    member_id: Option<String>,
+    row: Option<HolderRow>,
+) -> Result<Holder, StoreError> {
+    if member_id.is_none() {
+        return Ok(Holder::Account);
+    }
+    let Some(row) = row.filter(|r| r.removed_at.is_none()) else {
+        return Ok(Holder::Removed);
+    };
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| StoreError::corrupt(format!("member {}: role {}", row.id, row.role)))?;
+    Ok(Holder::Member(Member {
+        id: row.id,
+        account_id: AccountId::new(row.account_id),
+        email: row.email,
+        role,
+        created_at: Timestamp::from_millis(row.created_at),
+    }))
 }
 
 /// Members and invitations: `store.members()`.
@@ -434,36 +471,14 @@ impl Members<'_> {
         Ok(())
     }
 
-    /// A new API key of a member (stored only as its hash).
+    /// A new API key of a member (stored only as its hash, with its signing secret).
     pub fn create_api_key(
         &self,
         member: &Member,
-        name: &str,
-        prefix: &str,
-        key_hash: &str,
+        key: &NewApiKey<'_>,
         now: Timestamp,
     ) -> Result<ApiKey, StoreError> {
-        let mut conn = self.store.conn()?;
-        let id = new_id("key_");
-        diesel::insert_into(api_keys::table)
-            .values((
-                api_keys::id.eq(&id),
-                api_keys::account_id.eq(member.account_id.as_str()),
-                api_keys::member_id.eq(&member.id),
-                api_keys::name.eq(name),
-                api_keys::prefix.eq(prefix),
-                api_keys::key_hash.eq(key_hash),
-                api_keys::created_at.eq(now.millis()),
-            ))
-            .execute(&mut *conn)?;
-        Ok(ApiKey {
-            id,
-            account_id: member.account_id.as_str().to_owned(),
-            name: name.to_owned(),
-            prefix: prefix.to_owned(),
-            created_at_ms: now.millis(),
-            last_used_at_ms: None,
-        })
+        crate::access::insert_api_key(self.store, &member.account_id, Some(&member.id), key, now)
     }
 
     /// A member's own live keys, newest first.

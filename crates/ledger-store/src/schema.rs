@@ -105,6 +105,7 @@ diesel::table! {
         last_used_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
         member_id -> Nullable<Text>,
+        signing_secret -> Nullable<Text>,
     }
 }
 

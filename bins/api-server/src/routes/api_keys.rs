@@ -1,4 +1,5 @@
-//! API keys: shown once at creation, stored only as a hash, revocable at once.
+//! API keys: shown once at creation with their signing secrets, stored only as a hash
+//! (the secret as it is: the server checks signed URLs with it, ADR 11), revocable at once.
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use ledger_core::Timestamp;
@@ -12,7 +13,7 @@ use crate::wire::{KeyCreated, KeyView, NewKey};
 
 pub use crate::service::accounts::NAME_MAX_CHARS;
 
-/// Creates a key. The `key` field appears only in this answer.
+/// Creates a key. The `key` and `signingSecret` fields appear only in this answer.
 #[utoipa::path(tag = "accounts", request_body = NewKey,
     responses((status = 201, body = KeyCreated), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/api-keys")]
@@ -21,12 +22,14 @@ pub async fn create(
     who: Authed,
     body: JsonBody<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let (key, stored) = accounts::create_api_key(&state, &who, &body.value.name).await?;
+    let created = accounts::create_api_key(&state, &who, &body.value.name).await?;
+    let stored = created.stored;
     Ok(HttpResponse::Created().json(KeyCreated {
         id: stored.id,
         name: stored.name,
-        key,
+        key: created.key,
         prefix: stored.prefix,
+        signing_secret: created.signing_secret,
         created_at: Timestamp::from_millis(stored.created_at_ms),
     }))
 }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use ledger_core::{AccountId, Credits, Entry, Page, Retention, YearMonth};
-use ledger_store::{Account, ApiKey, Holder, Member, NewAccount, Subscription};
+use ledger_store::{Account, ApiKey, Holder, KeyBy, Member, NewAccount, NewApiKey, Subscription};
 use payments::{AutoTopupRequest, AutoTopupView, PaymentsError};
 
 use crate::auth::{
-    hash_password, new_api_key, new_session_token, sha256_hex, verify_password, Authed, Credential,
+    hash_password, new_api_key, new_session_token, new_signing_secret, sha256_hex, verify_password,
+    Authed, Credential,
 };
 use crate::checkout::CheckoutFailure;
 use crate::error::ApiError;
@@ -66,35 +67,28 @@ pub struct Caller {
 
 /// The account a session token or API key belongs to, how it was proven, whether the
 /// account still exists, and which member holds it; `None` for a secret nobody holds
-/// (or whose member was removed).
+/// (or whose member was removed). An API key costs one read and no write
+/// ([`find_key`], [`note_key_use`]).
 pub async fn authenticate(
     state: &AppState,
     is_session: bool,
     secret: &str,
 ) -> Result<Option<Caller>, ApiError> {
     let hash = sha256_hex(secret);
+    if !is_session {
+        let found = find_key(state, hash, |hash| KeyBy::Hash(hash)).await?;
+        return Ok(found.map(|key| {
+            note_key_use(state, &key);
+            key.caller
+        }));
+    }
     let now = state.now();
     state
         .blocking(move |store| {
-            let found = if is_session {
-                store
-                    .access()
-                    .session_account(&hash, now)?
-                    .map(|a| (a, Credential::Session(hash)))
-            } else {
-                store
-                    .access()
-                    .api_key_account(&hash, now)?
-                    .map(|(a, id)| (a, Credential::ApiKey(id)))
-            };
-            let Some((account_id, credential)) = found else {
+            let Some(account_id) = store.access().session_account(&hash, now)? else {
                 return Ok(None);
             };
-            let holder = match &credential {
-                Credential::Session(hash) => store.members().session_holder(hash)?,
-                Credential::ApiKey(id) => store.members().key_holder(id)?,
-            };
-            let member = match holder {
+            let member = match store.members().session_holder(&hash)? {
                 Holder::Account => None,
                 Holder::Member(m) => Some(m),
                 Holder::Removed => return Ok(None),
@@ -102,12 +96,75 @@ pub async fn authenticate(
             let exists = store.ledger().account(&account_id)?.is_some();
             Ok(Some(Caller {
                 account_id,
-                credential,
+                credential: Credential::Session(hash),
                 exists,
                 member,
             }))
         })
         .await
+}
+
+/// A live API key and its caller, with what a signed URL is checked against.
+#[derive(Debug, Clone)]
+pub struct FoundKey {
+    pub caller: Caller,
+    /// `None` for a key made before signed URLs existed.
+    pub signing_secret: Option<String>,
+    key_id: String,
+    unnoted: bool,
+}
+
+/// The live API key named `name` (its hash, or its id for a signed URL, as `by` says), in
+/// one indexed read that writes nothing; `None` when there is no such live key or its
+/// member was removed. Revocation shows at once: nothing is cached.
+pub async fn find_key(
+    state: &AppState,
+    name: String,
+    by: fn(&str) -> KeyBy<'_>,
+) -> Result<Option<FoundKey>, ApiError> {
+    let now = state.now();
+    let found = state
+        .in_store(move |store| store.access().key_caller(by(&name)))
+        .await?;
+    let Some(key) = found else {
+        return Ok(None);
+    };
+    let unnoted = key.use_is_unnoted(now);
+    let member = match key.holder {
+        Holder::Account => None,
+        Holder::Member(m) => Some(m),
+        Holder::Removed => return Ok(None),
+    };
+    Ok(Some(FoundKey {
+        unnoted,
+        caller: Caller {
+            account_id: key.account_id,
+            credential: Credential::ApiKey(key.key_id.clone()),
+            exists: key.account_exists,
+            member,
+        },
+        signing_secret: key.signing_secret,
+        key_id: key.key_id,
+    }))
+}
+
+/// Notes the use of a key whose `last_used_at` is over a minute old, after the request
+/// and apart from it: the request never waits for the write, and a write that fails (a
+/// database refusing writes) is logged and forgotten.
+pub fn note_key_use(state: &AppState, key: &FoundKey) {
+    if !key.unnoted {
+        return;
+    }
+    let (state, id, now) = (state.clone(), key.key_id.clone(), state.now());
+    actix_web::rt::spawn(async move {
+        let key_id = id.clone();
+        let noted = state
+            .in_store(move |s| s.access().note_key_use(&id, now))
+            .await;
+        if let Err(error) = noted {
+            tracing::warn!(%key_id, %error, "could not note the API key's last use");
+        }
+    });
 }
 
 /// A new session of a member: the token for the cookie (only its hash is stored).
@@ -221,13 +278,23 @@ pub async fn logout(state: &AppState, hash: String) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A new API key of the caller (the member who makes it holds it): the key itself
-/// (shown once) and what is stored of it.
+/// A new API key of the caller (the member who makes it holds it), with its signing
+/// secret.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The key itself: shown once, stored only as its hash.
+    pub key: String,
+    /// The secret its signed URLs are made with: shown once, kept by the server (ADR 11).
+    pub signing_secret: String,
+    pub stored: ApiKey,
+}
+
+/// Makes a key for the caller (the member who makes it holds it).
 pub async fn create_api_key(
     state: &AppState,
     who: &Authed,
     name: &str,
-) -> Result<(String, ApiKey), ApiError> {
+) -> Result<CreatedKey, ApiError> {
     let name = name.trim().to_owned();
     if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
         return Err(ApiError::invalid(
@@ -236,18 +303,30 @@ pub async fn create_api_key(
         ));
     }
     let (key, prefix) = new_api_key()?;
+    let signing_secret = new_signing_secret()?;
     let hash = sha256_hex(&key);
     let now = state.now();
     let (account, member) = (who.account_id.clone(), who.member.clone());
+    let secret = signing_secret.clone();
     let stored = state
-        .in_store(move |s| match &member {
-            Some(m) => s.members().create_api_key(m, &name, &prefix, &hash, now),
-            None => s
-                .access()
-                .create_api_key(&account, &name, &prefix, &hash, now),
+        .in_store(move |s| {
+            let new = NewApiKey {
+                name: &name,
+                prefix: &prefix,
+                key_hash: &hash,
+                signing_secret: Some(&secret),
+            };
+            match &member {
+                Some(m) => s.members().create_api_key(m, &new, now),
+                None => s.access().create_api_key(&account, &new, now),
+            }
         })
         .await?;
-    Ok((key, stored))
+    Ok(CreatedKey {
+        key,
+        signing_secret,
+        stored,
+    })
 }
 
 /// The live keys the caller may see: an owner sees every key of the account, a member

@@ -24,5 +24,6 @@ mod plans;
 mod screenshots;
 mod security;
 mod service_screenshot;
+mod signed_urls;
 mod slow_clients;
 mod throttle;

@@ -13,7 +13,8 @@ use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use ledger_core::{AccountId, Role, Timestamp};
 use ledger_store::{
-    run_migrations, DbConnection, Holder, Member, MemberRefusal, NewAccount, PoolOptions, Store,
+    run_migrations, DbConnection, Holder, KeyBy, Member, MemberRefusal, NewAccount, NewApiKey,
+    PoolOptions, Store,
 };
 use test_support::{drop_postgres_schema, postgres_schema};
 
@@ -23,6 +24,7 @@ on_both_backends!(
     removal_revokes_exactly_that_members_sessions_and_keys,
     the_last_owner_cannot_be_removed,
     one_token_from_many_threads_makes_one_member,
+    reading_a_key_writes_nothing_and_its_use_is_noted_once_a_minute,
 );
 
 /// A day, in the seconds `at` takes.
@@ -202,12 +204,16 @@ fn removal_revokes_exactly_that_members_sessions_and_keys(db: TestDb) {
     for (who, session) in [(&owner, "owner-session"), (&bob, "bob-session")] {
         m.create_session(who, session, at(3), far).unwrap();
     }
+    let key = |name, key_hash| NewApiKey {
+        name,
+        prefix: "sk_live_",
+        key_hash,
+        signing_secret: Some("ss_test"),
+    };
     let owner_key = m
-        .create_api_key(&owner, "o", "sk_live_o", "owner-key", at(3))
+        .create_api_key(&owner, &key("o", "owner-key"), at(3))
         .unwrap();
-    let bob_key = m
-        .create_api_key(&bob, "b", "sk_live_b", "bob-key", at(3))
-        .unwrap();
+    let bob_key = m.create_api_key(&bob, &key("b", "bob-key"), at(3)).unwrap();
     // A session made without a login acts as the account.
     s.access()
         .create_session(&account, "account-session", at(3), far)
@@ -235,7 +241,8 @@ fn removal_revokes_exactly_that_members_sessions_and_keys(db: TestDb) {
         s.access().session_account("bob-session", at(6)).unwrap(),
         None
     );
-    assert_eq!(s.access().api_key_account("bob-key", at(6)).unwrap(), None);
+    assert_eq!(s.access().key_caller(KeyBy::Hash("bob-key")).unwrap(), None);
+    assert_eq!(s.access().key_caller(KeyBy::Id(&bob_key.id)).unwrap(), None);
     assert_eq!(m.key_holder(&bob_key.id).unwrap(), Holder::Removed);
     assert_eq!(m.login("bob@example.com").unwrap(), None);
     // Everyone else keeps working.
@@ -243,11 +250,17 @@ fn removal_revokes_exactly_that_members_sessions_and_keys(db: TestDb) {
         s.access().session_account("owner-session", at(6)).unwrap(),
         Some(account.clone())
     );
-    assert!(s
-        .access()
-        .api_key_account("owner-key", at(6))
-        .unwrap()
-        .is_some());
+    // One read finds the key, its account and its holder, by hash or by id.
+    let found = live_key(s, KeyBy::Hash("owner-key"));
+    assert_eq!(found.key_id, owner_key.id);
+    assert_eq!(found.account_id, account);
+    assert!(found.account_exists);
+    assert_eq!(found.holder, Holder::Member(owner.clone()));
+    assert_eq!(found.signing_secret.as_deref(), Some("ss_test"));
+    assert_eq!(
+        s.access().key_caller(KeyBy::Id(&owner_key.id)).unwrap(),
+        Some(found)
+    );
     assert!(s
         .access()
         .session_account("account-session", at(6))
@@ -380,6 +393,10 @@ fn check_backfill(store: &Store) {
         m.key_holder("key_old").unwrap(),
         Holder::Member(login.member.clone())
     );
+    // A key made before signing secrets has none; the one read finds its owner.
+    let old = live_key(store, KeyBy::Id("key_old"));
+    assert_eq!(old.signing_secret, None);
+    assert_eq!(old.holder, Holder::Member(login.member.clone()));
     assert!(m.list(&AccountId::new("acct_bare")).unwrap().is_empty());
     // The owner can be removed only once there is another one.
     assert_eq!(
@@ -419,4 +436,45 @@ fn postgres_existing_logins_become_owners() {
     check_backfill(&store);
     drop(store);
     drop_postgres_schema(&admin, &schema);
+}
+
+/// Issue 11: authenticating a key is one read that writes nothing; its use is noted apart,
+/// at most once a minute.
+fn reading_a_key_writes_nothing_and_its_use_is_noted_once_a_minute(db: TestDb) {
+    let s = &db.store;
+    let (account, owner) = signup(s, "owner@example.com");
+    let new = NewApiKey {
+        name: "k",
+        prefix: "sk_live_",
+        key_hash: "k-hash",
+        signing_secret: None,
+    };
+    let key = s.members().create_api_key(&owner, &new, at(1)).unwrap();
+    let last_used = || s.access().api_keys(&account).unwrap()[0].last_used_at_ms;
+    let found = live_key(s, KeyBy::Hash("k-hash"));
+    assert_eq!(found.signing_secret, None);
+    assert!(found.use_is_unnoted(at(2)));
+    assert_eq!(last_used(), None, "a read wrote");
+    assert!(s.access().note_key_use(&key.id, at(2)).unwrap());
+    assert_eq!(last_used(), Some(at(2).millis()));
+    // Within the minute: nothing to note, and a second note writes nothing.
+    let found = live_key(s, KeyBy::Id(&key.id));
+    assert!(!found.use_is_unnoted(at(61)));
+    assert!(!s.access().note_key_use(&key.id, at(61)).unwrap());
+    assert_eq!(last_used(), Some(at(2).millis()));
+    // A minute later it is noted again.
+    assert!(found.use_is_unnoted(at(62)));
+    assert!(s.access().note_key_use(&key.id, at(62)).unwrap());
+    assert_eq!(last_used(), Some(at(62).millis()));
+    // Revocation takes effect on the very next read.
+    assert!(s
+        .access()
+        .revoke_api_key(&account, &key.id, at(63))
+        .unwrap());
+    assert_eq!(s.access().key_caller(KeyBy::Id(&key.id)).unwrap(), None);
+}
+
+/// The live key `by` names (one read).
+fn live_key(store: &Store, by: KeyBy<'_>) -> ledger_store::KeyCaller {
+    store.access().key_caller(by).unwrap().expect("a live key")
 }

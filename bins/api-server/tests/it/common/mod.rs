@@ -470,9 +470,12 @@ pub fn account_with_key(
         .access()
         .create_api_key(
             &account.id,
-            "t",
-            &prefix,
-            &api_server::auth::sha256_hex(&key),
+            &ledger_store::NewApiKey {
+                name: "t",
+                prefix: &prefix,
+                key_hash: &api_server::auth::sha256_hex(&key),
+                signing_secret: None,
+            },
             now,
         )
         .unwrap();
