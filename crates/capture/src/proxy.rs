@@ -360,36 +360,40 @@ struct Conn<'a> {
     activity: &'a Activity,
 }
 
-/// Refuse a host of the ad list when the capture asked for it: logged like a policy
-/// refusal, answered `403` with the code `blocked-ad`, never resolved.
-async fn refuse_blocked(
+/// The connection to `host:port` for this request, or `Err` with the proxy's own answer to
+/// the browser: a host of the ad list under `blockAds`, a target the policy refuses, a DNS
+/// failure or a refused connection (each recorded in the log).
+async fn connect_upstream(
     client: &mut TcpStream,
     host: &Host<String>,
     port: u16,
     conn: Conn<'_>,
-) -> Option<std::io::Result<()>> {
-    if !conn.rules.block_ads || !crate::apply::is_ad_host(&normalize_host(host)) {
-        return None;
+) -> Result<TcpStream, std::io::Result<()>> {
+    if conn.rules.block_ads && crate::apply::is_ad_host(&normalize_host(host)) {
+        tracing::debug!(%host, port, "proxy refused a host of the ad list");
+        record(
+            conn.log,
+            host,
+            port,
+            ProxyOutcome::Forbidden("the host is on the blockAds list".into()),
+        );
+        let blocked = "blocked by blockAds";
+        return Err(reply(client, StatusCode::FORBIDDEN, blocked, Some("blocked-ad")).await);
     }
-    tracing::debug!(%host, port, "proxy refused a host of the ad list");
-    record(
-        conn.log,
-        host,
-        port,
-        ProxyOutcome::Forbidden("the host is on the blockAds list".into()),
-    );
-    Some(
-        reply(
-            client,
-            StatusCode::FORBIDDEN,
-            "blocked by blockAds",
-            Some("blocked-ad"),
-        )
-        .await,
-    )
+    match open(host, port, conn.policy, conn.log).await {
+        Ok(s) => Ok(s),
+        Err(outcome) => {
+            let (status, code) = status_for(&outcome);
+            Err(reply(client, status, code, Some(code)).await)
+        }
+    }
 }
 
-/// Copy both ways until both sides end, marking activity whenever bytes pass.
+/// `400` with `message`: a request this proxy does not take.
+async fn bad_request(client: &mut TcpStream, message: &str) -> std::io::Result<()> {
+    reply(client, StatusCode::BAD_REQUEST, message, None).await
+}
+
 async fn relay(a: &mut TcpStream, b: &mut TcpStream, activity: &Activity) {
     async fn pump<R, W>(mut r: R, mut w: W, activity: &Activity) -> std::io::Result<()>
     where
@@ -413,12 +417,7 @@ async fn relay(a: &mut TcpStream, b: &mut TcpStream, activity: &Activity) {
 }
 
 async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
-    let Conn {
-        policy,
-        log,
-        counters,
-        ..
-    } = conn;
+    let counters = conn.counters;
     let _ = stream.set_nodelay(true);
     let mut client = BufReader::new(stream);
     let head = read_head(&mut client).await?;
@@ -440,23 +439,11 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
 
     if method.eq_ignore_ascii_case("CONNECT") {
         let Some((host, port)) = parse_authority(target) else {
-            return reply(
-                client.get_mut(),
-                StatusCode::BAD_REQUEST,
-                "bad CONNECT target",
-                None,
-            )
-            .await;
+            return bad_request(client.get_mut(), "bad CONNECT target").await;
         };
-        if let Some(r) = refuse_blocked(client.get_mut(), &host, port, conn).await {
-            return r;
-        }
-        let upstream = match open(&host, port, policy, log).await {
+        let upstream = match connect_upstream(client.get_mut(), &host, port, conn).await {
             Ok(s) => s,
-            Err(outcome) => {
-                let (status, code) = status_for(&outcome);
-                return reply(client.get_mut(), status, code, Some(code)).await;
-            }
+            Err(answered) => return answered,
         };
         client
             .get_mut()
@@ -477,44 +464,21 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
 
     // Absolute-form request for plain http (or ws).
     let Ok(url) = Url::parse(target) else {
-        return reply(
-            client.get_mut(),
-            StatusCode::BAD_REQUEST,
-            "this proxy only accepts absolute-form requests",
-            None,
-        )
-        .await;
+        let message = "this proxy only accepts absolute-form requests";
+        return bad_request(client.get_mut(), message).await;
     };
     if !matches!(url.scheme(), "http" | "ws") {
-        return reply(
-            client.get_mut(),
-            StatusCode::BAD_REQUEST,
-            "unsupported scheme",
-            None,
-        )
-        .await;
+        return bad_request(client.get_mut(), "unsupported scheme").await;
     }
     let (Some(host), Some(port)) = (
         url.host().map(|h| h.to_owned()),
         url.port_or_known_default(),
     ) else {
-        return reply(
-            client.get_mut(),
-            StatusCode::BAD_REQUEST,
-            "missing host",
-            None,
-        )
-        .await;
+        return bad_request(client.get_mut(), "missing host").await;
     };
-    if let Some(r) = refuse_blocked(client.get_mut(), &host, port, conn).await {
-        return r;
-    }
-    let mut upstream = match open(&host, port, policy, log).await {
+    let mut upstream = match connect_upstream(client.get_mut(), &host, port, conn).await {
         Ok(s) => s,
-        Err(outcome) => {
-            let (status, code) = status_for(&outcome);
-            return reply(client.get_mut(), status, code, Some(code)).await;
-        }
+        Err(answered) => return answered,
     };
     // The capture's extra headers, for the target's own host and port only.
     let for_target = matches!(&conn.rules.target,

@@ -312,6 +312,8 @@ pub struct ScreenshotSettings {
     pub pdf_cost: Credits,
     pub cache_dir: String,
     pub default_cache_ttl_secs: u64,
+    /// Most bytes the cache may hold on disk; past it the least recently used captures go.
+    pub cache_max_bytes: u64,
 }
 
 /// Where the layers come from (tests point these elsewhere).
@@ -541,6 +543,12 @@ impl Settings {
             if cost.is_negative() {
                 return Err(SettingsError::key(key, "must not be negative"));
             }
+        }
+        if self.screenshots.cache_max_bytes < 1 << 20 {
+            return Err(SettingsError::key(
+                "screenshots.cache_max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
         }
         Ok(())
     }

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use capture::proxy::{Proxy, ProxyOutcome, ProxyRules};
 use capture::{CaptureOptions, Captured, RawCaptureOptions, TargetPolicy};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
-use crate::common::{assert_error, shared};
+use crate::common::{
+    assert_error, listen, no_cdp_relay, read_head, request_target, respond, shared,
+};
 
 const GREEN: [u8; 3] = [0, 128, 0];
 const WHITE: [u8; 3] = [255, 255, 255];
@@ -139,58 +141,25 @@ fn page(path: &str, head: &str, port: u16) -> (&'static str, Vec<u8>, u64) {
 fn pages() -> &'static Pages {
     static PAGES: OnceLock<Pages> = OnceLock::new();
     PAGES.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
         let heads = Arc::new(Mutex::new(Vec::new()));
         let h = Arc::clone(&heads);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let port = l.local_addr().unwrap().port();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((mut s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let h = Arc::clone(&h);
-                    tokio::spawn(async move {
-                        let mut r = BufReader::new(&mut s);
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            head.push_str(&line);
-                            if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let target = head.split(' ').nth(1).unwrap_or("/").to_string();
-                        let path = target.split('?').next().unwrap_or("/").to_string();
-                        h.lock()
-                            .unwrap()
-                            .push((path.clone(), head.clone(), std::time::Instant::now()));
-                        let (ctype, body, delay) = page(&path, &head, port);
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                        let out = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = s.write_all(out.as_bytes()).await;
-                        let _ = s.write_all(&body).await;
-                        let _ = s.shutdown().await;
-                    });
-                }
-            });
+        let addr = listen(move |mut s| {
+            let h = Arc::clone(&h);
+            async move {
+                let Some(head) = read_head(&mut BufReader::new(&mut s)).await else {
+                    return;
+                };
+                let port = s.local_addr().unwrap().port();
+                let path = request_target(&head).split('?').next().unwrap_or("/");
+                h.lock()
+                    .unwrap()
+                    .push((path.to_owned(), head.clone(), std::time::Instant::now()));
+                let (ctype, body, delay) = page(path, &head, port);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                respond(&mut s, 200, &format!("Content-Type: {ctype}\r\n"), &body).await;
+            }
         });
-        Pages {
-            addr: rx.recv().unwrap(),
-            heads,
-        }
+        Pages { addr, heads }
     })
 }
 
@@ -224,36 +193,32 @@ fn rgb_at(c: &Captured, x: u32, y: u32) -> [u8; 3] {
     [r, g, b]
 }
 
-#[tokio::test]
-async fn css_is_injected() {
-    let plain = shot("/plain", serde_json::json!({})).await.unwrap();
-    assert_eq!(rgb_at(&plain, 200, 150), WHITE);
-    let styled = shot(
-        "/plain",
-        serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(rgb_at(&styled, 200, 150), GREEN);
+/// The colour in the middle of the 400x300 capture of `path` with `option`.
+async fn middle(path: &str, option: serde_json::Value) -> [u8; 3] {
+    rgb_at(&shot(path, option).await.unwrap(), 200, 150)
 }
 
+/// `css` is injected, `js` runs before the capture (a promise it returns is awaited), and a
+/// script that throws is a `400` that says what it threw.
 #[tokio::test]
-async fn js_runs_before_the_capture_and_a_throwing_script_is_a_400() {
-    let c = shot(
-        "/plain",
-        serde_json::json!({"js": "document.body.style.background = 'rgb(0, 128, 0)';"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    // A promise the script returns is awaited.
-    let c = shot(
-        "/plain",
-        serde_json::json!({"js": "return new Promise(r => setTimeout(() => { document.body.style.background = 'rgb(0, 128, 0)'; r(); }, 200));"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
+async fn css_and_js_change_the_page_and_a_throwing_script_is_a_400() {
+    const TURN_GREEN: &str = "document.body.style.background = 'rgb(0, 128, 0)';";
+    for (option, colour) in [
+        (serde_json::json!({}), WHITE),
+        (
+            serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
+            GREEN,
+        ),
+        (serde_json::json!({ "js": TURN_GREEN }), GREEN),
+        (
+            serde_json::json!({
+                "js": format!("return new Promise(r => setTimeout(() => {{ {TURN_GREEN} r(); }}, 200));")
+            }),
+            GREEN,
+        ),
+    ] {
+        assert_eq!(middle("/plain", option.clone()).await, colour, "{option}");
+    }
     let err = shot(
         "/plain",
         serde_json::json!({"js": "throw new Error('nope');"}),
@@ -274,10 +239,10 @@ async fn hide_selectors_cookie_banners_and_ad_slots_disappear() {
         ("/banner", serde_json::json!({"blockCookieBanners": true})),
         ("/ad-slot", serde_json::json!({"blockAds": true})),
     ] {
-        let shown = shot(path, serde_json::json!({})).await.unwrap();
-        assert_eq!(rgb_at(&shown, 200, 150), [255, 0, 0], "{path} without");
-        let hidden = shot(path, option.clone()).await.unwrap();
-        assert_eq!(rgb_at(&hidden, 200, 150), WHITE, "{path} with {option}");
+        let shown = middle(path, serde_json::json!({})).await;
+        assert_eq!(shown, [255, 0, 0], "{path} without");
+        let hidden = middle(path, option.clone()).await;
+        assert_eq!(hidden, WHITE, "{path} with {option}");
     }
 }
 
@@ -291,12 +256,12 @@ async fn user_agent_time_zone_and_reduced_motion_are_emulated_and_then_reset() {
         ("/tz", serde_json::json!({"timeZone": "Asia/Tokyo"})),
         ("/motion", serde_json::json!({"reducedMotion": true})),
     ] {
-        let with = shot(path, option.clone()).await.unwrap();
-        assert_eq!(rgb_at(&with, 200, 150), GREEN, "{path} with {option}");
+        let with = middle(path, option.clone()).await;
+        assert_eq!(with, GREEN, "{path} with {option}");
         // Both sessions of the pool, later, without the option: back to the default.
         for _ in 0..2 {
-            let without = shot(path, serde_json::json!({})).await.unwrap();
-            assert_eq!(rgb_at(&without, 200, 150), WHITE, "{path} after {option}");
+            let without = middle(path, serde_json::json!({})).await;
+            assert_eq!(without, WHITE, "{path} after {option}");
         }
     }
     let ua = pages().heads("/ua");
@@ -489,116 +454,13 @@ async fn the_proxy_blocks_listed_ad_hosts_when_asked() {
     assert!(!answer.contains("blocked-ad"), "{answer}");
 }
 
-/// A WebDriver endpoint in front of the shared chromedriver that knows no CDP (as a
-/// Selenium Grid without vendor endpoints): `/goog/cdp/...` answers `unknown command`.
-fn webdriver_without_cdp(upstream: String) -> String {
-    let upstream = upstream
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            loop {
-                let Ok((s, _)) = l.accept().await else {
-                    continue;
-                };
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(s);
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            if !line.to_ascii_lowercase().starts_with("connection:") {
-                                head.push_str(&line);
-                            }
-                        }
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                let (n, v) = l.split_once(':')?;
-                                n.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        let mut body = vec![0; len];
-                        r.read_exact(&mut body).await.unwrap();
-                        let path = head.split(' ').nth(1).unwrap_or("/");
-                        let answer = if path.contains("/goog/cdp/") {
-                            let b = r#"{"value":{"error":"unknown command","message":"unknown command: no CDP on this endpoint","stacktrace":""}}"#;
-                            format!(
-                                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{b}",
-                                b.len()
-                            )
-                            .into_bytes()
-                        } else {
-                            let mut up = TcpStream::connect(&upstream).await.unwrap();
-                            up.write_all(head.as_bytes()).await.unwrap();
-                            up.write_all(b"Connection: close\r\n\r\n").await.unwrap();
-                            up.write_all(&body).await.unwrap();
-                            // Read one answer by its length (chromedriver may keep the
-                            // connection open).
-                            let mut ur = BufReader::new(up);
-                            let mut out = Vec::new();
-                            let mut len = None;
-                            loop {
-                                let mut line = String::new();
-                                if ur.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                    break;
-                                }
-                                if let Some((n, v)) = line.split_once(':') {
-                                    if n.eq_ignore_ascii_case("content-length") {
-                                        len = v.trim().parse::<usize>().ok();
-                                    }
-                                }
-                                out.extend_from_slice(line.as_bytes());
-                                if line == "\r\n" {
-                                    break;
-                                }
-                            }
-                            match len {
-                                Some(n) => {
-                                    let mut b = vec![0; n];
-                                    ur.read_exact(&mut b).await.unwrap();
-                                    out.extend_from_slice(&b);
-                                }
-                                None => {
-                                    ur.read_to_end(&mut out).await.unwrap();
-                                }
-                            }
-                            out
-                        };
-                        if r.get_mut().write_all(&answer).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
-}
-
 /// On a WebDriver endpoint without CDP, every option either works or is refused with
 /// `400 INVALID_REQUEST` naming it.
 #[tokio::test]
 async fn without_cdp_options_work_or_are_refused_by_name() {
     let (svc, _) = shared();
     let remote = crate::common::start_service(capture::CaptureConfig {
-        webdriver_url: Some(webdriver_without_cdp(svc.webdriver_url())),
+        webdriver_url: Some(no_cdp_relay(&svc.webdriver_url())),
         pool_size: 1,
         allow_private_targets: true,
         default_timeout_secs: 20,
