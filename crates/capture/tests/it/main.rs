@@ -6,6 +6,7 @@
 
 mod browser;
 mod common;
+mod https;
 mod options;
 mod pool;
 mod ssrf;
