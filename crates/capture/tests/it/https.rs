@@ -16,27 +16,25 @@ use sha2::{Digest, Sha256};
 use crate::common::{assert_error, local_config, opts, shared, start_service};
 
 /// A test CA and a server certificate it signed for `localhost` and 127.0.0.1.
-struct TestCa {
+pub(crate) struct TestCa {
     /// base64 SHA-256 of the CA's SubjectPublicKeyInfo.
-    spki_hash: String,
+    pub(crate) spki_hash: String,
     /// The server's chain (its certificate, then the CA's) and its key, DER.
     chain: Vec<Vec<u8>>,
     key: Vec<u8>,
 }
 
-/// Runs `openssl` in `dir`; its own messages go to the test's output.
+/// Runs `openssl` in `dir`; what it says is shown only when it fails.
 fn openssl(dir: &Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "openssl {args:?} failed (is openssl installed?)");
+    match Command::new("openssl").args(args).current_dir(dir).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("openssl cannot run ({e}): apt-get install openssl"),
+    }
 }
 
 impl TestCa {
-    fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let ec = [
@@ -135,7 +133,7 @@ const PAGE: &str =
 <body><div id=box></div><h1 style='margin-top:120px'>served over TLS</h1></body></html>";
 
 /// An https server on 127.0.0.1 with the CA's certificate chain, a thread per connection.
-fn serve_tls(ca: &TestCa) -> SocketAddr {
+pub(crate) fn serve_tls(ca: &TestCa) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = ca.chain.iter().map(|c| c.clone().into()).collect();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ca.key.clone().into());
@@ -178,8 +176,14 @@ fn serve_tls(ca: &TestCa) -> SocketAddr {
     addr
 }
 
-fn rgb(img: &image::RgbImage, x: u32, y: u32) -> [u8; 3] {
-    img.get_pixel(x, y).0
+/// A 400x300 capture of [`PAGE`]: its background and its box are where the page put them.
+#[track_caller]
+pub(crate) fn assert_shows_the_page(shot: &capture::Captured, url: &str) {
+    let img = image::load_from_memory(&shot.bytes).unwrap().to_rgb8();
+    assert_eq!((img.width(), img.height()), (400, 300));
+    let rgb = |x, y| img.get_pixel(x, y).0;
+    assert_eq!(rgb(300, 250), [0, 128, 0], "{url}: the page's background");
+    assert_eq!(rgb(90, 55), [255, 0, 0], "{url}: the page's box");
 }
 
 #[tokio::test]
@@ -196,14 +200,7 @@ async fn an_https_page_signed_by_a_configured_ca_is_captured() {
             .capture(&opts(&[("url", &url), ("width", "400"), ("height", "300")]))
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"));
-        let img = image::load_from_memory(&shot.bytes).unwrap().to_rgb8();
-        assert_eq!((img.width(), img.height()), (400, 300));
-        assert_eq!(
-            rgb(&img, 300, 250),
-            [0, 128, 0],
-            "{url}: the page's background"
-        );
-        assert_eq!(rgb(&img, 90, 55), [255, 0, 0], "{url}: the page's box");
+        assert_shows_the_page(&shot, &url);
     }
     assert!(svc.stats().proxy_requests >= 2, "{:?}", svc.stats());
     svc.shutdown().await;

@@ -9,4 +9,5 @@ mod common;
 mod https;
 mod options;
 mod pool;
+mod remote;
 mod ssrf;

@@ -10,21 +10,19 @@ use capture::{CaptureOptions, Captured, RawCaptureOptions, TargetPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::common::{
-    assert_error, listen, no_cdp_relay, read_head, request_target, respond, shared,
-};
+use crate::common::{assert_error, listen, read_head, request_target, respond, shared};
 
-const GREEN: [u8; 3] = [0, 128, 0];
-const WHITE: [u8; 3] = [255, 255, 255];
+pub(crate) const GREEN: [u8; 3] = [0, 128, 0];
+pub(crate) const WHITE: [u8; 3] = [255, 255, 255];
 
 /// A fixture server that records the head of every request, by path.
-struct Pages {
-    addr: SocketAddr,
+pub(crate) struct Pages {
+    pub(crate) addr: SocketAddr,
     heads: Arc<Mutex<Vec<(String, String, std::time::Instant)>>>,
 }
 
 impl Pages {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
     /// The same server under another host name.
@@ -32,7 +30,7 @@ impl Pages {
         format!("http://localhost:{}{path}", self.addr.port())
     }
     /// The heads (lower-cased) of the requests for `path`.
-    fn heads(&self, path: &str) -> Vec<String> {
+    pub(crate) fn heads(&self, path: &str) -> Vec<String> {
         self.heads
             .lock()
             .unwrap()
@@ -138,7 +136,7 @@ fn page(path: &str, head: &str, port: u16) -> (&'static str, Vec<u8>, u64) {
     }
 }
 
-fn pages() -> &'static Pages {
+pub(crate) fn pages() -> &'static Pages {
     static PAGES: OnceLock<Pages> = OnceLock::new();
     PAGES.get_or_init(|| {
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -164,7 +162,7 @@ fn pages() -> &'static Pages {
 }
 
 /// Options from JSON (so lists and objects can be given), with the page's URL.
-fn opts_json(url: &str, mut extra: serde_json::Value) -> CaptureOptions {
+pub(crate) fn opts_json(url: &str, mut extra: serde_json::Value) -> CaptureOptions {
     extra["url"] = serde_json::json!(url);
     let raw: RawCaptureOptions = serde_json::from_value(extra).unwrap();
     CaptureOptions::parse(raw).unwrap_or_else(|e| panic!("bad test options: {e}"))
@@ -180,7 +178,7 @@ async fn shot(path: &str, extra: serde_json::Value) -> Result<Captured, capture:
     svc.capture(&opts_json(&pages().url(path), extra)).await
 }
 
-fn rgba_at(c: &Captured, x: u32, y: u32) -> [u8; 4] {
+pub(crate) fn rgba_at(c: &Captured, x: u32, y: u32) -> [u8; 4] {
     image::load_from_memory(&c.bytes)
         .unwrap()
         .to_rgba8()
@@ -188,7 +186,7 @@ fn rgba_at(c: &Captured, x: u32, y: u32) -> [u8; 4] {
         .0
 }
 
-fn rgb_at(c: &Captured, x: u32, y: u32) -> [u8; 3] {
+pub(crate) fn rgb_at(c: &Captured, x: u32, y: u32) -> [u8; 3] {
     let [r, g, b, _] = rgba_at(c, x, y);
     [r, g, b]
 }
@@ -452,134 +450,4 @@ async fn the_proxy_blocks_listed_ad_hosts_when_asked() {
     proxy.set_rules(ProxyRules::default());
     let answer = ask("ads.doubleclick.net").await;
     assert!(!answer.contains("blocked-ad"), "{answer}");
-}
-
-/// On a WebDriver endpoint without CDP, every option either works or is refused with
-/// `400 INVALID_REQUEST` naming it.
-#[tokio::test]
-async fn without_cdp_options_work_or_are_refused_by_name() {
-    let (svc, _) = shared();
-    let remote = crate::common::start_service(capture::CaptureConfig {
-        webdriver_url: Some(no_cdp_relay(&svc.webdriver_url())),
-        pool_size: 1,
-        allow_private_targets: true,
-        default_timeout_secs: 20,
-        ..Default::default()
-    });
-    let p = pages();
-    let at = |path: &str, extra: serde_json::Value| {
-        let mut extra = extra;
-        extra["width"] = serde_json::json!(400);
-        extra["height"] = serde_json::json!(300);
-        opts_json(&p.url(path), extra)
-    };
-    // Work: css, hideSelectors, blockCookieBanners, headers (through the proxy), clip
-    // inside the viewport (cropped).
-    let c = remote
-        .capture(&at(
-            "/plain",
-            serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    let c = remote
-        .capture(&at(
-            "/cover",
-            serde_json::json!({"hideSelectors": [".cover"]}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), WHITE);
-    let c = remote
-        .capture(&at(
-            "/banner",
-            serde_json::json!({"blockCookieBanners": true}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), WHITE);
-    let c = remote
-        .capture(&at("/box", serde_json::json!({"clip": "50,60,200,100"})))
-        .await
-        .unwrap();
-    let img = image::load_from_memory(&c.bytes).unwrap();
-    assert_eq!((img.width(), img.height()), (200, 100));
-    assert_eq!(rgb_at(&c, 100, 50), [0xcc, 0, 0]);
-    let c = remote
-        .capture(&at(
-            "/late-fetch",
-            serde_json::json!({"waitUntil": "networkidle"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    // Headers and cookies reach the target (through the proxy) and not the other host.
-    let before = p.heads("/other.png").len();
-    let c = remote
-        .capture(&at(
-            "/echo",
-            serde_json::json!({"headers": {"X-Test": "yes"}, "cookies": {"flavour": "oat"}}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 390, 290), GREEN);
-    let other = p.heads("/other.png");
-    assert!(
-        other.len() > before,
-        "the other host was asked for its image"
-    );
-    for head in &other[before..] {
-        assert!(
-            !head.contains("x-test") && !head.contains("flavour"),
-            "{head}"
-        );
-    }
-    // Full page: lazy content scrolled in, too tall refused.
-    let c = remote
-        .capture(&at("/lazy", serde_json::json!({"fullPage": true})))
-        .await
-        .unwrap();
-    let img = image::load_from_memory(&c.bytes).unwrap();
-    // Without scrolling the page would be 2,010 px. (The W3C fallback sizes the window, not
-    // the viewport, to the page, so its image is short by the browser's own frame.)
-    assert!(img.height() >= 4500, "height {}", img.height());
-    let err = remote
-        .capture(&at("/too-tall", serde_json::json!({"fullPage": true})))
-        .await
-        .unwrap_err();
-    assert_error(&err, "PAGE_TOO_TALL", 422);
-    // Refused by name (cookies only for an https url, which the proxy cannot see into).
-    let https_cookies = opts_json(
-        &format!("https://{}/", p.addr),
-        serde_json::json!({"cookies": {"a": "b"}}),
-    );
-    let err = remote.capture(&https_cookies).await.unwrap_err();
-    assert_error(&err, "INVALID_REQUEST", 400);
-    assert!(err.to_string().contains("cookies"), "{err}");
-    for (option, field) in [
-        (serde_json::json!({"userAgent": "x"}), "userAgent"),
-        (serde_json::json!({"timeZone": "UTC"}), "timeZone"),
-        (serde_json::json!({"reducedMotion": true}), "reducedMotion"),
-        (
-            serde_json::json!({"omitBackground": true}),
-            "omitBackground",
-        ),
-        (
-            serde_json::json!({"waitUntil": "domcontentloaded"}),
-            "waitUntil",
-        ),
-        (serde_json::json!({"clip": "300,200,200,200"}), "clip"),
-    ] {
-        let err = remote
-            .capture(&at("/plain", option.clone()))
-            .await
-            .unwrap_err();
-        assert_error(&err, "INVALID_REQUEST", 400);
-        match &err {
-            capture::CaptureError::InvalidOptions(e) => assert_eq!(e.field(), field, "{option}"),
-            other => panic!("{option}: {other}"),
-        }
-    }
-    remote.shutdown().await;
 }
