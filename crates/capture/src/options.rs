@@ -1194,119 +1194,83 @@ mod tests {
 
     #[test]
     fn field_errors_name_the_field() {
-        let cases: Vec<(RawCaptureOptions, &str, &str)> = vec![
-            (RawCaptureOptions::default(), "url", "url is required"),
+        // (the options as JSON, the field the error names, what its message says)
+        let cases = [
+            (r#"{}"#, "url", "url is required"),
             (
-                RawCaptureOptions {
-                    url: Some("https://a.test".into()),
-                    html: Some("<p>".into()),
-                    ..Default::default()
-                },
+                r#"{"url":"https://a.test","html":"<p>"}"#,
                 "url",
                 "not both",
             ),
-            (raw_url("not a url"), "url", "absolute http or https URL"),
-            (raw_url(" https://a.test"), "url", "whitespace"),
             (
-                RawCaptureOptions {
-                    width: Some("0".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"not a url"}"#,
+                "url",
+                "absolute http or https URL",
+            ),
+            (r#"{"url":" https://a.test"}"#, "url", "whitespace"),
+            (
+                r#"{"url":"https://a.test","width":"0"}"#,
                 "width",
                 "width must be an integer from 1 to 3840",
             ),
             (
-                RawCaptureOptions {
-                    width: Some("12.5".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","width":"12.5"}"#,
                 "width",
                 "integer",
             ),
             (
-                RawCaptureOptions {
-                    height: Some(RawValue::Int(10_001)),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","height":10001}"#,
                 "height",
                 "from 1 to 10000",
             ),
             (
-                RawCaptureOptions {
-                    format: Some("gif".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","format":"gif"}"#,
                 "format",
                 "png, jpeg, webp, pdf",
             ),
             (
-                RawCaptureOptions {
-                    quality: Some("80".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","quality":"80"}"#,
                 "quality",
                 "quality must be an integer from 1 to 100 (only for jpeg and webp)",
             ),
             (
-                RawCaptureOptions {
-                    quality: Some("101".into()),
-                    format: Some("jpeg".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","quality":"101","format":"jpeg"}"#,
                 "quality",
                 "from 1 to 100",
             ),
             (
-                RawCaptureOptions {
-                    device_scale_factor: Some("4".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","deviceScaleFactor":"4"}"#,
                 "deviceScaleFactor",
                 "from 1 to 3",
             ),
             (
-                RawCaptureOptions {
-                    delay: Some("10001".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","delay":"10001"}"#,
                 "delay",
                 "from 0 to 10000 (milliseconds)",
             ),
             (
-                RawCaptureOptions {
-                    timeout: Some("61".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","timeout":"61"}"#,
                 "timeout",
                 "from 1 to 60 (seconds)",
             ),
             (
-                RawCaptureOptions {
-                    full_page: Some("yes".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","fullPage":"yes"}"#,
                 "fullPage",
                 "true or false",
             ),
             (
-                RawCaptureOptions {
-                    selector: Some("#x".into()),
-                    format: Some("pdf".into()),
-                    ..raw_url("https://a.test")
-                },
+                r##"{"url":"https://a.test","selector":"#x","format":"pdf"}"##,
                 "selector",
                 "pdf",
             ),
             (
-                RawCaptureOptions {
-                    cache_ttl: Some("0".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","cacheTtl":"0"}"#,
                 "cacheTtl",
                 "from 1 to",
             ),
         ];
-        for (raw, field, needle) in cases {
+        for (body, field, needle) in cases {
+            let raw: RawCaptureOptions = serde_json::from_str(body).unwrap();
             let e = err_of(raw.clone());
             assert_eq!(e.field(), field, "{raw:?} -> {e}");
             assert!(
