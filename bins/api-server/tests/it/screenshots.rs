@@ -745,6 +745,14 @@ async fn operators_see_the_cache_size_and_hit_rate(db: TestDb) {
         let res = test::call_service(&app, req.to_request()).await;
         assert_eq!(res.status(), 401, "{auth:?}");
     }
+    let doc = test::TestRequest::get().uri("/openapi.json").to_request();
+    let doc: serde_json::Value = test::call_and_read_body_json(&app, doc).await;
+    let listed = &doc["paths"]["/admin/v1/cache"]["get"];
+    assert!(
+        listed.is_object(),
+        "/openapi.json lists the cache: {listed}"
+    );
+    assert!(listed["responses"]["401"].is_object(), "{listed}");
     w.done().await;
 }
 
