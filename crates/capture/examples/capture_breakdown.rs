@@ -52,6 +52,11 @@ async fn cdp(c: &Client, cmd: &str, params: Value) -> Value {
 const LISTED_TYPES: &str =
     "cookies,file_systems,indexeddb,local_storage,service_workers,cache_storage";
 
+/// `Network.clearBrowserCookies`.
+async fn clear_cookies(c: &Client) -> Value {
+    cdp(c, "Network.clearBrowserCookies", json!({})).await
+}
+
 /// `Storage.clearDataForOrigin` of these storage types.
 async fn clear(c: &Client, origin: &str, types: &str) -> Value {
     cdp(
@@ -230,11 +235,7 @@ async fn one(c: &Client, url: &str, origin: &str, t: &mut Times) {
     t.time("9 goto about:blank", c.goto("about:blank"))
         .await
         .unwrap();
-    t.time(
-        "10 CDP clearBrowserCookies",
-        cdp(c, "Network.clearBrowserCookies", json!({})),
-    )
-    .await;
+    t.time("10 CDP clearBrowserCookies", clear_cookies(c)).await;
     t.time("11 CDP clearDataForOrigin", clear(c, origin, "all"))
         .await;
     t.record("= reset, before (steps 8-11)", r);
@@ -251,7 +252,7 @@ async fn reset_variants(c: &Client, url: &str, origin: &str, t: &mut Times) {
         cdp(c, "Page.navigate", json!({"url": "about:blank"})),
     )
     .await;
-    cdp(c, "Network.clearBrowserCookies", json!({})).await;
+    clear_cookies(c).await;
     t.time(
         "R2b clearDataForOrigin (listed types)",
         clear(c, origin, LISTED_TYPES),
@@ -278,11 +279,7 @@ async fn reset_variants(c: &Client, url: &str, origin: &str, t: &mut Times) {
     )
     .await
     .unwrap();
-    t.time(
-        "R3d clearBrowserCookies",
-        cdp(c, "Network.clearBrowserCookies", json!({})),
-    )
-    .await;
+    t.time("R3d clearBrowserCookies", clear_cookies(c)).await;
     t.time(
         "R3e clearDataForOrigin (listed types)",
         clear(c, origin, &format!("{LISTED_TYPES},websql")),

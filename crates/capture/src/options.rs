@@ -1452,48 +1452,42 @@ mod tests {
                 RawCaptureOptions::from_query(&format!("url=http%3A%2F%2Fa.test%2F&{qs}")).unwrap(),
             )
         };
-        for (qs, field, needle) in [
-            (
-                "waitUntil=soon",
-                "waitUntil",
-                "load, domcontentloaded, networkidle",
-            ),
-            ("clip=1,2,3", "clip", "x,y,width,height"),
-            ("clip=0,0,0,10", "clip", "width from 1"),
-            ("clip=-1,0,10,10", "clip", "x and y from 0"),
-            ("clip=0,0,10,10&selector=%23a", "clip", "selector"),
-            ("clip=0,0,10,10&fullPage=true", "clip", "fullPage"),
-            ("clip=0,0,10,10&format=pdf", "clip", "pdf"),
-            (
-                "omitBackground=true&format=jpeg",
-                "omitBackground",
-                "png or webp",
-            ),
-            ("omitBackground=maybe", "omitBackground", "true or false"),
-            (
-                "hideSelectors=a%5B",
-                "hideSelectors",
-                "not a valid CSS selector",
-            ),
-            ("userAgent=a%0Ab", "userAgent", "printable ASCII"),
-            ("headers=nocolon", "headers", "Name: value"),
-            ("headers=Host%3A%20x", "headers", "cannot be set"),
-            ("headers=Cookie%3A%20a%3Db", "headers", "use cookies"),
-            ("headers=Proxy-Foo%3A%20x", "headers", "cannot be set"),
-            ("headers=X%20Y%3A%20x", "headers", "not a valid header name"),
-            ("headers=X-A%3A%20a%0Db", "headers", "printable ASCII"),
-            ("cookies=novalue", "cookies", "name=value"),
-            ("cookies=a%3Db%3Bc", "cookies", "semicolons"),
-            ("timeZone=Not%20A%20Zone", "timeZone", "IANA"),
-            ("reducedMotion=2", "reducedMotion", "true or false"),
-            ("blockAds=x", "blockAds", "true or false"),
-            (
-                "blockCookieBanners=x",
-                "blockCookieBanners",
-                "true or false",
-            ),
-            ("fresh=x", "fresh", "true or false"),
-        ] {
+        // One case a line: the query, the field the error names, what its message says.
+        let cases = "
+            waitUntil=soon | waitUntil | load, domcontentloaded, networkidle
+            clip=1,2,3 | clip | x,y,width,height
+            clip=0,0,0,10 | clip | width from 1
+            clip=-1,0,10,10 | clip | x and y from 0
+            clip=0,0,10,10&selector=%23a | clip | selector
+            clip=0,0,10,10&fullPage=true | clip | fullPage
+            clip=0,0,10,10&format=pdf | clip | pdf
+            omitBackground=true&format=jpeg | omitBackground | png or webp
+            omitBackground=maybe | omitBackground | true or false
+            hideSelectors=a%5B | hideSelectors | not a valid CSS selector
+            userAgent=a%0Ab | userAgent | printable ASCII
+            headers=nocolon | headers | Name: value
+            headers=Host%3A%20x | headers | cannot be set
+            headers=Cookie%3A%20a%3Db | headers | use cookies
+            headers=Proxy-Foo%3A%20x | headers | cannot be set
+            headers=X%20Y%3A%20x | headers | not a valid header name
+            headers=X-A%3A%20a%0Db | headers | printable ASCII
+            cookies=novalue | cookies | name=value
+            cookies=a%3Db%3Bc | cookies | semicolons
+            timeZone=Not%20A%20Zone | timeZone | IANA
+            reducedMotion=2 | reducedMotion | true or false
+            blockAds=x | blockAds | true or false
+            blockCookieBanners=x | blockCookieBanners | true or false
+            fresh=x | fresh | true or false
+        ";
+        let cases: Vec<&str> = cases
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(cases.len(), 24);
+        for case in cases {
+            let [qs, field, needle] = <[&str; 3]>::try_from(case.split(" | ").collect::<Vec<_>>())
+                .unwrap_or_else(|_| panic!("query | field | needle: {case}"));
             let e = q(qs).expect_err(qs);
             assert_eq!(e.field(), field, "{qs}: {e}");
             assert!(e.message().contains(needle), "{qs}: {e}");

@@ -33,6 +33,9 @@ use crate::guard::{resolve_checked, ResolveFailure, TargetPolicy};
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_CAPACITY: usize = 512;
+
+/// Longest a connection may stay open without a request (a spare socket of the browser's).
+const SPARE_SOCKET_WAIT: Duration = Duration::from_secs(120);
 /// Longest wait for the head of a request that will be refused anyway.
 const IDLE_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Response header set on answers the proxy makes up itself.
@@ -211,6 +214,13 @@ impl Proxy {
                 let rules = Arc::clone(&task_rules);
                 let activity = Arc::clone(&task_activity);
                 tokio::spawn(async move {
+                    // The request, not the connect, decides which capture a connection
+                    // belongs to: Chromium opens spare sockets to its proxy ahead of time.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(SPARE_SOCKET_WAIT, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
                     let (open, generation) = *gate.borrow_and_update();
                     if !open {
                         refuse_idle(stream, &counters).await;
@@ -843,6 +853,35 @@ mod tests {
             );
         }
         assert_eq!(bad_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// A connection the browser opened ahead of time (Chromium keeps spare sockets to its
+    /// proxy) belongs to the capture in progress when its request arrives: opened while
+    /// idle, it is forwarded once a lease holds the proxy, and a socket opened during a
+    /// capture is refused once that capture has ended.
+    #[tokio::test]
+    async fn the_gate_is_decided_when_the_request_arrives() {
+        let (ok_addr, ok_hits) = origin("hello").await;
+        let proxy = local_proxy(TargetPolicy::strict().with_allowed([ok_addr])).await;
+        let request = format!("GET http://{ok_addr}/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut spare = TcpStream::connect(proxy.addr()).await.unwrap();
+        // Let the proxy accept it while no capture is in progress.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lease = proxy.lease();
+        spare.write_all(request.as_bytes()).await.unwrap();
+        let answer = String::from_utf8(drain(&mut spare).await.unwrap()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut late = TcpStream::connect(proxy.addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(lease);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        late.write_all(request.as_bytes()).await.unwrap();
+        let answer = String::from_utf8(drain(&mut late).await.unwrap_or_default()).unwrap();
+        assert!(
+            answer.is_empty() || answer.contains("no-capture-in-progress"),
+            "{answer}"
+        );
+        assert_eq!(ok_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// With no capture in progress the proxy forwards nothing, even to an allowed address;

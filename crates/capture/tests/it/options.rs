@@ -191,6 +191,18 @@ pub(crate) fn rgb_at(c: &Captured, x: u32, y: u32) -> [u8; 3] {
     [r, g, b]
 }
 
+/// The capture of `path` with `option` fails with `code` and suggests `status`.
+async fn refused(
+    path: &str,
+    option: serde_json::Value,
+    code: &str,
+    status: u16,
+) -> capture::CaptureError {
+    let err = shot(path, option).await.unwrap_err();
+    assert_error(&err, code, status);
+    err
+}
+
 /// The colour in the middle of the 400x300 capture of `path` with `option`.
 async fn middle(path: &str, option: serde_json::Value) -> [u8; 3] {
     rgb_at(&shot(path, option).await.unwrap(), 200, 150)
@@ -217,13 +229,8 @@ async fn css_and_js_change_the_page_and_a_throwing_script_is_a_400() {
     ] {
         assert_eq!(middle("/plain", option.clone()).await, colour, "{option}");
     }
-    let err = shot(
-        "/plain",
-        serde_json::json!({"js": "throw new Error('nope');"}),
-    )
-    .await
-    .unwrap_err();
-    assert_error(&err, "INVALID_REQUEST", 400);
+    let throws = serde_json::json!({"js": "throw new Error('nope');"});
+    let err = refused("/plain", throws, "INVALID_REQUEST", 400).await;
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
@@ -399,13 +406,8 @@ async fn full_page_scrolls_lazy_content_in_and_refuses_what_is_too_tall() {
     let img = image::load_from_memory(&c.bytes).unwrap();
     assert!(img.height() >= 5000, "height {}", img.height());
     assert_eq!(rgb_at(&c, 200, img.height() - 20), GREEN);
-    let err = shot(
-        "/too-tall",
-        serde_json::json!({"width": 400, "height": 300, "fullPage": true}),
-    )
-    .await
-    .unwrap_err();
-    assert_error(&err, "PAGE_TOO_TALL", 422);
+    let full = serde_json::json!({"width": 400, "height": 300, "fullPage": true});
+    let err = refused("/too-tall", full, "PAGE_TOO_TALL", 422).await;
     assert!(err.to_string().contains("20000"), "{err}");
 }
 

@@ -163,6 +163,46 @@ async fn a_standalone_chromedriver_captures_with_every_option() {
     );
 }
 
+/// The capture options themselves work there too: an element at a device scale factor,
+/// dark mode, waiting for a selector after a delay, jpeg with a quality, and pdf.
+#[tokio::test]
+async fn a_standalone_chromedriver_takes_every_kind_of_capture() {
+    let svc = &remote().direct;
+    let c = shoot(
+        svc,
+        "/box",
+        json!({"selector": "#box", "deviceScaleFactor": 2}),
+    )
+    .await
+    .unwrap();
+    assert_eq!((c.width, c.height), (400, 200), "the box, twice as large");
+    assert_eq!(rgb_at(&c, 200, 100), [0xcc, 0, 0]);
+    let page = "<style>html,body{margin:0;height:100%;background:#fff}\
+        @media (prefers-color-scheme: dark){html,body{background:#000}}</style>\
+        <script>setTimeout(() => { const d = document.createElement('p'); d.id = 'late'; \
+        document.body.appendChild(d); }, 300);</script>";
+    let html = |extra: serde_json::Value| {
+        let mut raw = extra;
+        raw["html"] = json!(page);
+        let raw: capture::RawCaptureOptions = serde_json::from_value(raw).unwrap();
+        capture::CaptureOptions::parse(raw).unwrap()
+    };
+    let c = svc
+        .capture(&html(
+            json!({"darkMode": true, "waitForSelector": "#late", "delay": 50}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rgb_at(&c, 10, 10), [0, 0, 0], "dark mode");
+    let c = svc
+        .capture(&html(json!({"format": "jpeg", "quality": 40})))
+        .await
+        .unwrap();
+    assert_eq!(c.content_type, "image/jpeg");
+    let c = svc.capture(&html(json!({"format": "pdf"}))).await.unwrap();
+    assert!(c.bytes.starts_with(b"%PDF"), "a pdf");
+}
+
 /// Without CDP these still work: scripts, styles and hidden elements (WebDriver scripts),
 /// what the proxy adds to plain http (headers, cookies) or waits for (network idle), a
 /// clip inside the viewport (cropped), full page (lazy content scrolled in, too tall
