@@ -56,7 +56,8 @@ impl AppState {
         clock: Clock,
     ) -> Result<AppState, settings::SettingsError> {
         let catalogue = settings.catalogue()?;
-        let settings_cache_dir = settings.screenshots.cache_dir.clone();
+        let shots = &settings.screenshots;
+        let cache = DiskCache::with_limit(&shots.cache_dir, shots.cache_max_bytes);
         let login_throttle = Arc::new(crate::throttle::LoginThrottle::new(
             settings.auth.max_failed_logins,
             settings.auth.lockout_secs,
@@ -74,7 +75,7 @@ impl AppState {
             capture: None,
             capturer: None,
             capture_unavailable: Some("the capture service was not started".into()),
-            cache: DiskCache::new(&settings_cache_dir),
+            cache,
             payments: None,
             login_throttle,
             blocking,

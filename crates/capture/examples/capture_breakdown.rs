@@ -12,6 +12,8 @@
 // A benchmark, not a program: a failed step should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,40 +26,6 @@ use fantoccini::wd::{TimeoutConfiguration, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-const PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>Bench</title>
-<style>body{font-family:sans-serif;margin:0;background:#f4f6fb}header{background:#234;color:#fff;padding:24px}
-main{display:grid;grid-template-columns:repeat(3,1fr);gap:16px;padding:24px}
-.card{background:#fff;border-radius:8px;padding:16px;box-shadow:0 1px 4px rgba(0,0,0,.2)}</style></head>
-<body><header><h1>Shotledger benchmark page</h1><p>A small, static, realistic page.</p></header><main>
-CARDS</main></body></html>"#;
-
-async fn serve() -> SocketAddr {
-    let cards: String = (0..24)
-        .map(|i| format!("<div class=\"card\"><h2>Card {i}</h2><p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.</p></div>"))
-        .collect();
-    let body = Arc::new(PAGE.replace("CARDS", &cards));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let body = Arc::clone(&body);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
 
 #[derive(Debug)]
 struct Cdp(Value);
@@ -78,6 +46,25 @@ async fn cdp(c: &Client, cmd: &str, params: Value) -> Value {
     c.issue_cmd(Cdp(json!({"cmd": cmd, "params": params})))
         .await
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+/// The storage types a page can read, as the reset lists them (it adds `websql`).
+const LISTED_TYPES: &str =
+    "cookies,file_systems,indexeddb,local_storage,service_workers,cache_storage";
+
+/// `Network.clearBrowserCookies`.
+async fn clear_cookies(c: &Client) -> Value {
+    cdp(c, "Network.clearBrowserCookies", json!({})).await
+}
+
+/// `Storage.clearDataForOrigin` of these storage types.
+async fn clear(c: &Client, origin: &str, types: &str) -> Value {
+    cdp(
+        c,
+        "Storage.clearDataForOrigin",
+        json!({"origin": origin, "storageTypes": types}),
+    )
+    .await
 }
 
 #[derive(Default)]
@@ -248,20 +235,9 @@ async fn one(c: &Client, url: &str, origin: &str, t: &mut Times) {
     t.time("9 goto about:blank", c.goto("about:blank"))
         .await
         .unwrap();
-    t.time(
-        "10 CDP clearBrowserCookies",
-        cdp(c, "Network.clearBrowserCookies", json!({})),
-    )
-    .await;
-    t.time(
-        "11 CDP clearDataForOrigin",
-        cdp(
-            c,
-            "Storage.clearDataForOrigin",
-            json!({"origin": origin, "storageTypes": "all"}),
-        ),
-    )
-    .await;
+    t.time("10 CDP clearBrowserCookies", clear_cookies(c)).await;
+    t.time("11 CDP clearDataForOrigin", clear(c, origin, "all"))
+        .await;
     t.record("= reset, before (steps 8-11)", r);
 }
 
@@ -276,14 +252,10 @@ async fn reset_variants(c: &Client, url: &str, origin: &str, t: &mut Times) {
         cdp(c, "Page.navigate", json!({"url": "about:blank"})),
     )
     .await;
-    cdp(c, "Network.clearBrowserCookies", json!({})).await;
+    clear_cookies(c).await;
     t.time(
         "R2b clearDataForOrigin (listed types)",
-        cdp(
-            c,
-            "Storage.clearDataForOrigin",
-            json!({"origin": origin, "storageTypes": "cookies,file_systems,indexeddb,local_storage,service_workers,cache_storage"}),
-        ),
+        clear(c, origin, LISTED_TYPES),
     )
     .await;
     t.record("= R2 reset (CDP navigate + clear)", r);
@@ -307,18 +279,10 @@ async fn reset_variants(c: &Client, url: &str, origin: &str, t: &mut Times) {
     )
     .await
     .unwrap();
-    t.time(
-        "R3d clearBrowserCookies",
-        cdp(c, "Network.clearBrowserCookies", json!({})),
-    )
-    .await;
+    t.time("R3d clearBrowserCookies", clear_cookies(c)).await;
     t.time(
         "R3e clearDataForOrigin (listed types)",
-        cdp(
-            c,
-            "Storage.clearDataForOrigin",
-            json!({"origin": origin, "storageTypes": "cookies,file_systems,indexeddb,local_storage,websql,service_workers,cache_storage"}),
-        ),
+        clear(c, origin, &format!("{LISTED_TYPES},websql")),
     )
     .await;
     t.record("= R3 reset, after (Session::reset)", r);
@@ -344,41 +308,13 @@ async fn context_allowed(c: &Client) -> String {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let addr = serve().await;
+    support::run(20, |n, addr| async move {
         let url = format!("http://{addr}/");
         let origin = format!("http://{addr}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut driver = tokio::process::Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+        let driver = capture::Chromedriver::start("/usr/bin/chromedriver".as_ref())
+            .await
             .unwrap();
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let driver_url = format!("http://127.0.0.1:{port}");
+        let driver_url = driver.url().to_owned();
         let proxy = Proxy::start(
             "127.0.0.1".parse().unwrap(),
             Arc::new(TargetPolicy::allow_private()),
@@ -400,7 +336,7 @@ fn main() {
             c.close().await.ok();
             columns.push(t);
         }
-        driver.kill().await.ok();
+        driver.stop().await;
         println!("| step | median ms, direct | median ms, through the proxy |");
         println!("|---|---|---|");
         for step in columns[0].0.keys() {

@@ -50,6 +50,12 @@ pub struct CaptureConfig {
     /// remote Grid this must be an address of this machine that the Grid nodes can reach.
     #[serde(deserialize_with = "empty_is_none")]
     pub proxy_advertised_host: Option<String>,
+    /// Certificates the browser accepts although no CA it trusts signed them: base64
+    /// SHA-256 hashes of a SubjectPublicKeyInfo in the chain a site presents (a private or
+    /// test CA's key; empty items are skipped). Empty, the default: only certificates the
+    /// browser trusts itself, and no certificate error is ever ignored.
+    #[serde(deserialize_with = "spki_hashes")]
+    pub trusted_spki_hashes: Vec<String>,
     /// Open sessions ahead of demand (and again right after a session is recycled).
     pub prewarm: bool,
     /// Worker threads of the service's own tokio runtime.
@@ -71,6 +77,7 @@ impl Default for CaptureConfig {
             default_timeout_secs: 30,
             proxy_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             proxy_advertised_host: None,
+            trusted_spki_hashes: Vec::new(),
             prewarm: true,
             runtime_threads: 2,
         }
@@ -111,6 +118,24 @@ fn socket_addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Socket
                 ))
             })
         })
+        .collect()
+}
+
+/// `trusted_spki_hashes`: base64 of 32 bytes each; empty items are skipped.
+fn spki_hashes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use base64::Engine as _;
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(
+            |s| match base64::engine::general_purpose::STANDARD.decode(s) {
+                Ok(bytes) if bytes.len() == 32 => Ok(s.to_owned()),
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{s}` is not the base64 of a SHA-256 hash (trusted_spki_hashes)"
+                ))),
+            },
+        )
         .collect()
 }
 
@@ -232,5 +257,17 @@ mod tests {
         let e = serde_json::from_str::<CaptureConfig>(r#"{"allowed_private_addresses": ["x"]}"#)
             .unwrap_err();
         assert!(e.to_string().contains("allowed_private_addresses"), "{e}");
+        let hash = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let parsed: CaptureConfig =
+            serde_json::from_str(&format!(r#"{{"trusted_spki_hashes": ["", "{hash}"]}}"#)).unwrap();
+        assert_eq!(parsed.trusted_spki_hashes, vec![hash.to_owned()]);
+        assert!(CaptureConfig::default().trusted_spki_hashes.is_empty());
+        for bad in ["abc", "AAAA"] {
+            let e = serde_json::from_str::<CaptureConfig>(&format!(
+                r#"{{"trusted_spki_hashes": ["{bad}"]}}"#
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("trusted_spki_hashes"), "{e}");
+        }
     }
 }

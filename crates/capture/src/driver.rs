@@ -99,6 +99,42 @@ pub(crate) async fn start_supervised(
     Ok((url, task))
 }
 
+/// A chromedriver of its own, not supervised: what a Selenium Grid node or a remote
+/// WebDriver is to a [`crate::CaptureService`] configured with its `webdriver_url`
+/// (benchmarks and tests start one). It listens on a free 127.0.0.1 port; dropping it ends
+/// chromedriver and every browser it started.
+pub struct Chromedriver {
+    running: Running,
+}
+
+impl std::fmt::Debug for Chromedriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chromedriver")
+            .field("url", &self.running.url)
+            .finish()
+    }
+}
+
+impl Chromedriver {
+    /// Start the chromedriver at `path` and wait until it is ready.
+    pub async fn start(path: &Path) -> Result<Self, CaptureError> {
+        Ok(Self {
+            running: spawn(path).await?,
+        })
+    }
+
+    /// Its WebDriver endpoint (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.running.url
+    }
+
+    /// Stop chromedriver and the browsers it started.
+    pub async fn stop(mut self) {
+        kill_group(self.running.pgid).await;
+        let _ = self.running.child.kill().await;
+    }
+}
+
 async fn spawn(path: &Path) -> Result<Running, CaptureError> {
     let unavailable = |detail: String| CaptureError::BrowserUnavailable { detail };
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -648,229 +648,101 @@ mod tests {
     /// address over is public, an address just outside it. `true` = refused.
     #[test]
     fn special_purpose_registries() {
-        let table: &[(&str, &str, Option<&str>)] = &[
-            // IPv4 registry.
-            ("0.0.0.0/8 this network", "0.255.255.255", Some("1.0.0.0")),
-            ("0.0.0.0/32 this host", "0.0.0.0", None),
-            ("10.0.0.0/8 private", "10.255.255.255", Some("11.0.0.0")),
-            (
-                "10.0.0.0/8 private (below)",
-                "10.0.0.0",
-                Some("9.255.255.255"),
-            ),
-            (
-                "100.64.0.0/10 shared",
-                "100.127.255.255",
-                Some("100.128.0.0"),
-            ),
-            (
-                "100.64.0.0/10 shared (below)",
-                "100.64.0.0",
-                Some("100.63.255.255"),
-            ),
-            ("127.0.0.0/8 loopback", "127.255.255.255", Some("128.0.0.0")),
-            (
-                "127.0.0.0/8 loopback (below)",
-                "127.0.0.0",
-                Some("126.255.255.255"),
-            ),
-            (
-                "169.254.0.0/16 link local",
-                "169.254.169.254",
-                Some("169.255.0.0"),
-            ),
-            (
-                "169.254.0.0/16 link local (below)",
-                "169.254.0.0",
-                Some("169.253.255.255"),
-            ),
-            (
-                "172.16.0.0/12 private",
-                "172.31.255.255",
-                Some("172.32.0.0"),
-            ),
-            (
-                "172.16.0.0/12 private (below)",
-                "172.16.0.0",
-                Some("172.15.255.255"),
-            ),
-            (
-                "192.0.0.0/24 IETF protocol assignments",
-                "192.0.0.255",
-                Some("192.0.1.0"),
-            ),
-            (
-                "192.0.0.0/29 IPv4 service continuity",
-                "192.0.0.7",
-                Some("191.255.255.255"),
-            ),
-            ("192.0.0.8/32 IPv4 dummy", "192.0.0.8", None),
-            ("192.0.0.9/32 PCP anycast", "192.0.0.9", None),
-            ("192.0.0.10/32 TURN anycast", "192.0.0.10", None),
-            ("192.0.0.170/32 NAT64/DNS64 discovery", "192.0.0.171", None),
-            ("192.0.2.0/24 TEST-NET-1", "192.0.2.255", Some("192.0.3.0")),
-            (
-                "192.88.99.0/24 6to4 relay anycast",
-                "192.88.99.1",
-                Some("192.88.100.0"),
-            ),
-            (
-                "192.88.99.0/24 6to4 relay anycast (below)",
-                "192.88.99.0",
-                Some("192.88.98.255"),
-            ),
-            (
-                "192.168.0.0/16 private",
-                "192.168.255.255",
-                Some("192.169.0.0"),
-            ),
-            (
-                "192.168.0.0/16 private (below)",
-                "192.168.0.0",
-                Some("192.167.255.255"),
-            ),
-            (
-                "198.18.0.0/15 benchmarking",
-                "198.19.255.255",
-                Some("198.20.0.0"),
-            ),
-            (
-                "198.18.0.0/15 benchmarking (below)",
-                "198.18.0.0",
-                Some("198.17.255.255"),
-            ),
-            (
-                "198.51.100.0/24 TEST-NET-2",
-                "198.51.100.255",
-                Some("198.51.101.0"),
-            ),
-            (
-                "203.0.113.0/24 TEST-NET-3",
-                "203.0.113.0",
-                Some("203.0.112.255"),
-            ),
-            (
-                "224.0.0.0/4 multicast",
-                "224.0.0.0",
-                Some("223.255.255.255"),
-            ),
-            ("224.0.0.0/4 multicast (top)", "239.255.255.255", None),
-            ("240.0.0.0/4 reserved", "254.255.255.255", None),
-            (
-                "255.255.255.255/32 limited broadcast",
-                "255.255.255.255",
-                None,
-            ),
-            // IPv6 registry.
-            ("::/128 unspecified", "::", None),
-            ("::1/128 loopback", "::1", None),
-            ("::/96 IPv4-compatible (deprecated)", "::8.8.8.8", None),
-            (
-                "::ffff:0:0/96 IPv4-mapped",
-                "::ffff:127.0.0.1",
-                Some("::ffff:8.8.8.8"),
-            ),
-            (
-                "::ffff:0:0/96 IPv4-mapped metadata",
-                "::ffff:169.254.169.254",
-                None,
-            ),
-            (
-                "::ffff:0:0:0/96 IPv4-translated",
-                "::ffff:0:a9fe:a9fe",
-                None,
-            ),
-            (
-                "::ffff:0:0:0/96 IPv4-translated (public inside)",
-                "::ffff:0:808:808",
-                None,
-            ),
-            (
-                "64:ff9b::/96 NAT64",
-                "64:ff9b::7f00:1",
-                Some("64:ff9b::808:808"),
-            ),
-            ("64:ff9b::/96 NAT64 metadata", "64:ff9b::a9fe:a9fe", None),
-            (
-                "64:ff9b::/96 NAT64 (just past the /96)",
-                "64:ff9b::1:808:808",
-                None,
-            ),
-            ("64:ff9b:1::/48 local-use NAT64", "64:ff9b:1::808:808", None),
-            (
-                "64:ff9b:1::/48 local-use NAT64 (top)",
-                "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
-                None,
-            ),
-            ("100::/64 discard-only", "100::1", None),
-            ("100:0:0:1::/64 dummy prefix", "100:0:0:1::1", None),
-            (
-                "2001::/23 IETF protocol assignments",
-                "2001:1ff::1",
-                Some("2001:200::1"),
-            ),
-            ("2001::/32 Teredo", "2001::1", None),
-            (
-                "2001::/32 Teredo (top)",
-                "2001:0:ffff:ffff:ffff:ffff:ffff:ffff",
-                None,
-            ),
-            ("2001:1::1/128 PCP anycast", "2001:1::1", None),
-            ("2001:1::2/128 TURN anycast", "2001:1::2", None),
-            ("2001:1::3/128 DNS-SD SRP anycast", "2001:1::3", None),
-            ("2001:2::/48 benchmarking", "2001:2::1", None),
-            ("2001:3::/32 AMT", "2001:3::1", None),
-            ("2001:4:112::/48 AS112-v6", "2001:4:112::1", None),
-            ("2001:10::/28 ORCHID", "2001:10::1", None),
-            ("2001:20::/28 ORCHIDv2", "2001:2f:ffff::1", None),
-            ("2001:30::/28 drone remote ID", "2001:30::1", None),
-            (
-                "2001:db8::/32 documentation",
-                "2001:db8::1",
-                Some("2001:db9::1"),
-            ),
-            (
-                "2001:db8::/32 documentation (below)",
-                "2001:db8::",
-                Some("2001:db7:ffff::1"),
-            ),
-            (
-                "2002::/16 6to4 loopback",
-                "2002:7f00:1::1",
-                Some("2002:808:808::1"),
-            ),
-            ("2002::/16 6to4 private", "2002:a00:1::", Some("2003::1")),
-            ("2002::/16 6to4 metadata", "2002:a9fe:a9fe::1", None),
-            (
-                "3fff::/20 documentation",
-                "3fff:fff:ffff::1",
-                Some("3fff:1000::1"),
-            ),
-            ("5f00::/16 SRv6 SIDs", "5f00::1", None),
-            ("fc00::/7 unique-local", "fc00::1", None),
-            ("fc00::/7 unique-local (top)", "fdff:ffff::1", None),
-            ("fe80::/10 link-local", "fe80::1", None),
-            ("fe80::/10 link-local (top)", "febf:ffff::1", None),
-            ("fec0::/10 site-local (deprecated)", "fec0::1", None),
-            ("ff00::/8 multicast", "ff02::1", None),
-            (
-                "outside global unicast 2000::/3 (below)",
-                "1fff:ffff::1",
-                Some("2000::1"),
-            ),
-            (
-                "outside global unicast 2000::/3 (above)",
-                "4000::1",
-                Some("3fff:ffff::1"),
-            ),
-        ];
-        for (entry, inside, outside) in table {
+        // One registry entry a line: its name, an address inside it, and the address just
+        // outside it where that one is public (`-` where it is not). `#` starts a comment.
+        let table = "
+            # IPv4 registry.
+            0.0.0.0/8 this network | 0.255.255.255 | 1.0.0.0
+            0.0.0.0/32 this host | 0.0.0.0 | -
+            10.0.0.0/8 private | 10.255.255.255 | 11.0.0.0
+            10.0.0.0/8 private (below) | 10.0.0.0 | 9.255.255.255
+            100.64.0.0/10 shared | 100.127.255.255 | 100.128.0.0
+            100.64.0.0/10 shared (below) | 100.64.0.0 | 100.63.255.255
+            127.0.0.0/8 loopback | 127.255.255.255 | 128.0.0.0
+            127.0.0.0/8 loopback (below) | 127.0.0.0 | 126.255.255.255
+            169.254.0.0/16 link local | 169.254.169.254 | 169.255.0.0
+            169.254.0.0/16 link local (below) | 169.254.0.0 | 169.253.255.255
+            172.16.0.0/12 private | 172.31.255.255 | 172.32.0.0
+            172.16.0.0/12 private (below) | 172.16.0.0 | 172.15.255.255
+            192.0.0.0/24 IETF protocol assignments | 192.0.0.255 | 192.0.1.0
+            192.0.0.0/29 IPv4 service continuity | 192.0.0.7 | 191.255.255.255
+            192.0.0.8/32 IPv4 dummy | 192.0.0.8 | -
+            192.0.0.9/32 PCP anycast | 192.0.0.9 | -
+            192.0.0.10/32 TURN anycast | 192.0.0.10 | -
+            192.0.0.170/32 NAT64/DNS64 discovery | 192.0.0.171 | -
+            192.0.2.0/24 TEST-NET-1 | 192.0.2.255 | 192.0.3.0
+            192.88.99.0/24 6to4 relay anycast | 192.88.99.1 | 192.88.100.0
+            192.88.99.0/24 6to4 relay anycast (below) | 192.88.99.0 | 192.88.98.255
+            192.168.0.0/16 private | 192.168.255.255 | 192.169.0.0
+            192.168.0.0/16 private (below) | 192.168.0.0 | 192.167.255.255
+            198.18.0.0/15 benchmarking | 198.19.255.255 | 198.20.0.0
+            198.18.0.0/15 benchmarking (below) | 198.18.0.0 | 198.17.255.255
+            198.51.100.0/24 TEST-NET-2 | 198.51.100.255 | 198.51.101.0
+            203.0.113.0/24 TEST-NET-3 | 203.0.113.0 | 203.0.112.255
+            224.0.0.0/4 multicast | 224.0.0.0 | 223.255.255.255
+            224.0.0.0/4 multicast (top) | 239.255.255.255 | -
+            240.0.0.0/4 reserved | 254.255.255.255 | -
+            255.255.255.255/32 limited broadcast | 255.255.255.255 | -
+            # IPv6 registry.
+            ::/128 unspecified | :: | -
+            ::1/128 loopback | ::1 | -
+            ::/96 IPv4-compatible (deprecated) | ::8.8.8.8 | -
+            ::ffff:0:0/96 IPv4-mapped | ::ffff:127.0.0.1 | ::ffff:8.8.8.8
+            ::ffff:0:0/96 IPv4-mapped metadata | ::ffff:169.254.169.254 | -
+            ::ffff:0:0:0/96 IPv4-translated | ::ffff:0:a9fe:a9fe | -
+            ::ffff:0:0:0/96 IPv4-translated (public inside) | ::ffff:0:808:808 | -
+            64:ff9b::/96 NAT64 | 64:ff9b::7f00:1 | 64:ff9b::808:808
+            64:ff9b::/96 NAT64 metadata | 64:ff9b::a9fe:a9fe | -
+            64:ff9b::/96 NAT64 (just past the /96) | 64:ff9b::1:808:808 | -
+            64:ff9b:1::/48 local-use NAT64 | 64:ff9b:1::808:808 | -
+            64:ff9b:1::/48 local-use NAT64 (top) | 64:ff9b:1:ffff:ffff:ffff:ffff:ffff | -
+            100::/64 discard-only | 100::1 | -
+            100:0:0:1::/64 dummy prefix | 100:0:0:1::1 | -
+            2001::/23 IETF protocol assignments | 2001:1ff::1 | 2001:200::1
+            2001::/32 Teredo | 2001::1 | -
+            2001::/32 Teredo (top) | 2001:0:ffff:ffff:ffff:ffff:ffff:ffff | -
+            2001:1::1/128 PCP anycast | 2001:1::1 | -
+            2001:1::2/128 TURN anycast | 2001:1::2 | -
+            2001:1::3/128 DNS-SD SRP anycast | 2001:1::3 | -
+            2001:2::/48 benchmarking | 2001:2::1 | -
+            2001:3::/32 AMT | 2001:3::1 | -
+            2001:4:112::/48 AS112-v6 | 2001:4:112::1 | -
+            2001:10::/28 ORCHID | 2001:10::1 | -
+            2001:20::/28 ORCHIDv2 | 2001:2f:ffff::1 | -
+            2001:30::/28 drone remote ID | 2001:30::1 | -
+            2001:db8::/32 documentation | 2001:db8::1 | 2001:db9::1
+            2001:db8::/32 documentation (below) | 2001:db8:: | 2001:db7:ffff::1
+            2002::/16 6to4 loopback | 2002:7f00:1::1 | 2002:808:808::1
+            2002::/16 6to4 private | 2002:a00:1:: | 2003::1
+            2002::/16 6to4 metadata | 2002:a9fe:a9fe::1 | -
+            3fff::/20 documentation | 3fff:fff:ffff::1 | 3fff:1000::1
+            5f00::/16 SRv6 SIDs | 5f00::1 | -
+            fc00::/7 unique-local | fc00::1 | -
+            fc00::/7 unique-local (top) | fdff:ffff::1 | -
+            fe80::/10 link-local | fe80::1 | -
+            fe80::/10 link-local (top) | febf:ffff::1 | -
+            fec0::/10 site-local (deprecated) | fec0::1 | -
+            ff00::/8 multicast | ff02::1 | -
+            outside global unicast 2000::/3 (below) | 1fff:ffff::1 | 2000::1
+            outside global unicast 2000::/3 (above) | 4000::1 | 3fff:ffff::1
+        ";
+        let table: Vec<[&str; 3]> = table
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                <[&str; 3]>::try_from(l.split(" | ").collect::<Vec<_>>())
+                    .unwrap_or_else(|_| panic!("entry | inside | outside: {l}"))
+            })
+            .collect();
+        assert_eq!(table.len(), 72);
+        for [entry, inside, outside] in table {
             let ip: IpAddr = inside.parse().unwrap();
             assert!(
                 classify_ip(ip).is_some(),
                 "{entry}: {inside} should be refused"
             );
-            if let Some(out) = outside {
+            if let Some(out) = Some(outside).filter(|o| *o != "-") {
                 let ip: IpAddr = out.parse().unwrap();
                 assert_eq!(classify_ip(ip), None, "{entry}: {out} should be allowed");
             }

@@ -43,6 +43,7 @@ mod session;
 mod shoot;
 
 pub use config::CaptureConfig;
+pub use driver::Chromedriver;
 pub use error::{CaptureError, OptionError};
 pub use guard::{classify_ip, TargetPolicy};
 pub use options::{CaptureOptions, Clip, Format, RawCaptureOptions, RawValue, Target, WaitUntil};

@@ -1194,119 +1194,83 @@ mod tests {
 
     #[test]
     fn field_errors_name_the_field() {
-        let cases: Vec<(RawCaptureOptions, &str, &str)> = vec![
-            (RawCaptureOptions::default(), "url", "url is required"),
+        // (the options as JSON, the field the error names, what its message says)
+        let cases = [
+            (r#"{}"#, "url", "url is required"),
             (
-                RawCaptureOptions {
-                    url: Some("https://a.test".into()),
-                    html: Some("<p>".into()),
-                    ..Default::default()
-                },
+                r#"{"url":"https://a.test","html":"<p>"}"#,
                 "url",
                 "not both",
             ),
-            (raw_url("not a url"), "url", "absolute http or https URL"),
-            (raw_url(" https://a.test"), "url", "whitespace"),
             (
-                RawCaptureOptions {
-                    width: Some("0".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"not a url"}"#,
+                "url",
+                "absolute http or https URL",
+            ),
+            (r#"{"url":" https://a.test"}"#, "url", "whitespace"),
+            (
+                r#"{"url":"https://a.test","width":"0"}"#,
                 "width",
                 "width must be an integer from 1 to 3840",
             ),
             (
-                RawCaptureOptions {
-                    width: Some("12.5".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","width":"12.5"}"#,
                 "width",
                 "integer",
             ),
             (
-                RawCaptureOptions {
-                    height: Some(RawValue::Int(10_001)),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","height":10001}"#,
                 "height",
                 "from 1 to 10000",
             ),
             (
-                RawCaptureOptions {
-                    format: Some("gif".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","format":"gif"}"#,
                 "format",
                 "png, jpeg, webp, pdf",
             ),
             (
-                RawCaptureOptions {
-                    quality: Some("80".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","quality":"80"}"#,
                 "quality",
                 "quality must be an integer from 1 to 100 (only for jpeg and webp)",
             ),
             (
-                RawCaptureOptions {
-                    quality: Some("101".into()),
-                    format: Some("jpeg".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","quality":"101","format":"jpeg"}"#,
                 "quality",
                 "from 1 to 100",
             ),
             (
-                RawCaptureOptions {
-                    device_scale_factor: Some("4".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","deviceScaleFactor":"4"}"#,
                 "deviceScaleFactor",
                 "from 1 to 3",
             ),
             (
-                RawCaptureOptions {
-                    delay: Some("10001".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","delay":"10001"}"#,
                 "delay",
                 "from 0 to 10000 (milliseconds)",
             ),
             (
-                RawCaptureOptions {
-                    timeout: Some("61".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","timeout":"61"}"#,
                 "timeout",
                 "from 1 to 60 (seconds)",
             ),
             (
-                RawCaptureOptions {
-                    full_page: Some("yes".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","fullPage":"yes"}"#,
                 "fullPage",
                 "true or false",
             ),
             (
-                RawCaptureOptions {
-                    selector: Some("#x".into()),
-                    format: Some("pdf".into()),
-                    ..raw_url("https://a.test")
-                },
+                r##"{"url":"https://a.test","selector":"#x","format":"pdf"}"##,
                 "selector",
                 "pdf",
             ),
             (
-                RawCaptureOptions {
-                    cache_ttl: Some("0".into()),
-                    ..raw_url("https://a.test")
-                },
+                r#"{"url":"https://a.test","cacheTtl":"0"}"#,
                 "cacheTtl",
                 "from 1 to",
             ),
         ];
-        for (raw, field, needle) in cases {
+        for (body, field, needle) in cases {
+            let raw: RawCaptureOptions = serde_json::from_str(body).unwrap();
             let e = err_of(raw.clone());
             assert_eq!(e.field(), field, "{raw:?} -> {e}");
             assert!(
@@ -1488,48 +1452,42 @@ mod tests {
                 RawCaptureOptions::from_query(&format!("url=http%3A%2F%2Fa.test%2F&{qs}")).unwrap(),
             )
         };
-        for (qs, field, needle) in [
-            (
-                "waitUntil=soon",
-                "waitUntil",
-                "load, domcontentloaded, networkidle",
-            ),
-            ("clip=1,2,3", "clip", "x,y,width,height"),
-            ("clip=0,0,0,10", "clip", "width from 1"),
-            ("clip=-1,0,10,10", "clip", "x and y from 0"),
-            ("clip=0,0,10,10&selector=%23a", "clip", "selector"),
-            ("clip=0,0,10,10&fullPage=true", "clip", "fullPage"),
-            ("clip=0,0,10,10&format=pdf", "clip", "pdf"),
-            (
-                "omitBackground=true&format=jpeg",
-                "omitBackground",
-                "png or webp",
-            ),
-            ("omitBackground=maybe", "omitBackground", "true or false"),
-            (
-                "hideSelectors=a%5B",
-                "hideSelectors",
-                "not a valid CSS selector",
-            ),
-            ("userAgent=a%0Ab", "userAgent", "printable ASCII"),
-            ("headers=nocolon", "headers", "Name: value"),
-            ("headers=Host%3A%20x", "headers", "cannot be set"),
-            ("headers=Cookie%3A%20a%3Db", "headers", "use cookies"),
-            ("headers=Proxy-Foo%3A%20x", "headers", "cannot be set"),
-            ("headers=X%20Y%3A%20x", "headers", "not a valid header name"),
-            ("headers=X-A%3A%20a%0Db", "headers", "printable ASCII"),
-            ("cookies=novalue", "cookies", "name=value"),
-            ("cookies=a%3Db%3Bc", "cookies", "semicolons"),
-            ("timeZone=Not%20A%20Zone", "timeZone", "IANA"),
-            ("reducedMotion=2", "reducedMotion", "true or false"),
-            ("blockAds=x", "blockAds", "true or false"),
-            (
-                "blockCookieBanners=x",
-                "blockCookieBanners",
-                "true or false",
-            ),
-            ("fresh=x", "fresh", "true or false"),
-        ] {
+        // One case a line: the query, the field the error names, what its message says.
+        let cases = "
+            waitUntil=soon | waitUntil | load, domcontentloaded, networkidle
+            clip=1,2,3 | clip | x,y,width,height
+            clip=0,0,0,10 | clip | width from 1
+            clip=-1,0,10,10 | clip | x and y from 0
+            clip=0,0,10,10&selector=%23a | clip | selector
+            clip=0,0,10,10&fullPage=true | clip | fullPage
+            clip=0,0,10,10&format=pdf | clip | pdf
+            omitBackground=true&format=jpeg | omitBackground | png or webp
+            omitBackground=maybe | omitBackground | true or false
+            hideSelectors=a%5B | hideSelectors | not a valid CSS selector
+            userAgent=a%0Ab | userAgent | printable ASCII
+            headers=nocolon | headers | Name: value
+            headers=Host%3A%20x | headers | cannot be set
+            headers=Cookie%3A%20a%3Db | headers | use cookies
+            headers=Proxy-Foo%3A%20x | headers | cannot be set
+            headers=X%20Y%3A%20x | headers | not a valid header name
+            headers=X-A%3A%20a%0Db | headers | printable ASCII
+            cookies=novalue | cookies | name=value
+            cookies=a%3Db%3Bc | cookies | semicolons
+            timeZone=Not%20A%20Zone | timeZone | IANA
+            reducedMotion=2 | reducedMotion | true or false
+            blockAds=x | blockAds | true or false
+            blockCookieBanners=x | blockCookieBanners | true or false
+            fresh=x | fresh | true or false
+        ";
+        let cases: Vec<&str> = cases
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(cases.len(), 24);
+        for case in cases {
+            let [qs, field, needle] = <[&str; 3]>::try_from(case.split(" | ").collect::<Vec<_>>())
+                .unwrap_or_else(|_| panic!("query | field | needle: {case}"));
             let e = q(qs).expect_err(qs);
             assert_eq!(e.field(), field, "{qs}: {e}");
             assert!(e.message().contains(needle), "{qs}: {e}");

@@ -33,6 +33,9 @@ use crate::guard::{resolve_checked, ResolveFailure, TargetPolicy};
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_CAPACITY: usize = 512;
+
+/// Longest a connection may stay open without a request (a spare socket of the browser's).
+const SPARE_SOCKET_WAIT: Duration = Duration::from_secs(120);
 /// Longest wait for the head of a request that will be refused anyway.
 const IDLE_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Response header set on answers the proxy makes up itself.
@@ -211,6 +214,13 @@ impl Proxy {
                 let rules = Arc::clone(&task_rules);
                 let activity = Arc::clone(&task_activity);
                 tokio::spawn(async move {
+                    // The request, not the connect, decides which capture a connection
+                    // belongs to: Chromium opens spare sockets to its proxy ahead of time.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(SPARE_SOCKET_WAIT, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
                     let (open, generation) = *gate.borrow_and_update();
                     if !open {
                         refuse_idle(stream, &counters).await;
@@ -360,36 +370,40 @@ struct Conn<'a> {
     activity: &'a Activity,
 }
 
-/// Refuse a host of the ad list when the capture asked for it: logged like a policy
-/// refusal, answered `403` with the code `blocked-ad`, never resolved.
-async fn refuse_blocked(
+/// The connection to `host:port` for this request, or `Err` with the proxy's own answer to
+/// the browser: a host of the ad list under `blockAds`, a target the policy refuses, a DNS
+/// failure or a refused connection (each recorded in the log).
+async fn connect_upstream(
     client: &mut TcpStream,
     host: &Host<String>,
     port: u16,
     conn: Conn<'_>,
-) -> Option<std::io::Result<()>> {
-    if !conn.rules.block_ads || !crate::apply::is_ad_host(&normalize_host(host)) {
-        return None;
+) -> Result<TcpStream, std::io::Result<()>> {
+    if conn.rules.block_ads && crate::apply::is_ad_host(&normalize_host(host)) {
+        tracing::debug!(%host, port, "proxy refused a host of the ad list");
+        record(
+            conn.log,
+            host,
+            port,
+            ProxyOutcome::Forbidden("the host is on the blockAds list".into()),
+        );
+        let blocked = "blocked by blockAds";
+        return Err(reply(client, StatusCode::FORBIDDEN, blocked, Some("blocked-ad")).await);
     }
-    tracing::debug!(%host, port, "proxy refused a host of the ad list");
-    record(
-        conn.log,
-        host,
-        port,
-        ProxyOutcome::Forbidden("the host is on the blockAds list".into()),
-    );
-    Some(
-        reply(
-            client,
-            StatusCode::FORBIDDEN,
-            "blocked by blockAds",
-            Some("blocked-ad"),
-        )
-        .await,
-    )
+    match open(host, port, conn.policy, conn.log).await {
+        Ok(s) => Ok(s),
+        Err(outcome) => {
+            let (status, code) = status_for(&outcome);
+            Err(reply(client, status, code, Some(code)).await)
+        }
+    }
 }
 
-/// Copy both ways until both sides end, marking activity whenever bytes pass.
+/// `400` with `message`: a request this proxy does not take.
+async fn bad_request(client: &mut TcpStream, message: &str) -> std::io::Result<()> {
+    reply(client, StatusCode::BAD_REQUEST, message, None).await
+}
+
 async fn relay(a: &mut TcpStream, b: &mut TcpStream, activity: &Activity) {
     async fn pump<R, W>(mut r: R, mut w: W, activity: &Activity) -> std::io::Result<()>
     where
@@ -413,12 +427,7 @@ async fn relay(a: &mut TcpStream, b: &mut TcpStream, activity: &Activity) {
 }
 
 async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
-    let Conn {
-        policy,
-        log,
-        counters,
-        ..
-    } = conn;
+    let counters = conn.counters;
     let _ = stream.set_nodelay(true);
     let mut client = BufReader::new(stream);
     let head = read_head(&mut client).await?;
@@ -440,23 +449,11 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
 
     if method.eq_ignore_ascii_case("CONNECT") {
         let Some((host, port)) = parse_authority(target) else {
-            return reply(
-                client.get_mut(),
-                StatusCode::BAD_REQUEST,
-                "bad CONNECT target",
-                None,
-            )
-            .await;
+            return bad_request(client.get_mut(), "bad CONNECT target").await;
         };
-        if let Some(r) = refuse_blocked(client.get_mut(), &host, port, conn).await {
-            return r;
-        }
-        let upstream = match open(&host, port, policy, log).await {
+        let upstream = match connect_upstream(client.get_mut(), &host, port, conn).await {
             Ok(s) => s,
-            Err(outcome) => {
-                let (status, code) = status_for(&outcome);
-                return reply(client.get_mut(), status, code, Some(code)).await;
-            }
+            Err(answered) => return answered,
         };
         client
             .get_mut()
@@ -477,44 +474,21 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
 
     // Absolute-form request for plain http (or ws).
     let Ok(url) = Url::parse(target) else {
-        return reply(
-            client.get_mut(),
-            StatusCode::BAD_REQUEST,
-            "this proxy only accepts absolute-form requests",
-            None,
-        )
-        .await;
+        let message = "this proxy only accepts absolute-form requests";
+        return bad_request(client.get_mut(), message).await;
     };
     if !matches!(url.scheme(), "http" | "ws") {
-        return reply(
-            client.get_mut(),
-            StatusCode::BAD_REQUEST,
-            "unsupported scheme",
-            None,
-        )
-        .await;
+        return bad_request(client.get_mut(), "unsupported scheme").await;
     }
     let (Some(host), Some(port)) = (
         url.host().map(|h| h.to_owned()),
         url.port_or_known_default(),
     ) else {
-        return reply(
-            client.get_mut(),
-            StatusCode::BAD_REQUEST,
-            "missing host",
-            None,
-        )
-        .await;
+        return bad_request(client.get_mut(), "missing host").await;
     };
-    if let Some(r) = refuse_blocked(client.get_mut(), &host, port, conn).await {
-        return r;
-    }
-    let mut upstream = match open(&host, port, policy, log).await {
+    let mut upstream = match connect_upstream(client.get_mut(), &host, port, conn).await {
         Ok(s) => s,
-        Err(outcome) => {
-            let (status, code) = status_for(&outcome);
-            return reply(client.get_mut(), status, code, Some(code)).await;
-        }
+        Err(answered) => return answered,
     };
     // The capture's extra headers, for the target's own host and port only.
     let for_target = matches!(&conn.rules.target,
@@ -879,6 +853,35 @@ mod tests {
             );
         }
         assert_eq!(bad_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// A connection the browser opened ahead of time (Chromium keeps spare sockets to its
+    /// proxy) belongs to the capture in progress when its request arrives: opened while
+    /// idle, it is forwarded once a lease holds the proxy, and a socket opened during a
+    /// capture is refused once that capture has ended.
+    #[tokio::test]
+    async fn the_gate_is_decided_when_the_request_arrives() {
+        let (ok_addr, ok_hits) = origin("hello").await;
+        let proxy = local_proxy(TargetPolicy::strict().with_allowed([ok_addr])).await;
+        let request = format!("GET http://{ok_addr}/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut spare = TcpStream::connect(proxy.addr()).await.unwrap();
+        // Let the proxy accept it while no capture is in progress.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lease = proxy.lease();
+        spare.write_all(request.as_bytes()).await.unwrap();
+        let answer = String::from_utf8(drain(&mut spare).await.unwrap()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut late = TcpStream::connect(proxy.addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(lease);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        late.write_all(request.as_bytes()).await.unwrap();
+        let answer = String::from_utf8(drain(&mut late).await.unwrap_or_default()).unwrap();
+        assert!(
+            answer.is_empty() || answer.contains("no-capture-in-progress"),
+            "{answer}"
+        );
+        assert_eq!(ok_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// With no capture in progress the proxy forwards nothing, even to an allowed address;

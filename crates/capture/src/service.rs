@@ -393,6 +393,7 @@ fn settings(shared: &Shared, proxy: &Proxy) -> SessionSettings {
         chromium_path: shared.config.chromium_path.clone(),
         local_profile: shared.config.webdriver_url.is_none(),
         proxy_url: format!("http://{host}:{}", proxy.addr().port()),
+        trusted_spki: shared.config.trusted_spki_hashes.clone(),
     }
 }
 

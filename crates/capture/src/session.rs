@@ -25,6 +25,8 @@ pub(crate) struct SessionSettings {
     pub local_profile: bool,
     /// `http://host:port` of our SSRF proxy.
     pub proxy_url: String,
+    /// `trusted_spki_hashes`: certificates accepted without a trusted CA.
+    pub trusted_spki: Vec<String>,
 }
 
 /// A live browser session. Dropping it without [`Session::close`] still closes it: the
@@ -195,8 +197,17 @@ impl Session {
         } else {
             None
         };
+        let mut args = chromium_args(&settings.proxy_url, profile.as_ref().map(|p| p.path()));
+        if !settings.trusted_spki.is_empty() {
+            // Chromium honours it only with a profile directory of the caller's choosing,
+            // which chromedriver always gives it.
+            args.push(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                settings.trusted_spki.join(",")
+            ));
+        }
         let mut chrome = json!({
-            "args": chromium_args(&settings.proxy_url, profile.as_ref().map(|p| p.path())),
+            "args": args,
             "prefs": chromium_prefs(),
         });
         if let Some(bin) = &settings.chromium_path {

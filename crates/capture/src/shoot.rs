@@ -204,13 +204,31 @@ fn shot_params(opts: &CaptureOptions, extra: Value) -> (Value, bool) {
     (params, native)
 }
 
-fn cdp_shot(v: &Value, native: bool) -> Result<Shot, CaptureError> {
+/// `Page.captureScreenshot` with `extra` (clip, captureBeyondViewport), in the requested
+/// format where the browser can encode it; `None` when the endpoint has no CDP.
+async fn cdp_capture(
+    session: &mut Session,
+    opts: &CaptureOptions,
+    extra: Value,
+    stage: &str,
+) -> Result<Option<Shot>, CaptureError> {
+    if !session.cdp {
+        return Ok(None);
+    }
+    let (params, native) = shot_params(opts, extra);
+    let Some(v) = session
+        .try_cdp("Page.captureScreenshot", params)
+        .await
+        .map_err(|e| map_cmd_error(e, stage))?
+    else {
+        return Ok(None);
+    };
     let bytes = decode_b64(&v["data"])?;
-    Ok(if native {
+    Ok(Some(if native {
         Shot::Encoded(bytes)
     } else {
         Shot::Png(bytes)
-    })
+    }))
 }
 
 /// The viewport: one `Page.captureScreenshot` in the requested format; without CDP the
@@ -220,15 +238,8 @@ async fn viewport_shot(
     opts: &CaptureOptions,
     deadline: Instant,
 ) -> Result<Shot, CaptureError> {
-    if session.cdp {
-        let (params, native) = shot_params(opts, json!({}));
-        if let Some(v) = session
-            .try_cdp("Page.captureScreenshot", params)
-            .await
-            .map_err(|e| map_cmd_error(e, "screenshot"))?
-        {
-            return cdp_shot(&v, native);
-        }
+    if let Some(shot) = cdp_capture(session, opts, json!({}), "screenshot").await? {
+        return Ok(shot);
     }
     let c = session.client();
     dismissing(c, deadline, || c.screenshot())
@@ -329,16 +340,11 @@ async fn full_page_shot(
             .or_else(|| metrics["contentSize"]["height"].as_f64())
             .unwrap_or(opts.height() as f64);
         let h = content_h.ceil().max(opts.height() as f64).min(max_css);
-        let (params, native) = shot_params(
-            opts,
-            json!({"captureBeyondViewport": true, "fromSurface": true,
-                   "clip": {"x": 0, "y": 0, "width": opts.width(), "height": h, "scale": 1}}),
-        );
-        let shot = session
-            .cdp("Page.captureScreenshot", params)
-            .await
-            .map_err(|e| map_cmd_error(e, "full page"))?;
-        return cdp_shot(&shot, native);
+        let page = json!({"captureBeyondViewport": true, "fromSurface": true,
+                          "clip": {"x": 0, "y": 0, "width": opts.width(), "height": h, "scale": 1}});
+        return cdp_capture(session, opts, page, "full page")
+            .await?
+            .ok_or_else(|| CaptureError::internal("CDP went away during a full-page capture"));
     }
     // W3C fallback: grow the window to the document height, shoot, restore.
     let c = session.client();
@@ -397,17 +403,10 @@ async fn element_shot(
         if w < 1.0 || h < 1.0 {
             return Err(not_found());
         }
-        let (params, native) = shot_params(
-            opts,
-            json!({"captureBeyondViewport": true, "fromSurface": true,
-                   "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1}}),
-        );
-        if let Some(shot) = session
-            .try_cdp("Page.captureScreenshot", params)
-            .await
-            .map_err(|e| map_cmd_error(e, "element"))?
-        {
-            return cdp_shot(&shot, native);
+        let region = json!({"captureBeyondViewport": true, "fromSurface": true,
+                            "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1}});
+        if let Some(shot) = cdp_capture(session, opts, region, "element").await? {
+            return Ok(shot);
         }
     }
     let c = session.client();

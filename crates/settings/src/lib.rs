@@ -312,6 +312,8 @@ pub struct ScreenshotSettings {
     pub pdf_cost: Credits,
     pub cache_dir: String,
     pub default_cache_ttl_secs: u64,
+    /// Most bytes the cache may hold on disk; past it the least recently used captures go.
+    pub cache_max_bytes: u64,
 }
 
 /// Where the layers come from (tests point these elsewhere).
@@ -358,6 +360,7 @@ impl Settings {
                 // Lists from the environment are comma-separated; only list keys split.
                 .list_separator(",")
                 .with_list_parse_key("capture.allowed_private_addresses")
+                .with_list_parse_key("capture.trusted_spki_hashes")
                 .source(Some(env)),
         );
         if let Some((_, url)) = sources
@@ -541,6 +544,12 @@ impl Settings {
             if cost.is_negative() {
                 return Err(SettingsError::key(key, "must not be negative"));
             }
+        }
+        if self.screenshots.cache_max_bytes < 1 << 20 {
+            return Err(SettingsError::key(
+                "screenshots.cache_max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
         }
         Ok(())
     }
@@ -823,6 +832,10 @@ mod tests {
                 "SHOTLEDGER__CAPTURE__PROXY_ADVERTISED_HOST",
                 "shotledger.internal",
             ),
+            (
+                "SHOTLEDGER__CAPTURE__TRUSTED_SPKI_HASHES",
+                "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=,ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs=",
+            ),
             ("SHOTLEDGER__CAPTURE__PREWARM", "false"),
             ("SHOTLEDGER__CAPTURE__RUNTIME_THREADS", "4"),
         ];
@@ -843,6 +856,10 @@ mod tests {
             default_timeout_secs: 12,
             proxy_bind: "0.0.0.0".parse().unwrap(),
             proxy_advertised_host: Some("shotledger.internal".into()),
+            trusted_spki_hashes: vec![
+                "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".into(),
+                "ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs=".into(),
+            ],
             prewarm: false,
             runtime_threads: 4,
         };

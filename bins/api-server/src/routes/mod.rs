@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod auth;
 pub mod auto_topup;
+pub mod cache;
 pub mod credits;
 pub mod docs;
 pub mod members;
@@ -137,6 +138,7 @@ routes! {
     admin::subscription,
     admin::max_hard_limit,
     admin::verify,
+    cache::stats,
 }
 
 /// One path of the API and the methods registered on it.

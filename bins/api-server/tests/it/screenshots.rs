@@ -13,7 +13,7 @@ use capture::{CaptureConfig, CaptureService};
 use ledger_core::{Credits, EntryKind, Page, Timestamp};
 use settings::{Settings, Sources};
 use test_support::on_both_backends as both;
-use test_support::TestDb;
+use test_support::{TestDb, ADMIN};
 
 /// A tiny HTTP server for fixture pages, on 127.0.0.1.
 fn fixtures() -> String {
@@ -75,10 +75,13 @@ fn serve(mut stream: TcpStream) {
 
 fn settings(cache_dir: &std::path::Path) -> Settings {
     Settings::load(Sources {
-        env: vec![(
-            "SHOTLEDGER__SCREENSHOTS__CACHE_DIR".into(),
-            cache_dir.display().to_string(),
-        )],
+        env: vec![
+            (
+                "SHOTLEDGER__SCREENSHOTS__CACHE_DIR".into(),
+                cache_dir.display().to_string(),
+            ),
+            ("SHOTLEDGER__ADMIN__TOKEN".into(), ADMIN.into()),
+        ],
         ..Sources::default()
     })
     .unwrap()
@@ -686,6 +689,73 @@ async fn page_options_in_get_and_post_and_fresh(db: TestDb) {
     w.done().await;
 }
 
+/// `GET /admin/v1/cache` shows operators the cache: a miss stores an entry, a hit counts,
+/// `cache=false` neither looks up nor adds an entry; the operator's token is required.
+async fn operators_see_the_cache_size_and_hit_rate(db: TestDb) {
+    let site = fixtures();
+    let w = world(db, browser(true, 1, 8).await, 5);
+    let app = test::init_service(app(w.state.clone())).await;
+    let stats = || async {
+        let req = test::TestRequest::get()
+            .uri("/admin/v1/cache")
+            .insert_header(("authorization", format!("Bearer {ADMIN}")))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = test::read_body_json(res).await;
+        v
+    };
+    let empty = stats().await;
+    assert_eq!(
+        empty,
+        serde_json::json!({"entries": 0, "bytes": 0, "maxBytes": 1u64 << 30,
+                           "hits": 0, "misses": 0, "hitRate": 0.0})
+    );
+    let q = format!("url={site}/&width=320&height=200");
+    assert_eq!(header(&get!(app, w, q), "x-cache"), "MISS");
+    assert_eq!(header(&get!(app, w, q), "x-cache"), "HIT");
+    assert_eq!(header(&get!(app, w, q), "x-cache"), "HIT");
+    let no_cache = get!(app, w, format!("url={site}/white&cache=false"));
+    assert_eq!(no_cache.status(), 200);
+    let after = stats().await;
+    assert_eq!(
+        (&after["entries"], &after["hits"], &after["misses"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(2),
+            &serde_json::json!(1)
+        ),
+        "{after}"
+    );
+    let rate = after["hitRate"].as_f64().unwrap();
+    assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{after}");
+    // The image and its key record (and the cache=false capture's object, kept for
+    // idempotent replays).
+    assert!(after["bytes"].as_u64().unwrap() > 1_000, "{after}");
+    let user_key = format!("Bearer {}", w.key);
+    for auth in [
+        None,
+        Some("Bearer not-the-admin-token-at-all"),
+        Some(&*user_key),
+    ] {
+        let mut req = test::TestRequest::get().uri("/admin/v1/cache");
+        if let Some(a) = auth {
+            req = req.insert_header(("authorization", a));
+        }
+        let res = test::call_service(&app, req.to_request()).await;
+        assert_eq!(res.status(), 401, "{auth:?}");
+    }
+    let doc = test::TestRequest::get().uri("/openapi.json").to_request();
+    let doc: serde_json::Value = test::call_and_read_body_json(&app, doc).await;
+    let listed = &doc["paths"]["/admin/v1/cache"]["get"];
+    assert!(
+        listed.is_object(),
+        "/openapi.json lists the cache: {listed}"
+    );
+    assert!(listed["responses"]["401"].is_object(), "{listed}");
+    w.done().await;
+}
+
 both!(
     page_options_in_get_and_post_and_fresh,
     charged_once_and_cached,
@@ -695,5 +765,6 @@ both!(
     twenty_at_once_through_two_browsers,
     post_json_html_and_formats,
     invalid_selectors_are_400_before_any_browser,
-    pages_with_dialogs_are_captured_and_charged_once
+    pages_with_dialogs_are_captured_and_charged_once,
+    operators_see_the_cache_size_and_hit_rate
 );

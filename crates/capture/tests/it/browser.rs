@@ -3,10 +3,23 @@
 
 use crate::common;
 
+use capture::{CaptureError, Captured};
 use common::{assert_error, opts, shared, shoot, ELEMENT_H, ELEMENT_W};
 
 fn decode(bytes: &[u8]) -> image::DynamicImage {
     image::load_from_memory(bytes).expect("the capture decodes as an image")
+}
+
+/// Captures `path` of the shared fixture server with `pairs`; it must succeed.
+async fn ok(path: &str, pairs: &[(&str, &str)]) -> Captured {
+    let (svc, fx) = shared();
+    shoot(svc, fx, path, pairs).await.unwrap()
+}
+
+/// Captures `path` of the shared fixture server with `pairs`; it must fail.
+async fn fails(path: &str, pairs: &[(&str, &str)]) -> CaptureError {
+    let (svc, fx) = shared();
+    shoot(svc, fx, path, pairs).await.unwrap_err()
 }
 
 /// The capture decoded, after checking that it is `size` (width, height) pixels.
@@ -19,10 +32,7 @@ fn decode_sized(bytes: &[u8], size: (u32, u32)) -> image::DynamicImage {
 
 #[tokio::test]
 async fn viewport_size_times_scale() {
-    let (svc, fx) = shared();
-    let shot = shoot(svc, fx, "/", &[("width", "640"), ("height", "400")])
-        .await
-        .unwrap();
+    let shot = ok("/", &[("width", "640"), ("height", "400")]).await;
     assert_eq!(shot.content_type, "image/png");
     let img = decode_sized(&shot.bytes, (640, 400));
     assert_eq!((shot.width, shot.height), (640, 400));
@@ -30,9 +40,7 @@ async fn viewport_size_times_scale() {
     let p = img.to_rgb8().get_pixel(600, 380).0;
     assert_eq!(p, [0x33, 0x66, 0xcc]);
 
-    let shot = shoot(
-        svc,
-        fx,
+    let shot = ok(
         "/",
         &[
             ("width", "320"),
@@ -40,22 +48,17 @@ async fn viewport_size_times_scale() {
             ("deviceScaleFactor", "2"),
         ],
     )
-    .await
-    .unwrap();
+    .await;
     decode_sized(&shot.bytes, (640, 400));
 }
 
 #[tokio::test]
 async fn full_page_is_taller_than_the_viewport() {
-    let (svc, fx) = shared();
-    let shot = shoot(
-        svc,
-        fx,
+    let shot = ok(
         "/tall",
         &[("width", "500"), ("height", "400"), ("fullPage", "true")],
     )
-    .await
-    .unwrap();
+    .await;
     let img = decode(&shot.bytes);
     assert_eq!(img.width(), 500);
     assert!(img.height() >= 3000, "full page height {}", img.height());
@@ -63,41 +66,29 @@ async fn full_page_is_taller_than_the_viewport() {
 
 #[tokio::test]
 async fn element_capture_has_the_element_size() {
-    let (svc, fx) = shared();
     for scale in ["1", "2"] {
-        let shot = shoot(
-            svc,
-            fx,
+        let shot = ok(
             "/element",
             &[("selector", "#box"), ("deviceScaleFactor", scale)],
         )
-        .await
-        .unwrap();
+        .await;
         let s: u32 = scale.parse().unwrap();
         let img = decode_sized(&shot.bytes, (ELEMENT_W * s, ELEMENT_H * s));
         let p = img.to_rgb8().get_pixel(10, 10).0;
         assert_eq!(p, [0xcc, 0, 0], "the box is red");
     }
-    let err = shoot(svc, fx, "/element", &[("selector", "#nope")])
-        .await
-        .unwrap_err();
+    let err = fails("/element", &[("selector", "#nope")]).await;
     assert_error(&err, "SELECTOR_NOT_FOUND", 422);
 }
 
 #[tokio::test]
 async fn dark_mode_changes_a_known_pixel() {
-    let (svc, fx) = shared();
-    let light = shoot(svc, fx, "/dark", &[("width", "300"), ("height", "200")])
-        .await
-        .unwrap();
-    let dark = shoot(
-        svc,
-        fx,
+    let light = ok("/dark", &[("width", "300"), ("height", "200")]).await;
+    let dark = ok(
         "/dark",
         &[("width", "300"), ("height", "200"), ("darkMode", "1")],
     )
-    .await
-    .unwrap();
+    .await;
     let px = |b: &[u8]| decode(b).to_rgb8().get_pixel(150, 100).0;
     assert_eq!(px(&light.bytes), [255, 255, 255]);
     assert_eq!(px(&dark.bytes), [0, 0, 0]);
@@ -105,15 +96,12 @@ async fn dark_mode_changes_a_known_pixel() {
 
 #[tokio::test]
 async fn pdf_jpeg_and_webp() {
-    let (svc, fx) = shared();
-    let pdf = shoot(svc, fx, "/", &[("format", "pdf")]).await.unwrap();
+    let pdf = ok("/", &[("format", "pdf")]).await;
     assert!(pdf.bytes.starts_with(b"%PDF"));
     assert_eq!(pdf.content_type, "application/pdf");
 
     for (format, ctype) in [("jpeg", "image/jpeg"), ("webp", "image/webp")] {
-        let shot = shoot(
-            svc,
-            fx,
+        let shot = ok(
             "/",
             &[
                 ("format", format),
@@ -122,8 +110,7 @@ async fn pdf_jpeg_and_webp() {
                 ("height", "300"),
             ],
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(shot.content_type, ctype);
         let img = decode(&shot.bytes);
         assert_eq!((img.width(), img.height()), (400, 300), "{format}");
@@ -132,7 +119,7 @@ async fn pdf_jpeg_and_webp() {
 
 #[tokio::test]
 async fn html_input_and_wait_for_selector_and_delay() {
-    let (svc, fx) = shared();
+    let (svc, _) = shared();
     let shot = svc
         .capture(&opts(&[
             (
@@ -148,17 +135,8 @@ async fn html_input_and_wait_for_selector_and_delay() {
     let img = decode_sized(&shot.bytes, (200, 100));
     assert_eq!(img.to_rgb8().get_pixel(190, 90).0, [0, 128, 0]);
 
-    shoot(svc, fx, "/late", &[("waitForSelector", "#late")])
-        .await
-        .unwrap();
-    let err = shoot(
-        svc,
-        fx,
-        "/",
-        &[("waitForSelector", "#never"), ("timeout", "2")],
-    )
-    .await
-    .unwrap_err();
+    ok("/late", &[("waitForSelector", "#late")]).await;
+    let err = fails("/", &[("waitForSelector", "#never"), ("timeout", "2")]).await;
     assert_eq!(err.code(), "SELECTOR_NOT_FOUND", "{err}");
 }
 
@@ -203,9 +181,8 @@ async fn connection_refused() {
 
 #[tokio::test]
 async fn target_http_errors_carry_the_status() {
-    let (svc, fx) = shared();
     for (path, status, http) in [("/404", 404, 422), ("/500", 500, 502)] {
-        let err = shoot(svc, fx, path, &[]).await.unwrap_err();
+        let err = fails(path, &[]).await;
         assert_eq!(err.code(), "TARGET_HTTP_ERROR", "{err}");
         assert!(
             matches!(err, capture::CaptureError::TargetHttpError { status: s, .. } if s == status),
@@ -217,11 +194,8 @@ async fn target_http_errors_carry_the_status() {
 
 #[tokio::test]
 async fn slow_page_times_out() {
-    let (svc, fx) = shared();
     let started = std::time::Instant::now();
-    let err = shoot(svc, fx, "/slow", &[("timeout", "2")])
-        .await
-        .unwrap_err();
+    let err = fails("/slow", &[("timeout", "2")]).await;
     assert_error(&err, "TIMEOUT", 504);
     assert!(
         started.elapsed().as_secs() < 10,
@@ -229,7 +203,7 @@ async fn slow_page_times_out() {
         started.elapsed()
     );
     // The pool recovers: the next capture works.
-    shoot(svc, fx, "/", &[]).await.unwrap();
+    ok("/", &[]).await;
 }
 
 /// The pre-check only resolves the first URL; failures after a redirect are classified from

@@ -6,6 +6,8 @@
 
 mod browser;
 mod common;
+mod https;
 mod options;
 mod pool;
+mod remote;
 mod ssrf;

@@ -7,22 +7,22 @@ use std::time::Duration;
 
 use capture::proxy::{Proxy, ProxyOutcome, ProxyRules};
 use capture::{CaptureOptions, Captured, RawCaptureOptions, TargetPolicy};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
-use crate::common::{assert_error, shared};
+use crate::common::{assert_error, listen, read_head, request_target, respond, shared};
 
-const GREEN: [u8; 3] = [0, 128, 0];
-const WHITE: [u8; 3] = [255, 255, 255];
+pub(crate) const GREEN: [u8; 3] = [0, 128, 0];
+pub(crate) const WHITE: [u8; 3] = [255, 255, 255];
 
 /// A fixture server that records the head of every request, by path.
-struct Pages {
-    addr: SocketAddr,
+pub(crate) struct Pages {
+    pub(crate) addr: SocketAddr,
     heads: Arc<Mutex<Vec<(String, String, std::time::Instant)>>>,
 }
 
 impl Pages {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
     /// The same server under another host name.
@@ -30,7 +30,7 @@ impl Pages {
         format!("http://localhost:{}{path}", self.addr.port())
     }
     /// The heads (lower-cased) of the requests for `path`.
-    fn heads(&self, path: &str) -> Vec<String> {
+    pub(crate) fn heads(&self, path: &str) -> Vec<String> {
         self.heads
             .lock()
             .unwrap()
@@ -136,66 +136,33 @@ fn page(path: &str, head: &str, port: u16) -> (&'static str, Vec<u8>, u64) {
     }
 }
 
-fn pages() -> &'static Pages {
+pub(crate) fn pages() -> &'static Pages {
     static PAGES: OnceLock<Pages> = OnceLock::new();
     PAGES.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
         let heads = Arc::new(Mutex::new(Vec::new()));
         let h = Arc::clone(&heads);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let port = l.local_addr().unwrap().port();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((mut s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let h = Arc::clone(&h);
-                    tokio::spawn(async move {
-                        let mut r = BufReader::new(&mut s);
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            head.push_str(&line);
-                            if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let target = head.split(' ').nth(1).unwrap_or("/").to_string();
-                        let path = target.split('?').next().unwrap_or("/").to_string();
-                        h.lock()
-                            .unwrap()
-                            .push((path.clone(), head.clone(), std::time::Instant::now()));
-                        let (ctype, body, delay) = page(&path, &head, port);
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                        let out = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = s.write_all(out.as_bytes()).await;
-                        let _ = s.write_all(&body).await;
-                        let _ = s.shutdown().await;
-                    });
-                }
-            });
+        let addr = listen(move |mut s| {
+            let h = Arc::clone(&h);
+            async move {
+                let Some(head) = read_head(&mut BufReader::new(&mut s)).await else {
+                    return;
+                };
+                let port = s.local_addr().unwrap().port();
+                let path = request_target(&head).split('?').next().unwrap_or("/");
+                h.lock()
+                    .unwrap()
+                    .push((path.to_owned(), head.clone(), std::time::Instant::now()));
+                let (ctype, body, delay) = page(path, &head, port);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                respond(&mut s, 200, &format!("Content-Type: {ctype}\r\n"), &body).await;
+            }
         });
-        Pages {
-            addr: rx.recv().unwrap(),
-            heads,
-        }
+        Pages { addr, heads }
     })
 }
 
 /// Options from JSON (so lists and objects can be given), with the page's URL.
-fn opts_json(url: &str, mut extra: serde_json::Value) -> CaptureOptions {
+pub(crate) fn opts_json(url: &str, mut extra: serde_json::Value) -> CaptureOptions {
     extra["url"] = serde_json::json!(url);
     let raw: RawCaptureOptions = serde_json::from_value(extra).unwrap();
     CaptureOptions::parse(raw).unwrap_or_else(|e| panic!("bad test options: {e}"))
@@ -211,7 +178,7 @@ async fn shot(path: &str, extra: serde_json::Value) -> Result<Captured, capture:
     svc.capture(&opts_json(&pages().url(path), extra)).await
 }
 
-fn rgba_at(c: &Captured, x: u32, y: u32) -> [u8; 4] {
+pub(crate) fn rgba_at(c: &Captured, x: u32, y: u32) -> [u8; 4] {
     image::load_from_memory(&c.bytes)
         .unwrap()
         .to_rgba8()
@@ -219,48 +186,51 @@ fn rgba_at(c: &Captured, x: u32, y: u32) -> [u8; 4] {
         .0
 }
 
-fn rgb_at(c: &Captured, x: u32, y: u32) -> [u8; 3] {
+pub(crate) fn rgb_at(c: &Captured, x: u32, y: u32) -> [u8; 3] {
     let [r, g, b, _] = rgba_at(c, x, y);
     [r, g, b]
 }
 
-#[tokio::test]
-async fn css_is_injected() {
-    let plain = shot("/plain", serde_json::json!({})).await.unwrap();
-    assert_eq!(rgb_at(&plain, 200, 150), WHITE);
-    let styled = shot(
-        "/plain",
-        serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(rgb_at(&styled, 200, 150), GREEN);
+/// The capture of `path` with `option` fails with `code` and suggests `status`.
+async fn refused(
+    path: &str,
+    option: serde_json::Value,
+    code: &str,
+    status: u16,
+) -> capture::CaptureError {
+    let err = shot(path, option).await.unwrap_err();
+    assert_error(&err, code, status);
+    err
 }
 
+/// The colour in the middle of the 400x300 capture of `path` with `option`.
+async fn middle(path: &str, option: serde_json::Value) -> [u8; 3] {
+    rgb_at(&shot(path, option).await.unwrap(), 200, 150)
+}
+
+/// `css` is injected, `js` runs before the capture (a promise it returns is awaited), and a
+/// script that throws is a `400` that says what it threw.
 #[tokio::test]
-async fn js_runs_before_the_capture_and_a_throwing_script_is_a_400() {
-    let c = shot(
-        "/plain",
-        serde_json::json!({"js": "document.body.style.background = 'rgb(0, 128, 0)';"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    // A promise the script returns is awaited.
-    let c = shot(
-        "/plain",
-        serde_json::json!({"js": "return new Promise(r => setTimeout(() => { document.body.style.background = 'rgb(0, 128, 0)'; r(); }, 200));"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    let err = shot(
-        "/plain",
-        serde_json::json!({"js": "throw new Error('nope');"}),
-    )
-    .await
-    .unwrap_err();
-    assert_error(&err, "INVALID_REQUEST", 400);
+async fn css_and_js_change_the_page_and_a_throwing_script_is_a_400() {
+    const TURN_GREEN: &str = "document.body.style.background = 'rgb(0, 128, 0)';";
+    for (option, colour) in [
+        (serde_json::json!({}), WHITE),
+        (
+            serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
+            GREEN,
+        ),
+        (serde_json::json!({ "js": TURN_GREEN }), GREEN),
+        (
+            serde_json::json!({
+                "js": format!("return new Promise(r => setTimeout(() => {{ {TURN_GREEN} r(); }}, 200));")
+            }),
+            GREEN,
+        ),
+    ] {
+        assert_eq!(middle("/plain", option.clone()).await, colour, "{option}");
+    }
+    let throws = serde_json::json!({"js": "throw new Error('nope');"});
+    let err = refused("/plain", throws, "INVALID_REQUEST", 400).await;
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
@@ -274,10 +244,10 @@ async fn hide_selectors_cookie_banners_and_ad_slots_disappear() {
         ("/banner", serde_json::json!({"blockCookieBanners": true})),
         ("/ad-slot", serde_json::json!({"blockAds": true})),
     ] {
-        let shown = shot(path, serde_json::json!({})).await.unwrap();
-        assert_eq!(rgb_at(&shown, 200, 150), [255, 0, 0], "{path} without");
-        let hidden = shot(path, option.clone()).await.unwrap();
-        assert_eq!(rgb_at(&hidden, 200, 150), WHITE, "{path} with {option}");
+        let shown = middle(path, serde_json::json!({})).await;
+        assert_eq!(shown, [255, 0, 0], "{path} without");
+        let hidden = middle(path, option.clone()).await;
+        assert_eq!(hidden, WHITE, "{path} with {option}");
     }
 }
 
@@ -291,12 +261,12 @@ async fn user_agent_time_zone_and_reduced_motion_are_emulated_and_then_reset() {
         ("/tz", serde_json::json!({"timeZone": "Asia/Tokyo"})),
         ("/motion", serde_json::json!({"reducedMotion": true})),
     ] {
-        let with = shot(path, option.clone()).await.unwrap();
-        assert_eq!(rgb_at(&with, 200, 150), GREEN, "{path} with {option}");
+        let with = middle(path, option.clone()).await;
+        assert_eq!(with, GREEN, "{path} with {option}");
         // Both sessions of the pool, later, without the option: back to the default.
         for _ in 0..2 {
-            let without = shot(path, serde_json::json!({})).await.unwrap();
-            assert_eq!(rgb_at(&without, 200, 150), WHITE, "{path} after {option}");
+            let without = middle(path, serde_json::json!({})).await;
+            assert_eq!(without, WHITE, "{path} after {option}");
         }
     }
     let ua = pages().heads("/ua");
@@ -436,13 +406,8 @@ async fn full_page_scrolls_lazy_content_in_and_refuses_what_is_too_tall() {
     let img = image::load_from_memory(&c.bytes).unwrap();
     assert!(img.height() >= 5000, "height {}", img.height());
     assert_eq!(rgb_at(&c, 200, img.height() - 20), GREEN);
-    let err = shot(
-        "/too-tall",
-        serde_json::json!({"width": 400, "height": 300, "fullPage": true}),
-    )
-    .await
-    .unwrap_err();
-    assert_error(&err, "PAGE_TOO_TALL", 422);
+    let full = serde_json::json!({"width": 400, "height": 300, "fullPage": true});
+    let err = refused("/too-tall", full, "PAGE_TOO_TALL", 422).await;
     assert!(err.to_string().contains("20000"), "{err}");
 }
 
@@ -487,237 +452,4 @@ async fn the_proxy_blocks_listed_ad_hosts_when_asked() {
     proxy.set_rules(ProxyRules::default());
     let answer = ask("ads.doubleclick.net").await;
     assert!(!answer.contains("blocked-ad"), "{answer}");
-}
-
-/// A WebDriver endpoint in front of the shared chromedriver that knows no CDP (as a
-/// Selenium Grid without vendor endpoints): `/goog/cdp/...` answers `unknown command`.
-fn webdriver_without_cdp(upstream: String) -> String {
-    let upstream = upstream
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            loop {
-                let Ok((s, _)) = l.accept().await else {
-                    continue;
-                };
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(s);
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            if !line.to_ascii_lowercase().starts_with("connection:") {
-                                head.push_str(&line);
-                            }
-                        }
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                let (n, v) = l.split_once(':')?;
-                                n.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        let mut body = vec![0; len];
-                        r.read_exact(&mut body).await.unwrap();
-                        let path = head.split(' ').nth(1).unwrap_or("/");
-                        let answer = if path.contains("/goog/cdp/") {
-                            let b = r#"{"value":{"error":"unknown command","message":"unknown command: no CDP on this endpoint","stacktrace":""}}"#;
-                            format!(
-                                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{b}",
-                                b.len()
-                            )
-                            .into_bytes()
-                        } else {
-                            let mut up = TcpStream::connect(&upstream).await.unwrap();
-                            up.write_all(head.as_bytes()).await.unwrap();
-                            up.write_all(b"Connection: close\r\n\r\n").await.unwrap();
-                            up.write_all(&body).await.unwrap();
-                            // Read one answer by its length (chromedriver may keep the
-                            // connection open).
-                            let mut ur = BufReader::new(up);
-                            let mut out = Vec::new();
-                            let mut len = None;
-                            loop {
-                                let mut line = String::new();
-                                if ur.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                    break;
-                                }
-                                if let Some((n, v)) = line.split_once(':') {
-                                    if n.eq_ignore_ascii_case("content-length") {
-                                        len = v.trim().parse::<usize>().ok();
-                                    }
-                                }
-                                out.extend_from_slice(line.as_bytes());
-                                if line == "\r\n" {
-                                    break;
-                                }
-                            }
-                            match len {
-                                Some(n) => {
-                                    let mut b = vec![0; n];
-                                    ur.read_exact(&mut b).await.unwrap();
-                                    out.extend_from_slice(&b);
-                                }
-                                None => {
-                                    ur.read_to_end(&mut out).await.unwrap();
-                                }
-                            }
-                            out
-                        };
-                        if r.get_mut().write_all(&answer).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
-}
-
-/// On a WebDriver endpoint without CDP, every option either works or is refused with
-/// `400 INVALID_REQUEST` naming it.
-#[tokio::test]
-async fn without_cdp_options_work_or_are_refused_by_name() {
-    let (svc, _) = shared();
-    let remote = crate::common::start_service(capture::CaptureConfig {
-        webdriver_url: Some(webdriver_without_cdp(svc.webdriver_url())),
-        pool_size: 1,
-        allow_private_targets: true,
-        default_timeout_secs: 20,
-        ..Default::default()
-    });
-    let p = pages();
-    let at = |path: &str, extra: serde_json::Value| {
-        let mut extra = extra;
-        extra["width"] = serde_json::json!(400);
-        extra["height"] = serde_json::json!(300);
-        opts_json(&p.url(path), extra)
-    };
-    // Work: css, hideSelectors, blockCookieBanners, headers (through the proxy), clip
-    // inside the viewport (cropped).
-    let c = remote
-        .capture(&at(
-            "/plain",
-            serde_json::json!({"css": "html, body { background: rgb(0, 128, 0) !important; }"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    let c = remote
-        .capture(&at(
-            "/cover",
-            serde_json::json!({"hideSelectors": [".cover"]}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), WHITE);
-    let c = remote
-        .capture(&at(
-            "/banner",
-            serde_json::json!({"blockCookieBanners": true}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), WHITE);
-    let c = remote
-        .capture(&at("/box", serde_json::json!({"clip": "50,60,200,100"})))
-        .await
-        .unwrap();
-    let img = image::load_from_memory(&c.bytes).unwrap();
-    assert_eq!((img.width(), img.height()), (200, 100));
-    assert_eq!(rgb_at(&c, 100, 50), [0xcc, 0, 0]);
-    let c = remote
-        .capture(&at(
-            "/late-fetch",
-            serde_json::json!({"waitUntil": "networkidle"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 200, 150), GREEN);
-    // Headers and cookies reach the target (through the proxy) and not the other host.
-    let before = p.heads("/other.png").len();
-    let c = remote
-        .capture(&at(
-            "/echo",
-            serde_json::json!({"headers": {"X-Test": "yes"}, "cookies": {"flavour": "oat"}}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(rgb_at(&c, 390, 290), GREEN);
-    let other = p.heads("/other.png");
-    assert!(
-        other.len() > before,
-        "the other host was asked for its image"
-    );
-    for head in &other[before..] {
-        assert!(
-            !head.contains("x-test") && !head.contains("flavour"),
-            "{head}"
-        );
-    }
-    // Full page: lazy content scrolled in, too tall refused.
-    let c = remote
-        .capture(&at("/lazy", serde_json::json!({"fullPage": true})))
-        .await
-        .unwrap();
-    let img = image::load_from_memory(&c.bytes).unwrap();
-    // Without scrolling the page would be 2,010 px. (The W3C fallback sizes the window, not
-    // the viewport, to the page, so its image is short by the browser's own frame.)
-    assert!(img.height() >= 4500, "height {}", img.height());
-    let err = remote
-        .capture(&at("/too-tall", serde_json::json!({"fullPage": true})))
-        .await
-        .unwrap_err();
-    assert_error(&err, "PAGE_TOO_TALL", 422);
-    // Refused by name (cookies only for an https url, which the proxy cannot see into).
-    let https_cookies = opts_json(
-        &format!("https://{}/", p.addr),
-        serde_json::json!({"cookies": {"a": "b"}}),
-    );
-    let err = remote.capture(&https_cookies).await.unwrap_err();
-    assert_error(&err, "INVALID_REQUEST", 400);
-    assert!(err.to_string().contains("cookies"), "{err}");
-    for (option, field) in [
-        (serde_json::json!({"userAgent": "x"}), "userAgent"),
-        (serde_json::json!({"timeZone": "UTC"}), "timeZone"),
-        (serde_json::json!({"reducedMotion": true}), "reducedMotion"),
-        (
-            serde_json::json!({"omitBackground": true}),
-            "omitBackground",
-        ),
-        (
-            serde_json::json!({"waitUntil": "domcontentloaded"}),
-            "waitUntil",
-        ),
-        (serde_json::json!({"clip": "300,200,200,200"}), "clip"),
-    ] {
-        let err = remote
-            .capture(&at("/plain", option.clone()))
-            .await
-            .unwrap_err();
-        assert_error(&err, "INVALID_REQUEST", 400);
-        match &err {
-            capture::CaptureError::InvalidOptions(e) => assert_eq!(e.field(), field, "{option}"),
-            other => panic!("{option}: {other}"),
-        }
-    }
-    remote.shutdown().await;
 }

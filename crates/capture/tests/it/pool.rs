@@ -429,54 +429,29 @@ fn site_page(path: &str) -> (&'static str, &'static str, String) {
 }
 
 fn start_site() -> Site {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let log: RequestLog = std::sync::Arc::default();
-    let (tx, rx) = std::sync::mpsc::channel();
     let shared = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            while let Ok((mut s, _)) = l.accept().await {
-                let log = std::sync::Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(&mut s);
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut cookie = None;
-                    loop {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = h.strip_prefix("Cookie:").or_else(|| h.strip_prefix("cookie:")) {
-                            cookie = Some(v.trim().to_owned());
-                        }
-                    }
-                    let target = line.split(' ').nth(1).unwrap_or("/").to_owned();
-                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                    log.lock()
-                        .unwrap()
-                        .push((path.to_owned(), query.to_owned(), cookie));
-                    let (ctype, extra, body) = site_page(path);
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = s.write_all(head.as_bytes()).await;
-                    let _ = s.write_all(body.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
+    let addr = common::listen(move |mut s| {
+        let log = std::sync::Arc::clone(&shared);
+        async move {
+            let Some(head) = common::read_head(&mut tokio::io::BufReader::new(&mut s)).await else {
+                return;
+            };
+            let cookie = head.split("\r\n").find_map(|h| {
+                let (name, value) = h.split_once(':')?;
+                name.eq_ignore_ascii_case("cookie")
+                    .then(|| value.trim().to_owned())
+            });
+            let target = common::request_target(&head);
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            log.lock()
+                .unwrap()
+                .push((path.to_owned(), query.to_owned(), cookie));
+            let (ctype, extra, body) = site_page(path);
+            let headers = format!("Content-Type: {ctype}\r\n{extra}");
+            common::respond(&mut s, 200, &headers, body.as_bytes()).await;
+        }
     });
-    let addr = rx.recv().unwrap();
     Site { addr, log }
 }
 
@@ -658,34 +633,11 @@ async fn the_browser_encodes_each_format_and_jpeg_quality_shows() {
 /// and the page is really captured (its colour).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cdp_the_w3c_fallback_captures_every_format() {
-    common::require_browser();
     let site = start_site();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut driver = tokio::process::Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "chromedriver did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let relay = no_cdp_relay(port);
+    let driver = common::standalone_chromedriver();
+    let relay = common::no_cdp_relay(driver.url());
     let svc = start_service(CaptureConfig {
-        webdriver_url: Some(format!("http://{relay}")),
+        webdriver_url: Some(relay),
         chromium_path: Some(capture::config::default_chromium()),
         ..local_config(1)
     });
@@ -697,119 +649,7 @@ async fn without_cdp_the_w3c_fallback_captures_every_format() {
     assert_eq!((img.width(), img.height()), (1280, 800));
     assert_eq!(img.to_rgb8().get_pixel(100, 100).0, [0, 0, 255]);
     check_formats(&svc, &site).await;
-    // Lossy webp needs the browser's encoder: refused by name before the navigation.
-    let err = svc
-        .capture(&opts(&[
-            ("url", &site.url("/blue")),
-            ("format", "webp"),
-            ("quality", "50"),
-        ]))
-        .await
-        .unwrap_err();
-    common::assert_error(&err, "INVALID_REQUEST", 400);
-    match &err {
-        capture::CaptureError::InvalidOptions(e) => assert_eq!(e.field(), "quality"),
-        other => panic!("{other}"),
-    }
     assert_eq!(svc.stats().sessions_opened, 1);
     svc.shutdown().await;
-    driver.kill().await.ok();
-}
-
-/// An HTTP relay to chromedriver on `upstream` that refuses `goog/cdp/execute` the way a
-/// WebDriver endpoint that does not know it would (`404`, `unknown command`).
-fn no_cdp_relay(upstream: u16) -> std::net::SocketAddr {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(s);
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut head = line.clone();
-                        let mut len = 0usize;
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if h == "\r\n" {
-                                break;
-                            }
-                            let lower = h.to_ascii_lowercase();
-                            if let Some(v) = lower.strip_prefix("content-length:") {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                            if !lower.starts_with("connection:") {
-                                head.push_str(&h);
-                            }
-                        }
-                        let mut body = vec![0u8; len];
-                        if r.read_exact(&mut body).await.is_err() {
-                            return;
-                        }
-                        let answer = if line.contains("/goog/cdp/") {
-                            let b = r#"{"value":{"error":"unknown command","message":"unknown command: no vendor endpoints here","stacktrace":""}}"#;
-                            format!(
-                                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{b}",
-                                b.len()
-                            )
-                            .into_bytes()
-                        } else {
-                            let Ok(mut up) =
-                                tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                            else {
-                                return;
-                            };
-                            head.push_str("Connection: close\r\n\r\n");
-                            let _ = up.write_all(head.as_bytes()).await;
-                            let _ = up.write_all(&body).await;
-                            // chromedriver may keep the connection open: read one answer
-                            // by its Content-Length.
-                            let mut up = BufReader::new(up);
-                            let mut out = Vec::new();
-                            let mut len = 0usize;
-                            loop {
-                                let mut h = String::new();
-                                if up.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                    return;
-                                }
-                                let lower = h.to_ascii_lowercase();
-                                if let Some(v) = lower.strip_prefix("content-length:") {
-                                    len = v.trim().parse().unwrap_or(0);
-                                }
-                                if !lower.starts_with("connection:") {
-                                    out.extend_from_slice(h.as_bytes());
-                                }
-                                if h == "\r\n" {
-                                    break;
-                                }
-                            }
-                            let mut b = vec![0u8; len];
-                            if up.read_exact(&mut b).await.is_err() {
-                                return;
-                            }
-                            out.extend_from_slice(&b);
-                            out
-                        };
-                        if r.get_mut().write_all(&answer).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-    });
-    rx.recv().unwrap()
+    drop(driver);
 }

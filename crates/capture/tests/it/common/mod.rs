@@ -16,8 +16,10 @@ use std::time::Duration;
 use capture::{
     CaptureConfig, CaptureError, CaptureOptions, CaptureService, Captured, RawCaptureOptions,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use std::future::Future;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 
 /// The error has the stable `code` and suggests the HTTP `status`.
 #[track_caller]
@@ -121,12 +123,15 @@ fn page(path: &str, query: &str) -> (u16, String, String, Option<String>) {
     }
 }
 
-/// Start the fixture server (once per call) on its own thread.
-pub fn start_fixture() -> Fixture {
+/// Run `handle` for every connection to a listener on 127.0.0.1:0, on a thread and a
+/// runtime of its own (so the server outlives the test that started it); answers the
+/// listener's address.
+pub fn listen<H, F>(handle: H) -> SocketAddr
+where
+    H: Fn(TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::channel();
-    let hits = Arc::new(Mutex::new(HashMap::new()));
-    let total = Arc::new(AtomicUsize::new(0));
-    let (h, t) = (Arc::clone(&hits), Arc::clone(&total));
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -136,50 +141,170 @@ pub fn start_fixture() -> Fixture {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
             loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    continue;
-                };
-                let (h, t) = (Arc::clone(&h), Arc::clone(&t));
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(&mut s);
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        let mut l = String::new();
-                        if r.read_line(&mut l).await.unwrap_or(0) == 0 || l == "\r\n" {
-                            break;
-                        }
-                    }
-                    let target = line.split(' ').nth(1).unwrap_or("/").to_string();
-                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                    *h.lock().unwrap().entry(path.to_string()).or_default() += 1;
-                    t.fetch_add(1, Ordering::SeqCst);
-                    if path == "/slow" {
-                        tokio::time::sleep(Duration::from_secs(20)).await;
-                    }
-                    let (status, ctype, body, location) = page(path, query);
-                    let reason = http::StatusCode::from_u16(status)
-                        .ok()
-                        .and_then(|s| s.canonical_reason())
-                        .unwrap_or_default();
-                    let loc = location
-                        .map(|l| format!("Location: {l}\r\n"))
-                        .unwrap_or_default();
-                    let head = format!(
-                        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n{loc}Content-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = s.write_all(head.as_bytes()).await;
-                    let _ = s.write_all(body.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
+                if let Ok((s, _)) = l.accept().await {
+                    tokio::spawn(handle(s));
+                }
             }
         });
     });
-    let addr = rx.recv().unwrap();
+    rx.recv().unwrap()
+}
+
+/// The head of one HTTP message (request line or status line, then the headers, each line
+/// with its CRLF, without the blank line that ends it); `None` at the end of the stream.
+pub async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push_str(&line);
+    }
+}
+
+/// The request target (path and query) of a request head.
+pub fn request_target(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or("/")
+}
+
+/// Answer `status` with `headers` (each line with its CRLF) and `body`, then close.
+pub async fn respond(s: &mut TcpStream, status: u16, headers: &str, body: &[u8]) {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(body).await;
+    let _ = s.shutdown().await;
+}
+
+/// Start the fixture server (once per call) on its own thread.
+pub fn start_fixture() -> Fixture {
+    let hits = Arc::new(Mutex::new(HashMap::new()));
+    let total = Arc::new(AtomicUsize::new(0));
+    let (h, t) = (Arc::clone(&hits), Arc::clone(&total));
+    let addr = listen(move |mut s| {
+        let (h, t) = (Arc::clone(&h), Arc::clone(&t));
+        async move {
+            let Some(head) = read_head(&mut BufReader::new(&mut s)).await else {
+                return;
+            };
+            let target = request_target(&head);
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            *h.lock().unwrap().entry(path.to_string()).or_default() += 1;
+            t.fetch_add(1, Ordering::SeqCst);
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            }
+            let (status, ctype, body, location) = page(path, query);
+            let loc = location
+                .map(|l| format!("Location: {l}\r\n"))
+                .unwrap_or_default();
+            let headers = format!("Content-Type: {ctype}\r\n{loc}");
+            respond(&mut s, status, &headers, body.as_bytes()).await;
+        }
+    });
     Fixture { addr, hits, total }
+}
+
+/// A WebDriver endpoint in front of the chromedriver at `upstream` that knows no CDP (as a
+/// Selenium Grid without vendor endpoints): `goog/cdp/execute` answers `404 unknown
+/// command`, everything else is relayed. Answers the relay's `http://` URL.
+pub fn no_cdp_relay(upstream: &str) -> String {
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let addr = listen(move |s| relay(s, upstream.clone()));
+    format!("http://{addr}")
+}
+
+/// A message head without its `Connection` header, and its `Content-Length` (0 if none).
+fn without_connection(head: &str) -> (String, usize) {
+    let mut kept = String::new();
+    let mut len = 0;
+    for line in head.split_inclusive("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if !lower.starts_with("connection:") {
+            kept.push_str(line);
+        }
+    }
+    (kept, len)
+}
+
+/// One client connection of [`no_cdp_relay`]: each request is sent upstream on a connection
+/// of its own (chromedriver may keep it open, so its answer is read by its length).
+async fn relay(s: TcpStream, upstream: String) {
+    let mut r = BufReader::new(s);
+    while let Some(head) = read_head(&mut r).await {
+        let (head, len) = without_connection(&head);
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let answer = if request_target(&head).contains("/goog/cdp/") {
+            let b = r#"{"value":{"error":"unknown command","message":"unknown command: no CDP on this endpoint","stacktrace":""}}"#;
+            format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )
+            .into_bytes()
+        } else {
+            let Ok(up) = TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let mut up = BufReader::new(up);
+            let request = format!("{head}Connection: close\r\n\r\n");
+            if up.get_mut().write_all(request.as_bytes()).await.is_err()
+                || up.get_mut().write_all(&body).await.is_err()
+            {
+                return;
+            }
+            let Some(answer_head) = read_head(&mut up).await else {
+                return;
+            };
+            let (answer_head, len) = without_connection(&answer_head);
+            let mut out = format!("{answer_head}\r\n").into_bytes();
+            let mut b = vec![0u8; len];
+            if up.read_exact(&mut b).await.is_err() {
+                return;
+            }
+            out.extend_from_slice(&b);
+            out
+        };
+        if r.get_mut().write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A standalone chromedriver on a port of its own, as a Selenium Grid node would be (it
+/// ends with its browsers when dropped).
+pub fn standalone_chromedriver() -> capture::Chromedriver {
+    require_browser();
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(capture::Chromedriver::start(std::path::Path::new(
+                "/usr/bin/chromedriver",
+            )))
+    })
+    .join()
+    .unwrap()
+    .unwrap_or_else(|e| panic!("chromedriver did not start: {e}"))
 }
 
 /// Start a capture service from a plain thread (so it does not depend on a test's runtime).
