@@ -15,7 +15,9 @@ use ledger_store::{Applied, Operation, Outcome};
 use crate::auth::Admin;
 use crate::body::{idempotency, JsonBody};
 use crate::error::ApiError;
-use crate::routes::{metered, AccountSettingErrors, CreditWriteErrors, SettleErrors};
+use crate::routes::{
+    metered, AccountSettingErrors, AppData, CreditWriteErrors, Reply, SettleErrors,
+};
 use crate::service::metering::{self as service, Settlement};
 use crate::state::AppState;
 use crate::wire::{
@@ -73,7 +75,7 @@ async fn created_entry<T>(
     state: &AppState,
     call: &OnAccount<T>,
     operation: Result<Operation, ApiError>,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let applied = call.apply(state, operation).await?;
     metered(applied, |outcome| match outcome {
         Outcome::Entry(e) => {
@@ -101,7 +103,7 @@ async fn settle(
     hold_id: String,
     how: Settlement,
     raw: &[u8],
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let idem = idempotency(req, raw)?;
     let (applied, after) = service::settle(state, HoldId::new(hold_id), how, idem).await?;
     metered(applied, |o| {
@@ -120,11 +122,7 @@ async fn settle(
 #[utoipa::path(tag = "admin", request_body = AdminNewAccount,
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts")]
-pub async fn create_account(
-    state: web::Data<AppState>,
-    _: Admin,
-    body: JsonBody<AdminNewAccount>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create_account(state: AppData, _: Admin, body: JsonBody<AdminNewAccount>) -> Reply {
     let AdminNewAccount { email, password } = body.value;
     let (account, balance) = service::create_account(&state, email, password).await?;
     Ok(HttpResponse::Created().json(AccountView {
@@ -139,10 +137,7 @@ pub async fn create_account(
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/credits")]
-pub async fn adjust(
-    state: web::Data<AppState>,
-    call: OnAccount<AdjustmentRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn adjust(state: AppData, call: OnAccount<AdjustmentRequest>) -> Reply {
     let v = &call.body.value;
     let operation = service::adjustment(v.amount, &v.description);
     created_entry(&state, &call, operation).await
@@ -153,10 +148,7 @@ pub async fn adjust(
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/debits")]
-pub async fn debit(
-    state: web::Data<AppState>,
-    call: OnAccount<DebitRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn debit(state: AppData, call: OnAccount<DebitRequest>) -> Reply {
     let v = &call.body.value;
     let operation = service::debit(v.amount, &v.description, v.reference_id.clone());
     created_entry(&state, &call, operation).await
@@ -167,10 +159,7 @@ pub async fn debit(
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = HoldView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/holds")]
-pub async fn hold(
-    state: web::Data<AppState>,
-    call: OnAccount<HoldRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn hold(state: AppData, call: OnAccount<HoldRequest>) -> Reply {
     let v = &call.body.value;
     let (amount, ttl, reference) = (v.amount, v.ttl_seconds, v.reference_id.clone());
     let operation = service::hold(&state, amount, ttl, &v.description, reference);
@@ -196,12 +185,12 @@ fn created_hold(outcome: Outcome) -> Result<(HttpResponse, Credits), ApiError> {
     responses((status = 200, body = HoldView), SettleErrors))]
 #[post("/admin/v1/holds/{holdId}/capture")]
 pub async fn capture(
-    state: web::Data<AppState>,
+    state: AppData,
     _: Admin,
     req: HttpRequest,
     hold_id: web::Path<String>,
     body: JsonBody<CaptureRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let how = Settlement::capture(body.value.amount)?;
     settle(&state, &req, hold_id.into_inner(), how, &body.raw).await
 }
@@ -212,11 +201,11 @@ pub async fn capture(
     responses((status = 200, body = HoldView), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/holds/{holdId}/release")]
 pub async fn release(
-    state: web::Data<AppState>,
+    state: AppData,
     _: Admin,
     req: HttpRequest,
     hold_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     settle(&state, &req, hold_id.into_inner(), Settlement::Release, b"").await
 }
 
@@ -225,10 +214,7 @@ pub async fn release(
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = TransactionView), SettleErrors))]
 #[post("/admin/v1/accounts/{id}/refunds")]
-pub async fn refund(
-    state: web::Data<AppState>,
-    call: OnAccount<RefundRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn refund(state: AppData, call: OnAccount<RefundRequest>) -> Reply {
     let v = &call.body.value;
     let operation = service::refund(&v.transaction_id, v.amount, v.description.as_deref());
     created_entry(&state, &call, operation).await
@@ -240,10 +226,7 @@ pub async fn refund(
     params(("id" = String, Path)),
     responses((status = 200, body = crate::routes::subscription::PlanSubscriptionView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/subscription")]
-pub async fn subscription(
-    state: web::Data<AppState>,
-    call: OnAccount<SubscriptionRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn subscription(state: AppData, call: OnAccount<SubscriptionRequest>) -> Reply {
     let SubscriptionRequest {
         plan_id,
         status,
@@ -270,10 +253,7 @@ pub async fn subscription(
     params(("id" = String, Path)),
     responses((status = 200, body = MaxHardLimitView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/max-hard-limit")]
-pub async fn max_hard_limit(
-    state: web::Data<AppState>,
-    call: OnAccount<MaxHardLimitRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn max_hard_limit(state: AppData, call: OnAccount<MaxHardLimitRequest>) -> Reply {
     let account = AccountId::new(call.account);
     let shown = account.as_str().to_owned();
     let limit =
@@ -288,6 +268,6 @@ pub async fn max_hard_limit(
 #[utoipa::path(tag = "admin",
     responses((status = 200, description = "{ok, accounts, entries, violations}"), crate::routes::AuthErrors))]
 #[get("/admin/v1/verify")]
-pub async fn verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+pub async fn verify(state: AppData, _: Admin) -> Reply {
     Ok(HttpResponse::Ok().json(service::verify(&state).await?))
 }

@@ -96,15 +96,7 @@ fn the_demo_plan_checkout_subscribes_through_signed_webhooks(db: TestDb) {
     let mut page = a.get(format!("{}{path}", rx.url())).call().unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let html = page.body_mut().read_to_string().unwrap();
-    assert_holds_all(
-        &html,
-        &[
-            "TEST PAYMENT — no money moves",
-            "Basic plan",
-            "$29.00",
-            "<button",
-        ],
-    );
+    assert_demo_page(&html, &["Basic plan", "$29.00"]);
     for _ in 0..2 {
         let r = pay_on_demo_page(&a, &rx, &path);
         assert_eq!(r.status().as_u16(), 303);

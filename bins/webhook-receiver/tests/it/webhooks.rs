@@ -271,16 +271,7 @@ fn the_demo_checkout_pays_through_a_signed_webhook(db: TestDb) {
     );
     assert_eq!(page.headers()["x-frame-options"], "DENY");
     let html = page.body_mut().read_to_string().unwrap();
-    assert_holds_all(
-        &html,
-        &[
-            "TEST PAYMENT — no money moves",
-            "Starter",
-            "100",
-            "$5.00",
-            "<button",
-        ],
-    );
+    assert_demo_page(&html, &["Starter", "100", "$5.00"]);
     for _ in 0..2 {
         let r = pay_on_demo_page(&a, &rx, &path);
         assert_eq!(r.status().as_u16(), 303);

@@ -111,6 +111,13 @@ pub fn assert_holds_all(html: &str, needles: &[&str]) {
     }
 }
 
+/// Asserts that `html` is a demo page (its test-payment banner and its pay button) that
+/// shows each of `shown`.
+pub fn assert_demo_page(html: &str, shown: &[&str]) {
+    assert_holds_all(html, &["TEST PAYMENT — no money moves", "<button"]);
+    assert_holds_all(html, shown);
+}
+
 /// Submits the pay form of the demo page at `path` of `rx`.
 pub fn pay_on_demo_page(
     a: &ureq::Agent,
