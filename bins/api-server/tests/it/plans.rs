@@ -128,6 +128,19 @@ async fn changed_to(app: &TestApp, auth: &Auth, plan_id: &str) -> Value {
     v
 }
 
+/// A new app whose customer, [`charged_extra`] with `used`, changed to `plan_id`: the app,
+/// the customer, and the subscription as the change answered it.
+async fn used_then_changed(
+    backend: &'static str,
+    used: i64,
+    plan_id: &str,
+) -> (TestApp, Auth, Value) {
+    let app = app(backend).await;
+    let (_, auth) = charged_extra(&app, used).await;
+    let v = changed_to(&app, &auth, plan_id).await;
+    (app, auth, v)
+}
+
 async fn the_seed_002_examples_end_to_end(backend: &'static str) {
     let app = app(backend).await;
     for (used, extra, billed, cents) in [(12_000, 2_000, 2_000, 800), (12_500, 2_500, 3_000, 1_200)]
@@ -372,9 +385,7 @@ async fn upgrading_resets_the_hard_limit_and_starts_a_new_period(backend: &'stat
 }
 
 async fn downgrading_to_free_bills_the_extra_at_once(backend: &'static str) {
-    let app = app(backend).await;
-    let (_, auth) = charged_extra(&app, 10_700).await;
-    let v = changed_to(&app, &auth, "free").await;
+    let (app, auth, v) = used_then_changed(backend, 10_700, "free").await;
     assert_eq!(
         (
             v["extra"].clone(),
@@ -399,9 +410,7 @@ async fn downgrading_to_free_bills_the_extra_at_once(backend: &'static str) {
 }
 
 async fn downgrading_to_a_paying_plan_waits_for_the_next_period(backend: &'static str) {
-    let app = app(backend).await;
-    let (_, auth) = charged_extra(&app, 10_500).await;
-    let v = changed_to(&app, &auth, "starter").await;
+    let (app, auth, v) = used_then_changed(backend, 10_500, "starter").await;
     assert_eq!(
         v["extra"], 500,
         "nothing billed at once beyond the blocks crossed"
