@@ -544,25 +544,34 @@ async fn demo_page(state: web::Data<AppState>, id: web::Path<String>) -> HttpRes
             dollars(checkout.price_cents)
         )
     };
-    let page = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>TEST PAYMENT — {name}</title>
-<style>body{{font-family:sans-serif;max-width:32rem;margin:3rem auto}}.banner{{background:#b00020;color:#fff;padding:1rem;font-weight:bold;text-align:center}}button{{font-size:1.2rem;padding:.6rem 1.4rem}}</style>
-</head><body>
-<div class="banner">TEST PAYMENT — no money moves</div>
-<h1>{name}</h1>
-<p><strong>{credits}</strong> credits for <strong>{price}</strong></p>
+    let heading = escape(&checkout.pack_name);
+    let body = format!(
+        "<p><strong>{credits}</strong> credits for <strong>{price}</strong></p>
 {action}
-<p><small>Demo checkout {id}: a test payment, no money moves. Paying here sends this server a signed <code>order.paid</code> webhook, exactly as Polar would.</small></p>
-</body></html>"#,
-        name = escape(&checkout.pack_name),
+<p><small>Demo checkout {id}: a test payment, no money moves. Paying here sends this server a signed <code>order.paid</code> webhook, exactly as Polar would.</small></p>",
         credits = escape(&checkout.credits.grouped()),
         price = dollars(checkout.price_cents),
         id = escape(&checkout.id),
     );
+    test_payment_page(&heading, &body)
+}
+
+/// A demo page: the test-payment banner, `heading` (HTML, as title and first heading)
+/// and `body` (HTML), with the page's own policy: its inline style, and its form posting
+/// to this server.
+fn test_payment_page(heading: &str, body: &str) -> HttpResponse {
+    let page = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>TEST PAYMENT — {heading}</title>
+<style>body{{font-family:sans-serif;max-width:32rem;margin:3rem auto}}.banner{{background:#b00020;color:#fff;padding:1rem;font-weight:bold;text-align:center}}button{{font-size:1.2rem;padding:.6rem 1.4rem}}</style>
+</head><body>
+<div class="banner">TEST PAYMENT — no money moves</div>
+<h1>{heading}</h1>
+{body}
+</body></html>"#
+    );
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        // The page's own policy: its inline style, and its form posting to this server.
         .insert_header((
             "content-security-policy",
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -604,28 +613,15 @@ async fn demo_subscription_page(
     let Some(sub) = state.payments.demo_subscription(&token) else {
         return json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Checkout not found");
     };
-    let page = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>TEST PAYMENT — {name} plan</title>
-<style>body{{font-family:sans-serif;max-width:32rem;margin:3rem auto}}.banner{{background:#b00020;color:#fff;padding:1rem;font-weight:bold;text-align:center}}button{{font-size:1.2rem;padding:.6rem 1.4rem}}</style>
-</head><body>
-<div class="banner">TEST PAYMENT — no money moves</div>
-<h1>{name} plan</h1>
-<p><strong>{price}</strong> a month</p>
+    let heading = format!("{} plan", escape(&sub.plan_name));
+    let body = format!(
+        r#"<p><strong>{price}</strong> a month</p>
 <form method="post" action="/demo/subscription/{token}/pay"><button type="submit">Subscribe for {price}</button></form>
-<p><small>Demo subscription checkout: a test payment, no money moves. Subscribing here sends this server signed <code>subscription.created</code>, <code>subscription.active</code> and <code>order.paid</code> webhooks, exactly as Polar would.</small></p>
-</body></html>"#,
-        name = escape(&sub.plan_name),
+<p><small>Demo subscription checkout: a test payment, no money moves. Subscribing here sends this server signed <code>subscription.created</code>, <code>subscription.active</code> and <code>order.paid</code> webhooks, exactly as Polar would.</small></p>"#,
         price = dollars(sub.price_cents),
         token = escape(&sub.token),
     );
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ))
-        .body(page)
+    test_payment_page(&heading, &body)
 }
 
 async fn demo_subscription_pay(

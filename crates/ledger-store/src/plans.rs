@@ -9,8 +9,8 @@
 use diesel::prelude::*;
 use ledger_core::plan::{self, HardLimitRefusal, Period, Plan, Role, Terms};
 use ledger_core::{
-    AccountId, Cents, Context, Credits, EntryKind, GrantSource, Memo, Operation, OveragePolicy,
-    PlanContext, SubscriptionStatus, Timestamp,
+    AccountId, Book, Cents, Context, Credits, EntryKind, GrantSource, GrantSpec, Memo, Operation,
+    OveragePolicy, PlanContext, SubscriptionStatus, Timestamp,
 };
 
 use crate::error::StoreError;
@@ -329,6 +329,17 @@ fn subscribe_in_tx(
     view_required(conn, account)
 }
 
+/// The account's subscription with the plan it snapshots, if it has one.
+fn sub_and_plan(
+    conn: &mut crate::db::DbConnection,
+    id: &AccountId,
+) -> Result<Option<(SubRow, Plan)>, TxError> {
+    let Some(sub) = load_sub(conn, id)? else {
+        return Ok(None);
+    };
+    Ok(sub.plan().map(|plan| (sub, plan)))
+}
+
 fn load_sub(conn: &mut crate::db::DbConnection, id: &AccountId) -> Result<Option<SubRow>, TxError> {
     Ok(subscriptions::table
         .filter(subscriptions::account_id.eq(id.as_str()))
@@ -508,21 +519,9 @@ fn start_period(
     };
     let (mut book, _) = load_book(conn, id, None, &[])?;
     let closing_extra = book.overdraft();
-    let applied = book.apply(
-        Operation::StartPeriod {
-            allowance,
-            allowance_memo: Memo::new(format!("Monthly allowance: {}", plan.name))
-                .source(ALLOWANCE_SOURCE),
-            write_off_memo: write_off_memo(plan),
-        },
-        &Context::default(),
-        now,
-        &mut RandomIds,
-    );
-    if let Err(rule) = applied.result {
-        return Err(StoreError::Refused(rule).into());
-    }
-    persist(conn, id, book.take_changes())?;
+    let allowance_memo =
+        Memo::new(format!("Monthly allowance: {}", plan.name)).source(ALLOWANCE_SOURCE);
+    apply_start_period(conn, id, &mut book, allowance, allowance_memo, plan, now)?;
     if let Some(old) = sub.period_start {
         record_write_off(conn, id, old, closing_extra)?;
     }
@@ -586,6 +585,35 @@ fn record_write_off(
     Ok(())
 }
 
+/// Applies the core's `StartPeriod` to `book` (`allowance` granted with `allowance_memo`,
+/// the extra written off under `plan`'s memo) and persists what it changed; a refusal of
+/// the core is [`StoreError::Refused`].
+fn apply_start_period(
+    conn: &mut crate::db::DbConnection,
+    id: &AccountId,
+    book: &mut Book,
+    allowance: Option<GrantSpec>,
+    allowance_memo: Memo,
+    plan: &Plan,
+    now: Timestamp,
+) -> Result<(), TxError> {
+    let applied = book.apply(
+        Operation::StartPeriod {
+            allowance,
+            allowance_memo,
+            write_off_memo: write_off_memo(plan),
+        },
+        &Context::default(),
+        now,
+        &mut RandomIds,
+    );
+    if let Err(rule) = applied.result {
+        return Err(StoreError::Refused(rule).into());
+    }
+    persist(conn, id, book.take_changes())?;
+    Ok(())
+}
+
 /// Writes the extra off at once (cancelling, changing to a free plan): it was billed as
 /// it was used. The core's `StartPeriod` with no allowance does exactly that.
 fn write_off_now(
@@ -600,20 +628,7 @@ fn write_off_now(
     if !extra.is_positive() {
         return Ok(());
     }
-    let applied = book.apply(
-        Operation::StartPeriod {
-            allowance: None,
-            allowance_memo: Memo::new(""),
-            write_off_memo: write_off_memo(plan),
-        },
-        &Context::default(),
-        now,
-        &mut RandomIds,
-    );
-    if let Err(rule) = applied.result {
-        return Err(StoreError::Refused(rule).into());
-    }
-    persist(conn, id, book.take_changes())?;
+    apply_start_period(conn, id, &mut book, None, Memo::new(""), plan, now)?;
     if let Some(start) = sub.period_start {
         record_write_off(conn, id, start, extra)?;
     }
@@ -885,6 +900,21 @@ impl Store {
 }
 
 impl Plans<'_> {
+    /// Runs `f` in a write transaction under the account's lock, once the account's period
+    /// is rolled in (so `f` sees the period in force).
+    fn write_rolled<T>(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+        f: impl FnOnce(&mut crate::db::DbConnection) -> Result<T, TxError>,
+    ) -> Result<T, StoreError> {
+        self.store.write(|conn| {
+            lock_account(conn, account)?;
+            roll_in_tx(conn, account, now)?;
+            f(conn)
+        })
+    }
+
     /// Sets the account's operator-managed subscription to `plan` (snapshotting its terms)
     /// with `status`. `anchor` aligns the billing periods (they count whole months from
     /// it); without one a new subscription is anchored now and an existing one keeps its
@@ -1057,9 +1087,7 @@ impl Plans<'_> {
         requested: Credits,
         now: Timestamp,
     ) -> Result<Result<PlanSubscription, PlanRefusal>, StoreError> {
-        self.store.write(|conn| {
-            lock_account(conn, account)?;
-            roll_in_tx(conn, account, now)?;
+        self.write_rolled(account, now, |conn| {
             let Some(view) = view_in_tx(conn, account)? else {
                 return Ok(Err(PlanRefusal::NoSubscription));
             };
@@ -1104,13 +1132,8 @@ impl Plans<'_> {
         to: &Plan,
         now: Timestamp,
     ) -> Result<Result<PlanSubscription, PlanRefusal>, StoreError> {
-        self.store.write(|conn| {
-            lock_account(conn, account)?;
-            roll_in_tx(conn, account, now)?;
-            let Some(sub) = load_sub(conn, account)? else {
-                return Ok(Err(PlanRefusal::NoSubscription));
-            };
-            let Some(from) = sub.plan() else {
+        self.write_rolled(account, now, |conn| {
+            let Some((sub, from)) = sub_and_plan(conn, account)? else {
                 return Ok(Err(PlanRefusal::NoSubscription));
             };
             let status = sub.status()?;
@@ -1132,13 +1155,8 @@ impl Plans<'_> {
         account: &AccountId,
         now: Timestamp,
     ) -> Result<Result<PlanSubscription, PlanRefusal>, StoreError> {
-        self.store.write(|conn| {
-            lock_account(conn, account)?;
-            roll_in_tx(conn, account, now)?;
-            let Some(sub) = load_sub(conn, account)? else {
-                return Ok(Err(PlanRefusal::NoSubscription));
-            };
-            let Some(plan) = sub.plan() else {
+        self.write_rolled(account, now, |conn| {
+            let Some((sub, plan)) = sub_and_plan(conn, account)? else {
                 return Ok(Err(PlanRefusal::NoSubscription));
             };
             write_off_now(conn, account, &sub, &plan, now)?;

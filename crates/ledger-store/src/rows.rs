@@ -172,21 +172,14 @@ pub(crate) trait FirstRecord<'q, T> {
     fn first_record(self, conn: &mut DbConnection) -> Result<Option<T>, StoreError>;
 }
 
-impl<'q, T, R, Q> FirstRecord<'q, T> for Q
+/// [`Records`] of the query limited to one row.
+impl<'q, T, Q> FirstRecord<'q, T> for Q
 where
-    T: Record<Row = R>,
-    R: Selectable<MultiBackend>,
-    Q: SelectDsl<AsSelect<R, MultiBackend>>,
-    AsSelect<R, MultiBackend>: Expression,
-    Select<Q, AsSelect<R, MultiBackend>>: RunQueryDsl<DbConnection> + LimitDsl,
-    Limit<Select<Q, AsSelect<R, MultiBackend>>>: LoadQuery<'q, DbConnection, R>,
+    Q: LimitDsl,
+    Limit<Q>: Records<'q, T>,
 {
     fn first_record(self, conn: &mut DbConnection) -> Result<Option<T>, StoreError> {
-        SelectDsl::select(self, R::as_select())
-            .first(conn)
-            .optional()?
-            .map(T::try_from)
-            .transpose()
+        Ok(LimitDsl::limit(self, 1).records(conn)?.into_iter().next())
     }
 }
 

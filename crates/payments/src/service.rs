@@ -349,6 +349,38 @@ impl Payments {
 
     // -- checkout ----------------------------------------------------------------------
 
+    /// `POST /v1/checkouts/` for `product` with the account as external customer id, the
+    /// success URL, and metadata naming the account plus the `(key, value)` given; an answer
+    /// without a URL is a provider error.
+    fn open_polar_checkout(
+        &self,
+        client: &PolarClient,
+        account: &AccountId,
+        product: &str,
+        (key, value): (&str, &str),
+    ) -> Result<crate::polar::Checkout, PaymentsError> {
+        let mut metadata = Map::new();
+        metadata.insert(
+            META_ACCOUNT.into(),
+            Value::String(account.as_str().to_owned()),
+        );
+        metadata.insert(key.into(), Value::String(value.to_owned()));
+        let checkout = client.create_checkout(&CheckoutCreate {
+            products: vec![product.to_owned()],
+            success_url: self.success_url.clone(),
+            external_customer_id: account.as_str().to_owned(),
+            metadata,
+            allow_discount_codes: false,
+        })?;
+        if checkout.url.is_empty() {
+            return Err(PaymentsError::Provider {
+                status: None,
+                message: "create checkout: Polar's answer has no url".into(),
+            });
+        }
+        Ok(checkout)
+    }
+
     /// Creates a checkout for `pack` and returns the URL to send the buyer to. Polar:
     /// `POST /v1/checkouts/` with the pack's product, metadata naming account and pack,
     /// the account as external customer id and the success URL. Demo: a local checkout
@@ -372,25 +404,12 @@ impl Payments {
                         .ok_or_else(|| PaymentsError::ProductNotConfigured {
                             pack_id: pack.id.as_str().to_owned(),
                         })?;
-                let mut metadata = Map::new();
-                metadata.insert(
-                    META_ACCOUNT.into(),
-                    Value::String(account.as_str().to_owned()),
-                );
-                metadata.insert(META_PACK.into(), Value::String(pack.id.as_str().to_owned()));
-                let checkout = client.create_checkout(&CheckoutCreate {
-                    products: vec![product.clone()],
-                    success_url: self.success_url.clone(),
-                    external_customer_id: account.as_str().to_owned(),
-                    metadata,
-                    allow_discount_codes: false,
-                })?;
-                if checkout.url.is_empty() {
-                    return Err(PaymentsError::Provider {
-                        status: None,
-                        message: "create checkout: Polar's answer has no url".into(),
-                    });
-                }
+                let checkout = self.open_polar_checkout(
+                    client,
+                    account,
+                    &product,
+                    (META_PACK, pack.id.as_str()),
+                )?;
                 let record = CheckoutRecord {
                     id: checkout.id.clone(),
                     provider: CheckoutProvider::Polar,
@@ -1144,22 +1163,8 @@ impl Payments {
             Provider::None => Err(PaymentsError::NotConfigured),
             Provider::Polar(client) => {
                 let product = Self::plan_product(&plan)?;
-                let mut metadata = Map::new();
-                metadata.insert(META_ACCOUNT.into(), json!(account.as_str()));
-                metadata.insert(META_PLAN.into(), json!(plan.id));
-                let checkout = client.create_checkout(&CheckoutCreate {
-                    products: vec![product],
-                    success_url: self.success_url.clone(),
-                    external_customer_id: account.as_str().to_owned(),
-                    metadata,
-                    allow_discount_codes: false,
-                })?;
-                if checkout.url.is_empty() {
-                    return Err(PaymentsError::Provider {
-                        status: None,
-                        message: "create checkout: Polar's answer has no url".into(),
-                    });
-                }
+                let checkout =
+                    self.open_polar_checkout(client, account, &product, (META_PLAN, &plan.id))?;
                 Ok(checkout.url)
             }
             Provider::Demo => {

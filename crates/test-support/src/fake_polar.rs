@@ -93,6 +93,14 @@ impl State {
         self.clock_us = (now().millis() * 1000).max(self.clock_us + 1);
         micros_rfc3339(self.clock_us)
     }
+
+    /// The checkout `id` of this fake (a test that names another is wrong).
+    fn checkout_named(&self, id: &str) -> Value {
+        self.checkouts
+            .get(id)
+            .cloned()
+            .expect("a checkout of this fake")
+    }
 }
 
 /// `2026-12-02T05:00:00.123456Z` for microseconds since the Unix epoch.
@@ -206,6 +214,12 @@ impl FakePolar {
             .and_then(|c| c["id"].as_str().map(str::to_owned))
     }
 
+    /// [`FakePolar::checkout_id_for_url`] of a URL this fake made.
+    fn own_checkout_id(&self, url: &str) -> String {
+        self.checkout_id_for_url(url)
+            .expect("a checkout of this fake")
+    }
+
     pub fn order(&self, id: &str) -> Option<Value> {
         lock(&self.state)
             .orders
@@ -229,22 +243,14 @@ impl FakePolar {
         let url = payments
             .create_checkout(account, pack)
             .expect("a checkout at the fake");
-        self.pay(
-            &self
-                .checkout_id_for_url(&url)
-                .expect("a checkout of this fake"),
-        )
+        self.pay(&self.own_checkout_id(&url))
     }
 
     /// The customer pays a checkout: an order is created, already `paid`, carrying the
     /// checkout's metadata and customer (paying again returns the same order).
     pub fn pay(&self, checkout_id: &str) -> Value {
         let mut s = lock(&self.state);
-        let checkout = s
-            .checkouts
-            .get(checkout_id)
-            .cloned()
-            .expect("a checkout of this fake");
+        let checkout = s.checkout_named(checkout_id);
         if let Some(o) = s.orders.iter().find(|o| o["checkout_id"] == checkout_id) {
             return o.clone();
         }
@@ -316,11 +322,7 @@ impl FakePolar {
     /// Returns the subscription and those events.
     pub fn pay_subscription(&self, checkout_id: &str) -> (Value, Vec<Event>) {
         let mut s = lock(&self.state);
-        let checkout = s
-            .checkouts
-            .get(checkout_id)
-            .cloned()
-            .expect("a checkout of this fake");
+        let checkout = s.checkout_named(checkout_id);
         let product = checkout["product_id"]
             .as_str()
             .unwrap_or_default()
@@ -383,11 +385,7 @@ impl FakePolar {
         let url = payments
             .subscription_checkout(account, plan_id)
             .expect("a subscription checkout at the fake");
-        self.pay_subscription(
-            &self
-                .checkout_id_for_url(&url)
-                .expect("a checkout of this fake"),
-        )
+        self.pay_subscription(&self.own_checkout_id(&url))
     }
 
     /// Changes subscription `id` with `change`, bumps its `modified_at`, and returns the
@@ -765,15 +763,11 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_orders(state: Shared, req: HttpRequest, q: web::Query<ListQuery>) -> HttpResponse {
-    if let Err(answer) = gate(&state, &req, Value::Null).await {
-        return answer;
-    }
-    let s = lock(&state);
+/// The page of `all` that `q` asks for (10 a page unless it says, at most 100), with
+/// Polar's pagination.
+fn list_page(all: &[&Value], q: &ListQuery) -> HttpResponse {
     let limit = q.limit.unwrap_or(10).clamp(1, 100);
     let page = q.page.unwrap_or(1).max(1);
-    // Newest first, as Polar lists them.
-    let all: Vec<&Value> = s.orders.iter().rev().collect();
     let items: Vec<&Value> = all
         .iter()
         .skip((page - 1) * limit)
@@ -785,6 +779,16 @@ async fn list_orders(state: Shared, req: HttpRequest, q: web::Query<ListQuery>) 
         "items": items,
         "pagination": {"total_count": all.len(), "max_page": max_page},
     }))
+}
+
+async fn list_orders(state: Shared, req: HttpRequest, q: web::Query<ListQuery>) -> HttpResponse {
+    if let Err(answer) = gate(&state, &req, Value::Null).await {
+        return answer;
+    }
+    let s = lock(&state);
+    // Newest first, as Polar lists them.
+    let all: Vec<&Value> = s.orders.iter().rev().collect();
+    list_page(&all, &q)
 }
 
 async fn patch_subscription(
@@ -898,18 +902,6 @@ async fn list_subscriptions(
         return answer;
     }
     let s = lock(&state);
-    let limit = q.limit.unwrap_or(10).clamp(1, 100);
-    let page = q.page.unwrap_or(1).max(1);
     let all: Vec<&Value> = s.subscriptions.values().collect();
-    let items: Vec<&Value> = all
-        .iter()
-        .skip((page - 1) * limit)
-        .take(limit)
-        .copied()
-        .collect();
-    let max_page = all.len().div_ceil(limit).max(1);
-    HttpResponse::Ok().json(json!({
-        "items": items,
-        "pagination": {"total_count": all.len(), "max_page": max_page},
-    }))
+    list_page(&all, &q)
 }

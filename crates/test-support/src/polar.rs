@@ -114,6 +114,35 @@ pub fn with_plans(
     payments.with_subscriptions(book, config)
 }
 
+/// [`polar_payments`] with subscriptions wired to `book` ([`with_plans`], each plan sold at
+/// `fake`).
+pub fn polar_with_plans(
+    fake: &FakePolar,
+    settings: &Settings,
+    store: Store,
+    book: Arc<dyn SubscriptionBook>,
+) -> Payments {
+    with_plans(
+        polar_payments(fake, settings, store),
+        settings,
+        book,
+        Some(fake),
+    )
+}
+
+/// The demo provider's payments (`settings`) on `store`, with subscriptions wired to a new
+/// [`MemoryBook`] that knows `acct`.
+pub fn demo_with_memory_book(
+    settings: &Settings,
+    store: Store,
+    acct: &AccountId,
+) -> (Arc<MemoryBook>, Payments) {
+    let book = MemoryBook::new([acct]);
+    let payments = startup::payments(settings, store).expect("demo payments");
+    let payments = with_plans(payments, settings, book.clone(), None);
+    (book, payments)
+}
+
 /// An overage item of a [`MemoryBook`], with how reporting it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryItem {

@@ -1,30 +1,26 @@
 //! The balance in the shapes of seeds 001 and 004.
 
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, HttpRequest, HttpResponse};
 
 use crate::auth::{csrf_token, Authed, Credential, SESSION_COOKIE};
 use crate::error::ApiError;
-use crate::routes::credits::available;
-use crate::state::AppState;
+use crate::routes::credits::{available, balance_answer};
+use crate::routes::{AppData, Reply};
 use crate::wire::{BalanceView, CreditsV1};
 
 /// `{"balance": 47}` (seed 001).
 #[utoipa::path(tag = "credits",
     responses((status = 200, body = BalanceView), crate::routes::AuthErrors))]
 #[get("/api/v1/account/credits")]
-pub async fn account_credits(
-    state: web::Data<AppState>,
-    who: Authed,
-) -> Result<HttpResponse, ApiError> {
-    let balance = available(&state, &who).await?;
-    Ok(HttpResponse::Ok().json(BalanceView { balance }))
+pub async fn account_credits(state: AppData, who: Authed) -> Reply {
+    balance_answer(&state, &who).await
 }
 
 /// Credits with subscription status (seed 004). No subscription: `inactive`, no id.
 #[utoipa::path(tag = "credits",
     responses((status = 200, body = CreditsV1), crate::routes::OwnedErrors))]
 #[get("/v1/credits")]
-pub async fn v1_credits(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn v1_credits(state: AppData, who: Authed) -> Reply {
     let credits = available(&state, &who).await?;
     let sub = crate::service::accounts::subscription(&state, who.account_id).await?;
     let (subscription_status, subscription_id) = match sub {
@@ -54,7 +50,7 @@ pub struct CsrfTokenView {
     responses((status = 200, body = CsrfTokenView), (status = 400, body = crate::wire::ErrorBody),
         (status = 401, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/account/csrf-token")]
-pub async fn csrf(req: HttpRequest, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn csrf(req: HttpRequest, who: Authed) -> Reply {
     let token = match (&who.credential, req.cookie(SESSION_COOKIE)) {
         (Credential::Session(_), Some(cookie)) => csrf_token(cookie.value()),
         _ => return Err(ApiError::invalid(

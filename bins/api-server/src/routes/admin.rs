@@ -12,10 +12,14 @@ use actix_web::{get, post, put, web, FromRequest, HttpRequest, HttpResponse};
 use ledger_core::{AccountId, Credits, EntryKind, HoldId};
 use ledger_store::{Applied, Operation, Outcome};
 
+use utoipa::openapi::path::{Parameter, ParameterIn};
+
 use crate::auth::Admin;
 use crate::body::{idempotency, JsonBody};
 use crate::error::ApiError;
-use crate::routes::{metered, AccountSettingErrors, CreditWriteErrors, SettleErrors};
+use crate::routes::{
+    metered, AccountSettingErrors, AppData, CreditWriteErrors, Reply, SettleErrors,
+};
 use crate::service::metering::{self as service, Settlement};
 use crate::state::AppState;
 use crate::wire::{
@@ -68,13 +72,14 @@ impl<T> OnAccount<T> {
     }
 }
 
-/// Applies an operation that writes one entry, answered `201` with that entry.
+/// Applies the operation `build` makes of the call's body (one that writes one entry),
+/// answered `201` with that entry.
 async fn created_entry<T>(
     state: &AppState,
     call: &OnAccount<T>,
-    operation: Result<Operation, ApiError>,
-) -> Result<HttpResponse, ApiError> {
-    let applied = call.apply(state, operation).await?;
+    build: impl FnOnce(&T) -> Result<Operation, ApiError>,
+) -> Reply {
+    let applied = call.apply(state, build(&call.body.value)).await?;
     metered(applied, |outcome| match outcome {
         Outcome::Entry(e) => {
             let charged = if e.kind == EntryKind::Usage {
@@ -93,6 +98,49 @@ async fn created_entry<T>(
     })
 }
 
+/// The parameters of a charged call on one account: `{id}` in its path, and the optional
+/// `Idempotency-Key` header (as `params(("id" = String, Path), ("Idempotency-Key" =
+/// Option<String>, Header))` would document them).
+pub struct ChargedOnAccount;
+
+/// [`ChargedOnAccount`] for a call on one hold: `{holdId}` in its path.
+pub struct ChargedOnHold;
+
+impl utoipa::IntoParams for ChargedOnAccount {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        charged_params("id")
+    }
+}
+
+impl utoipa::IntoParams for ChargedOnHold {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        charged_params("holdId")
+    }
+}
+
+/// The string path parameter `name` (required) and the optional `Idempotency-Key` header.
+fn charged_params(name: &str) -> Vec<Parameter> {
+    use utoipa::openapi::path::ParameterBuilder;
+    use utoipa::openapi::schema::SchemaType;
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    let path = ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)));
+    let key = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .schema(Some(
+            ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+        ));
+    vec![path.build(), key.build()]
+}
+
+/// The hold a call names (`{holdId}`).
+type HoldPath = web::Path<String>;
+
 /// Settles the hold `hold_id` `how`, under the call's `Idempotency-Key` (checked against
 /// the body's `raw` bytes): `200` with the hold and the entry a capture wrote.
 async fn settle(
@@ -101,7 +149,7 @@ async fn settle(
     hold_id: String,
     how: Settlement,
     raw: &[u8],
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let idem = idempotency(req, raw)?;
     let (applied, after) = service::settle(state, HoldId::new(hold_id), how, idem).await?;
     metered(applied, |o| {
@@ -120,11 +168,7 @@ async fn settle(
 #[utoipa::path(tag = "admin", request_body = AdminNewAccount,
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/accounts")]
-pub async fn create_account(
-    state: web::Data<AppState>,
-    _: Admin,
-    body: JsonBody<AdminNewAccount>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create_account(state: AppData, _: Admin, body: JsonBody<AdminNewAccount>) -> Reply {
     let AdminNewAccount { email, password } = body.value;
     let (account, balance) = service::create_account(&state, email, password).await?;
     Ok(HttpResponse::Created().json(AccountView {
@@ -135,42 +179,32 @@ pub async fn create_account(
 }
 
 /// Grants (positive) or takes away (negative, never below zero) credits: an `adjustment`.
-#[utoipa::path(tag = "admin", request_body = AdjustmentRequest,
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(tag = "admin", request_body = AdjustmentRequest, params(ChargedOnAccount),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/credits")]
-pub async fn adjust(
-    state: web::Data<AppState>,
-    call: OnAccount<AdjustmentRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let v = &call.body.value;
-    let operation = service::adjustment(v.amount, &v.description);
-    created_entry(&state, &call, operation).await
+pub async fn adjust(state: AppData, call: OnAccount<AdjustmentRequest>) -> Reply {
+    created_entry(&state, &call, |v| {
+        service::adjustment(v.amount, &v.description)
+    })
+    .await
 }
 
 /// Charges usage at once; 402 when not covered.
-#[utoipa::path(tag = "admin", request_body = DebitRequest,
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(tag = "admin", request_body = DebitRequest, params(ChargedOnAccount),
     responses((status = 201, body = TransactionView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/debits")]
-pub async fn debit(
-    state: web::Data<AppState>,
-    call: OnAccount<DebitRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let v = &call.body.value;
-    let operation = service::debit(v.amount, &v.description, v.reference_id.clone());
-    created_entry(&state, &call, operation).await
+pub async fn debit(state: AppData, call: OnAccount<DebitRequest>) -> Reply {
+    created_entry(&state, &call, |v| {
+        service::debit(v.amount, &v.description, v.reference_id.clone())
+    })
+    .await
 }
 
 /// Reserves credits for work in progress; 402 when not covered.
-#[utoipa::path(tag = "admin", request_body = HoldRequest,
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(tag = "admin", request_body = HoldRequest, params(ChargedOnAccount),
     responses((status = 201, body = HoldView), CreditWriteErrors))]
 #[post("/admin/v1/accounts/{id}/holds")]
-pub async fn hold(
-    state: web::Data<AppState>,
-    call: OnAccount<HoldRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn hold(state: AppData, call: OnAccount<HoldRequest>) -> Reply {
     let v = &call.body.value;
     let (amount, ttl, reference) = (v.amount, v.ttl_seconds, v.reference_id.clone());
     let operation = service::hold(&state, amount, ttl, &v.description, reference);
@@ -191,47 +225,37 @@ fn created_hold(outcome: Outcome) -> Result<(HttpResponse, Credits), ApiError> {
 }
 
 /// Charges all of a hold, or part (the rest returns); 409 when settled or expired.
-#[utoipa::path(tag = "admin", request_body = CaptureRequest,
-    params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(tag = "admin", request_body = CaptureRequest, params(ChargedOnHold),
     responses((status = 200, body = HoldView), SettleErrors))]
 #[post("/admin/v1/holds/{holdId}/capture")]
 pub async fn capture(
-    state: web::Data<AppState>,
+    state: AppData,
     _: Admin,
     req: HttpRequest,
-    hold_id: web::Path<String>,
+    hold_id: HoldPath,
     body: JsonBody<CaptureRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let how = Settlement::capture(body.value.amount)?;
     settle(&state, &req, hold_id.into_inner(), how, &body.raw).await
 }
 
 /// Ends a hold with nothing charged; 409 when settled or expired.
-#[utoipa::path(tag = "admin",
-    params(("holdId" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(tag = "admin", params(ChargedOnHold),
     responses((status = 200, body = HoldView), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/admin/v1/holds/{holdId}/release")]
-pub async fn release(
-    state: web::Data<AppState>,
-    _: Admin,
-    req: HttpRequest,
-    hold_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn release(state: AppData, _: Admin, req: HttpRequest, hold_id: HoldPath) -> Reply {
     settle(&state, &req, hold_id.into_inner(), Settlement::Release, b"").await
 }
 
 /// Gives back all or part of a usage charge; 409 beyond what was charged.
-#[utoipa::path(tag = "admin", request_body = RefundRequest,
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(tag = "admin", request_body = RefundRequest, params(ChargedOnAccount),
     responses((status = 201, body = TransactionView), SettleErrors))]
 #[post("/admin/v1/accounts/{id}/refunds")]
-pub async fn refund(
-    state: web::Data<AppState>,
-    call: OnAccount<RefundRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let v = &call.body.value;
-    let operation = service::refund(&v.transaction_id, v.amount, v.description.as_deref());
-    created_entry(&state, &call, operation).await
+pub async fn refund(state: AppData, call: OnAccount<RefundRequest>) -> Reply {
+    created_entry(&state, &call, |v| {
+        service::refund(&v.transaction_id, v.amount, v.description.as_deref())
+    })
+    .await
 }
 
 /// Subscribes the account to a configured plan, operator-managed (or changes plan or
@@ -240,10 +264,7 @@ pub async fn refund(
     params(("id" = String, Path)),
     responses((status = 200, body = crate::routes::subscription::PlanSubscriptionView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/subscription")]
-pub async fn subscription(
-    state: web::Data<AppState>,
-    call: OnAccount<SubscriptionRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn subscription(state: AppData, call: OnAccount<SubscriptionRequest>) -> Reply {
     let SubscriptionRequest {
         plan_id,
         status,
@@ -270,10 +291,7 @@ pub async fn subscription(
     params(("id" = String, Path)),
     responses((status = 200, body = MaxHardLimitView), AccountSettingErrors))]
 #[put("/admin/v1/accounts/{id}/max-hard-limit")]
-pub async fn max_hard_limit(
-    state: web::Data<AppState>,
-    call: OnAccount<MaxHardLimitRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn max_hard_limit(state: AppData, call: OnAccount<MaxHardLimitRequest>) -> Reply {
     let account = AccountId::new(call.account);
     let shown = account.as_str().to_owned();
     let limit =
@@ -288,6 +306,6 @@ pub async fn max_hard_limit(
 #[utoipa::path(tag = "admin",
     responses((status = 200, description = "{ok, accounts, entries, violations}"), crate::routes::AuthErrors))]
 #[get("/admin/v1/verify")]
-pub async fn verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+pub async fn verify(state: AppData, _: Admin) -> Reply {
     Ok(HttpResponse::Ok().json(service::verify(&state).await?))
 }

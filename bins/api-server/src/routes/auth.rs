@@ -6,12 +6,13 @@ use std::pin::Pin;
 use actix_web::cookie::{time::Duration, Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{post, web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{post, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Authed, Credential, SESSION_COOKIE};
 use crate::body::{body_limit, header, read_limited, JsonBody};
 use crate::error::ApiError;
+use crate::routes::{AppData, Reply};
 use crate::service::accounts::{self, LoggedIn};
 use crate::state::AppState;
 use crate::wire::{AccountView, Credentials, SignupRequest};
@@ -75,10 +76,7 @@ fn logged_in(state: &AppState, status: StatusCode, who: LoggedIn) -> HttpRespons
 #[utoipa::path(tag = "accounts", request_body = SignupRequest,
     responses((status = 201, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/signup")]
-pub async fn signup(
-    state: web::Data<AppState>,
-    AuthBody(body): AuthBody<SignupRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn signup(state: AppData, AuthBody(body): AuthBody<SignupRequest>) -> Reply {
     let body = body.value;
     let who = match &body.invite_token {
         Some(token) => {
@@ -93,10 +91,7 @@ pub async fn signup(
 #[utoipa::path(tag = "accounts", request_body = Credentials,
     responses((status = 200, body = AccountView), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 429, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/auth/login")]
-pub async fn login(
-    state: web::Data<AppState>,
-    AuthBody(body): AuthBody<Credentials>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn login(state: AppData, AuthBody(body): AuthBody<Credentials>) -> Reply {
     let who = accounts::login(&state, &body.value.email, &body.value.password).await?;
     Ok(logged_in(&state, StatusCode::OK, who))
 }
@@ -105,7 +100,7 @@ pub async fn login(
 #[utoipa::path(tag = "accounts",
     responses((status = 204, description = "Logged out"), crate::routes::AuthErrors))]
 #[post("/api/v1/auth/logout")]
-pub async fn logout(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn logout(state: AppData, who: Authed) -> Reply {
     if let Credential::Session(hash) = who.credential {
         accounts::logout(&state, hash).await?;
     }

@@ -1,16 +1,15 @@
 //! Auto top-up: buy a pack again with the saved payment method when the balance falls
 //! below a threshold (type `auto_topup`, at most one in flight).
 
-use actix_web::{get, put, web, HttpResponse};
+use actix_web::{get, put, HttpResponse};
 use ledger_core::Credits;
 use payments::AutoTopupRequest;
 use serde::Deserialize;
 
 use crate::auth::Authed;
 use crate::body::JsonBody;
-use crate::error::ApiError;
+use crate::routes::{AppData, Reply};
 use crate::service::accounts;
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -25,7 +24,7 @@ pub struct AutoTopupBody {
 #[utoipa::path(tag = "credits",
     responses((status = 200, description = "The settings and status"), crate::routes::AuthErrors))]
 #[get("/api/v1/credits/auto-topup")]
-pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: AppData, who: Authed) -> Reply {
     let view = accounts::auto_topup(&state, who.account_id).await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -37,11 +36,7 @@ pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse
         (status = 403, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody),
         (status = 503, body = crate::wire::ErrorBody)))]
 #[put("/api/v1/credits/auto-topup")]
-pub async fn put(
-    state: web::Data<AppState>,
-    who: Authed,
-    body: JsonBody<AutoTopupBody>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn put(state: AppData, who: Authed, body: JsonBody<AutoTopupBody>) -> Reply {
     crate::service::members::require_owner(&who)?;
     let request = AutoTopupRequest {
         enabled: body.value.enabled,

@@ -8,6 +8,7 @@ use ledger_core::Page;
 use crate::auth::Authed;
 use crate::body::JsonBody;
 use crate::error::ApiError;
+use crate::routes::{AppData, Reply};
 use crate::service::accounts;
 use crate::state::AppState;
 use crate::wire::{
@@ -23,15 +24,20 @@ pub async fn available(state: &AppState, who: &Authed) -> Result<ledger_core::Cr
 #[utoipa::path(tag = "credits",
     responses((status = 200, body = BalanceView), crate::routes::AuthErrors))]
 #[get("/api/v1/credits")]
-pub async fn balance(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
-    let balance = available(&state, &who).await?;
-    Ok(HttpResponse::Ok().json(BalanceView { balance }))
+pub async fn balance(state: AppData, who: Authed) -> Reply {
+    balance_answer(&state, &who).await
+}
+
+/// `200` with what `who` can spend now (`{"balance": 47}`).
+pub async fn balance_answer(state: &AppState, who: &Authed) -> Reply {
+    let spendable = available(state, who).await?;
+    Ok(HttpResponse::Ok().json(BalanceView { balance: spendable }))
 }
 
 /// Active packs, ordered by credits. Public.
 #[utoipa::path(tag = "credits", responses((status = 200, body = [PackView])))]
 #[get("/api/v1/credits/packs")]
-pub async fn packs(state: web::Data<AppState>) -> HttpResponse {
+pub async fn packs(state: AppData) -> HttpResponse {
     let view: Vec<PackView> = state
         .catalogue
         .active()
@@ -48,11 +54,7 @@ pub async fn packs(state: web::Data<AppState>) -> HttpResponse {
         (status = 500, body = crate::wire::ErrorBody), (status = 502, body = crate::wire::ErrorBody),
         (status = 503, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/credits/purchase")]
-pub async fn purchase(
-    state: web::Data<AppState>,
-    who: Authed,
-    body: JsonBody<PurchaseRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn purchase(state: AppData, who: Authed, body: JsonBody<PurchaseRequest>) -> Reply {
     crate::service::members::require_owner(&who)?;
     let checkout_url = accounts::purchase(&state, who.account_id, &body.value.pack_id).await?;
     Ok(HttpResponse::Ok().json(CheckoutView { checkout_url }))
@@ -60,18 +62,21 @@ pub async fn purchase(
 
 pub use crate::service::accounts::payments_not_configured as not_configured;
 
+/// A query string's parameters by name (read with [`param`]).
+type QueryParams = web::Query<HashMap<String, String>>;
+
+/// The query parameter `name`, if given.
+fn param<'a>(query: &'a QueryParams, name: &str) -> Option<&'a str> {
+    query.get(name).map(String::as_str)
+}
+
 /// History, newest first. `limit` 1..=100 (default 50), `offset` from 0.
 #[utoipa::path(tag = "credits",
     params(("limit" = Option<u32>, Query, description = "1 to 100, default 50"), ("offset" = Option<u64>, Query, description = "default 0")),
     responses((status = 200, body = [TransactionView]), crate::routes::ReadErrors))]
 #[get("/api/v1/credits/transactions")]
-pub async fn transactions(
-    state: web::Data<AppState>,
-    who: Authed,
-    query: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, ApiError> {
-    let q = |name: &str| query.get(name).map(String::as_str);
-    let page = Page::parse(q("limit"), q("offset"))?;
+pub async fn transactions(state: AppData, who: Authed, query: QueryParams) -> Reply {
+    let page = Page::parse(param(&query, "limit"), param(&query, "offset"))?;
     let entries = accounts::history(&state, who.account_id, page).await?;
     let view: Vec<TransactionView> = entries.iter().map(TransactionView::from).collect();
     Ok(HttpResponse::Ok().json(view))
@@ -83,13 +88,9 @@ pub async fn transactions(
     params(("year" = Option<i32>, Query, description = "needs month"), ("month" = Option<u32>, Query, description = "1 to 12")),
     responses((status = 200, body = [UsageView]), crate::routes::ReadErrors))]
 #[get("/api/v1/credits/usage")]
-pub async fn usage(
-    state: web::Data<AppState>,
-    who: Authed,
-    query: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, ApiError> {
-    let q = |name: &str| query.get(name).map(String::as_str);
-    let entries = accounts::month(&state, who.account_id, q("year"), q("month")).await?;
+pub async fn usage(state: AppData, who: Authed, query: QueryParams) -> Reply {
+    let (year, month) = (param(&query, "year"), param(&query, "month"));
+    let entries = accounts::month(&state, who.account_id, year, month).await?;
     let view: Vec<UsageView> = entries.iter().map(UsageView::from).collect();
     Ok(HttpResponse::Ok().json(view))
 }

@@ -7,9 +7,8 @@ use utoipa::ToSchema;
 
 use crate::auth::Authed;
 use crate::body::JsonBody;
-use crate::error::ApiError;
+use crate::routes::{AppData, Reply};
 use crate::service::members;
-use crate::state::AppState;
 
 /// An invitation to make.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,11 +51,7 @@ pub struct MemberView {
         (status = 401, body = crate::wire::ErrorBody), (status = 403, body = crate::wire::ErrorBody),
         (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/members")]
-pub async fn invite(
-    state: web::Data<AppState>,
-    who: Authed,
-    body: JsonBody<NewMember>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn invite(state: AppData, who: Authed, body: JsonBody<NewMember>) -> Reply {
     let (invite, token) =
         members::invite(&state, &who, &body.value.email, &body.value.role).await?;
     Ok(HttpResponse::Created().json(MemberInvited {
@@ -72,7 +67,7 @@ pub async fn invite(
 #[utoipa::path(tag = "accounts",
     responses((status = 200, body = [MemberView]), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/members")]
-pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: AppData, who: Authed) -> Reply {
     let view: Vec<MemberView> = members::list(&state, &who)
         .await?
         .into_iter()
@@ -94,11 +89,7 @@ pub async fn list(state: web::Data<AppState>, who: Authed) -> Result<HttpRespons
         (status = 403, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody),
         (status = 409, body = crate::wire::ErrorBody)))]
 #[delete("/api/v1/members/{id}")]
-pub async fn remove(
-    state: web::Data<AppState>,
-    who: Authed,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn remove(state: AppData, who: Authed, id: web::Path<String>) -> Reply {
     members::remove(&state, &who, id.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -21,6 +21,13 @@ use ledger_core::Credits;
 use ledger_store::Applied;
 
 use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What every handler is handed to reach the application (`state: AppData`).
+pub type AppData = web::Data<AppState>;
+
+/// What a handler answers: a response, or the error that becomes one.
+pub type Reply = Result<HttpResponse, ApiError>;
 
 /// Declares every route once. Each handler's method and path are written once, in its
 /// actix attribute (`#[get("/healthz")]`); its `#[utoipa::path]` reads them from there
@@ -207,7 +214,7 @@ pub fn with_metering(mut res: HttpResponse, remaining: Credits, charged: Credits
 pub fn metered(
     applied: Applied,
     ok: impl FnOnce(ledger_store::Outcome) -> Result<(HttpResponse, Credits), ApiError>,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let remaining = applied.available;
     let mut res = match applied.result {
         Ok(outcome) => {

@@ -16,9 +16,8 @@ use utoipa::openapi::{Content, RefOr, Response, ResponseBuilder};
 use crate::auth::{AuthError, Spender};
 use crate::body::{idempotency_key, parse_json};
 use crate::error::ApiError;
-use crate::routes::{with_metering, ScreenshotErrors};
+use crate::routes::{with_metering, AppData, Reply, ScreenshotErrors};
 use crate::service::screenshot::{self as service, Shot, ShotRequest};
-use crate::state::AppState;
 
 /// Turns a [`Shot`] into the answer: the image, or the error's own answer; then the
 /// metering and cache headers.
@@ -250,7 +249,7 @@ impl utoipa::IntoResponses for ScreenshotAnswers {
     responses(ScreenshotAnswers))]
 #[get("/api/v1/screenshot")]
 pub async fn take_get(
-    state: web::Data<AppState>,
+    state: AppData,
     req: HttpRequest,
     who: Result<Spender, AuthError>,
 ) -> HttpResponse {
@@ -269,7 +268,7 @@ pub async fn take_get(
     responses(ScreenshotAnswers))]
 #[post("/api/v1/screenshot")]
 pub async fn take_post(
-    state: web::Data<AppState>,
+    state: AppData,
     req: HttpRequest,
     who: Result<Spender, AuthError>,
     body: web::Bytes,
@@ -300,11 +299,7 @@ pub struct QuoteView {
     params(ScreenshotOptions),
     responses((status = 200, body = QuoteView), crate::routes::ReadErrors))]
 #[get("/api/v1/screenshot/quote")]
-pub async fn quote_get(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    who: crate::auth::Authed,
-) -> Result<HttpResponse, ApiError> {
+pub async fn quote_get(state: AppData, req: HttpRequest, who: crate::auth::Authed) -> Reply {
     let options = query_options(&req)?;
     let (credits, remaining) = service::quote(&state, &who.account_id, options).await?;
     let res = HttpResponse::Ok().json(QuoteView { credits });

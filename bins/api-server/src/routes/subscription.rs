@@ -2,7 +2,7 @@
 //! plan changes, cancelling and the billed blocks of extra. The flows are
 //! [`crate::service::subscription`]; these handlers extract and convert.
 
-use actix_web::{get, post, put, web, HttpResponse, ResponseError};
+use actix_web::{get, post, put, HttpResponse, ResponseError};
 use ledger_core::Credits;
 use ledger_store::{OverageItem, PlanSubscription};
 use serde::{Deserialize, Serialize};
@@ -10,9 +10,8 @@ use utoipa::ToSchema;
 
 use crate::auth::Authed;
 use crate::body::JsonBody;
-use crate::error::ApiError;
+use crate::routes::{AppData, Reply};
 use crate::service::subscription::{self as service, SubscriptionError};
-use crate::state::AppState;
 
 /// A subscription and its current period.
 #[derive(Debug, Serialize, ToSchema)]
@@ -145,8 +144,8 @@ pub enum ChangeAccepted {
 }
 
 /// The answer of a flow: a refusal with a code of this area is answered as it is; a
-/// shared error stays an [`ApiError`] (so a 500 is logged with its cause chain).
-fn respond(result: Result<HttpResponse, SubscriptionError>) -> Result<HttpResponse, ApiError> {
+/// shared error stays an [`ApiError`](crate::error::ApiError) (so a 500 is logged with its cause chain).
+fn respond(result: Result<HttpResponse, SubscriptionError>) -> Reply {
     match result {
         Ok(res) => Ok(res),
         Err(SubscriptionError::Api(e)) => Err(e),
@@ -159,7 +158,7 @@ fn respond(result: Result<HttpResponse, SubscriptionError>) -> Result<HttpRespon
     responses((status = 200, body = PlanSubscriptionView), (status = 401, body = crate::wire::ErrorBody),
         (status = 404, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/subscription")]
-pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: AppData, who: Authed) -> Reply {
     respond(
         service::view(&state, who.account_id)
             .await
@@ -174,11 +173,7 @@ pub async fn get(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse
         (status = 401, body = crate::wire::ErrorBody), (status = 403, body = crate::wire::ErrorBody),
         (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[put("/api/v1/subscription/hard-limit")]
-pub async fn hard_limit(
-    state: web::Data<AppState>,
-    who: Authed,
-    body: JsonBody<HardLimitRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn hard_limit(state: AppData, who: Authed, body: JsonBody<HardLimitRequest>) -> Reply {
     let requested = body.value.hard_limit;
     let s = service::set_hard_limit(&state, who.account_id, who.role, requested).await;
     respond(s.map(|s| answer(&s)))
@@ -195,11 +190,7 @@ pub async fn hard_limit(
         (status = 401, body = crate::wire::ErrorBody), (status = 403, body = crate::wire::ErrorBody),
         (status = 404, body = crate::wire::ErrorBody), (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/subscription/change")]
-pub async fn change(
-    state: web::Data<AppState>,
-    who: Authed,
-    body: JsonBody<PlanChangeRequest>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn change(state: AppData, who: Authed, body: JsonBody<PlanChangeRequest>) -> Reply {
     let s = service::change(&state, who.account_id, who.role, &body.value.plan_id).await;
     respond(s.map(changed))
 }
@@ -212,7 +203,7 @@ pub async fn change(
         (status = 403, body = crate::wire::ErrorBody), (status = 404, body = crate::wire::ErrorBody),
         (status = 409, body = crate::wire::ErrorBody)))]
 #[post("/api/v1/subscription/cancel")]
-pub async fn cancel(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(state: AppData, who: Authed) -> Reply {
     let s = service::cancel(&state, who.account_id, who.role).await;
     respond(s.map(changed))
 }
@@ -221,7 +212,7 @@ pub async fn cancel(state: web::Data<AppState>, who: Authed) -> Result<HttpRespo
 #[utoipa::path(tag = "subscription",
     responses((status = 200, body = [OverageItemView]), (status = 401, body = crate::wire::ErrorBody)))]
 #[get("/api/v1/subscription/overage")]
-pub async fn overage(state: web::Data<AppState>, who: Authed) -> Result<HttpResponse, ApiError> {
+pub async fn overage(state: AppData, who: Authed) -> Reply {
     respond(service::overage(&state, who.account_id).await.map(|items| {
         let views: Vec<OverageItemView> = items.iter().map(OverageItemView::from).collect();
         HttpResponse::Ok().json(views)

@@ -1,11 +1,10 @@
 //! Health and the OpenAPI document.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, HttpResponse};
 use serde_json::json;
 use utoipa::OpenApi;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::routes::{AppData, Reply};
 
 /// 200 once the database answers; 503 (with `Retry-After` and the failing check) while
 /// it does not, within `database.acquire_timeout_secs`.
@@ -13,7 +12,7 @@ use crate::state::AppState;
     (status = 200, description = "Ready: every check passed"),
     (status = 503, description = "Not ready: `checks` names the failing one", body = crate::wire::ErrorBody)))]
 #[get("/healthz")]
-pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn healthz(state: AppData) -> Reply {
     crate::service::system::ready(&state).await?;
     Ok(HttpResponse::Ok().json(json!({
         "status": "ok",

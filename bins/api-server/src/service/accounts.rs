@@ -189,6 +189,25 @@ pub struct LoggedIn {
     pub session_token: String,
 }
 
+impl LoggedIn {
+    /// `member` of `account` (whose balance is `balance`) logged in: a new session.
+    pub async fn start(
+        state: &AppState,
+        account: Account,
+        member: Member,
+        balance: Credits,
+    ) -> Result<LoggedIn, ApiError> {
+        let email = member.email.clone();
+        let session_token = start_session(state, member).await?;
+        Ok(LoggedIn {
+            account,
+            email,
+            balance,
+            session_token,
+        })
+    }
+}
+
 /// Creates an account, grants the signup bonus once, and starts a session.
 pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<LoggedIn, ApiError> {
     let email = valid_email(email)?;
@@ -215,14 +234,7 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<Log
             Ok((account, owner, balance))
         })
         .await?;
-    let email = owner.email.clone();
-    let session_token = start_session(state, owner).await?;
-    Ok(LoggedIn {
-        account,
-        email,
-        balance,
-        session_token,
-    })
+    LoggedIn::start(state, account, owner, balance).await
 }
 
 /// Logs in with email and password; failed attempts count towards the lockout.
@@ -259,14 +271,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Logg
         return Err(ApiError::BadLogin);
     };
     throttle.succeeded(&key);
-    let email = member.email.clone();
-    let session_token = start_session(state, member).await?;
-    Ok(LoggedIn {
-        account,
-        email,
-        balance,
-        session_token,
-    })
+    LoggedIn::start(state, account, member, balance).await
 }
 
 /// Revokes the session whose token hashes to `hash`.

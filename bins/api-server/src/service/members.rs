@@ -6,7 +6,7 @@ use ledger_store::{Invite, Member, MemberRefusal};
 
 use crate::auth::{hash_password, new_session_token, sha256_hex, Authed};
 use crate::error::ApiError;
-use crate::service::accounts::{start_session, valid_email, valid_password, LoggedIn};
+use crate::service::accounts::{valid_email, valid_password, LoggedIn};
 use crate::state::AppState;
 
 /// How long an invitation token works (7 days).
@@ -136,12 +136,5 @@ pub async fn join(
             Ok((member, account, balance))
         })
         .await?;
-    let email = member.email.clone();
-    let session_token = start_session(state, member).await?;
-    Ok(LoggedIn {
-        account,
-        email,
-        balance,
-        session_token,
-    })
+    LoggedIn::start(state, account, member, balance).await
 }

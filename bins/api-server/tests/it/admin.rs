@@ -449,16 +449,12 @@ async fn holds_capture_all_or_part_and_release(backend: &'static str) {
     ))
     .await
     .expect(404);
-    let usage: Vec<Value> = app
-        .transactions(&auth)
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["type"] == "usage")
-        .map(|t| t["amount"].clone())
+    let txns = app.transactions(&auth).await;
+    let usage: Vec<&Value> = of_type(&txns, "usage")
+        .into_iter()
+        .map(|t| &t["amount"])
         .collect();
-    assert_eq!(usage, [json!(-3), json!(-2), json!(-10)]);
+    assert_eq!(usage, [&json!(-3), &json!(-2), &json!(-10)]);
     app.assert_verified().await;
 }
 
@@ -506,11 +502,8 @@ async fn settled_and_expired_holds_are_409(backend: &'static str) {
     assert_eq!(app.balance(&auth).await, json!(3));
     // Nothing was charged for the expired one.
     let txns = app.transactions(&auth).await;
-    let usage: Vec<&Value> = txns
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["type"] == "usage")
+    let usage: Vec<&Value> = of_type(&txns, "usage")
+        .into_iter()
         .map(|t| &t["amount"])
         .collect();
     assert_eq!(usage, [&json!(-1), &json!(-1)]);
@@ -792,12 +785,7 @@ async fn idempotency_keys_have_one_effect_on_every_charged_call(backend: &'stati
     assert_eq!(app.balance(&auth).await, json!(20));
     // One entry per effect: bonus, grant, debit, capture, refund.
     let txns = app.transactions(&auth).await;
-    let kinds: Vec<&str> = txns
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["type"].as_str().unwrap())
-        .collect();
+    let kinds = types_of(&txns);
     assert_eq!(
         kinds,
         ["refund", "usage", "usage", "adjustment", "signup_bonus"]

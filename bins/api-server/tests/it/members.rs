@@ -43,6 +43,28 @@ fn token_of(invited: &Value) -> String {
     invited["inviteToken"].as_str().unwrap().to_owned()
 }
 
+/// The token of a new invitation of `email` as `role`, by `by`.
+async fn invited_token(app: &TestApp, by: &Auth, email: &str, role: &str) -> String {
+    token_of(&invite(app, by, email, role).await.expect(201))
+}
+
+/// `email`, invited by `by` as `role`, joins: what the signup answered, the member's
+/// session, and a new API key of theirs named `key_name`.
+async fn joined(
+    app: &TestApp,
+    by: &Auth,
+    email: &str,
+    role: &str,
+    key_name: &str,
+) -> (Value, String, Auth) {
+    let token = invited_token(app, by, email, role).await;
+    let res = join(app, email, &token).await;
+    let body = res.expect(201);
+    let (session, _) = res.session_cookie().unwrap();
+    let (key, _) = app.new_key(&session, key_name).await;
+    (body, session, Auth::Key(key))
+}
+
 fn assert_owner_only(res: &Resp) {
     let body = res.expect(403);
     assert_eq!(body["code"], "OWNER_ONLY", "{body}");
@@ -58,12 +80,7 @@ fn by_email<'a>(listed: &'a [Value], email: &str) -> &'a Value {
 }
 
 async fn members(app: &TestApp, auth: &Auth) -> Vec<Value> {
-    app.send(Req::get("/api/v1/members").auth(auth))
-        .await
-        .expect(200)
-        .as_array()
-        .unwrap()
-        .clone()
+    app.list("/api/v1/members", auth).await
 }
 
 /// A browser that always succeeds (the real one is tested in `screenshots.rs`).
@@ -98,16 +115,7 @@ async fn a_member_spends_the_accounts_credits(backend: &'static str) {
     .await;
     let (owner_session, account) = app.signup("owner@example.com").await;
     let owner = Auth::Cookie(owner_session);
-    let token = token_of(
-        &invite(&app, &owner, "bob@example.com", "member")
-            .await
-            .expect(201),
-    );
-    let res = join(&app, "bob@example.com", &token).await;
-    res.expect(201);
-    let (bob_session, _) = res.session_cookie().unwrap();
-    let (bob_key, _) = app.new_key(&bob_session, "bob's").await;
-    let bob = Auth::Key(bob_key);
+    let (_, _, bob) = joined(&app, &owner, "bob@example.com", "member", "bob's").await;
     let res = app
         .send(
             Req::post("/api/v1/screenshot")
@@ -204,12 +212,7 @@ async fn an_invited_member_joins_the_account_and_cannot_manage_billing(backend: 
         .send(Req::get("/api/v1/api-keys").auth(&bob_by_key))
         .await
         .expect(200);
-    let ids: Vec<&str> = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["id"].as_str().unwrap())
-        .collect();
+    let ids = texts_of(&keys, "id");
     assert_eq!(
         ids,
         vec![bob_key_id.as_str()],
@@ -303,11 +306,7 @@ async fn invitations_refuse_bad_input_and_work_once(backend: &'static str) {
         assert_eq!(body["code"], "EMAIL_TAKEN", "{body}");
     }
 
-    let token = token_of(
-        &invite(&app, &owner, "bob@example.com", "owner")
-            .await
-            .expect(201),
-    );
+    let token = invited_token(&app, &owner, "bob@example.com", "owner").await;
     // Unknown tokens.
     for bad in ["inv_0000", "nothing", ""] {
         let res = join(&app, "bob@example.com", bad).await;
@@ -348,18 +347,10 @@ async fn invitations_refuse_bad_input_and_work_once(backend: &'static str) {
         .unwrap()
         .0;
     let bob = Auth::Cookie(bob_session);
-    let later = token_of(
-        &invite(&app, &bob, "carol@example.com", "member")
-            .await
-            .expect(201),
-    );
+    let later = invited_token(&app, &bob, "carol@example.com", "member").await;
 
     // An email that got a login after it was invited: 409 at signup.
-    let early = token_of(
-        &invite(&app, &owner, "dave@example.com", "member")
-            .await
-            .expect(201),
-    );
+    let early = invited_token(&app, &owner, "dave@example.com", "member").await;
     let (_, _) = app.signup("dave@example.com").await;
     let body = join(&app, "dave@example.com", &early).await.expect(409);
     assert_eq!(body["code"], "EMAIL_TAKEN", "{body}");
@@ -377,17 +368,9 @@ async fn removal_stops_sessions_and_keys_at_once_and_the_last_owner_stays(backen
     let (owner_session, _) = app.signup("owner@example.com").await;
     let (owner_key, _) = app.new_key(&owner_session, "owner's").await;
     let owner = Auth::Key(owner_key);
-    let token = token_of(
-        &invite(&app, &owner, "bob@example.com", "member")
-            .await
-            .expect(201),
-    );
-    let res = join(&app, "bob@example.com", &token).await;
-    let bob_id = res.expect(201);
-    let (bob_session, _) = res.session_cookie().unwrap();
-    let (bob_key, _) = app.new_key(&bob_session, "bob's").await;
+    let (bob_id, bob_session, bob_key) =
+        joined(&app, &owner, "bob@example.com", "member", "bob's").await;
     let bob_cookie = Auth::Cookie(bob_session);
-    let bob_key = Auth::Key(bob_key);
     assert_eq!(app.balance(&bob_cookie).await, json!(5));
     assert_eq!(app.balance(&bob_key).await, json!(5));
     let listed = members(&app, &owner).await;
@@ -446,16 +429,7 @@ async fn removal_stops_sessions_and_keys_at_once_and_the_last_owner_stays(backen
     assert_eq!(app.balance(&owner).await, json!(5));
 
     // With a second owner, the first may go; then the second is the last.
-    let token = token_of(
-        &invite(&app, &owner, "dana@example.com", "owner")
-            .await
-            .expect(201),
-    );
-    let res = join(&app, "dana@example.com", &token).await;
-    res.expect(201);
-    let (dana_session, _) = res.session_cookie().unwrap();
-    let (dana_key, _) = app.new_key(&dana_session, "dana's").await;
-    let dana = Auth::Key(dana_key);
+    let (_, _, dana) = joined(&app, &owner, "dana@example.com", "owner", "dana's").await;
     app.send(Req::delete(format!("/api/v1/members/{owner_id}")).auth(&dana))
         .await
         .expect(204);

@@ -93,12 +93,7 @@ async fn view(app: &TestApp, auth: &Auth) -> Value {
 }
 
 async fn overage(app: &TestApp, auth: &Auth) -> Vec<Value> {
-    app.send(Req::get("/api/v1/subscription/overage").auth(auth))
-        .await
-        .expect(200)
-        .as_array()
-        .unwrap()
-        .clone()
+    app.list("/api/v1/subscription/overage", auth).await
 }
 
 async fn change(app: &TestApp, auth: &Auth, plan_id: &str) -> Resp {
@@ -117,6 +112,33 @@ async fn charging_extra(app: &TestApp) -> (String, Auth) {
     subscribe(app, &id, "basic").await;
     hard_limit(app, &auth, 15_000).await.expect(200);
     (id, auth)
+}
+
+/// [`charging_extra`], then `used` credits debited.
+async fn charged_extra(app: &TestApp, used: i64) -> (String, Auth) {
+    let (id, auth) = charging_extra(app).await;
+    app.debit(&id, json!(used)).await.expect(201);
+    (id, auth)
+}
+
+/// [`change`] to `plan_id`, which answers `200` with the subscription on that plan.
+async fn changed_to(app: &TestApp, auth: &Auth, plan_id: &str) -> Value {
+    let v = change(app, auth, plan_id).await.expect(200);
+    assert_eq!(v["planId"], plan_id);
+    v
+}
+
+/// A new app whose customer, [`charged_extra`] with `used`, changed to `plan_id`: the app,
+/// the customer, and the subscription as the change answered it.
+async fn used_then_changed(
+    backend: &'static str,
+    used: i64,
+    plan_id: &str,
+) -> (TestApp, Auth, Value) {
+    let app = app(backend).await;
+    let (_, auth) = charged_extra(&app, used).await;
+    let v = changed_to(&app, &auth, plan_id).await;
+    (app, auth, v)
 }
 
 async fn the_seed_002_examples_end_to_end(backend: &'static str) {
@@ -181,8 +203,7 @@ async fn the_rounding_edges_end_to_end(backend: &'static str) {
         (1_000, 1_000, 400),
         (1_001, 2_000, 800),
     ] {
-        let (id, auth) = charging_extra(&app).await;
-        app.debit(&id, json!(10_000 + extra)).await.expect(201);
+        let (_, auth) = charged_extra(&app, 10_000 + extra).await;
         let v = view(&app, &auth).await;
         println!(
             "seed 002 rounding through HTTP: extra {} extraBilled {} extraChargeCents {}",
@@ -332,11 +353,9 @@ async fn the_hard_limit_rules(backend: &'static str) {
 
 async fn upgrading_resets_the_hard_limit_and_starts_a_new_period(backend: &'static str) {
     let app = app(backend).await;
-    let (id, auth) = charging_extra(&app).await;
-    app.debit(&id, json!(11_500)).await.expect(201);
+    let (id, auth) = charged_extra(&app, 11_500).await;
     app.clock.advance_secs(3 * 86_400);
-    let v = change(&app, &auth, "pro").await.expect(200);
-    assert_eq!(v["planId"], "pro");
+    let v = changed_to(&app, &auth, "pro").await;
     assert_eq!(v["planName"], "Pro");
     assert_eq!(v["hardLimit"], 50_000, "reset to the new plan's limit");
     assert_eq!(
@@ -359,23 +378,14 @@ async fn upgrading_resets_the_hard_limit_and_starts_a_new_period(backend: &'stat
     let res = app.debit(&id, json!(50_001)).await;
     assert_eq!(res.expect(402)["code"], "INSUFFICIENT_CREDITS");
     let txns = app.transactions(&auth).await;
-    let allowances: Vec<&Value> = txns
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["type"] == "allowance")
-        .collect();
+    let allowances = of_type(&txns, "allowance");
     assert_eq!(allowances.len(), 2);
     assert_eq!(allowances[0]["amount"], 50_000);
     app.assert_verified().await;
 }
 
 async fn downgrading_to_free_bills_the_extra_at_once(backend: &'static str) {
-    let app = app(backend).await;
-    let (id, auth) = charging_extra(&app).await;
-    app.debit(&id, json!(10_700)).await.expect(201);
-    let v = change(&app, &auth, "free").await.expect(200);
-    assert_eq!(v["planId"], "free");
+    let (app, auth, v) = used_then_changed(backend, 10_700, "free").await;
     assert_eq!(
         (
             v["extra"].clone(),
@@ -400,11 +410,7 @@ async fn downgrading_to_free_bills_the_extra_at_once(backend: &'static str) {
 }
 
 async fn downgrading_to_a_paying_plan_waits_for_the_next_period(backend: &'static str) {
-    let app = app(backend).await;
-    let (id, auth) = charging_extra(&app).await;
-    app.debit(&id, json!(10_500)).await.expect(201);
-    let v = change(&app, &auth, "starter").await.expect(200);
-    assert_eq!(v["planId"], "starter");
+    let (app, auth, v) = used_then_changed(backend, 10_500, "starter").await;
     assert_eq!(
         v["extra"], 500,
         "nothing billed at once beyond the blocks crossed"
@@ -426,8 +432,7 @@ async fn downgrading_to_a_paying_plan_waits_for_the_next_period(backend: &'stati
 
 async fn cancelling_bills_the_extra_then_cancels(backend: &'static str) {
     let app = app(backend).await;
-    let (id, auth) = charging_extra(&app).await;
-    app.debit(&id, json!(12_000)).await.expect(201);
+    let (id, auth) = charged_extra(&app, 12_000).await;
     let v = app
         .send(Req::post("/api/v1/subscription/cancel").auth(&auth))
         .await
@@ -506,12 +511,7 @@ async fn a_week_of_downtime_grants_one_allowance(backend: &'static str) {
     let v = view(&app, &auth).await;
     assert_eq!(v["currentPeriodStart"], "2026-05-10T00:00:00.000Z");
     let txns = app.transactions(&auth).await;
-    let kinds: Vec<&str> = txns
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["type"].as_str().unwrap())
-        .collect();
+    let kinds = types_of(&txns);
     assert_eq!(
         kinds,
         ["allowance", "expiry", "usage", "allowance"],
@@ -547,8 +547,7 @@ async fn a_new_paid_plan_is_bought_through_a_checkout(backend: &'static str) {
         (json!("free"), json!("active"))
     );
     // From free to paid is an upgrade of a subscription in force: at once.
-    let v = change(&app, &auth, "basic").await.expect(200);
-    assert_eq!(v["planId"], "basic");
+    let v = changed_to(&app, &auth, "basic").await;
     assert_eq!(v["planLimit"], 10_000);
     // An upgrade in the very millisecond the period started opens the new period one
     // millisecond later (one allowance per period).
@@ -623,8 +622,7 @@ fn the_binary_grants_one_allowance_across_a_restart() {
 
 async fn the_sweeper_rolls_idle_accounts_and_records_items(backend: &'static str) {
     let app = app(backend).await;
-    let (id, auth) = charging_extra(&app).await;
-    app.debit(&id, json!(10_001)).await.expect(201);
+    let (id, auth) = charged_extra(&app, 10_001).await;
     let (idle, _) = customer(&app);
     subscribe(&app, &idle, "free").await;
     let store = app.db.store.clone();

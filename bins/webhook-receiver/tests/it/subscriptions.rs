@@ -6,26 +6,37 @@
 
 use crate::common;
 
+use std::sync::Arc;
+
 use common::*;
-use ledger_core::SubscriptionStatus;
-use payments::OverageReport;
+use ledger_core::{AccountId, SubscriptionStatus};
+use payments::{OverageReport, StoreBook};
+use settings::Settings;
 use test_support::fake_polar::{Event, FakePolar, KeyMode};
 use test_support::on_both_backends;
-use test_support::polar::{polar_payments, sell_plans_on_polar, with_plans, MemoryBook};
+use test_support::polar::MemoryBook;
+use test_support::polar::{demo_with_memory_book, polar_with_plans, sell_plans_on_polar};
 use test_support::TestDb;
 
-fn subscription_webhooks_duplicated_and_reordered_over_http(db: TestDb) {
+/// A fake Polar (legacy keys) selling the plans, settings in Polar mode against it, and a
+/// new account.
+fn plans_on_polar(db: &TestDb) -> (FakePolar, Settings, AccountId) {
     let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
-    let mut s = settings(&db, Some(&fake.url()));
+    let mut s = settings(db, Some(&fake.url()));
     sell_plans_on_polar(&mut s);
-    let acct = account(&db.store);
+    (fake, s, account(&db.store))
+}
+
+/// The store's own subscription book with the plans of `s` (the one the programs wire).
+fn store_book(db: &TestDb, s: &Settings) -> Arc<StoreBook> {
+    let plans = s.plans.iter().map(|p| p.plan()).collect();
+    Arc::new(StoreBook::new(db.store.clone(), plans))
+}
+
+fn subscription_webhooks_duplicated_and_reordered_over_http(db: TestDb) {
+    let (fake, s, acct) = plans_on_polar(&db);
     let book = MemoryBook::new([&acct]);
-    let payments = with_plans(
-        polar_payments(&fake, &s, db.store.clone()),
-        &s,
-        book.clone(),
-        Some(&fake),
-    );
+    let payments = polar_with_plans(&fake, &s, db.store.clone(), book.clone());
     let rx = webhook_receiver::spawn(payments.clone()).unwrap();
     let (sub, mut events) = fake.subscribe(&payments, &acct, "basic");
     let id = sub["id"].as_str().unwrap().to_owned();
@@ -51,17 +62,9 @@ fn subscription_webhooks_duplicated_and_reordered_over_http(db: TestDb) {
 }
 
 fn the_sweep_reports_overage_to_polar(db: TestDb) {
-    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
-    let mut s = settings(&db, Some(&fake.url()));
-    sell_plans_on_polar(&mut s);
-    let acct = account(&db.store);
+    let (fake, s, acct) = plans_on_polar(&db);
     let book = MemoryBook::new([&acct]);
-    let payments = with_plans(
-        polar_payments(&fake, &s, db.store.clone()),
-        &s,
-        book.clone(),
-        Some(&fake),
-    );
+    let payments = polar_with_plans(&fake, &s, db.store.clone(), book.clone());
     book.add_overage(OverageReport {
         id: "ovg_sweep_1".into(),
         account_id: acct.clone(),
@@ -84,37 +87,18 @@ fn the_sweep_reports_overage_to_polar(db: TestDb) {
 fn the_demo_plan_checkout_subscribes_through_signed_webhooks(db: TestDb) {
     let s = demo_settings(&db);
     let acct = account(&db.store);
-    let book = MemoryBook::new([&acct]);
-    let payments = with_plans(
-        startup::payments(&s, db.store.clone()).unwrap(),
-        &s,
-        book.clone(),
-        None,
-    );
+    let (book, payments) = demo_with_memory_book(&s, db.store.clone(), &acct);
     let rx = webhook_receiver::spawn(payments.clone()).unwrap();
     let url = payments.subscription_checkout(&acct, "basic").unwrap();
-    let path = url
-        .strip_prefix("http://localhost:8081")
-        .expect(&url)
-        .to_owned();
+    let path = demo_path(&url);
     assert!(path.starts_with("/demo/subscription/"), "{path}");
     let a = agent();
     let mut page = a.get(format!("{}{path}", rx.url())).call().unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let html = page.body_mut().read_to_string().unwrap();
-    for needle in [
-        "TEST PAYMENT — no money moves",
-        "Basic plan",
-        "$29.00",
-        "<button",
-    ] {
-        assert!(html.contains(needle), "{needle} missing from {html}");
-    }
+    assert_demo_page(&html, &["Basic plan", "$29.00"]);
     for _ in 0..2 {
-        let r = a
-            .post(format!("{}{path}/pay", rx.url()))
-            .send_empty()
-            .unwrap();
+        let r = pay_on_demo_page(&a, &rx, &path);
         assert_eq!(r.status().as_u16(), 303);
         let sub = book.subscription(&acct).expect("subscribed");
         assert_eq!(
@@ -136,18 +120,8 @@ fn the_demo_plan_checkout_subscribes_through_signed_webhooks(db: TestDb) {
 /// the programs wire): the newest state wins, the plan's allowance is granted once, and
 /// `verify` stays clean.
 fn subscription_webhooks_reach_the_store_once_in_the_newest_state(db: TestDb) {
-    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
-    let mut s = settings(&db, Some(&fake.url()));
-    sell_plans_on_polar(&mut s);
-    let acct = account(&db.store);
-    let plans = s.plans.iter().map(|p| p.plan()).collect();
-    let book = std::sync::Arc::new(payments::StoreBook::new(db.store.clone(), plans));
-    let payments = with_plans(
-        polar_payments(&fake, &s, db.store.clone()),
-        &s,
-        book,
-        Some(&fake),
-    );
+    let (fake, s, acct) = plans_on_polar(&db);
+    let payments = polar_with_plans(&fake, &s, db.store.clone(), store_book(&db, &s));
     let rx = webhook_receiver::spawn(payments.clone()).unwrap();
     let (sub, mut events) = fake.subscribe(&payments, &acct, "basic");
     let id = sub["id"].as_str().unwrap().to_owned();
@@ -184,10 +158,7 @@ fn subscription_webhooks_reach_the_store_once_in_the_newest_state(db: TestDb) {
 /// Extra billed in the store (a plan past its allowance) is reported to Polar by the
 /// receiver's sweep through the store's book: retried after Polar fails, accepted once.
 fn the_stores_overage_reaches_polar_once_after_a_failure(db: TestDb) {
-    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
-    let mut s = settings(&db, Some(&fake.url()));
-    sell_plans_on_polar(&mut s);
-    let acct = account(&db.store);
+    let (fake, s, acct) = plans_on_polar(&db);
     let basic = s.plan("basic").expect("the basic plan").plan();
     let (plans, at) = (db.store.plans(), now());
     plans
@@ -215,14 +186,7 @@ fn the_stores_overage_reaches_polar_once_after_a_failure(db: TestDb) {
     let items = plans.overage_items(&acct).unwrap();
     assert_eq!(items.len(), 2, "{items:?}");
     fake.fail_next_ingest(1);
-    let plan_list = s.plans.iter().map(|p| p.plan()).collect();
-    let book = std::sync::Arc::new(payments::StoreBook::new(db.store.clone(), plan_list));
-    let payments = with_plans(
-        polar_payments(&fake, &s, db.store.clone()),
-        &s,
-        book,
-        Some(&fake),
-    );
+    let payments = polar_with_plans(&fake, &s, db.store.clone(), store_book(&db, &s));
     let _rx = webhook_receiver::spawn(payments).unwrap();
     eventually(90, "both blocks reported", || {
         plans

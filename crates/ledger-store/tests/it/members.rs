@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel::{Connection, PgConnection};
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use ledger_core::{AccountId, Role, Timestamp};
 use ledger_store::{
@@ -412,18 +412,7 @@ fn check_backfill(store: &Store) {
 
 #[test]
 fn sqlite_existing_logins_become_owners() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.db");
-    let mut conn =
-        DbConnection::Sqlite(SqliteConnection::establish(path.to_str().unwrap()).unwrap());
-    existing_logins_become_owners(&mut conn);
-    drop(conn);
-    let store = Store::open(
-        &format!("sqlite://{}", path.display()),
-        &PoolOptions::default(),
-    )
-    .unwrap();
-    check_backfill(&store);
+    on_a_fresh_sqlite_file(existing_logins_become_owners, check_backfill);
 }
 
 #[test]

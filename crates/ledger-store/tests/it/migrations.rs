@@ -101,18 +101,9 @@ fn former_tree_database_is_current(conn: &mut DbConnection, backend: &str) {
 /// Runs `migrate` on a fresh SQLite file, then checks that the store opens the result
 /// as a working ledger.
 fn on_a_fresh_sqlite_file(migrate: fn(&mut DbConnection)) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.db");
-    let mut conn =
-        DbConnection::Sqlite(SqliteConnection::establish(path.to_str().unwrap()).unwrap());
-    migrate(&mut conn);
-    drop(conn);
-    let store = Store::open(
-        &format!("sqlite://{}", path.display()),
-        &PoolOptions::default(),
-    )
-    .unwrap();
-    assert!(store.maintenance().verify().unwrap().ok);
+    crate::common::on_a_fresh_sqlite_file(migrate, |store| {
+        assert!(store.maintenance().verify().unwrap().ok)
+    });
 }
 
 /// The same on a fresh PostgreSQL schema.

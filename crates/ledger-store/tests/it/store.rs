@@ -563,10 +563,16 @@ fn on_threads<R: Send>(n: usize, work: impl Fn(usize) -> R + Sync) -> Vec<R> {
     })
 }
 
-fn concurrent_debits_never_overdraw(db: TestDb) {
+/// The store, shared across threads, and a new account holding `n` purchased credits.
+fn shared_with_credits(db: &TestDb, n: i64) -> (Arc<ledger_store::Store>, AccountId) {
     let s = Arc::new(db.store.clone());
     let a = account(&s, 0);
-    credit(&s, &a, 4_000, at(0));
+    credit(&s, &a, n, at(0));
+    (s, a)
+}
+
+fn concurrent_debits_never_overdraw(db: TestDb) {
+    let (s, a) = shared_with_credits(&db, 4_000);
     let ok = Arc::new(AtomicUsize::new(0));
     on_threads(16, |_| {
         for _ in 0..500 {
@@ -586,9 +592,7 @@ fn concurrent_debits_never_overdraw(db: TestDb) {
 }
 
 fn concurrent_holds_captures_and_releases_never_overdraw(db: TestDb) {
-    let s = Arc::new(db.store.clone());
-    let a = account(&s, 0);
-    credit(&s, &a, 1_000, at(0));
+    let (s, a) = shared_with_credits(&db, 1_000);
     let charged = Arc::new(AtomicUsize::new(0));
     on_threads(8, |t| {
         for i in 0..150 {

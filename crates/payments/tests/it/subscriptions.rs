@@ -14,7 +14,9 @@ use payments::{ChangeRequested, OverageReport, Payments, PaymentsError, ReportSu
 use settings::{PlanSettings, Settings};
 use test_support::fake_polar::{Event, FakePolar, KeyMode};
 use test_support::on_both_backends;
-use test_support::polar::{polar_payments, sell_plans_on_polar, with_plans, MemoryBook};
+use test_support::polar::{
+    demo_with_memory_book, polar_payments, sell_plans_on_polar, with_plans, MemoryBook,
+};
 use test_support::TestDb;
 
 struct Plans {
@@ -33,6 +35,13 @@ impl Plans {
             book.clone(),
             Some(&self.fake),
         )
+    }
+
+    /// [`Plans::wired`] to a new [`MemoryBook`] that knows the account.
+    fn with_memory_book(&self) -> (Arc<MemoryBook>, Payments) {
+        let book = MemoryBook::new([&self.acct]);
+        let p = self.wired(&book);
+        (book, p)
     }
 }
 
@@ -68,8 +77,7 @@ fn process(p: &Payments, e: &Event) -> String {
 
 fn a_plan_checkout_carries_account_and_plan(db: TestDb) {
     let t = plans(&db);
-    let book = MemoryBook::new([&t.acct]);
-    let p = t.wired(&book);
+    let (_, p) = t.with_memory_book();
     let url = p.subscription_checkout(&t.acct, "basic").unwrap();
     let id = t
         .fake
@@ -202,8 +210,7 @@ fn events_in_any_order_and_any_number_leave_the_newest_state(db: TestDb) {
 
 fn an_older_event_never_undoes_a_newer_one(db: TestDb) {
     let t = plans(&db);
-    let book = MemoryBook::new([&t.acct]);
-    let p = t.wired(&book);
+    let (book, p) = t.with_memory_book();
     let (sub, events) = t.fake.subscribe(&p, &t.acct, "basic");
     let id = sub["id"].as_str().unwrap();
     // subscription.active before subscription.created (Polar issue 6751).
@@ -245,8 +252,7 @@ fn an_older_event_never_undoes_a_newer_one(db: TestDb) {
 
 fn cancel_uncancel_and_revoke(db: TestDb) {
     let t = plans(&db);
-    let book = MemoryBook::new([&t.acct]);
-    let p = t.wired(&book);
+    let (book, p) = t.with_memory_book();
     let (sub, events) = t.fake.subscribe(&p, &t.acct, "basic");
     let id = sub["id"].as_str().unwrap();
     for e in &events {
@@ -323,8 +329,7 @@ fn events_not_ours_are_not_applicable_never_retried(db: TestDb) {
 
 fn reconcile_brings_in_subscriptions_whose_webhooks_were_lost(db: TestDb) {
     let t = plans(&db);
-    let book = MemoryBook::new([&t.acct]);
-    let p = t.wired(&book);
+    let (book, p) = t.with_memory_book();
     // Every webhook lost: subscribed, then past due.
     let (sub, events) = t.fake.subscribe(&p, &t.acct, "basic");
     let past_due = t.fake.past_due(sub["id"].as_str().unwrap());
@@ -363,8 +368,7 @@ fn item(acct: &AccountId, n: i64) -> OverageReport {
 
 fn overage_is_retried_after_failures_and_accepted_once_per_item(db: TestDb) {
     let t = plans(&db);
-    let book = MemoryBook::new([&t.acct]);
-    let p = t.wired(&book);
+    let (book, p) = t.with_memory_book();
     for n in 0..3 {
         book.add_overage(item(&t.acct, n));
     }
@@ -425,8 +429,7 @@ fn overage_is_retried_after_failures_and_accepted_once_per_item(db: TestDb) {
 
 fn one_refused_overage_item_does_not_hold_back_the_others(db: TestDb) {
     let t = plans(&db);
-    let book = MemoryBook::new([&t.acct]);
-    let p = t.wired(&book);
+    let (book, p) = t.with_memory_book();
     for n in 0..3 {
         book.add_overage(item(&t.acct, n));
     }
@@ -457,13 +460,7 @@ fn overage_with_the_demo_provider_is_recorded_without_a_call(db: TestDb) {
     let mut settings = demo_settings(&db);
     sell_plans_on_polar(&mut settings);
     let acct = account(&db.store);
-    let book = MemoryBook::new([&acct]);
-    let p = with_plans(
-        startup::payments(&settings, db.store.clone()).unwrap(),
-        &settings,
-        book.clone(),
-        None,
-    );
+    let (book, p) = demo_with_memory_book(&settings, db.store.clone(), &acct);
     book.add_overage(item(&acct, 0));
     assert_eq!(
         p.report_overage(now()).unwrap(),
@@ -488,13 +485,7 @@ fn overage_with_the_demo_provider_is_recorded_without_a_call(db: TestDb) {
 fn a_demo_plan_checkout_sends_the_same_webhooks(db: TestDb) {
     let settings = demo_settings(&db);
     let acct = account(&db.store);
-    let book = MemoryBook::new([&acct]);
-    let p = with_plans(
-        startup::payments(&settings, db.store.clone()).unwrap(),
-        &settings,
-        book.clone(),
-        None,
-    );
+    let (book, p) = demo_with_memory_book(&settings, db.store.clone(), &acct);
     let url = p.subscription_checkout(&acct, "basic").unwrap();
     let token = url
         .rsplit_once("/demo/subscription/")

@@ -234,6 +234,16 @@ impl TestApp {
         .await
     }
 
+    /// `GET path` as `auth`, answered `200` with a JSON list: its items.
+    pub async fn list(&self, path: &str, auth: &Auth) -> Vec<Value> {
+        self.send(Req::get(path).auth(auth))
+            .await
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     /// `GET /api/v1/credits/transactions` as `auth`, answered 200: the history.
     pub async fn transactions(&self, auth: &Auth) -> Value {
         self.send(Req::get("/api/v1/credits/transactions").auth(auth))
@@ -492,4 +502,27 @@ pub fn assert_401(res: &Resp, req: &Req, auth: &Auth) {
         req.path,
         res.text()
     );
+}
+
+/// The text field `field` of each item of a JSON list, in order.
+pub fn texts_of<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[field].as_str().unwrap())
+        .collect()
+}
+
+/// The `type` of each transaction of a list (`GET /api/v1/credits/transactions`), in order.
+pub fn types_of(txns: &Value) -> Vec<&str> {
+    texts_of(txns, "type")
+}
+
+/// The transactions of a list whose `type` is `kind`, in order.
+pub fn of_type<'a>(txns: &'a Value, kind: &str) -> Vec<&'a Value> {
+    txns.as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["type"] == kind)
+        .collect()
 }

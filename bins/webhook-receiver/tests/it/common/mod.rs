@@ -96,3 +96,35 @@ pub fn delivery(
 ) -> Option<ledger_store::payments::StoredDelivery> {
     store.orders().delivery(webhook_id).unwrap()
 }
+
+/// The path of a demo page the receiver links to at `url` (its public URL cut off).
+pub fn demo_path(url: &str) -> String {
+    url.strip_prefix("http://localhost:8081")
+        .expect(url)
+        .to_owned()
+}
+
+/// Asserts that `html` holds every one of `needles`.
+pub fn assert_holds_all(html: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(html.contains(needle), "{needle} missing from {html}");
+    }
+}
+
+/// Asserts that `html` is a demo page (its test-payment banner and its pay button) that
+/// shows each of `shown`.
+pub fn assert_demo_page(html: &str, shown: &[&str]) {
+    assert_holds_all(html, &["TEST PAYMENT — no money moves", "<button"]);
+    assert_holds_all(html, shown);
+}
+
+/// Submits the pay form of the demo page at `path` of `rx`.
+pub fn pay_on_demo_page(
+    a: &ureq::Agent,
+    rx: &RunningReceiver,
+    path: &str,
+) -> ureq::http::Response<ureq::Body> {
+    a.post(format!("{}{path}/pay", rx.url()))
+        .send_empty()
+        .unwrap()
+}

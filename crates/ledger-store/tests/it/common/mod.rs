@@ -56,3 +56,24 @@ pub fn idem(key: &str, fingerprint: &str) -> Idempotency {
         Fingerprint::new(fingerprint),
     )
 }
+
+/// Runs `migrate` on a fresh SQLite file, then opens the result as a store for `check`.
+pub fn on_a_fresh_sqlite_file(
+    migrate: impl FnOnce(&mut ledger_store::DbConnection),
+    check: impl FnOnce(&Store),
+) {
+    use diesel::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let mut conn = ledger_store::DbConnection::Sqlite(
+        diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap(),
+    );
+    migrate(&mut conn);
+    drop(conn);
+    let store = Store::open(
+        &format!("sqlite://{}", path.display()),
+        &ledger_store::PoolOptions::default(),
+    )
+    .unwrap();
+    check(&store);
+}
