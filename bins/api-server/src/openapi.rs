@@ -71,44 +71,46 @@ impl Modify for Security {
                 .into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
-        components.add_security_scheme(
-            "apiKey",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+        // The schemes carried in a header, a cookie or the query: (name, where, what).
+        let carried: [(&str, fn(ApiKeyValue) -> ApiKey, &str, &str); 5] = [
+            (
+                "apiKey",
+                ApiKey::Header,
                 "x-api-key",
                 "An API key (`sk_live_...`), shown once when it is created",
-            ))),
-        );
-        components.add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            ),
+            (
+                "session",
+                ApiKey::Cookie,
                 crate::auth::SESSION_COOKIE,
                 "The session cookie set by signup and login (HttpOnly, SameSite=Lax)",
-            ))),
-        );
-        components.add_security_scheme(
-            "csrfToken",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            ),
+            (
+                "csrfToken",
+                ApiKey::Header,
                 "X-CSRF-Token",
                 "The session's CSRF token, returned in `X-CSRF-Token` by signup and login",
-            ))),
-        );
-        components.add_security_scheme(
-            "signedUrlKeyId",
-            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+            ),
+            (
+                "signedUrlKeyId",
+                ApiKey::Query,
                 crate::auth::KEY_ID_PARAM,
                 "A signed URL (GET only): the id of the API key whose signingSecret signs it; \
                  an optional `expires` (unix seconds) may follow, inside the signed part",
-            ))),
-        );
-        components.add_security_scheme(
-            "signedUrlSignature",
-            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+            ),
+            (
+                "signedUrlSignature",
+                ApiKey::Query,
                 crate::auth::SIGNATURE_PARAM,
                 "The last parameter of a signed URL: the hex HMAC-SHA256 of the query string \
                  before `&signature=`, as sent, keyed with the UTF-8 bytes of the key's \
                  signingSecret",
-            ))),
-        );
+            ),
+        ];
+        for (scheme, place, name, what) in carried {
+            let value = ApiKeyValue::with_description(name, what);
+            components.add_security_scheme(scheme, SecurityScheme::ApiKey(place(value)));
+        }
         for (path, item) in doc.paths.paths.iter_mut() {
             if PUBLIC.contains(&path.as_str()) {
                 continue;
