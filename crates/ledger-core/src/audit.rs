@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use crate::amount::Credits;
 use crate::book::Book;
 use crate::entry::{Entry, EntryKind, Grant, Hold, HoldStatus, Lot};
+use crate::ids::HoldId;
 
 /// What an account row says about its entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,6 +57,24 @@ impl Charges {
     }
 }
 
+/// What [`Audit::charges`] judges of a hold: how it settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldSettlement<'a> {
+    pub id: &'a HoldId,
+    pub status: HoldStatus,
+    pub captured: Credits,
+}
+
+impl<'a> From<&'a Hold> for HoldSettlement<'a> {
+    fn from(h: &'a Hold) -> HoldSettlement<'a> {
+        HoldSettlement {
+            id: &h.id,
+            status: h.status,
+            captured: h.captured,
+        }
+    }
+}
+
 /// Every broken invariant of one account, in words, empty when it is consistent: an
 /// [`Audit`] fed every entry, hold and grant given. `book` holds every grant and hold of
 /// the account (not only the open ones). Never panics: a sum that overflows is a violation.
@@ -87,7 +106,7 @@ pub fn violations(account: &AccountTotals, entries: &[Entry], book: &Book) -> Ve
         audit.hold(h);
         let amounts = charged.get(h.id.as_str()).map_or(&[][..], Vec::as_slice);
         if let Some(c) = Charges::of(amounts) {
-            audit.charges(h, c);
+            audit.charges(h.into(), c);
         }
     }
     for g in book.grants() {
@@ -220,7 +239,7 @@ impl Audit {
 
     /// What the entries naming hold `h` charged, when any does: a captured hold has one
     /// entry of what it captured, any other hold none.
-    pub fn charges(&mut self, h: &Hold, charged: Charges) {
+    pub fn charges(&mut self, h: HoldSettlement<'_>, charged: Charges) {
         let message = match (h.status, charged) {
             (HoldStatus::Captured, Charges::Times(n)) if n > 1 => {
                 format!("hold {} was charged {n} times", h.id)
@@ -566,7 +585,7 @@ mod tests {
         };
         let judged = |hold: &Hold, charged: Charges| {
             let mut audit = Audit::new(&totals, BookTotals::default());
-            audit.charges(hold, charged);
+            audit.charges(hold.into(), charged);
             audit
                 .finish()
                 .into_iter()

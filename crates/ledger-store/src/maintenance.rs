@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use diesel::dsl::count_star;
 use diesel::prelude::*;
-use ledger_core::audit::{AccountTotals, Audit, BookTotals, Charges};
-use ledger_core::{AccountId, Credits, Entry, EntryKind, Hold, Retention, Timestamp};
+use ledger_core::audit::{AccountTotals, Audit, BookTotals, Charges, HoldSettlement};
+use ledger_core::{AccountId, Credits, Entry, EntryKind, HoldId, HoldStatus, Retention, Timestamp};
 use serde::Serialize;
 
 use crate::db::DbConnection;
@@ -395,14 +395,14 @@ fn audit_entries(
             let holds = holds_named(conn, id, named.map(|h| h.as_str().to_owned()))?;
             for e in once {
                 if let Some(h) = e.hold_id.as_ref().and_then(|h| holds.get(h.as_str())) {
-                    audit.charges(h, Charges::Once(e.amount));
+                    audit.charges(h.settlement(), Charges::Once(e.amount));
                 }
             }
             Ok(())
         },
     )?;
     for (hold_id, h) in holds_named(conn, id, many.keys().cloned())? {
-        audit.charges(&h, Charges::Times(many[&hold_id]));
+        audit.charges(h.settlement(), Charges::Times(many[&hold_id]));
     }
     Ok(Audited {
         audit,
@@ -441,26 +441,47 @@ fn refunds_of(
     Ok(refunds)
 }
 
-/// The holds of account `id` among `named`, by id; one that does not decode is left out
-/// (the walk over the holds names it).
+/// How a hold settled: its id, status and captured amount (all [`Audit::charges`] needs,
+/// read without decoding its allocations).
+struct Settled(HoldId, HoldStatus, Credits);
+
+impl Settled {
+    fn settlement(&self) -> HoldSettlement<'_> {
+        HoldSettlement {
+            id: &self.0,
+            status: self.1,
+            captured: self.2,
+        }
+    }
+}
+
+/// How the holds of account `id` among `named` settled, by id; one whose status does not
+/// decode is left out (the walk over the holds names it).
 fn holds_named(
     conn: &mut DbConnection,
     id: &str,
     named: impl Iterator<Item = String>,
-) -> Result<HashMap<String, Hold>, TxError> {
+) -> Result<HashMap<String, Settled>, TxError> {
     let named: Vec<String> = named.collect();
     if named.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<HoldRow> = holds::table
+    let rows: Vec<(String, String, i64)> = holds::table
         .filter(holds::account_id.eq(id))
         .filter(holds::id.eq_any(&named))
-        .select(HoldRow::as_select())
+        .select((holds::id, holds::status, holds::captured))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| Hold::try_from(r).ok())
-        .map(|h| (h.id.as_str().to_owned(), h))
+        .filter_map(|(hold, status, captured)| {
+            let status = status.parse().ok()?;
+            let settled = Settled(
+                HoldId::new(hold.clone()),
+                status,
+                Credits::from_millis(captured),
+            );
+            Some((hold, settled))
+        })
         .collect())
 }
 
