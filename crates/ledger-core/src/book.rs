@@ -847,90 +847,19 @@ impl Book {
     /// panics: a sum that overflows is reported as a violation.
     pub fn violations(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let max = Credits::MAX_BALANCE;
+        let say = &mut |m| out.push(m);
+        let mut lots = crate::audit::Lots::new();
         for g in &self.state.grants {
-            if g.remaining.is_negative() || g.remaining > g.amount {
-                out.push(format!(
-                    "grant {} has remaining {} outside 0..={}",
-                    g.id, g.remaining, g.amount
-                ));
-            }
-            if g.amount > Credits::MAX_AMOUNT {
-                out.push(format!(
-                    "grant {} of {} is past the maximum amount {}",
-                    g.id,
-                    g.amount,
-                    Credits::MAX_AMOUNT
-                ));
-            }
-        }
-        if !self.state.balance.within_balance_limit() {
-            out.push(format!(
-                "balance {} is past the maximum of ±{max}",
-                self.state.balance
-            ));
-        }
-        let held = Credits::checked_sum(
-            self.state
-                .holds
-                .iter()
-                .filter(|h| h.status == HoldStatus::Active)
-                .flat_map(|h| h.allocations.iter())
-                .filter(|a| matches!(a.lot, Lot::Grant(_)))
-                .map(|a| a.amount),
-        );
-        let remaining = Credits::checked_sum(self.state.grants.iter().map(|g| g.remaining));
-        let expected = remaining
-            .zip(held)
-            .and_then(|(r, h)| r.checked_add(h)?.checked_sub(self.state.overdraft));
-        match (remaining, held, expected) {
-            (Some(remaining), Some(held), Some(expected)) => {
-                if expected != self.state.balance {
-                    out.push(format!(
-                        "balance {} differs from lots: remaining {} + held {} - overdraft {}",
-                        self.state.balance, remaining, held, self.state.overdraft
-                    ));
-                }
-            }
-            _ => out.push(format!(
-                "balance {} cannot be checked against its lots: the sum of remaining \
-                 grants, active holds and overdraft {} overflows",
-                self.state.balance, self.state.overdraft
-            )),
-        }
-        if self.state.overdraft.is_negative() {
-            out.push(format!("overdraft {} is negative", self.state.overdraft));
+            lots.grant(g, say);
         }
         for h in &self.state.holds {
-            match Credits::checked_sum(h.allocations.iter().map(|a| a.amount)) {
-                Some(total) if total == h.amount => {}
-                Some(total) => out.push(format!(
-                    "hold {} allocations {} differ from its amount {}",
-                    h.id, total, h.amount
-                )),
-                None => out.push(format!(
-                    "hold {} allocations overflow when added up (its amount is {})",
-                    h.id, h.amount
-                )),
-            }
-            if h.amount > Credits::MAX_AMOUNT {
-                out.push(format!(
-                    "hold {} of {} is past the maximum amount {}",
-                    h.id,
-                    h.amount,
-                    Credits::MAX_AMOUNT
-                ));
-            }
-            if h.captured > h.amount || h.captured.is_negative() {
-                out.push(format!(
-                    "hold {} captured {} of {}",
-                    h.id, h.captured, h.amount
-                ));
-            }
-            if h.status == HoldStatus::Active && h.settled_at.is_some() {
-                out.push(format!("hold {} is active but settled", h.id));
-            }
+            lots.hold(h, say);
         }
+        let totals = crate::audit::BookTotals {
+            balance: self.state.balance,
+            overdraft: self.state.overdraft,
+        };
+        lots.finish(totals, say);
         out
     }
 }

@@ -1,11 +1,15 @@
 //! Whole-database upkeep: `verify` checks every invariant; `compact` drops history older
 //! than the retention window while keeping every balance exact.
 
+use std::collections::HashMap;
+
+use diesel::dsl::count_star;
 use diesel::prelude::*;
-use ledger_core::audit::{self, AccountTotals};
-use ledger_core::{AccountId, Book, BookState, Credits, Grant, Hold, Retention, Timestamp};
+use ledger_core::audit::{AccountTotals, Audit, BookTotals, Charges, HoldSettlement};
+use ledger_core::{AccountId, Credits, Entry, EntryKind, HoldId, HoldStatus, Retention, Timestamp};
 use serde::Serialize;
 
+use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ledger::TxError;
 use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow};
@@ -55,70 +59,34 @@ impl Maintenance<'_> {
     ///
     /// It answers on any database: every sum is checked (an overflow is a violation, not a
     /// panic) and a row that does not decode is a violation naming it, not an error.
+    ///
+    /// It streams: accounts and each account's rows are read in pages of [`PAGE`] rows
+    /// and fed to `ledger_core::audit::Audit`, so its memory does not grow with an
+    /// account's history (issue 11); the report grows with the violations only.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         self.store.read(|conn| {
-            let accounts: Vec<AccountRow> = accounts::table
-                .order(accounts::id)
-                .select(AccountRow::as_select())
-                .load(conn)?;
             let mut report = VerifyReport {
                 ok: true,
-                accounts: accounts.len() as u64,
+                accounts: 0,
                 entries: 0,
                 violations: Vec::new(),
             };
-            for account in accounts {
-                let id = AccountId::new(account.id.clone());
-                let entry_rows: Vec<EntryRow> = entries::table
-                    .filter(entries::account_id.eq(&account.id))
-                    .order(entries::seq.asc())
-                    .select(EntryRow::as_select())
-                    .load(conn)?;
-                let grant_rows: Vec<GrantRow> = grants::table
-                    .filter(grants::account_id.eq(&account.id))
-                    .select(GrantRow::as_select())
-                    .load(conn)?;
-                let hold_rows: Vec<HoldRow> = holds::table
-                    .filter(holds::account_id.eq(&account.id))
-                    .select(HoldRow::as_select())
-                    .load(conn)?;
-                report.entries += entry_rows.len() as u64;
-                let mut say = |message: String| {
-                    report.violations.push(Violation {
-                        account_id: account.id.clone(),
-                        message,
-                    })
-                };
-                let entries = decode_all("entry", entry_rows, |r| r.id.clone(), &mut say);
-                let grants: Vec<Grant> =
-                    decode_all("grant", grant_rows, |r| r.id.clone(), &mut say);
-                let holds: Vec<Hold> = decode_all("hold", hold_rows, |r| r.id.clone(), &mut say);
-                let totals = AccountTotals {
-                    balance: Credits::from_millis(account.balance),
-                    last_seq: account.last_seq,
-                    compacted_balance: Credits::from_millis(account.compacted_balance),
-                    compacted_seq: account.compacted_seq,
-                    // A plan in force allows its wall instead (ADR 9).
-                    overdraft_limit: Credits::from_millis(account.overdraft_limit)
-                        .max(crate::plans::wall_in_force(conn, &account.id)?),
-                };
-                let book = Book::new(BookState {
-                    account_id: id,
-                    balance: totals.balance,
-                    overdraft: Credits::from_millis(account.overdraft),
-                    last_seq: account.last_seq,
-                    plan: account.plan_name.clone(),
-                    grants,
-                    holds,
-                });
-                for v in audit::violations(&totals, &entries, &book) {
-                    say(v);
-                }
-                let overdraft = Credits::from_millis(account.overdraft);
-                for v in crate::plans::period_violations(conn, &account.id, overdraft)? {
-                    say(v);
-                }
-            }
+            in_pages(
+                conn,
+                |conn, after: Option<&String>| {
+                    let mut page = accounts::table
+                        .order(accounts::id)
+                        .limit(PAGE)
+                        .select(AccountRow::as_select())
+                        .into_boxed();
+                    if let Some(after) = after {
+                        page = page.filter(accounts::id.gt(after.clone()));
+                    }
+                    page.load(conn)
+                },
+                |a| a.id.clone(),
+                |conn, page| verify_accounts(conn, page, &mut report),
+            )?;
             report.ok = report.violations.is_empty();
             Ok(report)
         })
@@ -193,6 +161,328 @@ impl Maintenance<'_> {
             Ok::<_, TxError>(report)
         })
     }
+}
+
+/// Rows `verify` reads per query: what it holds of one table at a time.
+const PAGE: i64 = 1_000;
+
+/// Reads rows in pages of at most [`PAGE`] by a key (keyset, not offset): `page(conn,
+/// after)` loads the next rows in key order past `after` (from the first when `None`),
+/// `each` takes them, until a page comes back short.
+fn in_pages<K, R>(
+    conn: &mut DbConnection,
+    mut page: impl FnMut(&mut DbConnection, Option<&K>) -> QueryResult<Vec<R>>,
+    key: impl Fn(&R) -> K,
+    mut each: impl FnMut(&mut DbConnection, Vec<R>) -> Result<(), TxError>,
+) -> Result<(), TxError> {
+    let mut after = None;
+    loop {
+        let rows = page(conn, after.as_ref())?;
+        let full = rows.len() as i64 == PAGE;
+        after = rows.last().map(&key);
+        each(conn, rows)?;
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// One account under audit: its [`Audit`], the rows of it that do not decode (named
+/// first), and its overdraft (for the plan checks).
+struct Audited {
+    audit: Audit,
+    unread: Vec<String>,
+    overdraft: Credits,
+}
+
+/// Verifies a page of accounts. Each account's entries are read in sequence order (they
+/// are indexed by account); holds and grants are indexed by id only, so those of the
+/// whole page are read in one pass over each table, by id, and fed to their account's
+/// audit. What is held at once: one page of rows and the page's audits, never an
+/// account's history.
+fn verify_accounts(
+    conn: &mut DbConnection,
+    page: Vec<AccountRow>,
+    report: &mut VerifyReport,
+) -> Result<(), TxError> {
+    report.accounts += page.len() as u64;
+    let mut audits: HashMap<String, Audited> = HashMap::with_capacity(page.len());
+    for account in &page {
+        let audited = audit_entries(conn, account, &mut report.entries)?;
+        audits.insert(account.id.clone(), audited);
+    }
+    let ids: Vec<&str> = page.iter().map(|a| a.id.as_str()).collect();
+    feed_by_id!(
+        conn,
+        &mut audits,
+        &ids,
+        holds as HoldRow,
+        "hold",
+        Audit::hold
+    );
+    feed_by_id!(
+        conn,
+        &mut audits,
+        &ids,
+        grants as GrantRow,
+        "grant",
+        Audit::grant
+    );
+    for account in &page {
+        let Some(Audited {
+            audit,
+            mut unread,
+            overdraft,
+        }) = audits.remove(&account.id)
+        else {
+            continue;
+        };
+        unread.extend(audit.finish());
+        unread.extend(crate::plans::period_violations(
+            conn,
+            &account.id,
+            overdraft,
+        )?);
+        report
+            .violations
+            .extend(unread.into_iter().map(|message| Violation {
+                account_id: account.id.clone(),
+                message,
+            }));
+    }
+    Ok(())
+}
+
+/// Feeds the rows of `$table` (as `$row`) that belong to the accounts `$accounts` to
+/// their audits (`$feed`), read in pages by id ([`feed_rows`]).
+macro_rules! feed_by_id {
+    ($conn:expr, $audits:expr, $accounts:expr, $table:ident as $row:ident, $what:literal, $feed:expr) => {
+        feed_rows(
+            $conn,
+            $what,
+            $audits,
+            |conn: &mut DbConnection, after: Option<&String>| {
+                let mut rows = $table::table
+                    .filter($table::account_id.eq_any($accounts))
+                    .order($table::id)
+                    .limit(PAGE)
+                    .select($row::as_select())
+                    .into_boxed();
+                if let Some(after) = after {
+                    rows = rows.filter($table::id.gt(after.clone()));
+                }
+                rows.load(conn)
+            },
+            |r: &$row| (r.account_id.clone(), r.id.clone()),
+            $feed,
+        )?
+    };
+}
+use feed_by_id;
+
+/// Reads rows with `page` (by id, [`in_pages`]) and feeds each to the audit of its
+/// account (`owner` says which, and the row's id), or names it there when it does not
+/// decode.
+fn feed_rows<R, T>(
+    conn: &mut DbConnection,
+    what: &str,
+    audits: &mut HashMap<String, Audited>,
+    page: impl FnMut(&mut DbConnection, Option<&String>) -> QueryResult<Vec<R>>,
+    owner: impl Fn(&R) -> (String, String),
+    audit: impl Fn(&mut Audit, &T),
+) -> Result<(), TxError>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    in_pages(
+        conn,
+        page,
+        |r| owner(r).1,
+        |_, rows| {
+            for row in rows {
+                let (account, name) = owner(&row);
+                let Some(a) = audits.get_mut(&account) else {
+                    continue;
+                };
+                match T::try_from(row) {
+                    Ok(v) => audit(&mut a.audit, &v),
+                    Err(e) => a.unread.push(format!("{what} {name} cannot be read: {e}")),
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Starts the audit of one account and feeds it the account's entries, read in pages in
+/// sequence order, with what each page's entries relate to: the refunds naming them
+/// (through `entries_refund_of`) and the holds they name. The one cross-reference whose
+/// every case needs the whole history, holds named by more than one entry, is counted by
+/// the database (`GROUP BY`); there are none unless the account is corrupt. Adds the
+/// number of entries read to `count`.
+fn audit_entries(
+    conn: &mut DbConnection,
+    account: &AccountRow,
+    count: &mut u64,
+) -> Result<Audited, TxError> {
+    let id = account.id.as_str();
+    let totals = AccountTotals {
+        balance: Credits::from_millis(account.balance),
+        last_seq: account.last_seq,
+        compacted_balance: Credits::from_millis(account.compacted_balance),
+        compacted_seq: account.compacted_seq,
+        // A plan in force allows its wall instead (ADR 9).
+        overdraft_limit: Credits::from_millis(account.overdraft_limit)
+            .max(crate::plans::wall_in_force(conn, id)?),
+    };
+    let overdraft = Credits::from_millis(account.overdraft);
+    let mut audit = Audit::new(
+        &totals,
+        BookTotals {
+            balance: totals.balance,
+            overdraft,
+        },
+    );
+    let mut unread = Vec::new();
+    let say = &mut |message| unread.push(message);
+    let many: HashMap<String, u64> = entries::table
+        .filter(entries::account_id.eq(id))
+        .filter(entries::hold_id.is_not_null())
+        .group_by(entries::hold_id)
+        .having(count_star().gt(1))
+        .select((entries::hold_id, count_star()))
+        .load::<(Option<String>, i64)>(conn)?
+        .into_iter()
+        .filter_map(|(hold, n)| Some((hold?, n.unsigned_abs())))
+        .collect();
+    in_pages(
+        conn,
+        |conn, after: Option<&i64>| {
+            let mut rows = entries::table
+                .filter(entries::account_id.eq(id))
+                .order(entries::seq.asc())
+                .limit(PAGE)
+                .select(EntryRow::as_select())
+                .into_boxed();
+            if let Some(after) = after {
+                rows = rows.filter(entries::seq.gt(*after));
+            }
+            rows.load(conn)
+        },
+        |e| e.seq,
+        |conn, rows| {
+            *count += rows.len() as u64;
+            let page: Vec<Entry> = decode_all("entry", rows, |r| r.id.clone(), say);
+            for e in &page {
+                audit.entry(e);
+            }
+            let mut refunds = refunds_of(conn, id, &page)?;
+            for e in &page {
+                if let Some(amounts) = refunds.remove(e.id.as_str()) {
+                    audit.refunds(e, amounts);
+                }
+            }
+            // A hold named by one entry only (not in `many`) was charged by that entry.
+            let once: Vec<&Entry> = page
+                .iter()
+                .filter(|e| {
+                    e.hold_id
+                        .as_ref()
+                        .is_some_and(|h| !many.contains_key(h.as_str()))
+                })
+                .collect();
+            let named = once.iter().filter_map(|e| e.hold_id.as_ref());
+            let holds = holds_named(conn, id, named.map(|h| h.as_str().to_owned()))?;
+            for e in once {
+                if let Some(h) = e.hold_id.as_ref().and_then(|h| holds.get(h.as_str())) {
+                    audit.charges(h.settlement(), Charges::Once(e.amount));
+                }
+            }
+            Ok(())
+        },
+    )?;
+    for (hold_id, h) in holds_named(conn, id, many.keys().cloned())? {
+        audit.charges(h.settlement(), Charges::Times(many[&hold_id]));
+    }
+    Ok(Audited {
+        audit,
+        unread,
+        overdraft,
+    })
+}
+
+/// The amounts of the `refund` entries of account `id` naming each of `page`'s entries.
+fn refunds_of(
+    conn: &mut DbConnection,
+    id: &str,
+    page: &[Entry],
+) -> Result<HashMap<String, Vec<Credits>>, TxError> {
+    if page.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
+    // By `refund_of` alone, so that the index on it is the one used; the account is
+    // checked here.
+    let rows: Vec<(String, Option<String>, i64)> = entries::table
+        .filter(entries::refund_of.is_not_null())
+        .filter(entries::refund_of.eq_any(ids))
+        .filter(entries::kind.eq(EntryKind::Refund.as_str()))
+        .select((entries::account_id, entries::refund_of, entries::amount))
+        .load(conn)?;
+    let mut refunds: HashMap<String, Vec<Credits>> = HashMap::new();
+    for (account, of, amount) in rows {
+        if let (true, Some(of)) = (account == id, of) {
+            refunds
+                .entry(of)
+                .or_default()
+                .push(Credits::from_millis(amount));
+        }
+    }
+    Ok(refunds)
+}
+
+/// How a hold settled: its id, status and captured amount (all [`Audit::charges`] needs,
+/// read without decoding its allocations).
+struct Settled(HoldId, HoldStatus, Credits);
+
+impl Settled {
+    fn settlement(&self) -> HoldSettlement<'_> {
+        HoldSettlement {
+            id: &self.0,
+            status: self.1,
+            captured: self.2,
+        }
+    }
+}
+
+/// How the holds of account `id` among `named` settled, by id; one whose status does not
+/// decode is left out (the walk over the holds names it).
+fn holds_named(
+    conn: &mut DbConnection,
+    id: &str,
+    named: impl Iterator<Item = String>,
+) -> Result<HashMap<String, Settled>, TxError> {
+    let named: Vec<String> = named.collect();
+    if named.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String, i64)> = holds::table
+        .filter(holds::account_id.eq(id))
+        .filter(holds::id.eq_any(&named))
+        .select((holds::id, holds::status, holds::captured))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(hold, status, captured)| {
+            let status = status.parse().ok()?;
+            let settled = Settled(
+                HoldId::new(hold.clone()),
+                status,
+                Credits::from_millis(captured),
+            );
+            Some((hold, settled))
+        })
+        .collect())
 }
 
 /// Decodes every row, reporting (and skipping) the ones that do not decode.

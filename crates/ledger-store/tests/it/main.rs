@@ -10,3 +10,4 @@ mod members;
 mod migrations;
 mod plans;
 mod store;
+mod verify;
