@@ -760,13 +760,16 @@ impl Known {
         conn: &mut DbConnection,
         items: impl Iterator<Item = &'i BatchItem>,
     ) -> Result<Known, TxError> {
-        let keys: Vec<&str> = items
-            .filter_map(|i| i.idempotency.as_ref())
-            .map(|idem| idem.key.as_str())
-            .collect();
+        let (accounts, keys): (BTreeSet<&str>, Vec<&str>) = items
+            .filter_map(|i| Some((i.account_id.as_str(), i.idempotency.as_ref()?.key.as_str())))
+            .unzip();
+        let accounts: Vec<&str> = accounts.into_iter().collect();
         let mut known = Known::default();
+        // By account first: the primary key (account_id, scope, key) then finds each row
+        // (a filter on the key alone would scan the table).
         for chunk in keys.chunks(ROWS_PER_INSERT * 4) {
             let rows: Vec<IdempotencyRow> = idempotency_keys::table
+                .filter(idempotency_keys::account_id.eq_any(&accounts))
                 .filter(idempotency_keys::key.eq_any(chunk))
                 .select(IdempotencyRow::as_select())
                 .load(conn)?;
