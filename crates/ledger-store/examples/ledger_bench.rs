@@ -299,7 +299,15 @@ fn main() {
         );
         for load in [Load::Hot, Load::Spread, Load::Holds] {
             for &callers in &args.callers {
+                let before = store.write_stats();
                 let cell = run_cell(store, load, callers, args.seconds, &hot, &spread);
+                let after = store.write_stats();
+                eprintln!(
+                    "ledger_bench: {backend} {} x{callers}: {:.1} operations a batch",
+                    load.name(),
+                    (after.operations - before.operations) as f64
+                        / (after.batches - before.batches).max(1) as f64
+                );
                 let rate = cell.calls as f64 / cell.elapsed.as_secs_f64();
                 let (p50, p99) = (pct_ms(&cell.latencies, 0.5), pct_ms(&cell.latencies, 0.99));
                 println!(

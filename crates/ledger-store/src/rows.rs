@@ -130,8 +130,10 @@ macro_rules! stored_row {
     ($record:ident in $table:ident as $row:ident {
         $($field:ident: $ty:ty $(=> $column:ident)?,)+
     }) => {
+        // `None` is NULL, not DEFAULT (no nullable column has a default): so that SQLite
+        // gets one multi-row INSERT for many rows, not one INSERT a row.
         #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
-        #[diesel(table_name = $crate::schema::$table)]
+        #[diesel(table_name = $crate::schema::$table, treat_none_as_default_value = false)]
         pub(crate) struct $row {
             $($(#[diesel(column_name = $column)])? pub $field: <$ty as $crate::rows::Stored>::Column,)+
         }
