@@ -71,8 +71,9 @@ impl Modify for Security {
                 .into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
-        // The schemes carried in a header, a cookie or the query: (name, where, what).
-        let carried: [(&str, fn(ApiKeyValue) -> ApiKey, &str, &str); 5] = [
+        // The schemes carried in a header, a cookie or the query: (scheme, where, name, what).
+        type Carried = (&'static str, fn(ApiKeyValue) -> ApiKey, &'static str, &'static str);
+        let carried: [Carried; 5] = [
             (
                 "apiKey",
                 ApiKey::Header,
