@@ -72,7 +72,12 @@ impl Modify for Security {
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
         // The schemes carried in a header, a cookie or the query: (scheme, where, name, what).
-        type Carried = (&'static str, fn(ApiKeyValue) -> ApiKey, &'static str, &'static str);
+        type Carried = (
+            &'static str,
+            fn(ApiKeyValue) -> ApiKey,
+            &'static str,
+            &'static str,
+        );
         let carried: [Carried; 5] = [
             (
                 "apiKey",
