@@ -166,6 +166,11 @@ impl Store {
         Ok(HeldConnection(self.pool.get()?))
     }
 
+    /// How many connections sit idle in the pool now (tests).
+    pub fn idle_connections_for_test(&self) -> u32 {
+        self.pool.state().idle_connections
+    }
+
     /// Whether the database answers.
     pub fn ping(&self) -> Result<(), StoreError> {
         use diesel::connection::SimpleConnection;

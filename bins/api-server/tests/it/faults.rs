@@ -103,7 +103,7 @@ fn a_connection_that_cannot_write_is_never_kept_in_the_pool() {
     let store = Store::open(
         &url,
         &PoolOptions {
-            max_connections: 2,
+            max_connections: 3,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(1),
             ..PoolOptions::default()
@@ -111,14 +111,21 @@ fn a_connection_that_cannot_write_is_never_kept_in_the_pool() {
     )
     .unwrap();
     write_something(&store).expect("a write while writable");
-    // Hold the pool's only connection, so the next one is opened while the file is
-    // unwritable (SQLite then opens it read-only, silently).
-    let held = store.hold_connection_for_test().unwrap();
+    // Hold every connection the pool has opened (one, or two when it opened a spare), so
+    // the next one is opened while the file is unwritable (SQLite then opens it read-only,
+    // silently). A connection opened before keeps writing through the WAL file, which is
+    // not immutable: that is why none may be left idle.
+    let mut held = vec![store.hold_connection_for_test().unwrap()];
+    while store.idle_connections_for_test() > 0 {
+        held.push(store.hold_connection_for_test().unwrap());
+    }
+    assert!(held.len() < 3, "a slot is left for the new connection");
     let guard = Immutable::set(&path);
     let during = write_something(&store);
+    let refused = during.expect_err("a write cannot succeed on an immutable file");
     assert!(
-        during.is_err(),
-        "a write cannot succeed on an immutable file"
+        refused.to_string().contains("readonly"),
+        "refused because the new connection cannot write, not for want of a slot: {refused}"
     );
     drop(guard);
     write_something(&store).expect("once the file is writable again, writes work");
