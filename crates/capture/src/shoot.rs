@@ -519,10 +519,14 @@ async fn check_navigation(
         }
     }
     if let Some(code) = error_page_code {
-        // A chrome error page (https through a refused CONNECT, or a network error).
+        // A chrome error page (https through a refused CONNECT, or a network error). Only
+        // a failed tunnel hides which hop failed; any other code (a certificate the
+        // browser refused, say) is the target's own, and the proxy's latest failure may be
+        // a request of the browser's own to another host.
+        let tunnel = code.contains("TUNNEL") || code.contains("PROXY");
         return Err(target
             .and_then(|t| failure_for_url(proxy, t))
-            .or_else(|| last_failure(proxy))
+            .or_else(|| tunnel.then(|| last_failure(proxy)).flatten())
             .unwrap_or_else(|| net_error(&code, target)));
     }
     if let Some(status) = status.filter(|s| *s >= 400) {
