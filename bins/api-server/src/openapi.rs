@@ -151,11 +151,31 @@ impl Modify for Security {
                         SecurityRequirement::new("signedUrlKeyId", Vec::<String>::new())
                             .add("signedUrlSignature", Vec::<String>::new()),
                     );
+                    // A GET that takes a signed URL reads its query; one that cannot be
+                    // read (a NUL character, `%00`) is refused before the route.
+                    op.responses
+                        .responses
+                        .entry("400".to_owned())
+                        .or_insert_with(|| unreadable_query().into());
                 }
                 op.security = Some(ways);
             }
         }
     }
+}
+
+/// `400 INVALID_REQUEST`: the query string cannot be read.
+fn unreadable_query() -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description("The query string cannot be read (it holds a NUL character, `%00`)")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
 
 /// The operations of a path, each with whether it is a GET.
