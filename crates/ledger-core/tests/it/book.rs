@@ -448,3 +448,29 @@ fn entries_carry_seq_balance_plan_and_source() {
         (2, Credits::from_millis(4400), "Screenshot")
     );
 }
+
+/// `steady_until` is the next instant at which time alone changes the balance: a grant
+/// that starts or expires, an active hold that expires; a settled hold or a past instant
+/// does not count, and a book with nothing timed never changes by itself.
+#[test]
+fn the_balance_is_steady_until_the_next_start_or_expiry() {
+    let (mut b, mut ids) = book_with(purchase(10));
+    assert_eq!(b.steady_until(at(1)), None, "nothing timed");
+    grant(&mut b, &mut ids, allowance_until(5, 100), at(1));
+    let hold = reserve(&mut b, &mut ids, c(2), at(50), "job", at(2)).unwrap();
+    assert_eq!(
+        b.steady_until(at(2)),
+        Some(at(50)),
+        "the hold expires first"
+    );
+    assert_eq!(b.available(at(2)), b.available(at(49)));
+    b.release(&hold, at(3)).unwrap();
+    assert_eq!(
+        b.steady_until(at(3)),
+        Some(at(100)),
+        "a released hold no longer counts"
+    );
+    assert_eq!(b.available(at(3)), b.available(at(99)));
+    assert_ne!(b.available(at(99)), b.available(at(100)));
+    assert_eq!(b.steady_until(at(100)), None, "past every expiry");
+}
