@@ -132,8 +132,17 @@ fn open_existing(settings: &Settings) -> Result<Store, Failure> {
     }
     Ok(Store::open_without_migrating(
         &settings.database.url,
-        &settings.database.pool_options(),
+        &pool_options(settings),
     )?)
+}
+
+/// The configured pool, with nothing kept open in the background: one command opens what
+/// it uses, and no pool thread is left opening a spare connection while the process exits.
+fn pool_options(settings: &Settings) -> ledger_store::PoolOptions {
+    ledger_store::PoolOptions {
+        min_connections: 0,
+        ..settings.database.pool_options()
+    }
 }
 
 fn database_url(settings: &Settings) -> Result<DatabaseUrl, Failure> {
@@ -185,11 +194,8 @@ fn migrate_check(settings: &Settings) -> Result<Report, Failure> {
             .into_iter()
             .map(|(_, name)| name)
             .collect(),
-        _ => Store::open_without_migrating(
-            &settings.database.url,
-            &settings.database.pool_options(),
-        )?
-        .pending_migrations()?,
+        _ => Store::open_without_migrating(&settings.database.url, &pool_options(settings))?
+            .pending_migrations()?,
     };
     let json = json!({ "upToDate": pending.is_empty(), "pending": pending });
     if pending.is_empty() {
@@ -212,8 +218,7 @@ fn migrate_check(settings: &Settings) -> Result<Report, Failure> {
 /// `migrate`: applies what is pending (creating a new SQLite file).
 fn migrate(settings: &Settings) -> Result<Report, Failure> {
     let url = database_url(settings)?;
-    let store =
-        Store::open_without_migrating(&settings.database.url, &settings.database.pool_options())?;
+    let store = Store::open_without_migrating(&settings.database.url, &pool_options(settings))?;
     let applied = store.migrate()?;
     let mut human = if applied.is_empty() {
         format!("{}: no pending migrations", url.describe())
