@@ -20,6 +20,14 @@ use clap::Parser;
 use crate::outcome::Failure;
 
 fn main() -> ExitCode {
+    // Only warnings by default, and only on stderr: stdout is the command's answer.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
