@@ -6,7 +6,8 @@
 # Patterns are shell globs over crate names. A rule marked `known:` is a violation not
 # removed yet: it is printed as KNOWN and does not fail (none today). Only `startup` (the
 # composition root) and the two programs may depend on both `settings` and the libraries
-# it configures.
+# it configures. The operator CLI (`shotledger`) is the third program: it must never link the
+# test helpers, and its clap stays lean (no terminal colours: `anstream`).
 set -euo pipefail
 # The patterns are matched with [[ == ]], never expanded against files.
 set -f
@@ -20,6 +21,7 @@ payments         | settings capture actix-*                                  | e
 http-edge        | ledger-* capture payments settings                        | enforced
 capture          | ledger-*                                                  | enforced
 ledger-store     | actix-* capture payments settings                         | enforced
+shotledger       | test-support anstream                                     | enforced
 RULES
 
 printf '%-14s %-60s %s\n' "crate" "must not depend on" "status"

@@ -193,8 +193,15 @@ pub fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>
     let canonical = serde_json::from_slice::<serde_json::Value>(body)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
-    let fingerprint = Fingerprint::new(format!("{} {}\n{}", req.method(), req.path(), canonical));
+    let fingerprint = fingerprint(req.method().as_str(), req.path(), &canonical);
     Ok(Some(Idempotency::new(key, fingerprint)))
+}
+
+/// What an `Idempotency-Key` is checked against: the method, the path and the body in
+/// its canonical JSON form (keys sorted, no spaces). One place, so that a call made
+/// outside HTTP (the operator CLI's `credits grant`) can share a key with the API.
+pub fn fingerprint(method: &str, path: &str, canonical_body: &str) -> Fingerprint {
+    Fingerprint::new(format!("{method} {path}\n{canonical_body}"))
 }
 
 /// The request's `Idempotency-Key`, validated (400 naming the header when malformed).

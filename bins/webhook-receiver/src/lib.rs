@@ -58,7 +58,7 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use ledger_core::Timestamp;
 use ledger_store::payments::DeliveryReceipt;
-use ledger_store::StoreError;
+use ledger_store::{Store, StoreError};
 use payments::{Payments, PaymentsError, SignedHeaders};
 use serde_json::json;
 use settings::Settings;
@@ -102,6 +102,13 @@ pub struct AppState {
 /// configuration without a webhook secret.
 pub fn open(settings: &Settings) -> Result<Payments, ReceiverError> {
     let store = startup::open_store(settings)?;
+    payments_on(settings, store)
+}
+
+/// The payments facade over an opened `store` (the operator CLI's `reconcile` opens the
+/// store itself, without migrating); refuses a Polar configuration without a webhook
+/// secret.
+pub fn payments_on(settings: &Settings, store: Store) -> Result<Payments, ReceiverError> {
     let payments = startup::payments(settings, store)?;
     if !payments.is_configured() {
         tracing::warn!("no payment provider is configured: Polar's webhooks are answered 503 PAYMENTS_NOT_CONFIGURED and nothing can be credited");

@@ -207,6 +207,29 @@ impl r2d2::HandleError<diesel::r2d2::Error> for LogPoolErrors {
 /// when needed, each within `connect_timeout`. A caller waits at most `acquire_timeout`
 /// for a connection.
 pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreError> {
+    let (mut first, pool) = first_connection(url, options)?;
+    run_migrations(&mut first)?;
+    drop(first);
+    Ok(pool)
+}
+
+/// [`connect`] without running migrations: the operator CLI opens an old database this
+/// way to tell what is pending, and refuses to work on it until `shotledger migrate` ran.
+pub fn connect_without_migrating(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+) -> Result<Pool, StoreError> {
+    let (first, pool) = first_connection(url, options)?;
+    drop(first);
+    Ok(pool)
+}
+
+/// The first connection of a pool for `url`, checked (writable, not a standby), and the
+/// pool the others come from.
+fn first_connection(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+) -> Result<(DbConnection, Pool), StoreError> {
     if let Some(dir) = url.sqlite_path().as_deref().and_then(|p| p.parent()) {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
@@ -237,10 +260,8 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
             },
         })?;
     refuse_read_only_postgres(&mut first, url)?;
-    run_migrations(&mut first)?;
-    drop(first);
     let max = options.max_connections.max(1);
-    Ok(r2d2::Pool::builder()
+    let pool = r2d2::Pool::builder()
         .max_size(max)
         .min_idle(Some(options.min_connections.min(max)))
         .connection_timeout(options.acquire_timeout)
@@ -252,7 +273,8 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
         .error_handler(Box::new(LogPoolErrors {
             database: url.describe(),
         }))
-        .build_unchecked(manager))
+        .build_unchecked(manager);
+    Ok((first, pool))
 }
 
 /// A PostgreSQL session that cannot write (a hot standby, `default_transaction_read_only`)
@@ -294,23 +316,98 @@ fn cause(e: &diesel::r2d2::Error) -> String {
 /// `BEGIN IMMEDIATE`; a transaction-scoped advisory lock on PostgreSQL), so one process
 /// migrates while the others wait, then find nothing pending. Each migration becomes a
 /// savepoint inside it.
-pub fn run_migrations(conn: &mut DbConnection) -> Result<(), StoreError> {
+///
+/// Returns the names of the migrations it applied (folder names, oldest first).
+pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, StoreError> {
     type MigrationError = Box<dyn std::error::Error + Send + Sync>;
     let result = match conn {
         DbConnection::Sqlite(c) => c.immediate_transaction::<_, MigrationError, _>(|c| {
-            c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ())
+            let names = names(&c.pending_migrations(SQLITE_MIGRATIONS)?);
+            c.run_pending_migrations(SQLITE_MIGRATIONS)?;
+            Ok(names)
         }),
         DbConnection::Postgres(c) => c.transaction::<_, MigrationError, _>(|c| {
             use diesel::RunQueryDsl;
             diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
                 .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)
                 .execute(c)?;
-            c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ())
+            let names = names(&c.pending_migrations(POSTGRES_MIGRATIONS)?);
+            c.run_pending_migrations(POSTGRES_MIGRATIONS)?;
+            Ok(names)
         }),
     };
     result.map_err(|e| StoreError::Migration {
         reason: e.to_string(),
     })
+}
+
+/// The names of `migrations` (their folder names).
+fn names<DB: diesel::backend::Backend>(
+    migrations: &[Box<dyn diesel::migration::Migration<DB>>],
+) -> Vec<String> {
+    migrations.iter().map(|m| m.name().to_string()).collect()
+}
+
+/// Every migration of the one tree, oldest first: (version, name).
+pub fn all_migrations() -> Result<Vec<(String, String)>, StoreError> {
+    use diesel::migration::MigrationSource;
+    let all: Vec<Box<dyn diesel::migration::Migration<diesel::sqlite::Sqlite>>> =
+        MIGRATIONS.migrations().map_err(|e| StoreError::Migration {
+            reason: e.to_string(),
+        })?;
+    let mut all: Vec<(String, String)> = all
+        .iter()
+        .map(|m| (m.name().version().to_string(), m.name().to_string()))
+        .collect();
+    all.sort();
+    Ok(all)
+}
+
+/// The migrations not yet applied to the database `conn` is on (names, oldest first),
+/// read without writing anything: a database that has never been migrated has no
+/// bookkeeping table yet, and reading it through Diesel's harness would create one.
+pub fn pending_migrations(conn: &mut DbConnection) -> Result<Vec<String>, StoreError> {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let exists = match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '__diesel_schema_migrations'",
+        )
+        .get_result::<Count>(c)?,
+        DbConnection::Postgres(c) => diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM (SELECT to_regclass('__diesel_schema_migrations') AS t) r WHERE r.t IS NOT NULL",
+        )
+        .get_result::<Count>(c)?,
+    }
+    .n > 0;
+    let applied: std::collections::HashSet<String> = if exists {
+        let query = diesel::sql_query("SELECT version FROM __diesel_schema_migrations");
+        match conn {
+            DbConnection::Sqlite(c) => query.load::<Version>(c)?,
+            DbConnection::Postgres(c) => query.load::<Version>(c)?,
+        }
+        .into_iter()
+        .map(|v| v.version)
+        .collect()
+    } else {
+        Default::default()
+    };
+    Ok(all_migrations()?
+        .into_iter()
+        .filter(|(version, _)| !applied.contains(version))
+        .map(|(_, name)| name)
+        .collect())
 }
 
 /// The advisory lock that serialises migrations on PostgreSQL ("shotledger" in ASCII, as

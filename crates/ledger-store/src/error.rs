@@ -41,6 +41,10 @@ pub enum StoreError {
     /// A stored row does not decode: the database was changed behind the store's back.
     #[error("corrupt row: {reason}")]
     Corrupt { reason: String },
+    /// A backup that could not be made; the reason says what to fix. Nothing was left
+    /// behind at the destination.
+    #[error("backup: {reason}")]
+    Backup { reason: String },
 }
 
 /// Wraps an error of the database driver, so that no driver type is part of the store's

@@ -45,8 +45,8 @@ pub use access::{Access, ApiKey, KeyBy, KeyCaller, NewApiKey, Subscription};
 #[doc(hidden)]
 pub use db::DbConnection;
 pub use db::{
-    revert_all_migrations, run_migrations, Backend, DatabaseUrl, PoolOptions, POSTGRES_MIGRATIONS,
-    SQLITE_MIGRATIONS,
+    all_migrations, revert_all_migrations, run_migrations, Backend, DatabaseUrl, PoolOptions,
+    POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS,
 };
 pub use engine::WriteStats;
 pub use error::{ConnectionError, DatabaseError, PoolError, StoreError};
@@ -54,7 +54,9 @@ pub use ids::{new_id, RandomIds};
 pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, Ledger, NewAccount};
 /// The operation types are the core's; re-exported under their old names here.
 pub use ledger_core::{Operation, Outcome, Spend};
-pub use maintenance::{CompactReport, Maintenance, VerifyReport, Violation};
+pub use maintenance::{
+    BackupReport, CompactReport, Maintenance, PruneReport, VerifyReport, Violation,
+};
 pub use members::{Holder, Invite, Login, Member, MemberRefusal, Members, MEMBER_PREFIX};
 pub use orders::Orders;
 pub use plans::{
@@ -90,6 +92,35 @@ impl Store {
     pub fn open(url: &str, options: &PoolOptions) -> Result<Store, StoreError> {
         let url = DatabaseUrl::parse(url)?;
         let pool = db::connect(&url, options)?;
+        Store::on_pool(&url, pool, options)
+    }
+
+    /// Opens the database `url` names without migrating it (the operator CLI, which
+    /// refuses to work on a database with [`Store::pending_migrations`] until
+    /// [`Store::migrate`] ran). A SQLite file that does not exist is still created.
+    pub fn open_without_migrating(url: &str, options: &PoolOptions) -> Result<Store, StoreError> {
+        let url = DatabaseUrl::parse(url)?;
+        let pool = db::connect_without_migrating(&url, options)?;
+        Store::on_pool(&url, pool, options)
+    }
+
+    /// The migrations not applied yet (folder names, oldest first); reads only.
+    pub fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        db::pending_migrations(&mut *self.conn()?)
+    }
+
+    /// Applies every pending migration (one transaction under a database-wide lock, as
+    /// [`Store::open`] does); the names of those it applied, oldest first.
+    pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let _gate = self.write_gate();
+        db::run_migrations(&mut *self.conn()?)
+    }
+
+    fn on_pool(
+        url: &DatabaseUrl,
+        pool: db::Pool,
+        options: &PoolOptions,
+    ) -> Result<Store, StoreError> {
         let write_gate = (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         let parts = engine::WriterParts {
             pool: pool.clone(),

@@ -13,7 +13,9 @@ use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ledger::TxError;
 use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow};
-use crate::schema::{accounts, entries, grants, holds, idempotency_keys};
+use crate::schema::{
+    accounts, entries, grants, holds, idempotency_keys, sessions, webhook_deliveries,
+};
 use crate::Store;
 
 /// One broken invariant.
@@ -35,7 +37,8 @@ pub struct VerifyReport {
 }
 
 /// The answer of [`Maintenance::compact`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CompactReport {
     pub accounts: u64,
     pub entries_removed: u64,
@@ -516,5 +519,161 @@ impl Store {
     /// Whole-database upkeep (verify, compact)
     pub fn maintenance(&self) -> Maintenance<'_> {
         Maintenance { store: self }
+    }
+}
+
+/// What [`Maintenance::prune`] removed (or, from [`Maintenance::prunable`], would remove).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    /// Webhook deliveries the receiver processed before the cutoff.
+    pub webhook_deliveries: u64,
+    /// Sessions that expired, or were revoked, before the cutoff.
+    pub sessions: u64,
+}
+
+impl Maintenance<'_> {
+    /// Counts what [`Maintenance::prune`] would remove with the same `before`; changes
+    /// nothing.
+    pub fn prunable(&self, before: Timestamp) -> Result<PruneReport, StoreError> {
+        let before = before.millis();
+        self.store.read(|conn| {
+            let webhook_deliveries: i64 = webhook_deliveries::table
+                .filter(webhook_deliveries::processed_at.lt(before))
+                .select(count_star())
+                .first(conn)?;
+            let sessions: i64 = sessions::table
+                .filter(dead_session(before))
+                .select(count_star())
+                .first(conn)?;
+            Ok(PruneReport {
+                webhook_deliveries: webhook_deliveries as u64,
+                sessions: sessions as u64,
+            })
+        })
+    }
+
+    /// Removes the receiver's inbox rows that are fully processed (`processed_at` set)
+    /// before `before`, and the sessions that expired or were revoked before it. Nothing
+    /// the ledger needs is touched: a paid order is credited once by its order id
+    /// (`payment_orders`, ADR 201), not by the delivery row, and an unprocessed delivery
+    /// is never removed.
+    pub fn prune(&self, before: Timestamp) -> Result<PruneReport, StoreError> {
+        let before = before.millis();
+        self.store.write(|conn| {
+            let webhook_deliveries = diesel::delete(
+                webhook_deliveries::table.filter(webhook_deliveries::processed_at.lt(before)),
+            )
+            .execute(conn)?;
+            let sessions =
+                diesel::delete(sessions::table.filter(dead_session(before))).execute(conn)?;
+            Ok::<_, TxError>(PruneReport {
+                webhook_deliveries: webhook_deliveries as u64,
+                sessions: sessions as u64,
+            })
+        })
+    }
+}
+
+/// A session that expired, or was revoked, before `before` (milliseconds).
+fn dead_session(
+    before: i64,
+) -> diesel::dsl::Or<
+    diesel::dsl::Lt<sessions::expires_at, i64>,
+    diesel::dsl::Lt<sessions::revoked_at, i64>,
+> {
+    sessions::expires_at
+        .lt(before)
+        .or(sessions::revoked_at.lt(before))
+}
+
+/// What [`Store::backup_sqlite`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupReport {
+    pub path: String,
+    pub bytes: u64,
+}
+
+impl Store {
+    /// An online, consistent copy of the SQLite database at `dest`: `VACUUM INTO` a
+    /// temporary file next to it (one read snapshot; writers of this and other processes
+    /// go on meanwhile), `fsync` it, then link it to `dest`, which fails when `dest`
+    /// exists, so no file is ever replaced and `dest` is never seen half written. Not
+    /// PostgreSQL: `pg_dump` is its tool.
+    pub fn backup_sqlite(&self, dest: &std::path::Path) -> Result<BackupReport, StoreError> {
+        let refuse = |reason: String| StoreError::Backup { reason };
+        if self.backend != crate::Backend::Sqlite {
+            return Err(refuse(
+                "the database is PostgreSQL; back it up with pg_dump".into(),
+            ));
+        }
+        if dest.exists() {
+            return Err(refuse(format!(
+                "{} exists; a backup never replaces a file, choose a new path",
+                dest.display()
+            )));
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| refuse(format!("{} names no file", dest.display())))?;
+        let folder = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        if !folder.is_dir() {
+            return Err(refuse(format!(
+                "the folder {} does not exist",
+                folder.display()
+            )));
+        }
+        let temp = folder.join(format!(
+            ".{}.{}.partial",
+            name.to_string_lossy(),
+            crate::new_id("")
+        ));
+        let result = self.vacuum_into(&temp).and_then(|()| {
+            let io = |what: &str, e: std::io::Error| refuse(format!("{what}: {e}"));
+            std::fs::File::open(&temp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io(&format!("cannot sync {}", temp.display()), e))?;
+            std::fs::hard_link(&temp, dest).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => refuse(format!(
+                    "{} exists; a backup never replaces a file, choose a new path",
+                    dest.display()
+                )),
+                _ => io(&format!("cannot create {}", dest.display()), e),
+            })?;
+            // The new name is durable once its folder is.
+            std::fs::File::open(&folder)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io(&format!("cannot sync the folder {}", folder.display()), e))?;
+            let bytes = std::fs::metadata(dest)
+                .map_err(|e| io(&format!("cannot read {}", dest.display()), e))?
+                .len();
+            Ok(BackupReport {
+                path: dest.display().to_string(),
+                bytes,
+            })
+        });
+        let _ = std::fs::remove_file(&temp);
+        result
+    }
+
+    /// `VACUUM INTO path` on a pooled SQLite connection.
+    fn vacuum_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let DbConnection::Sqlite(c) = &mut *conn else {
+            return Err(StoreError::Backup {
+                reason: "VACUUM INTO is SQLite's".into(),
+            });
+        };
+        let target = path.to_str().ok_or_else(|| StoreError::Backup {
+            reason: format!("{} is not valid UTF-8", path.display()),
+        })?;
+        diesel::sql_query("VACUUM INTO ?")
+            .bind::<diesel::sql_types::Text, _>(target)
+            .execute(c)?;
+        Ok(())
     }
 }

@@ -3,9 +3,12 @@
 //! input, builds the ledger operation and applies it; the handlers only convert.
 
 use ledger_core::{
-    AccountId, Credits, EntryId, EntryKind, GrantSource, GrantSpec, Hold, HoldId, Memo,
+    AccountId, Credits, EntryId, EntryKind, GrantSource, GrantSpec, Hold, HoldId, IdempotencyKey,
+    Memo, Timestamp,
 };
-use ledger_store::{Account, Applied, Idempotency, NewAccount, Operation, Spend, VerifyReport};
+use ledger_store::{
+    Account, Applied, Idempotency, NewAccount, Operation, Spend, Store, VerifyReport,
+};
 
 use crate::auth::hash_password;
 use crate::error::ApiError;
@@ -196,18 +199,55 @@ pub async fn create_account(
     let bonus = state.settings.credits.signup_bonus;
     let now = state.now();
     state
-        .blocking(move |s| {
-            let password_hash = password.as_deref().map(hash_password).transpose()?;
-            Ok(s.ledger().create_account(
-                NewAccount {
-                    email,
-                    password_hash,
-                    signup_bonus: bonus,
-                },
-                now,
-            )?)
-        })
+        .blocking(move |s| create_account_in(s, bonus, email, password, now))
         .await
+}
+
+/// [`create_account`] on a blocking thread of the caller's (the operator CLI calls it
+/// directly): checks the email and password, hashes the password, and creates the
+/// account with `signup_bonus` (`credits.signup_bonus`).
+pub fn create_account_in(
+    store: &Store,
+    signup_bonus: Credits,
+    email: Option<String>,
+    password: Option<String>,
+    now: Timestamp,
+) -> Result<(Account, Credits), ApiError> {
+    let email = email.as_deref().map(valid_email).transpose()?;
+    if let Some(p) = &password {
+        valid_password(p)?;
+    }
+    let password_hash = password.as_deref().map(hash_password).transpose()?;
+    Ok(store.ledger().create_account(
+        NewAccount {
+            email,
+            password_hash,
+            signup_bonus,
+        },
+        now,
+    )?)
+}
+
+/// The path of `POST /admin/v1/accounts/{id}/credits` for `account`.
+pub fn adjustment_path(account: &AccountId) -> String {
+    format!("/admin/v1/accounts/{}/credits", account.as_str())
+}
+
+/// The idempotency of an adjustment of `amount` with `description_text` under `key`,
+/// exactly as `POST /admin/v1/accounts/{id}/credits` with the body
+/// `{"amount": amount, "description": description_text}` gets it: the operator CLI's
+/// `credits grant` shares the admin API's key space, so the same key with the same
+/// grant replays the same entry through either.
+pub fn adjustment_idempotency(
+    account: &AccountId,
+    key: IdempotencyKey,
+    amount: Credits,
+    description_text: &str,
+) -> Idempotency {
+    let body = serde_json::json!({ "amount": amount, "description": description_text });
+    let fingerprint =
+        crate::body::fingerprint("POST", &adjustment_path(account), &body.to_string());
+    Idempotency::new(key, fingerprint)
 }
 
 // Subscriptions: `service::subscription::subscribe_by_operator`.

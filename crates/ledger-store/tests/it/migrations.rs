@@ -494,3 +494,61 @@ fn the_drift_check_reports_differences() {
         );
     }
 }
+
+/// A database of the former tree, opened without migrating (the operator CLI): exactly the
+/// newer folders are pending, listing them writes nothing, `Store::migrate` applies exactly
+/// those, and then nothing is pending.
+fn an_old_database_lists_then_applies_what_is_pending(url: &str, mut conn: DbConnection) {
+    let backend = match conn {
+        DbConnection::Sqlite(_) => "sqlite",
+        DbConnection::Postgres(_) => "postgres",
+    };
+    let (_tmp, root) = former_tree(backend);
+    let former = FileBasedMigrations::from_path(&root).unwrap();
+    match &mut conn {
+        DbConnection::Sqlite(c) => drop(c.run_pending_migrations(former).unwrap()),
+        DbConnection::Postgres(c) => drop(c.run_pending_migrations(former).unwrap()),
+    }
+    drop(conn);
+    let newer: Vec<String> = folders()
+        .into_iter()
+        .filter(|f| !FORMER_FOLDERS.contains(&f.as_str()))
+        .collect();
+    assert!(!newer.is_empty());
+    let store = Store::open_without_migrating(url, &PoolOptions::default()).unwrap();
+    assert_eq!(store.pending_migrations().unwrap(), newer);
+    assert_eq!(
+        store.pending_migrations().unwrap(),
+        newer,
+        "listing changed it"
+    );
+    assert_eq!(store.migrate().unwrap(), newer);
+    assert_eq!(store.pending_migrations().unwrap(), Vec::<String>::new());
+    assert_eq!(store.migrate().unwrap(), Vec::<String>::new());
+    assert!(store.maintenance().verify().unwrap().ok);
+    let all: Vec<String> = ledger_store::all_migrations()
+        .unwrap()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    assert_eq!(all, folders().into_iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn sqlite_an_old_database_lists_then_applies_what_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let conn = DbConnection::Sqlite(SqliteConnection::establish(path.to_str().unwrap()).unwrap());
+    an_old_database_lists_then_applies_what_is_pending(
+        &format!("sqlite://{}", path.display()),
+        conn,
+    );
+}
+
+#[test]
+fn postgres_an_old_database_lists_then_applies_what_is_pending() {
+    let (url, admin, schema) = postgres_schema();
+    let conn = DbConnection::Postgres(PgConnection::establish(&url).unwrap());
+    an_old_database_lists_then_applies_what_is_pending(&url, conn);
+    drop_postgres_schema(&admin, &schema);
+}
