@@ -100,17 +100,15 @@ pub async fn page(state: AppData, req: HttpRequest, query: Query) -> HttpRespons
         Err(e) => return refused(e),
     };
 
-    let mut main = String::from(
-        r#"<section aria-labelledby="txn-h" class="card"><h2 id="txn-h">Transactions</h2>"#,
-    );
-    main.push_str(r#"<table class="list"><caption>Transactions</caption><thead><tr><th scope="col">Date</th><th scope="col">Type</th><th scope="col" class="num">Amount</th><th scope="col">Description</th></tr></thead><tbody>"#);
+    let mut main = String::from(r#"<section aria-labelledby="txn-caption" class="card">"#);
+    main.push_str(r#"<table class="list"><caption id="txn-caption">Transactions</caption><thead><tr><th scope="col">Date</th><th scope="col">Type</th><th scope="col" class="num">Amount</th><th scope="col">Description</th></tr></thead><tbody>"#);
     if entries.is_empty() {
         main.push_str(r#"<tr><td colspan="4">No transactions on this page.</td></tr>"#);
     }
     for e in &entries {
         let _ = write!(
             main,
-            r#"<tr><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td class="num">{}</td><td class="wrap">{}</td></tr>"#,
             html::when(e.created_at),
             esc(e.kind.as_str()),
             e.amount,

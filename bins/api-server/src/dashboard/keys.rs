@@ -65,7 +65,7 @@ async fn keys_page(
                 .unwrap_or_else(|| "never".into());
             let _ = write!(
                 main,
-                r#"<tr><td>{name}</td><td><code>{prefix}…</code></td><td>{created}</td><td>{last}</td><td><form method="get" action="/keys/{id}/revoke" class="inline"><button type="submit" class="danger">Revoke</button></form></td></tr>"#,
+                r#"<tr><td class="wrap">{name}</td><td><code>{prefix}…</code></td><td>{created}</td><td>{last}</td><td><form method="get" action="/keys/{id}/revoke" class="inline"><button type="submit" class="danger">Revoke</button></form></td></tr>"#,
                 name = esc(&k.name),
                 prefix = esc(&k.prefix),
                 created = html::when(Timestamp::from_millis(k.created_at_ms)),

@@ -201,7 +201,7 @@ async fn members_html(
     for m in &list {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td>",
+            r#"<tr><td class="wrap">{}</td><td>{}</td><td>{}</td>"#,
             esc(&m.email),
             esc(m.role.as_str()),
             html::when(m.created_at)

@@ -213,6 +213,12 @@ impl Browser {
                 scroll.as_u64() <= inner.as_u64(),
                 "{name} at {width}px scrolls sideways: {scroll} > {inner}"
             );
+            // The whole page in one picture: the window as tall as the page.
+            let height = self
+                .js("return document.documentElement.scrollHeight")
+                .await;
+            let height = height.as_u64().unwrap_or(900).clamp(600, 4000) as u32;
+            self.client.set_window_size(width, height).await.unwrap();
             let png = self.client.screenshot().await.unwrap();
             std::fs::write(shots_dir().join(format!("{name}-{suffix}.png")), png).unwrap();
         }
