@@ -783,6 +783,36 @@ async fn member_cannot_change_hard_limit(backend: &'static str) {
         (json!(true), json!("pack_starter")),
         "{topup}"
     );
+    // Members: invite someone (the link is shown once), remove the member (their
+    // session stops working at once).
+    b.fill("Invite email", &format!("third-{backend}@example.com"))
+        .await;
+    b.labelled("Role")
+        .await
+        .select_by_value("member")
+        .await
+        .unwrap();
+    b.click_button("Invite").await;
+    let link = b.text("//*[@id='invite-link']").await;
+    assert!(
+        link.starts_with(&format!("{}/signup?invite=inv_", w.base())),
+        "{link}"
+    );
+    b.goto("/settings").await;
+    assert_eq!(b.count("//*[@id='invite-link']").await, 0, "shown once");
+    let member_session = Auth::Cookie(cookie.value().to_owned());
+    assert_eq!(
+        w.api(Req::get("/api/v1/credits").auth(&member_session))
+            .status,
+        200
+    );
+    b.click_button(&format!("Remove {member_email}")).await;
+    assert_eq!(b.path().await, "/settings?saved=removed");
+    assert_eq!(
+        w.api(Req::get("/api/v1/credits").auth(&member_session))
+            .status,
+        401
+    );
     b.photograph("settings-owner").await;
     b.close().await;
     w.done().await;
