@@ -259,7 +259,9 @@ async fn members_html(
     Ok(out)
 }
 
-/// The place of the webhook endpoints (ADR 16): the API for them is not in this build.
+/// The place of the webhook endpoints (ADR 16). `/api/v1/webhooks` (list, add, delete) is
+/// not in this build: when it lands, this section lists the endpoints with a delete button
+/// each and an add form (URL, events), the new endpoint's secret shown once as a new key is.
 const WEBHOOKS_HTML: &str = r#"<section aria-labelledby="webhooks-h" class="card"><h2 id="webhooks-h">Webhook endpoints</h2><p>Notifications to your own server (low balance, purchases, top-ups) are not available in this version yet; they will be listed and managed here.</p></section>"#;
 
 async fn settings_page(
