@@ -431,7 +431,7 @@ async fn journey(backend: &'static str) {
     );
     b.press(Key::Enter).await;
     b.until(
-        10,
+        30,
         "the overview",
         "return location.pathname === '/' && !!document.getElementById('balance')",
     )
@@ -487,7 +487,7 @@ async fn journey(backend: &'static str) {
     b.click_button("Buy Starter").await;
     let receiver_port = w.receiver_addr.port();
     b.until(
-        10,
+        30,
         "the checkout page",
         &format!(
             "return location.port === '{receiver_port}' && document.readyState === 'complete'"
@@ -513,7 +513,7 @@ async fn journey(backend: &'static str) {
     .unwrap();
     assert_eq!(pay.status, 303, "{}", pay.text());
     b.until(
-        15,
+        30,
         "the balance to change by itself",
         "return document.getElementById('balance').textContent === '105'",
     )
@@ -536,7 +536,7 @@ async fn journey(backend: &'static str) {
     // Buy Pro and pay on the checkout page: back on the dashboard with the credits.
     b.click_button("Buy Pro").await;
     b.until(
-        10,
+        30,
         "the checkout page",
         &format!(
             "return location.port === '{receiver_port}' && document.readyState === 'complete'"
@@ -545,7 +545,7 @@ async fn journey(backend: &'static str) {
     .await;
     b.click_button("Pay $35.00").await;
     b.until(
-        15,
+        30,
         "the way back",
         "return location.pathname === '/' && !!document.getElementById('balance')",
     )
@@ -636,7 +636,7 @@ async fn journey(backend: &'static str) {
         .await;
     b.click_to_next_page(revoke, "Revoke").await;
     b.until(
-        5,
+        30,
         "the confirmation",
         "return location.pathname.endsWith('/revoke')",
     )
@@ -696,7 +696,7 @@ async fn member_cannot_change_hard_limit(backend: &'static str) {
     b.fill("Email", &member_email).await;
     b.fill("Password", PASSWORD).await;
     b.click_button("Sign up").await;
-    b.until(10, "the overview", "return location.pathname === '/'")
+    b.until(30, "the overview", "return location.pathname === '/'")
         .await;
     assert!(!b.has_button("Buy Pro").await, "members do not buy");
     b.goto("/settings").await;
@@ -740,7 +740,7 @@ async fn member_cannot_change_hard_limit(backend: &'static str) {
     b.fill("Email", &owner_email).await;
     b.fill("Password", PASSWORD).await;
     b.click_button("Log in").await;
-    b.until(10, "the overview", "return location.pathname === '/'")
+    b.until(30, "the overview", "return location.pathname === '/'")
         .await;
     b.goto("/settings").await;
     b.fill("Hard limit", "15000").await;
