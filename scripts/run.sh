@@ -18,6 +18,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   echo "run: to turn screenshots on, run \`./just setup\` (or apt-get install chromium chromium-driver) and start again." >&2
 fi
 
+echo "Dashboard: http://localhost:8080/"
 ./target/release/webhook-receiver "${args[@]}" &
 receiver=$!
 trap 'kill -TERM $receiver 2>/dev/null; wait $receiver 2>/dev/null || true' EXIT INT TERM

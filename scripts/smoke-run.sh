@@ -26,6 +26,10 @@ wait_up http://127.0.0.1:8080
 wait_up http://127.0.0.1:8081
 
 curl -fsS http://127.0.0.1:8080/api/v1/credits/packs | grep -q pack_starter
+# `./just run` opens on the dashboard: it says where, and `/` leads to its login page.
+grep -q "Dashboard: http://localhost:8080/" "$log" || { echo "smoke: run.sh did not print the dashboard's address" >&2; exit 1; }
+curl -fsS -L http://127.0.0.1:8080/ | grep -q '<button type="submit">Log in</button>' \
+  || { echo "smoke: / is not the dashboard's login page" >&2; exit 1; }
 email="smoke-$(date +%s%N)@example.com"
 curl -fsS -c "$log.jar" -H 'content-type: application/json' \
   -d "{\"email\":\"$email\",\"password\":\"a long secret\"}" \

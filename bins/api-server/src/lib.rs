@@ -4,7 +4,8 @@
 //! everything else lives here so tests build the same app in-process with [`app`].
 //!
 //! The flows are in [`service`] (testable without HTTP); the handlers in [`routes`] only
-//! extract, call a service and convert; [`error::ApiError`] makes every error status;
+//! extract, call a service and convert; [`dashboard`] is the account holder's web pages
+//! over the same services; [`error::ApiError`] makes every error status;
 //! [`blocking`] is the one bridge to the blocking pool.
 
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod blocking;
 pub mod body;
 pub mod cache;
 pub mod checkout;
+pub mod dashboard;
 pub mod deadline;
 pub mod error;
 pub mod middleware;
@@ -76,6 +78,7 @@ pub fn app(
             ApiError::invalid("path", format!("the URL path is malformed: {err}")).into()
         }))
         .configure(routes::configure)
+        .configure(dashboard::configure)
         .default_service(web::to(not_found))
         .wrap(actix_web::middleware::from_fn(middleware::request_id))
         .wrap(actix_web::middleware::from_fn(middleware::security_headers))

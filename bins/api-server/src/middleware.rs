@@ -3,7 +3,8 @@
 //! Every answer carries `x-request-id`. A 5xx is logged with its request id and its
 //! cause chain ([`ApiError::chain`]).
 //! Errors produced by the framework itself (unknown route, wrong method, malformed query
-//! string) are turned into the contract's JSON shape. A NUL (`%00`) anywhere in the path or
+//! string) are turned into the contract's JSON shape (the dashboard's HTML error pages
+//! are kept). A NUL (`%00`) anywhere in the path or
 //! the query string is a 400 naming the parameter before any handler runs. Every answer
 //! carries the security headers of [`security_headers`].
 
@@ -54,12 +55,14 @@ pub async fn request_id(
             }
         }
     }
-    let is_json = res
+    // An answer that is already JSON, or a dashboard page (HTML that says what went
+    // wrong to a person), is kept as it is.
+    let is_answer = res
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let mut res = if (status.is_client_error() || status.is_server_error()) && !is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    let mut res = if (status.is_client_error() || status.is_server_error()) && !is_answer {
         let (req, old) = res.into_parts();
         let mut fresh = framework_error(status, &method, &path);
         for (name, value) in old.headers() {

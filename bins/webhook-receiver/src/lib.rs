@@ -560,13 +560,24 @@ async fn demo_page(state: web::Data<AppState>, id: web::Path<String>) -> HttpRes
         price = dollars(checkout.price_cents),
         id = escape(&checkout.id),
     );
-    test_payment_page(&heading, &body)
+    test_payment_page(&heading, &body, state.payments.success_url())
+}
+
+/// The origin (`scheme://host:port`) of an absolute URL; `None` when it has none.
+fn origin_of(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let valid = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);
+    let host = &rest[..host_len];
+    (!host.is_empty() && host.chars().all(valid) && scheme.chars().all(|c| c.is_ascii_alphabetic()))
+        .then(|| &url[..scheme.len() + 3 + host_len])
 }
 
 /// A demo page: the test-payment banner, `heading` (HTML, as title and first heading)
 /// and `body` (HTML), with the page's own policy: its inline style, and its form posting
-/// to this server.
-fn test_payment_page(heading: &str, body: &str) -> HttpResponse {
+/// to this server, whose answer redirects to `success_url` (a browser applies
+/// `form-action` to a form's redirects too, so its origin is allowed as well).
+fn test_payment_page(heading: &str, body: &str, success_url: &str) -> HttpResponse {
     let page = format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>TEST PAYMENT — {heading}</title>
@@ -581,7 +592,10 @@ fn test_payment_page(heading: &str, body: &str) -> HttpResponse {
         .content_type("text/html; charset=utf-8")
         .insert_header((
             "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            format!(
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
+                origin_of(success_url).map(|o| format!(" {o}")).unwrap_or_default()
+            ),
         ))
         .body(page)
 }
@@ -628,7 +642,7 @@ async fn demo_subscription_page(
         price = dollars(sub.price_cents),
         token = escape(&sub.token),
     );
-    test_payment_page(&heading, &body)
+    test_payment_page(&heading, &body, state.payments.success_url())
 }
 
 async fn demo_subscription_pay(
@@ -737,5 +751,30 @@ impl Drop for RunningReceiver {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn the_origin_of_a_success_url() {
+        assert_eq!(
+            origin_of("http://localhost:8080/"),
+            Some("http://localhost:8080")
+        );
+        assert_eq!(
+            origin_of("https://shop.example.com/thanks?x=1"),
+            Some("https://shop.example.com")
+        );
+        assert_eq!(origin_of("http://127.0.0.1:9"), Some("http://127.0.0.1:9"));
+        assert_eq!(origin_of("not a url"), None);
+        assert_eq!(origin_of("http://a b/"), None);
+        assert_eq!(
+            origin_of("http://x;y/"),
+            None,
+            "nothing that could end the policy"
+        );
     }
 }

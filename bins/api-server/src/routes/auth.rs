@@ -47,7 +47,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for AuthBody<T> {
     }
 }
 
-fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
+/// The session cookie of `token` (HttpOnly, SameSite=Lax, Secure when
+/// `auth.cookie_secure`): the API's and the dashboard's.
+pub fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
     Cookie::build(SESSION_COOKIE, token)
         .path("/")
         .http_only(true)

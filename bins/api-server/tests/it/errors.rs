@@ -131,8 +131,9 @@ async fn malformed_json_wrong_types_and_missing_fields_name_the_field(backend: &
 async fn unknown_routes_and_methods_are_json(backend: &'static str) {
     let app = TestApp::new(backend).await;
     let (auth, _) = app.user("routes@example.com").await;
+    // (`/` is the dashboard's page, see dashboard.rs.)
     for req in [
-        Req::get("/"),
+        Req::get("/nope/deeper"),
         Req::get("/nope"),
         Req::get("/api/v1/nothing"),
         Req::get("/api/v1/credits/nothing").auth(&auth),

@@ -12,6 +12,7 @@ mod binary;
 mod codec_errors;
 mod concurrency;
 mod credits;
+mod dashboard;
 mod docs_page;
 mod errors;
 mod faults;

@@ -289,12 +289,18 @@ pub struct LiveServer {
 
 impl LiveServer {
     pub fn start(state: AppState, workers: usize) -> LiveServer {
+        LiveServer::start_on(state, workers, 0)
+    }
+
+    /// On `port` of 127.0.0.1 (0: any free port), for a test that must name the address
+    /// before the server starts (a success URL the payment pages send the browser back to).
+    pub fn start_on(state: AppState, workers: usize, port: u16) -> LiveServer {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let server = actix_web::HttpServer::new(move || app(state.clone()))
                     .workers(workers)
-                    .bind(("127.0.0.1", 0))?;
+                    .bind(("127.0.0.1", port))?;
                 let addr = server.addrs()[0];
                 let server = server.run();
                 tx.send((addr, server.handle()))
@@ -318,8 +324,11 @@ impl LiveServer {
 impl Drop for LiveServer {
     fn drop(&mut self) {
         let handle = self.handle.clone();
-        // Stop from a runtime of our own: the server's System runs on its own thread.
-        actix_web::rt::System::new().block_on(handle.stop(true));
+        // Stop from a runtime of our own, on a thread of its own (the server's System runs
+        // on its own thread, and an async test may drop this inside its runtime).
+        let _ =
+            std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(true)))
+                .join();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
