@@ -13,6 +13,7 @@ pub mod body;
 pub mod cache;
 pub mod checkout;
 pub mod deadline;
+pub mod deliverer;
 pub mod error;
 pub mod middleware;
 pub mod openapi;
