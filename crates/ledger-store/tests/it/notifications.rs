@@ -6,6 +6,7 @@ use crate::common;
 
 use common::*;
 use ledger_core::*;
+use ledger_store::payments::TopupPack;
 use ledger_store::{Attempt, BatchItem, DeliveryStatus, Store};
 
 on_both_backends!(
@@ -17,6 +18,7 @@ on_both_backends!(
     an_endpoint_is_sent_in_order,
     a_lease_keeps_two_senders_from_one_delivery,
     failures_back_off_then_give_up,
+    auto_topup_and_overage_tell_the_customer_in_their_transactions,
 );
 
 const ALL: [Event; 6] = Event::ALL;
@@ -373,4 +375,119 @@ fn failures_back_off_then_give_up(db: TestDb) {
     // Given up: the next one of the endpoint goes now.
     let next = n.claim_due(at(t), 1, 30_000).unwrap();
     assert_eq!(next[0].delivery.id, ids[1]);
+}
+
+/// The last delivery's body.
+fn last_body(s: &Store, a: &AccountId, endpoint: &str) -> serde_json::Value {
+    let d = s
+        .notifications()
+        .deliveries(a, endpoint, 1)
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&d[0].payload).unwrap()
+}
+
+fn auto_topup_and_overage_tell_the_customer_in_their_transactions(db: TestDb) {
+    let s = db.store.clone();
+    let a = account(&s, 5);
+    let e = s
+        .notifications()
+        .create_endpoint(
+            &a,
+            "https://hooks.example.com/",
+            &[
+                Event::TopupSucceeded,
+                Event::TopupFailed,
+                Event::OverageBilled,
+            ],
+            "whsec_x",
+            at(0),
+        )
+        .unwrap()
+        .id;
+    let pack = TopupPack {
+        pack_id: PackId::new("pack_starter"),
+        credits: c(100),
+        price_cents: 500,
+    };
+    s.orders()
+        .put_auto_topup(&a, true, c(3), &pack, at(0))
+        .unwrap();
+    // 5 → 2: below 3, a top-up charge starts with the debit.
+    debit(&s, &a, 3, 1);
+    let charge = s.orders().pending_topup_charges(10).unwrap().remove(0);
+    s.orders()
+        .confirm_topup_charge(&charge.id, "Auto top-up", at(2))
+        .unwrap();
+    assert_eq!(events(&s, &a, &e), vec![Event::TopupSucceeded]);
+    let body = last_body(&s, &a, &e);
+    assert_eq!(body["data"]["balance"], 102);
+    assert_eq!(body["data"]["credits"], 100);
+    assert_eq!(body["data"]["orderId"], charge.id.as_str());
+    assert_eq!(body["data"]["packId"], "pack_starter");
+    // Confirmed again (a duplicate): credited once, told once.
+    s.orders()
+        .confirm_topup_charge(&charge.id, "Auto top-up", at(3))
+        .unwrap();
+    assert_eq!(events(&s, &a, &e), vec![Event::TopupSucceeded]);
+
+    // 102 → 1: another charge, which the provider refuses.
+    debit(&s, &a, 101, 4);
+    let charge = s.orders().pending_topup_charges(10).unwrap().remove(0);
+    assert!(s
+        .orders()
+        .fail_topup_charge(&charge.id, "card declined", at(5))
+        .unwrap());
+    assert!(!s
+        .orders()
+        .fail_topup_charge(&charge.id, "card declined", at(6))
+        .unwrap());
+    assert_eq!(
+        events(&s, &a, &e),
+        vec![Event::TopupSucceeded, Event::TopupFailed]
+    );
+    let body = last_body(&s, &a, &e);
+    assert_eq!(body["type"], "topup.failed");
+    assert_eq!(body["data"]["reason"], "card declined");
+    assert_eq!(body["data"]["chargeId"], charge.id.as_str());
+    assert_eq!(body["data"]["balance"], 1);
+
+    // A Basic plan (10,000 a month) with a hard limit of 15,000: 500 extra bills a block.
+    let b = account(&s, 0);
+    let f = s
+        .notifications()
+        .create_endpoint(&b, "https://hooks.example.com/", &ALL, "whsec_y", at(0))
+        .unwrap()
+        .id;
+    let basic = ledger_core::plan::examples::basic();
+    s.plans()
+        .subscribe(&b, &basic, SubscriptionStatus::Active, Some(at(0)), at(0))
+        .unwrap();
+    s.plans()
+        .set_hard_limit(&b, ledger_core::Role::Owner, c(15_000), at(0))
+        .unwrap()
+        .unwrap();
+    let usage = |n| Operation::Debit {
+        kind: EntryKind::Usage,
+        amount: c(n),
+        spend: Spend::WithinAccountLimit,
+        memo: Memo::new("Screenshot captured"),
+    };
+    let used = s.ledger().apply(&b, None, usage(10_000), at(1)).unwrap();
+    assert!(used.result.is_ok());
+    assert_eq!(events(&s, &b, &f), vec![Event::CreditsDepleted]);
+    let extra = s.ledger().apply(&b, None, usage(500), at(2)).unwrap();
+    assert!(extra.result.is_ok(), "{extra:?}");
+    assert_eq!(
+        events(&s, &b, &f),
+        vec![Event::CreditsDepleted, Event::OverageBilled]
+    );
+    let items = s.plans().overage_items(&b).unwrap();
+    assert_eq!(items.len(), 1);
+    let body = last_body(&s, &b, &f);
+    assert_eq!(body["data"]["blocks"], 1);
+    assert_eq!(body["data"]["credits"], 1000);
+    assert_eq!(body["data"]["amountCents"], items[0].amount.get());
+    assert_eq!(body["data"]["balance"], serde_json::json!(extra.available));
+    assert_clean(&s);
 }
