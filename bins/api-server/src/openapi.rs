@@ -20,7 +20,7 @@ use crate::wire;
         subscription::PlanSubscriptionView, subscription::ChangeAccepted, subscription::OverageItemView, subscription::HardLimitRequest, subscription::PlanChangeRequest,
         wire::DebitRequest, wire::HoldRequest, wire::CaptureRequest, wire::HoldView, wire::RefundRequest,
         wire::SubscriptionRequest, wire::MaxHardLimitRequest, wire::MaxHardLimitView,
-        webhooks::NewWebhook, webhooks::WebhookCreated, webhooks::WebhookView, webhooks::DeliveryView, alerts::AlertsBody,
+        webhooks::NewWebhook, webhooks::EventName, webhooks::WebhookEvent, webhooks::WebhookEventData, webhooks::WebhookCreated, webhooks::WebhookView, webhooks::DeliveryView, alerts::AlertsBody,
     )),
     modifiers(&Registered, &Security, &Answers, &Limits),
 )]

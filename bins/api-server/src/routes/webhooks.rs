@@ -21,7 +21,77 @@ pub struct NewWebhook {
     pub url: String,
     /// At least one of `credits.low`, `credits.depleted`, `credits.purchased`,
     /// `topup.succeeded`, `topup.failed`, `overage.billed`.
+    #[schema(value_type = Vec<EventName>, min_items = 1)]
     pub events: Vec<String>,
+}
+
+/// An event an endpoint may subscribe to (docs/WEBHOOKS.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub enum EventName {
+    /// The available balance fell below `lowBalanceCredits` (once per crossing).
+    #[serde(rename = "credits.low")]
+    CreditsLow,
+    /// The available balance reached zero.
+    #[serde(rename = "credits.depleted")]
+    CreditsDepleted,
+    /// A paid pack was credited.
+    #[serde(rename = "credits.purchased")]
+    CreditsPurchased,
+    /// An auto top-up was paid and credited.
+    #[serde(rename = "topup.succeeded")]
+    TopupSucceeded,
+    /// The payment provider refused an auto top-up charge.
+    #[serde(rename = "topup.failed")]
+    TopupFailed,
+    /// A block of overage was billed.
+    #[serde(rename = "overage.billed")]
+    OverageBilled,
+}
+
+/// The JSON body POSTed to an endpoint, with the Standard Webhooks headers `webhook-id`
+/// (the delivery's id, the same on every attempt), `webhook-timestamp` (Unix seconds) and
+/// `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body`, keyed with the
+/// base64-decoded part of the endpoint's secret after `whsec_`). Not an operation of this
+/// API: what your endpoint receives.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEvent {
+    #[serde(rename = "type")]
+    pub kind: EventName,
+    /// When the event happened.
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: Timestamp,
+    pub data: WebhookEventData,
+}
+
+/// What an event carries; `accountId` and `balance` always, the rest by event type.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEventData {
+    pub account_id: String,
+    /// The available balance right after the event.
+    #[schema(value_type = f64)]
+    pub balance: ledger_core::Credits,
+    /// `credits.low`: the threshold crossed.
+    #[schema(value_type = Option<f64>)]
+    pub low_balance_credits: Option<ledger_core::Credits>,
+    /// `credits.purchased`, `topup.succeeded`: the order (for a top-up, the charge's id).
+    pub order_id: Option<String>,
+    /// `topup.failed`: the refused charge.
+    pub charge_id: Option<String>,
+    /// `credits.purchased`, `topup.*`: the pack.
+    pub pack_id: Option<String>,
+    /// `credits.purchased`, `topup.*`, `overage.billed`: the credits concerned.
+    #[schema(value_type = Option<f64>)]
+    pub credits: Option<ledger_core::Credits>,
+    /// `credits.purchased`, `topup.*`: the price.
+    pub price_cents: Option<i64>,
+    /// `topup.failed`: why the provider refused it.
+    pub reason: Option<String>,
+    /// `overage.billed`: blocks billed, their price, and the period they belong to.
+    pub blocks: Option<i64>,
+    pub amount_cents: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub period_start: Option<Timestamp>,
 }
 
 /// A new endpoint: `secret` appears only here, once. Deliveries are signed with it

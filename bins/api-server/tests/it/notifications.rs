@@ -25,6 +25,7 @@ on_both_backends!(
     an_endpoint_gets_its_events_in_order,
     a_private_address_is_refused_at_connect_time,
     a_demo_purchase_sends_credits_purchased,
+    the_events_and_their_payload_are_in_the_openapi_document,
 );
 
 /// One request the receiver got.
@@ -598,4 +599,58 @@ async fn a_demo_purchase_sends_credits_purchased(backend: &str) {
         balance.as_f64().unwrap(),
         5.0 + pro["credits"].as_f64().unwrap()
     );
+}
+
+async fn the_events_and_their_payload_are_in_the_openapi_document(backend: &str) {
+    let app = TestApp::new(backend).await;
+    let doc = app.send(Req::get("/openapi.json")).await.expect(200);
+    let schemas = &doc["components"]["schemas"];
+    let mut names: Vec<String> = schemas["EventName"]["enum"]
+        .as_array()
+        .or_else(|| schemas["EventName"]["oneOf"].as_array())
+        .unwrap_or_else(|| panic!("{}", schemas["EventName"]))
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map_or_else(|| v["enum"][0].as_str().unwrap().to_owned(), str::to_owned)
+        })
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = ledger_core::Event::ALL
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    let items = &schemas["NewWebhook"]["properties"]["events"]["items"];
+    assert!(items.to_string().contains("EventName"), "{items}");
+    for field in ["type", "timestamp", "data"] {
+        assert!(
+            schemas["WebhookEvent"]["properties"].get(field).is_some(),
+            "{}",
+            schemas["WebhookEvent"]
+        );
+    }
+    for field in [
+        "accountId",
+        "balance",
+        "lowBalanceCredits",
+        "reason",
+        "amountCents",
+    ] {
+        assert!(
+            schemas["WebhookEventData"]["properties"]
+                .get(field)
+                .is_some(),
+            "{field}"
+        );
+    }
+    for path in [
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{id}",
+        "/api/v1/webhooks/{id}/deliveries",
+        "/api/v1/account/alerts",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
 }
