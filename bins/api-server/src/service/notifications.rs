@@ -14,6 +14,8 @@ use crate::state::AppState;
 
 /// The longest endpoint URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
+/// How long registering waits for the URL's host to resolve.
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Deliveries listed per endpoint (the newest).
 pub const DELIVERIES_LISTED: i64 = 100;
 
@@ -88,7 +90,18 @@ pub async fn check_url(url: &str, policy: &capture::TargetPolicy) -> Result<url:
     let port = parsed
         .port_or_known_default()
         .ok_or_else(|| bad("url has no port".into()))?;
-    match capture::guard::resolve_checked(&host, port, policy).await {
+    let resolved = tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        capture::guard::resolve_checked(&host, port, policy),
+    )
+    .await
+    .map_err(|_| {
+        bad(format!(
+            "url: the host {host} did not resolve within {} seconds; check the name",
+            RESOLVE_TIMEOUT.as_secs()
+        ))
+    })?;
+    match resolved {
         Ok(_) => Ok(parsed),
         Err(capture::guard::ResolveFailure::Forbidden(_)) => Err(bad(format!(
             "url: {host} is or resolves to a loopback, private, link-local or reserved address, \

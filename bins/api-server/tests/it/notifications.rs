@@ -654,3 +654,64 @@ async fn the_events_and_their_payload_are_in_the_openapi_document(backend: &str)
         assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
     }
 }
+
+/// The real binary sends on its own: `server::run` starts the deliverer, which finds the
+/// event a debit enqueued and POSTs it, signed with the wall clock's time.
+#[test]
+fn the_server_binary_delivers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start();
+    let (_running, addr) = start_binary(
+        dir.path(),
+        "\n[notifications]\nallow_private_targets = true\npoll_interval_ms = 50\n",
+    );
+    let send = |req: Req| http(addr, &req).expect("an answer");
+    let signed_up = send(signup_req("binary@example.com"));
+    let account = signed_up.expect(201)["accountId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (session, _) = signed_up.session_cookie().unwrap();
+    let key = send(new_key_req(&Auth::Cookie(session), "k")).expect(201)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let owner = Auth::Key(key);
+    let created = send(
+        Req::post("/api/v1/webhooks")
+            .auth(&owner)
+            .json(json!({"url": rx.url(), "events": ["credits.depleted"]})),
+    )
+    .expect(201);
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    send(
+        Req::post(format!("/admin/v1/accounts/{account}/debits"))
+            .auth(&Auth::Admin)
+            .json(json!({"amount": 5, "description": "all of it"})),
+    )
+    .expect(201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rx.got().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was delivered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let got = rx.got();
+    assert_signed(&got[0], &secret, test_support::now().millis() / 1000);
+    assert_eq!(got[0].json()["type"], "credits.depleted");
+    assert_eq!(got[0].json()["data"]["balance"], 0);
+    let id = created["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed =
+            send(Req::get(format!("/api/v1/webhooks/{id}/deliveries")).auth(&owner)).expect(200);
+        if listed[0]["status"] == "delivered" {
+            assert_eq!(listed[0]["responseStatus"], 200);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listed}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
