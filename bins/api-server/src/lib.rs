@@ -15,6 +15,7 @@ pub mod cache;
 pub mod checkout;
 pub mod dashboard;
 pub mod deadline;
+pub mod deliverer;
 pub mod error;
 pub mod middleware;
 pub mod openapi;

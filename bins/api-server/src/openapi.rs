@@ -7,7 +7,7 @@ use utoipa::openapi::security::{
 };
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account, auto_topup, members, screenshot, subscription};
+use crate::routes::{account, alerts, auto_topup, members, screenshot, subscription, webhooks};
 use crate::wire;
 
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use crate::wire;
         subscription::PlanSubscriptionView, subscription::ChangeAccepted, subscription::OverageItemView, subscription::HardLimitRequest, subscription::PlanChangeRequest,
         wire::DebitRequest, wire::HoldRequest, wire::CaptureRequest, wire::HoldView, wire::RefundRequest,
         wire::SubscriptionRequest, wire::MaxHardLimitRequest, wire::MaxHardLimitView,
+        webhooks::NewWebhook, webhooks::EventName, webhooks::WebhookEvent, webhooks::WebhookEventData, webhooks::WebhookCreated, webhooks::WebhookView, webhooks::DeliveryView, alerts::AlertsBody,
     )),
     modifiers(&Registered, &Security, &Answers, &Limits),
 )]

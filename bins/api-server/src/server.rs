@@ -225,6 +225,23 @@ fn bind_all(bind: &str) -> anyhow::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
+/// Sends customers' webhook notifications from the outbox on a thread of its own (ADR 12),
+/// when `notifications.deliver` is on.
+fn spawn_deliverer(state: &AppState) {
+    let n = &state.settings.notifications;
+    if !n.deliver {
+        tracing::info!("notifications.deliver is off: this process sends no webhook notifications");
+        return;
+    }
+    let deliverer = crate::deliverer::Deliverer::new(
+        state.store.clone(),
+        n,
+        crate::deliverer::Deliverer::targets(n),
+        state.clock.clone(),
+    );
+    deliverer.spawn(Duration::from_millis(n.poll_interval_ms));
+}
+
 /// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = open_store(&settings)?;
@@ -243,6 +260,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let capture = state.capture.clone();
     spawn_compaction(&state);
     spawn_period_sweeper(&state);
+    spawn_deliverer(&state);
     let listeners = bind_all(&bind)?;
     let spares = listeners
         .iter()

@@ -67,6 +67,7 @@ pub mod entry;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod notify;
 pub mod operation;
 pub mod orders;
 pub mod overage;
@@ -88,6 +89,7 @@ pub use entry::{
 pub use error::{LedgerError, QueryError};
 pub use idempotency::{Fingerprint, IdempotencyKey};
 pub use ids::{AccountId, EntryId, GrantId, HoldId, IdKind, IdSource, PackId, SequentialIds};
+pub use notify::{AlertState, Event, RetryPolicy};
 pub use operation::{
     Applied, Context, Effect, Needs, Operation, Outcome, PlanContext, RefundOf, Spend,
 };

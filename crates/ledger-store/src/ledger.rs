@@ -652,22 +652,24 @@ impl Inserts {
 
 /// Sets the account row from `book` as of `now`: its balance, overdraft and last sequence
 /// number, and the balance a reader may take from the row without folding the book
-/// ([`Ledger::balance`]), valid until [`Book::steady_until`].
+/// ([`Ledger::balance`]), valid until [`Book::steady_until`]. Answers the available
+/// balance written (`None` for a corrupt book, left to the fold).
 fn write_account(
     conn: &mut DbConnection,
     id: &AccountId,
     book: &Book,
     now: Timestamp,
-) -> Result<(), TxError> {
+) -> Result<Option<Credits>, TxError> {
     let state = book.state();
     // A book whose holds do not add up (only a corrupt one) leaves the row to the fold,
     // which reports it.
-    let (shown, until) = match balance_of(book, now) {
-        Ok(b) => (
+    let folded = balance_of(book, now).ok();
+    let (shown, until) = match folded {
+        Some(b) => (
             b,
             book.steady_until(now).map_or(i64::MAX, Timestamp::millis),
         ),
-        Err(_) => (
+        None => (
             Balance {
                 available: Credits::ZERO,
                 book: Credits::ZERO,
@@ -687,7 +689,7 @@ fn write_account(
             accounts::balance_until.eq(until),
         ))
         .execute(conn)?;
-    Ok(())
+    Ok(folded.map(|b| b.available))
 }
 
 fn replay(
@@ -806,11 +808,16 @@ pub(crate) fn apply_all<'i>(
 ) -> Result<AppliedAll, TxError> {
     let ids: BTreeSet<&AccountId> = items.clone().map(|(i, _)| &i.account_id).collect();
     let mut accounts = HashMap::new();
-    for id in ids {
+    for id in &ids {
         // An unknown account is that item's answer, below.
         if let Some(version) = lock_account_version(conn, id)? {
-            accounts.insert(id.clone(), (known(id, version), version));
+            accounts.insert((*id).clone(), (known(id, version), version));
         }
+    }
+    // Every locked account's balance alerts, in one read (the lock orders their writers).
+    let mut alerts = crate::notifications::load_alerts(conn, accounts.keys())?;
+    for (id, (warm, _)) in accounts.iter_mut() {
+        warm.alerts = Some(alerts.remove(id));
     }
     let stored = Known::read(conn, items.clone().map(|(i, _)| i))?;
     let mut answers = Vec::new();
@@ -865,6 +872,9 @@ pub(crate) struct Warm {
     /// The latest `now` of the account's operations (what the balance on the account row
     /// is computed for).
     now: Option<Timestamp>,
+    /// The account's balance alerts (`None`: not read yet; `Some(None)`: it has none),
+    /// applied wherever the balance is written ([`crate::notifications::balance_written`]).
+    alerts: Option<Option<ledger_core::AlertState>>,
 }
 
 impl Warm {
@@ -923,7 +933,10 @@ impl Warm {
         if std::mem::take(&mut self.dirty) {
             inserts.update_lots(conn, book.take_changes())?;
         }
-        write_account(conn, id, book, now)
+        if let Some(available) = write_account(conn, id, book, now)? {
+            crate::notifications::balance_written(conn, id, &mut self.alerts, available, now)?;
+        }
+        Ok(())
     }
 
     /// Writes what is pending, before something reads the account's rows.
@@ -962,6 +975,8 @@ fn apply_warm(
         let (rolled, in_force) = crate::plans::before_operation(conn, id, now)?;
         if rolled {
             warm.book = None;
+            // The new period wrote the balance and its alerts: read them again.
+            warm.alerts = None;
         }
         warm.plan = Some(in_force);
     }
@@ -1072,7 +1087,7 @@ fn apply_warm(
                 warm.topup = None;
             }
             Effect::BillOverage { blocks, .. } => {
-                crate::plans::bill_overage(conn, id, plan.as_ref(), *blocks, now)?;
+                crate::plans::bill_overage(conn, id, plan.as_ref(), *blocks, available, now)?;
                 warm.plan = None;
             }
         }

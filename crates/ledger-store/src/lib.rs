@@ -19,7 +19,8 @@
 //!
 //! The store is persistence only: the rules are `ledger-core`'s. Its API is one small
 //! repository per area, each borrowing the [`Store`]: [`Store::ledger`], [`Store::access`],
-//! [`Store::orders`] (payments), [`Store::plans`], [`Store::screenshots`] and [`Store::maintenance`]. No
+//! [`Store::orders`] (payments), [`Store::plans`], [`Store::screenshots`], [`Store::notifications`] (outgoing webhooks)
+//! and [`Store::maintenance`]. No
 //! Diesel type (row, connection, table) leaves the crate.
 
 mod access;
@@ -30,6 +31,7 @@ mod ids;
 mod ledger;
 mod maintenance;
 mod members;
+mod notifications;
 mod orders;
 mod outcome;
 pub mod payments;
@@ -58,6 +60,7 @@ pub use maintenance::{
     BackupReport, CompactReport, Maintenance, PruneReport, VerifyReport, Violation,
 };
 pub use members::{Holder, Invite, Login, Member, MemberRefusal, Members, MEMBER_PREFIX};
+pub use notifications::{Attempt, Claimed, Delivery, DeliveryStatus, Endpoint, Notifications};
 pub use orders::Orders;
 pub use plans::{
     ManagedBy, OverageItem, OverageStatus, PlanRefusal, PlanSubscription, Plans, ProviderApplied,

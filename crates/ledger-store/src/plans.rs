@@ -441,6 +441,7 @@ pub(crate) fn bill_overage(
     id: &AccountId,
     plan: Option<&InForce>,
     blocks: i64,
+    available: Credits,
     now: Timestamp,
 ) -> Result<(), TxError> {
     let Some(plan) = plan else {
@@ -470,6 +471,29 @@ pub(crate) fn bill_overage(
                 overage_items::created_at.eq(now.millis()),
             ))
             .execute(conn)?;
+    }
+    // Billed blocks (not a block given back) tell the customer (ADR 12).
+    if blocks > 0 {
+        use crate::notifications::json;
+        let mut data = serde_json::Map::new();
+        data.insert("blocks".into(), json(blocks));
+        data.insert(
+            "credits".into(),
+            json(Credits::from_millis(policy.block.millis() * blocks)),
+        );
+        data.insert(
+            "amountCents".into(),
+            json(policy.cents_per_block.get() * blocks),
+        );
+        data.insert("periodStart".into(), json(plan.period.start.rfc3339()));
+        crate::notifications::enqueue_in_tx(
+            conn,
+            id,
+            ledger_core::Event::OverageBilled,
+            available,
+            data,
+            now,
+        )?;
     }
     Ok(())
 }
@@ -611,6 +635,7 @@ fn apply_start_period(
         return Err(StoreError::Refused(rule).into());
     }
     persist(conn, id, book.take_changes())?;
+    crate::notifications::book_written(conn, id, book.available(now), now)?;
     Ok(())
 }
 

@@ -341,3 +341,50 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(subscriptions, plan_periods, overage_items, entries);
+
+// Notifications (`migrations/2026-12-03-000012_notifications`).
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Text,
+        account_id -> Text,
+        url -> Text,
+        events -> Text,
+        secret -> Text,
+        next_seq -> BigInt,
+        created_at -> BigInt,
+        deleted_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    account_alerts (account_id) {
+        account_id -> Text,
+        low_balance_credits -> Nullable<BigInt>,
+        low_notified -> Bool,
+        depleted_notified -> Bool,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    notification_deliveries (id) {
+        id -> Text,
+        endpoint_id -> Text,
+        account_id -> Text,
+        seq -> BigInt,
+        event -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> BigInt,
+        next_attempt_at -> BigInt,
+        lease_until -> BigInt,
+        last_attempt_at -> Nullable<BigInt>,
+        response_status -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::joinable!(notification_deliveries -> webhook_endpoints (endpoint_id));
+diesel::allow_tables_to_appear_in_same_query!(webhook_endpoints, notification_deliveries);

@@ -61,6 +61,7 @@ pub struct Settings {
     pub polar: PolarSettings,
     pub capture: CaptureConfig,
     pub screenshots: ScreenshotSettings,
+    pub notifications: NotificationSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +317,80 @@ pub struct ScreenshotSettings {
     pub cache_max_bytes: u64,
 }
 
+/// `[notifications]`: outgoing webhooks to customers' endpoints (ADR 12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// Run the deliverer in this api-server process (several processes may all run it).
+    pub deliver: bool,
+    /// Let endpoints be private, loopback or link-local addresses (development only).
+    pub allow_private_targets: bool,
+    /// How often the deliverer looks for due deliveries, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Seconds before the first retry of a failed delivery; each retry doubles it.
+    pub initial_backoff_secs: u64,
+    /// The longest wait between two attempts, in seconds.
+    pub max_backoff_secs: u64,
+    /// Attempts of one delivery before it is marked `failed`.
+    pub max_attempts: u32,
+    /// Seconds an endpoint has to answer one attempt.
+    pub timeout_secs: u64,
+    /// Seconds a claimed delivery stays leased to its sender (longer than an attempt).
+    pub lease_secs: u64,
+}
+
+impl NotificationSettings {
+    /// The retry schedule these settings describe.
+    pub fn retry_policy(&self) -> ledger_core::RetryPolicy {
+        ledger_core::RetryPolicy {
+            initial_backoff_secs: self.initial_backoff_secs,
+            max_backoff_secs: self.max_backoff_secs,
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !(10..=600_000).contains(&self.poll_interval_ms) {
+            return Err(SettingsError::key(
+                "notifications.poll_interval_ms",
+                "must be from 10 to 600000 milliseconds",
+            ));
+        }
+        if !(1..=86_400).contains(&self.initial_backoff_secs) {
+            return Err(SettingsError::key(
+                "notifications.initial_backoff_secs",
+                "must be from 1 to 86400 seconds",
+            ));
+        }
+        if !(self.initial_backoff_secs..=604_800).contains(&self.max_backoff_secs) {
+            return Err(SettingsError::key(
+                "notifications.max_backoff_secs",
+                "must be at least notifications.initial_backoff_secs and at most 604800 (a week)",
+            ));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(SettingsError::key(
+                "notifications.max_attempts",
+                "must be from 1 to 100",
+            ));
+        }
+        if !(1..=300).contains(&self.timeout_secs) {
+            return Err(SettingsError::key(
+                "notifications.timeout_secs",
+                "must be from 1 to 300 seconds",
+            ));
+        }
+        if self.lease_secs <= self.timeout_secs || self.lease_secs > 3600 {
+            return Err(SettingsError::key(
+                "notifications.lease_secs",
+                "must be longer than notifications.timeout_secs (an attempt must end inside its lease) and at most 3600",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Where the layers come from (tests point these elsewhere).
 #[derive(Debug, Clone, Default)]
 pub struct Sources<'a> {
@@ -468,6 +543,7 @@ impl Settings {
         ledger_core::Retention::months(self.credits.retention_months)
             .map_err(|e| SettingsError::key("credits.retention_months", e))?;
         self.catalogue()?;
+        self.notifications.validate()?;
         let mut plan_ids = std::collections::BTreeSet::new();
         for (i, p) in self.plans.iter().enumerate() {
             let key = format!("plans[{i}]");

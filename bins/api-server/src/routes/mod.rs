@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod alerts;
 pub mod api_keys;
 pub mod auth;
 pub mod auto_topup;
@@ -12,6 +13,7 @@ pub mod members;
 pub mod screenshot;
 pub mod subscription;
 pub mod system;
+pub mod webhooks;
 
 use actix_web::dev::ResourceDef;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -125,6 +127,12 @@ routes! {
     credits::usage,
     auto_topup::get,
     auto_topup::put,
+    webhooks::create,
+    webhooks::list,
+    webhooks::delete,
+    webhooks::deliveries,
+    alerts::get,
+    alerts::put,
     screenshot::quote_get,
     screenshot::take_get,
     screenshot::take_post,

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod members;
 pub mod metering;
+pub mod notifications;
 pub mod screenshot;
 pub mod subscription;
 pub mod system;

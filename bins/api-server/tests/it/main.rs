@@ -18,6 +18,7 @@ mod errors;
 mod faults;
 mod isolation;
 mod members;
+mod notifications;
 mod openapi;
 mod overload;
 mod payments;

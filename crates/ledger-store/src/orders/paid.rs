@@ -2,13 +2,16 @@
 
 use diesel::prelude::*;
 use ledger_core::orders::{self, OrderError, OrderState, Settlement};
-use ledger_core::{AccountId, Book, Cents, Credits, GrantSpec, LedgerError, Memo, Timestamp};
+use ledger_core::{
+    AccountId, Book, Cents, Credits, Event, GrantSpec, LedgerError, Memo, Timestamp,
+};
 
 use super::{load_book, lock_account, order_row, Orders};
 use crate::db::DbConnection;
 use crate::error::StoreError;
 use crate::ids::RandomIds;
 use crate::ledger::{persist, TxError};
+use crate::notifications;
 use crate::payments::{
     NewRefusal, OrderKind, PaidOrder, PaidOutcome, PaymentOrder, RefundAmount, RefundOutcome,
     Refusal, RefusalOutcome,
@@ -191,6 +194,19 @@ pub(super) fn credit_order(
     let (taken_back, owed) = settle_refunds(conn, &mut book, &credited, now)?;
     collect_owed(conn, &mut book, &order.account_id, &order.order_id, now)?;
     persist(conn, &order.account_id, book.take_changes())?;
+    // The customer hears of it in this transaction's outbox (ADR 12).
+    let available = book.available(now);
+    notifications::book_written(conn, &order.account_id, available, now)?;
+    let mut data = serde_json::Map::new();
+    data.insert("orderId".into(), notifications::json(&order.order_id));
+    data.insert("packId".into(), notifications::json(order.pack_id.as_str()));
+    data.insert("credits".into(), notifications::json(order.credits));
+    data.insert("priceCents".into(), notifications::json(order.paid_cents));
+    let event = match order.kind {
+        OrderKind::Purchase => Event::CreditsPurchased,
+        OrderKind::AutoTopup => Event::TopupSucceeded,
+    };
+    notifications::enqueue_in_tx(conn, &order.account_id, event, available, data, now)?;
     Ok(PaidOutcome::Credited {
         entry_id,
         taken_back,
@@ -273,6 +289,7 @@ impl Orders<'_> {
             let mut book = load_book(conn, &account, now)?;
             let (taken, owed) = settle_refunds(conn, &mut book, &row, now)?;
             persist(conn, &account, book.take_changes())?;
+            notifications::book_written(conn, &account, book.available(now), now)?;
             Ok(if taken.is_positive() || owed.is_positive() {
                 RefundOutcome::TookBack { taken, owed }
             } else {

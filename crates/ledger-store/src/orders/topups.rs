@@ -208,6 +208,8 @@ impl Orders<'_> {
             let Some(charge) = charge_row(conn, charge_id, Some(ChargeStatus::Pending))? else {
                 return Ok(false);
             };
+            // The account's lock first, as every writer of its top-up rows takes it.
+            let locked = lock_account(conn, &charge.account_id)?;
             diesel::update(auto_topup_charges::table.filter(auto_topup_charges::id.eq(charge_id)))
                 .set((
                     auto_topup_charges::status.eq(ChargeStatus::Failed.as_str()),
@@ -224,6 +226,25 @@ impl Orders<'_> {
                 auto_topups::updated_at.eq(now.millis()),
             ))
             .execute(conn)?;
+            // The customer hears of it with this change (ADR 12).
+            if locked {
+                use crate::notifications::{enqueue_in_tx, json};
+                let available = load_book(conn, &charge.account_id, now)?.available(now);
+                let mut data = serde_json::Map::new();
+                data.insert("chargeId".into(), json(&charge.id));
+                data.insert("packId".into(), json(charge.pack_id.as_str()));
+                data.insert("credits".into(), json(charge.credits));
+                data.insert("priceCents".into(), json(charge.price.get()));
+                data.insert("reason".into(), json(reason));
+                enqueue_in_tx(
+                    conn,
+                    &charge.account_id,
+                    ledger_core::Event::TopupFailed,
+                    available,
+                    data,
+                    now,
+                )?;
+            }
             Ok(true)
         })
     }

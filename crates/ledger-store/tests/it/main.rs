@@ -8,6 +8,7 @@ mod common;
 mod engine;
 mod members;
 mod migrations;
+mod notifications;
 mod plans;
 mod store;
 mod verify;
