@@ -16,6 +16,7 @@ pub mod deadline;
 pub mod error;
 pub mod middleware;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod service;
@@ -77,6 +78,7 @@ pub fn app(
         }))
         .configure(routes::configure)
         .default_service(web::to(not_found))
+        .wrap(actix_web::middleware::from_fn(ratelimit::limit_addresses))
         .wrap(actix_web::middleware::from_fn(middleware::request_id))
         .wrap(actix_web::middleware::from_fn(middleware::security_headers))
 }

@@ -7,6 +7,7 @@ use utoipa::openapi::security::{
 };
 use utoipa::{Modify, OpenApi};
 
+use crate::ratelimit::doc::Documented as RateLimits;
 use crate::routes::{account, auto_topup, members, screenshot, subscription};
 use crate::wire;
 
@@ -21,7 +22,7 @@ use crate::wire;
         wire::DebitRequest, wire::HoldRequest, wire::CaptureRequest, wire::HoldView, wire::RefundRequest,
         wire::SubscriptionRequest, wire::MaxHardLimitRequest, wire::MaxHardLimitView,
     )),
-    modifiers(&Registered, &Security, &Answers, &Limits),
+    modifiers(&Registered, &Security, &Answers, &Limits, &RateLimits),
 )]
 pub struct ApiDoc;
 

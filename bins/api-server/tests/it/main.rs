@@ -21,6 +21,7 @@ mod openapi;
 mod overload;
 mod payments;
 mod plans;
+mod ratelimit;
 mod screenshots;
 mod security;
 mod service_screenshot;
