@@ -28,3 +28,4 @@ mod service_screenshot;
 mod signed_urls;
 mod slow_clients;
 mod throttle;
+mod topology;
