@@ -87,6 +87,9 @@ allow_private_targets = true
 [screenshots]
 cache_dir = "$work/cache-$backend"
 TOML
+    # No rate limits: the loads measure the ledger, not the limiter refusing them.
+    SHOTLEDGER__RATELIMIT__PER_KEY_RPS=0 SHOTLEDGER__RATELIMIT__PER_IP_RPS=0 \
+    SHOTLEDGER__RATELIMIT__CAPTURES_PER_ACCOUNT=0 \
     RUST_LOG=warn "$BIN" --config "$work/$backend.toml" 2>"$work/$backend.log" &
     server_pid=$!
     wait_healthy "$base" || { cat "$work/$backend.log" >&2; exit 1; }

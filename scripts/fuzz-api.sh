@@ -43,7 +43,9 @@ if ! "$st" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; th
 fi
 "$st" --version
 
-# 2. The server: the debug binary on a free port, a fresh database, an admin token.
+# 2. The server: the debug binary on a free port, a fresh database, an admin token, and
+#    no rate limits (schemathesis sends far more than a client would; the 429s are
+#    documented, and tests/it/ratelimit.rs tests them).
 cargo build -q -p api-server --bin api-server
 bin=target/debug/api-server
 # shellcheck source=scripts/lib/server.sh
@@ -60,6 +62,9 @@ SHOTLEDGER__ADMIN__TOKEN="$admin_token" \
 SHOTLEDGER__CAPTURE__WEBDRIVER_URL="http://127.0.0.1:9/" \
 SHOTLEDGER__SCREENSHOTS__CACHE_DIR="$work/cache" \
 SHOTLEDGER__PAYMENTS__PROVIDER=demo \
+SHOTLEDGER__RATELIMIT__PER_KEY_RPS=0 \
+SHOTLEDGER__RATELIMIT__PER_IP_RPS=0 \
+SHOTLEDGER__RATELIMIT__CAPTURES_PER_ACCOUNT=0 \
 RUST_LOG="${RUST_LOG:-warn}" \
   "$bin" >"$work/server.log" 2>&1 &
 server_pid=$!

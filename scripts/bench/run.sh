@@ -29,7 +29,7 @@ meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 meta commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
 meta machine "$(nproc) CPUs ($(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM; every client on the same machine as the server and the database"
 meta postgres "$(psql -h 127.0.0.1 -U postgres -Atc "SELECT split_part(version(), ' ', 2) || ', fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', ssl=' || current_setting('ssl')" 2>/dev/null || echo unknown)"
-meta settings "callers $callers; store cells $( [ ${#store_args[@]} -gt 0 ] && echo 1 || echo 3) s, HTTP cells $api_duration (wrk, 2 threads or fewer, --latency), baseline cells ${base_seconds} s; release builds; api-server defaults (workers = one per CPU, database.max_connections = 16) with RUST_LOG=warn; store: PoolOptions::default() (16 connections)"
+meta settings "callers $callers; store cells $( [ ${#store_args[@]} -gt 0 ] && echo 1 || echo 3) s, HTTP cells $api_duration (wrk, 2 threads or fewer, --latency), baseline cells ${base_seconds} s; release builds; api-server defaults (workers = one per CPU, database.max_connections = 16) with RUST_LOG=warn and the rate limits off (SHOTLEDGER__RATELIMIT__*=0); store: PoolOptions::default() (16 connections)"
 meta command "$([ -n "${BENCH_QUICK:-}" ] && echo 'just bench --quick' || echo 'just bench')"
 
 # The load average every 10 s, for the summary.

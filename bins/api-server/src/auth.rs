@@ -16,7 +16,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use hmac::{Hmac, Mac};
@@ -512,25 +512,116 @@ impl FromRequest for Authed {
             Ok(Some(Presented::Session(token))) => Some(session_proof(req, token)),
             _ => None,
         };
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let (is_session, secret) = match presented?.ok_or(ApiError::Unauthorized)? {
-                Presented::Signed(signed) => return signed_caller(&state, signed).await,
-                Presented::Session(s) => (true, s),
-                Presented::Key(k) => (false, k),
-            };
-            if secret.is_empty() || secret.contains('\0') {
-                return Err(ApiError::Unauthorized.into());
-            }
-            let caller = accounts::authenticate(&state, is_session, &secret)
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
-            let proof = match session {
-                Some(proof) => proof?,
-                None => Proof::ApiKey,
-            };
-            authed(caller, proof)
+            let identified = identify(&state, presented, session).await;
+            limit(&state, &req, identified).await
         })
+    }
+}
+
+/// The account of the credential the request presents.
+async fn identify(
+    state: &AppState,
+    presented: Result<Option<Presented>, SignatureError>,
+    session: Option<Result<Proof, AuthError>>,
+) -> Result<Authed, AuthError> {
+    let (is_session, secret) = match presented?.ok_or(ApiError::Unauthorized)? {
+        Presented::Signed(signed) => return signed_caller(state, signed).await,
+        Presented::Session(s) => (true, s),
+        Presented::Key(k) => (false, k),
+    };
+    if secret.is_empty() || secret.contains('\0') {
+        return Err(ApiError::Unauthorized.into());
+    }
+    let caller = accounts::authenticate(state, is_session, &secret)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let proof = match session {
+        Some(proof) => proof?,
+        None => Proof::ApiKey,
+    };
+    authed(caller, proof)
+}
+
+/// True when the request presents a credential of any kind (an API key, a session
+/// cookie, a signed URL, an `Authorization` header): such a request is limited by the
+/// extractor that checks it, not as an anonymous one (ADR 15).
+pub fn presents_credential(req: &HttpRequest) -> bool {
+    req.headers().contains_key("authorization") || !matches!(presented(req), Ok(None))
+}
+
+impl AuthError {
+    /// True for a credential that was looked at and refused (missing, wrong, revoked, of
+    /// an account that is gone, a bad signature): counted against the client's address.
+    fn is_refused_credential(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Signature(_)
+                | AuthError::Api(
+                    ApiError::Unauthorized | ApiError::BadSignature { .. } | ApiError::UserNotFound
+                )
+        )
+    }
+}
+
+/// Counts the request (ADR 15): a good credential against its own rate, a refused one
+/// against the client's address; the meter is noted for the `x-ratelimit-*` headers.
+async fn limit(
+    state: &AppState,
+    req: &HttpRequest,
+    identified: Result<Authed, AuthError>,
+) -> Result<Authed, AuthError> {
+    use crate::ratelimit::{note, rate_limited, Bucket, Counted};
+    let limits = &state.limits;
+    match identified {
+        Ok(authed) => {
+            req.extensions_mut().insert(Counted);
+            let id = match &authed.credential {
+                Credential::ApiKey(id) => format!("k:{id}"),
+                Credential::Session(hash) => format!("s:{hash}"),
+            };
+            match limits.check(Bucket::Key, &id).await {
+                None => Ok(authed),
+                Some(Ok(meter)) => {
+                    note(req, meter);
+                    Ok(authed)
+                }
+                Some(Err(refusal)) => {
+                    note(req, refusal.meter);
+                    Err(rate_limited(Bucket::Key, limits.rate_of(Bucket::Key), refusal).into())
+                }
+            }
+        }
+        Err(e) if e.is_refused_credential() => match count_refusal(state, req).await {
+            Some(limited) => Err(limited.into()),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Counts a refused credential against the client's address; the 429 that replaces the
+/// refusal when the address has spent its budget.
+async fn count_refusal(state: &AppState, req: &HttpRequest) -> Option<ApiError> {
+    use crate::ratelimit::{client_addr, note, rate_limited, Bucket, Counted};
+    req.extensions_mut().insert(Counted);
+    let limits = &state.limits;
+    let addr = client_addr(req, limits)?;
+    match limits.refused_from(addr).await? {
+        Ok(meter) => {
+            note(req, meter);
+            None
+        }
+        Err(refusal) => {
+            note(req, refusal.meter);
+            Some(rate_limited(
+                Bucket::Ip,
+                limits.rate_of(Bucket::Ip),
+                refusal,
+            ))
+        }
     }
 }
 
@@ -610,12 +701,13 @@ pub struct Admin;
 
 impl FromRequest for Admin {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Admin, ApiError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Admin, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
         let result = (|| {
-            let state = req
-                .app_data::<web::Data<AppState>>()
+            let state = state
+                .as_ref()
                 .ok_or_else(|| ApiError::internal("application state missing"))?;
             let token = state.settings.admin_token().ok_or_else(|| {
                 ApiError::NotFound("The admin API is off: set admin.token to turn it on".into())
@@ -629,7 +721,20 @@ impl FromRequest for Admin {
                 Err(ApiError::Unauthorized)
             }
         })();
-        std::future::ready(result)
+        let req = req.clone();
+        Box::pin(async move {
+            match (result, state) {
+                // The operator is not rate limited (ADR 15).
+                (Ok(admin), _) => {
+                    req.extensions_mut().insert(crate::ratelimit::Counted);
+                    Ok(admin)
+                }
+                (Err(ApiError::Unauthorized), Some(state)) => Err(count_refusal(&state, &req)
+                    .await
+                    .unwrap_or(ApiError::Unauthorized)),
+                (Err(e), _) => Err(e),
+            }
+        })
     }
 }
 

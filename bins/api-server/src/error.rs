@@ -70,6 +70,20 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("Too many failed logins; try again in {retry_after_secs} seconds")]
     TooManyAttempts { retry_after_secs: u64 },
+    /// A credential or a client address over its rate (`[ratelimit]`, ADR 15): 429
+    /// `RATE_LIMITED` with `Retry-After`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// Every capture slot of the account is taken (`ratelimit.captures_per_account`): 429
+    /// `CONCURRENCY_LIMITED` with `Retry-After`; nothing was charged.
+    #[error(
+        "This account already has {limit} captures running, the most it may run at once; \
+         retry when one has finished (Retry-After). Nothing was charged"
+    )]
+    ConcurrencyLimited { limit: u32, retry_after_secs: u64 },
     #[error("{0}")]
     BadGateway(String),
     /// A dependency is down or not configured: 503 with `Retry-After` (seconds).
@@ -189,6 +203,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::ConcurrencyLimited { .. } => "CONCURRENCY_LIMITED",
             ApiError::BadGateway(_) => "PAYMENT_PROVIDER_ERROR",
             ApiError::Unavailable { code, .. } => code,
             ApiError::NotReady => "DATABASE_UNAVAILABLE",
@@ -215,7 +231,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) | ApiError::OwnerOnly => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::ConcurrencyLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Capture(e) => {
@@ -252,6 +270,12 @@ impl ApiError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ApiError::TooManyAttempts { retry_after_secs }
+            | ApiError::RateLimited {
+                retry_after_secs, ..
+            }
+            | ApiError::ConcurrencyLimited {
+                retry_after_secs, ..
+            }
             | ApiError::Unavailable {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),

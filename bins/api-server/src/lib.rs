@@ -19,6 +19,7 @@ pub mod deliverer;
 pub mod error;
 pub mod middleware;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod service;
@@ -81,6 +82,7 @@ pub fn app(
         .configure(routes::configure)
         .configure(dashboard::configure)
         .default_service(web::to(not_found))
+        .wrap(actix_web::middleware::from_fn(ratelimit::limit_addresses))
         .wrap(actix_web::middleware::from_fn(middleware::request_id))
         .wrap(actix_web::middleware::from_fn(middleware::security_headers))
 }

@@ -7,6 +7,7 @@ use utoipa::openapi::security::{
 };
 use utoipa::{Modify, OpenApi};
 
+use crate::ratelimit::doc::Documented as RateLimits;
 use crate::routes::{account, alerts, auto_topup, members, screenshot, subscription, webhooks};
 use crate::wire;
 
@@ -22,7 +23,7 @@ use crate::wire;
         wire::SubscriptionRequest, wire::MaxHardLimitRequest, wire::MaxHardLimitView,
         webhooks::NewWebhook, webhooks::EventName, webhooks::WebhookEvent, webhooks::WebhookEventData, webhooks::WebhookCreated, webhooks::WebhookView, webhooks::DeliveryView, alerts::AlertsBody,
     )),
-    modifiers(&Registered, &Security, &Answers, &Limits),
+    modifiers(&Registered, &Security, &Answers, &Limits, &RateLimits),
 )]
 pub struct ApiDoc;
 

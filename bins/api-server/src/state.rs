@@ -47,6 +47,8 @@ pub struct AppState {
     pub login_throttle: Arc<crate::throttle::LoginThrottle>,
     /// The bridge to the blocking pool, bounded to the database pool's size.
     pub blocking: Blocking,
+    /// The rate and concurrency limits (`[ratelimit]`, ADR 15).
+    pub limits: Arc<crate::ratelimit::Limits>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             settings.database.max_connections as usize,
             std::time::Duration::from_secs(settings.database.acquire_timeout_secs),
         );
+        let limits = Arc::new(crate::ratelimit::Limits::new(&settings.ratelimit));
         Ok(AppState {
             store,
             settings: Arc::new(settings),
@@ -79,6 +82,7 @@ impl AppState {
             payments: None,
             login_throttle,
             blocking,
+            limits,
         })
     }
 

@@ -62,6 +62,7 @@ pub struct Settings {
     pub capture: CaptureConfig,
     pub screenshots: ScreenshotSettings,
     pub notifications: NotificationSettings,
+    pub ratelimit: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -391,6 +392,100 @@ impl NotificationSettings {
     }
 }
 
+/// `[ratelimit]`: requests a second (with a burst) per API key or session and per client
+/// address, and captures at once per account. `0` turns a limit off. With `redis_url` set
+/// the limits hold across every api-server process sharing that Redis (ADR 15).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests a second per credential (API key, session); 0: no per-key limit.
+    pub per_key_rps: u32,
+    /// Requests a credential may make at once before the rate applies.
+    pub per_key_burst: u32,
+    /// Requests a second per client address (IPv6 by /64) for unauthenticated requests
+    /// and refused credentials; 0: no per-address limit.
+    pub per_ip_rps: u32,
+    /// Such requests an address may make at once before the rate applies.
+    pub per_ip_burst: u32,
+    /// Captures one account may have running at once; 0: no limit.
+    pub captures_per_account: u32,
+    /// `redis://host:port[/db]`: share the limits through this Redis; "": per process.
+    pub redis_url: Secret,
+    /// Prefix of every Redis key the limits use.
+    pub redis_prefix: String,
+    /// Milliseconds a Redis call may take before the limits fail open for a while.
+    pub redis_timeout_ms: u64,
+    /// Addresses of the load balancers in front: for a request from one of them, the
+    /// client is the last address of `X-Forwarded-For` that is not one of them.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl RateLimitSettings {
+    /// The Redis URL, when the limits are shared.
+    pub fn redis(&self) -> Option<&str> {
+        Some(self.redis_url.expose().trim()).filter(|u| !u.is_empty())
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        const MAX: u32 = 1_000_000;
+        for (rps_key, rps, burst_key, burst) in [
+            (
+                "ratelimit.per_key_rps",
+                self.per_key_rps,
+                "ratelimit.per_key_burst",
+                self.per_key_burst,
+            ),
+            (
+                "ratelimit.per_ip_rps",
+                self.per_ip_rps,
+                "ratelimit.per_ip_burst",
+                self.per_ip_burst,
+            ),
+        ] {
+            if rps > MAX {
+                return Err(SettingsError::key(
+                    rps_key,
+                    "must be at most 1000000 (0 turns the limit off)",
+                ));
+            }
+            if burst > MAX || (rps > 0 && burst == 0) {
+                return Err(SettingsError::key(
+                    burst_key,
+                    format!("must be from 1 to 1000000 while {rps_key} is set"),
+                ));
+            }
+        }
+        if self.captures_per_account > 10_000 {
+            return Err(SettingsError::key(
+                "ratelimit.captures_per_account",
+                "must be at most 10000 (0 turns the limit off)",
+            ));
+        }
+        if let Some(url) = self.redis() {
+            if !url.starts_with("redis://") {
+                return Err(SettingsError::key(
+                    "ratelimit.redis_url",
+                    "must start with redis:// (e.g. redis://127.0.0.1:6379/0), or be empty for per-process limits",
+                ));
+            }
+            if self.redis_prefix.trim().is_empty() {
+                return Err(SettingsError::key(
+                    "ratelimit.redis_prefix",
+                    "must not be empty while ratelimit.redis_url is set",
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.redis_timeout_ms) {
+            return Err(SettingsError::key(
+                "ratelimit.redis_timeout_ms",
+                "must be from 1 to 10000 milliseconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Where the layers come from (tests point these elsewhere).
 #[derive(Debug, Clone, Default)]
 pub struct Sources<'a> {
@@ -436,6 +531,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("capture.allowed_private_addresses")
                 .with_list_parse_key("capture.trusted_spki_hashes")
+                .with_list_parse_key("ratelimit.trusted_proxies")
                 .source(Some(env)),
         );
         if let Some((_, url)) = sources
@@ -621,6 +717,7 @@ impl Settings {
                 return Err(SettingsError::key(key, "must not be negative"));
             }
         }
+        self.ratelimit.validate()?;
         if self.screenshots.cache_max_bytes < 1 << 20 {
             return Err(SettingsError::key(
                 "screenshots.cache_max_bytes",
@@ -1001,6 +1098,80 @@ mod tests {
         // The shipped defaults are the store's own.
         let s = load(None, &[]).unwrap();
         assert_eq!(s.database.pool_options(), PoolOptions::default());
+    }
+
+    #[test]
+    fn every_ratelimit_key_is_settable_from_the_environment() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(
+            (s.ratelimit.per_key_rps, s.ratelimit.per_key_burst),
+            (20, 100)
+        );
+        assert_eq!(s.ratelimit.redis(), None);
+        let env = [
+            ("SHOTLEDGER__RATELIMIT__PER_KEY_RPS", "5"),
+            ("SHOTLEDGER__RATELIMIT__PER_KEY_BURST", "7"),
+            ("SHOTLEDGER__RATELIMIT__PER_IP_RPS", "0"),
+            ("SHOTLEDGER__RATELIMIT__PER_IP_BURST", "0"),
+            ("SHOTLEDGER__RATELIMIT__CAPTURES_PER_ACCOUNT", "2"),
+            (
+                "SHOTLEDGER__RATELIMIT__REDIS_URL",
+                "redis://127.0.0.1:6379/0",
+            ),
+            ("SHOTLEDGER__RATELIMIT__REDIS_PREFIX", "t:"),
+            ("SHOTLEDGER__RATELIMIT__REDIS_TIMEOUT_MS", "80"),
+            ("SHOTLEDGER__RATELIMIT__TRUSTED_PROXIES", "10.0.0.1,::1"),
+        ];
+        let s = load(None, &env).unwrap();
+        assert_eq!(
+            s.ratelimit,
+            RateLimitSettings {
+                per_key_rps: 5,
+                per_key_burst: 7,
+                per_ip_rps: 0,
+                per_ip_burst: 0,
+                captures_per_account: 2,
+                redis_url: "redis://127.0.0.1:6379/0".into(),
+                redis_prefix: "t:".into(),
+                redis_timeout_ms: 80,
+                trusted_proxies: vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            }
+        );
+        assert_documented("ratelimit", &env);
+        assert!(
+            !format!("{s:?}").contains("6379"),
+            "the Redis URL may hold a password"
+        );
+        for (var, value, key) in [
+            (
+                "SHOTLEDGER__RATELIMIT__PER_KEY_BURST",
+                "0",
+                "ratelimit.per_key_burst",
+            ),
+            (
+                "SHOTLEDGER__RATELIMIT__PER_IP_RPS",
+                "2000000",
+                "ratelimit.per_ip_rps",
+            ),
+            (
+                "SHOTLEDGER__RATELIMIT__REDIS_URL",
+                "http://x",
+                "ratelimit.redis_url",
+            ),
+            (
+                "SHOTLEDGER__RATELIMIT__REDIS_TIMEOUT_MS",
+                "0",
+                "ratelimit.redis_timeout_ms",
+            ),
+            (
+                "SHOTLEDGER__RATELIMIT__CAPTURES_PER_ACCOUNT",
+                "20000",
+                "ratelimit.captures_per_account",
+            ),
+        ] {
+            let e = load(None, &[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
     }
 
     #[test]

@@ -431,6 +431,21 @@ async fn work(
     if let Err(e) = capturer.check_target(opts).await {
         return Worked::failed(e.into(), balance(state, account).await, screenshot_id);
     }
+    // One of the account's capture slots (`ratelimit.captures_per_account`), held until
+    // this function returns: on every path, and when the client goes away (the request's
+    // future is dropped with it).
+    let _slot = match state
+        .limits
+        .capture_slot(account, slot_lease(opts, state))
+        .await
+    {
+        Ok(slot) => slot,
+        Err(e) => {
+            let mut worked = Worked::failed(e, balance(state, account).await, screenshot_id);
+            worked.retryable = true;
+            return worked;
+        }
+    };
     let cost = price(opts, &state.settings.screenshots);
     let hold = match reserve(state, account, opts, cost, screenshot_id).await {
         Ok(hold) => hold,
@@ -495,6 +510,13 @@ async fn work(
             worked
         }
     }
+}
+
+/// The longest a capture can hold its slot: the wait for a browser and the capture's own
+/// budget (its hold's lifetime). A slot of a process that died counts no longer.
+fn slot_lease(opts: &CaptureOptions, state: &AppState) -> std::time::Duration {
+    let ms = u64::try_from(hold_ttl_ms(opts, &state.settings)).unwrap_or(0);
+    std::time::Duration::from_millis(ms.saturating_add(state.settings.capture.queue_timeout_ms))
 }
 
 /// Seconds a client is asked to wait when this server has no browser.

@@ -81,6 +81,16 @@ fn settings(cache_dir: &std::path::Path) -> Settings {
                 cache_dir.display().to_string(),
             ),
             ("SHOTLEDGER__ADMIN__TOKEN".into(), ADMIN.into()),
+            // Limits on, but far above these loads (tests/it/ratelimit.rs tests them).
+            (
+                "SHOTLEDGER__RATELIMIT__CAPTURES_PER_ACCOUNT".into(),
+                "1000".into(),
+            ),
+            (
+                "SHOTLEDGER__RATELIMIT__PER_KEY_BURST".into(),
+                "100000".into(),
+            ),
+            ("SHOTLEDGER__RATELIMIT__PER_KEY_RPS".into(), "10000".into()),
         ],
         ..Sources::default()
     })

@@ -54,14 +54,21 @@ impl PinnedClock {
 }
 
 /// The default settings (built-in defaults only, no working-folder file, no process
-/// environment) with the admin token set.
+/// environment) with the admin token set, and rate limits on but high enough that only
+/// the tests of limits (`ratelimit.rs`, which set them low) meet them.
 pub fn settings() -> Settings {
-    Settings::load(Sources {
+    let mut s = Settings::load(Sources {
         file: None,
         working_folder_defaults: false,
         env: vec![("SHOTLEDGER__ADMIN__TOKEN".into(), ADMIN.into())],
     })
-    .expect("the default settings load")
+    .expect("the default settings load");
+    s.ratelimit.per_key_rps = 10_000;
+    s.ratelimit.per_key_burst = 100_000;
+    s.ratelimit.per_ip_rps = 10_000;
+    s.ratelimit.per_ip_burst = 100_000;
+    s.ratelimit.captures_per_account = 1_000;
+    s
 }
 
 /// The instant every harness starts at.
