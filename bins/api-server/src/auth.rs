@@ -16,7 +16,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use hmac::{Hmac, Mac};
@@ -512,7 +512,8 @@ impl FromRequest for Authed {
             Ok(Some(Presented::Session(token))) => Some(session_proof(req, token)),
             _ => None,
         };
-        Box::pin(async move {
+        let request = req.clone();
+        let authed = Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
             let (is_session, secret) = match presented?.ok_or(ApiError::Unauthorized)? {
                 Presented::Signed(signed) => return signed_caller(&state, signed).await,
@@ -530,8 +531,25 @@ impl FromRequest for Authed {
                 None => Proof::ApiKey,
             };
             authed(caller, proof)
+        });
+        Box::pin(async move {
+            let authed = authed.await?;
+            note_account(&request, &authed.account_id);
+            Ok(authed)
         })
     }
+}
+
+/// The authenticated account of a request, for its log line (`account_id`); the request
+/// middleware reads it from the request's extensions ([`crate::middleware::request_id`]).
+#[derive(Debug, Clone)]
+pub struct AccountOfRequest(pub AccountId);
+
+/// Puts `account` into the request's extensions and its span.
+fn note_account(req: &HttpRequest, account: &AccountId) {
+    tracing::Span::current().record("account_id", account.as_str());
+    req.extensions_mut()
+        .insert(AccountOfRequest(account.clone()));
 }
 
 /// The caller of a signed URL: the key it names, proven by its signature (ADR 11). The

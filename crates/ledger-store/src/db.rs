@@ -206,7 +206,11 @@ impl r2d2::HandleError<diesel::r2d2::Error> for LogPoolErrors {
 /// say that it timed out); the pool then keeps `min_connections` open and opens the others
 /// when needed, each within `connect_timeout`. A caller waits at most `acquire_timeout`
 /// for a connection.
-pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreError> {
+pub fn connect(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+    events: crate::observe::PoolEvents,
+) -> Result<Pool, StoreError> {
     if let Some(dir) = url.sqlite_path().as_deref().and_then(|p| p.parent()) {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
@@ -252,6 +256,7 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
         .error_handler(Box::new(LogPoolErrors {
             database: url.describe(),
         }))
+        .event_handler(Box::new(events))
         .build_unchecked(manager))
 }
 
@@ -307,6 +312,17 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<(), StoreError> {
                 .execute(c)?;
             c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ())
         }),
+    };
+    result.map_err(|e| StoreError::Migration {
+        reason: e.to_string(),
+    })
+}
+
+/// How many migrations of this build the database has not applied.
+pub fn pending_migrations(conn: &mut DbConnection) -> Result<usize, StoreError> {
+    let result = match conn {
+        DbConnection::Sqlite(c) => c.pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        DbConnection::Postgres(c) => c.pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
     };
     result.map_err(|e| StoreError::Migration {
         reason: e.to_string(),

@@ -30,6 +30,7 @@ mod ids;
 mod ledger;
 mod maintenance;
 mod members;
+mod observe;
 mod orders;
 mod outcome;
 pub mod payments;
@@ -56,6 +57,7 @@ pub use ledger::{Account, Applied, Balance, BatchItem, Idempotency, Ledger, NewA
 pub use ledger_core::{Operation, Outcome, Spend};
 pub use maintenance::{CompactReport, Maintenance, VerifyReport, Violation};
 pub use members::{Holder, Invite, Login, Member, MemberRefusal, Members, MEMBER_PREFIX};
+pub use observe::{operation_kind, NoObserver, OperationOutcome, PoolStats, StoreObserver};
 pub use orders::Orders;
 pub use plans::{
     ManagedBy, OverageItem, OverageStatus, PlanRefusal, PlanSubscription, Plans, ProviderApplied,
@@ -75,6 +77,9 @@ pub struct Store {
     write_gate: Option<Arc<Mutex<()>>>,
     /// The group-committing writers of `Ledger::apply` (ADR 10).
     engine: Arc<engine::Engine>,
+    /// Told of operations, batches and pool waits (the programs' metrics, ADR 14).
+    observer: observe::Observer,
+    max_connections: u32,
 }
 
 impl std::fmt::Debug for Store {
@@ -88,13 +93,24 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (and migrates) the database `url` names.
     pub fn open(url: &str, options: &PoolOptions) -> Result<Store, StoreError> {
+        Store::open_observed(url, options, Arc::new(NoObserver))
+    }
+
+    /// [`Store::open`], telling `observer` of every ledger operation, group commit and
+    /// wait for a pooled connection from now on.
+    pub fn open_observed(
+        url: &str,
+        options: &PoolOptions,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<Store, StoreError> {
         let url = DatabaseUrl::parse(url)?;
-        let pool = db::connect(&url, options)?;
+        let pool = db::connect(&url, options, observe::PoolEvents(observer.clone()))?;
         let write_gate = (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         let parts = engine::WriterParts {
             pool: pool.clone(),
             write_gate: write_gate.clone(),
             counts: Default::default(),
+            observer: observer.clone(),
         };
         Ok(Store {
             pool,
@@ -105,7 +121,25 @@ impl Store {
                 url.backend(),
                 options.max_connections,
             )?),
+            observer,
+            max_connections: options.max_connections.max(1),
         })
+    }
+
+    /// The connection pool now: its size, open and idle connections.
+    pub fn pool_stats(&self) -> PoolStats {
+        let state = self.pool.state();
+        PoolStats {
+            max: self.max_connections,
+            open: state.connections,
+            idle: state.idle_connections,
+        }
+    }
+
+    /// Migrations of this build not applied to the database (0: current). Reading the
+    /// migrations table also proves the database answers.
+    pub fn pending_migrations(&self) -> Result<usize, StoreError> {
+        db::pending_migrations(&mut *self.conn()?)
     }
 
     pub fn backend(&self) -> Backend {

@@ -61,6 +61,107 @@ pub struct Settings {
     pub polar: PolarSettings,
     pub capture: CaptureConfig,
     pub screenshots: ScreenshotSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// `[log]`: how both programs write their log lines (stderr).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A filter: `info`, `warn`, or per target (`api_server=debug,info`). `RUST_LOG` wins
+    /// when the environment sets it.
+    pub level: String,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[metrics]`: where Prometheus may scrape `/metrics`; never public by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Bearer token `/metrics` asks for on the programs' own listeners; empty: `/metrics`
+    /// is not served there (404).
+    pub token: Secret,
+    /// The api-server's separate metrics listener (`/metrics` without a token);
+    /// empty: none.
+    pub bind: String,
+    /// The webhook-receiver's separate metrics listener; empty: none.
+    pub webhooks_bind: String,
+}
+
+impl MetricsSettings {
+    /// The token, when `/metrics` is served on the programs' own listeners.
+    pub fn token(&self) -> Option<&str> {
+        Some(self.token.expose().trim()).filter(|t| !t.is_empty())
+    }
+
+    /// The api-server's separate metrics listener, when configured.
+    pub fn bind(&self) -> Option<&str> {
+        Some(self.bind.trim()).filter(|b| !b.is_empty())
+    }
+
+    /// The webhook-receiver's separate metrics listener, when configured.
+    pub fn webhooks_bind(&self) -> Option<&str> {
+        Some(self.webhooks_bind.trim()).filter(|b| !b.is_empty())
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let token = self.token.expose().trim();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(SettingsError::key(
+                "metrics.token",
+                "must be at least 16 characters (or empty: /metrics is then not served on the main listeners)",
+            ));
+        }
+        if let Some(bind) = self.bind() {
+            parse_bind("metrics.bind", bind)?;
+        }
+        if let Some(bind) = self.webhooks_bind() {
+            parse_bind("metrics.webhooks_bind", bind)?;
+        }
+        Ok(())
+    }
+}
+
+impl LogSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let level = self.level.trim();
+        let word = |w: &str| {
+            matches!(
+                w.to_ascii_lowercase().as_str(),
+                "off" | "error" | "warn" | "info" | "debug" | "trace"
+            )
+        };
+        // Each directive: `level`, or `target=level` (a target is a Rust path).
+        let ok = !level.is_empty()
+            && level.split(',').all(|d| match d.trim().split_once('=') {
+                None => word(d.trim()),
+                Some((target, lvl)) => {
+                    !target.is_empty()
+                        && target
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+                        && word(lvl)
+                }
+            });
+        if !ok {
+            return Err(SettingsError::key(
+                "log.level",
+                format!("`{level}` is not a level (off, error, warn, info, debug, trace) or a list like `api_server=debug,info`"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -486,6 +587,8 @@ impl Settings {
             }
         }
         self.payment_provider()?;
+        self.log.validate()?;
+        self.metrics.validate()?;
         if self.polar.overage_event_name.trim().is_empty() {
             return Err(SettingsError::key(
                 "polar.overage_event_name",
