@@ -19,7 +19,10 @@ settings         | ledger-store diesel* libsqlite3-sys pq-sys                | e
 payments         | settings capture actix-*                                  | enforced
 http-edge        | ledger-* capture payments settings                        | enforced
 capture          | ledger-*                                                  | enforced
-ledger-store     | actix-* capture payments settings                         | enforced
+ledger-store     | actix-* capture payments settings telemetry prometheus-client | enforced
+capture          | telemetry prometheus-client                               | enforced
+payments         | telemetry prometheus-client                               | enforced
+telemetry        | ledger-* capture payments settings startup actix-* diesel* | enforced
 RULES
 
 printf '%-14s %-60s %s\n' "crate" "must not depend on" "status"

@@ -51,7 +51,7 @@ pub async fn readyz(state: AppData) -> HttpResponse {
 pub async fn metrics(state: AppData, req: HttpRequest) -> Reply {
     let token = state.settings.metrics.token().ok_or_else(|| {
         crate::error::ApiError::NotFound(
-            "No such endpoint: GET /metrics (set metrics.token, or metrics.bind for a listener of its own)"
+            "/metrics is off on this listener: set metrics.token (or metrics.bind for a listener of its own)"
                 .into(),
         )
     })?;

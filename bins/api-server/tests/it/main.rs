@@ -17,6 +17,7 @@ mod errors;
 mod faults;
 mod isolation;
 mod members;
+mod observability;
 mod openapi;
 mod overload;
 mod payments;
