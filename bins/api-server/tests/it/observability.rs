@@ -508,3 +508,94 @@ fn unsafe_free_sigterm(child: &std::process::Child) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A real browser: the capture's latency and the pool's gauges; ready while the pool
+/// runs, 503 naming the capture once it is shut down.
+#[actix_rt::test]
+async fn a_real_capture_is_timed_and_the_pool_is_ready_until_it_stops() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromedriver").exists(),
+        "chromium-driver is not installed: run `just setup` (apt-get install chromium chromium-driver)"
+    );
+    let service = capture::CaptureService::start(capture::CaptureConfig {
+        pool_size: 1,
+        default_timeout_secs: 20,
+        ..capture::CaptureConfig::default()
+    })
+    .await
+    .expect("start the capture service");
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().display().to_string();
+    let pool = service.clone();
+    let app = TestApp::observed(
+        "sqlite",
+        |s| {
+            s.metrics.token = METRICS_TOKEN.into();
+            s.screenshots.cache_dir = dir;
+        },
+        move |state| state.with_capture(pool),
+    )
+    .await;
+    let body = app.send(Req::get("/readyz")).await.expect(200);
+    assert_eq!(body["checks"]["capture"], json!({"ok": true}), "{body}");
+    let (key, _) = app.user("real@example.com").await;
+    let res = app
+        .send(
+            Req::post("/api/v1/screenshot")
+                .auth(&key)
+                .json(json!({"html": "<h1>timed</h1>", "width": 320, "height": 240})),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let text = scrape(&app).await;
+    assert_eq!(
+        value(&text, "shotledger_captures_total{outcome=\"ok\"}"),
+        1.0,
+        "{text}"
+    );
+    let took = value(
+        &text,
+        "shotledger_capture_duration_seconds_sum{outcome=\"ok\"}",
+    );
+    // A real browser takes milliseconds at least, and less than the budget.
+    assert!(took > 0.005 && took < 20.0, "{took}: {text}");
+    // The worker stays busy while it resets its session after the answer, then is idle.
+    let mut text = text;
+    for _ in 0..100 {
+        if value(&text, "shotledger_capture_pool_workers{state=\"idle\"}") == 1.0 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        text = scrape(&app).await;
+    }
+    assert_eq!(
+        value(&text, "shotledger_capture_pool_workers{state=\"busy\"}"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "shotledger_capture_pool_workers{state=\"idle\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "shotledger_capture_queue_depth"),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "shotledger_capture_sessions_opened_total") >= 1.0,
+        "{text}"
+    );
+    service.shutdown().await;
+    let res = app.send(Req::get("/readyz")).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert!(
+        res.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not ready: capture: "),
+        "{}",
+        res.text()
+    );
+}
