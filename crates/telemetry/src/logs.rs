@@ -5,7 +5,8 @@ use tracing_subscriber::EnvFilter;
 /// How log lines are written (`log.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
-    /// Human-readable lines, with the current span's fields (`request{request_id=..}:`).
+    /// Human-readable lines, with the current span's fields (`request{request_id=..}:`),
+    /// coloured only when stderr is a terminal.
     Text,
     /// One JSON object a line: `timestamp`, `level`, `target`, the event's fields
     /// (`message` among them) at the top level, and `span` with the current span's fields
@@ -38,8 +39,11 @@ fn filter(level: &str) -> Result<EnvFilter, LoggingError> {
 /// (`RUST_LOG` wins when set). A second call changes nothing (the first one stays).
 pub fn init_logging(format: LogFormat, level: &str) -> Result<(), LoggingError> {
     let filter = filter(level)?;
+    // Colours only for a terminal: a file or a log collector gets plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -438,7 +438,7 @@ fn the_binary_logs_json_lines_with_request_ids_and_no_secrets() {
     );
 
     let mut child = running.0.take().unwrap();
-    unsafe_free_sigterm(&child);
+    sigterm(&child);
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     child
@@ -501,7 +501,7 @@ fn the_binary_logs_json_lines_with_request_ids_and_no_secrets() {
 }
 
 /// SIGTERM to `child` (the binary drains and exits 0).
-fn unsafe_free_sigterm(child: &std::process::Child) {
+fn sigterm(child: &std::process::Child) {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -597,5 +597,52 @@ async fn a_real_capture_is_timed_and_the_pool_is_ready_until_it_stops() {
             .starts_with("not ready: capture: "),
         "{}",
         res.text()
+    );
+}
+
+/// The default `log.format = "text"`: a human line per request, the span's request id in
+/// front.
+#[test]
+fn the_binary_logs_text_lines_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, addr) = config_in(dir.path(), "");
+    let child = binary_command(dir.path())
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .expect("start the api-server");
+    let mut running = Running(Some(child));
+    wait_healthy(addr, std::time::Duration::from_secs(30)).expect("the server starts");
+    let res = http(addr, &Req::get("/api/v1/credits/packs")).unwrap();
+    assert_eq!(res.status, 200);
+    let id = res.header("x-request-id").unwrap().to_owned();
+    let mut child = running.0.take().unwrap();
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let line = stderr
+        .lines()
+        .find(|l| {
+            l.contains(&format!("request_id={id}")) && l.contains("route=/api/v1/credits/packs")
+        })
+        .unwrap_or_else(|| panic!("no request line for {id} in\n{stderr}"));
+    assert!(
+        line.contains(&format!("request{{request_id={id}}}")),
+        "{line}"
+    );
+    assert!(
+        line.contains("status=200") && line.contains("latency_ms="),
+        "{line}"
+    );
+    assert!(
+        !stderr.trim_start().starts_with('{'),
+        "text, not JSON:\n{stderr}"
     );
 }
