@@ -2,8 +2,8 @@
 # Schema-driven fuzzing of the api-server against its own OpenAPI document.
 #
 # Installs schemathesis (pinned) into .tools/fuzz-venv when it is missing, builds the debug
-# api-server, starts it on a free port with a temporary SQLite database, an admin token and
-# demo payments (purchases answer a local checkout URL) and no browser (screenshots answer
+# api-server, starts it on a free port with a temporary SQLite database, an admin token, a
+# metrics token (so /metrics is served and fuzzed behind it) and demo payments (purchases answer a local checkout URL) and no browser (screenshots answer
 # 503 BROWSER_UNAVAILABLE, as documented), makes a user with
 # an API key through the API, and runs schemathesis against /openapi.json with the checks
 # not_a_server_error, status_code_conformance, content_type_conformance,

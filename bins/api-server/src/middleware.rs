@@ -59,7 +59,16 @@ async fn served(
         None => next.call(req).await?.map_into_boxed_body(),
     };
     let status = res.status();
-    if status.is_server_error() {
+    // The route's pattern, never the raw path (which carries ids and whatever a client
+    // makes up): what routing matched, else the registered route the path fits (a wrong
+    // method on it), else `unmatched`.
+    let route = res
+        .request()
+        .match_pattern()
+        .or_else(|| crate::routes::route_of(&path).map(|r| r.template.clone()))
+        .unwrap_or_else(|| "unmatched".to_owned());
+    // `/readyz` answers 503 by design while a part is not ready (it logs why itself).
+    if status.is_server_error() && route != "/readyz" {
         let error = res.response().error();
         let api = error.and_then(|e| e.as_error::<ApiError>());
         let cause = match (api, error) {
@@ -80,14 +89,6 @@ async fn served(
             }
         }
     }
-    // The route's pattern, never the raw path (which carries ids and whatever a client
-    // makes up): what routing matched, else the registered route the path fits (a wrong
-    // method on it), else `unmatched`.
-    let route = res
-        .request()
-        .match_pattern()
-        .or_else(|| crate::routes::route_of(&path).map(|r| r.template.clone()))
-        .unwrap_or_else(|| "unmatched".to_owned());
     let account = res
         .request()
         .extensions()
