@@ -112,3 +112,91 @@ fn the_receiver_counts_signed_deliveries_and_polar_calls_and_is_ready(db: TestDb
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("not ready: migrations"), "{body}");
 }
+
+/// The real binary with `log.format = "json"` and `metrics.webhooks_bind`: every stderr
+/// line is JSON; each delivery's `request` line and its `webhook` line share the request
+/// id; the Polar token and webhook secret never appear; the metrics listener counts the
+/// deliveries without a token.
+#[test]
+fn the_binary_logs_json_with_request_ids_and_serves_metrics_on_its_own_listener() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let db = TestDb::sqlite();
+    let fake = FakePolar::start(TOKEN, SECRET, KeyMode::Legacy);
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-receiver"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SHOTLEDGER__WEBHOOKS__BIND", format!("127.0.0.1:{port}"))
+        .env("SHOTLEDGER__LOG__FORMAT", "json")
+        .env("SHOTLEDGER__LOG__LEVEL", "info")
+        .env(
+            "SHOTLEDGER__METRICS__WEBHOOKS_BIND",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env(&db, Some(&fake.url())) {
+        cmd.env(k, v);
+    }
+    let mut program = Program(cmd.spawn().expect("start webhook-receiver"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    test_support::wait_healthy(addr, std::time::Duration::from_secs(30)).unwrap();
+
+    let payments = polar_payments(&fake, &settings(&db, Some(&fake.url())), db.store.clone());
+    let acct = account(&db.store);
+    let order = bought(&fake, &payments, &acct, "pack_pro");
+    let url = format!("http://{addr}/api/webhooks/polar");
+    for e in fake.paid_events(&order) {
+        assert_eq!(fake.send(&e, &url), 200);
+    }
+    assert_eq!(available(&db.store, &acct), c(1000));
+    let (status, text) = get(&format!("http://127.0.0.1:{metrics_port}/metrics"), None);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "shotledger_webhook_deliveries_total{event_type=\"order.paid\",outcome=\"processed\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    // Not on the main listener without metrics.token.
+    assert_eq!(get(&format!("http://{addr}/metrics"), None).0, 404);
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &program.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(program.0.wait().unwrap().success());
+    let mut stderr = String::new();
+    program
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let paid = lines
+        .iter()
+        .find(|l| l["message"] == "webhook" && l["event_type"] == "order.paid")
+        .unwrap_or_else(|| panic!("no webhook line for order.paid in\n{stderr}"));
+    let id = paid["span"]["request_id"].as_str().unwrap();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["request_id"] == id)
+        .unwrap_or_else(|| panic!("no request line for {id} in\n{stderr}"));
+    assert_eq!(request["method"], "POST", "{request}");
+    assert_eq!(request["route"], "/api/webhooks/polar", "{request}");
+    assert_eq!(request["status"], 200, "{request}");
+    assert!(request["latency_ms"].as_f64().unwrap() > 0.0, "{request}");
+    for secret in [TOKEN, SECRET] {
+        assert!(!stderr.contains(secret), "`{secret}` was logged:\n{stderr}");
+    }
+}
