@@ -790,6 +790,54 @@ mod tests {
     }
 
     #[test]
+    fn log_and_metrics_default_off_and_refuse_bad_values_naming_the_key() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.log.level, "info");
+        assert_eq!(
+            (
+                s.metrics.token(),
+                s.metrics.bind(),
+                s.metrics.webhooks_bind()
+            ),
+            (None, None, None)
+        );
+        let env = [
+            ("SHOTLEDGER__LOG__FORMAT", "json"),
+            ("SHOTLEDGER__LOG__LEVEL", "api_server=debug,warn"),
+            ("SHOTLEDGER__METRICS__TOKEN", "0123456789abcdef"),
+            ("SHOTLEDGER__METRICS__BIND", "127.0.0.1:9100"),
+            ("SHOTLEDGER__METRICS__WEBHOOKS_BIND", "127.0.0.1:9101"),
+        ];
+        assert_documented("log", &env[..2]);
+        assert_documented("metrics", &env[2..]);
+        let s = load(None, &env).unwrap();
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.metrics.token(), Some("0123456789abcdef"));
+        assert_eq!(s.metrics.bind(), Some("127.0.0.1:9100"));
+        assert_eq!(s.metrics.webhooks_bind(), Some("127.0.0.1:9101"));
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "the token prints"
+        );
+        for (key, value, named) in [
+            ("SHOTLEDGER__LOG__FORMAT", "xml", "xml"),
+            ("SHOTLEDGER__LOG__LEVEL", "loud", "log.level"),
+            ("SHOTLEDGER__LOG__LEVEL", "api_server=loud", "log.level"),
+            ("SHOTLEDGER__METRICS__TOKEN", "short", "metrics.token"),
+            ("SHOTLEDGER__METRICS__BIND", "localhost", "metrics.bind"),
+            (
+                "SHOTLEDGER__METRICS__WEBHOOKS_BIND",
+                "9101",
+                "metrics.webhooks_bind",
+            ),
+        ] {
+            let e = load(None, &[(key, value)]).unwrap_err().to_string();
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
+    }
+
+    #[test]
     fn plan_products_and_the_overage_event_name() {
         let s = load(None, &[]).unwrap();
         assert_eq!(s.polar.overage_event_name, "shotledger_overage");

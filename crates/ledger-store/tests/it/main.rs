@@ -8,6 +8,7 @@ mod common;
 mod engine;
 mod members;
 mod migrations;
+mod observe;
 mod plans;
 mod store;
 mod verify;
