@@ -7,7 +7,9 @@
 # removed yet: it is printed as KNOWN and does not fail (none today). Only `startup` (the
 # composition root) and the two programs may depend on both `settings` and the libraries
 # it configures. The operator CLI (`shotledger`) is the third program: it must never link the
-# test helpers, and its clap stays lean (no terminal colours: `anstream`).
+# test helpers, and its clap stays lean (no terminal colours: `anstream`). The libraries that
+# keep statistics (ledger-store, capture, payments) never depend on `telemetry` (the
+# metrics): they offer hooks or snapshots (ADR 14).
 set -euo pipefail
 # The patterns are matched with [[ == ]], never expanded against files.
 set -f
@@ -17,10 +19,11 @@ cd "$(dirname "$0")/.."
 read -r -d '' TABLE <<'RULES' || true
 ledger-core      | diesel* actix-* tokio fantoccini reqwest hyper r2d2 libsqlite3-sys pq-sys | enforced
 settings         | ledger-store diesel* libsqlite3-sys pq-sys                | enforced
-payments         | settings capture actix-*                                  | enforced
+payments         | settings capture actix-* telemetry prometheus-client      | enforced
 http-edge        | ledger-* capture payments settings                        | enforced
-capture          | ledger-*                                                  | enforced
-ledger-store     | actix-* capture payments settings                         | enforced
+capture          | ledger-* telemetry prometheus-client                      | enforced
+ledger-store     | actix-* capture payments settings telemetry prometheus-client | enforced
+telemetry        | ledger-* capture payments settings startup actix-* diesel* | enforced
 shotledger       | test-support anstream                                     | enforced
 RULES
 

@@ -516,6 +516,9 @@ impl FromRequest for Authed {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
             let identified = identify(&state, presented, session).await;
+            if let Ok(authed) = &identified {
+                note_account(&req, &authed.account_id);
+            }
             limit(&state, &req, identified).await
         })
     }
@@ -623,6 +626,18 @@ async fn count_refusal(state: &AppState, req: &HttpRequest) -> Option<ApiError> 
             ))
         }
     }
+}
+
+/// The authenticated account of a request, for its log line (`account_id`); the request
+/// middleware reads it from the request's extensions ([`crate::middleware::request_id`]).
+#[derive(Debug, Clone)]
+pub struct AccountOfRequest(pub AccountId);
+
+/// Puts `account` into the request's extensions and its span.
+fn note_account(req: &HttpRequest, account: &AccountId) {
+    tracing::Span::current().record("account_id", account.as_str());
+    req.extensions_mut()
+        .insert(AccountOfRequest(account.clone()));
 }
 
 /// The caller of a signed URL: the key it names, proven by its signature (ADR 11). The

@@ -64,9 +64,14 @@ impl Blocking {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        actix_web::web::block(f)
-            .await
-            .map_err(ApiError::internal_from)
+        // The request's span (its request id) follows the work to the blocking thread.
+        let span = tracing::Span::current();
+        actix_web::web::block(move || {
+            let _span = span.entered();
+            f()
+        })
+        .await
+        .map_err(ApiError::internal_from)
     }
 
     /// Store permits free now (tests).

@@ -1,7 +1,10 @@
 //! Request ids, JSON for every error, NUL characters in the URL, security headers.
 //!
-//! Every answer carries `x-request-id`. A 5xx is logged with its request id and its
-//! cause chain ([`ApiError::chain`]).
+//! Every answer carries `x-request-id`. Every request is served inside a `request` span
+//! carrying its `request_id` (and `account_id` once authenticated), is counted in the
+//! metrics by route pattern, method and status, and is logged in one line (`request`:
+//! method, route, status, latency_ms, account_id, request_id). A 5xx is also logged with
+//! its cause chain ([`ApiError::chain`]).
 //! Errors produced by the framework itself (unknown route, wrong method, malformed query
 //! string) are turned into the contract's JSON shape (the dashboard's HTML error pages
 //! are kept). A NUL (`%00`) anywhere in the path or
@@ -14,6 +17,8 @@ use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpResponse, ResponseError};
+use std::time::Instant;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 
@@ -26,7 +31,28 @@ pub async fn request_id(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let id = ledger_store::new_id("req_");
+    // Every line logged while the request is served carries its id (the blocking pool's
+    // work too: [`crate::blocking`] carries the span over); the account is recorded into
+    // the span once the auth extractor knows it.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        account_id = tracing::field::Empty,
+    );
+    served(req, next, id).instrument(span).await
+}
+
+/// [`request_id`] inside the request's span.
+async fn served(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    id: String,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
     req.extensions_mut().insert(RequestId(id.clone()));
+    let metrics = req
+        .app_data::<actix_web::web::Data<crate::AppState>>()
+        .map(|s| s.metrics.clone());
     let method = req.method().clone();
     let path = req.path().to_owned();
     let res = match nul_in_url(req.uri()) {
@@ -34,7 +60,16 @@ pub async fn request_id(
         None => next.call(req).await?.map_into_boxed_body(),
     };
     let status = res.status();
-    if status.is_server_error() {
+    // The route's pattern, never the raw path (which carries ids and whatever a client
+    // makes up): what routing matched, else the registered route the path fits (a wrong
+    // method on it), else `unmatched`.
+    let route = res
+        .request()
+        .match_pattern()
+        .or_else(|| crate::routes::route_of(&path).map(|r| r.template.clone()))
+        .unwrap_or_else(|| "unmatched".to_owned());
+    // `/readyz` answers 503 by design while a part is not ready (it logs why itself).
+    if status.is_server_error() && route != "/readyz" {
         let error = res.response().error();
         let api = error.and_then(|e| e.as_error::<ApiError>());
         let cause = match (api, error) {
@@ -55,6 +90,25 @@ pub async fn request_id(
             }
         }
     }
+    let account = res
+        .request()
+        .extensions()
+        .get::<crate::auth::AccountOfRequest>()
+        .map(|a| a.0.as_str().to_owned());
+    let took = started.elapsed();
+    if let Some(metrics) = &metrics {
+        metrics.http_request(&route, method.as_str(), status.as_u16(), took);
+    }
+    let latency_ms = (took.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    tracing::info!(
+        %method,
+        %route,
+        status = status.as_u16(),
+        latency_ms,
+        account_id = account.as_deref(),
+        request_id = %id,
+        "request"
+    );
     // An answer that is already JSON, or a dashboard page (HTML that says what went
     // wrong to a person), is kept as it is.
     let is_answer = res

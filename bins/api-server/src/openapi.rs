@@ -46,6 +46,8 @@ impl Modify for Registered {
 /// - `signedUrlKeyId` with `signedUrlSignature` (the query's `keyId` and its last
 ///   parameter `signature`, ADR 11) authenticate any GET an API key may make.
 /// - `admin` is the operator's token (`Authorization: Bearer <admin.token>`).
+/// - `metricsToken` is the scraper's (`Authorization: Bearer <metrics.token>`), on
+///   `/metrics` only.
 ///
 /// An operation that declares no security and is not [`PUBLIC`] takes the operator's token
 /// under `/admin/`, and an account's credentials elsewhere.
@@ -54,6 +56,7 @@ struct Security;
 /// The operations anyone may call.
 pub const PUBLIC: &[&str] = &[
     "/healthz",
+    "/readyz",
     "/openapi.json",
     "/api/v1/credits/packs",
     "/api/v1/auth/signup",
@@ -73,6 +76,11 @@ impl Modify for Security {
                 .into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let mut metrics = Http::new(HttpAuthScheme::Bearer);
+        metrics.description = Some(
+            "The metrics token: `Authorization: Bearer <metrics.token>` (`/metrics` only)".into(),
+        );
+        components.add_security_scheme("metricsToken", SecurityScheme::Http(metrics));
         // The schemes carried in a header, a cookie or the query: (scheme, where, name, what).
         type Carried = (
             &'static str,

@@ -244,12 +244,15 @@ fn spawn_deliverer(state: &AppState) {
 
 /// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings)?;
+    let metrics = Arc::new(telemetry::Metrics::new());
+    let store = startup::open_observed_store(&settings, metrics.clone())?;
     let bind = settings.server.bind.clone();
     let workers = worker_count(&settings);
     let capture_config = settings.capture.clone();
     let payments = std::sync::Arc::new(startup::payments(&settings, store.clone())?);
-    let mut state = AppState::new(store, settings, system_clock())?.with_payments(payments);
+    let mut state = AppState::new(store, settings, system_clock())?
+        .with_payments(payments)
+        .with_metrics(metrics);
     match capture::CaptureService::start(capture_config).await {
         Ok(service) => state = state.with_capture(service),
         Err(e) => {
@@ -268,6 +271,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .collect::<std::io::Result<Vec<_>>>()?;
     let workers_seen = Workers::default();
     let request_timeout = Duration::from_secs(state.settings.server.request_timeout_secs);
+    let metrics_server = serve_metrics(&state)?;
     let server = serve(state, listeners, workers_seen.clone())?;
     let refusers = Refusers::default();
     actix_web::rt::spawn(stop_on_signal(
@@ -280,6 +284,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%bind, workers, "api-server listening");
     let served = server.await;
     refusers.finish();
+    if let Some(handle) = metrics_server {
+        handle.stop(true).await;
+    }
     served?;
     if let Some(service) = capture {
         service.shutdown().await;
@@ -492,12 +499,46 @@ fn spawn_period_sweeper(state: &AppState) {
         .unwrap_or_else(|e| tracing::warn!(error = %e, "could not start the period sweeper"));
 }
 
-/// Logs as text to stderr; `RUST_LOG` filters (default `info`).
+/// Serves `GET /metrics` (no token: the listener is the protection) on `metrics.bind`,
+/// when it is set; anything else there is a JSON 404. Returns the server's handle.
+fn serve_metrics(state: &AppState) -> anyhow::Result<Option<ServerHandle>> {
+    let Some(bind) = state.settings.metrics.bind() else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(bind)
+        .map_err(|e| anyhow::anyhow!("metrics.bind: cannot listen on {bind}: {e}"))?;
+    let config = http_edge::ServeConfig {
+        name: "api-server-metrics".into(),
+        workers: Some(1),
+        shutdown_timeout_secs: 1,
+        handle_signals: false,
+        limits: http_edge::H1Limits::default(),
+    };
+    let state = actix_web::web::Data::new(state.clone());
+    let server = http_edge::serve(vec![listener], config, move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .route(
+                "/metrics",
+                actix_web::web::get().to(|state: actix_web::web::Data<AppState>| async move {
+                    crate::routes::system::metrics_text(&state)
+                }),
+            )
+            .default_service(actix_web::web::to(|| async {
+                actix_web::HttpResponse::NotFound().json(serde_json::json!({
+                    "error": "This listener serves GET /metrics only",
+                    "code": "NOT_FOUND",
+                }))
+            }))
+    })?;
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    tracing::info!(%bind, "metrics listening");
+    Ok(Some(handle))
+}
+
+/// Logs as text to stderr, `info` (`RUST_LOG` wins): for programs and tests that have no
+/// settings yet; the binary installs `[log]`'s subscriber ([`startup::init_logging`]).
 pub fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = telemetry::init_logging(telemetry::LogFormat::Text, "info");
 }

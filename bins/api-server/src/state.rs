@@ -49,6 +49,9 @@ pub struct AppState {
     pub blocking: Blocking,
     /// The rate and concurrency limits (`[ratelimit]`, ADR 15).
     pub limits: Arc<crate::ratelimit::Limits>,
+    /// What `/metrics` shows; the store records into the same one when it was opened
+    /// with it ([`startup::open_observed_store`]).
+    pub metrics: Arc<telemetry::Metrics>,
 }
 
 impl AppState {
@@ -83,7 +86,39 @@ impl AppState {
             login_throttle,
             blocking,
             limits,
+            metrics: Arc::new(telemetry::Metrics::new()),
         })
+    }
+
+    /// Records into `metrics` (the one the store was opened with).
+    pub fn with_metrics(mut self, metrics: Arc<telemetry::Metrics>) -> AppState {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What the store, the browser pool, the cache and Polar kept, read now for
+    /// `/metrics`.
+    pub fn metrics_sample(&self) -> telemetry::Sample {
+        let mut sample = startup::sample(&self.store, self.payments.as_deref());
+        if let Some(c) = &self.capture {
+            let s = c.stats();
+            sample.capture = Some(telemetry::CaptureSample {
+                pool_size: s.pool_size,
+                busy: s.busy,
+                queued: s.queued,
+                sessions_opened: s.sessions_opened,
+                busy_rejections: s.busy_rejections,
+            });
+        }
+        let c = self.cache.stats();
+        sample.cache = Some(telemetry::CacheSample {
+            entries: c.entries,
+            bytes: c.bytes,
+            max_bytes: c.max_bytes,
+            hits: c.hits,
+            misses: c.misses,
+        });
+        sample
     }
 
     /// Takes screenshots with `service`.

@@ -93,16 +93,43 @@ pub enum ReceiverError {
 /// What the handlers share.
 pub struct AppState {
     payments: Payments,
+    observed: Observed,
     /// This server's own URL (the demo Pay button posts deliveries here).
     self_url: String,
     crash_after_store: bool,
 }
 
+/// What `/metrics` shows and who may read it on the receiver's own listener.
+#[derive(Clone, Default)]
+pub struct Observed {
+    /// The metrics the store was opened with ([`open_observed`]) and the handlers count in.
+    pub metrics: Arc<telemetry::Metrics>,
+    /// `metrics.token`: `/metrics` on `webhooks.bind` asks for it; `None`: not served (404).
+    pub token: Option<String>,
+}
+
+impl Observed {
+    /// The metrics text now.
+    fn text(&self, payments: &Payments) -> HttpResponse {
+        let sample = startup::sample(payments.store(), Some(payments));
+        HttpResponse::Ok()
+            .content_type(telemetry::CONTENT_TYPE)
+            .body(self.metrics.render(sample))
+    }
+}
+
 /// Opens the database (migrating it) and builds the payments facade; refuses a Polar
 /// configuration without a webhook secret.
 pub fn open(settings: &Settings) -> Result<Payments, ReceiverError> {
-    let store = startup::open_store(settings)?;
-    payments_on(settings, store)
+    payments_on(settings, startup::open_store(settings)?)
+}
+
+/// [`open`], with the store's operations and pool waits counted in `metrics`.
+pub fn open_observed(
+    settings: &Settings,
+    metrics: Arc<telemetry::Metrics>,
+) -> Result<Payments, ReceiverError> {
+    payments_on(settings, startup::open_observed_store(settings, metrics)?)
 }
 
 /// The payments facade over an opened `store` (the operator CLI's `reconcile` opens the
@@ -130,9 +157,27 @@ pub fn server(
     shutdown_timeout: u64,
     handle_signals: bool,
 ) -> Result<actix_web::dev::Server, ReceiverError> {
+    server_observed(
+        payments,
+        Observed::default(),
+        listener,
+        shutdown_timeout,
+        handle_signals,
+    )
+}
+
+/// [`server`], counting in `observed.metrics` and serving `/metrics` with its token.
+pub fn server_observed(
+    payments: Payments,
+    observed: Observed,
+    listener: TcpListener,
+    shutdown_timeout: u64,
+    handle_signals: bool,
+) -> Result<actix_web::dev::Server, ReceiverError> {
     let addr = listener.local_addr().map_err(ReceiverError::Bind)?;
     let state = web::Data::new(AppState {
         payments,
+        observed,
         self_url: format!("http://{addr}"),
         crash_after_store: std::env::var(CRASH_AFTER_STORE_ENV).is_ok_and(|v| v == "1"),
     });
@@ -152,6 +197,7 @@ pub fn server(
         move || {
             let mut app = App::new()
                 .wrap(json_errors())
+                .wrap(actix_web::middleware::from_fn(observe_request))
                 .wrap(security_headers())
                 .app_data(state.clone())
                 .service(only(
@@ -159,7 +205,9 @@ pub fn server(
                     "POST",
                     web::post().to(polar_webhook),
                 ))
-                .service(only("/healthz", "GET", web::get().to(healthz)));
+                .service(only("/healthz", "GET", web::get().to(healthz)))
+                .service(only("/readyz", "GET", web::get().to(readyz)))
+                .service(only("/metrics", "GET", web::get().to(metrics)));
             // The demo pages exist only when demo payments were asked for by name.
             if demo {
                 app = app
@@ -436,6 +484,12 @@ async fn polar_webhook(
                 (StatusCode::BAD_REQUEST, "INVALID_REQUEST")
             };
             tracing::warn!(webhook_id = header_value(&req, "webhook-id").unwrap_or_default(), outcome = "refused", reason = %e, "webhook refused");
+            let outcome = if e.is_unauthenticated() {
+                "bad_signature"
+            } else {
+                "malformed"
+            };
+            state.observed.metrics.webhook_delivery("unknown", outcome);
             return json_error(status, code, &format!("Webhook refused: {e}"));
         }
         Ok(Err(PaymentsError::NotConfigured)) => {
@@ -443,11 +497,19 @@ async fn polar_webhook(
                 webhook_id = header_value(&req, "webhook-id").unwrap_or_default(),
                 "webhook refused: no payment provider is configured"
             );
+            state
+                .observed
+                .metrics
+                .webhook_delivery("unknown", "not_configured");
             return unavailable("PAYMENTS_NOT_CONFIGURED", payments::PAYMENTS_NOT_CONFIGURED);
         }
         Ok(Err(e)) => {
             // Not stored, so not acknowledged: Polar retries (and reconcile catches up).
             tracing::error!(error = %e, "webhook could not be stored; answered 503 so it is retried");
+            state
+                .observed
+                .metrics
+                .webhook_delivery("unknown", "not_stored");
             return unavailable(
                 "DATABASE_UNAVAILABLE",
                 "The delivery could not be stored; retry later",
@@ -455,6 +517,10 @@ async fn polar_webhook(
         }
         Err(e) => {
             tracing::error!(error = %e, "webhook task failed");
+            state
+                .observed
+                .metrics
+                .webhook_delivery("unknown", "not_stored");
             return unavailable(
                 "UNAVAILABLE",
                 "The delivery could not be stored; retry later",
@@ -467,6 +533,10 @@ async fn polar_webhook(
     }
     if received.receipt == (DeliveryReceipt::Duplicate { processed: true }) {
         tracing::info!(webhook_id = %received.webhook_id, event_type = %received.event_type, outcome = "duplicate", "webhook");
+        state
+            .observed
+            .metrics
+            .webhook_delivery(&received.event_type, "duplicate");
         return HttpResponse::Ok().json(json!({ "status": "duplicate" }));
     }
     let st = state.clone();
@@ -475,10 +545,18 @@ async fn polar_webhook(
     match actix_web::rt::time::timeout(PROCESSING_BUDGET, work).await {
         Ok(Ok(Ok(outcome))) => {
             tracing::info!(webhook_id = %received.webhook_id, event_type = %received.event_type, outcome = %outcome, "webhook");
+            state
+                .observed
+                .metrics
+                .webhook_delivery(&received.event_type, "processed");
             HttpResponse::Ok().json(json!({ "status": "processed", "outcome": outcome }))
         }
         Ok(Ok(Err(e))) => {
             tracing::error!(webhook_id = %received.webhook_id, event_type = %received.event_type, outcome = "failed", error = %e, "webhook");
+            state
+                .observed
+                .metrics
+                .webhook_delivery(&received.event_type, "failed");
             if matches!(e, PaymentsError::Store(_)) {
                 unavailable(
                     "DATABASE_UNAVAILABLE",
@@ -494,10 +572,18 @@ async fn polar_webhook(
         }
         Ok(Err(e)) => {
             tracing::error!(webhook_id = %received.webhook_id, error = %e, "webhook task failed");
+            state
+                .observed
+                .metrics
+                .webhook_delivery(&received.event_type, "failed");
             internal()
         }
         Err(_) => {
             tracing::info!(webhook_id = %received.webhook_id, event_type = %received.event_type, outcome = "accepted", "webhook processing continues in the background");
+            state
+                .observed
+                .metrics
+                .webhook_delivery(&received.event_type, "accepted");
             HttpResponse::Accepted().json(json!({ "status": "accepted" }))
         }
     }
@@ -509,6 +595,120 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ok" })),
         _ => unavailable("DATABASE_UNAVAILABLE", "database unavailable"),
     }
+}
+
+/// 200 `{"status":"ready","checks":{..}}` when the database answers and holds every
+/// migration of this build; 503 naming the failing part otherwise.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    let checks = match web::block(move || startup::database_checks(st.payments.store())).await {
+        Ok(checks) => checks,
+        Err(e) => vec![startup::Check::new("database", Err(e.to_string()))],
+    };
+    match startup::readiness(&checks) {
+        (200, body) => HttpResponse::Ok().json(body),
+        (_, body) => HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()))
+            .json(body),
+    }
+}
+
+/// `/metrics` with `Authorization: Bearer <metrics.token>`; 404 without a token configured.
+async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let Some(token) = state.observed.token.as_deref() else {
+        return not_found().await;
+    };
+    let given = header_value(&req, "authorization");
+    let given = given
+        .as_deref()
+        .and_then(|v| v.trim().strip_prefix("Bearer "))
+        .map(str::trim);
+    let equal = given.is_some_and(|g| {
+        use subtle::ConstantTimeEq;
+        g.len() == token.len() && bool::from(g.as_bytes().ct_eq(token.as_bytes()))
+    });
+    if !equal {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "/metrics needs Authorization: Bearer <metrics.token>",
+        );
+    }
+    state.observed.text(&state.payments)
+}
+
+/// Serves every request inside a `request` span with its `request_id`, counts it in the
+/// metrics by route pattern (`unmatched` when no route took it), method and status, and
+/// logs one `request` line (method, route, status, latency_ms, request_id).
+async fn observe_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    use tracing::Instrument;
+    let id = ledger_store::new_id("req_");
+    let span = tracing::info_span!("request", request_id = %id);
+    async move {
+        let started = std::time::Instant::now();
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let method = req.method().clone();
+        let mut res = next.call(req).await?.map_into_boxed_body();
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let took = started.elapsed();
+        let status = res.status().as_u16();
+        if let Some(state) = state {
+            state
+                .observed
+                .metrics
+                .http_request(&route, method.as_str(), status, took);
+        }
+        let latency_ms = (took.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        tracing::info!(%method, %route, status, latency_ms, request_id = %id, "request");
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut()
+                .insert(header::HeaderName::from_static("x-request-id"), v);
+        }
+        Ok(res)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serves `GET /metrics` without a token on `bind` (`metrics.webhooks_bind`); returns
+/// the server's handle.
+pub fn serve_metrics(
+    payments: Payments,
+    observed: Observed,
+    bind: &str,
+) -> Result<ServerHandle, ReceiverError> {
+    let listener = TcpListener::bind(bind).map_err(ReceiverError::Bind)?;
+    let config = http_edge::ServeConfig {
+        name: "webhook-receiver-metrics".into(),
+        workers: Some(1),
+        shutdown_timeout_secs: 1,
+        handle_signals: false,
+        limits: http_edge::H1Limits::default(),
+    };
+    let shared = Arc::new((payments, observed));
+    let server = http_edge::serve(vec![listener], config, move || {
+        let shared = shared.clone();
+        App::new()
+            .route(
+                "/metrics",
+                web::get().to(move || {
+                    let shared = shared.clone();
+                    async move { shared.1.text(&shared.0) }
+                }),
+            )
+            .default_service(web::to(not_found))
+    })
+    .map_err(ReceiverError::Bind)?;
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    tracing::info!(%bind, "metrics listening");
+    Ok(handle)
 }
 
 async fn not_found() -> HttpResponse {
@@ -719,12 +919,20 @@ impl RunningReceiver {
 
 /// Starts a receiver for `payments` on `127.0.0.1:0` in a thread of its own.
 pub fn spawn(payments: Payments) -> Result<RunningReceiver, ReceiverError> {
+    spawn_observed(payments, Observed::default())
+}
+
+/// [`spawn`], counting in `observed.metrics` and serving `/metrics` with its token.
+pub fn spawn_observed(
+    payments: Payments,
+    observed: Observed,
+) -> Result<RunningReceiver, ReceiverError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(ReceiverError::Bind)?;
     let addr = listener.local_addr().map_err(ReceiverError::Bind)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            match server(payments, listener, 1, false) {
+            match server_observed(payments, observed, listener, 1, false) {
                 Ok(server) => {
                     let _ = tx.send(Ok(server.handle()));
                     let _ = server.await;

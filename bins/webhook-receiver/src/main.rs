@@ -10,14 +10,11 @@ use anyhow::Context;
 use settings::Settings;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args: Vec<String> = std::env::args().collect();
     let settings = Settings::from_args_and_env(&args)?;
-    let payments = webhook_receiver::open(&settings)?;
+    startup::init_logging(&settings)?;
+    let metrics = std::sync::Arc::new(telemetry::Metrics::new());
+    let payments = webhook_receiver::open_observed(&settings, metrics.clone())?;
     if subcommand(&args).as_deref() == Some("reconcile") {
         let report = payments.reconcile(payments::now())?;
         println!("{}", serde_json::to_string(&report)?);
@@ -47,14 +44,30 @@ fn main() -> anyhow::Result<()> {
     }
     let listener = TcpListener::bind(&settings.webhooks.bind)
         .with_context(|| format!("webhooks.bind: cannot listen on {}", settings.webhooks.bind))?;
+    let observed = webhook_receiver::Observed {
+        metrics,
+        token: settings.metrics.token().map(str::to_owned),
+    };
     actix_web::rt::System::new().block_on(async move {
-        let server = webhook_receiver::server(
+        let metrics_server = match settings.metrics.webhooks_bind() {
+            Some(bind) => Some(
+                webhook_receiver::serve_metrics(payments.clone(), observed.clone(), bind)
+                    .with_context(|| format!("metrics.webhooks_bind: cannot listen on {bind}"))?,
+            ),
+            None => None,
+        };
+        let server = webhook_receiver::server_observed(
             payments,
+            observed,
             listener,
             settings.server.shutdown_timeout_secs,
             true,
         )?;
-        server.await.context("server")
+        let served = server.await.context("server");
+        if let Some(handle) = metrics_server {
+            handle.stop(true).await;
+        }
+        served
     })
 }
 

@@ -227,12 +227,34 @@ async fn kill_group(pgid: u32) {
     }
 }
 
-/// `GET /status` answers `"ready": true`.
+/// `GET /status` of our own chromedriver answers `"ready": true`.
 async fn ready(port: u16) -> bool {
+    status_ready("127.0.0.1", port, "").await
+}
+
+/// `GET {url}/status` of a WebDriver endpoint (chromedriver, a Grid) answers
+/// `"ready": true`, within 2 seconds.
+pub(crate) async fn url_ready(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    status_ready(&host, port, parsed.path().trim_end_matches('/')).await
+}
+
+async fn status_ready(host: &str, port: u16, base: &str) -> bool {
     let attempt = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .await?;
+        let mut s = TcpStream::connect((host, port)).await?;
+        let head = format!(
+            "GET {base}/status HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await?;
         // chromedriver may keep the connection open: read until the answer is known.
         let mut buf = Vec::new();
         let mut chunk = [0u8; 2048];
@@ -242,7 +264,7 @@ async fn ready(port: u16) -> bool {
                 return Ok(false);
             }
             buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf);
+            let text = String::from_utf8_lossy(&buf).replace(' ', "");
             if text.contains("\"ready\":true") {
                 return Ok::<_, std::io::Error>(true);
             }

@@ -55,6 +55,12 @@ pub struct ServiceStats {
     /// Requests the proxies refused because no capture was in progress: the browser's own
     /// background traffic, which must reach nothing.
     pub proxy_refused_idle: u64,
+    /// Workers in the pool (`pool_size`).
+    pub pool_size: u64,
+    /// Workers with a capture in hand now (the rest are idle).
+    pub busy: u64,
+    /// Captures waiting in the queue for a worker now.
+    pub queued: u64,
 }
 
 #[derive(Default)]
@@ -63,6 +69,8 @@ struct Counters {
     captures_started: AtomicU64,
     busy_rejections: AtomicU64,
     refused_targets: AtomicU64,
+    /// Workers with a job in hand.
+    busy: AtomicU64,
     proxy: Arc<ProxyCounters>,
     /// Moving average of a capture's duration, in milliseconds.
     avg_ms: AtomicU64,
@@ -276,6 +284,31 @@ impl CaptureService {
             refused_targets: c.refused_targets.load(Ordering::Relaxed),
             proxy_requests: c.proxy.requests.load(Ordering::Relaxed),
             proxy_refused_idle: c.proxy.refused_idle.load(Ordering::Relaxed),
+            pool_size: self.inner.shared.config.pool_size as u64,
+            busy: c.busy.load(Ordering::Relaxed),
+            queued: (self.inner.jobs.max_capacity() - self.inner.jobs.capacity()) as u64,
+        }
+    }
+
+    /// Whether a capture could be taken now: the service runs and its WebDriver endpoint
+    /// answers `GET /status` with `ready: true` (so a session is open or can be started).
+    /// The error says which part failed.
+    pub async fn ready(&self) -> Result<(), CaptureError> {
+        if self.inner.shut.load(Ordering::SeqCst) {
+            return Err(CaptureError::ShutDown);
+        }
+        let url = self.inner.shared.driver_url.get();
+        let (tx, rx) = oneshot::channel();
+        let probe = url.clone();
+        self.inner.handle.spawn(async move {
+            let _ = tx.send(driver::url_ready(&probe).await);
+        });
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CaptureError::BrowserUnavailable {
+                detail: format!("the WebDriver endpoint {url} does not answer ready"),
+            }),
+            Err(_) => Err(CaptureError::ShutDown),
         }
     }
 
@@ -306,6 +339,23 @@ impl Shared {
 }
 
 type Started = (Arc<Shared>, Vec<JoinHandle<()>>, Option<DriverTask>);
+
+/// Counts a worker as busy from the moment it takes a job until its session is reset
+/// (or the job ended otherwise).
+struct Busy<'a>(&'a AtomicU64);
+
+impl<'a> Busy<'a> {
+    fn start(count: &'a AtomicU64) -> Busy<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Busy(count)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 async fn init(
     config: CaptureConfig,
@@ -458,6 +508,7 @@ async fn worker(
             let _ = job.reply.send(Err(shared.busy(0)));
             continue;
         }
+        let _busy = Busy::start(&shared.counters.busy);
         let mut sess = match session.take() {
             Some(s) => s,
             None => match open_session(&shared, &proxy).await {

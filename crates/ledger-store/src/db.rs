@@ -206,8 +206,12 @@ impl r2d2::HandleError<diesel::r2d2::Error> for LogPoolErrors {
 /// say that it timed out); the pool then keeps `min_connections` open and opens the others
 /// when needed, each within `connect_timeout`. A caller waits at most `acquire_timeout`
 /// for a connection.
-pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreError> {
-    let (mut first, pool) = first_connection(url, options)?;
+pub fn connect(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+    events: crate::observe::PoolEvents,
+) -> Result<Pool, StoreError> {
+    let (mut first, pool) = first_connection(url, options, events)?;
     run_migrations(&mut first)?;
     drop(first);
     Ok(pool)
@@ -218,8 +222,9 @@ pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StoreEr
 pub fn connect_without_migrating(
     url: &DatabaseUrl,
     options: &PoolOptions,
+    events: crate::observe::PoolEvents,
 ) -> Result<Pool, StoreError> {
-    let (first, pool) = first_connection(url, options)?;
+    let (first, pool) = first_connection(url, options, events)?;
     drop(first);
     Ok(pool)
 }
@@ -229,6 +234,7 @@ pub fn connect_without_migrating(
 fn first_connection(
     url: &DatabaseUrl,
     options: &PoolOptions,
+    events: crate::observe::PoolEvents,
 ) -> Result<(DbConnection, Pool), StoreError> {
     if let Some(dir) = url.sqlite_path().as_deref().and_then(|p| p.parent()) {
         if !dir.as_os_str().is_empty() {
@@ -273,6 +279,7 @@ fn first_connection(
         .error_handler(Box::new(LogPoolErrors {
             database: url.describe(),
         }))
+        .event_handler(Box::new(events))
         .build_unchecked(manager);
     Ok((first, pool))
 }

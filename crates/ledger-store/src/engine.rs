@@ -63,6 +63,7 @@ pub(crate) struct WriterParts {
     pub(crate) pool: Pool,
     pub(crate) write_gate: Option<Arc<Mutex<()>>>,
     pub(crate) counts: Arc<Counts>,
+    pub(crate) observer: crate::observe::Observer,
 }
 
 struct Job {
@@ -198,6 +199,7 @@ fn run(parts: WriterParts, rx: Receiver<Job>) {
         counts
             .operations
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        parts.observer.batch(jobs.len());
 
         for (job, answer) in apply_jobs(&parts, &mut books, &jobs) {
             // A caller that stopped waiting is gone; its operation stands.

@@ -317,12 +317,15 @@ impl Ledger<'_> {
         operation: Operation,
         now: Timestamp,
     ) -> Result<Applied, StoreError> {
+        let kind = crate::observe::operation_kind(&operation);
         let item = BatchItem {
             account_id: account_id.clone(),
             idempotency: idempotency.cloned(),
             operation,
         };
-        self.store.engine.apply(item, now)
+        let answer = self.store.engine.apply(item, now);
+        crate::observe::report(&self.store.observer, kind, &answer);
+        answer
     }
 
     /// Applies many operations (of one or many accounts) in one transaction, in order.
@@ -334,10 +337,28 @@ impl Ledger<'_> {
         items: Vec<BatchItem>,
         now: Timestamp,
     ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-        self.store.write(|conn| {
+        let answers = self.store.write(|conn| {
             let items = items.iter().map(|item| (item, now));
             Ok(apply_all(conn, items, |_, _| Warm::default())?.answers)
-        })
+        });
+        match &answers {
+            Ok(answers) => {
+                self.store.observer.batch(items.len());
+                for (item, answer) in items.iter().zip(answers) {
+                    let kind = crate::observe::operation_kind(&item.operation);
+                    crate::observe::report(&self.store.observer, kind, answer);
+                }
+            }
+            Err(_) => {
+                for item in &items {
+                    let kind = crate::observe::operation_kind(&item.operation);
+                    self.store
+                        .observer
+                        .operation(kind, crate::OperationOutcome::Error);
+                }
+            }
+        }
+        answers
     }
 
     /// The account a hold belongs to.

@@ -32,6 +32,7 @@ mod ledger;
 mod maintenance;
 mod members;
 mod notifications;
+mod observe;
 mod orders;
 mod outcome;
 pub mod payments;
@@ -61,6 +62,7 @@ pub use maintenance::{
 };
 pub use members::{Holder, Invite, Login, Member, MemberRefusal, Members, MEMBER_PREFIX};
 pub use notifications::{Attempt, Claimed, Delivery, DeliveryStatus, Endpoint, Notifications};
+pub use observe::{operation_kind, NoObserver, OperationOutcome, PoolStats, StoreObserver};
 pub use orders::Orders;
 pub use plans::{
     ManagedBy, OverageItem, OverageStatus, PlanRefusal, PlanSubscription, Plans, ProviderApplied,
@@ -80,6 +82,9 @@ pub struct Store {
     write_gate: Option<Arc<Mutex<()>>>,
     /// The group-committing writers of `Ledger::apply` (ADR 10).
     engine: Arc<engine::Engine>,
+    /// Told of operations, batches and pool waits (the programs' metrics, ADR 14).
+    observer: observe::Observer,
+    max_connections: u32,
 }
 
 impl std::fmt::Debug for Store {
@@ -93,9 +98,19 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (and migrates) the database `url` names.
     pub fn open(url: &str, options: &PoolOptions) -> Result<Store, StoreError> {
+        Store::open_observed(url, options, Arc::new(NoObserver))
+    }
+
+    /// [`Store::open`], telling `observer` of every ledger operation, group commit and
+    /// wait for a pooled connection from now on.
+    pub fn open_observed(
+        url: &str,
+        options: &PoolOptions,
+        observer: Arc<dyn StoreObserver>,
+    ) -> Result<Store, StoreError> {
         let url = DatabaseUrl::parse(url)?;
-        let pool = db::connect(&url, options)?;
-        Store::on_pool(&url, pool, options)
+        let pool = db::connect(&url, options, observe::PoolEvents(observer.clone()))?;
+        Store::on_pool(&url, pool, options, observer)
     }
 
     /// Opens the database `url` names without migrating it (the operator CLI, which
@@ -103,8 +118,10 @@ impl Store {
     /// [`Store::migrate`] ran). A SQLite file that does not exist is still created.
     pub fn open_without_migrating(url: &str, options: &PoolOptions) -> Result<Store, StoreError> {
         let url = DatabaseUrl::parse(url)?;
-        let pool = db::connect_without_migrating(&url, options)?;
-        Store::on_pool(&url, pool, options)
+        let observer: Arc<dyn StoreObserver> = Arc::new(NoObserver);
+        let pool =
+            db::connect_without_migrating(&url, options, observe::PoolEvents(observer.clone()))?;
+        Store::on_pool(&url, pool, options, observer)
     }
 
     /// The migrations not applied yet (folder names, oldest first); reads only.
@@ -123,12 +140,14 @@ impl Store {
         url: &DatabaseUrl,
         pool: db::Pool,
         options: &PoolOptions,
+        observer: Arc<dyn StoreObserver>,
     ) -> Result<Store, StoreError> {
         let write_gate = (url.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         let parts = engine::WriterParts {
             pool: pool.clone(),
             write_gate: write_gate.clone(),
             counts: Default::default(),
+            observer: observer.clone(),
         };
         Ok(Store {
             pool,
@@ -139,7 +158,19 @@ impl Store {
                 url.backend(),
                 options.max_connections,
             )?),
+            observer,
+            max_connections: options.max_connections.max(1),
         })
+    }
+
+    /// The connection pool now: its size, open and idle connections.
+    pub fn pool_stats(&self) -> PoolStats {
+        let state = self.pool.state();
+        PoolStats {
+            max: self.max_connections,
+            open: state.connections,
+            idle: state.idle_connections,
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -3,6 +3,8 @@
 //! Payload structs read only the fields we use and ignore the rest, with defaults for
 //! anything missing: Polar's schema grew several times in 2026.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -176,6 +178,40 @@ pub struct PolarClient {
     agent: Agent,
     api_url: String,
     token: String,
+    calls: Arc<Calls>,
+}
+
+/// Calls to Polar so far, by outcome (for the programs' metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolarCalls {
+    /// Polar answered 2xx with a readable body.
+    pub ok: u64,
+    /// Polar answered 4xx (a refused token, a rejected request).
+    pub rejected: u64,
+    /// Polar answered 5xx or an unreadable body, did not answer in time, or could not be
+    /// reached.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Calls {
+    ok: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Calls {
+    fn count<T>(&self, answer: &Result<T, PaymentsError>) {
+        let counter = match answer {
+            Ok(_) => &self.ok,
+            Err(PaymentsError::Provider {
+                status: Some(400..=499),
+                ..
+            }) => &self.rejected,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl PolarClient {
@@ -190,7 +226,28 @@ impl PolarClient {
             agent: config.into(),
             api_url: api_url.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
+            calls: Arc::default(),
         }
+    }
+
+    /// The calls made so far, by outcome.
+    pub fn calls(&self) -> PolarCalls {
+        PolarCalls {
+            ok: self.calls.ok.load(Ordering::Relaxed),
+            rejected: self.calls.rejected.load(Ordering::Relaxed),
+            failed: self.calls.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// [`read`], counted.
+    fn read<T: for<'de> Deserialize<'de>>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        what: &str,
+    ) -> Result<T, PaymentsError> {
+        let answer = read(response, what);
+        self.calls.count(&answer);
+        answer
     }
 
     fn bearer(&self) -> String {
@@ -204,7 +261,7 @@ impl PolarClient {
             .post(format!("{}/v1/checkouts/", self.api_url))
             .header("Authorization", self.bearer())
             .send_json(request);
-        read(response, "create checkout")
+        self.read(response, "create checkout")
     }
 
     /// `GET /v1/checkouts/{id}`.
@@ -257,7 +314,7 @@ impl PolarClient {
             .patch(format!("{}/v1/subscriptions/{id}", self.api_url))
             .header("Authorization", self.bearer())
             .send_json(patch);
-        read(response, "update subscription")
+        self.read(response, "update subscription")
     }
 
     /// `POST /v1/events/ingest` with `events` (one call for several).
@@ -267,7 +324,7 @@ impl PolarClient {
             .post(format!("{}/v1/events/ingest", self.api_url))
             .header("Authorization", self.bearer())
             .send_json(serde_json::json!({ "events": events }));
-        read(response, "ingest events")
+        self.read(response, "ingest events")
     }
 
     /// `GET {api_url}{path}` with `query`, authorised, read as `T` (`what` names the call
@@ -282,7 +339,7 @@ impl PolarClient {
         for (name, value) in query {
             request = request.query(*name, value);
         }
-        read(request.header("Authorization", self.bearer()).call(), what)
+        self.read(request.header("Authorization", self.bearer()).call(), what)
     }
 
     /// Every paid one-time purchase, walking all pages (`limit` 100).

@@ -333,6 +333,14 @@ impl Payments {
         &self.store
     }
 
+    /// Calls to Polar's API so far, by outcome; `None` when Polar is not the provider.
+    pub fn polar_calls(&self) -> Option<crate::polar::PolarCalls> {
+        match &self.provider {
+            Provider::Polar(client) => Some(client.calls()),
+            _ => None,
+        }
+    }
+
     pub fn catalogue(&self) -> &Catalogue {
         &self.catalogue
     }

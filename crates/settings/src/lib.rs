@@ -63,7 +63,107 @@ pub struct Settings {
     pub screenshots: ScreenshotSettings,
     pub notifications: NotificationSettings,
     pub ratelimit: RateLimitSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
 }
+
+/// `[log]`: how both programs write their log lines (stderr).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A filter: `info`, `warn`, or per target (`api_server=debug,info`). `RUST_LOG` wins
+    /// when the environment sets it.
+    pub level: String,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[metrics]`: where Prometheus may scrape `/metrics`; never public by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Bearer token `/metrics` asks for on the programs' own listeners; empty: `/metrics`
+    /// is not served there (404).
+    pub token: Secret,
+    /// The api-server's separate metrics listener (`/metrics` without a token);
+    /// empty: none.
+    pub bind: String,
+    /// The webhook-receiver's separate metrics listener; empty: none.
+    pub webhooks_bind: String,
+}
+
+impl MetricsSettings {
+    /// The token, when `/metrics` is served on the programs' own listeners.
+    pub fn token(&self) -> Option<&str> {
+        Some(self.token.expose().trim()).filter(|t| !t.is_empty())
+    }
+
+    /// The api-server's separate metrics listener, when configured.
+    pub fn bind(&self) -> Option<&str> {
+        Some(self.bind.trim()).filter(|b| !b.is_empty())
+    }
+
+    /// The webhook-receiver's separate metrics listener, when configured.
+    pub fn webhooks_bind(&self) -> Option<&str> {
+        Some(self.webhooks_bind.trim()).filter(|b| !b.is_empty())
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let token = self.token.expose().trim();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(SettingsError::key(
+                "metrics.token",
+                "must be at least 16 characters (or empty: /metrics is then not served on the main listeners)",
+            ));
+        }
+        if let Some(bind) = self.bind() {
+            parse_bind("metrics.bind", bind)?;
+        }
+        if let Some(bind) = self.webhooks_bind() {
+            parse_bind("metrics.webhooks_bind", bind)?;
+        }
+        Ok(())
+    }
+}
+
+impl LogSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let level = self.level.trim();
+        let word = |w: &str| {
+            matches!(
+                w.to_ascii_lowercase().as_str(),
+                "off" | "error" | "warn" | "info" | "debug" | "trace"
+            )
+        };
+        // Each directive: `level`, or `target=level` (a target is a Rust path).
+        let ok = !level.is_empty()
+            && level.split(',').all(|d| match d.trim().split_once('=') {
+                None => word(d.trim()),
+                Some((target, lvl)) => {
+                    !target.is_empty()
+                        && target
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+                        && word(lvl)
+                }
+            });
+        if !ok {
+            return Err(SettingsError::key(
+                "log.level",
+                format!("`{level}` is not a level (off, error, warn, info, debug, trace) or a list like `api_server=debug,info`"),
+            ));
+        }
+        Ok(())
+    }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -658,6 +758,8 @@ impl Settings {
             }
         }
         self.payment_provider()?;
+        self.log.validate()?;
+        self.metrics.validate()?;
         if self.polar.overage_event_name.trim().is_empty() {
             return Err(SettingsError::key(
                 "polar.overage_event_name",
@@ -857,6 +959,54 @@ mod tests {
             (basic.monthly_credits, basic.overage_cents_per_1000),
             (Credits::whole(10_000), 400)
         );
+    }
+
+    #[test]
+    fn log_and_metrics_default_off_and_refuse_bad_values_naming_the_key() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.log.level, "info");
+        assert_eq!(
+            (
+                s.metrics.token(),
+                s.metrics.bind(),
+                s.metrics.webhooks_bind()
+            ),
+            (None, None, None)
+        );
+        let env = [
+            ("SHOTLEDGER__LOG__FORMAT", "json"),
+            ("SHOTLEDGER__LOG__LEVEL", "api_server=debug,warn"),
+            ("SHOTLEDGER__METRICS__TOKEN", "0123456789abcdef"),
+            ("SHOTLEDGER__METRICS__BIND", "127.0.0.1:9100"),
+            ("SHOTLEDGER__METRICS__WEBHOOKS_BIND", "127.0.0.1:9101"),
+        ];
+        assert_documented("log", &env[..2]);
+        assert_documented("metrics", &env[2..]);
+        let s = load(None, &env).unwrap();
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.metrics.token(), Some("0123456789abcdef"));
+        assert_eq!(s.metrics.bind(), Some("127.0.0.1:9100"));
+        assert_eq!(s.metrics.webhooks_bind(), Some("127.0.0.1:9101"));
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "the token prints"
+        );
+        for (key, value, named) in [
+            ("SHOTLEDGER__LOG__FORMAT", "xml", "xml"),
+            ("SHOTLEDGER__LOG__LEVEL", "loud", "log.level"),
+            ("SHOTLEDGER__LOG__LEVEL", "api_server=loud", "log.level"),
+            ("SHOTLEDGER__METRICS__TOKEN", "short", "metrics.token"),
+            ("SHOTLEDGER__METRICS__BIND", "localhost", "metrics.bind"),
+            (
+                "SHOTLEDGER__METRICS__WEBHOOKS_BIND",
+                "9101",
+                "metrics.webhooks_bind",
+            ),
+        ] {
+            let e = load(None, &[(key, value)]).unwrap_err().to_string();
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
     }
 
     #[test]

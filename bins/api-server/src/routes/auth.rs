@@ -86,6 +86,7 @@ pub async fn signup(state: AppData, AuthBody(body): AuthBody<SignupRequest>) -> 
         }
         None => accounts::signup(&state, &body.email, &body.password).await?,
     };
+    tracing::info!(account_id = %who.account.id, "account created");
     Ok(logged_in(&state, StatusCode::CREATED, who))
 }
 

@@ -109,6 +109,8 @@ error_answers! {
 
 routes! {
     system::healthz,
+    system::readyz,
+    system::metrics,
     system::openapi,
     auth::signup,
     auth::login,

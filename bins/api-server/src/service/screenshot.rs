@@ -451,7 +451,14 @@ async fn work(
         Ok(hold) => hold,
         Err((e, remaining)) => return Worked::failed(e, remaining, screenshot_id),
     };
-    match capturer.capture(opts).await {
+    let started = std::time::Instant::now();
+    let captured = capturer.capture(opts).await;
+    let outcome = match &captured {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    state.metrics.capture(outcome, started.elapsed());
+    match captured {
         Ok(shot) => {
             let memo = screenshot_memo(screenshot_id);
             let remaining = settle(state, account, hold, move |hold_id| Operation::Capture {

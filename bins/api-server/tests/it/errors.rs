@@ -286,6 +286,7 @@ async fn openapi_lists_every_path_of_the_contract(backend: &'static str) {
         ("/admin/v1/accounts/{id}/max-hard-limit", &["put"]),
         ("/admin/v1/verify", &["get"]),
         ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
     ];
     for (path, methods) in contract {
         let item = paths

@@ -19,6 +19,7 @@ mod faults;
 mod isolation;
 mod members;
 mod notifications;
+mod observability;
 mod openapi;
 mod overload;
 mod payments;

@@ -36,6 +36,7 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 
 const PUBLIC: &[&str] = &[
     "/healthz",
+    "/readyz",
     "/openapi.json",
     "/api/v1/credits/packs",
     "/api/v1/auth/signup",
@@ -143,7 +144,19 @@ async fn every_operation_that_needs_credentials_declares_them_and_refuses_withou
             .iter()
             .flat_map(|r| r.as_object().unwrap().keys().cloned().collect::<Vec<_>>())
             .collect();
-        if path.starts_with("/admin/") {
+        if path == "/metrics" {
+            // The scraper's own token; without `metrics.token` (these settings) the path
+            // is not served here at all.
+            assert_eq!(names, ["metricsToken"], "{label}");
+            let res = app.send(Req::get("/metrics")).await;
+            assert_eq!(
+                res.status,
+                404,
+                "{label} without metrics.token: {}",
+                res.text()
+            );
+            continue;
+        } else if path.starts_with("/admin/") {
             assert_eq!(names, ["admin"], "{label}");
         } else if path == "/api/v1/account/csrf-token" {
             assert_eq!(

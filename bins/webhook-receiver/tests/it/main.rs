@@ -7,6 +7,7 @@
 mod codec_errors;
 mod common;
 mod crash;
+mod observability;
 mod reconcile;
 mod subscriptions;
 mod webhooks;

@@ -9,6 +9,7 @@ mod engine;
 mod members;
 mod migrations;
 mod notifications;
+mod observe;
 mod plans;
 mod store;
 mod verify;

@@ -122,9 +122,41 @@ impl TestApp {
         edit: impl FnOnce(&mut Settings),
         wire: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
+        TestApp::from_db(TestDb::of(backend), start, edit, wire).await
+    }
+
+    /// [`TestApp::build_with_state`] with the store opened again on the test database
+    /// with the app's metrics as its observer (as the server opens it), so the ledger's
+    /// operations, group commits and pool waits are counted.
+    pub async fn observed(
+        backend: &str,
+        edit: impl FnOnce(&mut Settings),
+        wire: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
+        let db = TestDb::of(backend);
+        let metrics = Arc::new(telemetry::Metrics::new());
+        let store = ledger_store::Store::open_observed(
+            &db.url,
+            &ledger_store::PoolOptions::default(),
+            Arc::new(startup::StoreMetrics(metrics.clone())),
+        )
+        .expect("open the test database again");
+        TestApp::from_db(db, START, edit, move |mut state| {
+            state.store = store;
+            wire(state.with_metrics(metrics))
+        })
+        .await
+    }
+
+    /// The app on `db`.
+    pub async fn from_db(
+        db: TestDb,
+        start: &str,
+        edit: impl FnOnce(&mut Settings),
+        wire: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
         let mut s = settings();
         edit(&mut s);
-        let db = TestDb::of(backend);
         let clock = PinnedClock::at(start);
         let state = wire(
             AppState::new(db.store.clone(), s, clock.clock()).expect("the test settings are valid"),
