@@ -164,6 +164,7 @@ impl LogSettings {
         }
         Ok(())
     }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
