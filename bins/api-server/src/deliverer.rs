@@ -68,6 +68,8 @@ pub struct Deliverer {
     policy: RetryPolicy,
     lease_ms: i64,
     clock: Clock,
+    /// Counts each attempt (`shotledger_notifications_sent`) when set.
+    metrics: Option<std::sync::Arc<telemetry::Metrics>>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -105,7 +107,14 @@ impl Deliverer {
             policy: settings.retry_policy(),
             lease_ms: i64::try_from(settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             clock,
+            metrics: None,
         }
+    }
+
+    /// This deliverer, counting every attempt in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<telemetry::Metrics>) -> Deliverer {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The policy the settings name: the SSRF guard's, unless private targets are allowed.
@@ -153,6 +162,13 @@ impl Deliverer {
         let sent_at = (self.clock)();
         let attempt = self.send(claimed, sent_at);
         let d = &claimed.delivery;
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &attempt {
+                Attempt::Delivered { .. } => "delivered",
+                Attempt::Failed { .. } => "failed",
+            };
+            metrics.notification_sent(d.event.as_str(), outcome);
+        }
         match &attempt {
             Attempt::Delivered { status } => {
                 tracing::info!(delivery = %d.id, endpoint = %d.endpoint_id, event = %d.event, status, "notification delivered");

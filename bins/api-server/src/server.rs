@@ -238,7 +238,8 @@ fn spawn_deliverer(state: &AppState) {
         n,
         crate::deliverer::Deliverer::targets(n),
         state.clock.clone(),
-    );
+    )
+    .with_metrics(state.metrics.clone());
     deliverer.spawn(Duration::from_millis(n.poll_interval_ms));
 }
 

@@ -107,8 +107,18 @@ impl Check {
 /// be read: the database answers and holds our schema) and `migrations` (every migration
 /// of this build is applied).
 pub fn database_checks(store: &Store) -> Vec<Check> {
+    let known = ledger_store::all_migrations().map_or(0, |all| all.len());
     match store.pending_migrations().map(|pending| pending.len()) {
         Ok(0) => vec![Check::new("database", Ok(())), Check::new("migrations", Ok(()))],
+        // Not one migration applied: the database answers, but what the server was
+        // working on is not there (an empty or dropped schema, another database).
+        Ok(n) if n == known => vec![
+            Check::new(
+                "database",
+                Err("the database answers but holds none of Shotledger's tables (an empty or dropped schema, or another database): check database.url".into()),
+            ),
+            Check::new("migrations", Err("not checked: no schema".into())),
+        ],
         Ok(n) => vec![
             Check::new("database", Ok(())),
             Check::new(

@@ -49,6 +49,7 @@ pub struct Metrics {
     captures: Family<Labels, Counter>,
     capture_duration: HistogramFamily,
     webhook_deliveries: Family<Labels, Counter>,
+    notifications_sent: Family<Labels, Counter>,
     db_acquire_wait: Histogram,
     db_acquire_timeouts: Counter,
     sample: Arc<Mutex<Sample>>,
@@ -120,6 +121,12 @@ impl Metrics {
             "Webhook deliveries received, by event type and outcome",
             webhook_deliveries.clone(),
         );
+        let notifications_sent = Family::<Labels, Counter>::default();
+        registry.register(
+            "shotledger_notifications_sent",
+            "Attempts to deliver a webhook notification to a customer's endpoint, by event type and outcome (delivered: a 2xx; failed: another answer or none, retried with backoff)",
+            notifications_sent.clone(),
+        );
         let db_acquire_wait = Histogram::new(exponential_buckets(0.0001, 4.0, 10));
         registry.register_with_unit(
             "shotledger_db_pool_acquire_wait",
@@ -145,6 +152,7 @@ impl Metrics {
             captures,
             capture_duration,
             webhook_deliveries,
+            notifications_sent,
             db_acquire_wait,
             db_acquire_timeouts,
             sample,
@@ -201,6 +209,16 @@ impl Metrics {
         self.capture_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// One attempt to deliver a notification to a customer's endpoint (api-server).
+    pub fn notification_sent(&self, event_type: &str, outcome: &str) {
+        self.notifications_sent
+            .get_or_create(&vec![
+                ("event_type", event_type.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
     }
 
     /// One webhook delivery, by its event type (`unknown` before it is verified) and outcome.

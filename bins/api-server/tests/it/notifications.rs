@@ -443,7 +443,8 @@ async fn a_failed_delivery_is_retried_with_backoff(backend: &str) {
         .expect(201);
     let id = created["id"].as_str().unwrap().to_owned();
     app.debit(&account, json!(5)).await.expect(201); // 0: depleted
-    let d = local(&app);
+    let metrics = std::sync::Arc::new(telemetry::Metrics::new());
+    let d = local(&app).with_metrics(metrics.clone());
     assert_eq!(d.run_once().unwrap(), 1);
     let first_try = app.clock.now().rfc3339();
     let listed = deliveries(&app, &owner, &id).await;
@@ -481,6 +482,14 @@ async fn a_failed_delivery_is_retried_with_backoff(backend: &str) {
     assert_eq!(listed[0]["status"], "failed");
     assert_eq!(listed[0]["attempts"], 3);
     assert_eq!(listed[0]["responseStatus"], 500);
+    // Every attempt is counted by event type and outcome: 1 + 3 failed, 1 delivered.
+    let text = metrics.render(Default::default());
+    for (outcome, n) in [("failed", 4), ("delivered", 1)] {
+        let line = format!(
+            "shotledger_notifications_sent_total{{event_type=\"credits.depleted\",outcome=\"{outcome}\"}} {n}"
+        );
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
 }
 
 async fn an_endpoint_gets_its_events_in_order(backend: &str) {
