@@ -211,10 +211,7 @@ pub fn connect(
     options: &PoolOptions,
     events: crate::observe::PoolEvents,
 ) -> Result<Pool, StoreError> {
-    let (mut first, pool) = first_connection(url, options, events)?;
-    run_migrations(&mut first)?;
-    drop(first);
-    Ok(pool)
+    pool_after_first(url, options, events, true)
 }
 
 /// [`connect`] without running migrations: the operator CLI opens an old database this
@@ -224,18 +221,20 @@ pub fn connect_without_migrating(
     options: &PoolOptions,
     events: crate::observe::PoolEvents,
 ) -> Result<Pool, StoreError> {
-    let (first, pool) = first_connection(url, options, events)?;
-    drop(first);
-    Ok(pool)
+    pool_after_first(url, options, events, false)
 }
 
-/// The first connection of a pool for `url`, checked (writable, not a standby), and the
-/// pool the others come from.
-fn first_connection(
+/// The pool for `url`, made only after its first connection was checked (writable, not a
+/// standby) and, when `migrate`, has run the pending migrations and closed: the pool's
+/// own connections open only then, so none of them exists while the first one probes or
+/// migrates (a spare open on a SQLite file keeps its WAL, through which a read-only file
+/// would still seem writable).
+fn pool_after_first(
     url: &DatabaseUrl,
     options: &PoolOptions,
     events: crate::observe::PoolEvents,
-) -> Result<(DbConnection, Pool), StoreError> {
+    migrate: bool,
+) -> Result<Pool, StoreError> {
     if let Some(dir) = url.sqlite_path().as_deref().and_then(|p| p.parent()) {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
@@ -266,8 +265,12 @@ fn first_connection(
             },
         })?;
     refuse_read_only_postgres(&mut first, url)?;
+    if migrate {
+        run_migrations(&mut first)?;
+    }
+    drop(first);
     let max = options.max_connections.max(1);
-    let pool = r2d2::Pool::builder()
+    Ok(r2d2::Pool::builder()
         .max_size(max)
         .min_idle(Some(options.min_connections.min(max)))
         .connection_timeout(options.acquire_timeout)
@@ -280,8 +283,7 @@ fn first_connection(
             database: url.describe(),
         }))
         .event_handler(Box::new(events))
-        .build_unchecked(manager);
-    Ok((first, pool))
+        .build_unchecked(manager))
 }
 
 /// A PostgreSQL session that cannot write (a hot standby, `default_transaction_read_only`)
