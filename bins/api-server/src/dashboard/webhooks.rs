@@ -127,7 +127,7 @@ pub async fn section_html(
                 r#"type="url" name="url" inputmode="url" autocomplete="off" maxlength="2048" required"#
             ),
         );
-        out.push_str("<h3>Add an endpoint</h3>");
+        out.push_str(r#"<h3 class="sub">Add an endpoint</h3>"#);
         out.push_str(&html::post_form(
             "/settings/webhooks",
             &v.csrf,

@@ -83,7 +83,7 @@ fn grant(store: &Store, acct: &ledger_core::AccountId, amount: Credits, when: Ti
     applied.result.unwrap();
 }
 
-fn prune_removes_processed_deliveries_and_dead_sessions_only(db: TestDb) {
+fn prune_removes_what_ended_before_the_cutoff_never_what_is_open(db: TestDb) {
     let acct = account_at(&db.store, c(5), now());
     let (old, recent) = (at(0).millis(), now().plus_secs(-86_400).millis());
     let far = now().plus_secs(86_400 * 365).millis();
@@ -256,6 +256,6 @@ fn backup_copies_sqlite_while_another_connection_writes(db: TestDb) {
 on_both_backends!(
     verify_is_clean_and_exits_1_on_an_injected_violation,
     compact_drops_old_history_and_keeps_the_balance,
-    prune_removes_processed_deliveries_and_dead_sessions_only,
+    prune_removes_what_ended_before_the_cutoff_never_what_is_open,
     backup_copies_sqlite_while_another_connection_writes,
 );
