@@ -41,7 +41,7 @@ pub enum Command {
     Keys(KeysCommand),
     /// Ask Polar for paid orders the webhook receiver missed and credit them (once).
     Reconcile,
-    /// Delete processed webhook deliveries and dead sessions older than DAYS.
+    /// Delete processed webhook deliveries, dead sessions and ended notifications older than DAYS.
     Prune(PruneArgs),
     /// An online, consistent copy of the SQLite database at DEST (never replaces a file).
     Backup(BackupArgs),

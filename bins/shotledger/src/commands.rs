@@ -87,9 +87,10 @@ pub fn run(cli: Cli) -> Result<Report, Failure> {
                 "removed"
             };
             let human = format!(
-                "{verb} {} processed webhook deliveries and {} expired or revoked sessions older than {} days (before {})",
+                "{verb} {} processed webhook deliveries, {} expired or revoked sessions and {} delivered or failed notifications older than {} days (before {})",
                 report.webhook_deliveries,
                 report.sessions,
+                report.notification_deliveries,
                 args.older_than,
                 before.rfc3339()
             );

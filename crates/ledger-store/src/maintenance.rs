@@ -14,9 +14,29 @@ use crate::error::StoreError;
 use crate::ledger::TxError;
 use crate::rows::{AccountRow, EntryRow, GrantRow, HoldRow};
 use crate::schema::{
-    accounts, entries, grants, holds, idempotency_keys, sessions, webhook_deliveries,
+    accounts, entries, grants, holds, idempotency_keys, notification_deliveries, sessions,
+    webhook_deliveries,
 };
 use crate::Store;
+
+/// A notification delivery that ended (`delivered` or `failed`, never `pending`), made
+/// and last tried before `$before` (milliseconds): a filter on `notification_deliveries`.
+macro_rules! ended_notification {
+    ($before:expr) => {{
+        use notification_deliveries as d;
+        d::status
+            .eq_any([
+                crate::notifications::DeliveryStatus::Delivered.as_str(),
+                crate::notifications::DeliveryStatus::Failed.as_str(),
+            ])
+            .and(d::created_at.lt($before))
+            .and(
+                d::last_attempt_at
+                    .is_null()
+                    .or(d::last_attempt_at.lt($before)),
+            )
+    }};
+}
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -530,6 +550,9 @@ pub struct PruneReport {
     pub webhook_deliveries: u64,
     /// Sessions that expired, or were revoked, before the cutoff.
     pub sessions: u64,
+    /// Notifications to customers' endpoints that ended (delivered, or failed for good)
+    /// before the cutoff; pending ones are never removed.
+    pub notification_deliveries: u64,
 }
 
 impl Maintenance<'_> {
@@ -546,15 +569,22 @@ impl Maintenance<'_> {
                 .filter(dead_session(before))
                 .select(count_star())
                 .first(conn)?;
+            let notification_deliveries: i64 = notification_deliveries::table
+                .filter(ended_notification!(before))
+                .select(count_star())
+                .first(conn)?;
             Ok(PruneReport {
                 webhook_deliveries: webhook_deliveries as u64,
                 sessions: sessions as u64,
+                notification_deliveries: notification_deliveries as u64,
             })
         })
     }
 
     /// Removes the receiver's inbox rows that are fully processed (`processed_at` set)
-    /// before `before`, and the sessions that expired or were revoked before it. Nothing
+    /// before `before`, the sessions that expired or were revoked before it, and the
+    /// notification deliveries that ended (`delivered` or `failed`) before it: made and
+    /// last tried before `before`. A `pending` notification is never removed. Nothing
     /// the ledger needs is touched: a paid order is credited once by its order id
     /// (`payment_orders`, ADR 201), not by the delivery row, and an unprocessed delivery
     /// is never removed.
@@ -567,9 +597,13 @@ impl Maintenance<'_> {
             .execute(conn)?;
             let sessions =
                 diesel::delete(sessions::table.filter(dead_session(before))).execute(conn)?;
+            let notification_deliveries =
+                diesel::delete(notification_deliveries::table.filter(ended_notification!(before)))
+                    .execute(conn)?;
             Ok::<_, TxError>(PruneReport {
                 webhook_deliveries: webhook_deliveries as u64,
                 sessions: sessions as u64,
+                notification_deliveries: notification_deliveries as u64,
             })
         })
     }

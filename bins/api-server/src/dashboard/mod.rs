@@ -14,7 +14,7 @@
 //!
 //! Pages: `/` (balance, plan, buying packs), `/login`, `/signup` (with `?invite=`),
 //! `/keys`, `/history` (transactions, usage chart, CSV export), `/settings` (hard limit,
-//! auto top-up, members, webhook endpoints), `/try` (a screenshot). They are not API
+//! auto top-up, members, webhook endpoints and their deliveries, the low-balance alert), `/try` (a screenshot). They are not API
 //! operations and are not in the OpenAPI document.
 
 pub mod account;
@@ -25,6 +25,7 @@ pub mod keys;
 pub mod session;
 pub mod settings;
 pub mod try_shot;
+pub mod webhooks;
 
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY};
 use actix_web::http::StatusCode;
@@ -91,4 +92,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     history::configure(cfg);
     settings::configure(cfg);
     try_shot::configure(cfg);
+    webhooks::configure(cfg);
 }

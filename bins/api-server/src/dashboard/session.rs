@@ -105,6 +105,15 @@ impl Form {
         self.get(name).unwrap_or("")
     }
 
+    /// Every value of `name` (checkboxes sharing a name), in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// True when a checkbox `name` was ticked (sent at all).
     pub fn ticked(&self, name: &str) -> bool {
         self.get(name).is_some()

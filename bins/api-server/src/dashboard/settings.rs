@@ -1,6 +1,6 @@
 //! Settings the API has: the hard limit, auto top-up, members (owners change them;
-//! members see them read-only, and the server refuses their changes too), and the place
-//! of the webhook endpoints.
+//! members see them read-only, and the server refuses their changes too), and the webhook
+//! endpoints with the low-balance alert ([`super::webhooks`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,7 +21,7 @@ use crate::service::{accounts, members};
 use crate::state::AppState;
 
 /// A number of credits typed in a form field named `field`.
-fn credits_field(form: &Form, name: &str, field: &str) -> Result<Credits, ApiError> {
+pub(super) fn credits_field(form: &Form, name: &str, field: &str) -> Result<Credits, ApiError> {
     let text = form.text(name).trim();
     let parsed: Result<Credits, _> = text.parse();
     parsed.ok().filter(|c| !c.is_negative()).ok_or_else(|| {
@@ -259,24 +259,29 @@ async fn members_html(
     Ok(out)
 }
 
-/// The place of the webhook endpoints (ADR 16). `/api/v1/webhooks` (list, add, delete) is
-/// not in this build: when it lands, this section lists the endpoints with a delete button
-/// each and an add form (URL, events), the new endpoint's secret shown once as a new key is.
-const WEBHOOKS_HTML: &str = r#"<section aria-labelledby="webhooks-h" class="card"><h2 id="webhooks-h">Webhook endpoints</h2><p>Notifications to your own server (low balance, purchases, top-ups) are not available in this version yet; they will be listed and managed here.</p></section>"#;
+/// What the settings page shows once, in the answer to the post that made it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Shown<'a> {
+    /// A member's invitation link.
+    pub invited: Option<&'a str>,
+    /// A webhook endpoint just added (its secret).
+    pub endpoint: Option<&'a ledger_store::Endpoint>,
+}
 
-async fn settings_page(
+pub(super) async fn settings_page(
     state: &AppState,
     v: &Viewer,
     status: StatusCode,
     notices: &[Notice],
-    invited: Option<&str>,
+    shown: Shown<'_>,
 ) -> HttpResponse {
     let topup = accounts::auto_topup(state, v.who.account_id.clone()).await;
     let parts = async {
         let limit = hard_limit_html(state, v).await?;
-        let people = members_html(state, v, invited).await?;
+        let people = members_html(state, v, shown.invited).await?;
+        let hooks = super::webhooks::section_html(state, v, shown.endpoint).await?;
         Ok::<_, ApiError>(format!(
-            "{limit}{}{people}{WEBHOOKS_HTML}",
+            "{limit}{}{people}{hooks}",
             auto_topup_html(state, v, topup)
         ))
     }
@@ -308,19 +313,27 @@ pub async fn page(
         Some("removed") => vec![Notice::Done(
             "Member removed: their sessions and keys stopped working.".into(),
         )],
+        Some("webhook-deleted") => vec![Notice::Done(
+            "Endpoint deleted: it is sent nothing more.".into(),
+        )],
+        Some("alert") => vec![Notice::Done("Low balance alert saved.".into())],
         _ => Vec::new(),
     };
-    settings_page(&state, &v, StatusCode::OK, &notices, None).await
+    settings_page(&state, &v, StatusCode::OK, &notices, Shown::default()).await
 }
 
 /// The answer to a settings post: back to the page saying it was saved, or the page again
 /// saying what was wrong (nothing changed).
-async fn after(state: &AppState, v: &Viewer, result: Result<&str, ApiError>) -> HttpResponse {
+pub(super) async fn after(
+    state: &AppState,
+    v: &Viewer,
+    result: Result<&str, ApiError>,
+) -> HttpResponse {
     match result {
         Ok(saved) => see_other(&format!("/settings?saved={saved}")),
         Err(e) => {
             let notices = [Notice::Failed(message_of(&e))];
-            settings_page(state, v, status_of(&e), &notices, None).await
+            settings_page(state, v, status_of(&e), &notices, Shown::default()).await
         }
     }
 }
@@ -381,7 +394,11 @@ pub async fn invite(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpR
                 state.settings.server.public_url.trim_end_matches('/')
             );
             let notices = [Notice::Done(format!("{} invited.", invite.email))];
-            settings_page(&state, &v, StatusCode::CREATED, &notices, Some(&link)).await
+            let shown = Shown {
+                invited: Some(&link),
+                ..Shown::default()
+            };
+            settings_page(&state, &v, StatusCode::CREATED, &notices, shown).await
         }
         Err(e) => after(&state, &v, Err(e)).await,
     }

@@ -301,6 +301,11 @@ fn world_settings(api_port: u16, receiver: Option<&str>, cache: &std::path::Path
             cache.display().to_string(),
         ),
     ];
+    // Notifications may reach the test's own receiver on 127.0.0.1.
+    env.push((
+        "SHOTLEDGER__NOTIFICATIONS__ALLOW_PRIVATE_TARGETS".into(),
+        "true".into(),
+    ));
     if let Some(r) = receiver {
         env.push(("SHOTLEDGER__WEBHOOKS__PUBLIC_URL".into(), r.to_owned()));
     }
@@ -708,6 +713,25 @@ async fn member_cannot_change_hard_limit(backend: &'static str) {
         "{region}"
     );
     assert!(!b.has_button("Save auto top-up").await);
+    // Webhook endpoints and the alert: read-only, no add form.
+    assert!(!b.has_button("Add endpoint").await);
+    assert!(!b.has_button("Save alert").await);
+    assert_eq!(
+        b.count("//label[normalize-space()='Endpoint URL']").await,
+        0
+    );
+    assert_eq!(
+        b.count("//label[normalize-space()='Low balance alert']")
+            .await,
+        0
+    );
+    let hooks = b.region("Webhook endpoints").await.text().await.unwrap();
+    assert!(hooks.contains("Read-only"), "{hooks}");
+    let alert = b.region("Low balance alert").await.text().await.unwrap();
+    assert!(
+        alert.contains("off") && alert.contains("Read-only"),
+        "{alert}"
+    );
     b.photograph("settings-member").await;
     // A post made by hand, with the member's own session and token: refused, unchanged.
     let csrf = b
@@ -728,6 +752,28 @@ async fn member_cannot_change_hard_limit(backend: &'static str) {
     );
     assert_eq!(forged.status, 403, "{}", forged.text());
     assert!(forged.text().contains("Only an owner"), "{}", forged.text());
+    let rx = crate::notifications::Receiver::start();
+    for (path, body) in [
+        (
+            "/settings/webhooks",
+            format!("csrf={csrf}&url={}&events=credits.low", rx.url()),
+        ),
+        ("/settings/alerts", format!("csrf={csrf}&low_balance=3")),
+    ] {
+        let forged = w.api(
+            Req::post(path)
+                .header("cookie", format!("session={}", cookie.value()))
+                .raw("application/x-www-form-urlencoded", body),
+        );
+        assert_eq!(forged.status, 403, "{path}: {}", forged.text());
+        assert!(forged.text().contains("Only an owner"), "{}", forged.text());
+    }
+    let hooks = w.api(Req::get("/api/v1/webhooks").auth(&owner)).expect(200);
+    assert_eq!(hooks, json!([]));
+    let alerts = w
+        .api(Req::get("/api/v1/account/alerts").auth(&owner))
+        .expect(200);
+    assert_eq!(alerts["lowBalanceCredits"], Value::Null);
     let sub = w
         .api(Req::get("/api/v1/subscription").auth(&owner))
         .expect(200);
@@ -818,6 +864,159 @@ async fn member_cannot_change_hard_limit(backend: &'static str) {
     w.done().await;
 }
 
+/// An owner adds a webhook endpoint in the browser (its secret shown once), sets the
+/// low-balance alert, sees the `credits.low` delivery a debit caused reach a real local
+/// receiver, and deletes the endpoint after confirming.
+async fn owner_manages_webhook_endpoints(backend: &'static str) {
+    let w = World::start(backend, false).await;
+    let rx = crate::notifications::Receiver::start();
+    let email = format!("hooks-{backend}@example.com");
+    let signup = w.api(signup_req(&email));
+    let id = signup.expect(201)["accountId"].as_str().unwrap().to_owned();
+    let owner = Auth::Cookie(signup.session_cookie().unwrap().0);
+    let b = Browser::open(&w.base()).await;
+    b.goto("/login").await;
+    b.fill("Email", &email).await;
+    b.fill("Password", PASSWORD).await;
+    b.click_button("Log in").await;
+    b.until(30, "the overview", "return location.pathname === '/'")
+        .await;
+    b.goto("/settings").await;
+    let hooks = b.region("Webhook endpoints").await.text().await.unwrap();
+    assert!(hooks.contains("No endpoints yet"), "{hooks}");
+
+    // No event ticked: the page says what to fix, nothing is added.
+    b.fill("Endpoint URL", &rx.url()).await;
+    b.click_button("Add endpoint").await;
+    let said = b.text("//*[@role='alert']").await;
+    assert!(
+        said.contains("events must list at least one event"),
+        "{said}"
+    );
+    assert_eq!(
+        w.api(Req::get("/api/v1/webhooks").auth(&owner)).expect(200),
+        json!([])
+    );
+
+    b.fill("Endpoint URL", &rx.url()).await;
+    b.labelled("credits.low").await.click().await.unwrap();
+    b.labelled("credits.purchased").await.click().await.unwrap();
+    b.click_button("Add endpoint").await;
+    let secret_xpath = "//*[@role='region' and @aria-label='New webhook secret']";
+    let shown = b.text(secret_xpath).await;
+    let secret = b.text("//*[@id='webhook-secret']").await;
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 40,
+        "{secret}"
+    );
+    assert!(shown.contains(&secret), "{shown}");
+    assert!(b.button("Copy secret").await.is_displayed().await.unwrap());
+    b.photograph("settings-webhook-secret").await;
+    let listed = w.api(Req::get("/api/v1/webhooks").auth(&owner)).expect(200);
+    let items = listed.as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["url"], rx.url().as_str());
+    assert_eq!(
+        items[0]["events"],
+        json!(["credits.low", "credits.purchased"])
+    );
+    let endpoint = items[0]["id"].as_str().unwrap().to_owned();
+    b.goto("/settings").await;
+    assert_eq!(b.count(secret_xpath).await, 0, "shown once");
+    let hooks = b.region("Webhook endpoints").await.text().await.unwrap();
+    assert!(
+        hooks.contains(&rx.url()) && hooks.contains("credits.low, credits.purchased"),
+        "{hooks}"
+    );
+
+    // The alert: a negative amount is refused and names the field; 3 is saved.
+    b.fill("Low balance alert", "-1").await;
+    b.js("document.getElementById('alert-low').removeAttribute('min'); return true")
+        .await;
+    b.click_button("Save alert").await;
+    let said = b.text("//*[@role='alert']").await;
+    assert!(said.contains("Low balance alert"), "{said}");
+    let alerts = || {
+        w.api(Req::get("/api/v1/account/alerts").auth(&owner))
+            .expect(200)["lowBalanceCredits"]
+            .clone()
+    };
+    assert_eq!(alerts(), Value::Null);
+    b.fill("Low balance alert", "3").await;
+    b.click_button("Save alert").await;
+    assert_eq!(b.path().await, "/settings?saved=alert");
+    assert_eq!(alerts(), json!(3));
+    assert_eq!(
+        b.labelled("Low balance alert")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("3")
+    );
+
+    // 5 credits, then debits of 1 and 2: the second crosses 3; one delivery, sent.
+    for amount in [1, 2] {
+        w.api(
+            Req::post(format!("/admin/v1/accounts/{id}/debits"))
+                .auth(&Auth::Admin)
+                .json(json!({"amount": amount, "description": "Test debit"})),
+        )
+        .expect(201);
+    }
+    b.goto("/settings").await;
+    let caption = format!("Recent deliveries to {}", rx.url());
+    let row = format!("//table[caption[normalize-space()='{caption}']]/tbody/tr");
+    assert_eq!(b.count(&row).await, 1);
+    let pending = b.text(&row).await;
+    assert!(
+        pending.starts_with("credits.low pending 0 none"),
+        "{pending}"
+    );
+    let d = api_server::deliverer::Deliverer::new(
+        w.state.store.clone(),
+        &w.state.settings.notifications,
+        capture::TargetPolicy::allow_private(),
+        w.state.clock.clone(),
+    );
+    assert_eq!(d.run_once().unwrap(), 1);
+    let got = rx.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["type"], "credits.low");
+    b.goto("/settings").await;
+    let delivered = b.text(&row).await;
+    assert!(
+        delivered.starts_with("credits.low delivered 1 200"),
+        "{delivered}"
+    );
+    b.photograph("settings-webhooks").await;
+
+    // Delete, after the confirmation page.
+    let link = b
+        .xpath(&format!("//a[@aria-label='Delete {}']", rx.url()))
+        .await;
+    b.click_to_next_page(link, "Delete").await;
+    assert_eq!(
+        b.path().await,
+        format!("/settings/webhooks/{endpoint}/delete")
+    );
+    b.click_button("Delete endpoint").await;
+    assert_eq!(b.path().await, "/settings?saved=webhook-deleted");
+    assert!(b
+        .text("//*[@role='status']")
+        .await
+        .contains("Endpoint deleted"));
+    let hooks = b.region("Webhook endpoints").await.text().await.unwrap();
+    assert!(hooks.contains("No endpoints yet"), "{hooks}");
+    assert_eq!(
+        w.api(Req::get("/api/v1/webhooks").auth(&owner)).expect(200),
+        json!([])
+    );
+    b.close().await;
+    w.done().await;
+}
+
 // ---- without a browser: the CSRF refusals and the headers, over plain HTTP ----
 
 /// The form field of a page's CSRF token.
@@ -870,12 +1069,15 @@ async fn csrf_refused_without_token(backend: &'static str) {
         "/settings/hard-limit",
         "/settings/auto-topup",
         "/settings/members",
+        "/settings/webhooks",
+        "/settings/webhooks/we_none/delete",
+        "/settings/alerts",
     ] {
         let res = app
             .send(form_post(
                 path,
                 &cookie,
-                "pack=pack_pro&email=x%40example.com&role=member&url=http%3A%2F%2Fexample.com",
+                "pack=pack_pro&email=x%40example.com&role=member&url=http%3A%2F%2Fexample.com&events=credits.low&low_balance=3",
             ))
             .await;
         assert_eq!(res.status, 403, "{path}: {}", res.text());
@@ -1066,6 +1268,7 @@ async fn pages_carry_their_policy(backend: &'static str) {
 on_both_backends!(
     journey,
     member_cannot_change_hard_limit,
+    owner_manages_webhook_endpoints,
     csrf_refused_without_token,
     pages_carry_their_policy
 );

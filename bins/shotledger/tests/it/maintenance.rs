@@ -83,7 +83,7 @@ fn grant(store: &Store, acct: &ledger_core::AccountId, amount: Credits, when: Ti
     applied.result.unwrap();
 }
 
-fn prune_removes_processed_deliveries_and_dead_sessions_only(db: TestDb) {
+fn prune_removes_what_ended_before_the_cutoff_never_what_is_open(db: TestDb) {
     let acct = account_at(&db.store, c(5), now());
     let (old, recent) = (at(0).millis(), now().plus_secs(-86_400).millis());
     let far = now().plus_secs(86_400 * 365).millis();
@@ -98,13 +98,37 @@ fn prune_removes_processed_deliveries_and_dead_sessions_only(db: TestDb) {
                ('h_expired', '{a}', {old}, {old}, NULL, NULL),
                ('h_revoked', '{a}', {old}, {far}, {old}, NULL),
                ('h_live', '{a}', {old}, {far}, NULL, NULL),
-               ('h_recently_expired', '{a}', {recent}, {recent}, NULL, NULL);"
+               ('h_recently_expired', '{a}', {recent}, {recent}, NULL, NULL);
+             INSERT INTO webhook_endpoints (id, account_id, url, events, secret, next_seq, created_at, deleted_at) VALUES
+               ('we_1', '{a}', 'https://example.com/hook', 'credits.low', 'whsec_x', 6, {old}, NULL);
+             INSERT INTO notification_deliveries (id, endpoint_id, account_id, seq, event, payload, status, attempts, next_attempt_at, last_attempt_at, response_status, created_at) VALUES
+               ('nd_old_delivered', 'we_1', '{a}', 0, 'credits.low', '{{}}', 'delivered', 1, {old}, {old}, 200, {old}),
+               ('nd_old_failed', 'we_1', '{a}', 1, 'credits.low', '{{}}', 'failed', 8, {old}, {old}, 500, {old}),
+               ('nd_old_pending', 'we_1', '{a}', 2, 'credits.low', '{{}}', 'pending', 3, {far}, {old}, 503, {old}),
+               ('nd_old_pending_untried', 'we_1', '{a}', 3, 'credits.low', '{{}}', 'pending', 0, {old}, NULL, NULL, {old}),
+               ('nd_recent_delivered', 'we_1', '{a}', 4, 'credits.low', '{{}}', 'delivered', 1, {recent}, {recent}, 200, {recent}),
+               ('nd_old_made_recently_failed', 'we_1', '{a}', 5, 'credits.low', '{{}}', 'failed', 8, {recent}, {recent}, 500, {old});"
         ))
         .unwrap();
+    let left = |store: &Store| -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .notifications()
+            .deliveries(&acct, "we_1", 100)
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let all = left(&db.store);
+    assert_eq!(all.len(), 6, "{all:?}");
     let args = ["--json", "prune", "--older-than", "30", "--dry-run"];
     let json = run(&db.url, &args).expect(0).json();
     assert_eq!(json["webhookDeliveries"], 1, "{json}");
     assert_eq!(json["sessions"], 2, "{json}");
+    assert_eq!(json["notificationDeliveries"], 2, "{json}");
     assert_eq!(json["dryRun"], true);
     assert_eq!(json["olderThanDays"], 30);
     // A dry run removed nothing.
@@ -114,10 +138,11 @@ fn prune_removes_processed_deliveries_and_dead_sessions_only(db: TestDb) {
         (&json["webhookDeliveries"], &json["sessions"])
     );
     assert!(db.store.orders().delivery("old_done").unwrap().is_some());
+    assert_eq!(left(&db.store), all);
 
     let r = run(&db.url, &["prune", "--older-than", "30"]).expect(0);
     assert!(
-        r.stdout.starts_with("removed 1 processed webhook deliveries and 2 expired or revoked sessions older than 30 days"),
+        r.stdout.starts_with("removed 1 processed webhook deliveries, 2 expired or revoked sessions and 2 delivered or failed notifications older than 30 days"),
         "{r:?}"
     );
     let orders = db.store.orders();
@@ -127,6 +152,16 @@ fn prune_removes_processed_deliveries_and_dead_sessions_only(db: TestDb) {
         "unprocessed"
     );
     assert!(orders.delivery("new_done").unwrap().is_some(), "recent");
+    // Pending notifications stay however old; ended ones stay until they are old.
+    assert_eq!(
+        left(&db.store),
+        [
+            "nd_old_made_recently_failed",
+            "nd_old_pending",
+            "nd_old_pending_untried",
+            "nd_recent_delivered"
+        ]
+    );
     let access = db.store.access();
     assert_eq!(
         access.session_account("h_live", now()).unwrap(),
@@ -134,8 +169,12 @@ fn prune_removes_processed_deliveries_and_dead_sessions_only(db: TestDb) {
     );
     let json = run(&db.url, &args).expect(0).json();
     assert_eq!(
-        (json["webhookDeliveries"].clone(), json["sessions"].clone()),
-        (0.into(), 0.into())
+        (
+            json["webhookDeliveries"].clone(),
+            json["sessions"].clone(),
+            json["notificationDeliveries"].clone()
+        ),
+        (0.into(), 0.into(), 0.into())
     );
     assert_eq!(available(&db.store, &acct), c(5));
     run(&db.url, &["verify"]).expect(0);
@@ -217,6 +256,6 @@ fn backup_copies_sqlite_while_another_connection_writes(db: TestDb) {
 on_both_backends!(
     verify_is_clean_and_exits_1_on_an_injected_violation,
     compact_drops_old_history_and_keeps_the_balance,
-    prune_removes_processed_deliveries_and_dead_sessions_only,
+    prune_removes_what_ended_before_the_cutoff_never_what_is_open,
     backup_copies_sqlite_while_another_connection_writes,
 );
