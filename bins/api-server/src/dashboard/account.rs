@@ -9,7 +9,7 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use ledger_core::{EntryKind, Page, Timestamp};
 
 use super::html::{self, esc, field, Notice};
-use super::session::{self, poster, viewer, Form, Viewer};
+use super::session::{self, viewer, Form, Posted, Viewer};
 use super::{message_of, see_other, status_of};
 use crate::auth::Credential;
 use crate::error::ApiError;
@@ -193,12 +193,8 @@ pub async fn signup(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpR
 
 /// Ends the session (revoked server-side) and goes to the login page.
 #[post("/logout")]
-pub async fn logout(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn logout(state: AppData, posted: Posted) -> HttpResponse {
+    let v = posted.viewer;
     if let Credential::Session(hash) = v.who.credential {
         if let Err(e) = accounts::logout(&state, hash).await {
             return error_page(&e);
@@ -386,12 +382,8 @@ fn packs_html(state: &AppState, v: &Viewer) -> String {
 /// the pages' `form-action 'self'` also covers where a form's redirects may lead, and
 /// the checkout is on the provider's site.
 #[post("/buy")]
-pub async fn buy(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn buy(state: AppData, req: HttpRequest, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     let pack = form.text("pack").trim().to_owned();
     let started = match members::require_owner(&v.who) {
         Ok(()) => accounts::purchase(&state, v.who.account_id.clone(), &pack).await,

@@ -10,7 +10,7 @@ use ledger_core::Timestamp;
 
 use super::account::error_page;
 use super::html::{self, esc, field, Notice};
-use super::session::{poster, viewer, Form, Viewer};
+use super::session::{viewer, Posted, Viewer};
 use super::{message_of, see_other, status_of};
 use crate::routes::AppData;
 use crate::service::accounts::{self, CreatedKey};
@@ -105,12 +105,8 @@ pub async fn list(
 
 /// Creates a key and shows it, and its signing secret, this once.
 #[post("/keys")]
-pub async fn create(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn create(state: AppData, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     match accounts::create_api_key(&state, &v.who, form.text("name")).await {
         Ok(created) => {
             let done = [Notice::Done(format!(
@@ -159,17 +155,8 @@ pub async fn confirm(state: AppData, req: HttpRequest, id: web::Path<String>) ->
 
 /// Revokes a key (confirmed); it stops working at once.
 #[post("/keys/{id}/revoke")]
-pub async fn revoke(
-    state: AppData,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn revoke(state: AppData, id: web::Path<String>, posted: Posted) -> HttpResponse {
+    let v = posted.viewer;
     match accounts::revoke_api_key(&state, &v.who, id.into_inner()).await {
         Ok(()) => see_other("/keys?revoked=1"),
         Err(e) => {

@@ -160,6 +160,40 @@ pub async fn poster(
     Ok(viewer)
 }
 
+/// A signed-in person's form post, its CSRF token checked ([`poster`]): what every
+/// state-changing dashboard handler takes. When the check fails, the handler never runs
+/// and the answer is [`poster`]'s (`403`, or the login page without a session).
+pub struct Posted {
+    pub viewer: Viewer,
+    pub form: Form,
+}
+
+impl actix_web::FromRequest for Posted {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Posted, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        let body = actix_web::web::Bytes::from_request(&req, payload);
+        Box::pin(async move {
+            let refused = |res: HttpResponse| -> actix_web::Error {
+                actix_web::error::InternalError::from_response("dashboard post refused", res).into()
+            };
+            let state = req
+                .app_data::<actix_web::web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| {
+                    refused(super::account::error_page(&ApiError::internal(
+                        "application state missing",
+                    )))
+                })?;
+            let form = Form::parse(&body.await?);
+            let viewer = poster(&state, &req, &form).await.map_err(refused)?;
+            Ok(Posted { viewer, form })
+        })
+    }
+}
+
 /// The signed-out form value of this browser (kept in [`FORM_COOKIE`]), and the cookie to
 /// set when it is new.
 pub fn form_value(

@@ -12,7 +12,7 @@ use payments::AutoTopupRequest;
 
 use super::account::error_page;
 use super::html::{self, esc, field, Notice};
-use super::session::{poster, viewer, Form, Viewer};
+use super::session::{viewer, Form, Posted, Viewer};
 use super::{message_of, see_other, status_of};
 use crate::error::ApiError;
 use crate::routes::AppData;
@@ -340,12 +340,8 @@ pub(super) async fn after(
 
 /// Sets the hard limit (owners of paying plans; the service refuses anyone else).
 #[post("/settings/hard-limit")]
-pub async fn hard_limit(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn hard_limit(state: AppData, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     let result = async {
         let limit = credits_field(&form, "hard_limit", "Hard limit")?;
         subscription::set_hard_limit(&state, v.who.account_id.clone(), v.who.role, limit)
@@ -359,12 +355,8 @@ pub async fn hard_limit(state: AppData, req: HttpRequest, body: web::Bytes) -> H
 
 /// Sets auto top-up (owners).
 #[post("/settings/auto-topup")]
-pub async fn auto_topup(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn auto_topup(state: AppData, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     let result = async {
         members::require_owner(&v.who)?;
         let request = AutoTopupRequest {
@@ -381,12 +373,8 @@ pub async fn auto_topup(state: AppData, req: HttpRequest, body: web::Bytes) -> H
 
 /// Invites someone (owners): the page again with the invitation link, shown once.
 #[post("/settings/members")]
-pub async fn invite(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn invite(state: AppData, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     match members::invite(&state, &v.who, form.text("email"), form.text("role")).await {
         Ok((invite, token)) => {
             let link = format!(
@@ -406,17 +394,8 @@ pub async fn invite(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpR
 
 /// Removes a member (owners); their sessions and keys stop working at once.
 #[post("/settings/members/{id}/remove")]
-pub async fn remove(
-    state: AppData,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn remove(state: AppData, id: web::Path<String>, posted: Posted) -> HttpResponse {
+    let v = posted.viewer;
     let result = members::remove(&state, &v.who, id.into_inner())
         .await
         .map(|()| "removed");

@@ -13,7 +13,7 @@ use capture::{RawCaptureOptions, RawValue};
 
 use super::account::error_page;
 use super::html::{self, esc, field, Notice};
-use super::session::{poster, viewer, Form, Viewer};
+use super::session::{viewer, Form, Posted, Viewer};
 use super::{message_of, see_other, status_of};
 use crate::service::screenshot::{self as service, ShotRequest};
 use crate::state::AppState;
@@ -78,12 +78,8 @@ pub async fn page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
 
 /// Takes the screenshot and shows it with its cost and the balance after it.
 #[post("/try")]
-pub async fn take(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn take(state: web::Data<AppState>, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     let options = RawCaptureOptions {
         url: Some(form.text("url").trim().to_owned()),
         full_page: form.ticked("full_page").then_some(RawValue::Bool(true)),

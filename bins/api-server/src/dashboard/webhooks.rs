@@ -14,7 +14,7 @@ use ledger_store::Endpoint;
 use super::account::error_page;
 use super::html::{self, esc, field, Notice};
 use super::see_other;
-use super::session::{poster, viewer, Form, Viewer};
+use super::session::{viewer, Posted, Viewer};
 use super::settings::{after, settings_page, Shown};
 use crate::error::ApiError;
 use crate::routes::AppData;
@@ -179,12 +179,8 @@ fn alert_html(v: &Viewer, low: Option<Credits>) -> String {
 
 /// Adds an endpoint (owners): the settings page again, with its secret shown once.
 #[post("/settings/webhooks")]
-pub async fn create(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn create(state: AppData, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     let events = form.all("events");
     match notifications::create(&state, &v.who, form.text("url"), &events).await {
         Ok(endpoint) => {
@@ -244,17 +240,8 @@ pub async fn confirm(state: AppData, req: HttpRequest, id: web::Path<String>) ->
 
 /// Deletes an endpoint (owners, confirmed).
 #[post("/settings/webhooks/{id}/delete")]
-pub async fn delete(
-    state: AppData,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn delete(state: AppData, id: web::Path<String>, posted: Posted) -> HttpResponse {
+    let v = posted.viewer;
     let result = notifications::delete(&state, &v.who, id.into_inner())
         .await
         .map(|()| "webhook-deleted");
@@ -263,12 +250,8 @@ pub async fn delete(
 
 /// Sets (empty: turns off) the low-balance alert (owners).
 #[post("/settings/alerts")]
-pub async fn alert(state: AppData, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let form = Form::parse(&body);
-    let v = match poster(&state, &req, &form).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
+pub async fn alert(state: AppData, posted: Posted) -> HttpResponse {
+    let Posted { viewer: v, form } = posted;
     let result = async {
         require_owner(&v.who)?;
         let text = form.text("low_balance").trim();
