@@ -72,9 +72,10 @@ struct Job {
     reply: SyncSender<Result<Applied, StoreError>>,
 }
 
-/// The writers' queues.
+/// The writers' queues, and the writers themselves (joined on drop).
 pub(crate) struct Engine {
     queues: Vec<SyncSender<Job>>,
+    writers: Vec<std::thread::JoinHandle<()>>,
     counts: Arc<Counts>,
 }
 
@@ -119,21 +120,25 @@ impl Engine {
             Backend::Sqlite => 1,
             Backend::Postgres => (max_connections / 4).clamp(1, 8) as usize,
         };
-        let counts = parts.counts.clone();
-        let queues = (0..writers)
-            .map(|n| {
-                let (tx, rx) = mpsc::sync_channel(QUEUE);
-                let parts = parts.clone();
-                std::thread::Builder::new()
-                    .name(format!("ledger-writer-{n}"))
-                    .spawn(move || run(parts, rx))
-                    .map_err(|e| StoreError::Unavailable {
-                        reason: format!("cannot start a ledger writer thread: {e}"),
-                    })?;
-                Ok(tx)
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok(Engine { queues, counts })
+        let mut engine = Engine {
+            queues: Vec::with_capacity(writers),
+            writers: Vec::with_capacity(writers),
+            counts: parts.counts.clone(),
+        };
+        for n in 0..writers {
+            let (tx, rx) = mpsc::sync_channel(QUEUE);
+            let parts = parts.clone();
+            // On failure `engine` is dropped, which stops the writers started so far.
+            let writer = std::thread::Builder::new()
+                .name(format!("ledger-writer-{n}"))
+                .spawn(move || run(parts, rx))
+                .map_err(|e| StoreError::Unavailable {
+                    reason: format!("cannot start a ledger writer thread: {e}"),
+                })?;
+            engine.queues.push(tx);
+            engine.writers.push(writer);
+        }
+        Ok(engine)
     }
 
     pub(crate) fn stats(&self) -> WriteStats {
@@ -153,6 +158,24 @@ impl Engine {
             .send(Job { item, now, reply })
             .map_err(|_| stopped())?;
         answer.recv().map_err(|RecvError| stopped())?
+    }
+}
+
+impl Drop for Engine {
+    /// Closes the queues and waits for the writers to finish the batch in flight and end.
+    /// Each writer holds a handle of the pool, so its end closes the last connections:
+    /// when the last `Store` is dropped, the database is closed before `drop` returns (a
+    /// program that opens the same SQLite file again, or changes it, never races a
+    /// connection that is still closing).
+    fn drop(&mut self) {
+        self.queues.clear();
+        let me = std::thread::current().id();
+        for writer in self.writers.drain(..) {
+            // A writer never holds the engine; were it to drop it, it cannot wait for itself.
+            if writer.thread().id() != me {
+                let _ = writer.join();
+            }
+        }
     }
 }
 

@@ -290,3 +290,40 @@ fn the_balance_on_the_account_row_changes_exactly_when_the_book_does(db: TestDb)
     assert_eq!(seen(10_000_000).0, c(1));
     assert_clean(&s);
 }
+
+/// How many of this process's open file descriptors are `path` itself.
+fn open_descriptors_of(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+/// Dropping the last handle of a store closes every connection before `drop` returns,
+/// those the writers hold included. A connection left closing later, on a writer thread,
+/// would close while a newer store's connection to the same file is open; SQLite then
+/// keeps its read-write descriptor for reuse, and a connection opened afterwards on a
+/// file that has become read-only could still write through it.
+#[test]
+fn dropping_a_store_closes_its_connections_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let url = format!("sqlite://{}", path.display());
+    for round in 0..20 {
+        let store = Store::open(&url, &ledger_store::PoolOptions::default()).unwrap();
+        let a = account(&store, 1_000);
+        // The writer takes a connection of its own for the batch.
+        let _ = debit(&store, &a, 1);
+        assert!(
+            open_descriptors_of(&path) > 0,
+            "the store has the file open"
+        );
+        drop(store);
+        assert_eq!(
+            open_descriptors_of(&path),
+            0,
+            "round {round}: the file is still open after the store was dropped"
+        );
+    }
+}
