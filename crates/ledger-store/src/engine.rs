@@ -152,6 +152,7 @@ impl Engine {
     /// Applies `item` in the next batch of its account's writer; returns once that batch
     /// has committed (or failed).
     pub(crate) fn apply(&self, item: BatchItem, now: Timestamp) -> Result<Applied, StoreError> {
+        crate::held::assert_not_holding("waits for a ledger writer");
         let queue = &self.queues[shard(&item.account_id, self.queues.len())];
         let (reply, answer) = mpsc::sync_channel(1);
         queue
@@ -271,9 +272,9 @@ fn batch(parts: &WriterParts, books: &mut Books, jobs: &[Job]) -> BatchEnd {
         .write_gate
         .as_ref()
         .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-    let mut conn = match parts.pool.get() {
+    let mut conn = match crate::held::checkout(&parts.pool) {
         Ok(c) => c,
-        Err(e) => return BatchEnd::RolledBack(e.into()),
+        Err(e) => return BatchEnd::RolledBack(e),
     };
     let mut body_done = false;
     let result = (*conn).transaction::<_, TxError, _>(|conn| {

@@ -143,7 +143,7 @@ impl Store {
         f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
         let _gate = self.write_gate();
-        let mut conn = self.pool.get()?;
+        let mut conn = crate::held::checkout(&self.pool)?;
         (*conn).transaction::<T, TxError, _>(f).map_err(|e| e.0)
     }
 
@@ -152,7 +152,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = crate::held::checkout(&self.pool)?;
         let backend = self.backend;
         (*conn)
             .transaction::<T, TxError, _>(|conn| {

@@ -183,8 +183,8 @@ impl Store {
     }
 
     /// One pooled connection, for the repositories.
-    fn conn(&self) -> Result<db::PooledConnection, StoreError> {
-        Ok(self.pool.get()?)
+    fn conn(&self) -> Result<held::Conn, StoreError> {
+        held::checkout(&self.pool)
     }
 
     /// Runs the statement `query` on a pooled connection; the number of rows it touched.
@@ -197,6 +197,9 @@ impl Store {
     }
 
     fn write_gate(&self) -> Option<MutexGuard<'_, ()>> {
+        if self.write_gate.is_some() {
+            held::assert_not_holding("waits for the SQLite write gate");
+        }
         self.write_gate
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
@@ -253,5 +256,99 @@ pub struct HeldConnection(#[allow(dead_code)] db::PooledConnection);
 impl std::fmt::Debug for HeldConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HeldConnection")
+    }
+}
+
+/// Which pooled connections a thread holds. A thread that holds one and waits for another
+/// (or for a writer, which needs one) can starve the pool: with every connection held by
+/// such waiters, nobody gets one until the acquire timeout, and every request fails with
+/// "timed out waiting for connection" meanwhile. So a thread checks out at most one at a
+/// time, never waits for the write gate or a writer while it holds one, and debug builds
+/// (every test) refuse all three at once.
+pub(crate) mod held {
+    use std::cell::Cell;
+
+    use crate::db::{DbConnection, Pool, PooledConnection};
+    use crate::error::StoreError;
+
+    thread_local! {
+        static HELD: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// A pooled connection counted as held by the thread that checked it out.
+    pub(crate) struct Conn(PooledConnection);
+
+    impl std::ops::Deref for Conn {
+        type Target = DbConnection;
+        fn deref(&self) -> &DbConnection {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Conn {
+        fn deref_mut(&mut self) -> &mut DbConnection {
+            &mut self.0
+        }
+    }
+
+    impl Drop for Conn {
+        fn drop(&mut self) {
+            HELD.with(|h| h.set(h.get().saturating_sub(1)));
+        }
+    }
+
+    /// In debug builds, panics when this thread holds a pooled connection: it is about to
+    /// do what (`waits for ...`) could wait for a connection held by another such thread.
+    pub(crate) fn assert_not_holding(what: &str) {
+        debug_assert!(
+            HELD.with(|h| h.get()) == 0,
+            "a thread that holds a pooled connection {what}: with every connection held so, \
+             the pool starves until its acquire timeout"
+        );
+    }
+
+    /// Checks a connection out of `pool` for this thread.
+    pub(crate) fn checkout(pool: &Pool) -> Result<Conn, StoreError> {
+        assert_not_holding("checks out another");
+        let conn = pool.get()?;
+        HELD.with(|h| h.set(h.get() + 1));
+        Ok(Conn(conn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let store = Store::open(&url, &PoolOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    #[should_panic(expected = "checks out another")]
+    fn a_thread_never_holds_two_pooled_connections() {
+        let (_dir, store) = store();
+        let _one = store.conn().unwrap();
+        let _two = store.conn();
+    }
+
+    #[test]
+    #[should_panic(expected = "waits for the SQLite write gate")]
+    fn a_thread_never_waits_for_the_write_gate_holding_a_connection() {
+        let (_dir, store) = store();
+        let _one = store.conn().unwrap();
+        let _gate = store.write_gate();
+    }
+
+    #[test]
+    fn a_connection_given_back_is_no_longer_held() {
+        let (_dir, store) = store();
+        drop(store.conn().unwrap());
+        let _again = store.conn().unwrap();
+        drop(_again);
+        drop(store.write_gate());
     }
 }
