@@ -285,8 +285,31 @@ async fn reset_variants(c: &Client, url: &str, origin: &str, t: &mut Times) {
         clear(c, origin, &format!("{LISTED_TYPES},websql")),
     )
     .await;
-    t.record("= R3 reset, after (Session::reset)", r);
+    t.record("= R3 reset, before (Session::reset, WebDriver script)", r);
     t.time("R3c goto after R3", c.goto(url)).await.unwrap();
+    // R6: R3 with the script as one CDP `Runtime.evaluate` (what `Session::reset` does now).
+    let r = Instant::now();
+    t.time(
+        "R6a CDP Runtime.evaluate: clear storage, location.replace(about:blank)",
+        cdp(
+            c,
+            "Runtime.evaluate",
+            json!({"expression": "(() => { try { sessionStorage.clear(); } catch (e) {} try { localStorage.clear(); } catch (e) {} location.replace('about:blank'); return null; })()", "returnByValue": true}),
+        ),
+    )
+    .await;
+    let blank = t
+        .time(
+            "R6b current_url (waits for the blank page)",
+            c.current_url(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(blank.as_str(), "about:blank");
+    clear_cookies(c).await;
+    clear(c, origin, &format!("{LISTED_TYPES},websql")).await;
+    t.record("= R6 reset, after (Session::reset, CDP script)", r);
+    t.time("R6c goto after R6", c.goto(url)).await.unwrap();
     let r = Instant::now();
     cdp(c, "Network.clearBrowserCache", json!({})).await;
     t.record("R4 Network.clearBrowserCache", r);
