@@ -285,11 +285,86 @@ async fn reset_variants(c: &Client, url: &str, origin: &str, t: &mut Times) {
         clear(c, origin, &format!("{LISTED_TYPES},websql")),
     )
     .await;
-    t.record("= R3 reset, after (Session::reset)", r);
+    t.record("= R3 reset, before (Session::reset, WebDriver script)", r);
     t.time("R3c goto after R3", c.goto(url)).await.unwrap();
+    // R6: R3 with the script as one CDP `Runtime.evaluate` (what `Session::reset` does now).
+    let r = Instant::now();
+    t.time(
+        "R6a CDP Runtime.evaluate: clear storage, location.replace(about:blank)",
+        cdp(
+            c,
+            "Runtime.evaluate",
+            json!({"expression": "(() => { try { sessionStorage.clear(); } catch (e) {} try { localStorage.clear(); } catch (e) {} location.replace('about:blank'); return null; })()", "returnByValue": true}),
+        ),
+    )
+    .await;
+    let blank = t
+        .time(
+            "R6b current_url (waits for the blank page)",
+            c.current_url(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(blank.as_str(), "about:blank");
+    clear_cookies(c).await;
+    clear(c, origin, &format!("{LISTED_TYPES},websql")).await;
+    t.record("= R6 reset, after (Session::reset, CDP script)", r);
+    t.time("R6c goto after R6", c.goto(url)).await.unwrap();
     let r = Instant::now();
     cdp(c, "Network.clearBrowserCache", json!({})).await;
     t.record("R4 Network.clearBrowserCache", r);
+    // R5: a fresh tab per capture (a new renderer, nothing of the old page's tab), the old
+    // tab closed, the per-tab settings set again, cookies and the origin's storage cleared.
+    let r = Instant::now();
+    let old = c.window().await.unwrap();
+    let fresh = t
+        .time("R5a new window (tab)", c.new_window(true))
+        .await
+        .unwrap();
+    t.time("R5b close the old tab", c.close_window())
+        .await
+        .unwrap();
+    t.time(
+        "R5c switch to the new tab",
+        c.switch_to_window(fresh.handle),
+    )
+    .await
+    .unwrap();
+    let s = Instant::now();
+    cdp(
+        c,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.x = 1;"}),
+    )
+    .await;
+    cdp(c, "Network.enable", json!({})).await;
+    cdp(
+        c,
+        "Network.setCacheDisabled",
+        json!({"cacheDisabled": true}),
+    )
+    .await;
+    cdp(
+        c,
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .await;
+    t.record("R5d per-tab settings (4 CDP commands)", s);
+    clear_cookies(c).await;
+    clear(c, origin, &format!("{LISTED_TYPES},websql")).await;
+    t.record("= R5 reset, fresh tab", r);
+    drop(old);
+    t.time("R5e goto after R5", c.goto(url)).await.unwrap();
+    t.time(
+        "5b CDP Runtime.evaluate (navigation check)",
+        cdp(
+            c,
+            "Runtime.evaluate",
+            json!({"expression": "(() => { const n = performance.getEntriesByType('navigation')[0]; return [document.URL, n && n.responseStatus]; })()", "returnByValue": true}),
+        ),
+    )
+    .await;
 }
 
 /// The other isolation, a browser context per capture, needs `Target.createBrowserContext`,

@@ -184,24 +184,6 @@ pub(crate) async fn before_navigation(
             Err(e) => return Err(cdp(e)),
         }
     }
-    if wanted.reduced_motion || before.reduced_motion {
-        // The same call as the colour scheme's (it replaces the whole list of features).
-        let scheme = if opts.dark_mode() { "dark" } else { "light" };
-        let motion = if opts.reduced_motion() {
-            "reduce"
-        } else {
-            "no-preference"
-        };
-        session
-            .cdp(
-                "Emulation.setEmulatedMedia",
-                json!({"media": "", "features": [
-                    {"name": "prefers-color-scheme", "value": scheme},
-                    {"name": "prefers-reduced-motion", "value": motion}]}),
-            )
-            .await
-            .map_err(cdp)?;
-    }
     if wanted.background {
         session
             .cdp(

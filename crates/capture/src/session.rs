@@ -44,6 +44,9 @@ pub(crate) struct Session {
     /// The device metrics last set through CDP (width, height, scale factor's bits): the
     /// override stays across navigations, so the same viewport is not set again.
     pub metrics: Option<(u32, u32, u64)>,
+    /// The emulated media features last set through CDP (dark colour scheme, reduced
+    /// motion): they too stay across navigations.
+    pub media: Option<(bool, bool)>,
     pub id: u64,
 }
 
@@ -179,6 +182,11 @@ const BLANK_PAGE_JS: &str = "try { sessionStorage.clear(); } catch (e) {} \
     try { localStorage.clear(); } catch (e) {} \
     location.replace('about:blank'); return null;";
 
+/// [`BLANK_PAGE_JS`] as an expression for CDP's `Runtime.evaluate`.
+const BLANK_PAGE_EXPR: &str = "(() => { try { sessionStorage.clear(); } catch (e) {} \
+    try { localStorage.clear(); } catch (e) {} \
+    location.replace('about:blank'); return null; })()";
+
 /// What `Storage.clearDataForOrigin` clears between captures: everything a page can read.
 const ISOLATED_STORAGE: &str =
     "cookies,file_systems,indexeddb,local_storage,websql,service_workers,cache_storage";
@@ -240,6 +248,7 @@ impl Session {
             uses: 0,
             cdp: true,
             metrics: None,
+            media: None,
             id,
         };
         let prepared = async {
@@ -317,8 +326,25 @@ impl Session {
     pub(crate) async fn reset(&mut self, origin: Option<String>) -> Result<(), CmdError> {
         let mut dialogs = 0;
         loop {
-            match self.client().execute(BLANK_PAGE_JS, vec![]).await {
-                Ok(_) => break,
+            // Through CDP the script is one `Runtime.evaluate`; WebDriver's `execute` wraps
+            // it, checks the page and waits for the navigation it starts (`current_url`
+            // below waits for it either way).
+            let left = if self.cdp {
+                self.cdp(
+                    "Runtime.evaluate",
+                    json!({"expression": BLANK_PAGE_EXPR, "returnByValue": true}),
+                )
+                .await
+                .and_then(|v| match v.get("exceptionDetails") {
+                    // The page broke `location` or the storage objects: the long way round.
+                    Some(_) => Err(CmdError::NotW3C(v)),
+                    None => Ok(()),
+                })
+            } else {
+                self.client().execute(BLANK_PAGE_JS, vec![]).await.map(drop)
+            };
+            match left {
+                Ok(()) => break,
                 // A dialog the page guard did not reach: dismiss it and try again.
                 Err(CmdError::Standard(wd))
                     if wd.error == ErrorStatus::UnexpectedAlertOpen && dialogs < 5 =>

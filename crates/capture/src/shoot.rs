@@ -67,14 +67,7 @@ pub(crate) async fn run(
         .await
         .map_err(|e| map_cmd_error(e, "emulation"))?;
     apply_viewport(session, opts).await?;
-    let scheme = if opts.dark_mode() { "dark" } else { "light" };
-    session
-        .try_cdp(
-            "Emulation.setEmulatedMedia",
-            json!({"media": "", "features": [{"name": "prefers-color-scheme", "value": scheme}]}),
-        )
-        .await
-        .map_err(|e| map_cmd_error(e, "emulation"))?;
+    apply_media(session, opts).await?;
     crate::apply::before_navigation(session, opts, proxy).await?;
 
     set_stage(stage, "page load");
@@ -286,6 +279,32 @@ pub(crate) fn measured(bytes: Vec<u8>, format: Format) -> Result<Captured, Captu
     })
 }
 
+/// The colour scheme and reduced motion, through CDP; set only when they change (the
+/// override stays across navigations). Without CDP the page gets the browser's own light
+/// scheme (and `reducedMotion` was refused before this).
+async fn apply_media(session: &mut Session, opts: &CaptureOptions) -> Result<(), CaptureError> {
+    let wanted = (opts.dark_mode(), opts.reduced_motion());
+    if !session.cdp || session.media == Some(wanted) {
+        return Ok(());
+    }
+    session.media = None;
+    let scheme = if wanted.0 { "dark" } else { "light" };
+    let motion = if wanted.1 { "reduce" } else { "no-preference" };
+    let done = session
+        .try_cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"media": "", "features": [
+                {"name": "prefers-color-scheme", "value": scheme},
+                {"name": "prefers-reduced-motion", "value": motion}]}),
+        )
+        .await
+        .map_err(|e| map_cmd_error(e, "emulation"))?;
+    if done.is_some() {
+        session.media = Some(wanted);
+    }
+    Ok(())
+}
+
 async fn apply_viewport(session: &mut Session, opts: &CaptureOptions) -> Result<(), CaptureError> {
     let (w, h) = (opts.width(), opts.height());
     let wanted = (w, h, opts.device_scale_factor().to_bits());
@@ -483,6 +502,16 @@ pub(crate) fn png_size(png: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
+/// What loaded: the document's URL, its HTTP status, the proxy's error marker, and the
+/// `net::ERR_*` code of a Chromium error page.
+const NAVIGATION_CHECK_JS: &str = "const n = performance.getEntriesByType('navigation')[0]; \
+     const m = document.querySelector('meta[name=capture-proxy-error]'); \
+     let code = null; \
+     if (document.URL.startsWith('chrome-error:')) { \
+       const t = document.documentElement ? document.documentElement.outerHTML : ''; \
+       const f = t.match(/(?:net::)?ERR_[A-Z0-9_]+/); code = f ? f[0] : 'ERR_FAILED'; } \
+     return [document.URL, n && n.responseStatus ? n.responseStatus : null, m ? m.content : null, code];";
+
 /// After a navigation that WebDriver reported as done: did it really load what was asked?
 async fn check_navigation(
     session: &Session,
@@ -491,20 +520,29 @@ async fn check_navigation(
     deadline: Instant,
 ) -> Result<(), CaptureError> {
     let c = session.client();
-    let info = dismissing(c, deadline, || {
-        c.execute(
-            "const n = performance.getEntriesByType('navigation')[0]; \
-             const m = document.querySelector('meta[name=capture-proxy-error]'); \
-             let code = null; \
-             if (document.URL.startsWith('chrome-error:')) { \
-               const t = document.documentElement ? document.documentElement.outerHTML : ''; \
-               const f = t.match(/(?:net::)?ERR_[A-Z0-9_]+/); code = f ? f[0] : 'ERR_FAILED'; } \
-             return [document.URL, n && n.responseStatus ? n.responseStatus : null, m ? m.content : null, code];",
-            vec![],
-        )
-    })
-    .await
-    .map_err(|e| map_cmd_error(e, "page load"))?;
+    let info = if session.cdp {
+        // One `Runtime.evaluate`: WebDriver's `execute` costs several milliseconds more
+        // (it wraps the script and checks the page's state around it).
+        let v = dismissing(c, deadline, || {
+            session.cdp(
+                "Runtime.evaluate",
+                json!({"expression": format!("(() => {{ {NAVIGATION_CHECK_JS} }})()"),
+                       "returnByValue": true}),
+            )
+        })
+        .await
+        .map_err(|e| map_cmd_error(e, "page load"))?;
+        if v.get("exceptionDetails").is_some() {
+            return Err(CaptureError::PageError {
+                detail: "it broke the browser functions the capture uses (page load)".into(),
+            });
+        }
+        v["result"]["value"].clone()
+    } else {
+        dismissing(c, deadline, || c.execute(NAVIGATION_CHECK_JS, vec![]))
+            .await
+            .map_err(|e| map_cmd_error(e, "page load"))?
+    };
     let doc_url = info[0].as_str().unwrap_or_default().to_owned();
     let status = info[1].as_u64().map(|s| s as u16);
     let proxy_marker = info[2].as_str().is_some();

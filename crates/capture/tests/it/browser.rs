@@ -92,6 +92,12 @@ async fn dark_mode_changes_a_known_pixel() {
     let px = |b: &[u8]| decode(b).to_rgb8().get_pixel(150, 100).0;
     assert_eq!(px(&light.bytes), [255, 255, 255]);
     assert_eq!(px(&dark.bytes), [0, 0, 0]);
+    // The emulated scheme stays on a session until it changes: both sessions of the pool,
+    // after a dark capture, are light again.
+    for _ in 0..2 {
+        let again = ok("/dark", &[("width", "300"), ("height", "200")]).await;
+        assert_eq!(px(&again.bytes), [255, 255, 255], "light after dark");
+    }
 }
 
 #[tokio::test]
