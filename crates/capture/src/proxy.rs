@@ -321,9 +321,13 @@ impl Proxy {
             .map(|e| e.outcome)
     }
 
-    /// The latest failure recorded for any host, with the host and port that failed.
+    /// The latest failure recorded for any host, with the host and port that failed; a
+    /// refusal by the policy before any other kind. The browser makes requests of its own
+    /// during a capture (sign-in, component checks), and one of them failing after the
+    /// page's hop was refused must not hide the refusal.
     pub fn last_failure(&self) -> Option<ProxyEvent> {
-        self.latest_failure(|_| true)
+        self.latest_failure(|e| matches!(e.outcome, ProxyOutcome::Forbidden(_)))
+            .or_else(|| self.latest_failure(|_| true))
     }
 
     fn latest_failure(&self, wanted: impl Fn(&ProxyEvent) -> bool) -> Option<ProxyEvent> {
@@ -780,6 +784,36 @@ mod tests {
         .await
         .unwrap();
         String::from_utf8(drain(&mut s).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_the_latest_failure_whatever_failed_after_it() {
+        let proxy = local_proxy(TargetPolicy::strict()).await;
+        let host = |h: &str| Host::Domain(h.to_owned());
+        record(
+            &proxy.log,
+            &host("a.example"),
+            443,
+            ProxyOutcome::DnsFailure,
+        );
+        assert_eq!(
+            proxy.last_failure().unwrap().outcome,
+            ProxyOutcome::DnsFailure
+        );
+        let refused = ProxyOutcome::Forbidden("a private address".into());
+        record(&proxy.log, &host("10.0.0.1"), 443, refused.clone());
+        // A request of the browser's own fails after the page's hop was refused.
+        record(
+            &proxy.log,
+            &host("accounts.example"),
+            443,
+            ProxyOutcome::DnsFailure,
+        );
+        let latest = proxy.last_failure().unwrap();
+        assert_eq!(
+            (latest.host.as_str(), latest.outcome),
+            ("10.0.0.1", refused)
+        );
     }
 
     #[tokio::test]
