@@ -78,15 +78,33 @@ async fn counted(backend: &str, cache_dir: String) -> (TestApp, Arc<Checkouts>) 
     (app, checkouts)
 }
 
-/// The checkouts `n` sends of `req` take, each answered 200 with `balance`.
-async fn checkouts_of(app: &TestApp, checkouts: &Checkouts, req: &Req, n: u64) -> u64 {
+/// The checkouts `n` sends of `req` take, each answered 200.
+async fn checkouts_of(
+    app: &TestApp,
+    checkouts: &Checkouts,
+    account: &str,
+    req: &Req,
+    n: u64,
+) -> u64 {
     // The first use of a key notes it (once a minute, apart from the request): let that
     // happen first.
-    app.send(req.clone()).await.expect(200);
-    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    let ok = |res: Resp| assert_eq!(res.status, 200, "{}", res.text());
+    ok(app.send(req.clone()).await);
+    let id = ledger_core::AccountId::new(account);
+    let noted = || {
+        let keys = app.state.store.access().api_keys(&id).unwrap();
+        keys.iter().all(|k| k.last_used_at_ms.is_some())
+    };
+    for _ in 0..500 {
+        if noted() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(noted(), "the key's use was noted");
     let before = checkouts.count();
     for _ in 0..n {
-        app.send(req.clone()).await.expect(200);
+        ok(app.send(req.clone()).await);
     }
     checkouts.count() - before
 }
@@ -96,7 +114,7 @@ async fn a_balance_read_takes_one_pooled_connection_and_is_always_current(backen
     let (app, checkouts) = counted(backend, dir.path().display().to_string()).await;
     let (key, account) = app.user("reader@example.com").await;
     let read = Req::get("/api/v1/credits").auth(&key);
-    assert_eq!(checkouts_of(&app, &checkouts, &read, 5).await, 5);
+    assert_eq!(checkouts_of(&app, &checkouts, &account, &read, 5).await, 5);
     assert_eq!(app.balance(&key).await, json!(5));
 
     // Every write shows in the very next read: this process's, and another store's on
@@ -149,7 +167,7 @@ async fn a_cached_screenshot_takes_one_pooled_connection_and_answers_the_current
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.header("x-cache"), Some("MISS"));
     assert_eq!(first.header("x-credits-charged"), Some("1"));
-    assert_eq!(checkouts_of(&app, &checkouts, &shot, 5).await, 5);
+    assert_eq!(checkouts_of(&app, &checkouts, &account, &shot, 5).await, 5);
     let hit = app.send(shot.clone()).await;
     assert_eq!(hit.status, 200, "{}", hit.text());
     assert_eq!(hit.header("x-cache"), Some("HIT"));
@@ -166,7 +184,7 @@ async fn a_cached_screenshot_takes_one_pooled_connection_and_answers_the_current
 async fn a_signed_balance_read_takes_one_pooled_connection(backend: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let (app, checkouts) = counted(backend, dir.path().display().to_string()).await;
-    let (session, _) = app.signup("signer@example.com").await;
+    let (session, account) = app.signup("signer@example.com").await;
     let body = app
         .send(new_key_req(&Auth::Cookie(session), "signed"))
         .await
@@ -181,6 +199,6 @@ async fn a_signed_balance_read_takes_one_pooled_connection(backend: &'static str
         .map(|b| format!("{b:02x}"))
         .collect();
     let read = Req::get(format!("/api/v1/credits?{query}&signature={hex}"));
-    assert_eq!(checkouts_of(&app, &checkouts, &read, 3).await, 3);
+    assert_eq!(checkouts_of(&app, &checkouts, &account, &read, 3).await, 3);
     assert_eq!(app.send(read).await.expect(200), json!({"balance": 5}));
 }
