@@ -40,10 +40,14 @@ fn random_hex(bytes: usize) -> Result<String, ApiError> {
 }
 
 pub fn sha256_hex(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Every authenticated request hashes its credential: no `format!` per byte.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in Sha256::digest(secret.as_bytes()) {
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    hex
 }
 
 /// A new session token (fails only without the operating system's random source).
@@ -504,48 +508,92 @@ impl FromRequest for Authed {
     type Future = Pin<Box<dyn Future<Output = Result<Authed, AuthError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let presented = presented(req);
-        // Decided now (the request is not available inside the future); applied only once
-        // the session is known to be real, so a wrong cookie is the contract's plain 401.
-        let session = match &presented {
-            Ok(Some(Presented::Session(token))) => Some(session_proof(req, token)),
-            _ => None,
-        };
-        let req = req.clone();
+        let extracted = extract(req, false);
+        Box::pin(async move { Ok(extracted.await?.0) })
+    }
+}
+
+/// An authenticated account and its available balance, read together with the credential
+/// in one store call (one trip to the blocking pool, one pooled connection, and for an
+/// API key one indexed read): for the answers that carry the balance (`GET
+/// /api/v1/credits`, a cached screenshot). The balance is `None` only if it could not be
+/// read with the credential; the handler then reads it itself.
+#[derive(Debug, Clone)]
+pub struct WithBalance(pub Authed, pub Option<ledger_core::Credits>);
+
+impl FromRequest for WithBalance {
+    type Error = AuthError;
+    type Future = Pin<Box<dyn Future<Output = Result<WithBalance, AuthError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let extracted = extract(req, true);
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let identified = identify(&state, presented, session).await;
-            if let Ok(authed) = &identified {
-                note_account(&req, &authed.account_id);
-            }
-            limit(&state, &req, identified).await
+            let (authed, balance) = extracted.await?;
+            Ok(WithBalance(authed, balance))
         })
     }
 }
 
-/// The account of the credential the request presents.
+/// What every extractor of the caller runs: identify, note the account, count the request
+/// (ADR 15); with `with_balance`, the balance is read in the same store call.
+fn extract(
+    req: &HttpRequest,
+    with_balance: bool,
+) -> impl Future<Output = Result<(Authed, Option<ledger_core::Credits>), AuthError>> + 'static {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let presented = presented(req);
+    // Decided now (the request is not available inside the future); applied only once
+    // the session is known to be real, so a wrong cookie is the contract's plain 401.
+    let session = match &presented {
+        Ok(Some(Presented::Session(token))) => Some(session_proof(req, token)),
+        _ => None,
+    };
+    let req = req.clone();
+    async move {
+        let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
+        let identified = identify(&state, presented, session, with_balance).await;
+        let (identified, balance) = match identified {
+            Ok((authed, balance)) => {
+                note_account(&req, &authed.account_id);
+                (Ok(authed), balance)
+            }
+            Err(e) => (Err(e), None),
+        };
+        Ok((limit(&state, &req, identified).await?, balance))
+    }
+}
+
+/// The account of the credential the request presents (and its available balance, when
+/// `with_balance`).
 async fn identify(
     state: &AppState,
     presented: Result<Option<Presented>, SignatureError>,
     session: Option<Result<Proof, AuthError>>,
-) -> Result<Authed, AuthError> {
+    with_balance: bool,
+) -> Result<(Authed, Option<ledger_core::Credits>), AuthError> {
     let (is_session, secret) = match presented?.ok_or(ApiError::Unauthorized)? {
-        Presented::Signed(signed) => return signed_caller(state, signed).await,
+        Presented::Signed(signed) => return signed_caller(state, signed, with_balance).await,
         Presented::Session(s) => (true, s),
         Presented::Key(k) => (false, k),
     };
     if secret.is_empty() || secret.contains('\0') {
         return Err(ApiError::Unauthorized.into());
     }
-    let caller = accounts::authenticate(state, is_session, &secret)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let (caller, balance) = if with_balance {
+        accounts::authenticate_with_balance(state, is_session, &secret)
+            .await?
+            .ok_or(ApiError::Unauthorized)?
+    } else {
+        let caller = accounts::authenticate(state, is_session, &secret)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        (caller, None)
+    };
     let proof = match session {
         Some(proof) => proof?,
         None => Proof::ApiKey,
     };
-    authed(caller, proof)
+    Ok((authed(caller, proof)?, balance))
 }
 
 /// True when the request presents a credential of any kind (an API key, a session
@@ -643,18 +691,28 @@ fn note_account(req: &HttpRequest, account: &AccountId) {
 /// The caller of a signed URL: the key it names, proven by its signature (ADR 11). The
 /// expiry is checked first (no read), then the key (one read), then the HMAC; only a
 /// proven use is noted as the key's use.
-async fn signed_caller(state: &AppState, signed: SignedQuery) -> Result<Authed, AuthError> {
+async fn signed_caller(
+    state: &AppState,
+    signed: SignedQuery,
+    with_balance: bool,
+) -> Result<(Authed, Option<ledger_core::Credits>), AuthError> {
     signed.check_expiry(state.now())?;
-    let key = accounts::find_key(state, signed.key_id().to_owned(), |id| KeyBy::Id(id))
-        .await?
-        .ok_or(SignatureError::UnknownKey)?;
+    let id = signed.key_id().to_owned();
+    let (key, balance) = if with_balance {
+        accounts::find_key_with_balance(state, id, |id| KeyBy::Id(id)).await?
+    } else {
+        accounts::find_key(state, id, |id| KeyBy::Id(id))
+            .await?
+            .map(|key| (key, None))
+    }
+    .ok_or(SignatureError::UnknownKey)?;
     let secret = key
         .signing_secret
         .as_deref()
         .ok_or(SignatureError::NoSecret)?;
     signed.verify(secret)?;
     accounts::note_key_use(state, &key);
-    authed(key.caller, Proof::SignedUrl)
+    Ok((authed(key.caller, Proof::SignedUrl)?, balance))
 }
 
 /// The account of a live credential; 404 `User not found` when the account is gone.
@@ -686,12 +744,31 @@ impl FromRequest for Spender {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let authed = Authed::from_request(req, payload);
+        Box::pin(async move { spender(authed.await?) })
+    }
+}
+
+fn spender(authed: Authed) -> Result<Spender, AuthError> {
+    match authed.proof {
+        Proof::SessionOnly => Err(AuthError::SpendNeedsProof),
+        _ => Ok(Spender(authed)),
+    }
+}
+
+/// A [`Spender`] and its available balance, read with the credential in one store call
+/// ([`WithBalance`]): the screenshot handlers, whose cache hits answer with the balance.
+#[derive(Debug, Clone)]
+pub struct SpenderWithBalance(pub Spender, pub Option<ledger_core::Credits>);
+
+impl FromRequest for SpenderWithBalance {
+    type Error = AuthError;
+    type Future = Pin<Box<dyn Future<Output = Result<SpenderWithBalance, AuthError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let with = WithBalance::from_request(req, payload);
         Box::pin(async move {
-            let authed = authed.await?;
-            match authed.proof {
-                Proof::SessionOnly => Err(AuthError::SpendNeedsProof),
-                _ => Ok(Spender(authed)),
-            }
+            let WithBalance(authed, balance) = with.await?;
+            Ok(SpenderWithBalance(spender(authed)?, balance))
         })
     }
 }
@@ -833,6 +910,18 @@ mod tests {
         ] {
             assert_eq!(SignedQuery::parse(query), Err(refusal), "{query}");
         }
+    }
+
+    #[test]
+    fn sha256_hex_is_the_lowercase_hex_digest() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            sha256_hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

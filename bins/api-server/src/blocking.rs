@@ -15,10 +15,17 @@ use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
+/// How many ledger operations may wait for their group commit at once
+/// ([`Blocking::ledger`]), whatever the pool's size: such a wait holds no connection (the
+/// engine's writers hold their own), only a blocking thread, and the more operations
+/// wait together the larger the batch that commits them.
+pub const LEDGER_WAITERS: usize = 256;
+
 /// Runs blocking work on actix's thread pool; store work bounded to the database pool.
 #[derive(Debug, Clone)]
 pub struct Blocking {
     permits: Arc<Semaphore>,
+    ledger_permits: Arc<Semaphore>,
     wait: Duration,
 }
 
@@ -28,6 +35,7 @@ impl Blocking {
     pub fn new(permits: usize, wait: Duration) -> Blocking {
         Blocking {
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            ledger_permits: Arc::new(Semaphore::new(LEDGER_WAITERS)),
             wait,
         }
     }
@@ -39,18 +47,39 @@ impl Blocking {
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit =
-            match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                // The semaphore is never closed; a timeout is the pool being saturated.
-                Ok(Err(_)) | Err(_) => {
-                    tracing::warn!(
-                        waited_ms = self.wait.as_millis() as u64,
-                        "every database connection is in use; answering 503"
-                    );
-                    return Err(ApiError::database_unavailable());
-                }
-            };
+        self.bounded(&self.permits, f).await
+    }
+
+    /// Runs `f`, a call that only hands ledger operations to the group-committing engine
+    /// (`Ledger::apply`) and waits for their commit, once one of [`LEDGER_WAITERS`]
+    /// permits is free (`503 DATABASE_UNAVAILABLE` when none frees up within the wait).
+    /// Such a call takes no pooled connection, so bounding it by the pool's size (as
+    /// [`Blocking::store`] does) would cap the batches of a busy server at that size: at
+    /// 64 callers, 16 operations a commit instead of up to 64.
+    pub async fn ledger<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.bounded(&self.ledger_permits, f).await
+    }
+
+    async fn bounded<T, F>(&self, permits: &Arc<Semaphore>, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = match tokio::time::timeout(self.wait, permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a timeout is the pool being saturated.
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(
+                    waited_ms = self.wait.as_millis() as u64,
+                    "every database connection is in use; answering 503"
+                );
+                return Err(ApiError::database_unavailable());
+            }
+        };
         self.run(move || {
             let _permit = permit;
             f()

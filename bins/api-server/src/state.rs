@@ -164,6 +164,18 @@ impl AppState {
         self.blocking.store(move || f(&store)).await
     }
 
+    /// Runs `f`, which only applies ledger operations through the group-committing engine
+    /// (`Ledger::apply`), through [`Blocking::ledger`]: bounded by the operations that may
+    /// wait for a commit, not by the pool's size (the wait holds no connection).
+    pub async fn in_ledger<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        self.blocking.ledger(move || Ok(f(&store)?)).await
+    }
+
     /// [`AppState::blocking`] for store work alone: its error answers as [`ApiError`]'s
     /// conversion of [`StoreError`] says.
     pub async fn in_store<T, F>(&self, f: F) -> Result<T, ApiError>

@@ -6,7 +6,9 @@ use ledger_core::{AccountId, Credits, SubscriptionStatus, Timestamp};
 
 use crate::error::StoreError;
 use crate::ids::new_id;
+use crate::ledger::Balance;
 use crate::members::{joined_holder, Holder, HolderRow};
+use crate::plans::SubRow;
 use crate::rows::stored_record;
 use crate::schema::{account_limits, accounts, api_keys, members, sessions, subscriptions};
 use crate::Store;
@@ -96,6 +98,54 @@ type KeyCallerRow = (
     Option<HolderRow>,
 );
 
+/// The balance columns of an account row: balance, available, held, balance_at,
+/// balance_until (read by `Ledger::balance` and [`Access::key_caller_and_balance`]).
+pub(crate) type KeptRow = (i64, i64, i64, i64, i64);
+
+/// The balance an account row keeps, when it holds at `now`: the last write set it,
+/// nothing expires or starts before `now`, and the joined subscription has no period due.
+pub(crate) fn kept_at(kept: KeptRow, sub: Option<&SubRow>, now: Timestamp) -> Option<Balance> {
+    let (book, available, held, at, until) = kept;
+    let holds = at <= now.millis() && now.millis() < until;
+    (holds && !sub.is_some_and(|s| s.due(now))).then(|| Balance {
+        available: Credits::from_millis(available),
+        book: Credits::from_millis(book),
+        held: Credits::from_millis(held),
+    })
+}
+
+/// [`KeyCallerRow`] followed by the left-joined account's [`KeptRow`] (each `None` when
+/// the account is gone) and its subscription.
+type KeyBalanceRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<HolderRow>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<SubRow>,
+);
+
+impl KeyCaller {
+    fn of(row: KeyCallerRow) -> Result<KeyCaller, StoreError> {
+        let (key_id, account_id, member_id, signing_secret, last_used_at, account, member) = row;
+        Ok(KeyCaller {
+            key_id,
+            account_id: AccountId::new(account_id),
+            account_exists: account.is_some(),
+            holder: joined_holder(member_id, member)?,
+            signing_secret,
+            last_used_at,
+        })
+    }
+}
+
 /// Inserts a key of `account` (held by `member`, or by the account itself).
 pub(crate) fn insert_api_key(
     store: &Store,
@@ -157,7 +207,9 @@ impl Access<'_> {
             .filter(sessions::revoked_at.is_null())
             .filter(sessions::expires_at.gt(now.millis()))
             .select(sessions::account_id)
-            .first::<String>(&mut *conn)
+            // `get_result`, not `first`: the token hash is the key, and SQLite re-prepares
+            // a statement whose `LIMIT ?` is bound again on every call.
+            .get_result::<String>(&mut *conn)
             .optional()?
             .map(AccountId::new))
     }
@@ -237,19 +289,92 @@ impl Access<'_> {
             KeyBy::Hash(hash) => query.filter(api_keys::key_hash.eq(hash)),
             KeyBy::Id(id) => query.filter(api_keys::id.eq(id)),
         };
-        let Some((key_id, account_id, member_id, signing_secret, last_used_at, account, member)) =
-            query.first::<KeyCallerRow>(&mut *conn).optional()?
+        // `get_result`, not `first`: the hash and the id are unique, and SQLite re-prepares
+        // a statement whose `LIMIT ?` is bound again on every call (the planner reads the
+        // bound limit), which was about 40 % of the CPU of an authenticated read.
+        query
+            .get_result::<KeyCallerRow>(&mut *conn)
+            .optional()?
+            .map(KeyCaller::of)
+            .transpose()
+    }
+
+    /// [`Access::key_caller`] and the account's balance now (as `Ledger::balance` reads
+    /// it), on one connection: one indexed read (the key left-joined to its member, its
+    /// account's kept balance and its subscription) whenever the row's balance holds at
+    /// `now`, else that read and then the balance folded. The balance is `None` when the
+    /// key is not live or its account is gone. A request that reads the balance right
+    /// after authenticating (`GET /api/v1/credits`, a cached screenshot) pays one store
+    /// call for both.
+    pub fn key_caller_and_balance(
+        &self,
+        by: KeyBy<'_>,
+        now: Timestamp,
+    ) -> Result<Option<(KeyCaller, Option<Balance>)>, StoreError> {
+        let found = {
+            let mut conn = self.store.conn()?;
+            let query = api_keys::table
+                .left_join(members::table.on(api_keys::member_id.eq(members::id.nullable())))
+                .left_join(accounts::table.on(accounts::id.eq(api_keys::account_id)))
+                .left_join(
+                    subscriptions::table.on(subscriptions::account_id.eq(api_keys::account_id)),
+                )
+                .filter(api_keys::revoked_at.is_null())
+                .select((
+                    api_keys::id,
+                    api_keys::account_id,
+                    api_keys::member_id,
+                    api_keys::signing_secret,
+                    api_keys::last_used_at,
+                    accounts::id.nullable(),
+                    Option::<HolderRow>::as_select(),
+                    accounts::balance.nullable(),
+                    accounts::available.nullable(),
+                    accounts::held.nullable(),
+                    accounts::balance_at.nullable(),
+                    accounts::balance_until.nullable(),
+                    Option::<SubRow>::as_select(),
+                ))
+                .into_boxed();
+            let query = match by {
+                KeyBy::Hash(hash) => query.filter(api_keys::key_hash.eq(hash)),
+                KeyBy::Id(id) => query.filter(api_keys::id.eq(id)),
+            };
+            // Unique keys throughout: no `LIMIT ?` (see `key_caller`).
+            query.get_result::<KeyBalanceRow>(&mut *conn).optional()?
+        };
+        let Some((
+            id,
+            account_id,
+            member_id,
+            secret,
+            used,
+            account,
+            member,
+            b,
+            a,
+            h,
+            at,
+            until,
+            sub,
+        )) = found
         else {
             return Ok(None);
         };
-        Ok(Some(KeyCaller {
-            key_id,
-            account_id: AccountId::new(account_id),
-            account_exists: account.is_some(),
-            holder: joined_holder(member_id, member)?,
-            signing_secret,
-            last_used_at,
-        }))
+        let caller = KeyCaller::of((id, account_id, member_id, secret, used, account, member))?;
+        if !caller.account_exists || matches!(caller.holder, Holder::Removed) {
+            return Ok(Some((caller, None)));
+        }
+        let kept = match (b, a, h, at, until) {
+            (Some(b), Some(a), Some(h), Some(at), Some(until)) => Some((b, a, h, at, until)),
+            _ => None,
+        };
+        let balance = match kept.and_then(|k| kept_at(k, sub.as_ref(), now)) {
+            Some(kept) => kept,
+            // The connection above is back in the pool: the fold takes its own.
+            None => self.store.ledger().balance(&caller.account_id, now)?,
+        };
+        Ok(Some((caller, Some(balance))))
     }
 
     /// Notes a use of the key at `now` (bookkeeping, at most once a minute); false when it

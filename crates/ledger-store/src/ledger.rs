@@ -277,9 +277,7 @@ impl Ledger<'_> {
     /// The balance on the account row, when it holds at `now`.
     fn kept_balance(&self, id: &AccountId, now: Timestamp) -> Result<Option<Balance>, StoreError> {
         let mut conn = self.store.conn()?;
-        /// balance, available, held, balance_at, balance_until.
-        type Kept = (i64, i64, i64, i64, i64);
-        let found: Option<(Kept, Option<SubRow>)> = accounts::table
+        let found: Option<(crate::access::KeptRow, Option<SubRow>)> = accounts::table
             .left_join(subscriptions::table.on(subscriptions::account_id.eq(accounts::id)))
             .filter(accounts::id.eq(id.as_str()))
             .select((
@@ -292,19 +290,11 @@ impl Ledger<'_> {
                 ),
                 Option::<SubRow>::as_select(),
             ))
-            .first(&mut *conn)
+            // `get_result`, not `first`: the id is the key, and SQLite re-prepares a
+            // statement whose `LIMIT ?` is bound again on every call.
+            .get_result(&mut *conn)
             .optional()?;
-        let Some(((book, available, held, at, until), sub)) = found else {
-            return Ok(None);
-        };
-        let holds = at <= now.millis() && now.millis() < until;
-        Ok(
-            (holds && !sub.is_some_and(|s| s.due(now))).then(|| Balance {
-                available: Credits::from_millis(available),
-                book: Credits::from_millis(book),
-                held: Credits::from_millis(held),
-            }),
-        )
+        Ok(found.and_then(|(kept, sub)| crate::access::kept_at(kept, sub.as_ref(), now)))
     }
 
     /// Applies one operation. It is group-committed (ADR 10): it shares a transaction with

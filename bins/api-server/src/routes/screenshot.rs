@@ -13,7 +13,7 @@ use capture::RawCaptureOptions;
 use ledger_core::Credits;
 use utoipa::openapi::{Content, RefOr, Response, ResponseBuilder};
 
-use crate::auth::{AuthError, Spender};
+use crate::auth::{AuthError, Spender, SpenderWithBalance};
 use crate::body::{idempotency_key, parse_json};
 use crate::error::ApiError;
 use crate::routes::{with_metering, AppData, Reply, ScreenshotErrors};
@@ -251,14 +251,14 @@ impl utoipa::IntoResponses for ScreenshotAnswers {
 pub async fn take_get(
     state: AppData,
     req: HttpRequest,
-    who: Result<Spender, AuthError>,
+    who: Result<SpenderWithBalance, AuthError>,
 ) -> HttpResponse {
-    let Spender(who) = match who {
+    let SpenderWithBalance(Spender(who), balance) = match who {
         Ok(who) => who,
         Err(e) => return unauthorized(e),
     };
     let request = shot_request(&req, who, query_options(&req));
-    render(service::take(&state, request).await)
+    render(service::take_with_balance(&state, request, balance).await)
 }
 
 /// Takes a screenshot (options as JSON, `url` or `html`).
@@ -270,11 +270,11 @@ pub async fn take_get(
 pub async fn take_post(
     state: AppData,
     req: HttpRequest,
-    who: Result<Spender, AuthError>,
+    who: Result<SpenderWithBalance, AuthError>,
     body: web::Bytes,
 ) -> HttpResponse {
     // Who is asking comes first: a stranger gets 401 whatever the body says.
-    let Spender(who) = match who {
+    let SpenderWithBalance(Spender(who), balance) = match who {
         Ok(who) => who,
         Err(e) => return unauthorized(e),
     };
@@ -284,7 +284,8 @@ pub async fn take_post(
         raw.check_json_types()?;
         Ok(raw)
     });
-    render(service::take(&state, shot_request(&req, who, options)).await)
+    let request = shot_request(&req, who, options);
+    render(service::take_with_balance(&state, request, balance).await)
 }
 
 /// What a capture would cost.

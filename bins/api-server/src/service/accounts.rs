@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ledger_core::{AccountId, Credits, Entry, Page, Retention, YearMonth};
+use ledger_core::{AccountId, Credits, Entry, Page, Retention, Timestamp, YearMonth};
 use ledger_store::{Account, ApiKey, Holder, KeyBy, Member, NewAccount, NewApiKey, Subscription};
 use payments::{AutoTopupRequest, AutoTopupView, PaymentsError};
 
@@ -104,6 +104,54 @@ pub async fn authenticate(
         .await
 }
 
+/// [`authenticate`] and the account's available balance now, in one store call (one
+/// permit, one trip to the blocking pool, one pooled connection): for a key, one indexed
+/// read of the key, its holder, its account's kept balance and subscription
+/// (`Access::key_caller_and_balance`). For the reads that answer with the balance
+/// (`GET /api/v1/credits`, a cached screenshot). The balance is `None` only when the
+/// account is gone (the caller is then refused anyway).
+pub async fn authenticate_with_balance(
+    state: &AppState,
+    is_session: bool,
+    secret: &str,
+) -> Result<Option<(Caller, Option<Credits>)>, ApiError> {
+    let hash = sha256_hex(secret);
+    if !is_session {
+        let found = find_key_with_balance(state, hash, |hash| KeyBy::Hash(hash)).await?;
+        return Ok(found.map(|(key, balance)| {
+            note_key_use(state, &key);
+            (key.caller, balance)
+        }));
+    }
+    let now = state.now();
+    state
+        .blocking(move |store| {
+            let Some(account_id) = store.access().session_account(&hash, now)? else {
+                return Ok(None);
+            };
+            let member = match store.members().session_holder(&hash)? {
+                Holder::Account => None,
+                Holder::Member(m) => Some(m),
+                Holder::Removed => return Ok(None),
+            };
+            let exists = store.ledger().account(&account_id)?.is_some();
+            let balance = match exists {
+                true => Some(store.ledger().balance(&account_id, now)?.available),
+                false => None,
+            };
+            Ok(Some((
+                Caller {
+                    account_id,
+                    credential: Credential::Session(hash),
+                    exists,
+                    member,
+                },
+                balance,
+            )))
+        })
+        .await
+}
+
 /// A live API key and its caller, with what a signed URL is checked against.
 #[derive(Debug, Clone)]
 pub struct FoundKey {
@@ -126,16 +174,34 @@ pub async fn find_key(
     let found = state
         .in_store(move |store| store.access().key_caller(by(&name)))
         .await?;
-    let Some(key) = found else {
-        return Ok(None);
-    };
+    Ok(found.and_then(|key| found_key(key, now)))
+}
+
+/// [`find_key`] and the available balance of the key's account, in one store call
+/// (`Access::key_caller_and_balance`).
+pub async fn find_key_with_balance(
+    state: &AppState,
+    name: String,
+    by: fn(&str) -> KeyBy<'_>,
+) -> Result<Option<(FoundKey, Option<Credits>)>, ApiError> {
+    let now = state.now();
+    let found = state
+        .in_store(move |store| store.access().key_caller_and_balance(by(&name), now))
+        .await?;
+    Ok(found.and_then(|(key, balance)| {
+        found_key(key, now).map(|key| (key, balance.map(|b| b.available)))
+    }))
+}
+
+/// The caller of a live key; `None` when its member was removed.
+fn found_key(key: ledger_store::KeyCaller, now: Timestamp) -> Option<FoundKey> {
     let unnoted = key.use_is_unnoted(now);
     let member = match key.holder {
         Holder::Account => None,
         Holder::Member(m) => Some(m),
-        Holder::Removed => return Ok(None),
+        Holder::Removed => return None,
     };
-    Ok(Some(FoundKey {
+    Some(FoundKey {
         unnoted,
         caller: Caller {
             account_id: key.account_id,
@@ -145,7 +211,7 @@ pub async fn find_key(
         },
         signing_secret: key.signing_secret,
         key_id: key.key_id,
-    }))
+    })
 }
 
 /// Notes the use of a key whose `last_used_at` is over a minute old, after the request

@@ -53,8 +53,9 @@ pub async fn apply(
     operation: Operation,
 ) -> Result<Applied, ApiError> {
     let now = state.now();
+    // Only the engine's writers take a connection: bounded by the waiting operations.
     state
-        .in_store(move |s| {
+        .in_ledger(move |s| {
             s.ledger()
                 .apply(&account, idempotency.as_ref(), operation, now)
         })

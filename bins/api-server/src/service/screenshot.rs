@@ -146,6 +146,17 @@ pub async fn quote(
 
 /// Takes a screenshot for `request.account`, charging it at most once.
 pub async fn take(state: &AppState, request: ShotRequest) -> Shot {
+    take_with_balance(state, request, None).await
+}
+
+/// [`take`], given the account's available balance as read with the credential (the
+/// same store call, `auth::SpenderWithBalance`): a cache hit, which charges nothing,
+/// answers with it and reads nothing more from the database.
+pub async fn take_with_balance(
+    state: &AppState,
+    request: ShotRequest,
+    known_balance: Option<Credits>,
+) -> Shot {
     let ShotRequest {
         account,
         options,
@@ -202,7 +213,7 @@ pub async fn take(state: &AppState, request: ShotRequest) -> Shot {
             Err(e) => return Shot::refused(e, None),
         }
     }
-    let worked = work(state, &account, &opts, &screenshot_id).await;
+    let worked = work(state, &account, &opts, &screenshot_id, known_balance).await;
     if let Some(key) = key {
         record(state, &account, key, &worked).await;
     }
@@ -382,6 +393,7 @@ async fn work(
     account: &AccountId,
     opts: &CaptureOptions,
     screenshot_id: &str,
+    known_balance: Option<Credits>,
 ) -> Worked {
     let now = state.now();
     let file_name = format!("{screenshot_id}.{}", opts.format().extension());
@@ -400,7 +412,10 @@ async fn work(
                         content_type: hit.content_type,
                         file_name,
                     }),
-                    remaining: balance(state, account).await,
+                    remaining: match known_balance {
+                        Some(known) => Some(known),
+                        None => balance(state, account).await,
+                    },
                     charged: Credits::ZERO,
                     cache_hit: true,
                     screenshot_id: Some(screenshot_id.to_owned()),

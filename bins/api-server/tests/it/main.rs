@@ -25,6 +25,7 @@ mod overload;
 mod payments;
 mod plans;
 mod ratelimit;
+mod read_path;
 mod screenshots;
 mod security;
 mod service_screenshot;

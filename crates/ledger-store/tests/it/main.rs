@@ -4,6 +4,7 @@
 // Tests and their helpers panic loudly on a failed step; the lints are for production paths.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod common;
 mod engine;
 mod members;
