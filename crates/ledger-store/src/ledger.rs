@@ -605,23 +605,41 @@ pub(crate) fn persist(
     Ok(())
 }
 
-/// Inserts the rows `$rows` into `$table`, [`ROWS_PER_INSERT`] rows a statement. A macro:
-/// Diesel builds multi-row inserts for each backend's own connection, not for the
-/// connection over both.
+/// Inserts the rows `$rows` into `$table`: in chunks of a fixed size (the largest power of
+/// two, up to [`ROWS_PER_INSERT`], that the rows left fill), so that each statement's text
+/// is one of a few, prepared once a connection and cached by Diesel (a `Vec` of rows is a
+/// statement of its own length, prepared afresh every time: issue 11). A macro: Diesel
+/// builds multi-row inserts for each backend's own connection, not for the connection
+/// over both.
 macro_rules! insert_all {
     ($conn:expr, $table:expr, $rows:expr) => {{
         let conn: &mut DbConnection = $conn;
-        for chunk in $rows.chunks(ROWS_PER_INSERT) {
-            match conn {
-                DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c),
-                DbConnection::Postgres(c) => diesel::insert_into($table).values(chunk).execute(c),
-            }?;
+        let mut rest = &$rows[..];
+        while !rest.is_empty() {
+            insert_chunk!(conn, $table, rest, 256, 128, 64, 32, 16, 8, 4, 2, 1);
         }
     }};
 }
 
+/// One statement of [`insert_all!`]: the first `$n` rows of `$rest`, for the largest `$n`
+/// listed (largest first, ending with 1) that `$rest` fills; `$rest` keeps the others.
+macro_rules! insert_chunk {
+    ($conn:ident, $table:expr, $rest:ident, $($n:literal),+) => {
+        $(
+            if let Some((chunk, tail)) = $rest.split_first_chunk::<$n>() {
+                match &mut *$conn {
+                    DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c),
+                    DbConnection::Postgres(c) => diesel::insert_into($table).values(chunk).execute(c),
+                }?;
+                $rest = tail;
+                continue;
+            }
+        )+
+    };
+}
+
 /// The rows one write inserts, gathered over every account of a batch so that each table
-/// gets one multi-row statement ([`ROWS_PER_INSERT`] rows each) instead of one a row.
+/// gets a few multi-row statements ([`insert_all!`]) instead of one a row.
 #[derive(Default)]
 struct Inserts {
     grants: Vec<GrantRow>,
@@ -630,8 +648,9 @@ struct Inserts {
     keys: Vec<IdempotencyRow>,
 }
 
-/// Rows a multi-row `INSERT`: at most 15 columns × 256 rows = 3,840 parameters, far below
-/// what either backend allows in one statement.
+/// Rows a multi-row `INSERT` at most: 15 columns × 256 rows = 3,840 parameters, far below
+/// what either backend allows in one statement (the sizes [`insert_all!`] uses are the
+/// powers of two up to it).
 const ROWS_PER_INSERT: usize = 256;
 
 impl Inserts {
@@ -779,26 +798,56 @@ pub(crate) struct AppliedAll {
 struct Known(HashMap<String, Vec<IdempotencyRow>>);
 
 impl Known {
+    /// By the whole primary key (account_id, scope, key): with the account alone SQLite
+    /// walks every key the account ever stored (issue 11: a quarter of the writer's CPU
+    /// on a hot account). On SQLite one point read a key, a statement prepared once; on
+    /// PostgreSQL one read for the batch (`= ANY` of arrays, one round trip).
     fn read<'i>(
         conn: &mut DbConnection,
         items: impl Iterator<Item = &'i BatchItem>,
     ) -> Result<Known, TxError> {
-        let (accounts, keys): (BTreeSet<&str>, Vec<&str>) = items
-            .filter_map(|i| Some((i.account_id.as_str(), i.idempotency.as_ref()?.key.as_str())))
-            .unzip();
-        let accounts: Vec<&str> = accounts.into_iter().collect();
+        let wanted: Vec<(&str, &str, &str)> = items
+            .filter_map(|i| {
+                let idem = i.idempotency.as_ref()?;
+                Some((i.account_id.as_str(), idem.scope.as_str(), idem.key.as_str()))
+            })
+            .collect();
         let mut known = Known::default();
-        // By account first: the primary key (account_id, scope, key) then finds each row
-        // (a filter on the key alone would scan the table).
-        for chunk in keys.chunks(ROWS_PER_INSERT * 4) {
-            let rows: Vec<IdempotencyRow> = idempotency_keys::table
-                .filter(idempotency_keys::account_id.eq_any(&accounts))
-                .filter(idempotency_keys::key.eq_any(chunk))
-                .select(IdempotencyRow::as_select())
-                .load(conn)?;
-            for r in rows {
-                known.0.entry(r.key.clone()).or_default().push(r);
+        if wanted.is_empty() {
+            return Ok(known);
+        }
+        let mut found = Vec::new();
+        if let DbConnection::Sqlite(_) = conn {
+            for &(account, scope, key) in &wanted {
+                found.extend(
+                    idempotency_keys::table
+                        .filter(idempotency_keys::account_id.eq(account))
+                        .filter(idempotency_keys::scope.eq(scope))
+                        .filter(idempotency_keys::key.eq(key))
+                        .select(IdempotencyRow::as_select())
+                        .first(conn)
+                        .optional()?,
+                );
             }
+        } else {
+            let accounts: BTreeSet<&str> = wanted.iter().map(|w| w.0).collect();
+            let scopes: BTreeSet<&str> = wanted.iter().map(|w| w.1).collect();
+            let accounts: Vec<&str> = accounts.into_iter().collect();
+            let scopes: Vec<&str> = scopes.into_iter().collect();
+            let keys: Vec<&str> = wanted.iter().map(|w| w.2).collect();
+            for chunk in keys.chunks(ROWS_PER_INSERT * 4) {
+                found.extend(
+                    idempotency_keys::table
+                        .filter(idempotency_keys::account_id.eq_any(&accounts))
+                        .filter(idempotency_keys::scope.eq_any(&scopes))
+                        .filter(idempotency_keys::key.eq_any(chunk))
+                        .select(IdempotencyRow::as_select())
+                        .load::<IdempotencyRow>(conn)?,
+                );
+            }
+        }
+        for r in found {
+            known.0.entry(r.key.clone()).or_default().push(r);
         }
         Ok(known)
     }

@@ -287,8 +287,11 @@ impl Record for crate::ledger::Account {
     type Row = AccountRow;
 }
 
+/// No column has a default: with the derive's default (`treat_none_as_default_value`),
+/// Diesel inserts many rows on SQLite one statement a row inside a savepoint of its own
+/// (issue 11: a tenth of the SQLite writer's CPU), instead of one multi-row `INSERT`.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = idempotency_keys)]
+#[diesel(table_name = idempotency_keys, treat_none_as_default_value = false)]
 pub(crate) struct IdempotencyRow {
     pub account_id: String,
     pub scope: String,
