@@ -819,14 +819,12 @@ impl Known {
         let mut found = Vec::new();
         if let DbConnection::Sqlite(_) = conn {
             for &(account, scope, key) in &wanted {
+                // `load`, not `first`: SQLite compiles a bound `LIMIT ?` into the plan,
+                // so every execution of a statement with one is prepared again.
                 found.extend(
-                    idempotency_keys::table
-                        .filter(idempotency_keys::account_id.eq(account))
-                        .filter(idempotency_keys::scope.eq(scope))
-                        .filter(idempotency_keys::key.eq(key))
+                    stored_key(account, scope, key)
                         .select(IdempotencyRow::as_select())
-                        .first(conn)
-                        .optional()?,
+                        .load::<IdempotencyRow>(conn)?,
                 );
             }
         } else {
@@ -860,6 +858,16 @@ impl Known {
             .find(|r| r.account_id == id.as_str() && r.scope == idem.scope)
             .map(|r| (r.fingerprint.as_str(), r.outcome.as_str()))
     }
+}
+
+/// The stored idempotency row of (`account`, `scope`, `key`): a point read of the primary
+/// key (at most one row).
+#[diesel::dsl::auto_type(no_type_alias)]
+fn stored_key<'a>(account: &'a str, scope: &'a str, key: &'a str) -> _ {
+    idempotency_keys::table
+        .filter(idempotency_keys::account_id.eq(account))
+        .filter(idempotency_keys::scope.eq(scope))
+        .filter(idempotency_keys::key.eq(key))
 }
 
 /// Applies many operations (each with its own `now`) inside the transaction `conn` is
@@ -1183,4 +1191,45 @@ fn apply_warm(
         replayed: false,
         available,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::sqlite::Sqlite;
+
+    #[derive(QueryableByName)]
+    struct PlanRow {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+
+    /// How SQLite runs `query` (its `EXPLAIN QUERY PLAN` details), on a migrated database.
+    fn plan_of<Q: diesel::query_builder::QueryFragment<Sqlite>>(query: &Q) -> Vec<String> {
+        let mut conn = DbConnection::Sqlite(
+            diesel::SqliteConnection::establish(":memory:").expect("an in-memory database"),
+        );
+        crate::db::run_migrations(&mut conn).expect("migrations");
+        let sql = diesel::debug_query::<Sqlite, _>(query).to_string();
+        let sql = sql.split(" -- binds").next().unwrap_or_default();
+        diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<PlanRow>(&mut conn)
+            .expect("a plan")
+            .into_iter()
+            .map(|r| r.detail)
+            .collect()
+    }
+
+    /// The batch's idempotency read finds each key through the whole primary key: with
+    /// the account alone (issue 11) it walked every key the account ever stored.
+    #[test]
+    fn a_stored_key_is_read_through_the_whole_primary_key() {
+        let query = stored_key("acct_1", "ledger", "k").select(IdempotencyRow::as_select());
+        let plan = plan_of(&query);
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("(account_id=? AND scope=? AND key=?)")),
+            "{plan:?}"
+        );
+    }
 }

@@ -232,8 +232,9 @@ pub(crate) fn load_alerts<'a>(
                 account_alerts::table
                     .filter(account_alerts::account_id.eq(id))
                     .select(columns)
-                    .first::<AlertRow>(conn)
-                    .optional()?,
+                    // `load`, not `first`: SQLite prepares a statement with a bound
+                    // `LIMIT ?` again on every execution.
+                    .load::<AlertRow>(conn)?,
             );
         }
     } else {
