@@ -469,13 +469,10 @@ pub(crate) fn lock_account_version(
     conn: &mut DbConnection,
     id: &AccountId,
 ) -> Result<Option<i64>, TxError> {
-    Ok(
-        diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-            .set(locked!())
-            .returning(accounts::version)
-            .get_result::<i64>(conn)
-            .optional()?,
-    )
+    // What `locked!` sets, as a statement prepared once (`crate::rows::LockAccount`).
+    Ok(crate::rows::LockAccount { id: id.as_str() }
+        .get_result::<i64>(conn)
+        .optional()?)
 }
 
 fn load_entry(
@@ -658,18 +655,20 @@ impl Inserts {
     /// (one statement a lot: a lot changed many times in a batch is written once).
     fn update_lots(&mut self, conn: &mut DbConnection, changes: Changeset) -> Result<(), TxError> {
         for g in &changes.grants_updated {
-            diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
-                .set(grants::remaining.eq(g.remaining.millis()))
-                .execute(conn)?;
+            crate::rows::UpdateGrant {
+                remaining: g.remaining.millis(),
+                id: g.id.as_str(),
+            }
+            .execute(conn)?;
         }
         for h in &changes.holds_updated {
-            diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
-                .set((
-                    holds::status.eq(h.status.as_str()),
-                    holds::captured.eq(h.captured.millis()),
-                    holds::settled_at.eq(h.settled_at.map(Timestamp::millis)),
-                ))
-                .execute(conn)?;
+            crate::rows::UpdateHold {
+                status: h.status.as_str(),
+                captured: h.captured.millis(),
+                settled_at: h.settled_at.map(Timestamp::millis),
+                id: h.id.as_str(),
+            }
+            .execute(conn)?;
         }
         self.grants
             .extend(changes.grants_inserted.iter().map(GrantRow::from));
@@ -718,17 +717,17 @@ fn write_account(
             0,
         ),
     };
-    diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-        .set((
-            accounts::balance.eq(state.balance.millis()),
-            accounts::overdraft.eq(state.overdraft.millis()),
-            accounts::last_seq.eq(state.last_seq),
-            accounts::available.eq(shown.available.millis()),
-            accounts::held.eq(shown.held.millis()),
-            accounts::balance_at.eq(now.millis()),
-            accounts::balance_until.eq(until),
-        ))
-        .execute(conn)?;
+    crate::rows::WriteAccount {
+        balance: state.balance.millis(),
+        overdraft: state.overdraft.millis(),
+        last_seq: state.last_seq,
+        available: shown.available.millis(),
+        held: shown.held.millis(),
+        balance_at: now.millis(),
+        balance_until: until,
+        id: id.as_str(),
+    }
+    .execute(conn)?;
     Ok(folded.map(|b| b.available))
 }
 
