@@ -808,7 +808,11 @@ impl Known {
         let wanted: Vec<(&str, &str, &str)> = items
             .filter_map(|i| {
                 let idem = i.idempotency.as_ref()?;
-                Some((i.account_id.as_str(), idem.scope.as_str(), idem.key.as_str()))
+                Some((
+                    i.account_id.as_str(),
+                    idem.scope.as_str(),
+                    idem.key.as_str(),
+                ))
             })
             .collect();
         let mut known = Known::default();
