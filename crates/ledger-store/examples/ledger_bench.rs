@@ -3,7 +3,8 @@
 //!
 //! ```sh
 //! cargo run --release -p ledger-store --features test-support --example ledger_bench -- \
-//!     [--quick] [--seconds S] [--callers 1,16,64] [--backends sqlite,postgres] [--out FILE]
+//!     [--quick] [--seconds S] [--callers 1,16,64] [--backends sqlite,postgres] \
+//!     [--loads hot,spread,holds] [--out FILE]
 //! ```
 //!
 //! Loads, each at every caller count, on a fresh database per backend:
@@ -58,6 +59,7 @@ struct Args {
     seconds: f64,
     callers: Vec<usize>,
     backends: Vec<String>,
+    loads: Vec<Load>,
     out: Option<String>,
 }
 
@@ -67,6 +69,7 @@ fn args() -> Args {
         seconds: if quick { 1.0 } else { 3.0 },
         callers: if quick { vec![1, 64] } else { vec![1, 16, 64] },
         backends: vec!["sqlite".into(), "postgres".into()],
+        loads: vec![Load::Hot, Load::Spread, Load::Holds],
         out: None,
     };
     let list = |v: String| v.split(',').map(str::to_owned).collect::<Vec<_>>();
@@ -86,6 +89,17 @@ fn args() -> Args {
                     .collect()
             }
             "--backends" => a.backends = list(value()),
+            "--loads" => {
+                a.loads = list(value())
+                    .iter()
+                    .map(|l| match l.as_str() {
+                        "hot" => Load::Hot,
+                        "spread" => Load::Spread,
+                        "holds" => Load::Holds,
+                        other => panic!("--loads: unknown load {other}"),
+                    })
+                    .collect()
+            }
             "--out" => a.out = Some(value()),
             other => panic!("unknown argument {other} (see the file's header)"),
         }
@@ -247,6 +261,24 @@ fn run_cell(
     cell
 }
 
+/// User and system CPU time of this process so far, in seconds (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces):
+    // utime and stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 fn pct_ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -291,22 +323,34 @@ fn main() {
         let store = &db.store;
         let t = Instant::now();
         let hot = account_at(store, c(FUNDS), now());
-        let spread = Arc::new(funded_accounts(store, SPREAD_ACCOUNTS));
+        // The 10,000 accounts only when a load uses them (they take a while to create).
+        let spread_n = if args.loads.contains(&Load::Spread) {
+            SPREAD_ACCOUNTS
+        } else {
+            0
+        };
+        let spread = Arc::new(funded_accounts(store, spread_n));
         eprintln!(
             "ledger_bench: {backend}: {} accounts created in {:.1} s",
-            SPREAD_ACCOUNTS + 1,
+            spread_n + 1,
             t.elapsed().as_secs_f64()
         );
-        for load in [Load::Hot, Load::Spread, Load::Holds] {
+        for &load in &args.loads {
             for &callers in &args.callers {
                 let before = store.write_stats();
+                let cpu_before = cpu_seconds();
                 let cell = run_cell(store, load, callers, args.seconds, &hot, &spread);
+                let cpu = cpu_seconds() - cpu_before;
                 let after = store.write_stats();
+                // CPU time of this process (callers and writers; PostgreSQL's server is
+                // not in it) an operation: unlike ops/s, it hardly moves with the disk's
+                // fsync time or other programs on the machine.
                 eprintln!(
-                    "ledger_bench: {backend} {} x{callers}: {:.1} operations a batch",
+                    "ledger_bench: {backend} {} x{callers}: {:.1} operations a batch, {:.0} µs of CPU an operation",
                     load.name(),
                     (after.operations - before.operations) as f64
-                        / (after.batches - before.batches).max(1) as f64
+                        / (after.batches - before.batches).max(1) as f64,
+                    cpu * 1e6 / cell.calls.max(1) as f64
                 );
                 let rate = cell.calls as f64 / cell.elapsed.as_secs_f64();
                 let (p50, p99) = (pct_ms(&cell.latencies, 0.5), pct_ms(&cell.latencies, 0.99));

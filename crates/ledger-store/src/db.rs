@@ -137,8 +137,12 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
             // so an acknowledged debit survives a power failure or an OS crash ("never
             // lost"). `NORMAL` syncs only at checkpoints and can lose the last commits.
             // Group commit (one sync for many callers' operations) is what pays for it.
+            // `temp_store = MEMORY`: a multi-row insert keeps the pages it changes in a
+            // statement journal (to undo the statement alone if it fails), which SQLite
+            // spills to a temporary file past 64 KiB; in memory it costs no write calls.
+            // Nothing durable lives there: the WAL is what a commit syncs.
             let pragmas = format!(
-                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
                 self.busy_timeout_ms
             );
             // Turning a new file to WAL needs an exclusive lock, and SQLite answers "locked"

@@ -459,13 +459,10 @@ pub(crate) fn lock_account_version(
     conn: &mut DbConnection,
     id: &AccountId,
 ) -> Result<Option<i64>, TxError> {
-    Ok(
-        diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-            .set(locked!())
-            .returning(accounts::version)
-            .get_result::<i64>(conn)
-            .optional()?,
-    )
+    // What `locked!` sets, as a statement prepared once (`crate::rows::LockAccount`).
+    Ok(crate::rows::LockAccount { id: id.as_str() }
+        .get_result::<i64>(conn)
+        .optional()?)
 }
 
 fn load_entry(
@@ -595,23 +592,41 @@ pub(crate) fn persist(
     Ok(())
 }
 
-/// Inserts the rows `$rows` into `$table`, [`ROWS_PER_INSERT`] rows a statement. A macro:
-/// Diesel builds multi-row inserts for each backend's own connection, not for the
-/// connection over both.
+/// Inserts the rows `$rows` into `$table`: in chunks of a fixed size (the largest power of
+/// two, up to [`ROWS_PER_INSERT`], that the rows left fill), so that each statement's text
+/// is one of a few, prepared once a connection and cached by Diesel (a `Vec` of rows is a
+/// statement of its own length, prepared afresh every time: issue 11). A macro: Diesel
+/// builds multi-row inserts for each backend's own connection, not for the connection
+/// over both.
 macro_rules! insert_all {
     ($conn:expr, $table:expr, $rows:expr) => {{
         let conn: &mut DbConnection = $conn;
-        for chunk in $rows.chunks(ROWS_PER_INSERT) {
-            match conn {
-                DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c),
-                DbConnection::Postgres(c) => diesel::insert_into($table).values(chunk).execute(c),
-            }?;
+        let mut rest = &$rows[..];
+        while !rest.is_empty() {
+            insert_chunk!(conn, $table, rest, 256, 128, 64, 32, 16, 8, 4, 2, 1);
         }
     }};
 }
 
+/// One statement of [`insert_all!`]: the first `$n` rows of `$rest`, for the largest `$n`
+/// listed (largest first, ending with 1) that `$rest` fills; `$rest` keeps the others.
+macro_rules! insert_chunk {
+    ($conn:ident, $table:expr, $rest:ident, $($n:literal),+) => {
+        $(
+            if let Some((chunk, tail)) = $rest.split_first_chunk::<$n>() {
+                match &mut *$conn {
+                    DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c),
+                    DbConnection::Postgres(c) => diesel::insert_into($table).values(chunk).execute(c),
+                }?;
+                $rest = tail;
+                continue;
+            }
+        )+
+    };
+}
+
 /// The rows one write inserts, gathered over every account of a batch so that each table
-/// gets one multi-row statement ([`ROWS_PER_INSERT`] rows each) instead of one a row.
+/// gets a few multi-row statements ([`insert_all!`]) instead of one a row.
 #[derive(Default)]
 struct Inserts {
     grants: Vec<GrantRow>,
@@ -620,8 +635,9 @@ struct Inserts {
     keys: Vec<IdempotencyRow>,
 }
 
-/// Rows a multi-row `INSERT`: at most 15 columns × 256 rows = 3,840 parameters, far below
-/// what either backend allows in one statement.
+/// Rows a multi-row `INSERT` at most: 15 columns × 256 rows = 3,840 parameters, far below
+/// what either backend allows in one statement (the sizes [`insert_all!`] uses are the
+/// powers of two up to it).
 const ROWS_PER_INSERT: usize = 256;
 
 impl Inserts {
@@ -629,18 +645,20 @@ impl Inserts {
     /// (one statement a lot: a lot changed many times in a batch is written once).
     fn update_lots(&mut self, conn: &mut DbConnection, changes: Changeset) -> Result<(), TxError> {
         for g in &changes.grants_updated {
-            diesel::update(grants::table.filter(grants::id.eq(g.id.as_str())))
-                .set(grants::remaining.eq(g.remaining.millis()))
-                .execute(conn)?;
+            crate::rows::UpdateGrant {
+                remaining: g.remaining.millis(),
+                id: g.id.as_str(),
+            }
+            .execute(conn)?;
         }
         for h in &changes.holds_updated {
-            diesel::update(holds::table.filter(holds::id.eq(h.id.as_str())))
-                .set((
-                    holds::status.eq(h.status.as_str()),
-                    holds::captured.eq(h.captured.millis()),
-                    holds::settled_at.eq(h.settled_at.map(Timestamp::millis)),
-                ))
-                .execute(conn)?;
+            crate::rows::UpdateHold {
+                status: h.status.as_str(),
+                captured: h.captured.millis(),
+                settled_at: h.settled_at.map(Timestamp::millis),
+                id: h.id.as_str(),
+            }
+            .execute(conn)?;
         }
         self.grants
             .extend(changes.grants_inserted.iter().map(GrantRow::from));
@@ -689,17 +707,17 @@ fn write_account(
             0,
         ),
     };
-    diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-        .set((
-            accounts::balance.eq(state.balance.millis()),
-            accounts::overdraft.eq(state.overdraft.millis()),
-            accounts::last_seq.eq(state.last_seq),
-            accounts::available.eq(shown.available.millis()),
-            accounts::held.eq(shown.held.millis()),
-            accounts::balance_at.eq(now.millis()),
-            accounts::balance_until.eq(until),
-        ))
-        .execute(conn)?;
+    crate::rows::WriteAccount {
+        balance: state.balance.millis(),
+        overdraft: state.overdraft.millis(),
+        last_seq: state.last_seq,
+        available: shown.available.millis(),
+        held: shown.held.millis(),
+        balance_at: now.millis(),
+        balance_until: until,
+        id: id.as_str(),
+    }
+    .execute(conn)?;
     Ok(folded.map(|b| b.available))
 }
 
@@ -769,26 +787,58 @@ pub(crate) struct AppliedAll {
 struct Known(HashMap<String, Vec<IdempotencyRow>>);
 
 impl Known {
+    /// By the whole primary key (account_id, scope, key): with the account alone SQLite
+    /// walks every key the account ever stored (issue 11: a quarter of the writer's CPU
+    /// on a hot account). On SQLite one point read a key, a statement prepared once; on
+    /// PostgreSQL one read for the batch (`= ANY` of arrays, one round trip).
     fn read<'i>(
         conn: &mut DbConnection,
         items: impl Iterator<Item = &'i BatchItem>,
     ) -> Result<Known, TxError> {
-        let (accounts, keys): (BTreeSet<&str>, Vec<&str>) = items
-            .filter_map(|i| Some((i.account_id.as_str(), i.idempotency.as_ref()?.key.as_str())))
-            .unzip();
-        let accounts: Vec<&str> = accounts.into_iter().collect();
+        let wanted: Vec<(&str, &str, &str)> = items
+            .filter_map(|i| {
+                let idem = i.idempotency.as_ref()?;
+                Some((
+                    i.account_id.as_str(),
+                    idem.scope.as_str(),
+                    idem.key.as_str(),
+                ))
+            })
+            .collect();
         let mut known = Known::default();
-        // By account first: the primary key (account_id, scope, key) then finds each row
-        // (a filter on the key alone would scan the table).
-        for chunk in keys.chunks(ROWS_PER_INSERT * 4) {
-            let rows: Vec<IdempotencyRow> = idempotency_keys::table
-                .filter(idempotency_keys::account_id.eq_any(&accounts))
-                .filter(idempotency_keys::key.eq_any(chunk))
-                .select(IdempotencyRow::as_select())
-                .load(conn)?;
-            for r in rows {
-                known.0.entry(r.key.clone()).or_default().push(r);
+        if wanted.is_empty() {
+            return Ok(known);
+        }
+        let mut found = Vec::new();
+        if let DbConnection::Sqlite(_) = conn {
+            for &(account, scope, key) in &wanted {
+                // `load`, not `first`: SQLite compiles a bound `LIMIT ?` into the plan,
+                // so every execution of a statement with one is prepared again.
+                found.extend(
+                    stored_key(account, scope, key)
+                        .select(IdempotencyRow::as_select())
+                        .load::<IdempotencyRow>(conn)?,
+                );
             }
+        } else {
+            let accounts: BTreeSet<&str> = wanted.iter().map(|w| w.0).collect();
+            let scopes: BTreeSet<&str> = wanted.iter().map(|w| w.1).collect();
+            let accounts: Vec<&str> = accounts.into_iter().collect();
+            let scopes: Vec<&str> = scopes.into_iter().collect();
+            let keys: Vec<&str> = wanted.iter().map(|w| w.2).collect();
+            for chunk in keys.chunks(ROWS_PER_INSERT * 4) {
+                found.extend(
+                    idempotency_keys::table
+                        .filter(idempotency_keys::account_id.eq_any(&accounts))
+                        .filter(idempotency_keys::scope.eq_any(&scopes))
+                        .filter(idempotency_keys::key.eq_any(chunk))
+                        .select(IdempotencyRow::as_select())
+                        .load::<IdempotencyRow>(conn)?,
+                );
+            }
+        }
+        for r in found {
+            known.0.entry(r.key.clone()).or_default().push(r);
         }
         Ok(known)
     }
@@ -801,6 +851,16 @@ impl Known {
             .find(|r| r.account_id == id.as_str() && r.scope == idem.scope)
             .map(|r| (r.fingerprint.as_str(), r.outcome.as_str()))
     }
+}
+
+/// The stored idempotency row of (`account`, `scope`, `key`): a point read of the primary
+/// key (at most one row).
+#[diesel::dsl::auto_type(no_type_alias)]
+fn stored_key<'a>(account: &'a str, scope: &'a str, key: &'a str) -> _ {
+    idempotency_keys::table
+        .filter(idempotency_keys::account_id.eq(account))
+        .filter(idempotency_keys::scope.eq(scope))
+        .filter(idempotency_keys::key.eq(key))
 }
 
 /// Applies many operations (each with its own `now`) inside the transaction `conn` is
@@ -1124,4 +1184,45 @@ fn apply_warm(
         replayed: false,
         available,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::sqlite::Sqlite;
+
+    #[derive(QueryableByName)]
+    struct PlanRow {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+
+    /// How SQLite runs `query` (its `EXPLAIN QUERY PLAN` details), on a migrated database.
+    fn plan_of<Q: diesel::query_builder::QueryFragment<Sqlite>>(query: &Q) -> Vec<String> {
+        let mut conn = DbConnection::Sqlite(
+            diesel::SqliteConnection::establish(":memory:").expect("an in-memory database"),
+        );
+        crate::db::run_migrations(&mut conn).expect("migrations");
+        let sql = diesel::debug_query::<Sqlite, _>(query).to_string();
+        let sql = sql.split(" -- binds").next().unwrap_or_default();
+        diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<PlanRow>(&mut conn)
+            .expect("a plan")
+            .into_iter()
+            .map(|r| r.detail)
+            .collect()
+    }
+
+    /// The batch's idempotency read finds each key through the whole primary key: with
+    /// the account alone (issue 11) it walked every key the account ever stored.
+    #[test]
+    fn a_stored_key_is_read_through_the_whole_primary_key() {
+        let query = stored_key("acct_1", "ledger", "k").select(IdempotencyRow::as_select());
+        let plan = plan_of(&query);
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("(account_id=? AND scope=? AND key=?)")),
+            "{plan:?}"
+        );
+    }
 }

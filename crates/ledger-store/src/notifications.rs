@@ -217,17 +217,38 @@ pub(crate) fn load_alerts<'a>(
     ids: impl IntoIterator<Item = &'a AccountId>,
 ) -> Result<HashMap<AccountId, AlertState>, TxError> {
     let ids: Vec<&str> = ids.into_iter().map(AccountId::as_str).collect();
+    let columns = (
+        account_alerts::account_id,
+        account_alerts::low_balance_credits,
+        account_alerts::low_notified,
+        account_alerts::depleted_notified,
+    );
+    let mut rows: Vec<AlertRow> = Vec::new();
+    if let DbConnection::Sqlite(_) = conn {
+        // One point read an account, a statement prepared once (`IN (?, ?, ...)` is a
+        // statement of its own length on SQLite, prepared afresh every batch: issue 11).
+        for id in &ids {
+            rows.extend(
+                account_alerts::table
+                    .filter(account_alerts::account_id.eq(id))
+                    .select(columns)
+                    // `load`, not `first`: SQLite prepares a statement with a bound
+                    // `LIMIT ?` again on every execution.
+                    .load::<AlertRow>(conn)?,
+            );
+        }
+    } else {
+        for chunk in ids.chunks(1000) {
+            rows.extend(
+                account_alerts::table
+                    .filter(account_alerts::account_id.eq_any(chunk))
+                    .select(columns)
+                    .load::<AlertRow>(conn)?,
+            );
+        }
+    }
     let mut found = HashMap::new();
-    for chunk in ids.chunks(1000) {
-        let rows: Vec<AlertRow> = account_alerts::table
-            .filter(account_alerts::account_id.eq_any(chunk))
-            .select((
-                account_alerts::account_id,
-                account_alerts::low_balance_credits,
-                account_alerts::low_notified,
-                account_alerts::depleted_notified,
-            ))
-            .load(conn)?;
+    {
         for (id, low, low_notified, depleted_notified) in rows {
             found.insert(
                 AccountId::new(id),
