@@ -340,12 +340,16 @@ fn sub_and_plan(
     Ok(sub.plan().map(|plan| (sub, plan)))
 }
 
+/// The account's subscription: a point read on the primary key, without `first()`'s
+/// bound `LIMIT` (SQLite prepares such a statement again at every execution, ADR 18); the
+/// write path runs it for every account of every batch.
 fn load_sub(conn: &mut crate::db::DbConnection, id: &AccountId) -> Result<Option<SubRow>, TxError> {
     Ok(subscriptions::table
         .filter(subscriptions::account_id.eq(id.as_str()))
         .select(SubRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .into_iter()
+        .next())
 }
 
 /// Called by the write path (`ledger::apply_warm`) under the account lock, before the book is

@@ -15,16 +15,19 @@ use crate::ledger::TxError;
 use crate::payments::{
     AutoTopupSettings, OrderKind, PaidOrder, PaidOutcome, TopupCharge, TopupChargeRow, TopupPack,
 };
-use crate::rows::{AutoTopupRow, FirstRecord};
+use crate::rows::{AutoTopupRow, FirstRecord, Records};
 use crate::schema::{auto_topup_charges, auto_topups};
 
 fn settings_row(
     conn: &mut DbConnection,
     account: &AccountId,
 ) -> Result<Option<AutoTopupSettings>, StoreError> {
-    auto_topups::table
+    // A point read on the primary key: no `LIMIT ?` (ADR 18), as the write path runs it.
+    Ok(auto_topups::table
         .filter(auto_topups::account_id.eq(account.as_str()))
-        .first_record(conn)
+        .records(conn)?
+        .into_iter()
+        .next())
 }
 
 /// The account's saved settings as the core's rule reads them (`None`: never saved, so
