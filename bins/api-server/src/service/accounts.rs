@@ -84,24 +84,32 @@ pub async fn authenticate(
     }
     let now = state.now();
     state
-        .blocking(move |store| {
-            let Some(account_id) = store.access().session_account(&hash, now)? else {
-                return Ok(None);
-            };
-            let member = match store.members().session_holder(&hash)? {
-                Holder::Account => None,
-                Holder::Member(m) => Some(m),
-                Holder::Removed => return Ok(None),
-            };
-            let exists = store.ledger().account(&account_id)?.is_some();
-            Ok(Some(Caller {
-                account_id,
-                credential: Credential::Session(hash),
-                exists,
-                member,
-            }))
-        })
+        .blocking(move |store| session_caller(store, hash, now))
         .await
+}
+
+/// The caller a session token (by its hash) proves, on the store's thread; `None` for a
+/// token nobody holds, or whose member was removed.
+fn session_caller(
+    store: &ledger_store::Store,
+    hash: String,
+    now: Timestamp,
+) -> Result<Option<Caller>, ApiError> {
+    let Some(account_id) = store.access().session_account(&hash, now)? else {
+        return Ok(None);
+    };
+    let member = match store.members().session_holder(&hash)? {
+        Holder::Account => None,
+        Holder::Member(m) => Some(m),
+        Holder::Removed => return Ok(None),
+    };
+    let exists = store.ledger().account(&account_id)?.is_some();
+    Ok(Some(Caller {
+        account_id,
+        credential: Credential::Session(hash),
+        exists,
+        member,
+    }))
 }
 
 /// [`authenticate`] and the account's available balance now, in one store call (one
@@ -126,28 +134,14 @@ pub async fn authenticate_with_balance(
     let now = state.now();
     state
         .blocking(move |store| {
-            let Some(account_id) = store.access().session_account(&hash, now)? else {
+            let Some(caller) = session_caller(store, hash, now)? else {
                 return Ok(None);
             };
-            let member = match store.members().session_holder(&hash)? {
-                Holder::Account => None,
-                Holder::Member(m) => Some(m),
-                Holder::Removed => return Ok(None),
-            };
-            let exists = store.ledger().account(&account_id)?.is_some();
-            let balance = match exists {
-                true => Some(store.ledger().balance(&account_id, now)?.available),
+            let balance = match caller.exists {
+                true => Some(store.ledger().balance(&caller.account_id, now)?.available),
                 false => None,
             };
-            Ok(Some((
-                Caller {
-                    account_id,
-                    credential: Credential::Session(hash),
-                    exists,
-                    member,
-                },
-                balance,
-            )))
+            Ok(Some((caller, balance)))
         })
         .await
 }
