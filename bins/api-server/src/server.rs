@@ -245,9 +245,13 @@ fn spawn_deliverer(state: &AppState) {
 
 /// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let bind = settings.server.bind.clone();
+    // The port is taken first: a port in use fails the start at once, and the port cannot
+    // be taken by another program while the database opens and the first browser starts
+    // (up to a minute); connections made meanwhile wait in the backlog until serving starts.
+    let listeners = bind_all(&bind)?;
     let metrics = Arc::new(telemetry::Metrics::new());
     let store = startup::open_observed_store(&settings, metrics.clone())?;
-    let bind = settings.server.bind.clone();
     let workers = worker_count(&settings);
     let capture_config = settings.capture.clone();
     let payments = std::sync::Arc::new(startup::payments(&settings, store.clone())?);
@@ -265,7 +269,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     spawn_compaction(&state);
     spawn_period_sweeper(&state);
     spawn_deliverer(&state);
-    let listeners = bind_all(&bind)?;
     let spares = listeners
         .iter()
         .map(TcpListener::try_clone)
