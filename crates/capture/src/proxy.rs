@@ -54,12 +54,15 @@ pub enum ProxyOutcome {
     ConnectionRefused,
     /// Another network error (unreachable, timeout...).
     NetworkError(String),
+    /// A plain-http answer redirected the browser here (the event's host and port are the
+    /// redirect's target, as its absolute `Location` names them).
+    Redirected,
 }
 
 impl ProxyOutcome {
-    /// True for every outcome but `Connected`.
+    /// True for every outcome but `Connected` and `Redirected`.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Self::Connected(_))
+        !matches!(self, Self::Connected(_) | Self::Redirected)
     }
 }
 
@@ -330,6 +333,18 @@ impl Proxy {
             .or_else(|| self.latest_failure(|_| true))
     }
 
+    /// The latest failure of the host and port the latest plain-http redirect sent the
+    /// browser to. Through a CONNECT tunnel the browser hides which hop failed; when the
+    /// hop before it was plain http, the proxy saw where it pointed.
+    pub fn redirect_failure(&self) -> Option<ProxyEvent> {
+        let target = crate::lock(&self.log)
+            .iter()
+            .rev()
+            .find(|e| e.outcome == ProxyOutcome::Redirected)
+            .map(|e| (e.host.clone(), e.port))?;
+        self.latest_failure(|e| e.host == target.0 && e.port == target.1)
+    }
+
     fn latest_failure(&self, wanted: impl Fn(&ProxyEvent) -> bool) -> Option<ProxyEvent> {
         crate::lock(&self.log)
             .iter()
@@ -578,6 +593,9 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
     let to_client = async {
         let mut ur = BufReader::new(ur);
         let head = read_head(&mut ur).await?;
+        if let Some((host, port)) = redirect_target(&head) {
+            record(conn.log, &host, port, ProxyOutcome::Redirected);
+        }
         let mut rewritten = String::with_capacity(head.len() + 20);
         for line in head.split("\r\n").filter(|l| !l.is_empty()) {
             let name = line
@@ -602,6 +620,23 @@ async fn handle(stream: TcpStream, conn: Conn<'_>) -> std::io::Result<()> {
         r = to_client => r,
         _ = async { let _ = to_upstream.await; std::future::pending::<()>().await } => Ok(()),
     }
+}
+
+/// Where a response head redirects to: the host and port of an absolute `Location` of a
+/// 3xx answer (a relative one stays on the host the request went to).
+fn redirect_target(head: &str) -> Option<(Host<String>, u16)> {
+    let status = head.split_whitespace().nth(1)?;
+    if !status.starts_with('3') {
+        return None;
+    }
+    let location = head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("location")
+            .then(|| value.trim())
+    })?;
+    let url = Url::parse(location).ok()?;
+    Some((url.host()?.to_owned(), url.port_or_known_default()?))
 }
 
 /// Answer a request that arrived with no capture in progress: read its head (to log what
@@ -629,7 +664,7 @@ fn status_for(outcome: &ProxyOutcome) -> (StatusCode, &'static str) {
         ProxyOutcome::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden-target"),
         ProxyOutcome::DnsFailure => (StatusCode::BAD_GATEWAY, "dns-failure"),
         ProxyOutcome::ConnectionRefused => (StatusCode::BAD_GATEWAY, "connection-refused"),
-        ProxyOutcome::NetworkError(_) | ProxyOutcome::Connected(_) => {
+        ProxyOutcome::NetworkError(_) | ProxyOutcome::Connected(_) | ProxyOutcome::Redirected => {
             (StatusCode::BAD_GATEWAY, "network-error")
         }
     }
@@ -813,6 +848,59 @@ mod tests {
         assert_eq!(
             (latest.host.as_str(), latest.outcome),
             ("10.0.0.1", refused)
+        );
+    }
+
+    #[test]
+    fn a_redirect_names_the_host_and_port_of_its_absolute_location() {
+        let head = "HTTP/1.1 302 Found\r\nlocation: https://127.0.0.1:9/x\r\n";
+        assert_eq!(
+            redirect_target(head),
+            Some((Host::Ipv4("127.0.0.1".parse().unwrap()), 9))
+        );
+        let to = "HTTP/1.1 301 Moved\r\nLocation: http://example.com/\r\n";
+        assert_eq!(
+            redirect_target(to),
+            Some((Host::Domain("example.com".into()), 80))
+        );
+        assert_eq!(
+            redirect_target("HTTP/1.1 302 Found\r\nLocation: /next\r\n"),
+            None
+        );
+        assert_eq!(
+            redirect_target("HTTP/1.1 200 OK\r\nLocation: http://a/\r\n"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_tunnel_after_a_redirect_is_the_redirect_targets_failure() {
+        let proxy = local_proxy(TargetPolicy::strict()).await;
+        let host = |h: &str| Host::Domain(h.to_owned());
+        assert!(proxy.redirect_failure().is_none(), "no redirect yet");
+        record(
+            &proxy.log,
+            &host("next.example"),
+            443,
+            ProxyOutcome::Redirected,
+        );
+        record(
+            &proxy.log,
+            &host("next.example"),
+            443,
+            ProxyOutcome::ConnectionRefused,
+        );
+        // The browser's own request fails after the page's hop did.
+        record(
+            &proxy.log,
+            &host("accounts.example"),
+            443,
+            ProxyOutcome::DnsFailure,
+        );
+        let failed = proxy.redirect_failure().unwrap();
+        assert_eq!(
+            (failed.host.as_str(), failed.port, failed.outcome),
+            ("next.example", 443, ProxyOutcome::ConnectionRefused)
         );
     }
 

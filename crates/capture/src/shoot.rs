@@ -564,7 +564,7 @@ async fn check_navigation(
         let tunnel = code.contains("TUNNEL") || code.contains("PROXY");
         return Err(target
             .and_then(|t| failure_for_url(proxy, t))
-            .or_else(|| tunnel.then(|| last_failure(proxy)).flatten())
+            .or_else(|| tunnel.then(|| tunnel_failure(proxy)).flatten())
             .unwrap_or_else(|| net_error(&code, target)));
     }
     if let Some(status) = status.filter(|s| *s >= 400) {
@@ -583,6 +583,19 @@ fn failure_for_url(proxy: &Proxy, url: &Url) -> Option<CaptureError> {
     Some(outcome_error(outcome, url.as_str().to_owned(), host))
 }
 
+/// Why a tunnel failed: the failure of the latest plain-http redirect's target when there
+/// is one (the browser's own requests to other hosts may have failed since), else the
+/// proxy's latest failure on any host.
+fn tunnel_failure(proxy: &Proxy) -> Option<CaptureError> {
+    match proxy.redirect_failure() {
+        Some(event) => {
+            let target = format!("{}:{}", event.host, event.port);
+            Some(outcome_error(event.outcome, target, event.host))
+        }
+        None => last_failure(proxy),
+    }
+}
+
 /// The proxy's latest failure on any host. The browser may hide which hop failed (a
 /// redirect through a CONNECT tunnel), so the error names the host and port the proxy
 /// could not reach, not the URL that was asked for.
@@ -598,7 +611,9 @@ fn outcome_error(outcome: ProxyOutcome, target: String, host: String) -> Capture
         ProxyOutcome::DnsFailure => CaptureError::DnsFailure { host },
         ProxyOutcome::ConnectionRefused => CaptureError::ConnectionRefused { target },
         ProxyOutcome::NetworkError(detail) => CaptureError::NetworkError { target, detail },
-        ProxyOutcome::Connected(_) => CaptureError::internal("no failure to report"),
+        ProxyOutcome::Connected(_) | ProxyOutcome::Redirected => {
+            CaptureError::internal("no failure to report")
+        }
     }
 }
 
@@ -642,7 +657,7 @@ fn classify_navigation_error(e: CmdError, opts: &CaptureOptions, proxy: &Proxy) 
                 .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                 .collect();
             if code.contains("TUNNEL") || code.contains("PROXY") {
-                if let Some(e) = last_failure(proxy) {
+                if let Some(e) = tunnel_failure(proxy) {
                     return e;
                 }
             }
