@@ -427,39 +427,26 @@ fn balance_of(book: &Book, now: Timestamp) -> Result<Balance, TxError> {
     })
 }
 
-/// What taking an account's lock sets: the next version, and no balance readers may take
-/// from the row until the writer that locked it sets one ([`write_account`]).
-macro_rules! locked {
-    () => {
-        (
-            accounts::version.eq(accounts::version + 1),
-            accounts::balance_until.eq(0),
-        )
-    };
-}
-
 /// Takes the account's row lock for the rest of the transaction.
 pub(crate) fn lock_account(conn: &mut DbConnection, id: &AccountId) -> Result<(), TxError> {
-    let n = diesel::update(accounts::table.filter(accounts::id.eq(id.as_str())))
-        .set(locked!())
-        .execute(conn)?;
-    if n == 0 {
-        return Err(StoreError::AccountNotFound {
+    match lock_account_version(conn, id)? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::AccountNotFound {
             account_id: id.clone(),
         }
-        .into());
+        .into()),
     }
-    Ok(())
 }
 
 /// [`lock_account`], answering the account's version after the lock (`None`: no such
 /// account). Every writer of an account's book takes this lock, so the version tells a
-/// writer that kept the book whether anyone else wrote it since.
+/// writer that kept the book whether anyone else wrote it since. The lock also clears
+/// `balance_until`: no reader takes the balance from the row until the writer that locked
+/// it sets one ([`write_account`]). One statement, prepared once (`crate::rows::LockAccount`).
 pub(crate) fn lock_account_version(
     conn: &mut DbConnection,
     id: &AccountId,
 ) -> Result<Option<i64>, TxError> {
-    // What `locked!` sets, as a statement prepared once (`crate::rows::LockAccount`).
     Ok(crate::rows::LockAccount { id: id.as_str() }
         .get_result::<i64>(conn)
         .optional()?)
