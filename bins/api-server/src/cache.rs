@@ -14,6 +14,13 @@
 //! the order across restarts. An object larger than the whole limit is not kept. A replay
 //! whose object was evicted answers that it is no longer stored.
 //!
+//! **Hot entries in memory** (ADR 20): a hit read from disk is also kept in memory, up to
+//! [`HOT_MAX_BYTES`] (least recently used out first), so that the next hits of the same key
+//! within [`HOT_FRESH_MS`] are answered by [`DiskCache::get_hot`] without a file read or a
+//! blocking thread. Writing a key (a new capture, `fresh`) or evicting its object drops its
+//! hot entry at once; after [`HOT_FRESH_MS`] the entry is read from disk again, which
+//! refreshes its recency on disk and sees what another process sharing the directory wrote.
+//!
 //! Operators see [`DiskCache::stats`] at `GET /admin/v1/cache`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,11 +37,21 @@ use sha2::{Digest, Sha256};
 /// The default `screenshots.cache_max_bytes`: 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
+/// The most bytes of images kept in memory for [`DiskCache::get_hot`] (never more than the
+/// disk limit); an image larger than an eighth of it is never kept there.
+pub const HOT_MAX_BYTES: u64 = 16 << 20;
+
+/// How long a hot entry answers without a look at the disk: the delay with which a key
+/// another process rewrote, or a hit's recency on disk, is seen.
+pub const HOT_FRESH_MS: i64 = 1_000;
+
 #[derive(Debug, Clone)]
 pub struct DiskCache {
     dir: PathBuf,
     max_bytes: u64,
     index: Arc<Mutex<Index>>,
+    /// Never held during I/O, so [`DiskCache::get_hot`] can take it on an async thread.
+    hot: Arc<Mutex<Hot>>,
     counters: Arc<Counters>,
 }
 
@@ -94,6 +111,85 @@ struct Index {
     keys: HashMap<String, (String, u64)>,
     bytes: u64,
     next_tick: u64,
+}
+
+/// A hit kept in memory: the key's record, the object's bytes, when the disk was last read.
+#[derive(Debug)]
+struct HotEntry {
+    object: String,
+    content_type: String,
+    created_at_ms: i64,
+    bytes: Arc<[u8]>,
+    read_at_ms: i64,
+    tick: u64,
+}
+
+/// Hot entries by key file name, least recently used first in `order`.
+#[derive(Debug, Default)]
+struct Hot {
+    entries: HashMap<String, HotEntry>,
+    order: BTreeMap<u64, String>,
+    bytes: u64,
+    next_tick: u64,
+    /// Moves whenever a key is written or removed: a disk read that started before keeps
+    /// what it read out of memory (it may be the record just replaced).
+    generation: u64,
+}
+
+impl Hot {
+    fn remove(&mut self, name: &str) {
+        if let Some(e) = self.entries.remove(name) {
+            self.order.remove(&e.tick);
+            self.bytes -= e.bytes.len() as u64;
+        }
+    }
+
+    /// Keys `name` (or its replacement) changed on disk.
+    fn forget(&mut self, name: &str) {
+        self.generation += 1;
+        self.remove(name);
+    }
+
+    fn insert(&mut self, name: String, mut entry: HotEntry, max_bytes: u64) {
+        let size = entry.bytes.len() as u64;
+        self.remove(&name);
+        if size > max_bytes / 8 {
+            return;
+        }
+        while self.bytes + size > max_bytes {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&oldest) {
+                self.bytes -= e.bytes.len() as u64;
+            }
+        }
+        self.next_tick += 1;
+        entry.tick = self.next_tick;
+        self.order.insert(entry.tick, name.clone());
+        self.bytes += size;
+        self.entries.insert(name, entry);
+    }
+
+    /// The entry of `name` if it may answer at `now` without the disk, made most recent.
+    fn hit(&mut self, name: &str, ttl_secs: u64, now_ms: i64) -> Option<Hit> {
+        let e = self.entries.get_mut(name)?;
+        if now_ms - e.read_at_ms >= HOT_FRESH_MS
+            || now_ms < e.read_at_ms
+            || now_ms - e.created_at_ms >= ttl_secs as i64 * 1000
+        {
+            return None;
+        }
+        self.next_tick += 1;
+        self.order.remove(&e.tick);
+        e.tick = self.next_tick;
+        self.order.insert(e.tick, name.to_owned());
+        Some(Hit {
+            bytes: e.bytes.to_vec(),
+            content_type: e.content_type.clone(),
+            object: e.object.clone(),
+        })
+    }
 }
 
 impl Index {
@@ -231,6 +327,7 @@ impl DiskCache {
             dir: dir.into(),
             max_bytes,
             index: Arc::default(),
+            hot: Arc::default(),
             counters: Arc::default(),
         };
         cache.rebuild();
@@ -240,6 +337,14 @@ impl DiskCache {
     fn lock(&self) -> MutexGuard<'_, Index> {
         // Every change to the index is completed under the lock before any I/O can fail.
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn hot(&self) -> MutexGuard<'_, Hot> {
+        self.hot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn hot_max_bytes(&self) -> u64 {
+        HOT_MAX_BYTES.min(self.max_bytes)
     }
 
     fn rebuild(&self) {
@@ -276,6 +381,7 @@ impl DiskCache {
             let keys = index.remove_object(&object);
             tracing::debug!(%object, keys = keys.len(), "cache: evicted");
             for k in keys {
+                self.hot().forget(&k);
                 let _ = std::fs::remove_file(self.key_file(&k));
             }
             let _ = std::fs::remove_file(sharded(&self.dir.join("objects"), &object));
@@ -298,6 +404,10 @@ impl DiskCache {
     /// the statistics; a hit makes its object the most recently used).
     pub fn get(&self, key: &str, ttl_secs: u64, now: Timestamp) -> Option<Hit> {
         let hit = self.lookup(key, ttl_secs, now);
+        if hit.is_none() {
+            // Expired, or removed behind this process's back: not answered from memory either.
+            self.hot().forget(&Self::key_name(key));
+        }
         let counter = match &hit {
             Some(_) => &self.counters.hits,
             None => &self.counters.misses,
@@ -306,8 +416,20 @@ impl DiskCache {
         hit
     }
 
+    /// [`DiskCache::get`] from memory alone, with no I/O (it may run on an async thread):
+    /// the capture if `key` was read from disk less than [`HOT_FRESH_MS`] ago, is still
+    /// younger than `ttl_secs` and has not been written or evicted since; `None` (and no
+    /// miss counted) otherwise, when the caller asks [`DiskCache::get`].
+    pub fn get_hot(&self, key: &str, ttl_secs: u64, now: Timestamp) -> Option<Hit> {
+        let name = Self::key_name(key);
+        let hit = self.hot().hit(&name, ttl_secs, now.millis())?;
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
     fn lookup(&self, key: &str, ttl_secs: u64, now: Timestamp) -> Option<Hit> {
         let name = Self::key_name(key);
+        let generation = self.hot().generation;
         let record: KeyRecord =
             serde_json::from_slice(&std::fs::read(self.key_file(&name)).ok()?).ok()?;
         if now.millis() - record.created_at_ms >= ttl_secs as i64 * 1000 {
@@ -317,6 +439,7 @@ impl DiskCache {
             // Evicted (or removed by hand) since the key was read.
             let keys = self.lock().remove_object(&record.object);
             for k in keys {
+                self.hot().forget(&k);
                 let _ = std::fs::remove_file(self.key_file(&k));
             }
             return None;
@@ -329,6 +452,20 @@ impl DiskCache {
                 .open(path)
                 .and_then(|f| f.set_modified(SystemTime::now()));
         }
+        let mut hot = self.hot();
+        if hot.generation == generation {
+            let entry = HotEntry {
+                object: record.object.clone(),
+                content_type: record.content_type.clone(),
+                created_at_ms: record.created_at_ms,
+                bytes: Arc::from(bytes.as_slice()),
+                read_at_ms: now.millis(),
+                tick: 0,
+            };
+            let max = self.hot_max_bytes();
+            hot.insert(name, entry, max);
+        }
+        drop(hot);
         Some(Hit {
             bytes,
             content_type: record.content_type,
@@ -379,6 +516,7 @@ impl DiskCache {
             return Ok(());
         }
         write_atomically(&self.key_file(&name), &bytes)?;
+        self.hot().forget(&name);
         index.set_key(&name, object, bytes.len() as u64);
         index.touch(object);
         self.evict(&mut index, object);
@@ -469,6 +607,120 @@ mod tests {
             }
         }
         total
+    }
+
+    /// A hit read from disk answers from memory for [`HOT_FRESH_MS`], with no file read
+    /// (its files removed behind the cache's back do not stop it), and counts as a hit;
+    /// then it is looked up on disk again.
+    #[test]
+    fn a_hit_read_from_disk_answers_from_memory_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::new(dir.path());
+        let t0 = Timestamp::from_millis(1_000_000);
+        store(&cache, "k", b"png bytes", t0);
+        assert!(
+            cache.get_hot("k", 60, t0).is_none(),
+            "not read from disk yet"
+        );
+        assert_eq!(cache.get("k", 60, t0).unwrap().bytes, b"png bytes");
+        std::fs::remove_dir_all(dir.path().join("keys")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("objects")).unwrap();
+        let later = Timestamp::from_millis(t0.millis() + HOT_FRESH_MS - 1);
+        let hit = cache.get_hot("k", 60, later).expect("answered from memory");
+        assert_eq!(
+            (hit.bytes.as_slice(), hit.content_type.as_str()),
+            (&b"png bytes"[..], "image/png")
+        );
+        assert_eq!((cache.stats().hits, cache.stats().misses), (2, 0));
+        assert!(cache.get_hot("other", 60, later).is_none());
+        let stale = Timestamp::from_millis(t0.millis() + HOT_FRESH_MS);
+        assert!(
+            cache.get_hot("k", 60, stale).is_none(),
+            "read from disk again"
+        );
+        assert!(cache.get("k", 60, stale).is_none(), "the files are gone");
+        assert!(
+            cache.get_hot("k", 60, later).is_none(),
+            "and so is the hot entry"
+        );
+    }
+
+    /// The TTL holds in memory too.
+    #[test]
+    fn a_hot_entry_expires_with_its_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::new(dir.path());
+        let t0 = Timestamp::from_millis(1_000_000);
+        store(&cache, "k", b"png bytes", t0);
+        let read = Timestamp::from_millis(t0.millis() + 9_500);
+        assert!(cache.get("k", 10, read).is_some());
+        assert!(cache
+            .get_hot("k", 10, Timestamp::from_millis(t0.millis() + 9_999))
+            .is_some());
+        assert!(
+            cache.get_hot("k", 10, t0.plus_secs(10)).is_none(),
+            "expired"
+        );
+    }
+
+    /// A new capture under the same key (`fresh`) is what the next hit answers: writing a
+    /// key drops its hot entry at once, and so does evicting its object.
+    #[test]
+    fn writing_or_evicting_a_key_drops_its_hot_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Timestamp::from_millis(1_000_000);
+        // Room in memory for 1,000-byte images (an eighth of the limit), on disk for eight.
+        let cache = DiskCache::with_limit(dir.path(), 10_000);
+        store(&cache, "k", &blob(1, 1_000), t0);
+        assert!(cache.get("k", 60, t0).is_some());
+        store(&cache, "k", &blob(2, 1_000), t0);
+        assert!(cache.get_hot("k", 60, t0).is_none(), "rewritten");
+        assert_eq!(cache.get("k", 60, t0).unwrap().bytes, blob(2, 1_000));
+        assert_eq!(cache.get_hot("k", 60, t0).unwrap().bytes, blob(2, 1_000));
+        // Newer objects push k's out on disk.
+        for i in 0..9u8 {
+            store(&cache, &format!("x{i}"), &blob(10 + i, 1_000), t0);
+        }
+        assert!(cache.get_hot("k", 60, t0).is_none(), "evicted in memory");
+        assert!(!cached(&cache, "k", t0), "and on disk");
+    }
+
+    /// Memory holds at most [`HOT_MAX_BYTES`] (never more than the disk limit), least
+    /// recently used out first, and no image larger than an eighth of it.
+    #[test]
+    fn hot_entries_stay_within_their_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let cache = DiskCache::with_limit(dir.path(), 1 << 20);
+        let size = (1 << 20) / 8 - 100;
+        for i in 0..6u8 {
+            store(&cache, &format!("k{i}"), &blob(i, size), t0);
+        }
+        for i in 0..6u8 {
+            assert!(cache.get(&format!("k{i}"), 60, t0).is_some());
+        }
+        assert!(cache.hot().bytes <= 1 << 20);
+        let hot: Vec<bool> = (0..6u8)
+            .map(|i| cache.get_hot(&format!("k{i}"), 60, t0).is_some())
+            .collect();
+        assert!(hot.iter().all(|h| *h), "six fit: {hot:?}");
+        store(&cache, "big", &blob(9, (1 << 20) / 8 + 1), t0);
+        assert!(cache.get("big", 60, t0).is_some());
+        assert!(
+            cache.get_hot("big", 60, t0).is_none(),
+            "too large for memory"
+        );
+        // Past the limit, the least recently used hot entry goes first.
+        let dir = tempfile::tempdir().unwrap();
+        let roomy = DiskCache::with_limit(dir.path(), 4 * HOT_MAX_BYTES);
+        let size = (HOT_MAX_BYTES / 8) as usize;
+        for i in 0..9u8 {
+            store(&roomy, &format!("s{i}"), &blob(i, size), t0);
+            assert!(roomy.get(&format!("s{i}"), 60, t0).is_some());
+        }
+        assert!(roomy.hot().bytes <= HOT_MAX_BYTES);
+        assert!(roomy.get_hot("s0", 60, t0).is_none(), "the oldest went");
+        assert!(roomy.get_hot("s8", 60, t0).is_some(), "the latest stays");
     }
 
     /// Least recently used goes first, and a hit counts as a use: after a, b, c are stored

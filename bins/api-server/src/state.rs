@@ -176,6 +176,21 @@ impl AppState {
         self.blocking.ledger(move || Ok(f(&store)?)).await
     }
 
+    /// A short store read: here, on the async thread, when it needs no wait
+    /// (`Store::read_now`: SQLite, a connection idle in the pool, nothing to write), else
+    /// as [`AppState::in_store`] on a blocking thread. The hand-off to a blocking thread
+    /// and back costs more than such a read (ADR 20).
+    pub async fn read_store<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Store) -> Result<T, StoreError> + Clone + Send + 'static,
+        T: Send + 'static,
+    {
+        if let Some(out) = self.store.read_now(f.clone()) {
+            return Ok(out?);
+        }
+        self.in_store(f).await
+    }
+
     /// [`AppState::blocking`] for store work alone: its error answers as [`ApiError`]'s
     /// conversion of [`StoreError`] says.
     pub async fn in_store<T, F>(&self, f: F) -> Result<T, ApiError>

@@ -452,6 +452,29 @@ pub struct Access<'a> {
 }
 
 impl Store {
+    /// Runs the read `f` on this thread, now, when it cannot wait: on SQLite (in WAL mode a
+    /// read never waits for a writer), with connections already idle in the pool. `None`
+    /// when it would have to wait (PostgreSQL, whose every statement is a round trip to
+    /// another process; every connection taken; this thread holding one already): the
+    /// caller then runs it where waiting is fine, a blocking thread. An async server
+    /// serves its short reads this way without handing each to another thread and back.
+    ///
+    /// `f` only reads: it must not apply ledger operations or take the write gate.
+    pub fn read_now<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        if self.backend != crate::Backend::Sqlite || crate::held::holding() {
+            return None;
+        }
+        let (out, missed, taken) = crate::held::without_waiting(|| f(self));
+        // What r2d2's checkout event tells the observer for a connection waited for.
+        for _ in 0..taken {
+            self.observer.acquired(std::time::Duration::ZERO);
+        }
+        (!missed).then_some(out)
+    }
+
     /// Sessions, API keys, subscriptions and limits
     pub fn access(&self) -> Access<'_> {
         Access { store: self }

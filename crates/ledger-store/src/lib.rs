@@ -199,6 +199,10 @@ impl Store {
     fn write_gate(&self) -> Option<MutexGuard<'_, ()>> {
         if self.write_gate.is_some() {
             held::assert_not_holding("waits for the SQLite write gate");
+            debug_assert!(
+                held::may_wait("waits for the write gate").is_ok(),
+                "Store::read_now ran a write"
+            );
         }
         self.write_gate
             .as_ref()
@@ -273,6 +277,31 @@ pub(crate) mod held {
 
     thread_local! {
         static HELD: Cell<u32> = const { Cell::new(0) };
+        /// Inside [`without_waiting`]: a checkout takes an idle connection or fails at once.
+        static NO_WAIT: Cell<bool> = const { Cell::new(false) };
+        /// A checkout inside [`without_waiting`] found no idle connection.
+        static WOULD_WAIT: Cell<bool> = const { Cell::new(false) };
+        /// Connections taken inside [`without_waiting`] (r2d2 reports no event for them).
+        static TAKEN_NOW: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Whether this thread holds a pooled connection now.
+    pub(crate) fn holding() -> bool {
+        HELD.with(|h| h.get()) > 0
+    }
+
+    /// Runs `f` with checkouts that never wait: each takes an idle connection or fails at
+    /// once. Answers `f`'s result, whether a checkout failed so (then the result is that
+    /// failure, or what `f` made of it), and how many connections `f` took.
+    pub(crate) fn without_waiting<T>(f: impl FnOnce() -> T) -> (T, bool, u32) {
+        let outer = NO_WAIT.with(|n| n.replace(true));
+        let outer_missed = WOULD_WAIT.with(|w| w.replace(false));
+        let outer_taken = TAKEN_NOW.with(|t| t.replace(0));
+        let out = f();
+        let missed = WOULD_WAIT.with(|w| w.replace(outer_missed));
+        let taken = TAKEN_NOW.with(|t| t.replace(outer_taken));
+        NO_WAIT.with(|n| n.set(outer));
+        (out, missed, taken)
     }
 
     /// A pooled connection counted as held by the thread that checked it out.
@@ -307,10 +336,37 @@ pub(crate) mod held {
         );
     }
 
+    /// Fails at once inside [`without_waiting`] (and notes that it would have waited):
+    /// what comes next waits for a writer (the write gate, the engine's commit).
+    pub(crate) fn may_wait(what: &str) -> Result<(), StoreError> {
+        if NO_WAIT.with(|n| n.get()) {
+            WOULD_WAIT.with(|w| w.set(true));
+            return Err(StoreError::Unavailable {
+                reason: format!("a read that may not wait {what}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks a connection out of `pool` for this thread.
     pub(crate) fn checkout(pool: &Pool) -> Result<Conn, StoreError> {
         assert_not_holding("checks out another");
-        let conn = pool.get()?;
+        let conn = if NO_WAIT.with(|n| n.get()) {
+            match pool.try_get() {
+                Some(conn) => {
+                    TAKEN_NOW.with(|t| t.set(t.get() + 1));
+                    conn
+                }
+                None => {
+                    WOULD_WAIT.with(|w| w.set(true));
+                    return Err(StoreError::Unavailable {
+                        reason: "no idle database connection (a read that may not wait)".into(),
+                    });
+                }
+            }
+        } else {
+            pool.get()?
+        };
         HELD.with(|h| h.set(h.get() + 1));
         Ok(Conn(conn))
     }

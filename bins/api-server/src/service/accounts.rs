@@ -166,7 +166,7 @@ pub async fn find_key(
 ) -> Result<Option<FoundKey>, ApiError> {
     let now = state.now();
     let found = state
-        .in_store(move |store| store.access().key_caller(by(&name)))
+        .read_store(move |store| store.access().key_caller(by(&name)))
         .await?;
     Ok(found.and_then(|key| found_key(key, now)))
 }
@@ -180,7 +180,7 @@ pub async fn find_key_with_balance(
 ) -> Result<Option<(FoundKey, Option<Credits>)>, ApiError> {
     let now = state.now();
     let found = state
-        .in_store(move |store| store.access().key_caller_and_balance(by(&name), now))
+        .read_store(move |store| store.access().key_caller_and_balance(by(&name), now))
         .await?;
     Ok(found.and_then(|(key, balance)| {
         found_key(key, now).map(|key| (key, balance.map(|b| b.available)))
@@ -435,7 +435,7 @@ pub async fn revoke_api_key(state: &AppState, who: &Authed, id: String) -> Resul
 pub async fn available(state: &AppState, account: &AccountId) -> Result<Credits, ApiError> {
     let (id, now) = (account.clone(), state.now());
     state
-        .in_store(move |s| s.ledger().balance(&id, now).map(|b| b.available))
+        .read_store(move |s| s.ledger().balance(&id, now).map(|b| b.available))
         .await
 }
 

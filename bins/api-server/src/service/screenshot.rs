@@ -123,7 +123,7 @@ pub struct ShotRequest {
 pub async fn balance(state: &AppState, account: &AccountId) -> Option<Credits> {
     let (id, now) = (account.clone(), state.now());
     state
-        .in_store(move |s| s.ledger().balance(&id, now).map(|b| b.available))
+        .read_store(move |s| s.ledger().balance(&id, now).map(|b| b.available))
         .await
         .ok()
 }
@@ -403,8 +403,21 @@ async fn work(
         let ttl = opts
             .cache_ttl_secs()
             .unwrap_or(state.settings.screenshots.default_cache_ttl_secs);
-        let (cache, key) = (state.cache.clone(), cache_key.clone());
-        if let Ok(Some(hit)) = state.blocking.run(move || cache.get(&key, ttl, now)).await {
+        // A hot entry answers from memory, here (no I/O); the disk is read on a blocking
+        // thread otherwise.
+        let hit = match state.cache.get_hot(&cache_key, ttl, now) {
+            Some(hit) => Some(hit),
+            None => {
+                let (cache, key) = (state.cache.clone(), cache_key.clone());
+                state
+                    .blocking
+                    .run(move || cache.get(&key, ttl, now))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        if let Some(hit) = hit {
             return Worked {
                 shot: Shot {
                     answer: Ok(Image {

@@ -224,3 +224,50 @@ fn a_write_by_another_store_shows_in_the_next_read(db: TestDb) {
     assert!(other.access().revoke_api_key(&a, &id, at(4)).unwrap());
     assert_eq!(read(s, by, at(4)), None);
 }
+
+/// `Store::read_now` (ADR 20) answers a read here on SQLite, exactly as the read answers
+/// on a blocking thread; it gives up, changing nothing, where it would wait: every pooled
+/// connection taken, or a read that has to write (a plan period to roll, an operation).
+#[test]
+fn a_read_now_runs_at_once_on_sqlite_and_gives_up_where_it_would_wait() {
+    let db = TestDb::sqlite();
+    let s = &db.store;
+    let a = account(s, 5);
+    new_key(s, &a, "key-hash");
+    let now = s
+        .read_now(|s| {
+            s.access()
+                .key_caller_and_balance(KeyBy::Hash("key-hash"), at(1))
+        })
+        .expect("an idle connection: answered at once")
+        .unwrap();
+    assert_eq!(now, read(s, KeyBy::Hash("key-hash"), at(1)));
+    assert_eq!(now.unwrap().1.unwrap().available, c(5));
+
+    // Every connection taken: no answer, no wait.
+    let mut held = Vec::new();
+    while s.idle_connections_for_test() > 0 {
+        held.push(s.hold_connection_for_test().unwrap());
+    }
+    assert!(s.read_now(|s| s.ledger().balance(&a, at(1))).is_none());
+    drop(held);
+
+    // A write inside is refused before it starts: nothing is debited.
+    let tried = s.read_now(|s| s.ledger().apply(&a, None, debit_op(c(1)), at(2)));
+    assert!(tried.is_none(), "{tried:?}");
+    assert_eq!(available(s, KeyBy::Hash("key-hash"), at(3)), c(5));
+    // And the store goes on as before.
+    s.ledger().apply(&a, None, debit_op(c(1)), at(4)).unwrap();
+    assert_eq!(available(s, KeyBy::Hash("key-hash"), at(5)), c(4));
+}
+
+/// On PostgreSQL every statement is a round trip: `read_now` never runs there.
+#[test]
+fn a_read_now_never_runs_on_postgres() {
+    let db = TestDb::postgres();
+    let a = account(&db.store, 5);
+    assert!(db
+        .store
+        .read_now(|s| s.ledger().balance(&a, at(1)))
+        .is_none());
+}
