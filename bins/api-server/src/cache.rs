@@ -403,10 +403,11 @@ impl DiskCache {
     /// The capture stored under `key`, if it is younger than `ttl_secs` (a hit or a miss in
     /// the statistics; a hit makes its object the most recently used).
     pub fn get(&self, key: &str, ttl_secs: u64, now: Timestamp) -> Option<Hit> {
-        let hit = self.lookup(key, ttl_secs, now);
+        let name = Self::key_name(key);
+        let hit = self.lookup(&name, ttl_secs, now);
         if hit.is_none() {
             // Expired, or removed behind this process's back: not answered from memory either.
-            self.hot().forget(&Self::key_name(key));
+            self.hot().remove(&name);
         }
         let counter = match &hit {
             Some(_) => &self.counters.hits,
@@ -427,11 +428,11 @@ impl DiskCache {
         Some(hit)
     }
 
-    fn lookup(&self, key: &str, ttl_secs: u64, now: Timestamp) -> Option<Hit> {
-        let name = Self::key_name(key);
+    /// [`DiskCache::get`] of the key file `name`, without the statistics.
+    fn lookup(&self, name: &str, ttl_secs: u64, now: Timestamp) -> Option<Hit> {
         let generation = self.hot().generation;
         let record: KeyRecord =
-            serde_json::from_slice(&std::fs::read(self.key_file(&name)).ok()?).ok()?;
+            serde_json::from_slice(&std::fs::read(self.key_file(name)).ok()?).ok()?;
         if now.millis() - record.created_at_ms >= ttl_secs as i64 * 1000 {
             return None;
         }
@@ -463,7 +464,7 @@ impl DiskCache {
                 tick: 0,
             };
             let max = self.hot_max_bytes();
-            hot.insert(name, entry, max);
+            hot.insert(name.to_owned(), entry, max);
         }
         drop(hot);
         Some(Hit {

@@ -153,6 +153,7 @@ impl Engine {
     /// has committed (or failed).
     pub(crate) fn apply(&self, item: BatchItem, now: Timestamp) -> Result<Applied, StoreError> {
         crate::held::assert_not_holding("waits for a ledger writer");
+        crate::held::may_wait("applies an operation")?;
         let queue = &self.queues[shard(&item.account_id, self.queues.len())];
         let (reply, answer) = mpsc::sync_channel(1);
         queue

@@ -142,8 +142,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut DbConnection) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
-        crate::held::may_wait("writes")?;
-        let _gate = self.write_gate();
+        let _gate = self.write_gate()?;
         let mut conn = crate::held::checkout(&self.pool)?;
         (*conn).transaction::<T, TxError, _>(f).map_err(|e| e.0)
     }
@@ -314,7 +313,6 @@ impl Ledger<'_> {
             idempotency: idempotency.cloned(),
             operation,
         };
-        crate::held::may_wait("applies an operation")?;
         let answer = self.store.engine.apply(item, now);
         crate::observe::report(&self.store.observer, kind, &answer);
         answer

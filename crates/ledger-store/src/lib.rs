@@ -132,7 +132,7 @@ impl Store {
     /// Applies every pending migration (one transaction under a database-wide lock, as
     /// [`Store::open`] does); the names of those it applied, oldest first.
     pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let _gate = self.write_gate();
+        let _gate = self.write_gate()?;
         db::run_migrations(&mut *self.conn()?)
     }
 
@@ -196,17 +196,17 @@ impl Store {
         Ok(query.execute(&mut *self.conn()?)?)
     }
 
-    fn write_gate(&self) -> Option<MutexGuard<'_, ()>> {
+    /// The SQLite write gate (`None` on PostgreSQL, which has none). Inside
+    /// [`Store::read_now`] it is refused at once, as every write is.
+    fn write_gate(&self) -> Result<Option<MutexGuard<'_, ()>>, StoreError> {
+        held::may_wait("writes")?;
         if self.write_gate.is_some() {
             held::assert_not_holding("waits for the SQLite write gate");
-            debug_assert!(
-                held::may_wait("waits for the write gate").is_ok(),
-                "Store::read_now ran a write"
-            );
         }
-        self.write_gate
+        Ok(self
+            .write_gate
             .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())))
     }
 
     /// The write gate if it is free now (`Some(None)`: there is no gate, PostgreSQL);
@@ -339,13 +339,19 @@ pub(crate) mod held {
     /// Fails at once inside [`without_waiting`] (and notes that it would have waited):
     /// what comes next waits for a writer (the write gate, the engine's commit).
     pub(crate) fn may_wait(what: &str) -> Result<(), StoreError> {
-        if NO_WAIT.with(|n| n.get()) {
-            WOULD_WAIT.with(|w| w.set(true));
-            return Err(StoreError::Unavailable {
-                reason: format!("a read that may not wait {what}"),
-            });
+        match NO_WAIT.with(|n| n.get()) {
+            true => Err(would_wait(what)),
+            false => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Notes that a step inside [`without_waiting`] would have waited; the error it fails
+    /// with (never shown: `Store::read_now` then answers `None`).
+    fn would_wait(what: &str) -> StoreError {
+        WOULD_WAIT.with(|w| w.set(true));
+        StoreError::Unavailable {
+            reason: format!("a read that may not wait {what}"),
+        }
     }
 
     /// Checks a connection out of `pool` for this thread.
@@ -357,12 +363,7 @@ pub(crate) mod held {
                     TAKEN_NOW.with(|t| t.set(t.get() + 1));
                     conn
                 }
-                None => {
-                    WOULD_WAIT.with(|w| w.set(true));
-                    return Err(StoreError::Unavailable {
-                        reason: "no idle database connection (a read that may not wait)".into(),
-                    });
-                }
+                None => return Err(would_wait("finds no idle connection")),
             }
         } else {
             pool.get()?
@@ -396,7 +397,7 @@ mod tests {
     fn a_thread_never_waits_for_the_write_gate_holding_a_connection() {
         let (_dir, store) = store();
         let _one = store.conn().unwrap();
-        let _gate = store.write_gate();
+        let _gate = store.write_gate().unwrap();
     }
 
     #[test]
@@ -405,6 +406,6 @@ mod tests {
         drop(store.conn().unwrap());
         let _again = store.conn().unwrap();
         drop(_again);
-        drop(store.write_gate());
+        drop(store.write_gate().unwrap());
     }
 }

@@ -76,7 +76,7 @@ impl Screenshots<'_> {
         now: Timestamp,
     ) -> Result<Claim, StoreError> {
         use screenshot_requests::dsl as t;
-        let _gate = self.store.write_gate();
+        let _gate = self.store.write_gate()?;
         let mut conn = self.store.conn()?;
         let inserted = diesel::insert_into(t::screenshot_requests)
             .values((
@@ -142,7 +142,7 @@ impl Screenshots<'_> {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         use screenshot_requests::dsl as t;
-        let _gate = self.store.write_gate();
+        let _gate = self.store.write_gate()?;
         self.store
             .execute(diesel::update(keyed(account, key)).set((
                 t::state.eq("done"),
@@ -165,7 +165,7 @@ impl Screenshots<'_> {
         key: &str,
     ) -> Result<(), StoreError> {
         use screenshot_requests::dsl as t;
-        let _gate = self.store.write_gate();
+        let _gate = self.store.write_gate()?;
         self.store.execute(diesel::delete(
             keyed(account, key).filter(t::state.eq("pending")),
         ))?;

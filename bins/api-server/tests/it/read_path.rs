@@ -1,8 +1,10 @@
 //! The read path (issue 11): `GET /api/v1/credits` and a cached screenshot, with an API
 //! key or a signed URL, read the credential and the balance in one store call (one pooled
-//! connection, one trip to the blocking pool), and the answer is always today's balance:
-//! a debit, a credit, a write by another store on the same database and a revocation all
-//! show in the very next request. On SQLite and PostgreSQL.
+//! connection; on SQLite on the async thread when one is idle, ADR 20), and the answer is
+//! always today's balance: a debit, a credit, a write by another store on the same database
+//! and a revocation all show in the very next request. A cached screenshot answered from
+//! memory is never older than the last capture of its key (`fresh`). On SQLite and
+//! PostgreSQL.
 
 use crate::common;
 
@@ -21,6 +23,7 @@ on_both_backends!(
     a_balance_read_takes_one_pooled_connection_and_is_always_current,
     a_cached_screenshot_takes_one_pooled_connection_and_answers_the_current_balance,
     a_signed_balance_read_takes_one_pooled_connection,
+    a_fresh_capture_is_what_the_next_hit_answers,
 );
 
 /// Counts the pool's checkouts.
@@ -50,6 +53,28 @@ impl Capturer for Stub {
         Box::pin(async {
             Ok(Captured {
                 bytes: b"\x89PNG stub".to_vec(),
+                content_type: "image/png",
+                width: 10,
+                height: 10,
+            })
+        })
+    }
+}
+
+/// A fake browser whose every capture differs from the one before (`shot 1`, `shot 2`, ...).
+#[derive(Default)]
+struct Counting(AtomicU64);
+
+impl Capturer for Counting {
+    fn check_target<'a>(&'a self, _: &'a CaptureOptions) -> CaptureFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn capture<'a>(&'a self, _: &'a CaptureOptions) -> CaptureFuture<'a, Captured> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            Ok(Captured {
+                bytes: format!("shot {n}").into_bytes(),
                 content_type: "image/png",
                 width: 10,
                 height: 10,
@@ -201,4 +226,56 @@ async fn a_signed_balance_read_takes_one_pooled_connection(backend: &'static str
     let read = Req::get(format!("/api/v1/credits?{query}&signature={hex}"));
     assert_eq!(checkouts_of(&app, &checkouts, &account, &read, 3).await, 3);
     assert_eq!(app.send(read).await.expect(200), json!({"balance": 5}));
+}
+
+/// `fresh` refreshes the cached entry (the contract): the hits after it answer the new
+/// capture, even when the old one was being answered from memory (ADR 20), and without
+/// charging.
+async fn a_fresh_capture_is_what_the_next_hit_answers(backend: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::of(backend);
+    let app = TestApp::from_db(
+        db,
+        START,
+        |s| s.screenshots.cache_dir = dir.path().display().to_string(),
+        |state| state.with_capturer(Arc::new(Counting::default())),
+    )
+    .await;
+    let (key, _) = app.user("fresh@example.com").await;
+    let url = "/api/v1/screenshot?url=https%3A%2F%2Fexample.com%2F";
+    let shot = |query: &str| Req::get(format!("{url}{query}")).auth(&key);
+    let first = app.send(shot("")).await;
+    assert_eq!(
+        (first.header("x-cache"), first.body.as_slice()),
+        (Some("MISS"), &b"shot 1"[..])
+    );
+    // Read from disk, then (within the second) from memory.
+    for _ in 0..3 {
+        let hit = app.send(shot("")).await;
+        assert_eq!(
+            (hit.header("x-cache"), hit.body.as_slice()),
+            (Some("HIT"), &b"shot 1"[..])
+        );
+    }
+    let fresh = app.send(shot("&fresh=true")).await;
+    assert_eq!(
+        (
+            fresh.header("x-cache"),
+            fresh.header("x-credits-charged"),
+            fresh.body.as_slice()
+        ),
+        (Some("MISS"), Some("1"), &b"shot 2"[..])
+    );
+    for _ in 0..3 {
+        let hit = app.send(shot("")).await;
+        assert_eq!(
+            (
+                hit.header("x-cache"),
+                hit.header("x-credits-charged"),
+                hit.body.as_slice()
+            ),
+            (Some("HIT"), Some("0"), &b"shot 2"[..]),
+            "the hit after fresh answers the new capture"
+        );
+    }
 }
